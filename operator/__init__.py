@@ -1,0 +1,1 @@
+"""Control plane: the Kopf operator. May import hookline.sender; never the reverse."""

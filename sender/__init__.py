@@ -1,0 +1,1 @@
+"""Data plane: event model, ingest, delivery engine, signing, metrics and the SSRF-safe client."""
