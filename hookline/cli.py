@@ -20,10 +20,10 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "operator": Command("run the Kopf operator", "hookline.operator.main", True),
     "sender": Command("deliver one Webhook's events (reads --config)", "hookline.sender.main", True),
-    "ingest": Command("accept events on POST /v1/events and publish them", "hookline.sender.ingest_main", False),
+    "ingest": Command("accept events on POST /v1/events and publish them", "hookline.sender.ingest", False),
     "dev": Command("everything on one machine, no cluster", "hookline.dev", True),
-    "list": Command("list Webhooks in the current kubeconfig context", "hookline.kubecli_list", False),
-    "test": Command("post test data to a Webhook through a WebhookTest", "hookline.kubecli_test", False),
+    "list": Command("list Webhooks in the current kubeconfig context", "hookline.kubecli.listing", False),
+    "test": Command("post test data to a Webhook through a WebhookTest", "hookline.kubecli.testing", False),
     "redrive": Command("put a Webhook's dead letters back for delivery", "hookline.sender.redrive", False),
 }
 
@@ -47,23 +47,28 @@ def add_outbound_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand is listed; only the chosen one's module is imported (kopf is slow to load)."""
     parser = argparse.ArgumentParser(prog="hookline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"hookline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=command.help)
-        module = importlib.import_module(command.module)
+    for name, spec in COMMANDS.items():
+        p = sub.add_parser(name, help=spec.help, description=spec.help)
+        if name != command:
+            continue
+        module = importlib.import_module(spec.module)
         module.add_arguments(p)
-        if command.outbound:
+        if spec.outbound:
             add_outbound_flags(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args._run
     try:
         return run(args)
