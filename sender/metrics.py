@@ -1,0 +1,156 @@
+"""Every sender and ingest metric, by the names in docs/internals.md (dashboards depend on them).
+
+Metric families live on a registry passed in, so tests and dev mode (many senders in one process)
+never collide. Each sender binds its label values once (`SenderMetrics.bind`) because looking up a
+labelled child on every delivery costs more than the delivery bookkeeping itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = [
+    "ATTEMPT_OUTCOMES",
+    "CONTENT_TYPE_LATEST",
+    "DEAD_LETTER_REASONS",
+    "FINAL_OUTCOMES",
+    "IngestMetrics",
+    "SenderMetrics",
+    "WebhookMetrics",
+    "render",
+]
+
+ATTEMPT_OUTCOMES = ("success", "http_error", "timeout", "connection_error", "blocked")
+FINAL_OUTCOMES = ("delivered", "dead_lettered")
+DEAD_LETTER_REASONS = ("max_attempts", "max_age", "gone")
+INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
+
+# Request times of customer endpoints: from a fast local receiver to the 10 s default timeout and beyond.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# End-to-end latency includes retries, so it reaches hours.
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 36000.0)
+PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of a registry."""
+    return generate_latest(registry)
+
+
+@dataclass(frozen=True)
+class WebhookMetrics:
+    """The children of one Webhook (labels namespace, webhook already applied)."""
+
+    attempts: dict[str, Counter]
+    deliveries: dict[str, Counter]
+    dead_letters: dict[str, Counter]
+    duration: Histogram
+    pending: Gauge
+    in_flight: Gauge
+    gone: Gauge
+    latency: Histogram
+
+
+class SenderMetrics:
+    """Metric families of the delivery engine; one instance per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("namespace", "webhook")
+        self.attempts = Counter(
+            "hookline_delivery_attempts",
+            "HTTP delivery attempts by outcome",
+            (*labels, "outcome"),
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "hookline_deliveries",
+            "Events whose delivery ended, by final outcome",
+            (*labels, "outcome"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "hookline_delivery_duration_seconds",
+            "Request time of each delivery attempt",
+            labels,
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "hookline_pending_events",
+            "Events waiting in the Webhook's consumer (not yet delivered or awaiting a retry)",
+            labels,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "hookline_in_flight_requests", "Delivery requests in progress", labels, registry=registry
+        )
+        self.dead_letters = Counter(
+            "hookline_dead_letters",
+            "Events moved to the dead-letter stream, by reason",
+            (*labels, "reason"),
+            registry=registry,
+        )
+        self.gone = Gauge(
+            "hookline_webhook_gone",
+            "1 when the receiver answered 410 Gone and deliveries stopped",
+            labels,
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "hookline_end_to_end_latency_seconds",
+            "Time from the event's arrival at ingest to its successful delivery",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def bind(self, namespace: str, webhook: str) -> WebhookMetrics:
+        """Create every child of one Webhook up front, so all series exist from the start at zero."""
+        ids = (namespace, webhook)
+        return WebhookMetrics(
+            attempts={o: self.attempts.labels(*ids, o) for o in ATTEMPT_OUTCOMES},
+            deliveries={o: self.deliveries.labels(*ids, o) for o in FINAL_OUTCOMES},
+            dead_letters={r: self.dead_letters.labels(*ids, r) for r in DEAD_LETTER_REASONS},
+            duration=self.duration.labels(*ids),
+            pending=self.pending.labels(*ids),
+            in_flight=self.in_flight.labels(*ids),
+            gone=self.gone.labels(*ids),
+            latency=self.latency.labels(*ids),
+        )
+
+    def unbind(self, namespace: str, webhook: str) -> None:
+        """Drop one Webhook's series (dev mode, when a Webhook goes away)."""
+        for family, extra in (
+            (self.attempts, ATTEMPT_OUTCOMES),
+            (self.deliveries, FINAL_OUTCOMES),
+            (self.dead_letters, DEAD_LETTER_REASONS),
+        ):
+            for value in extra:
+                family.remove(namespace, webhook, value)
+        for family in (self.duration, self.pending, self.in_flight, self.gone, self.latency):
+            family.remove(namespace, webhook)
+
+
+class IngestMetrics:
+    """Metric families of `hookline ingest`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "hookline_ingest_events",
+            "Events received by ingest, by outcome",
+            ("outcome",),
+            registry=registry,
+        )
+        self.requests = Counter(
+            "hookline_ingest_requests", "Ingest HTTP requests by status code", ("code",), registry=registry
+        )
+        self.publish_duration = Histogram(
+            "hookline_ingest_publish_duration_seconds",
+            "Time to publish one request's events to the stream and get every acknowledgement",
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
+        )
+        self.event_outcomes = {o: self.events.labels(o) for o in INGEST_OUTCOMES}
