@@ -1,0 +1,491 @@
+"""The event model: Copernica's webhook events, validated once at ingest and carried as JSON on the bus.
+
+Field names follow Copernica's webhook documentation (DESIGN.md, "Events"). Decisions made here:
+
+- Unknown top-level fields are rejected, naming each one. Copernica receivers are PHP scripts that read
+  ``$_POST``; silently keeping a misspelt field (``recipent``) would hide the typo until a customer asks
+  why their script sees nothing.
+- ``id`` is optional (a uuid4 hex is filled in); when given it must be 1..128 characters of
+  ``[A-Za-z0-9_.:-]`` because it becomes the NATS ``Nats-Msg-Id`` and the ``webhook-id`` header.
+- ``timestamp`` (``YYYY-MM-DD HH:MM:SS``, UTC) and ``time`` (Unix seconds): when one is given the other
+  is derived from it; when both are given they must agree; when neither is given "now" is used.
+- List and map fields that a producer may have nothing for (``tags``, ``fields``, ``interests``,
+  ``parameters``) default to empty; ``created`` / ``modified`` of profile events default to the event's
+  ``timestamp``. Everything else marked required in DESIGN.md is required.
+- A profile event carrying ``subprofile`` must carry ``collection`` and vice versa; ``collection``
+  always requires ``database`` (the Webhook scope is database, then collection).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+EVENT_TYPES: tuple[str, ...] = (
+    "open",
+    "click",
+    "bounce",
+    "failure",
+    "delivery",
+    "create",
+    "update",
+    "delete",
+)
+SUBJECT_PREFIX = "hookline.events"
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+ID_MAX_LENGTH = 128
+NO_TOKEN = "_"
+
+_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One bad field: ``field`` is a path such as ``recipient`` or ``fields.email``."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class EventError(ValueError):
+    """An event failed validation; ``errors`` lists every bad field, not just the first."""
+
+    def __init__(self, errors: Iterable[FieldError]) -> None:
+        self.errors: list[FieldError] = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors) or "invalid event")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Field kinds: a check returns None when the value is fine, else a message.
+
+Check = Callable[[Any], str | None]
+
+
+def _is_str(v: Any) -> str | None:
+    return None if isinstance(v, str) else f"must be a string, got {_json_type(v)}"
+
+
+def _is_nonempty_str(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return f"must be a string, got {_json_type(v)}"
+    return None if v.strip() else "must not be empty"
+
+
+def _is_int(v: Any) -> str | None:
+    ok = isinstance(v, int) and not isinstance(v, bool)
+    return None if ok else f"must be an integer, got {_json_type(v)}"
+
+
+def _is_ref(v: Any) -> str | None:
+    """Copernica ids and names (profile, database, ...) arrive as numbers or strings."""
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        return f"must be a string or an integer, got {_json_type(v)}"
+    if isinstance(v, str) and not v.strip():
+        return "must not be empty"
+    return None
+
+
+def _is_str_or_int(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        return f"must be a string or an integer, got {_json_type(v)}"
+    return None
+
+
+def _is_str_list(v: Any) -> str | None:
+    if not isinstance(v, list):
+        return f"must be a list of strings, got {_json_type(v)}"
+    return None
+
+
+def _is_object(v: Any) -> str | None:
+    return None if isinstance(v, dict) else f"must be an object, got {_json_type(v)}"
+
+
+def _is_timestamp(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return f"must be a string 'YYYY-MM-DD HH:MM:SS', got {_json_type(v)}"
+    return None if _parse_timestamp(v) is not None else f"must be 'YYYY-MM-DD HH:MM:SS' (UTC), got {v!r}"
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _parse_timestamp(v: str) -> datetime | None:
+    if not _TIMESTAMP_RE.fullmatch(v):
+        return None
+    try:
+        return datetime.strptime(v, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def format_timestamp(unix_seconds: int) -> str:
+    """Copernica's ``timestamp``: UTC, ``YYYY-MM-DD HH:MM:SS``."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime(TIMESTAMP_FORMAT)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-type field tables. `required` must be present; `optional` may be; `defaults` are filled when absent.
+
+_CONTEXT: dict[str, Check] = {
+    "database": _is_ref,
+    "collection": _is_ref,
+    "profile": _is_ref,
+    "subprofile": _is_ref,
+}
+_MAIL_BASE: dict[str, Check] = {"recipient": _is_nonempty_str}
+_MAIL_OPTIONAL: dict[str, Check] = {**_CONTEXT, "tags": _is_str_list}
+
+
+@dataclass(frozen=True)
+class _TypeSpec:
+    required: dict[str, Check]
+    optional: dict[str, Check]
+    defaults: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    profile_event: bool = False  # create/update/delete: subprofile and collection come together
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return frozenset(self.required) | frozenset(self.optional) | _ENVELOPE
+
+
+_ENVELOPE = frozenset({"id", "type", "timestamp", "time"})
+_TAGS_DEFAULT: dict[str, Callable[[], Any]] = {"tags": list}
+
+_SPECS: dict[str, _TypeSpec] = {
+    "open": _TypeSpec(
+        {**_MAIL_BASE, "ip": _is_str},
+        {**_MAIL_OPTIONAL, "useragent": _is_str, "referer": _is_str},
+        _TAGS_DEFAULT,
+    ),
+    "click": _TypeSpec(
+        {**_MAIL_BASE, "ip": _is_str, "original": _is_nonempty_str},
+        {**_MAIL_OPTIONAL, "useragent": _is_str, "referer": _is_str},
+        _TAGS_DEFAULT,
+    ),
+    "bounce": _TypeSpec(
+        {**_MAIL_BASE, "envelope": _is_str, "mime": _is_str},
+        dict(_MAIL_OPTIONAL),
+        _TAGS_DEFAULT,
+    ),
+    "failure": _TypeSpec(
+        {**_MAIL_BASE, "action": _is_str, "state": _is_str},
+        {**_MAIL_OPTIONAL, "code": _is_str_or_int, "extended": _is_str, "description": _is_str},
+        _TAGS_DEFAULT,
+    ),
+    "delivery": _TypeSpec(dict(_MAIL_BASE), dict(_MAIL_OPTIONAL), _TAGS_DEFAULT),
+}
+for _name in ("create", "update"):
+    _SPECS[_name] = _TypeSpec(
+        {"profile": _is_ref, "database": _is_ref},
+        {
+            "subprofile": _is_ref,
+            "collection": _is_ref,
+            "created": _is_timestamp,
+            "modified": _is_timestamp,
+            "fields": _is_object,
+            "interests": _is_str_list,
+            "parameters": _is_object,
+        },
+        {"fields": dict, "interests": list, "parameters": dict},
+        profile_event=True,
+    )
+_SPECS["delete"] = _TypeSpec(
+    {"profile": _is_ref, "database": _is_ref},
+    {"subprofile": _is_ref, "collection": _is_ref, "fields": _is_object},
+    {"fields": dict},
+    profile_event=True,
+)
+_ALLOWED: dict[str, frozenset[str]] = {name: spec.allowed for name, spec in _SPECS.items()}
+
+
+def _scalar_problem(v: Any) -> str | None:
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return None
+    return f"must be a string, number, boolean or null, got {_json_type(v)}"
+
+
+def _check_nested(name: str, value: Any, errors: list[FieldError]) -> None:
+    """Profile field values are scalars; list items are strings."""
+    if name == "fields" and isinstance(value, dict):
+        for key, item in value.items():
+            problem = _scalar_problem(item)
+            if problem:
+                errors.append(FieldError(f"fields.{key}", problem))
+    elif name in ("tags", "interests") and isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                errors.append(FieldError(f"{name}[{i}]", f"must be a string, got {_json_type(item)}"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The event
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event. ``payload`` is exactly what receivers get (all fields, id/time filled in)."""
+
+    id: str
+    type: str
+    database: str | None
+    collection: str | None
+    payload: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON for the bus."""
+        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Event:
+        """Rebuild an event published by ingest (validated there); raises EventError on garbage."""
+        try:
+            payload = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EventError([FieldError("$", f"not valid JSON: {exc}")]) from None
+        if not isinstance(payload, dict):
+            raise EventError([FieldError("$", f"must be an object, got {_json_type(payload)}")])
+        event_id, event_type = payload.get("id"), payload.get("type")
+        errors = []
+        if not isinstance(event_id, str):
+            errors.append(FieldError("id", "missing or not a string"))
+        if event_type not in _SPECS:
+            errors.append(FieldError("type", f"unknown event type {event_type!r}"))
+        if errors:
+            raise EventError(errors)
+        return cls(
+            event_id,
+            event_type,
+            _ref_str(payload.get("database")),
+            _ref_str(payload.get("collection")),
+            payload,
+        )
+
+    @property
+    def subject(self) -> str:
+        return subject_for(self)
+
+    @property
+    def time(self) -> int:
+        return int(self.payload["time"])
+
+
+def _ref_str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
+    """Validate one producer event; raise EventError listing every bad field."""
+    if not isinstance(obj, Mapping):
+        raise EventError([FieldError("$", f"an event must be a JSON object, got {_json_type(obj)}")])
+    errors: list[FieldError] = []
+    event_type = obj.get("type")
+    if event_type is None:
+        raise EventError([FieldError("type", f"is required; one of {', '.join(EVENT_TYPES)}")])
+    if event_type not in _SPECS:
+        shown = event_type if isinstance(event_type, str) else _json_type(event_type)
+        raise EventError(
+            [FieldError("type", f"unknown event type {shown!r}; one of {', '.join(EVENT_TYPES)}")]
+        )
+    spec = _SPECS[event_type]
+    allowed = _ALLOWED[event_type]
+
+    for key in obj:
+        if key not in allowed:
+            errors.append(
+                FieldError(
+                    str(key), f"unknown field for a {event_type} event; allowed: {', '.join(sorted(allowed))}"
+                )
+            )
+    for name, check in spec.required.items():
+        if name not in obj or obj[name] is None:
+            errors.append(FieldError(name, f"is required for a {event_type} event"))
+            continue
+        problem = check(obj[name])
+        if problem:
+            errors.append(FieldError(name, problem))
+        else:
+            _check_nested(name, obj[name], errors)
+    for name, check in spec.optional.items():
+        if name in obj and obj[name] is not None:
+            problem = check(obj[name])
+            if problem:
+                errors.append(FieldError(name, problem))
+            else:
+                _check_nested(name, obj[name], errors)
+
+    event_id = obj.get("id")
+    if event_id is None:
+        event_id = uuid.uuid4().hex
+    elif not isinstance(event_id, str) or not _ID_RE.fullmatch(event_id):
+        errors.append(
+            FieldError(
+                "id", f"must be 1..{ID_MAX_LENGTH} characters of letters, digits, '_', '.', ':' or '-'"
+            )
+        )
+
+    unix_time, timestamp = _resolve_time(obj.get("time"), obj.get("timestamp"), now, errors)
+
+    has = {k for k in ("database", "collection", "profile", "subprofile") if obj.get(k) is not None}
+    if "collection" in has and "database" not in has:
+        errors.append(FieldError("collection", "requires database (a collection belongs to a database)"))
+    if spec.profile_event and ("subprofile" in has) != ("collection" in has):
+        missing = "collection" if "subprofile" in has else "subprofile"
+        errors.append(
+            FieldError(missing, "is required for a subprofile event (subprofile and collection go together)")
+        )
+
+    if errors:
+        raise EventError(errors)
+
+    payload: dict[str, Any] = {"id": event_id, "type": event_type, "timestamp": timestamp, "time": unix_time}
+    for key, value in obj.items():
+        if key not in _ENVELOPE and value is not None:
+            payload[key] = value
+    for key, make in spec.defaults.items():
+        if key not in payload:
+            payload[key] = make()
+    if event_type in ("create", "update"):
+        payload.setdefault("created", timestamp)
+        payload.setdefault("modified", timestamp)
+    return Event(
+        event_id, event_type, _ref_str(obj.get("database")), _ref_str(obj.get("collection")), payload
+    )
+
+
+def _resolve_time(
+    raw_time: Any, raw_timestamp: Any, now: float | datetime | None, errors: list[FieldError]
+) -> tuple[int, str]:
+    """Fill whichever of time/timestamp is missing from the other, or from now."""
+    unix_time: int | None = None
+    parsed: datetime | None = None
+    if raw_time is not None:
+        if _is_int(raw_time) is None:
+            unix_time = raw_time
+            if unix_time < 0:
+                errors.append(FieldError("time", "must not be negative (Unix seconds)"))
+                unix_time = None
+        else:
+            errors.append(
+                FieldError("time", f"must be an integer (Unix seconds), got {_json_type(raw_time)}")
+            )
+    if raw_timestamp is not None:
+        problem = _is_timestamp(raw_timestamp)
+        if problem:
+            errors.append(FieldError("timestamp", problem))
+        else:
+            parsed = _parse_timestamp(raw_timestamp)
+    if unix_time is not None and parsed is not None:
+        if int(parsed.timestamp()) != unix_time:
+            errors.append(
+                FieldError(
+                    "timestamp",
+                    f"{raw_timestamp!r} does not match time {unix_time} ({format_timestamp(unix_time)} UTC); "
+                    "send one of them or make them agree",
+                )
+            )
+        return unix_time, raw_timestamp
+    if unix_time is not None:
+        return unix_time, format_timestamp(unix_time)
+    if parsed is not None:
+        return int(parsed.timestamp()), raw_timestamp
+    if raw_time is not None or raw_timestamp is not None:
+        return 0, ""  # an error was recorded above
+    if now is None:
+        current = int(datetime.now(UTC).timestamp())
+    elif isinstance(now, datetime):
+        current = int(now.timestamp())
+    else:
+        current = int(now)
+    return current, format_timestamp(current)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Subjects: hookline.events.<type>.<database>.<collection>
+
+_SAFE_TOKEN_RE = re.compile(r"[A-Za-z0-9\-]+")
+EMPTY_TOKEN = "__"
+
+
+@lru_cache(maxsize=4096)
+def encode_token(value: str | int | None) -> str:
+    """A NATS subject token for a database/collection name: injective, never '.', '*', '>' or space.
+
+    Letters, digits and '-' stay; every other byte of the UTF-8 form becomes ``_XX`` (upper-case hex).
+    ``None`` is ``_`` and the empty string ``__``, which no other value can produce.
+    """
+    if value is None:
+        return NO_TOKEN
+    text = str(value)
+    if not text:
+        return EMPTY_TOKEN
+    if _SAFE_TOKEN_RE.fullmatch(text):
+        return text
+    out = []
+    for ch in text:
+        if ch.isascii() and (ch.isalnum() or ch == "-"):
+            out.append(ch)
+        else:
+            out.extend(f"_{b:02X}" for b in ch.encode())
+    return "".join(out)
+
+
+def decode_token(token: str) -> str | None:
+    """The inverse of `encode_token` (for tools and tests)."""
+    if token == NO_TOKEN:
+        return None
+    if token == EMPTY_TOKEN:
+        return ""
+    out = bytearray()
+    i = 0
+    while i < len(token):
+        if token[i] == "_":
+            out.append(int(token[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.extend(token[i].encode())
+            i += 1
+    return out.decode()
+
+
+def subject_for(event: Event) -> str:
+    return f"{SUBJECT_PREFIX}.{event.type}.{encode_token(event.database)}.{encode_token(event.collection)}"
+
+
+def filter_subjects(events: Iterable[str], database: str | None, collection: str | None) -> list[str]:
+    """JetStream consumer filters for a Webhook: one per event type, ``*`` where it is not scoped."""
+    if collection is not None and database is None:
+        raise ValueError("collection requires database")
+    db = encode_token(database) if database is not None else "*"
+    coll = encode_token(collection) if collection is not None else "*"
+    subjects: list[str] = []
+    for event_type in events:
+        if event_type not in _SPECS:
+            raise ValueError(f"unknown event type {event_type!r}; one of {', '.join(EVENT_TYPES)}")
+        subject = f"{SUBJECT_PREFIX}.{event_type}.{db}.{coll}"
+        if subject not in subjects:
+            subjects.append(subject)
+    return subjects

@@ -1,0 +1,169 @@
+"""Standard Webhooks signatures and the headers every delivery carries.
+
+``webhook-signature`` is ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``; several signatures are
+separated by spaces so a receiver can accept either key while a secret is rotated. Secrets are written
+``whsec_<base64>`` (the bare base64 form is accepted too, as the reference library does).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Mapping, Sequence
+
+from hookline import USER_AGENT
+
+SECRET_PREFIX = "whsec_"
+MIN_KEY_BYTES = 16
+DEFAULT_TOLERANCE_SECONDS = 300
+
+# Headers the sender owns: transport (hop-by-hop), framing (Host, Content-*), identity and signature.
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+RESERVED_HEADERS = HOP_BY_HOP_HEADERS | {"host", "user-agent", "expect"}
+RESERVED_HEADER_PREFIXES = ("content-", "webhook-")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why an extra header name from a Webhook spec is not allowed, or None when it is fine."""
+    if not _HEADER_NAME_RE.fullmatch(name):
+        return "is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    lower = name.lower()
+    if lower in HOP_BY_HOP_HEADERS:
+        return "is a hop-by-hop header, which the HTTP client manages"
+    if lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES):
+        return "is set by hookline itself (Host, User-Agent, Content-*, webhook-*) and cannot be overridden"
+    return None
+
+
+def header_value_problem(value: str) -> str | None:
+    if any(ch in value for ch in "\r\n\0"):
+        return "must not contain line breaks or NUL"
+    return None
+
+
+class SignatureError(ValueError):
+    """A request did not verify (missing header, stale timestamp, no matching signature)."""
+
+
+def parse_secret(secret: str) -> bytes:
+    """The HMAC key from ``whsec_<base64>``; the error never repeats the secret."""
+    if not isinstance(secret, str):
+        raise ValueError("signing secret must be a string 'whsec_<base64>'")
+    encoded = secret.strip()
+    encoded = encoded.removeprefix(SECRET_PREFIX)
+    encoded += "=" * (-len(encoded) % 4)  # unpadded base64 is common in copied secrets
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "signing secret is not 'whsec_' followed by base64; generate one with "
+            "`python -c \"import base64,os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())\"`"
+        ) from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"signing secret is too short ({len(key)} bytes after base64 decoding); use at least "
+            f"{MIN_KEY_BYTES} random bytes, 32 recommended"
+        )
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64>`` for one key."""
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()
+    for key, item in headers.items():
+        if key.lower() == lower:
+            return item
+    return None
+
+
+def verify(
+    secret: str | bytes | Sequence[str | bytes],
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> None:
+    """Raise SignatureError unless one ``v1`` signature matches one of the secrets within tolerance."""
+    secrets = [secret] if isinstance(secret, (str, bytes)) else list(secret)
+    keys = [s if isinstance(s, bytes) else parse_secret(s) for s in secrets]
+    msg_id = _header(headers, "webhook-id")
+    raw_ts = _header(headers, "webhook-timestamp")
+    raw_sig = _header(headers, "webhook-signature")
+    if not (msg_id and raw_ts and raw_sig):
+        named = (("webhook-id", msg_id), ("webhook-timestamp", raw_ts), ("webhook-signature", raw_sig))
+        raise SignatureError(f"missing header(s): {', '.join(n for n, v in named if not v)}")
+    try:
+        timestamp = int(raw_ts)
+    except ValueError:
+        raise SignatureError("webhook-timestamp is not an integer (Unix seconds)") from None
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        raise SignatureError(
+            f"webhook-timestamp is {int(current - timestamp)} s away from now (tolerance {tolerance:g} s); "
+            "check the clocks or whether this is a replay"
+        )
+    offered = [part.partition(",") for part in raw_sig.split()]
+    candidates = [sig.encode() for version, _, sig in offered if version == "v1" and sig]
+    if not candidates:
+        raise SignatureError("webhook-signature holds no v1 signature")
+    for key in keys:
+        expected = sign(key, msg_id, timestamp, body)[3:].encode()
+        if any(hmac.compare_digest(expected, c) for c in candidates):
+            return
+    raise SignatureError(
+        "no signature matches the secret; check that sender and receiver use the same secret"
+    )
+
+
+def request_headers(
+    event_id: str,
+    timestamp: int,
+    content_type: str,
+    body: bytes,
+    key: bytes | Sequence[bytes] | None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Headers of one delivery: the Webhook's extra headers, then those hookline owns."""
+    headers: dict[str, str] = {}
+    if extra:
+        for name, value in extra.items():
+            problem = header_name_problem(name)
+            if problem:
+                raise ValueError(f"header {name!r} {problem}")
+            headers[name] = value
+    headers["User-Agent"] = USER_AGENT
+    headers["Content-Type"] = content_type
+    headers["webhook-id"] = event_id
+    headers["webhook-timestamp"] = str(timestamp)
+    if key is not None:
+        keys = [key] if isinstance(key, bytes) else list(key)
+        if keys:
+            headers["webhook-signature"] = " ".join(sign(k, event_id, timestamp, body) for k in keys)
+    return headers
