@@ -1,0 +1,511 @@
+"""THE outbound HTTP client: every verification, delivery and WebhookTest request goes through it.
+
+Why each rule exists:
+- A Webhook URL is user input, and the operator and senders run inside a cluster, so a URL pointing at
+  ``127.0.0.1``, a pod network, or a cloud metadata endpoint would turn hookline into a proxy for
+  attacking the inside (SSRF). Such addresses are refused unless an operator allow-lists the network.
+- The host is resolved once per connection by a resolver that checks EVERY address it got (one private
+  address among public ones refuses the host), and the connection goes to exactly those addresses, so
+  a second, different DNS answer (rebinding) cannot slip in between check and connect.
+- IP-literal URLs never reach a resolver, so they are checked before the request is made.
+- Redirects: never followed for POST (a delivery is answered by the URL the customer verified); for GET
+  (verification) at most `MAX_REDIRECTS`, and only within the same scheme, host and port.
+- A total time limit per request (DNS, connect, send, read) and a cap on the response body read; the
+  excess is discarded, not an error, because receivers often answer with whole HTML pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import ssl as ssl_module
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from hookline import USER_AGENT
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
+DEFAULT_CONNECTION_LIMIT = 100
+DEFAULT_TIMEOUT_SECONDS = 10.0
+MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+ENV_ALLOW_NETWORKS = "HOOKLINE_ALLOW_NETWORKS"
+ENV_ALLOW_HTTP = "HOOKLINE_ALLOW_HTTP"
+
+# Cloud instance metadata endpoints: refused even inside an allow-listed network unless the allow-list
+# names the address itself (/32 or /128); allowing a pod network must not expose node credentials.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "fd00:ec2::23")
+)
+
+_SPECIAL_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(net), label)
+    for net, label in (
+        ("0.0.0.0/8", "unspecified ('this network')"),
+        ("127.0.0.0/8", "loopback"),
+        ("10.0.0.0/8", "private"),
+        ("172.16.0.0/12", "private"),
+        ("192.168.0.0/16", "private"),
+        ("100.64.0.0/10", "shared (carrier-grade NAT)"),
+        ("169.254.0.0/16", "link-local"),
+        ("192.0.0.0/24", "IETF protocol assignment"),
+        ("192.0.2.0/24", "documentation"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("192.88.99.0/24", "reserved (6to4 relay)"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local"),
+        ("fc00::/7", "private (unique local)"),
+        ("ff00::/8", "multicast"),
+        ("100::/64", "discard-only"),
+        ("2001:db8::/32", "documentation"),
+        ("2001:2::/48", "benchmarking"),
+        ("2001::/23", "IETF protocol assignment"),
+        ("::/96", "reserved (IPv4-compatible)"),
+    )
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class SafeHTTPError(Exception):
+    """A request that produced no HTTP response. ``kind`` sorts it, ``reason`` is short enough for a label
+    or a status line; ``str()`` says what happened and what to do."""
+
+    kind = "connection_error"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class BlockedDestination(SafeHTTPError):
+    """The egress policy refused the URL or an address its host resolves to."""
+
+    kind = "blocked"
+
+
+class RequestTimeout(SafeHTTPError):
+    kind = "timeout"
+
+
+class ConnectionFailed(SafeHTTPError):
+    kind = "connection_error"
+
+
+class RedirectRefused(SafeHTTPError):
+    """A GET was redirected to another origin, or too many times."""
+
+    kind = "redirect"
+
+
+class InvalidURL(SafeHTTPError):
+    kind = "invalid_url"
+
+
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo client, NAT64), if any."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def special_address_kind(ip: IPAddress) -> str | None:
+    """What makes an address non-public (``"loopback"``, ``"private"``, ...), or None for a public one."""
+    for network, label in _SPECIAL_NETWORKS:
+        if ip.version == network.version and ip in network:
+            return label
+    if not ip.is_global:
+        return "not publicly routable"
+    return None
+
+
+def _parse_network(value: str, source: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{source}: {value.strip()!r} is not an IP network; use CIDR notation such as 10.0.0.0/8, "
+            "127.0.0.1/32 or fd00::/8"
+        ) from None
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={env.get(name)!r} is not a boolean; use 1 or 0")
+
+
+class EgressPolicy:
+    """Which destinations outbound requests may reach. Immutable; cheap to share."""
+
+    __slots__ = ("_allow_hosts", "allow_http", "allow_networks")
+
+    def __init__(self, allow_networks: Iterable[str | IPNetwork] = (), allow_http: bool = False) -> None:
+        networks = tuple(
+            n
+            if isinstance(n, (ipaddress.IPv4Network, ipaddress.IPv6Network))
+            else _parse_network(n, "network")
+            for n in allow_networks
+        )
+        self.allow_networks: tuple[IPNetwork, ...] = networks
+        self.allow_http = bool(allow_http)
+        self._allow_hosts = frozenset(n.network_address for n in networks if n.num_addresses == 1)
+
+    @classmethod
+    def from_cli(
+        cls,
+        args_networks: Sequence[str] | None,
+        allow_http: bool | None,
+        env: Mapping[str, str] = os.environ,
+    ) -> EgressPolicy:
+        """Flags ``--allow-network`` / ``--allow-http`` plus ``HOOKLINE_ALLOW_NETWORKS`` /
+        ``HOOKLINE_ALLOW_HTTP``; ``allow_http=None`` means "not given on the command line"."""
+        networks = [_parse_network(n, "--allow-network") for n in args_networks or ()]
+        for item in env.get(ENV_ALLOW_NETWORKS, "").split(","):
+            if item.strip():
+                networks.append(_parse_network(item, ENV_ALLOW_NETWORKS))
+        http = bool(allow_http) if allow_http is not None else _env_flag(env, ENV_ALLOW_HTTP)
+        return cls(networks, http)
+
+    @classmethod
+    def for_dev(cls) -> EgressPolicy:
+        """``hookline dev``'s default: loopback and plain http allowed (DESIGN.md)."""
+        return cls(["127.0.0.0/8", "::1/128"], allow_http=True)
+
+    def __repr__(self) -> str:
+        nets = ", ".join(str(n) for n in self.allow_networks)
+        return f"EgressPolicy(allow_networks=[{nets}], allow_http={self.allow_http})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EgressPolicy):
+            return NotImplemented
+        return (self.allow_networks, self.allow_http) == (other.allow_networks, other.allow_http)
+
+    def __hash__(self) -> int:
+        return hash((self.allow_networks, self.allow_http))
+
+    def _allowed(self, ip: IPAddress) -> bool:
+        return any(ip.version == n.version and ip in n for n in self.allow_networks)
+
+    def address_problem(self, address: str | IPAddress) -> str | None:
+        """Why connecting to this address is refused, or None when it is allowed."""
+        ip = ipaddress.ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
+        effective = _embedded_ipv4(ip) or ip
+        if effective in METADATA_ADDRESSES or ip in METADATA_ADDRESSES:
+            if effective in self._allow_hosts or ip in self._allow_hosts:
+                return None
+            exact = f"{effective}/{effective.max_prefixlen}"
+            return f"{ip} is a cloud metadata endpoint; it is allowed only by naming it exactly ({exact})"
+        if self._allowed(effective) or self._allowed(ip):
+            return None
+        kind = special_address_kind(effective)
+        if kind is None:
+            return None
+        shown = f"{ip} ({effective})" if effective != ip else str(ip)
+        return (
+            f"{shown} is a {kind} address; if this destination is intended, allow its network with "
+            f"--allow-network CIDR / {ENV_ALLOW_NETWORKS}"
+        )
+
+    def check_url(self, url: str | URL) -> URL:
+        """Parse and check scheme, user info and (for IP literals) the address; return the URL."""
+        try:
+            parsed = url if isinstance(url, URL) else URL(url)
+        except (ValueError, TypeError) as exc:
+            raise InvalidURL(f"not a valid URL: {exc}", "invalid url") from None
+        if parsed.scheme not in ("http", "https") or not parsed.is_absolute():
+            raise InvalidURL("only absolute http:// and https:// URLs can be requested", "invalid url")
+        if not parsed.raw_host:
+            raise InvalidURL("the URL has no host", "invalid url")
+        if parsed.scheme == "http" and not self.allow_http:
+            raise BlockedDestination(
+                f"plain http:// to {parsed.host} is refused; use https://, or allow http with "
+                f"--allow-http / {ENV_ALLOW_HTTP}=1",
+                "http not allowed",
+            )
+        if parsed.user is not None or parsed.password is not None:
+            raise BlockedDestination(
+                "URLs with user:password@ are refused (credentials would leak into logs); "
+                "use signing or spec.headers instead",
+                "userinfo in url",
+            )
+        host = parsed.host or ""
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            literal = None
+        if literal is not None:
+            problem = self.address_problem(literal)
+            if problem:
+                raise BlockedDestination(_blocked_message(host, problem), "blocked address")
+        return parsed
+
+
+def _blocked_message(host: str, problem: str) -> str:
+    return f"refused to connect to {host}: {problem}"
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves with an inner resolver and refuses the host if ANY address it resolves to is refused."""
+
+    def __init__(self, policy: EgressPolicy, inner: AbstractResolver) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if not results:
+            raise OSError(f"{host} resolved to no address")
+        for result in results:
+            problem = self._policy.address_problem(result["host"])
+            if problem:
+                message = _blocked_message(f"{host} (resolves to {result['host']})", problem)
+                raise BlockedDestination(message, "blocked address")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SafeResponse:
+    status: int
+    headers: CIMultiDictProxy[str] | Mapping[str, str]
+    body: bytes
+    elapsed: float  # seconds, from sending to the end of the (capped) body read, redirects included
+    url: str = ""  # the URL that answered (after same-origin redirects)
+    truncated: bool = False  # the body was longer than max_response_bytes
+
+    def text(self, limit: int | None = None) -> str:
+        body = self.body if limit is None else self.body[:limit]
+        return body.decode("utf-8", errors="replace")
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _short_reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns lookup failed"
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+        return "tls error"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, ConnectionRefusedError):
+            return "connection refused"
+        return (os_error.strerror or "connection failed").lower() if os_error else "connection failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+        return "malformed response"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "invalid url"
+    return type(exc).__name__
+
+
+class SafeHTTPClient:
+    """One keep-alive session behind the egress policy; use ``async with`` or `start`/`close`."""
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        limit: int = DEFAULT_CONNECTION_LIMIT,
+        resolver: AbstractResolver | None = None,
+        ssl: ssl_module.SSLContext | bool = True,
+        keepalive_timeout: float = 30.0,
+    ) -> None:
+        if max_response_bytes < 0:
+            raise ValueError("max_response_bytes must be >= 0")
+        if limit < 1:
+            raise ValueError("limit (concurrent connections) must be >= 1")
+        self.policy = policy
+        self.max_response_bytes = max_response_bytes
+        self._limit = limit
+        self._inner_resolver = resolver
+        self._ssl = ssl
+        self._keepalive_timeout = keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._checked: dict[str, URL] = {}
+
+    async def start(self) -> Self:
+        if self._session is None:
+            inner = self._inner_resolver or aiohttp.DefaultResolver()
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=0,
+                resolver=PolicyResolver(self.policy, inner),
+                ssl=self._ssl,
+                keepalive_timeout=self._keepalive_timeout,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=False,
+                auto_decompress=True,
+            )
+        return self
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _check(self, url: str | URL) -> URL:
+        key = str(url)
+        checked = self._checked.get(key)
+        if checked is None:
+            checked = self.policy.check_url(url)
+            if len(self._checked) >= 1024:
+                self._checked.clear()
+            self._checked[key] = checked
+        return checked
+
+    async def request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,  # noqa: ASYNC109 (the seam in docs/internals.md)
+        follow_redirects: bool = False,
+    ) -> SafeResponse:
+        """Send one request; any HTTP status is a response, everything else a SafeHTTPError."""
+        target = self._check(url)
+        if self._session is None:
+            await self.start()
+        session = self._session
+        assert session is not None
+        follow = follow_redirects and method.upper() in ("GET", "HEAD")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                for hop in range(MAX_REDIRECTS + 1):
+                    status, resp_headers, body, truncated = await self._send(
+                        session, method, target, data, headers
+                    )
+                    if not (follow and status in REDIRECT_STATUSES and "Location" in resp_headers):
+                        break
+                    if hop == MAX_REDIRECTS:
+                        raise RedirectRefused(
+                            f"{target.host} redirected more than {MAX_REDIRECTS} times; serve the file "
+                            "directly at the URL",
+                            "too many redirects",
+                        )
+                    target = self._redirect_target(target, resp_headers["Location"])
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no complete answer from {target.host} within {timeout:g} s", "timeout"
+            ) from None
+        except aiohttp.ClientError as exc:
+            reason = _short_reason(exc)
+            raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
+        except OSError as exc:
+            reason = (exc.strerror or type(exc).__name__).lower()
+            raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
+        return SafeResponse(status, resp_headers, body, time.perf_counter() - started, str(target), truncated)
+
+    def _redirect_target(self, current: URL, location: str) -> URL:
+        try:
+            target = current.join(URL(location))
+        except (ValueError, TypeError):
+            raise RedirectRefused(
+                f"{current.host} redirected to an invalid Location", "invalid redirect"
+            ) from None
+        if _origin(target) != _origin(current):
+            raise RedirectRefused(
+                f"{current.host} redirected to {target.scheme}://{target.host}:{target.port}, another "
+                "origin; redirects are followed only within the same scheme, host and port, so serve "
+                "the file at the URL itself",
+                "redirect to another host",
+            )
+        return self.policy.check_url(target)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        data: bytes | str | None,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[int, CIMultiDictProxy[str], bytes, bool]:
+        async with session.request(method, url, data=data, headers=headers, allow_redirects=False) as resp:
+            cap = self.max_response_bytes
+            length = resp.content_length
+            if length is not None and length <= cap:
+                return resp.status, resp.headers, await resp.read(), False
+            body = bytearray()
+            while len(body) < cap:
+                chunk = await resp.content.read(cap - len(body))
+                if not chunk:
+                    return resp.status, resp.headers, bytes(body), False
+                body += chunk
+            truncated = not resp.content.at_eof()
+            return resp.status, resp.headers, bytes(body), truncated
+
+    async def get(self, url: str | URL, **kwargs: Any) -> SafeResponse:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str | URL, **kwargs: Any) -> SafeResponse:
+        return await self.request("POST", url, **kwargs)
+
+
+__all__ = [
+    "METADATA_ADDRESSES",
+    "BlockedDestination",
+    "ConnectionFailed",
+    "EgressPolicy",
+    "InvalidURL",
+    "PolicyResolver",
+    "RedirectRefused",
+    "RequestTimeout",
+    "SafeHTTPClient",
+    "SafeHTTPError",
+    "SafeResponse",
+    "special_address_kind",
+]
