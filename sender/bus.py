@@ -11,24 +11,30 @@ The consumer only sees events published after it was created (deliver policy "ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from hookline.sender.events import Event, encode_token, filter_subjects, subject_for
+
 if TYPE_CHECKING:
     from hookline.sender.config import SenderConfig
-    from hookline.sender.events import Event
 
 log = logging.getLogger(__name__)
 
 STREAM = "HOOKLINE_EVENTS"
-STREAM_SUBJECTS = ("hookline.events.>",)
+STREAM_SUBJECTS = ("hookline.events.>", "hookline.redrive.>")
 DEAD_LETTER_STREAM = "HOOKLINE_DEAD_LETTERS"
 DEAD_LETTER_SUBJECTS = ("hookline.dead.>",)
 DEFAULT_RETENTION_SECONDS = 72 * 3600
@@ -44,6 +50,11 @@ class BusUnavailable(Exception):
 
 def dead_letter_subject(namespace: str, name: str) -> str:
     return f"hookline.dead.{namespace}.{name}"
+
+
+def redrive_subject(namespace: str, name: str) -> str:
+    """Where `hookline redrive` puts a Webhook's dead letters back; only that Webhook's consumer reads it."""
+    return f"hookline.redrive.{encode_token(namespace)}.{encode_token(name)}"
 
 
 async def connect(
@@ -105,18 +116,26 @@ async def ensure_stream(
     js: JetStreamContext,
     retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
+    *,
+    update_existing: bool = True,
 ) -> api.StreamInfo:
-    """Create the events stream if absent; bring max_age and duplicate window up to date if not."""
+    """Create the events stream if absent; bring max_age and duplicate window up to date if not.
+
+    Senders pass `update_existing=False`: they only need the stream to exist and must not undo the
+    retention ingest was configured with (its subjects are still completed).
+    """
     wanted = stream_config(retention_seconds, duplicate_window)
     try:
         info = await js.stream_info(STREAM)
     except NotFoundError:
         return await js.add_stream(wanted)
     have = info.config
-    if have.max_age != wanted.max_age or have.duplicate_window != wanted.duplicate_window:
-        updated = have.evolve(max_age=wanted.max_age, duplicate_window=wanted.duplicate_window)
-        return await js.update_stream(updated)
-    return info
+    max_age = wanted.max_age if update_existing else have.max_age
+    window = wanted.duplicate_window if update_existing else have.duplicate_window
+    subjects = sorted({*(have.subjects or []), *STREAM_SUBJECTS})
+    if (max_age, window, subjects) == (have.max_age, have.duplicate_window, sorted(have.subjects or [])):
+        return info
+    return await js.update_stream(have.evolve(max_age=max_age, duplicate_window=window, subjects=subjects))
 
 
 async def ensure_dead_letter_stream(
@@ -145,16 +164,18 @@ class ConsumerSpec:
     filter_subjects: tuple[str, ...]
     max_ack_pending: int
     ack_wait_seconds: float
+    stream: str = STREAM
 
 
 def consumer_spec(cfg: SenderConfig) -> ConsumerSpec:
     """The consumer for a sender config: its filters, maxInFlight as max_ack_pending, ack_wait."""
-    from hookline.sender.events import filter_subjects
-
     spec = cfg.spec
+    filters = filter_subjects(spec.events, spec.database, spec.collection)
+    filters.append(redrive_subject(cfg.webhook.namespace, cfg.webhook.name))
     return ConsumerSpec(
         name=cfg.nats.consumer,
-        filter_subjects=tuple(filter_subjects(spec.events, spec.database, spec.collection)),
+        stream=cfg.nats.stream,
+        filter_subjects=tuple(filters),
         max_ack_pending=spec.delivery.max_in_flight,
         ack_wait_seconds=float(spec.delivery.timeout_seconds) + ACK_WAIT_MARGIN_SECONDS,
     )
@@ -199,25 +220,21 @@ async def ensure_consumer(js: JetStreamContext, cfg: SenderConfig | ConsumerSpec
     spec = cfg if isinstance(cfg, ConsumerSpec) else consumer_spec(cfg)
     want = consumer_config(spec)
     try:
-        info = await js.consumer_info(STREAM, spec.name)
+        info = await js.consumer_info(spec.stream, spec.name)
     except NotFoundError:
-        return await js.add_consumer(STREAM, want)
+        return await js.add_consumer(spec.stream, want)
     if not consumer_needs_update(info.config, want):
         return info
     # Keep the existing deliver policy: the server refuses to change it on update.
-    return await js.add_consumer(STREAM, want.evolve(deliver_policy=info.config.deliver_policy))
+    return await js.add_consumer(spec.stream, want.evolve(deliver_policy=info.config.deliver_policy))
 
 
-async def delete_consumer(js: JetStreamContext, name: str) -> bool:
+async def delete_consumer(js: JetStreamContext, name: str, *, stream: str = STREAM) -> bool:
     """Remove a Webhook's consumer; False if it was already gone."""
     try:
-        return await js.delete_consumer(STREAM, name)
+        return await js.delete_consumer(stream, name)
     except NotFoundError:
         return False
-
-
-async def pull_subscription(js: JetStreamContext, consumer: str) -> JetStreamContext.PullSubscription:
-    return await js.pull_subscribe_bind(consumer, stream=STREAM)
 
 
 def pending_of(info: api.ConsumerInfo) -> int:
@@ -234,8 +251,6 @@ async def publish_events(
     events may then be stored and others not; the caller retries the whole batch and the stream's
     duplicate window (keyed on the event id) turns the repeats into no-ops.
     """
-    from hookline.sender.events import subject_for
-
     if not nc.is_connected:
         # Refuse rather than queue into the reconnect buffer, which would publish after we said 503.
         raise BusUnavailable("not connected to NATS")
@@ -263,3 +278,148 @@ async def publish_events(
         if ack.stream != STREAM:
             raise BusUnavailable(f"events were stored in stream {ack.stream!r}, expected {STREAM}")
     return [bool(ack.duplicate) for ack in acks]
+
+
+class MessageFeed:
+    """A continuous pull from one durable consumer: messages are handed over as they arrive.
+
+    nats-py's `fetch(batch)` waits for a whole batch once it has to linger, which stalls deliveries
+    at low rates. This keeps pull requests outstanding for up to `capacity` messages (the Webhook's
+    maxInFlight), puts each message on `queue` the moment it arrives, and asks for more once
+    half of the capacity is free again (`release` after each message). Status replies tell it when
+    requests expire; a reconnect or missing heartbeats make it forget its requests and ask again
+    (a message sent to a forgotten request is redelivered by JetStream after ack_wait, never lost).
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        consumer: str,
+        capacity: int,
+        *,
+        stream: str = STREAM,
+        expires: float = 30.0,
+        heartbeat: float = 5.0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.nc = nc
+        self.consumer = consumer
+        self.capacity = capacity
+        self.queue: asyncio.Queue[Msg | None] = asyncio.Queue()  # None: a stop marker for workers
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._expires = expires
+        self._heartbeat = heartbeat
+        self._threshold = max(1, capacity // 2)
+        self._requested = 0  # asked for, not yet received
+        self._in_hand = 0  # received, not yet released
+        self._paused = False
+        self._last_seen = time.monotonic()
+        self._reconnects = 0
+        self._hold_until = 0.0  # after an error reply, wait a moment before asking again
+        self._wake = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._reconnects = self.nc.stats["reconnects"]
+        self._pump = asyncio.create_task(self._run_pump(), name=f"pull {self.consumer}")
+        self._wake.set()
+
+    async def stop(self) -> list[Msg]:
+        """Stop asking for messages; returns those received but not taken off the queue yet."""
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
+        if self._sub is not None:
+            # Without interest on the inbox the server drops our outstanding pull requests.
+            await self._sub.unsubscribe()
+            self._sub = None
+        left = []
+        while not self.queue.empty():
+            msg = self.queue.get_nowait()
+            if msg is not None:
+                left.append(msg)
+        return left
+
+    def release(self, count: int = 1) -> None:
+        """`count` messages taken from the queue are finished (acked or naked)."""
+        self._in_hand -= count
+        if self._credit() >= self._threshold:
+            self._wake.set()
+
+    def pause(self, paused: bool) -> None:
+        self._paused = paused
+        self._wake.set()
+
+    def _credit(self) -> int:
+        return self.capacity - self._requested - self._in_hand
+
+    def _forget_requests(self, why: str) -> None:
+        if self._requested:
+            log.info("consumer %s: re-requesting messages (%s)", self.consumer, why)
+        self._requested = 0
+        self._wake.set()
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._last_seen = time.monotonic()
+        headers = msg.headers
+        status = headers.get("Status") if headers else None
+        if not status:
+            self._requested = max(0, self._requested - 1)
+            self._in_hand += 1
+            self.queue.put_nowait(msg)
+            return
+        if status == "100":  # idle heartbeat
+            return
+        pending = headers.get("Nats-Pending-Messages") if headers else None
+        if pending is not None:
+            # A request ended (expired, 404/408, or 409 with counts): that part will not come.
+            self._requested = max(0, self._requested - int(pending))
+            self._wake.set()
+            return
+        description = headers.get("Description", "") if headers else ""
+        if status in ("404", "408"):
+            return
+        self.last_error = f"{status} {description}".strip()
+        log.warning("consumer %s: pull request answered %s", self.consumer, self.last_error)
+        self._hold_until = time.monotonic() + 1.0
+        self._forget_requests(self.last_error)
+
+    async def _run_pump(self) -> None:
+        """Send pull requests whenever there is credit; watch reconnects and heartbeats."""
+        tick = min(1.0, self._heartbeat / 2)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), tick)
+            self._wake.clear()
+            self._check_liveness()
+            credit = self._credit()
+            if self._paused or credit < self._threshold or not self.nc.is_connected:
+                continue
+            if time.monotonic() < self._hold_until:
+                continue
+            request = {
+                "batch": credit,
+                "expires": int(self._expires * 1e9),
+                "idle_heartbeat": int(self._heartbeat * 1e9),
+            }
+            try:
+                await self.nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
+            except nats.errors.Error as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                continue
+            self._requested += credit
+            self._last_seen = time.monotonic()
+
+    def _check_liveness(self) -> None:
+        reconnects = self.nc.stats["reconnects"]
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self._forget_requests("reconnected to NATS")
+        elif self._requested and time.monotonic() - self._last_seen > 2 * self._heartbeat + 1:
+            self._forget_requests("no heartbeat from NATS")
