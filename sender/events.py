@@ -272,7 +272,7 @@ class Event:
         errors = []
         if not isinstance(event_id, str):
             errors.append(FieldError("id", "missing or not a string"))
-        if event_type not in _SPECS:
+        if not isinstance(event_type, str) or event_type not in _SPECS:
             errors.append(FieldError("type", f"unknown event type {event_type!r}"))
         if errors:
             raise EventError(errors)
@@ -305,7 +305,7 @@ def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
     event_type = obj.get("type")
     if event_type is None:
         raise EventError([FieldError("type", f"is required; one of {', '.join(EVENT_TYPES)}")])
-    if event_type not in _SPECS:
+    if not isinstance(event_type, str) or event_type not in _SPECS:
         shown = event_type if isinstance(event_type, str) else _json_type(event_type)
         raise EventError(
             [FieldError("type", f"unknown event type {shown!r}; one of {', '.join(EVENT_TYPES)}")]
@@ -489,3 +489,68 @@ def filter_subjects(events: Iterable[str], database: str | None, collection: str
         if subject not in subjects:
             subjects.append(subject)
     return subjects
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Examples: one valid producer event per type (documentation, `hookline test`, benchmarks, tests)
+
+_EXAMPLE_MAIL: dict[str, Any] = {
+    "recipient": "jane@example.com",
+    "tags": ["newsletter", "november"],
+    "database": "newsletter",
+    "profile": 4711,
+}
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "open": {**_EXAMPLE_MAIL, "ip": "203.0.113.7", "useragent": "Mozilla/5.0", "referer": ""},
+    "click": {
+        **_EXAMPLE_MAIL,
+        "ip": "203.0.113.7",
+        "original": "https://shop.example.com/sale?utm=nl",
+        "useragent": "Mozilla/5.0",
+    },
+    "bounce": {
+        **_EXAMPLE_MAIL,
+        "envelope": "bounces@mail.example.com",
+        "mime": "Subject: Undelivered\r\n\r\n",
+    },
+    "failure": {
+        **_EXAMPLE_MAIL,
+        "action": "failed",
+        "state": "permanent",
+        "code": 550,
+        "extended": "5.1.1",
+        "description": "mailbox unknown",
+    },
+    "delivery": dict(_EXAMPLE_MAIL),
+    "create": {
+        "profile": 4711,
+        "database": "newsletter",
+        "created": "2024-11-05 09:30:00",
+        "modified": "2024-11-05 09:30:00",
+        "fields": {"email": "jane@example.com", "firstname": "Jane", "points": 12},
+        "interests": ["shoes", "sale"],
+        "parameters": {"source": "signup-form"},
+    },
+    "update": {
+        "profile": 4711,
+        "database": "newsletter",
+        "created": "2024-11-05 09:30:00",
+        "modified": "2024-11-06 10:00:00",
+        "fields": {"email": "jane@example.com", "firstname": "Janet"},
+        "interests": ["shoes"],
+        "parameters": {},
+    },
+    "delete": {"profile": 4711, "database": "newsletter", "fields": {"email": "jane@example.com"}},
+}
+
+
+def example_event(event_type: str, *, subprofile: bool = False) -> dict[str, Any]:
+    """A valid producer event of this type (a fresh dict); ``subprofile`` adds subprofile/collection."""
+    if event_type not in _EXAMPLES:
+        raise ValueError(f"unknown event type {event_type!r}; one of {', '.join(EVENT_TYPES)}")
+    event = json.loads(json.dumps(_EXAMPLES[event_type]))
+    event["type"] = event_type
+    if subprofile:
+        event["subprofile"] = 815
+        event["collection"] = "orders"
+    return event
