@@ -93,6 +93,8 @@ async def _check_location(
     except SafeHTTPError as exc:
         return "Unreachable", exc.reason
     if 200 <= response.status < 300:
+        if response.truncated:
+            return "ContentMismatch", f"HTTP {response.status}, the file is far larger than the token"
         if response.text().strip() == token:
             return "FileMatched", ""
         return "ContentMismatch", f"HTTP {response.status}, content is not the token"
