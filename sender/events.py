@@ -43,7 +43,7 @@ ID_MAX_LENGTH = 128
 NO_TOKEN = "_"
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_TIMESTAMP_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +134,12 @@ def _json_type(v: Any) -> str:
 
 
 def _parse_timestamp(v: str) -> datetime | None:
-    if not _TIMESTAMP_RE.fullmatch(v):
+    match = _TIMESTAMP_RE.fullmatch(v)
+    if match is None:
         return None
     try:
-        return datetime.strptime(v, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
+        return datetime(*map(int, match.groups()), tzinfo=UTC)  # type: ignore[misc]
+    except ValueError:  # no such date or time, e.g. 2024-02-30
         return None
 
 

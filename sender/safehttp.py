@@ -232,8 +232,9 @@ class EgressPolicy:
         if kind is None:
             return None
         shown = f"{ip} ({effective})" if effective != ip else str(ip)
+        article = "an" if kind[0] in "aeiouAEIOU" else "a"
         return (
-            f"{shown} is a {kind} address; if this destination is intended, allow its network with "
+            f"{shown} is {article} {kind} address; if this destination is intended, allow its network with "
             f"--allow-network CIDR / {ENV_ALLOW_NETWORKS}"
         )
 
@@ -263,12 +264,32 @@ class EgressPolicy:
         try:
             literal: IPAddress | None = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
-            literal = None
+            literal = _legacy_ipv4(host)
+            if literal is not None:
+                problem = self.address_problem(literal)
+                if problem:
+                    raise BlockedDestination(_blocked_message(host, problem), "blocked address") from None
+                raise InvalidURL(
+                    f"{host} is a legacy numeric form of {literal}; write the address as {literal}",
+                    "invalid url",
+                ) from None
         if literal is not None:
             problem = self.address_problem(literal)
             if problem:
                 raise BlockedDestination(_blocked_message(host, problem), "blocked address")
         return parsed
+
+
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """``127.1``, ``0x7f000001``, ``2130706433``...: forms C resolvers read as IPv4 but ipaddress does not."""
+    if not host or not all(part.isalnum() for part in host.split(".")):
+        return None
+    if not all(part.isdigit() or part.lower().startswith("0x") for part in host.split(".")):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _blocked_message(host: str, problem: str) -> str:

@@ -120,6 +120,17 @@ def test_url_checks(url, error, words):
     assert "pw" not in str(info.value)
 
 
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f000001", "017700000001", "0x7f.1", "10.1", "0"])
+def test_legacy_numeric_ipv4_forms_are_refused_as_what_they_mean(host):
+    with pytest.raises(BlockedDestination, match="address"):
+        DEFAULT_HTTP.check_url(f"http://{host}:8080/hook")
+
+
+def test_legacy_numeric_form_of_a_public_address_asks_for_the_plain_form():
+    with pytest.raises(InvalidURL, match=r"write the address as 8\.8\.8\.8"):
+        DEFAULT_HTTP.check_url("https://134744072/")
+
+
 def test_https_public_url_passes_the_url_check():
     assert EgressPolicy().check_url("https://shop.example.com/hooks/x.php").host == "shop.example.com"
 
