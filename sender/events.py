@@ -19,6 +19,7 @@ Field names follow Copernica's webhook documentation (DESIGN.md, "Events"). Deci
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +41,7 @@ EVENT_TYPES: tuple[str, ...] = (
 SUBJECT_PREFIX = "hookline.events"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 ID_MAX_LENGTH = 128
+MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a timestamp can show
 NO_TOKEN = "_"
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
@@ -224,6 +226,8 @@ _ALLOWED: dict[str, frozenset[str]] = {name: spec.allowed for name, spec in _SPE
 
 
 def _scalar_problem(v: Any) -> str | None:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "must be a finite number"
     if v is None or isinstance(v, (str, int, float, bool)):
         return None
     return f"must be a string, number, boolean or null, got {_json_type(v)}"
@@ -388,6 +392,9 @@ def _resolve_time(
             unix_time = raw_time
             if unix_time < 0:
                 errors.append(FieldError("time", "must not be negative (Unix seconds)"))
+                unix_time = None
+            elif unix_time > MAX_UNIX_TIME:
+                errors.append(FieldError("time", f"must be Unix seconds up to {MAX_UNIX_TIME} (year 9999)"))
                 unix_time = None
         else:
             errors.append(

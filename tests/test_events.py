@@ -127,6 +127,10 @@ BAD_EVENTS = [
     pytest.param({"type": "delivery", "recipient": "a", "time": True}, "time", "integer", id="time-bool"),
     pytest.param({"type": "delivery", "recipient": "a", "time": -1}, "time", "negative", id="time-negative"),
     pytest.param(
+        {"type": "delivery", "recipient": "a", "time": 10**12}, "time", "year 9999", id="time-too-far"
+    ),
+    pytest.param({"type": "delivery", "recipient": "a", "time": 1.5}, "time", "integer", id="time-float"),
+    pytest.param(
         {"type": "delivery", "recipient": "a", "timestamp": "2024-11-05T09:46:40Z"},
         "timestamp",
         "YYYY-MM-DD HH:MM:SS",
@@ -317,3 +321,36 @@ def test_filter_subjects_unscoped_and_collection_scoped():
 
 def test_format_timestamp_is_utc():
     assert format_timestamp(0) == "1970-01-01 00:00:00"
+
+
+ODD_VALUES = [
+    None,
+    0,
+    -1,
+    1.5,
+    10**30,
+    True,
+    "",
+    " ",
+    "x" * 5000,
+    "2024-11-05 09:46:40",
+    [],
+    {},
+    [1],
+    {"a": []},
+    ["a"],
+]
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_any_json_value_in_any_field_is_accepted_or_an_event_error(event_type):
+    base = example_event(event_type, subprofile=True)
+    fields = [*base, "id", "time", "timestamp", "created", "modified", "code", "extended", "referer"]
+    for name in fields:
+        for value in ODD_VALUES:
+            try:
+                event = parse_event({**base, name: value}, now=NOW)
+            except EventError as exc:
+                assert exc.errors and all(e.field and e.message for e in exc.errors)
+            else:
+                assert Event.from_bytes(event.to_bytes()) == event
