@@ -158,6 +158,9 @@ BAD_EVENTS = [
         {"type": "create", "profile": 1, "database": "d", "fields": {"email": {"a": 1}}}, "fields.email", ""
     ),
     pytest.param(
+        {"type": "create", "profile": 1, "database": "d", "fields": {"n": float("nan")}}, "fields.n", "finite"
+    ),
+    pytest.param(
         {"type": "update", "profile": 1, "database": "d", "created": "yesterday"}, "created", "YYYY"
     ),
     pytest.param(
