@@ -43,6 +43,9 @@ SCENARIOS: dict[str, list[str]] = {
         "monitoring.enabled=true",
         "--set",
         "monitoring.dashboard.enabled=true",
+        # helm --set passes decimals as strings; the schema must take them.
+        "--set",
+        "monitoring.prometheusRule.failureRatio=0.2",
         *MONITORING_API,
     ],
     "monitoring-without-api": ["--set", "monitoring.enabled=true"],

@@ -1,0 +1,318 @@
+"""Alerts and the dashboard: promtool checks and unit-tests the rendered rules, every query uses metric
+names the processes export, and the committed dashboard JSON is what monitoring/dashboard.py generates.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import yaml
+from test_chart import CHART, ROOT, objects
+
+PROMTOOL = ROOT / ".tools" / "bin" / "promtool"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+DASHBOARD_JSON = CHART / "files" / "dashboards" / "hookline.json"
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Grafana's own variables, replaced by something PromQL accepts before parsing.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    (rule,) = objects("monitoring", "PrometheusRule")
+    return rule["spec"]["groups"]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [r for group in rule_groups() for r in group["rules"] if "alert" in r]
+
+
+def load_dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD_JSON.read_text())
+
+
+def dashboard_queries(board: dict[str, Any]) -> list[str]:
+    """Every PromQL expression of the dashboard: panel targets and the variables' label_values() selectors."""
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            match = re.fullmatch(r"label_values\((.*), *\w+\)", variable["query"]["query"])
+            assert match, variable["query"]
+            exprs.append(match.group(1))
+    return exprs
+
+
+def metric_names(expr: str) -> set[str]:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+def documented_metrics() -> set[str]:
+    return set(re.findall(r"\bhookline_[a-z0-9_]+", (ROOT / "docs" / "internals.md").read_text()))
+
+
+def base_name(name: str, known: set[str]) -> str:
+    """hookline_x_seconds_bucket -> hookline_x_seconds when that histogram is known."""
+    for suffix in HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix) and name.removesuffix(suffix) in known:
+            return name.removesuffix(suffix)
+    return name
+
+
+def used_metrics() -> set[str]:
+    """Our own metric names used by the alerts and the dashboard (`up` comes from Prometheus itself)."""
+    exprs = [a["expr"] for a in alerts()] + dashboard_queries(load_dashboard())
+    return {name for expr in exprs for name in metric_names(expr)} - {"up"}
+
+
+def github_anchor(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+# --- rules --------------------------------------------------------------------------------------
+
+
+def test_promtool_accepts_the_rendered_rules(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule_groups()}))
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_every_alert_explains_itself_and_links_its_runbook_section():
+    headings = {
+        github_anchor(line.lstrip("#")) for line in RUNBOOK.read_text().splitlines() if line.startswith("## ")
+    }
+    names = {a["alert"] for a in alerts()}
+    assert {
+        "HooklineDeliveryFailureRatioHigh",
+        "HooklineBacklogGrowing",
+        "HooklineDeadLetters",
+        "HooklineWebhookUnverified",
+        "HooklineOperatorDown",
+        "HooklineIngestDown",
+    } <= names
+    for alert in alerts():
+        annotations = alert["annotations"]
+        assert annotations["summary"] and annotations["description"], alert["alert"]
+        url, _, anchor = annotations["runbook_url"].partition("#")
+        assert url.endswith("docs/runbook.md")
+        assert anchor == alert["alert"].lower()
+        assert anchor in headings, f"docs/runbook.md has no section for {alert['alert']}"
+        assert alert["labels"]["severity"] in {"info", "warning", "critical"}
+
+
+def unit_test_rules(tmp_path: Path) -> Path:
+    """The rules for promtool's unit tests: annotations kept only where a test checks them."""
+    groups = copy.deepcopy(rule_groups())
+    for group in groups:
+        for rule in group["rules"]:
+            if rule["alert"] != "HooklineDeliveryFailureRatioHigh":
+                rule.pop("annotations")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}))
+    return path
+
+
+def series(metric: str, values: str, **labels: str) -> dict[str, str]:
+    """One input series of a promtool unit test, in its expanding notation (e.g. 0+6x60)."""
+    selector = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    return {"series": f"{metric}{{{selector}}}", "values": values}
+
+
+def alert_case(eval_time: str, name: str, *expected: dict[str, str]) -> dict[str, Any]:
+    return {"eval_time": eval_time, "alertname": name, "exp_alerts": [{"exp_labels": e} for e in expected]}
+
+
+RUNBOOK_URL = "https://github.com/hookline/hookline/blob/main/docs/runbook.md"
+SHOP_ORDERS = {"namespace": "shop", "webhook": "orders"}
+ATTEMPTS = "hookline_delivery_attempts_total"
+
+PROMTOOL_TESTS: list[dict[str, Any]] = [
+    {  # Half of the attempts to one Webhook fail; its neighbour is healthy.
+        "interval": "1m",
+        "input_series": [
+            series(ATTEMPTS, "0+6x60", namespace="shop", webhook="orders", outcome="success"),
+            series(ATTEMPTS, "0+6x60", namespace="shop", webhook="orders", outcome="timeout"),
+            series(ATTEMPTS, "0+6x60", namespace="shop", webhook="billing", outcome="success"),
+            series(ATTEMPTS, "0x60", namespace="shop", webhook="billing", outcome="timeout"),
+        ],
+        "alert_rule_test": [
+            alert_case("10m", "HooklineDeliveryFailureRatioHigh"),  # not yet: `for: 15m`
+            {
+                "eval_time": "30m",
+                "alertname": "HooklineDeliveryFailureRatioHigh",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {**SHOP_ORDERS, "severity": "warning"},
+                        "exp_annotations": {
+                            "summary": "Webhook shop/orders: 50% of delivery attempts fail",
+                            "description": "Over the last 15 minutes 50% of the HTTP requests to this "
+                            "Webhook's receiver failed (error status, timeout, connection error or blocked "
+                            "address). Events are retried and end as dead letters after maxAttempts.",
+                            "runbook_url": f"{RUNBOOK_URL}#hooklinedeliveryfailureratiohigh",
+                        },
+                    }
+                ],
+            },
+        ],
+    },
+    {  # One backlog grows for an hour; another is large but steady.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_pending_events", "1000+50x120", namespace="shop", webhook="orders", pod="a"),
+            series("hookline_pending_events", "5000x120", namespace="shop", webhook="steady", pod="b"),
+        ],
+        "alert_rule_test": [
+            alert_case("20m", "HooklineBacklogGrowing"),
+            alert_case("60m", "HooklineBacklogGrowing", {**SHOP_ORDERS, "severity": "warning"}),
+        ],
+    },
+    {  # Three events are given up after 10 minutes; the alert clears once no more follow.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_dead_letters_total", "0x10 3x40", **SHOP_ORDERS, reason="max_attempts"),
+        ],
+        "alert_rule_test": [
+            alert_case("5m", "HooklineDeadLetters"),
+            alert_case(
+                "15m", "HooklineDeadLetters", {**SHOP_ORDERS, "reason": "max_attempts", "severity": "warning"}
+            ),
+            alert_case("40m", "HooklineDeadLetters"),
+        ],
+    },
+    {  # A receiver said 410 Gone.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_webhook_gone", "0x5 1x20", namespace="shop", webhook="orders"),
+            series("hookline_webhook_gone", "0x25", namespace="shop", webhook="billing"),
+        ],
+        "alert_rule_test": [
+            alert_case("3m", "HooklineWebhookGone"),
+            alert_case("10m", "HooklineWebhookGone", {**SHOP_ORDERS, "severity": "warning"}),
+        ],
+    },
+    {  # A Webhook in "shop" stays unverified; "ok" has only verified ones.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_webhooks", "1x480", namespace="shop", condition="Verified", status="False"),
+            series("hookline_webhooks", "3x480", namespace="ok", condition="Verified", status="True"),
+            series("hookline_webhooks", "0x480", namespace="ok", condition="Verified", status="False"),
+        ],
+        "alert_rule_test": [
+            alert_case("5h", "HooklineWebhookUnverified"),
+            alert_case("7h", "HooklineWebhookUnverified", {"namespace": "shop", "severity": "info"}),
+        ],
+    },
+    {  # The operator stops answering scrapes; ingest is never scraped at all.
+        "interval": "1m",
+        "input_series": [
+            series("up", "1x5 0x20", job="hk-hookline-operator-metrics", namespace="hookline"),
+            series("up", "1x25", job="hk-hookline-operator-metrics", namespace="elsewhere"),
+        ],
+        "alert_rule_test": [
+            alert_case("4m", "HooklineOperatorDown"),
+            alert_case("15m", "HooklineOperatorDown", {"severity": "critical"}),
+            alert_case("15m", "HooklineIngestDown", {"severity": "critical"}),
+        ],
+    },
+    {  # Ingest answers 503: NATS is unavailable.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_ingest_requests_total", "0x5 0+10x20", namespace="hookline", code="503"),
+            series("hookline_ingest_requests_total", "0+100x25", namespace="hookline", code="202"),
+        ],
+        "alert_rule_test": [
+            alert_case("5m", "HooklineIngestBusUnavailable"),
+            alert_case(
+                "20m", "HooklineIngestBusUnavailable", {"namespace": "hookline", "severity": "critical"}
+            ),
+        ],
+    },
+]
+
+
+def test_alerts_fire_on_trouble_and_stay_quiet_otherwise(tmp_path):
+    rules = unit_test_rules(tmp_path)
+    spec = tmp_path / "tests.yaml"
+    spec.write_text(
+        yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": PROMTOOL_TESTS})
+    )
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", str(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- metric names -------------------------------------------------------------------------------
+
+
+def test_alerts_and_dashboard_use_only_documented_metrics():
+    documented = documented_metrics()
+    used = {base_name(name, documented) for name in used_metrics()}
+    assert used, "no metric found in alerts and dashboard"
+    assert used <= documented, f"not in docs/internals.md: {sorted(used - documented)}"
+
+
+# --- dashboard ----------------------------------------------------------------------------------
+
+
+def generator() -> Any:
+    spec = importlib.util.spec_from_file_location("hookline_dashboard", ROOT / "monitoring" / "dashboard.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_dashboard_is_what_the_generator_produces():
+    assert DASHBOARD_JSON.read_text() == generator().render(), (
+        "run .venv/bin/python monitoring/dashboard.py and commit the JSON"
+    )
+
+
+def test_dashboard_shows_what_an_sre_needs():
+    board = load_dashboard()
+    titles = {p["title"] for p in board["panels"]}
+    for wanted in (
+        "Deliveries/s by Webhook and outcome",
+        "Request latency p50 / p99",
+        "Backlog (pending events)",
+        "Dead letters by reason",
+        "Verification state",
+    ):
+        assert wanted in titles
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert {"datasource", "namespace", "database", "webhook"} <= set(variables)
+    assert variables["webhook"]["includeAll"] and "$database" in variables["webhook"]["query"]["query"]
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}"
+            expr = target["expr"]
+            if any(
+                name.startswith(("hookline_deliver", "hookline_pending", "hookline_dead"))
+                for name in metric_names(expr)
+            ):
+                assert 'namespace=~"$namespace"' in expr and 'webhook=~"$webhook"' in expr, expr
+    latency = next(p for p in board["panels"] if p["title"] == "Request latency p50 / p99")
+    assert [t["expr"].split(",")[0] for t in latency["targets"]] == [
+        "histogram_quantile(0.5",
+        "histogram_quantile(0.99",
+    ]
