@@ -85,13 +85,19 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+SCOPE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+_SCOPE_NAME = re.compile(SCOPE_NAME_PATTERN)
+
+
 class WebhookSpec(_Model):
     """The Webhook custom resource's ``spec`` with the CRD's defaults."""
 
     url: str
     events: Annotated[list[EventType], Field(min_length=1)]
-    database: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    collection: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    # Scope names double as label values (`kubectl get wh -l hookline.io/database=newsletter`),
+    # so they follow Kubernetes' label-value rules; the CRD carries the same pattern.
+    database: str | None = None
+    collection: str | None = None
     format: Literal["form", "json"] = "form"
     signing: Signing | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -130,6 +136,16 @@ class WebhookSpec(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return headers
+
+    @field_validator("database", "collection")
+    @classmethod
+    def _check_scope_name(cls, name: str | None) -> str | None:
+        if name is not None and not _SCOPE_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a valid scope name: use at least 1 and at most 63 letters, digits, "
+                "'_', '-' or '.', starting and ending with a letter or digit (it is also a label value)"
+            )
+        return name
 
     @field_validator("collection")
     @classmethod
