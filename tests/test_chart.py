@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -79,6 +80,93 @@ SCENARIOS: dict[str, list[str]] = {
         "--set",
         "ingest.serviceAccount.create=false",
     ],
+}
+
+
+def _strict(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required or [],
+        "additionalProperties": False,
+    }
+
+
+_STRING = {"type": "string", "minLength": 1}
+_DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"}
+_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+_METADATA = _strict(
+    {"name": _STRING, "namespace": {"const": NAMESPACE}, "labels": _LABELS}, ["name", "namespace"]
+)
+_SELECTOR = _strict({"matchLabels": {**_LABELS, "minProperties": 1}}, ["matchLabels"])
+_ENDPOINT = _strict(
+    {"port": _STRING, "path": _STRING, "interval": _DURATION, "honorLabels": {"type": "boolean"}}, ["port"]
+)
+_RULE = _strict(
+    {
+        "alert": _STRING,
+        "expr": _STRING,
+        "for": _DURATION,
+        "labels": _LABELS,
+        "annotations": _LABELS,
+    },
+    ["alert", "expr"],
+)
+
+
+def _kind(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return _strict(
+        {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+        ["apiVersion", "kind", "metadata", "spec"],
+    )
+
+
+PROMETHEUS_OPERATOR_SCHEMAS = {
+    "ServiceMonitor": _kind(
+        "ServiceMonitor",
+        _strict(
+            {
+                "selector": _SELECTOR,
+                "namespaceSelector": _strict({"matchNames": {"type": "array", "items": _STRING}}),
+                "endpoints": {"type": "array", "items": _ENDPOINT, "minItems": 1},
+            },
+            ["selector", "endpoints"],
+        ),
+    ),
+    "PodMonitor": _kind(
+        "PodMonitor",
+        _strict(
+            {
+                "selector": _SELECTOR,
+                "namespaceSelector": _strict(
+                    {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": _STRING}}
+                ),
+                "podMetricsEndpoints": {"type": "array", "items": _ENDPOINT, "minItems": 1},
+            },
+            ["selector", "podMetricsEndpoints"],
+        ),
+    ),
+    "PrometheusRule": _kind(
+        "PrometheusRule",
+        _strict(
+            {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _strict(
+                        {"name": _STRING, "rules": {"type": "array", "items": _RULE, "minItems": 1}},
+                        ["name", "rules"],
+                    ),
+                }
+            },
+            ["groups"],
+        ),
+    ),
 }
 
 
@@ -156,10 +244,10 @@ def test_every_object_is_valid_kubernetes(scenario):
         meta = doc["metadata"]
         assert meta.get("name"), doc
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-            # Prometheus Operator kinds: no schema offline; check they are well-formed objects.
-            assert doc["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule"), doc["kind"]
-            assert meta["namespace"] == NAMESPACE
-            assert isinstance(doc["spec"], dict) and doc["spec"]
+            # Prometheus Operator kinds: their CRDs are not available offline, so a hand-written
+            # subset of the monitoring.coreos.com/v1 fields the chart uses catches typos and wrong types.
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            jsonschema.validate(doc, PROMETHEUS_OPERATOR_SCHEMAS[doc["kind"]])
             continue
         for version in KUBE_VERSIONS:
             try:
