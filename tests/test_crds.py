@@ -1,0 +1,332 @@
+"""The CRDs are the contract: examples validate, bad Webhooks are rejected naming the field.
+
+An API server does three things with a custom resource that these tests redo offline: fill in the
+schema's defaults, validate the structural OpenAPI schema (unknown fields rejected, as kubectl's
+default strict field validation does), and evaluate the `x-kubernetes-validations` CEL rules. The
+schema is checked with jsonschema (Draft 4 is what OpenAPI v3.0 schemas build on) and the CEL rules
+with cel-python. Every bad case is also fed to `parse_webhook_spec`, so the CRD and the Python model
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import pytest
+import yaml
+
+from hookline.sender.config import SpecError, parse_webhook_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+CRDS = ROOT / "crds"
+EXAMPLES = ROOT / "examples"
+
+
+def load_crd(name: str) -> dict[str, Any]:
+    return yaml.safe_load((CRDS / f"{name}.yaml").read_text())
+
+
+def version_of(crd: dict[str, Any]) -> dict[str, Any]:
+    (version,) = crd["spec"]["versions"]
+    return version
+
+
+# --- an offline "API server" ---------------------------------------------------------------------------
+
+
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """Fill in defaults the way the API server does: a defaulted object gets its own defaults too."""
+    if isinstance(value, dict):
+        for name, prop in schema.get("properties", {}).items():
+            if name not in value and "default" in prop:
+                value[name] = copy.deepcopy(prop["default"])
+            if name in value:
+                value[name] = apply_defaults(prop, value[name])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in value:
+                if name not in schema.get("properties", {}):
+                    value[name] = apply_defaults(extra, value[name])
+    elif isinstance(value, list) and "items" in schema:
+        return [apply_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """Unknown fields are errors (kubectl's default field validation), except where preserved."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node: dict[str, Any]) -> None:
+        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node.setdefault("additionalProperties", False)
+        for prop in node.get("properties", {}).values():
+            walk(prop)
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key])
+
+    walk(schema)
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+def cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    env = celpy.Environment()
+    for rule in schema.get("x-kubernetes-validations", []):
+        uses_old = "oldSelf" in rule["rule"]
+        if uses_old and old is None:
+            continue  # transition rules are only evaluated on update
+        activation = {"self": celpy.json_to_cel(value)}
+        if uses_old:
+            activation["oldSelf"] = celpy.json_to_cel(old)
+        result = env.program(env.compile(rule["rule"])).evaluate(activation)
+        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+            where = path + rule.get("fieldPath", "")
+            errors.append((where, rule.get("message", rule["rule"])))
+    if isinstance(value, dict):
+        for name, prop in schema.get("properties", {}).items():
+            if name in value:
+                old_value = old.get(name) if isinstance(old, dict) else None
+                errors += cel_errors(prop, value[name], old_value, f"{path}.{name}" if path else name)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name, item in value.items():
+                if name not in schema.get("properties", {}):
+                    errors += cel_errors(extra, item, None, f"{path}.{name}")
+    elif isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            errors += cel_errors(schema["items"], item, None, f"{path}[{index}]")
+    return errors
+
+
+def admit(
+    crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Default, then validate; return the stored object and (field path, message) for each error."""
+    schema = version_of(crd)["schema"]["openAPIV3Schema"]
+    obj = apply_defaults(schema, copy.deepcopy(obj))
+    validator = jsonschema.Draft4Validator(strict(schema))
+    errors = []
+    for err in validator.iter_errors(obj):
+        field = _path(err.absolute_path)
+        if err.validator == "required":
+            missing = re.match(r"'([^']+)'", err.message)
+            field = f"{field}.{missing.group(1)}" if missing else field
+        if err.validator == "additionalProperties":
+            unknown = re.findall(r"'([^']+)'", err.message)
+            field = f"{field}.{unknown[0]}" if unknown else field
+        errors.append((field, err.message))
+    if not errors:  # the API server runs CEL only on a schema-valid object
+        errors = cel_errors(schema, obj, old, "")
+    return obj, errors
+
+
+WEBHOOK_CRD = load_crd("webhooks.hookline.io")
+TEST_CRD = load_crd("webhooktests.hookline.io")
+
+
+def webhook(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "url": "https://shop.example.com/hooks/copernica.php",
+        "events": ["open", "click"],
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "hookline.io/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": "orders-clicks", "namespace": "shop"},
+        "spec": {k: v for k, v in base.items() if v is not ...},
+    }
+
+
+# --- names and shape --------------------------------------------------------------------------------------
+
+
+def test_crd_names_match_the_design():
+    assert WEBHOOK_CRD["metadata"]["name"] == "webhooks.hookline.io"
+    names = WEBHOOK_CRD["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"]) == ("Webhook", "webhooks", ["wh"])
+    assert "hookline" in names["categories"] and "hookline" in TEST_CRD["spec"]["names"]["categories"]
+    assert TEST_CRD["spec"]["names"]["plural"] == "webhooktests"
+    for crd in (WEBHOOK_CRD, TEST_CRD):
+        assert crd["spec"]["group"] == "hookline.io" and crd["spec"]["scope"] == "Namespaced"
+        assert version_of(crd)["name"] == "v1alpha1"
+        assert version_of(crd)["subresources"] == {"status": {}}
+
+
+def test_webhook_printer_columns_are_the_designed_ones():
+    columns = [c["name"] for c in version_of(WEBHOOK_CRD)["additionalPrinterColumns"]]
+    assert columns == ["URL", "Events", "Database", "Collection", "Verified", "Ready", "Age"]
+
+
+def test_webhooktest_printer_columns_show_the_outcome():
+    columns = {c["name"]: c["jsonPath"] for c in version_of(TEST_CRD)["additionalPrinterColumns"]}
+    assert columns["Phase"] == ".status.phase"
+    assert columns["Code"] == ".status.response.statusCode"
+
+
+def test_crd_defaults_equal_the_python_model_defaults():
+    stored, errors = admit(WEBHOOK_CRD, webhook())
+    assert errors == []
+    model = parse_webhook_spec(webhook()["spec"]).model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert stored["spec"] == model
+
+
+# --- examples ---------------------------------------------------------------------------------------------
+
+
+def example_documents() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(EXAMPLES.rglob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") in ("Webhook", "WebhookTest"):
+                docs.append((f"{path.relative_to(ROOT)}:{doc['metadata']['name']}", doc))
+    return docs
+
+
+def test_every_example_manifest_is_admitted():
+    checked = 0
+    for where, doc in example_documents():
+        crd = WEBHOOK_CRD if doc["kind"] == "Webhook" else TEST_CRD
+        assert doc["apiVersion"] == "hookline.io/v1alpha1", where
+        stored, errors = admit(crd, doc)
+        assert errors == [], f"{where}: {errors}"
+        if doc["kind"] == "Webhook":
+            parse_webhook_spec(stored["spec"])  # and the operator can read what the API server stored
+        checked += 1
+    assert checked == len(example_documents())
+
+
+def test_a_full_featured_webhook_is_admitted():
+    full = webhook(
+        url="https://shop.example.com:8443/hooks/copernica.php?src=crm",
+        events=["open", "click", "bounce", "failure", "delivery", "create", "update", "delete"],
+        database="newsletter",
+        collection="orders",
+        format="json",
+        signing={"secretRef": {"name": "hook-secret", "key": "secret"}},
+        headers={"X-Team": "crm", "Authorization": "Bearer abc"},
+        paused=True,
+        delivery={"timeoutSeconds": 2.5, "maxAttempts": 50, "maxRequestsPerSecond": 0.5, "maxInFlight": 1},
+        sender={"replicas": 0, "resources": {"limits": {"memory": "128Mi", "cpu": 1}}},
+    )
+    stored, errors = admit(WEBHOOK_CRD, full)
+    assert errors == []
+    assert parse_webhook_spec(stored["spec"]).delivery.max_attempts == 50
+
+
+# --- rejected Webhooks: each names its field ---------------------------------------------------------------
+
+BAD_WEBHOOKS = {
+    "url-ftp-scheme": ({"url": "ftp://shop.example.com/x"}, "spec.url"),
+    "url-no-scheme": ({"url": "shop.example.com/hooks"}, "spec.url"),
+    "url-with-space": ({"url": "https://shop.example.com/my hook.php"}, "spec.url"),
+    "url-with-credentials": ({"url": "https://user:pw@shop.example.com/x"}, "spec.url"),
+    "url-missing": ({"url": ...}, "spec.url"),
+    "events-empty": ({"events": []}, "spec.events"),
+    "events-unknown": ({"events": ["open", "unsubscribe"]}, "spec.events[1]"),
+    "events-duplicate": ({"events": ["open", "click", "open"]}, "spec.events"),
+    "events-missing": ({"events": ...}, "spec.events"),
+    "collection-without-database": ({"collection": "orders"}, "spec.collection"),
+    "database-bad-name": ({"database": "news letter"}, "spec.database"),
+    "format-unknown": ({"format": "xml"}, "spec.format"),
+    "timeout-negative": ({"delivery": {"timeoutSeconds": -1}}, "spec.delivery.timeoutSeconds"),
+    "timeout-too-long": ({"delivery": {"timeoutSeconds": 61}}, "spec.delivery.timeoutSeconds"),
+    "rate-zero": ({"delivery": {"maxRequestsPerSecond": 0}}, "spec.delivery.maxRequestsPerSecond"),
+    "attempts-too-many": ({"delivery": {"maxAttempts": 51}}, "spec.delivery.maxAttempts"),
+    "attempts-zero": ({"delivery": {"maxAttempts": 0}}, "spec.delivery.maxAttempts"),
+    "in-flight-zero": ({"delivery": {"maxInFlight": 0}}, "spec.delivery.maxInFlight"),
+    "header-content-type": ({"headers": {"Content-Type": "text/plain"}}, "spec.headers"),
+    "header-host": ({"headers": {"host": "evil.example"}}, "spec.headers"),
+    "header-signature": ({"headers": {"Webhook-Signature": "v1,x"}}, "spec.headers"),
+    "header-bad-name": ({"headers": {"X Team": "crm"}}, "spec.headers"),
+    "header-value-newline": ({"headers": {"X-Team": "crm\r\nHost: x"}}, "spec.headers"),
+    "replicas-negative": ({"sender": {"replicas": -1}}, "spec.sender.replicas"),
+    "replicas-too-many": ({"sender": {"replicas": 21}}, "spec.sender.replicas"),
+    "signing-without-key": ({"signing": {"secretRef": {"name": "s"}}}, "spec.signing.secretRef.key"),
+    "paused-not-bool": ({"paused": "maybe"}, "spec.paused"),
+    "unknown-field": ({"retries": 3}, "spec.retries"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_WEBHOOKS))
+def test_bad_webhook_is_rejected_naming_the_field(case):
+    change, field = BAD_WEBHOOKS[case]
+    _, errors = admit(WEBHOOK_CRD, webhook(**change))
+    assert errors, f"{case} was admitted"
+    assert field in [where for where, _ in errors], errors
+
+
+@pytest.mark.parametrize("case", sorted(BAD_WEBHOOKS))
+def test_bad_webhook_is_also_refused_by_the_python_model(case):
+    change, field = BAD_WEBHOOKS[case]
+    with pytest.raises(SpecError) as caught:
+        parse_webhook_spec(webhook(**change)["spec"])
+    named = [e.field for e in caught.value.errors]
+    assert any(n == field or n.startswith(field + ".") or n.startswith(field + "[") for n in named), named
+
+
+def test_cel_messages_tell_what_to_do():
+    _, errors = admit(WEBHOOK_CRD, webhook(collection="orders"))
+    assert errors == [("spec.collection", errors[0][1])]
+    assert "set spec.database" in errors[0][1]
+
+
+# --- WebhookTest ------------------------------------------------------------------------------------------
+
+
+def webhook_test(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "webhook": "orders-clicks",
+        "event": "click",
+        "data": {"recipient": "a@b.example"},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "hookline.io/v1alpha1",
+        "kind": "WebhookTest",
+        "metadata": {"name": "t1", "namespace": "shop"},
+        "spec": {k: v for k, v in base.items() if v is not ...},
+    }
+
+
+def test_webhooktest_keeps_arbitrary_data_and_defaults_it():
+    stored, errors = admit(TEST_CRD, webhook_test(data={"fields": {"email": "a@b"}, "interests": ["x"]}))
+    assert errors == [] and stored["spec"]["data"]["fields"] == {"email": "a@b"}
+    stored, errors = admit(TEST_CRD, webhook_test(data=...))
+    assert errors == [] and stored["spec"]["data"] == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"webhook": ...}, "spec.webhook"),
+        ({"webhook": "Not_A_Name"}, "spec.webhook"),
+        ({"event": "unsubscribe"}, "spec.event"),
+        ({"event": ...}, "spec.event"),
+    ],
+)
+def test_bad_webhooktest_is_rejected_naming_the_field(change, field):
+    _, errors = admit(TEST_CRD, webhook_test(**change))
+    assert field in [where for where, _ in errors], errors
+
+
+def test_webhooktest_spec_cannot_be_changed_after_creation():
+    old = webhook_test()
+    _, errors = admit(TEST_CRD, webhook_test(event="open"), old=old)
+    assert errors and errors[0][0] == "spec" and "create a new WebhookTest" in errors[0][1]
+    _, errors = admit(TEST_CRD, webhook_test(), old=old)
+    assert errors == []
