@@ -25,8 +25,9 @@ MONITORING_API = ["--api-versions", "monitoring.coreos.com/v1"]
 EXTERNAL_NATS = "nats://nats.messaging.svc:4222"
 EMBEDDED_NATS = f"nats://hk-hookline-nats.{NAMESPACE}.svc.cluster.local:4222"
 DIGEST = "sha256:" + "ab" * 32
-# Oldest supported (Chart.yaml kubeVersion) and newest schemas kubernetes-validate knows.
-KUBE_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
+# Oldest supported (Chart.yaml kubeVersion; the CRDs use CEL rules with reason and fieldPath, new in
+# 1.28) and the newest schemas kubernetes-validate knows.
+KUBE_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
 
 SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
@@ -258,7 +259,7 @@ def test_every_object_is_valid_kubernetes(scenario):
 
 def test_chart_installs_on_oldest_supported_kubernetes():
     helm("template", RELEASE, str(CHART), "--kube-version", KUBE_VERSIONS[0])
-    too_old = helm("template", RELEASE, str(CHART), "--kube-version", "1.26.0", check=False)
+    too_old = helm("template", RELEASE, str(CHART), "--kube-version", "1.27.0", check=False)
     assert too_old.returncode != 0
     assert "kubeVersion" in too_old.stderr or "incompatible" in too_old.stderr
 
