@@ -313,6 +313,7 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
 
     expected = (
         grants("hookline.io", ["webhooks", "webhooktests"], ["get", "list", "watch", "patch", "update"])
+        | grants("hookline.io", ["webhooktests"], ["delete"])  # finished tests expire
         | grants("hookline.io", ["webhooks/status", "webhooktests/status"], ["get", "patch", "update"])
         | grants("hookline.io", ["webhooks/finalizers"], ["update"])
         | grants("apps", ["deployments"], ["get", "list", "watch", "create", "patch", "update", "delete"])
