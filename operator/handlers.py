@@ -1,0 +1,428 @@
+"""Kopf handlers: thin glue between Kubernetes events and the pure decisions.
+
+Who writes what, so that no two writers race on a list:
+- `reconcile_webhook` (create/resume/spec change) owns the token, verification, labels, the sender
+  objects, status.sender.deployment/replicas and both conditions;
+- `sender_observed` (any sender Deployment change) mirrors availability into status.sender of the
+  owning Webhook, a dict field that merge patches cleanly;
+- `webhook_seen` (every Webhook event) recomputes Ready from those facts with the same pure function
+  and writes the conditions only when Ready changed. It runs in the same per-object worker as the
+  reconcile, so their writes are serialized by Kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from hookline.operator import desired, kubeapi, verification
+from hookline.operator.consumers import Consumers
+from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.settings import GROUP, VERSION, OperatorConfig
+from hookline.operator.status import (
+    READY,
+    VERIFIED,
+    Condition,
+    deployment_sender_status,
+    find,
+    merge_conditions,
+    now_iso,
+    ready_condition,
+    transitions,
+)
+from hookline.operator.webhooktest import TestOutcome, run_test
+from hookline.sender import ownership
+from hookline.sender.bus import BusUnavailable
+from hookline.sender.config import SpecError, WebhookSpec, consumer_name, parse_webhook_spec
+from hookline.sender.safehttp import SafeHTTPClient
+
+WEBHOOKS = (GROUP, VERSION, "webhooks")
+TESTS = (GROUP, VERSION, "webhooktests")
+DEPLOYMENTS = ("apps", "v1", "deployments")
+SENDER_SELECTOR = {
+    "app.kubernetes.io/managed-by": desired.MANAGED_BY,
+    "app.kubernetes.io/component": "sender",
+}
+FINISHED = ("Succeeded", "Failed")
+
+
+@dataclass
+class Runtime:
+    """Everything handlers share; reached through Kopf's memo as ``memo.runtime``."""
+
+    config: OperatorConfig
+    api: kubeapi.KubeAPI
+    http: SafeHTTPClient
+    consumers: Consumers
+    metrics: OperatorMetrics
+    new_token: Callable[[], str] = ownership.new_token
+    sender_seen: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+
+
+def _runtime(memo: Any) -> Runtime:
+    return memo.runtime  # type: ignore[no-any-return]
+
+
+# --- events on transitions -----------------------------------------------------------------------------
+
+_EVENT_REASONS = {
+    (VERIFIED, "True"): ("Normal", "Verified"),
+    (VERIFIED, "False"): ("Warning", "NotVerified"),
+    (READY, "True"): ("Normal", "SenderReady"),
+    (READY, "False"): ("Warning", "SenderNotReady"),
+}
+
+
+def _announce(body: Any, before: Any, after: list[dict[str, Any]]) -> None:
+    for condition in transitions(before, after):
+        kind, reason = _EVENT_REASONS[(condition["type"], condition["status"])]
+        if condition["reason"] in ("Paused", "NotVerified", "Pending", "SenderPending"):
+            kind = "Normal"
+        if condition["reason"] == "Paused":
+            reason = "SenderPaused"
+        kopf.event(body, type=kind, reason=reason, message=condition["message"])
+
+
+def _write_conditions(
+    body: Any, status: Mapping[str, Any], patch: kopf.Patch, updates: list[Condition], generation: int | None
+) -> None:
+    before = patch.status.get("conditions") or status.get("conditions")
+    after = merge_conditions(before, updates, generation=generation, now=now_iso())
+    if after != list(before or []):
+        patch.status["conditions"] = after
+        _announce(body, before, after)
+
+
+def _sender_facts(status: Mapping[str, Any], patch: kopf.Patch) -> dict[str, Any]:
+    return {**(status.get("sender") or {}), **(patch.status.get("sender") or {})}
+
+
+# --- Webhook: reconcile --------------------------------------------------------------------------------
+
+
+async def reconcile_webhook(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    rt = _runtime(memo)
+    started = time.perf_counter()
+    try:
+        await _reconcile(rt, body, spec, status, meta, patch, logger)
+    finally:
+        rt.metrics.reconcile.observe(time.perf_counter() - started)
+
+
+async def _reconcile(
+    rt: Runtime,
+    body: kopf.Body,
+    raw_spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+) -> None:
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    patch.status["observedGeneration"] = generation
+    try:
+        spec = parse_webhook_spec(dict(raw_spec))
+    except SpecError as exc:
+        _write_conditions(
+            body,
+            status,
+            patch,
+            [Condition(READY, "False", "InvalidSpec", f"{exc}; fix the Webhook's spec")],
+            generation,
+        )
+        raise kopf.PermanentError(f"invalid spec: {exc}") from None
+
+    labels = desired.labels_patch(meta.get("labels"), spec)
+    if labels:
+        patch.metadata["labels"] = labels
+
+    token, is_new = verification.ensure_token(status, rt.new_token)
+    info = verification.instructions(token, spec.url)
+    current = dict(status.get("verification") or {})
+    if is_new or any(current.get(k) != v for k, v in info.items()):
+        patch.status["verification"] = dict(info)
+    if is_new:
+        _write_conditions(body, status, patch, [verification.pending_condition(token, spec.url)], generation)
+
+    if not verification.is_verified_for(status, spec.url):
+        await _verify(rt, body, spec, status, patch, token, generation)
+    await _run_sender(rt, body, spec, status, patch, namespace, name, generation, logger)
+
+
+async def _verify(
+    rt: Runtime,
+    body: kopf.Body,
+    spec: WebhookSpec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    token: str,
+    generation: int | None,
+) -> None:
+    result = await ownership.check_ownership(
+        rt.http, spec.url, token, per_location_timeout=rt.config.check_timeout
+    )
+    rt.metrics.checks.labels(reason=result.reason).inc()
+    checks = verification.checks_so_far(status, spec.url) + 1
+    now = now_iso()
+    delay = None if result.verified else verification.check_delay(checks, rt.config.verification)
+    next_at = None if delay is None else now_iso_in(delay)
+    fields = verification.result_fields(result, url=spec.url, now=now, checks=checks, next_check_at=next_at)
+    patch.status["verification"] = {**(patch.status.get("verification") or {}), **fields}
+    ready = ready_condition(
+        verified=result.verified,
+        paused=spec.paused,
+        desired_replicas=spec.sender.replicas,
+        sender=_sender_facts(status, patch),
+    )
+    verified = verification.verified_condition(result, delay)
+    _write_conditions(body, status, patch, [verified, ready], generation)
+    if delay is not None:
+        raise kopf.TemporaryError(f"not verified yet ({result.reason})", delay=delay)
+
+
+def now_iso_in(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return now_iso(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+async def _run_sender(
+    rt: Runtime,
+    body: kopf.Body,
+    spec: WebhookSpec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    namespace: str,
+    name: str,
+    generation: int | None,
+    logger: kopf.Logger,
+) -> None:
+    cfg = desired.sender_config(namespace, name, spec, rt.config)
+    try:
+        await rt.consumers.ensure(cfg)
+    except BusUnavailable as exc:
+        message = f"{exc}; the sender starts once NATS answers (checked again in 10 s)"
+        waiting = Condition(READY, "False", "BusUnavailable", message)
+        _write_conditions(body, status, patch, [waiting], generation)
+        raise kopf.TemporaryError(str(exc), delay=10) from None
+
+    rendered = desired.render_config(cfg)
+    digest = desired.config_hash(rendered)
+    owner = dict(body)
+    await _apply(rt, kubeapi.configmaps(namespace), desired.config_map(owner, rendered))
+    want = desired.deployment(owner, spec, digest, rt.config)
+    outcome = await _apply(rt, kubeapi.deployments(namespace), want)
+    deployment_name = want["metadata"]["name"]
+    if outcome == "created":
+        kopf.info(body, reason="SenderCreated", message=f"created Deployment {deployment_name}")
+    elif outcome == "updated":
+        message = f"updated Deployment {deployment_name} (config {digest})"
+        kopf.info(body, reason="SenderUpdated", message=message)
+    patch.status["sender"] = {
+        "deployment": deployment_name,
+        "replicas": desired.desired_replicas(spec),
+        "configHash": digest,
+    }
+    verified = Condition(VERIFIED, "True", "FileMatched", _verified_message(status, patch))
+    ready = ready_condition(
+        verified=True,
+        paused=spec.paused,
+        desired_replicas=spec.sender.replicas,
+        sender=_sender_facts(status, patch),
+    )
+    _write_conditions(body, status, patch, [verified, ready], generation)
+    logger.debug(f"sender {deployment_name}: {outcome}")
+
+
+def _verified_message(status: Mapping[str, Any], patch: kopf.Patch) -> str:
+    fresh = patch.status.get("verification") or {}
+    where = fresh.get("verifiedURL") or (status.get("verification") or {}).get("verifiedURL")
+    return f"ownership verified at {where}"
+
+
+async def _apply(rt: Runtime, collection: str, want: dict[str, Any]) -> str:
+    """Create, or merge-patch when something differs: 'created', 'updated' or 'unchanged'."""
+    url = f"{collection}/{want['metadata']['name']}"
+    have = await rt.api.get(url)
+    if have is None:
+        try:
+            await rt.api.create(collection, want)
+            return "created"
+        except kubeapi.Conflict:
+            have = await rt.api.get(url) or {}
+    if not desired.differs(want, have):
+        return "unchanged"
+    await rt.api.patch(url, {k: v for k, v in want.items() if k not in ("apiVersion", "kind")})
+    return "updated"
+
+
+# --- Webhook: every event (Ready from the facts; metrics) ---------------------------------------------
+
+
+async def webhook_seen(
+    event: Mapping[str, Any],
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    rt = _runtime(memo)
+    namespace, name = meta["namespace"], meta["name"]
+    if event.get("type") == "DELETED":
+        rt.metrics.webhooks.forget(namespace, name)
+        rt.sender_seen.pop((namespace, name), None)
+        return
+    rt.metrics.webhooks.observe(namespace, name, status.get("conditions"))
+    if meta.get("deletionTimestamp"):
+        return
+    try:
+        parsed = parse_webhook_spec(dict(spec))
+    except SpecError:
+        return  # the reconcile reports it
+    verified = verification.is_verified_for(status, parsed.url)
+    current = find(status.get("conditions"), VERIFIED)
+    if not verified or current is None or current.get("status") != "True":
+        return  # the reconcile owns Ready until the Webhook is verified
+    ready = ready_condition(
+        verified=True,
+        paused=parsed.paused,
+        desired_replicas=parsed.sender.replicas,
+        sender=status.get("sender"),
+    )
+    old = find(status.get("conditions"), READY) or {}
+    if (old.get("status"), old.get("reason"), old.get("message")) != (
+        ready.status,
+        ready.reason,
+        ready.message,
+    ):
+        _write_conditions(body, status, patch, [ready], meta.get("generation"))
+
+
+# --- sender Deployments: mirror availability into the Webhook ------------------------------------------
+
+
+async def sender_observed(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
+    rt = _runtime(memo)
+    meta = body.get("metadata") or {}
+    webhook = (meta.get("labels") or {}).get(desired.WEBHOOK_LABEL)
+    if not webhook:
+        return
+    key = (meta["namespace"], webhook)
+    if event.get("type") == "DELETED":
+        rt.sender_seen.pop(key, None)
+        return
+    seen = deployment_sender_status(body)
+    if rt.sender_seen.get(key) == seen:
+        return
+    if await rt.api.patch(kubeapi.webhook(*key, sub="status"), {"status": {"sender": seen}}) is not None:
+        rt.sender_seen[key] = seen
+
+
+# --- Webhook: deletion ---------------------------------------------------------------------------------
+
+
+async def webhook_deleted(
+    body: kopf.Body, meta: kopf.Meta, memo: Any, retry: int, logger: kopf.Logger, **_: Any
+) -> None:
+    """Remove the JetStream consumer; a NATS outage delays deletion a little, never forever."""
+    rt = _runtime(memo)
+    name = consumer_name(meta["namespace"], meta["name"])
+    try:
+        removed = await rt.consumers.delete(name)
+    except BusUnavailable as exc:
+        if retry + 1 < rt.config.consumer_delete_attempts:
+            raise kopf.TemporaryError(str(exc), delay=rt.config.consumer_delete_delay) from None
+        kopf.warn(
+            body,
+            reason="ConsumerNotRemoved",
+            message=f"{exc}; gave up after {retry + 1} attempts. Remove it by hand: "
+            f"nats consumer rm HOOKLINE_EVENTS {name}",
+        )
+        return
+    logger.info(f"consumer {name} {'removed' if removed else 'was already gone'}")
+
+
+# --- WebhookTest ----------------------------------------------------------------------------------------
+
+
+async def webhook_test_created(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    if status.get("phase") in FINISHED:
+        return  # sent once, never again (a resume after a restart must not repeat it)
+    rt = _runtime(memo)
+    outcome: TestOutcome = await run_test(
+        rt.api, rt.http, meta["namespace"], dict(spec), max_timeout=rt.config.test_timeout
+    )
+    patch.status.update(outcome.status)
+    if outcome.succeeded:
+        kopf.info(body, reason="TestSucceeded", message=outcome.summary)
+    else:
+        kopf.warn(body, reason="TestFailed", message=outcome.summary)
+
+
+def _finished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") in FINISHED
+
+
+async def webhook_test_expiry(status: kopf.Status, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    """Delete a finished WebhookTest once it is older than the TTL."""
+    rt = _runtime(memo)
+    finished_at = status.get("sentAt") or meta.get("creationTimestamp")
+    if finished_at and _age(finished_at) >= rt.config.test_ttl:
+        await rt.api.delete(kubeapi.webhook_test(meta["namespace"], meta["name"]))
+
+
+def _age(timestamp: str) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return (datetime.now(UTC) - then).total_seconds()
+
+
+# --- registration ---------------------------------------------------------------------------------------
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Put every handler into ``registry`` (tests run several operators, each with its own)."""
+    on = kopf.on
+    for cause in (on.create, on.resume):
+        cause(*WEBHOOKS, id="reconcile", registry=registry)(reconcile_webhook)
+    on.update(*WEBHOOKS, id="reconcile", field="spec", registry=registry)(reconcile_webhook)
+    on.event(*WEBHOOKS, id="observe", registry=registry)(webhook_seen)
+    on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhook_deleted)
+    on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(sender_observed)
+    for cause in (on.create, on.resume):
+        cause(*TESTS, id="send", registry=registry)(webhook_test_created)
+    interval = min(max(config.test_ttl / 4, 0.5), 300.0)
+    kopf.timer(*TESTS, id="expire", interval=interval, when=_finished, registry=registry)(webhook_test_expiry)
+
+
+async def close(runtime: Runtime) -> None:
+    await asyncio.gather(runtime.http.close(), runtime.consumers.close())

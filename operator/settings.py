@@ -1,0 +1,118 @@
+"""The operator's configuration (env and flags) and the hardened Kopf settings built from it.
+
+Kopf's defaults are tuned for demos: a watch that the network silently stalls is never noticed,
+progress and diff-base go to annotations and a finalizer under kopf.zalando.org, and events are
+posted at every level. Every one of those is pinned here so the operator behaves the same in every
+cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import kopf
+
+from hookline import __version__
+from hookline.sender.safehttp import EgressPolicy
+
+GROUP = "hookline.io"
+VERSION = "v1alpha1"
+FINALIZER = "hookline.io/finalizer"
+ANNOTATION_PREFIX = "hookline.io"
+DEFAULT_IMAGE = f"ghcr.io/hookline/hookline:{__version__}"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True)
+class VerificationSchedule:
+    """Delays between ownership checks: seconds at first (the customer is uploading the file right
+    now), then growing to minutes (they went to lunch)."""
+
+    first_delay: float = 5.0
+    factor: float = 2.0
+    max_delay: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.first_delay <= 0 or self.factor < 1 or self.max_delay < self.first_delay:
+            raise ValueError("verification schedule needs first_delay > 0, factor >= 1, max >= first")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    nats_url: str = DEFAULT_NATS_URL
+    sender_nats_url: str = DEFAULT_NATS_URL
+    sender_image: str = DEFAULT_IMAGE
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    verification: VerificationSchedule = field(default_factory=VerificationSchedule)
+    check_timeout: float = 10.0  # per verification location
+    test_timeout: float = 10.0  # upper bound for one WebhookTest request
+    test_ttl: float = 3600.0  # finished WebhookTests are deleted after this many seconds
+    consumer_delete_attempts: int = 3  # then deletion goes ahead with a warning event
+    consumer_delete_delay: float = 5.0
+    nats_connect_timeout: float = 5.0
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    peering: str | None = None  # None: standalone
+    health_port: int | None = 8080
+    metrics_port: int | None = 9090
+    watch_server_timeout: float = 300.0
+    watch_client_timeout: float = 330.0
+    connect_timeout: float = 30.0
+    request_timeout: float = 60.0
+    sender_service_account: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+
+
+def config_from_env(
+    env: Mapping[str, str] = os.environ,
+    *,
+    allow_networks: Sequence[str] | None = None,
+    allow_http: bool | None = None,
+    namespaces: Sequence[str] = (),
+    peering: str | None = None,
+    health_port: int | None = 8080,
+    metrics_port: int | None = 9090,
+) -> OperatorConfig:
+    """The chart sets HOOKLINE_* variables (docs/internals.md); flags win over env for egress."""
+    nats_url = env.get("HOOKLINE_NATS_URL", "").strip() or DEFAULT_NATS_URL
+    ttl_text = env.get("HOOKLINE_WEBHOOKTEST_TTL_SECONDS", "").strip()
+    try:
+        ttl = float(ttl_text) if ttl_text else 3600.0
+    except ValueError:
+        raise ValueError(
+            f"HOOKLINE_WEBHOOKTEST_TTL_SECONDS={ttl_text!r} is not a number of seconds"
+        ) from None
+    return OperatorConfig(
+        nats_url=nats_url,
+        sender_nats_url=env.get("HOOKLINE_SENDER_NATS_URL", "").strip() or nats_url,
+        sender_image=env.get("HOOKLINE_SENDER_IMAGE", "").strip() or DEFAULT_IMAGE,
+        egress=EgressPolicy.from_cli(allow_networks, allow_http, env),
+        test_ttl=ttl,
+        namespaces=tuple(namespaces),
+        peering=peering,
+        health_port=health_port,
+        metrics_port=metrics_port,
+        sender_service_account=env.get("HOOKLINE_SENDER_SERVICE_ACCOUNT", "").strip() or None,
+    )
+
+
+def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    """Kopf settings hardened against its known pitfalls."""
+    settings = kopf.OperatorSettings()
+    # Our own names for everything Kopf stores on objects.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # A watch stalled by a proxy or a lost connection is ended and restarted, never waited on forever.
+    settings.watching.server_timeout = config.watch_server_timeout
+    settings.watching.client_timeout = config.watch_client_timeout
+    settings.watching.connect_timeout = config.connect_timeout
+    settings.networking.connect_timeout = config.connect_timeout
+    settings.networking.request_timeout = config.request_timeout
+    # Kubernetes Events only for what a user acts on; debug chatter stays in the logs.
+    settings.posting.level = logging.INFO
+    return settings

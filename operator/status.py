@@ -1,0 +1,129 @@
+"""Conditions of a Webhook (Verified, Ready): pure functions over plain dicts.
+
+A condition's lastTransitionTime records when its status last flipped, so it is kept when a
+reconcile computes the same status again (only reason or message may change). Ready is derived from
+the other facts every time, by one function, so every handler that writes conditions agrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Status = Literal["True", "False", "Unknown"]
+VERIFIED = "Verified"
+READY = "Ready"
+CONDITION_TYPES = (VERIFIED, READY)
+
+
+def now_iso(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: Status
+    reason: str
+    message: str
+
+
+def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    for condition in conditions or ():
+        if condition.get("type") == type_:
+            return condition
+    return None
+
+
+def status_of(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> str | None:
+    found = find(conditions, type_)
+    return None if found is None else str(found.get("status"))
+
+
+def merge_conditions(
+    current: Sequence[Mapping[str, Any]] | None,
+    updates: Sequence[Condition],
+    *,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """The full list after applying ``updates``; untouched conditions are kept as they are."""
+    result = [dict(c) for c in current or ()]
+    for update in updates:
+        old = find(result, update.type)
+        flipped = old is None or old.get("status") != update.status
+        transition = now if flipped else old.get("lastTransitionTime")  # type: ignore[union-attr]
+        new: dict[str, Any] = {
+            "type": update.type,
+            "status": update.status,
+            "reason": update.reason,
+            "message": update.message,
+            "lastTransitionTime": transition or now,
+        }
+        if generation is not None:
+            new["observedGeneration"] = generation
+        if old is None:
+            result.append(new)
+        else:
+            result[result.index(old)] = new  # type: ignore[arg-type]
+    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    return sorted(result, key=lambda c: order.get(str(c.get("type")), len(order)))
+
+
+def transitions(
+    before: Sequence[Mapping[str, Any]] | None, after: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """Conditions whose status or reason changed: each deserves a Kubernetes Event."""
+    changed = []
+    for condition in after:
+        old = find(before, str(condition["type"]))
+        now_ = (condition["status"], condition["reason"])
+        if old is None or (old.get("status"), old.get("reason")) != now_:
+            changed.append(condition)
+    return changed
+
+
+def ready_condition(
+    *,
+    verified: bool,
+    paused: bool,
+    desired_replicas: int,
+    sender: Mapping[str, Any] | None,
+) -> Condition:
+    """Ready from what the sender Deployment reports (and why not, in words a user can act on)."""
+    if not verified:
+        return Condition(
+            READY, "False", "NotVerified", "no sender runs until the URL is verified; see condition Verified"
+        )
+    if paused or desired_replicas == 0:
+        why = "spec.paused is true" if paused else "spec.sender.replicas is 0"
+        return Condition(
+            READY, "False", "Paused", f"deliveries are stopped because {why}; events are kept in the stream"
+        )
+    sender = sender or {}
+    deployment = sender.get("deployment")
+    if not deployment:
+        return Condition(READY, "False", "SenderPending", "the sender Deployment is being created")
+    available = int(sender.get("availableReplicas") or 0)
+    if available >= desired_replicas:
+        return Condition(
+            READY, "True", "SenderAvailable", f"{available} of {desired_replicas} sender pods are available"
+        )
+    return Condition(
+        READY,
+        "False",
+        "SenderUnavailable",
+        f"{available} of {desired_replicas} sender pods of Deployment {deployment} are available; "
+        f"check `kubectl describe deployment {deployment}` and the pods' logs",
+    )
+
+
+def deployment_sender_status(deployment: Mapping[str, Any]) -> dict[str, int]:
+    """What the Webhook's status.sender mirrors from its Deployment's status."""
+    status = deployment.get("status") or {}
+    return {
+        "readyReplicas": int(status.get("readyReplicas") or 0),
+        "availableReplicas": int(status.get("availableReplicas") or 0),
+    }

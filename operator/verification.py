@@ -1,0 +1,110 @@
+"""Ownership verification decisions: the token, when to check, what a result means. Pure.
+
+The token is made once and lives in status.verification.content for the Webhook's whole life: a
+restart of the operator or an edit of spec.url never changes the file the customer has placed.
+status.verification.verifiedFor records which spec.url the match was for, so a verified Webhook is
+never checked again until its URL changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hookline.operator.settings import VerificationSchedule
+from hookline.operator.status import VERIFIED, Condition
+from hookline.sender.ownership import OwnershipResult, verification_file_name, verification_locations
+
+_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+
+def existing_token(status: Mapping[str, Any] | None) -> str | None:
+    """The token already given to this Webhook, if any (a malformed one is not reused)."""
+    content = ((status or {}).get("verification") or {}).get("content")
+    return content if isinstance(content, str) and _TOKEN.fullmatch(content) else None
+
+
+def ensure_token(status: Mapping[str, Any] | None, new_token: Callable[[], str]) -> tuple[str, bool]:
+    """``(token, is_new)``: the stored token, or a fresh one when there is none yet."""
+    token = existing_token(status)
+    return (token, False) if token else (new_token(), True)
+
+
+def instructions(token: str, url: str) -> dict[str, Any]:
+    """What the customer needs to place: file name, content and the two places it may be."""
+    name = verification_file_name(token)
+    return {"fileName": name, "content": token, "locations": verification_locations(url, name)}
+
+
+def is_verified_for(status: Mapping[str, Any] | None, url: str) -> bool:
+    verification = (status or {}).get("verification") or {}
+    return bool(verification.get("verifiedURL")) and verification.get("verifiedFor") == url
+
+
+def check_delay(checks_done: int, schedule: VerificationSchedule) -> float:
+    """Delay before the next check after ``checks_done`` failed ones: first, first*factor, ..., max."""
+    delay = schedule.first_delay * schedule.factor ** max(0, checks_done - 1)
+    return float(min(delay, schedule.max_delay))
+
+
+def checks_so_far(status: Mapping[str, Any] | None, url: str) -> int:
+    """Failed checks for this URL (the count restarts when the URL changes)."""
+    verification = (status or {}).get("verification") or {}
+    if verification.get("checkedFor") != url:
+        return 0
+    checks = verification.get("checks")
+    return checks if isinstance(checks, int) and checks >= 0 else 0
+
+
+def result_fields(
+    result: OwnershipResult, *, url: str, now: str, checks: int, next_check_at: str | None
+) -> dict[str, Any]:
+    """The status.verification fields that record one check (token fields are set separately)."""
+    if result.verified:
+        return {
+            "verifiedURL": result.verified_url,
+            "verifiedAt": now,
+            "verifiedFor": url,
+            "lastCheckedAt": now,
+            "checkedFor": url,
+            "checks": checks,
+            "nextCheckAt": None,
+            "lastError": None,
+        }
+    return {
+        "verifiedURL": None,
+        "verifiedAt": None,
+        "verifiedFor": None,
+        "lastCheckedAt": now,
+        "checkedFor": url,
+        "checks": checks,
+        "nextCheckAt": next_check_at,
+        "lastError": result.message,
+    }
+
+
+def verified_condition(result: OwnershipResult, next_delay: float | None = None) -> Condition:
+    if result.verified:
+        return Condition(VERIFIED, "True", "FileMatched", f"ownership verified at {result.verified_url}")
+    message = result.message
+    if next_delay is not None and result.reason != "Blocked":
+        message = f"{message}. Next check in {_human(next_delay)}"
+    return Condition(VERIFIED, "False", result.reason, message)
+
+
+def pending_condition(token: str, url: str) -> Condition:
+    info = instructions(token, url)
+    where = " or ".join(info["locations"])
+    return Condition(
+        VERIFIED,
+        "False",
+        "Pending",
+        f"place a file named {info['fileName']} containing {token} at {where}; it is checked shortly",
+    )
+
+
+def _human(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"

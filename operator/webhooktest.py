@@ -1,0 +1,151 @@
+"""WebhookTest: post user-entered data once to a verified Webhook, exactly as its sender would.
+
+The event is completed by the same parser ingest uses (id, time, timestamp filled in), rendered and
+signed by the sender's own Delivery, and sent through the SSRF-safe client. The signing Secret is read
+for this one request only; its value never reaches status, events or logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hookline.operator import kubeapi
+from hookline.operator.status import VERIFIED, now_iso, status_of
+from hookline.operator.verification import is_verified_for
+from hookline.sender.config import SpecError, WebhookSpec, parse_webhook_spec
+from hookline.sender.engine import Delivery
+from hookline.sender.events import EventError, parse_event
+from hookline.sender.safehttp import BlockedDestination, SafeHTTPClient, SafeHTTPError
+from hookline.sender.signing import parse_secret
+
+BODY_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    status: dict[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status.get("phase") == "Succeeded"
+
+    @property
+    def summary(self) -> str:
+        return str(self.status.get("message") or self.status.get("error") or self.status.get("phase"))
+
+
+def failed(reason: str, message: str, **extra: Any) -> TestOutcome:
+    return TestOutcome({"phase": "Failed", "reason": reason, "message": message, "error": message, **extra})
+
+
+def outcome_of_response(
+    status_code: int, elapsed: float, body: bytes, *, sent_at: str, event_id: str, signed: bool
+) -> TestOutcome:
+    """Succeeded on 2xx, Failed (reason HTTPError) otherwise; the body is cut to its first 1 KiB."""
+    response = {
+        "statusCode": status_code,
+        "durationMs": round(elapsed * 1000),
+        "body": body[:BODY_LIMIT].decode("utf-8", errors="replace"),
+    }
+    common = {"sentAt": sent_at, "eventId": event_id, "signed": signed, "response": response}
+    if 200 <= status_code < 300:
+        message = f"the receiver answered HTTP {status_code} in {response['durationMs']} ms"
+        return TestOutcome({"phase": "Succeeded", "reason": "Delivered", "message": message, **common})
+    message = (
+        f"the receiver answered HTTP {status_code}; a sender would retry this. "
+        "Check the receiver's logs and the response body"
+    )
+    return TestOutcome(
+        {"phase": "Failed", "reason": "HTTPError", "message": message, "error": message, **common}
+    )
+
+
+def refusal(webhook: Mapping[str, Any] | None, name: str) -> TestOutcome | None:
+    """Why a test may not be sent to this Webhook, or None when it may."""
+    if webhook is None:
+        return failed("WebhookNotFound", f"Webhook {name} does not exist in this namespace")
+    status = webhook.get("status") or {}
+    url = (webhook.get("spec") or {}).get("url", "")
+    if status_of(status.get("conditions"), VERIFIED) != "True" or not is_verified_for(status, url):
+        return failed(
+            "NotVerified",
+            f"Webhook {name} is not verified; tests are only sent to verified URLs. "
+            f"See `kubectl describe webhook {name}` for the file to place",
+        )
+    return None
+
+
+async def _signing_key(api: kubeapi.KubeAPI, namespace: str, spec: WebhookSpec) -> bytes | None:
+    if spec.signing is None:
+        return None
+    ref = spec.signing.secret_ref
+    secret = await api.get(kubeapi.secret(namespace, ref.name))
+    where = f"Secret {ref.name} key {ref.key}"
+    if secret is None:
+        raise LookupError(f"{where}: the Secret does not exist; create it or fix spec.signing.secretRef")
+    data = (secret.get("data") or {}).get(ref.key)
+    if data is None:
+        raise LookupError(f"{where}: the key is missing from the Secret")
+    try:
+        text = base64.b64decode(data, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise LookupError(f"{where}: the Secret's data is not base64-encoded text") from None
+    try:
+        return parse_secret(text)
+    except ValueError as exc:  # the message never repeats the secret
+        raise LookupError(f"{where}: {exc}") from None
+
+
+async def run_test(
+    api: kubeapi.KubeAPI,
+    http: SafeHTTPClient,
+    namespace: str,
+    test_spec: Mapping[str, Any],
+    *,
+    max_timeout: float,
+) -> TestOutcome:
+    name = str(test_spec.get("webhook", ""))
+    webhook = await api.get(kubeapi.webhook(namespace, name)) if name else None
+    refused = refusal(webhook, name)
+    if refused is not None:
+        return refused
+    assert webhook is not None
+    try:
+        spec = parse_webhook_spec(webhook.get("spec") or {})
+    except SpecError as exc:
+        return failed("InvalidWebhook", f"Webhook {name} has an invalid spec: {exc}")
+    data = dict(test_spec.get("data") or {})
+    try:
+        event = parse_event({**data, "type": test_spec.get("event")})
+    except EventError as exc:
+        return failed("InvalidData", f"spec.data is not a valid {test_spec.get('event')} event: {exc}")
+    try:
+        key = await _signing_key(api, namespace, spec)
+    except LookupError as exc:
+        return failed("SecretUnavailable", str(exc))
+    delivery = Delivery(spec, key)
+    now = time.time()
+    body, headers = delivery.build(event, now)
+    sent_at = now_iso()
+    try:
+        response = await http.request(
+            "POST", spec.url, data=body, headers=headers, timeout=min(delivery.timeout, max_timeout)
+        )
+    except BlockedDestination as exc:
+        return failed("Blocked", str(exc), sentAt=sent_at, eventId=event.id)
+    except SafeHTTPError as exc:
+        message = f"{exc}; check that the receiver is up"
+        return failed("RequestFailed", message, sentAt=sent_at, eventId=event.id)
+    return outcome_of_response(
+        response.status,
+        response.elapsed,
+        response.body,
+        sent_at=sent_at,
+        event_id=event.id,
+        signed=key is not None,
+    )
