@@ -63,8 +63,12 @@ async def connect(
     name: str = "hookline",
     on_state_change: Callable[[], Awaitable[None]] | None = None,
     connect_timeout: float = 5.0,
+    initial_attempts: int = 5,
 ) -> NATS:
-    """Connect and keep reconnecting forever (a NATS restart must not kill a sender)."""
+    """Connect (a few tries, then BusUnavailable), then keep reconnecting forever after any loss.
+
+    A NATS restart must not kill a running sender, but a wrong URL at startup should fail visibly.
+    """
 
     async def _log_error(exc: Exception) -> None:
         log.warning("NATS connection problem: %s", exc)
@@ -74,11 +78,11 @@ async def connect(
             await on_state_change()
 
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             url,
             name=name,
             connect_timeout=connect_timeout,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=initial_attempts,
             reconnect_time_wait=1,
             allow_reconnect=True,
             error_cb=_log_error,
@@ -90,6 +94,8 @@ async def connect(
             f"cannot connect to NATS at {url}: {exc or type(exc).__name__}; "
             "check that nats-server runs and the URL is right"
         ) from exc
+    nc.options["max_reconnect_attempts"] = -1  # read by nats-py on every reconnect
+    return nc
 
 
 def stream_config(

@@ -28,7 +28,7 @@ from hookline.sender import bus
 from hookline.sender.config import WebhookSpec
 from hookline.sender.events import Event, EventError
 from hookline.sender.metrics import WebhookMetrics
-from hookline.sender.safehttp import BlockedDestination, SafeHTTPClient
+from hookline.sender.safehttp import BlockedDestination, RequestTimeout, SafeHTTPClient, SafeHTTPError
 from hookline.sender.signing import request_headers
 from hookline.sender.wire import render_body
 
@@ -55,17 +55,21 @@ class Decision:
     delay: float = 0.0
 
 
-def classify_attempt(status: int | None, error: BaseException | None) -> AttemptResult:
-    """2xx is success; any other status an http_error; exceptions by kind."""
+def classify_attempt(
+    status: int | None, error: BaseException | None, retry_after: str | None = None
+) -> AttemptResult:
+    """2xx is success; any other status an http_error; no response by the client's error kind."""
     if error is not None:
         if isinstance(error, BlockedDestination):
             return AttemptResult("blocked", error=str(error))
-        if isinstance(error, TimeoutError):
+        if isinstance(error, (RequestTimeout, TimeoutError)):
             return AttemptResult("timeout", error="no response within the timeout")
+        if isinstance(error, SafeHTTPError):
+            return AttemptResult("connection_error", error=error.reason)
         return AttemptResult("connection_error", error=str(error) or type(error).__name__)
     if status is not None and 200 <= status < 300:
         return AttemptResult("success", status=status)
-    return AttemptResult("http_error", status=status, error=f"HTTP {status}")
+    return AttemptResult("http_error", status=status, error=f"HTTP {status}", retry_after=retry_after)
 
 
 def retry_delay(attempt: int) -> float:
@@ -189,6 +193,7 @@ class Engine:
         metrics.in_flight.inc()
         started = time.perf_counter()
         status: int | None = None
+        retry_after: str | None = None
         error: BaseException | None = None
         try:
             response = await self.client.request(
@@ -200,12 +205,13 @@ class Engine:
                 follow_redirects=False,
             )
             status = response.status
+            retry_after = response.headers.get("Retry-After")
         except Exception as exc:  # classified below; the client raises many kinds
             error = exc
         finally:
             metrics.in_flight.dec()
         metrics.duration.observe(time.perf_counter() - started)
-        result = classify_attempt(status, error)
+        result = classify_attempt(status, error, retry_after)
         metrics.attempts[result.outcome].inc()
         attempt = msg.metadata.num_delivered
         await self._settle(msg, event, result, self.decide(result, attempt), attempt)

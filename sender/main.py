@@ -1,0 +1,132 @@
+"""`hookline sender --config FILE`: one Webhook's sender process (what the operator's Deployment runs).
+
+Startup: read the config and the signing secret (errors name the file and field, never the secret),
+connect to NATS, make sure the stream and this Webhook's consumer exist, then deliver until SIGTERM,
+serving `/metrics`, `/healthz` and `/readyz` on `listen`. SIGTERM drains (see engine.py) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from hookline.sender import bus
+from hookline.sender.config import ConfigError, SenderConfig, load_sender_config
+from hookline.sender.engine import Engine
+from hookline.sender.health import add_health_routes, parse_listen, run_until_signal, start_site
+from hookline.sender.metrics import SenderMetrics, WebhookMetrics
+from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
+from hookline.sender.signing import parse_secret
+
+log = logging.getLogger("hookline.sender")
+
+
+class StartupError(Exception):
+    """Something the user has to fix before the sender can run; the message says what."""
+
+
+def read_signing_key(path: str | None) -> bytes | None:
+    """The HMAC key from the mounted Secret file; errors name the file, never its content."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StartupError(
+            f"cannot read signingSecretFile {path}: {exc.strerror or exc}; check the Secret is mounted"
+        ) from None
+    try:
+        return parse_secret(text.strip())
+    except ValueError as exc:
+        raise StartupError(f"signingSecretFile {path}: {exc}") from None
+
+
+@dataclass
+class SenderRuntime:
+    """One running Webhook sender over a NATS connection it does not own (dev mode shares one)."""
+
+    cfg: SenderConfig
+    engine: Engine
+    client: SafeHTTPClient
+
+    @classmethod
+    async def create(
+        cls,
+        nc: bus.NATS,
+        cfg: SenderConfig,
+        policy: EgressPolicy,
+        metrics: WebhookMetrics,
+        signing_key: bytes | None,
+        *,
+        label: str = "",
+    ) -> SenderRuntime:
+        js = nc.jetstream()
+        await bus.ensure_stream(js, update_existing=False)
+        await bus.ensure_consumer(js, cfg)
+        spec = cfg.spec
+        client = await SafeHTTPClient(policy, limit=spec.delivery.max_in_flight).start()
+        engine = Engine(
+            nc,
+            js,
+            cfg.nats.consumer,
+            spec,
+            client,
+            metrics,
+            signing_key=signing_key,
+            label=label or f"{cfg.webhook.namespace}/{cfg.webhook.name}",
+        )
+        return cls(cfg, engine, client)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self.engine.run(stop)
+        finally:
+            await self.client.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="sender config (YAML or JSON)")
+    parser.add_argument("--listen", help="HOST:PORT for /metrics, /healthz, /readyz (default: config)")
+    parser.add_argument("--nats-url", help="NATS URL (default: the config's nats.url)")
+
+
+async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    host, port = parse_listen(args.listen or cfg.listen, 8081)
+    policy = EgressPolicy.from_cli(
+        [*cfg.allow_networks, *args.allow_network], True if cfg.allow_http else args.allow_http
+    )
+    key = read_signing_key(cfg.signing_secret_file)
+    registry = CollectorRegistry()
+    metrics = SenderMetrics(registry).bind(cfg.webhook.namespace, cfg.webhook.name)
+    name = f"{cfg.webhook.namespace}/{cfg.webhook.name}"
+    nc = await bus.connect(args.nats_url or cfg.nats.url, name=f"hookline-sender {name}")
+    try:
+        runtime = await SenderRuntime.create(nc, cfg, policy, metrics, key)
+        app = web.Application()
+        add_health_routes(app, registry, runtime.engine.readiness)
+        runner = await start_site(app, host, port)
+        log.info("sender for %s started: consumer %s, health on %s:%d", name, cfg.nats.consumer, host, port)
+        try:
+            await runtime.run(stop)
+        finally:
+            await runner.cleanup()
+        log.info("sender for %s stopped cleanly", name)
+    finally:
+        await nc.drain()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_sender_config(args.config)
+        return run_until_signal(lambda stop: serve(cfg, args, stop))
+    except (ConfigError, StartupError, bus.BusUnavailable, ValueError) as exc:
+        log.error("%s", exc)
+        return 2

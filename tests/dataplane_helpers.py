@@ -1,0 +1,125 @@
+"""Helpers for the data-plane tests: a real aiohttp receiver on 127.0.0.1, sender configs, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from hookline.sender.config import SenderConfig, consumer_name, parse_sender_config
+from hookline.sender.health import bound_port, start_site
+from hookline.sender.natsserver import free_port
+from hookline.sender.wire import decode_form
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks documentation's example key
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The body as the receiver's application sees it (PHP-style form or JSON)."""
+        import json
+
+        if self.headers.get("Content-Type", "").startswith("application/json"):
+            return json.loads(self.body)
+        return decode_form(self.body)
+
+
+@dataclass
+class Receiver:
+    """A customer endpoint: records every request; `status` decides the answer (switchable)."""
+
+    status: int = 200
+    requests: list[Received] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = await start_site(app, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{bound_port(self._runner)}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append(Received(request.path, dict(request.headers), await request.read()))
+        self._arrived.set()
+        return web.Response(status=self.status, text="ok" if self.status < 300 else "nope")
+
+    def ids(self) -> list[str]:
+        return [r.headers["webhook-id"] for r in self.requests]
+
+    def delivered_ids(self) -> set[str]:
+        """Ids of requests answered 2xx is not tracked per request; callers use ids() with status control."""
+        return set(self.ids())
+
+    async def wait_for(self, condition: Callable[[], bool], within: float = 60.0) -> None:
+        await wait_until(condition, within=within)
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 60.0, what: str = "condition") -> None:
+    """Poll `condition` until true; generous default for a loaded 2-core CI machine."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not met within {within:g}s")
+        await asyncio.sleep(0.02)
+
+
+async def wait_until_ready(
+    http: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes] | None = None, within: float = 60.0
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before {url} was ready")
+        try:
+            async with http.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not become ready within {within:g}s")
+
+
+def sender_config(
+    nats_url: str,
+    url: str,
+    *,
+    name: str = "shop",
+    namespace: str = "default",
+    events: list[str] | None = None,
+    secret_file: str | None = None,
+    listen: str | None = None,
+    **spec: Any,
+) -> SenderConfig:
+    doc: dict[str, Any] = {
+        "webhook": {"namespace": namespace, "name": name},
+        "spec": {"url": url, "events": events or ["open"], **spec},
+        "nats": {"url": nats_url, "consumer": consumer_name(namespace, name)},
+        "listen": listen or f"127.0.0.1:{free_port()}",
+        "allowNetworks": ["127.0.0.0/8"],
+        "allowHttp": True,
+    }
+    if secret_file:
+        doc["signingSecretFile"] = secret_file
+        doc["spec"]["signing"] = {"secretRef": {"name": "hook-secret", "key": "secret"}}
+    return parse_sender_config(doc)

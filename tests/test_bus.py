@@ -1,0 +1,170 @@
+"""The JetStream adapter against a real nats-server: stream, per-Webhook consumers, publishing, pulling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from dataplane_helpers import sender_config, wait_until
+
+from hookline.sender import bus
+from hookline.sender.events import parse_event
+
+
+def event(event_type: str = "open", **fields):
+    base = {
+        "open": {"recipient": "a@example.com", "ip": "192.0.2.1"},
+        "create": {"profile": 7, "database": "newsletter"},
+    }[event_type]
+    return parse_event({"type": event_type, **base, **fields})
+
+
+@pytest.fixture
+async def nats(nats_server):
+    nc = await bus.connect(nats_server.url)
+    js = nc.jetstream()
+    await bus.ensure_stream(js)
+    yield nc, js
+    await nc.close()
+
+
+async def test_stream_is_created_once_with_retention_and_dedup_window(nats_server):
+    nc = await bus.connect(nats_server.url)
+    js = nc.jetstream()
+    info = await bus.ensure_stream(js, retention_seconds=3600, duplicate_window=30)
+    assert info.config.name == "HOOKLINE_EVENTS"
+    assert info.config.max_age == 3600
+    assert info.config.duplicate_window == 30
+    assert "hookline.events.>" in info.config.subjects
+    again = await bus.ensure_stream(js, retention_seconds=3600, duplicate_window=30)
+    assert again.config == info.config
+    # A sender never undoes the retention ingest chose.
+    kept = await bus.ensure_stream(js, update_existing=False)
+    assert kept.config.max_age == 3600
+    changed = await bus.ensure_stream(js, retention_seconds=7200, duplicate_window=60)
+    assert (changed.config.max_age, changed.config.duplicate_window) == (7200, 60)
+    await nc.close()
+
+
+async def test_bad_stream_settings_are_refused_before_touching_nats():
+    with pytest.raises(ValueError, match="duplicate window"):
+        bus.stream_config(retention_seconds=60, duplicate_window=120)
+
+
+async def test_same_event_id_is_stored_once(nats):
+    nc, js = nats
+    first = event(id="evt-42")
+    assert await bus.publish_events(nc, js, [first, event()]) == [False, False]
+    assert await bus.publish_events(nc, js, [first]) == [True]
+    assert (await js.stream_info(bus.STREAM)).state.messages == 2
+
+
+async def test_consumer_filters_on_events_and_scope_and_is_updated_in_place(nats):
+    _, js = nats
+    cfg = sender_config(
+        "nats://unused", "http://127.0.0.1:1/", events=["open", "create"], database="newsletter"
+    )
+    info = await bus.ensure_consumer(js, cfg)
+    assert set(info.config.filter_subjects) == {
+        "hookline.events.open.newsletter.*",
+        "hookline.events.create.newsletter.*",
+        bus.redrive_subject("default", "shop"),
+    }
+    assert info.config.max_ack_pending == 10
+    assert info.config.ack_wait > cfg.spec.delivery.timeout_seconds
+    again = await bus.ensure_consumer(js, cfg)
+    assert again.created == info.created
+
+    narrowed = sender_config(
+        "nats://unused",
+        "http://127.0.0.1:1/",
+        events=["click"],
+        database="newsletter",
+        collection="orders",
+        delivery={"maxInFlight": 3},
+    )
+    updated = await bus.ensure_consumer(js, narrowed)
+    assert updated.created == info.created  # the same durable consumer, not a new one
+    assert set(updated.config.filter_subjects) == {
+        "hookline.events.click.newsletter.orders",
+        bus.redrive_subject("default", "shop"),
+    }
+    assert updated.config.max_ack_pending == 3
+
+    assert await bus.delete_consumer(js, cfg.nats.consumer) is True
+    assert await bus.delete_consumer(js, cfg.nats.consumer) is False
+
+
+async def pull_all(nc, consumer: str, expected: int, capacity: int = 10) -> list:
+    feed = bus.MessageFeed(nc, consumer, capacity)
+    await feed.start()
+    got = []
+    try:
+        while len(got) < expected:
+            msg = await asyncio.wait_for(feed.queue.get(), 60)
+            got.append(msg)
+            await msg.ack_sync()
+            feed.release()
+    finally:
+        await feed.stop()
+    return got
+
+
+async def test_consumer_gets_only_in_scope_events_published_after_it_was_created(nats):
+    nc, js = nats
+    before = event(id="before", database="newsletter")
+    await bus.publish_events(nc, js, [before])
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/", events=["open"], database="newsletter")
+    await bus.ensure_consumer(js, cfg)
+    wanted = [event(id=f"in-{i}", database="newsletter") for i in range(3)]
+    wanted.append(event(id="in-coll", database="newsletter", collection="orders"))
+    unwanted = [
+        event(id="other-db", database="crm"),
+        event(id="no-db"),
+        event("create", id="other-type"),
+    ]
+    await bus.publish_events(nc, js, [*unwanted[:2], *wanted[:2], unwanted[2], *wanted[2:]])
+    got = await pull_all(nc, cfg.nats.consumer, expected=len(wanted))
+    assert [m.headers[bus.MSG_ID_HEADER] for m in got] == [e.id for e in wanted]
+    info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
+    assert bus.pending_of(info) == 0
+
+
+async def test_feed_hands_over_a_single_event_without_waiting_for_a_full_batch(nats):
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    await bus.ensure_consumer(js, cfg)
+    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=50, expires=120)
+    await feed.start()
+    try:
+        await asyncio.sleep(0)  # let the first pull request go out
+        await bus.publish_events(nc, js, [event(id="lonely")])
+        # The pull request asked for 50 and lingers for 120 s; the one event must come well before.
+        msg = await asyncio.wait_for(feed.queue.get(), 60)
+        assert msg.headers[bus.MSG_ID_HEADER] == "lonely"
+        await msg.ack()
+        feed.release()
+    finally:
+        await feed.stop()
+
+
+async def test_feed_keeps_delivering_after_nats_restarts(nats, nats_server):
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    await bus.ensure_consumer(js, cfg)
+    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=5, heartbeat=1)
+    await feed.start()
+    try:
+        nats_server.restart()
+        await wait_until(lambda: nc.is_connected and nc.stats["reconnects"] >= 1, what="reconnect")
+        await bus.publish_events(nc, js, [event(id="after-restart")])
+        msg = await asyncio.wait_for(feed.queue.get(), 60)
+        assert msg.headers[bus.MSG_ID_HEADER] == "after-restart"
+        await msg.ack()
+    finally:
+        await feed.stop()
+
+
+async def test_connect_failure_says_what_to_check():
+    with pytest.raises(bus.BusUnavailable, match=r"cannot connect to NATS at nats://127\.0\.0\.1:1"):
+        await bus.connect("nats://127.0.0.1:1", connect_timeout=1, initial_attempts=1)
