@@ -24,6 +24,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    answered: int
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -43,12 +44,11 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
-    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def start(self) -> Receiver:
+    async def start(self, port: int = 0) -> Receiver:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = await start_site(app, "127.0.0.1", 0)
+        self._runner = await start_site(app, "127.0.0.1", port)
         self.url = f"http://127.0.0.1:{bound_port(self._runner)}"
         return self
 
@@ -57,19 +57,17 @@ class Receiver:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        self.requests.append(Received(request.path, dict(request.headers), await request.read()))
-        self._arrived.set()
-        return web.Response(status=self.status, text="ok" if self.status < 300 else "nope")
+        status = self.status
+        self.requests.append(Received(request.path, dict(request.headers), await request.read(), status))
+        return web.Response(status=status, text="ok" if status < 300 else "nope")
 
     def ids(self) -> list[str]:
+        """`webhook-id` of every request, in arrival order, repeats included."""
         return [r.headers["webhook-id"] for r in self.requests]
 
-    def delivered_ids(self) -> set[str]:
-        """Ids of requests answered 2xx is not tracked per request; callers use ids() with status control."""
-        return set(self.ids())
-
-    async def wait_for(self, condition: Callable[[], bool], within: float = 60.0) -> None:
-        await wait_until(condition, within=within)
+    def delivered(self) -> dict[str, Received]:
+        """The request that was answered 2xx, per event id."""
+        return {r.headers["webhook-id"]: r for r in self.requests if 200 <= r.answered < 300}
 
 
 async def wait_until(condition: Callable[[], bool], within: float = 60.0, what: str = "condition") -> None:
