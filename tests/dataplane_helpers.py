@@ -41,6 +41,7 @@ class Receiver:
     """A customer endpoint: records every request; `status` decides the answer (switchable)."""
 
     status: int = 200
+    delay: float = 0.0  # seconds before answering (a slow customer server)
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -57,8 +58,11 @@ class Receiver:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         status = self.status
-        self.requests.append(Received(request.path, dict(request.headers), await request.read(), status))
+        self.requests.append(Received(request.path, dict(request.headers), body, status))
         return web.Response(status=status, text="ok" if status < 300 else "nope")
 
     def ids(self) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+from dataplane_helpers import wait_until, wait_until_ready
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
@@ -167,7 +167,7 @@ async def test_bus_down_gives_503_and_nothing_is_stored_after_recovery(ingest, n
     async with ingest.http.get(f"{ingest.url}/readyz") as response:
         assert response.status == 503
     nats_server.start()
-    await wait_until(lambda: ingest.nc.is_connected)
+    await wait_until(lambda: ingest.nc.is_connected, what="reconnect")
     assert await ingest.stored() == 0
     status, body = await ingest.post([open_event(id="x1"), open_event(id="x2")])
     assert status == 202
@@ -187,26 +187,18 @@ async def test_metrics_count_requests_and_events(ingest):
     assert TOKEN not in text
 
 
+def start_ingest(nats_url: str, port: int, token_file) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HOOKLINE_NATS_URL": nats_url}
+    env.pop("HOOKLINE_INGEST_TOKEN", None)
+    command = ["ingest", "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file)]
+    return subprocess.Popen([sys.executable, "-m", "hookline.cli", *command], env=env, stderr=subprocess.PIPE)
+
+
 async def test_hookline_ingest_command_serves_with_a_token_file(nats_server, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     port = free_port()
-    env = {**os.environ, "HOOKLINE_NATS_URL": nats_server.url}
-    env.pop("HOOKLINE_INGEST_TOKEN", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hookline.cli",
-            "ingest",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--token-file",
-            str(token_file),
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_ingest(nats_server.url, port, token_file)
     try:
         async with aiohttp.ClientSession() as http:
             await wait_until_ready(http, f"http://127.0.0.1:{port}/readyz", proc)
@@ -225,28 +217,3 @@ async def test_hookline_ingest_command_serves_with_a_token_file(nats_server, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-async def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def wait_until_ready(
-    http: aiohttp.ClientSession, url: str, proc: subprocess.Popen, timeout: float = 60.0
-):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode}: {proc.stderr.read().decode()}")
-        try:
-            async with http.get(url) as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not become ready")
