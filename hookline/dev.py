@@ -1,0 +1,462 @@
+"""`hookline dev`: the whole webhook path on one machine, no cluster.
+
+An embedded nats-server (store in the state dir), ingest on 127.0.0.1:PORT, and for every Webhook
+manifest in `--manifests` the operator's ownership check followed by an in-process sender. The
+Webhooks' tokens are kept in the state dir so the verification file a developer placed stays valid
+across restarts. `GET /v1/webhooks` lists each Webhook with the same `status` structure as the custom
+resource, which is how a script (or the demo receiver) learns which file to serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from hookline.operator.status import READY, Condition, merge_conditions, now_iso, ready_condition
+from hookline.operator.verification import instructions, pending_condition, verified_condition
+from hookline.sender import bus
+from hookline.sender.config import SenderConfig, SpecError, WebhookSpec, consumer_name, parse_webhook_spec
+from hookline.sender.health import parse_listen, run_until_signal, start_site
+from hookline.sender.ingest import Ingest, create_app
+from hookline.sender.main import SenderRuntime
+from hookline.sender.metrics import IngestMetrics, SenderMetrics
+from hookline.sender.natsserver import EmbeddedNats, find_nats_server
+from hookline.sender.natsserver import _wait_for_port as wait_for_port
+from hookline.sender.ownership import OwnershipResult, check_ownership, new_token
+from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
+from hookline.sender.signing import parse_secret
+
+API_VERSION = "hookline.io/v1alpha1"
+DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
+FIRST_CHECK_DELAY = 1.0
+MAX_CHECK_DELAY = 30.0
+
+
+class ManifestError(ValueError):
+    """A manifest the developer has to fix; the message names the file, the object and the field."""
+
+
+def say(message: str) -> None:
+    """Progress for the developer, on stderr (stdout belongs to the demo receiver)."""
+    print(f"hookline dev: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Manifests
+
+
+@dataclass(frozen=True)
+class DevWebhook:
+    namespace: str
+    name: str
+    spec: WebhookSpec
+    source: str
+    signing_secret: str | None = None  # whsec_..., from the referenced Secret manifest
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Manifests:
+    webhooks: list[DevWebhook]
+    ignored: list[str] = field(default_factory=list)
+
+
+def _secret_values(doc: Mapping[str, Any], where: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    data = doc.get("data") or {}
+    string_data = doc.get("stringData") or {}
+    if not isinstance(data, Mapping) or not isinstance(string_data, Mapping):
+        raise ManifestError(f"{where}: data and stringData must be maps of key to value")
+    for key, value in data.items():
+        try:
+            values[str(key)] = base64.b64decode(str(value), validate=True).decode()
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise ManifestError(
+                f"{where}: data.{key} is not base64 (use stringData for plain text)"
+            ) from None
+    for key, value in string_data.items():
+        values[str(key)] = str(value)
+    return values
+
+
+def _metadata(doc: Mapping[str, Any], where: str) -> tuple[str, str]:
+    metadata = doc.get("metadata")
+    if not isinstance(metadata, Mapping) or not metadata.get("name"):
+        raise ManifestError(f"{where}: metadata.name is required")
+    return str(metadata.get("namespace") or "default"), str(metadata["name"])
+
+
+def load_manifests(directory: str | Path) -> Manifests:
+    """Every Webhook and Secret in the YAML files of `directory`; other kinds are listed as ignored."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ManifestError(f"--manifests {directory}: not a directory")
+    files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+    raw_webhooks: list[tuple[str, str, str, Mapping[str, Any]]] = []
+    secrets: dict[tuple[str, str], dict[str, str]] = {}
+    ignored: list[str] = []
+    for path in files:
+        try:
+            docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+        for index, doc in enumerate(docs):
+            if doc is None:
+                continue
+            where = f"{path} (document {index + 1})"
+            if not isinstance(doc, Mapping):
+                raise ManifestError(f"{where}: a manifest must be a map with apiVersion, kind, metadata")
+            kind = doc.get("kind")
+            if kind == "Secret":
+                namespace, name = _metadata(doc, where)
+                secrets[(namespace, name)] = _secret_values(doc, f"{where} Secret {name}")
+            elif kind == "Webhook":
+                namespace, name = _metadata(doc, where)
+                if doc.get("apiVersion") != API_VERSION:
+                    raise ManifestError(
+                        f"{where} Webhook {name}: apiVersion must be {API_VERSION}, "
+                        f"not {doc.get('apiVersion')!r}"
+                    )
+                raw_webhooks.append((namespace, name, where, doc.get("spec") or {}))
+            else:
+                ignored.append(f"{where}: {kind or 'no kind'}")
+    webhooks: list[DevWebhook] = []
+    seen: set[tuple[str, str]] = set()
+    for namespace, name, where, raw_spec in raw_webhooks:
+        label = f"{where} Webhook {namespace}/{name}"
+        if (namespace, name) in seen:
+            raise ManifestError(f"{label}: another manifest defines the same Webhook")
+        seen.add((namespace, name))
+        try:
+            consumer_name(namespace, name)
+        except ValueError as exc:
+            raise ManifestError(f"{label}: metadata: {exc}") from None
+        try:
+            spec = parse_webhook_spec(raw_spec)
+        except SpecError as exc:
+            raise ManifestError(f"{label}: {exc}") from None
+        secret = None
+        if spec.signing is not None:
+            ref = spec.signing.secret_ref
+            values = secrets.get((namespace, ref.name))
+            if values is None:
+                raise ManifestError(
+                    f"{label}: spec.signing.secretRef.name: no Secret {ref.name!r} in namespace {namespace} "
+                    f"among the manifests in {root}; add one with stringData.{ref.key}: whsec_..."
+                )
+            if ref.key not in values:
+                raise ManifestError(
+                    f"{label}: spec.signing.secretRef.key: Secret {ref.name!r} has no key {ref.key!r} "
+                    f"(it has: {', '.join(sorted(values)) or 'none'})"
+                )
+            secret = values[ref.key].strip()
+            try:
+                parse_secret(secret)
+            except ValueError as exc:
+                raise ManifestError(f"{label}: Secret {ref.name!r} key {ref.key!r}: {exc}") from None
+        webhooks.append(DevWebhook(namespace, name, spec, where, secret))
+    return Manifests(webhooks, ignored)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tokens (stable across restarts) and status
+
+
+def load_tokens(path: Path, webhooks: list[DevWebhook]) -> dict[str, str]:
+    """Each Webhook's verification token, made once and kept in `path`."""
+    tokens: dict[str, str] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = {}
+        if isinstance(stored, dict):
+            tokens = {str(k): str(v) for k, v in stored.items()}
+    changed = False
+    for webhook in webhooks:
+        if webhook.key not in tokens:
+            tokens[webhook.key] = new_token()
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as tmp:
+            json.dump(tokens, tmp, indent=2, sort_keys=True)
+        os.replace(tmp.name, path)
+    return tokens
+
+
+@dataclass
+class WebhookState:
+    """What dev mode knows about one Webhook; `status()` renders it like the custom resource's."""
+
+    webhook: DevWebhook
+    token: str
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    verification: dict[str, Any] = field(default_factory=dict)
+    sender_ready: bool = False
+
+    def __post_init__(self) -> None:
+        self.verification = {
+            **instructions(self.token, self.webhook.spec.url),
+            "verifiedURL": None,
+            "verifiedAt": None,
+            "lastError": None,
+        }
+        self._set([pending_condition(self.token, self.webhook.spec.url)])
+
+    def _set(self, updates: list[Condition]) -> None:
+        verified = self.verification["verifiedURL"] is not None
+        ready = dev_ready_condition(verified, self.webhook.spec.paused, self.sender_ready)
+        self.conditions = merge_conditions(self.conditions, [*updates, ready], generation=1, now=now_iso())
+
+    def checked(self, result: OwnershipResult, next_delay: float | None) -> None:
+        if result.verified:
+            self.verification.update(verifiedURL=result.verified_url, verifiedAt=now_iso(), lastError=None)
+        else:
+            self.verification["lastError"] = result.message
+        self._set([verified_condition(result, next_delay)])
+
+    def sender_started(self, ready: bool) -> None:
+        self.sender_ready = ready
+        self._set([])
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "observedGeneration": 1,
+            "verification": dict(self.verification),
+            "conditions": [dict(c) for c in self.conditions],
+            "sender": {"mode": "in-process", "replicas": 1, "readyReplicas": 1 if self.sender_ready else 0},
+        }
+
+    def resource(self) -> dict[str, Any]:
+        hook = self.webhook
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "Webhook",
+            "metadata": {"namespace": hook.namespace, "name": hook.name, "generation": 1},
+            "spec": hook.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "status": self.status(),
+        }
+
+
+def dev_ready_condition(verified: bool, paused: bool, sender_running: bool) -> Condition:
+    """Ready as the operator words it, with an in-process sender in place of a Deployment."""
+    if verified and not paused and sender_running:
+        return Condition(READY, "True", "SenderAvailable", "the in-process sender is delivering")
+    if verified and not paused:
+        return Condition(READY, "False", "SenderPending", "the in-process sender is starting")
+    return ready_condition(verified=verified, paused=paused, desired_replicas=1, sender=None)
+
+
+class DetachedNats(EmbeddedNats):
+    """SHIM until sender/natsserver.py can do it: nats-server in its own session, so a terminal's
+    Ctrl-C reaches only `hookline dev`, which then stops the senders before it stops NATS (otherwise
+    nats-server quits first and the senders' last acks are lost, causing redeliveries next time)."""
+
+    def start(self, timeout: float = 15.0) -> EmbeddedNats:
+        args = [find_nats_server(), "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
+        with open(self.log_file or os.devnull, "ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+        wait_for_port(self.host, self.port, self.proc, timeout)
+        return self
+
+
+def check_delay(failed_checks: int) -> float:
+    return min(FIRST_CHECK_DELAY * 2 ** max(0, failed_checks - 1), MAX_CHECK_DELAY)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The running system
+
+
+class DevMode:
+    def __init__(self, args: argparse.Namespace, manifests: Manifests, policy: EgressPolicy) -> None:
+        self.args = args
+        self.manifests = manifests
+        self.policy = policy
+        self.state_dir = Path(args.state_dir)
+        self.states: list[WebhookState] = []
+        self.registry = CollectorRegistry()
+        self.sender_metrics = SenderMetrics(self.registry)
+
+    async def list_webhooks(self, _: web.Request) -> web.Response:
+        items = [state.resource() for state in self.states]
+        return web.json_response({"apiVersion": "v1", "kind": "List", "items": items})
+
+    async def run(self, stop: asyncio.Event) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tokens = load_tokens(self.state_dir / "tokens.json", self.manifests.webhooks)
+        self.states = [WebhookState(w, tokens[w.key]) for w in self.manifests.webhooks]
+        nats_server: DetachedNats | None = None
+        url = self.args.nats_url
+        if not url:
+            nats_server = DetachedNats(self.state_dir / "nats", log_file=self.state_dir / "nats.log")
+            await asyncio.to_thread(nats_server.start)
+            url = nats_server.url
+            say(f"nats-server on {url} (store {self.state_dir / 'nats'})")
+        try:
+            return await self._run_with_nats(url, stop)
+        finally:
+            if nats_server is not None:
+                await asyncio.to_thread(nats_server.close)
+                say("nats-server stopped")
+
+    async def _run_with_nats(self, url: str, stop: asyncio.Event) -> int:
+        nc = await bus.connect(url, name="hookline-dev")
+        runners: list[web.AppRunner] = []
+        tasks: list[asyncio.Task[None]] = []
+        receiver = None
+        try:
+            js = nc.jetstream()
+            await bus.ensure_stream(js)
+            ingest = Ingest(nc, js, IngestMetrics(self.registry))
+            app = create_app(ingest, self.registry)
+            app.router.add_get("/v1/webhooks", self.list_webhooks)
+            try:
+                runners.append(await start_site(app, "127.0.0.1", self.args.port))
+            except OSError as exc:
+                say(f"cannot listen on 127.0.0.1:{self.args.port} ({exc.strerror}); choose another --port")
+                return 1
+            base = f"http://127.0.0.1:{self.args.port}"
+            say(f"ingest on {base} (POST /v1/events, GET /v1/webhooks, /metrics)")
+            if self.args.demo_receiver:
+                from hookline.demo_receiver import DemoReceiver
+
+                host, port = parse_listen(self.args.demo_receiver, 8090)
+                receiver = DemoReceiver(base, secrets_by_path(self.manifests.webhooks))
+                try:
+                    await receiver.start(host, port)
+                except OSError as exc:
+                    say(f"cannot start the demo receiver on {host}:{port} ({exc.strerror}); change it")
+                    return 1
+                say(f"demo receiver on http://{host}:{port}")
+            if not self.states:
+                say(f"no Webhook manifests in {self.args.manifests}; ingest runs, nothing is delivered")
+            for state in self.states:
+                tasks.append(
+                    asyncio.create_task(self._serve_webhook(nc, url, state, stop), name=state.webhook.key)
+                )
+            say("ready; Ctrl-C stops")
+            await stop.wait()
+            say("stopping: senders finish what they are sending")
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return 0
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if receiver is not None:
+                await receiver.stop()
+            for runner in runners:
+                await runner.cleanup()
+            await nc.drain()
+
+    async def _serve_webhook(self, nc: bus.NATS, url: str, state: WebhookState, stop: asyncio.Event) -> None:
+        hook = state.webhook
+        failed = 0
+        async with SafeHTTPClient(self.policy) as client:
+            while not stop.is_set():
+                result = await check_ownership(client, hook.spec.url, state.token)
+                if result.verified:
+                    state.checked(result, None)
+                    break
+                failed += 1
+                delay = check_delay(failed)
+                state.checked(result, delay)
+                detail = "" if failed > 1 else f" ({result.message})"
+                say(f"verifying {hook.key}: {result.reason}, next check in {delay:.0f}s{detail}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        cfg = dev_sender_config(hook, url)
+        key = parse_secret(hook.signing_secret) if hook.signing_secret else None
+        metrics = self.sender_metrics.bind(hook.namespace, hook.name)
+        runtime = await SenderRuntime.create(nc, cfg, self.policy, metrics, key, label=hook.key)
+        state.sender_started(True)
+        paused = " (paused: events are kept, nothing is sent)" if hook.spec.paused else ""
+        say(f"{hook.key} verified at {state.verification['verifiedURL']}, sender started{paused}")
+        try:
+            await runtime.run(stop)
+        finally:
+            state.sender_started(False)
+
+
+def dev_sender_config(hook: DevWebhook, nats_url: str) -> SenderConfig:
+    return SenderConfig.model_validate(
+        {
+            "webhook": {"namespace": hook.namespace, "name": hook.name},
+            "spec": hook.spec,
+            "nats": {"url": nats_url, "consumer": consumer_name(hook.namespace, hook.name)},
+        }
+    )
+
+
+def secrets_by_path(webhooks: list[DevWebhook]) -> dict[str, list[str]]:
+    """The signing secrets a receiver path may be signed with (several Webhooks may share a path)."""
+    from urllib.parse import urlsplit
+
+    out: dict[str, list[str]] = {}
+    for hook in webhooks:
+        if hook.signing_secret:
+            out.setdefault(urlsplit(hook.spec.url).path or "/", []).append(hook.signing_secret)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--manifests",
+        default="examples",
+        metavar="DIR",
+        help="Webhook and Secret YAML files (default %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="ingest port on 127.0.0.1 (default %(default)s)"
+    )
+    parser.add_argument(
+        "--demo-receiver",
+        metavar="HOST:PORT",
+        help="also run the demo receiver there: it serves the ownership files and prints what it receives",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=".hookline-dev",
+        metavar="DIR",
+        help="NATS store and the Webhooks' verification tokens (default %(default)s)",
+    )
+    parser.add_argument("--nats-url", help="use this NATS server instead of starting an embedded one")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        manifests = load_manifests(args.manifests)
+        policy = EgressPolicy.from_cli([*DEV_NETWORKS, *args.allow_network], True)
+    except ValueError as exc:
+        say(f"error: {exc}")
+        return 2
+    for note in manifests.ignored:
+        say(f"ignoring {note} (dev mode reads Webhook and Secret manifests)")
+    return run_until_signal(DevMode(args, manifests, policy).run)
