@@ -1,0 +1,279 @@
+"""The operator, running in-process against kmock's Kubernetes API emulator.
+
+Parts are real: Kopf runs the operator's own registry and settings, NATS is a real nats-server, the
+customer's site is a real aiohttp server on 127.0.0.1. The emulator is kmock's, with the few API
+server behaviours Kopf relies on added on top (`Cluster` below): resourceVersion, generation, uid and
+creationTimestamp are stamped on writes, `generateName` is honoured, and a watch that names a
+resourceVersion starts after it instead of replaying old objects. There is no Deployment controller:
+tests that need Ready patch the Deployment's status the way the controller would (`make_available`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import kmock
+from aiohttp import web
+from kmock._internal import enums
+
+from hookline.operator.main import serve
+from hookline.operator.settings import OperatorConfig, VerificationSchedule
+from hookline.sender.safehttp import EgressPolicy
+
+WEBHOOKS = "hookline.io/v1alpha1/webhooks"
+TESTS = "hookline.io/v1alpha1/webhooktests"
+DEPLOYMENTS = "apps/v1/deployments"
+CONFIGMAPS = "v1/configmaps"
+SECRETS = "v1/secrets"
+EVENTS = "v1/events"
+NS = "shop"
+TIMEOUT = 60.0
+
+
+class Cluster(kmock.KubernetesEmulator):
+    """kmock's emulator plus the object metadata an API server maintains."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._versions = itertools.count(1)
+
+    async def _handle(self, request: kmock.Request) -> web.StreamResponse:
+        if request.resource is not None and isinstance(request.data, (dict, list)):
+            version = str(next(self._versions))
+            if request.action == enums.action.CREATE and isinstance(request.data, dict):
+                self._stamp_new(request, version)
+            elif request.action == enums.action.UPDATE:
+                self._stamp_change(request, version)
+        return await super()._handle(request)
+
+    def _stamp_new(self, request: kmock.Request, version: str) -> None:
+        meta = request.data.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        meta.setdefault("namespace", request.namespace)
+        meta["uid"] = str(uuid.uuid4())
+        meta["resourceVersion"] = version
+        meta["generation"] = 1
+        meta["creationTimestamp"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _stamp_change(self, request: kmock.Request, version: str) -> None:
+        key = (request.resource, request.namespace, request.name)
+        obj = self.objects[key] if key in self.objects else None  # noqa: SIM401 (no .get here)
+        generation = 1 if obj is None or obj.deleted else obj.get("metadata", {}).get("generation", 1)
+        if isinstance(request.data, dict):
+            spec_changed = (
+                request.subresource is None
+                and "spec" in request.data
+                and (obj is None or obj.deleted or dict(obj).get("spec") != request.data["spec"])
+            )
+            meta = request.data.get("metadata")
+            if meta is None:
+                meta = request.data["metadata"] = {}
+            meta["resourceVersion"] = version
+            meta["generation"] = generation + (1 if spec_changed else 0)
+        else:
+            touches_spec = any(op.get("path", "").startswith("/spec") for op in request.data)
+            request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
+            request.data.append(
+                {"op": "add", "path": "/metadata/generation", "value": generation + int(touches_spec)}
+            )
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        result = await super()._serve_list(request)
+        result["metadata"]["resourceVersion"] = str(next(self._versions))
+        return result
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        since_text = request.params.get("resourceVersion", "")
+        since = int(since_text) if since_text.isdigit() else None
+        async for event in super()._serve_watch(request):
+            if since is not None and isinstance(event, dict) and event.get("type") == "ADDED":
+                version = event["object"].get("metadata", {}).get("resourceVersion", "")
+                if version.isdigit() and int(version) <= since:
+                    continue
+            yield event
+
+    # --- what a test (or a controller) does through the API -------------------------------------
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else None
+        async with self.request(method, path, json=body, headers=headers) as response:
+            payload = await response.json()
+            assert response.status < 400, payload
+            return payload
+
+    def get(self, resource: str, name: str, namespace: str = NS) -> dict[str, Any] | None:
+        try:
+            obj = self.objects[kmock.resource(resource), namespace, name]
+        except KeyError:
+            return None
+        return None if obj.deleted else obj.raw
+
+    def events_for(self, name: str) -> list[dict[str, Any]]:
+        return [
+            obj.raw
+            for (res, _, _), obj in self.objects.items()
+            if res == kmock.resource(EVENTS) and not obj.deleted
+            if obj.raw.get("involvedObject", {}).get("name") == name
+        ]
+
+
+def api_path(resource: str, namespace: str = NS, name: str | None = None, sub: str | None = None) -> str:
+    group_version, plural = resource.rsplit("/", 1)
+    base = f"/api/{group_version}" if group_version == "v1" else f"/apis/{group_version}"
+    out = f"{base}/namespaces/{namespace}/{plural}"
+    return out + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
+
+# --- the customer's site ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    """A customer's web server: serves files, records every request, answers POSTs with ``post_status``."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    post_status: int = 200
+    post_body: str = "thanks"
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    base: str = ""
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def gets(self) -> list[str]:
+        return [r["path"] for r in self.requests if r["method"] == "GET"]
+
+    def posts(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == "POST"]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append(
+            {"method": request.method, "path": request.path, "headers": dict(request.headers), "body": body}
+        )
+        if request.method == "POST":
+            return web.Response(status=self.post_status, text=self.post_body)
+        if request.path in self.files:
+            return web.Response(text=self.files[request.path])
+        return web.Response(status=404, text="not found")
+
+
+# --- the operator -----------------------------------------------------------------------------------------
+
+
+class RunningOperator:
+    """The operator in a thread with its own event loop.
+
+    Kopf treats the loop as its own: when it stops, it cancels every task started after it (the
+    test's too). A loop of its own keeps the test's loop, the emulator and the site out of reach.
+    """
+
+    def __init__(self, config: OperatorConfig, login: Callable[..., Any]) -> None:
+        self.config = config
+        self.runtime: Any = None
+        self._login = login
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by stop()
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        ready = asyncio.Event()
+        waiter = asyncio.create_task(ready.wait())
+        waiter.add_done_callback(lambda _: self._ready.set())
+
+        def keep(runtime: Any) -> None:
+            self.runtime = runtime
+
+        await serve(self.config, stop=self._stop, ready=ready, login=self._login, runtime_hook=keep)
+
+    async def start(self) -> RunningOperator:
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait, TIMEOUT)
+        if self._error is not None:
+            raise self._error
+        assert self._ready.is_set(), "the operator did not start"
+        return self
+
+    async def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        await asyncio.to_thread(self._thread.join, TIMEOUT)
+        assert not self._thread.is_alive(), "the operator did not stop"
+        if self._error is not None:
+            raise self._error
+
+
+StartOperator = Callable[..., Awaitable[RunningOperator]]
+
+
+def operator_config(nats_url: str, **overrides: Any) -> OperatorConfig:
+    base = OperatorConfig(
+        nats_url=nats_url,
+        sender_nats_url=nats_url,
+        sender_image="ghcr.io/hookline/hookline:test",
+        # The customer's site is on loopback, over http: allowed explicitly, as DESIGN.md asks.
+        egress=EgressPolicy(["127.0.0.0/8"], allow_http=True),
+        verification=VerificationSchedule(first_delay=1.0, factor=2.0, max_delay=2.0),
+        check_timeout=5.0,
+        consumer_delete_attempts=2,
+        consumer_delete_delay=0.5,
+        nats_connect_timeout=2.0,
+        health_port=None,
+        metrics_port=None,
+    )
+    return replace(base, **overrides)
+
+
+async def wait_for(condition: Callable[[], Any], what: str, within: float = TIMEOUT) -> Any:
+    """Poll until ``condition()`` is truthy; fail naming ``what`` after ``within`` seconds."""
+    timeout = within
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+async def create_webhook(cluster: Cluster, name: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "apiVersion": "hookline.io/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+    return await cluster.call("POST", api_path(WEBHOOKS), body)
+
+
+async def make_available(cluster: Cluster, name: str, replicas: int) -> None:
+    """What the Deployment controller would report once the pods are up."""
+    status = {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}
+    await cluster.call("PATCH", api_path(DEPLOYMENTS, name=name, sub="status"), {"status": status})
