@@ -19,11 +19,20 @@ from hookline.operator.status import VERIFIED, now_iso, status_of
 from hookline.operator.verification import is_verified_for
 from hookline.sender.config import SpecError, WebhookSpec, parse_webhook_spec
 from hookline.sender.engine import Delivery
-from hookline.sender.events import EventError, parse_event
+from hookline.sender.events import Event, EventError, example_event, parse_event
 from hookline.sender.safehttp import BlockedDestination, SafeHTTPClient, SafeHTTPError
 from hookline.sender.signing import parse_secret
 
 BODY_LIMIT = 1024
+GENERATED = ("id", "time", "timestamp")
+
+
+def build_event(event_type: str, data: Mapping[str, Any]) -> tuple[Event, list[str]]:
+    """The event to send: the user's fields over a sample of this type (as the dashboard tool does),
+    with id and time made fresh. Returns the event and the fields that came from the sample."""
+    sample = {k: v for k, v in example_event(event_type).items() if k not in GENERATED}
+    filled = sorted(k for k in sample if k not in data and k != "type")
+    return parse_event({**sample, **data, "type": event_type}), filled
 
 
 @dataclass(frozen=True)
@@ -121,8 +130,8 @@ async def run_test(
         return failed("InvalidWebhook", f"Webhook {name} has an invalid spec: {exc}")
     data = dict(test_spec.get("data") or {})
     try:
-        event = parse_event({**data, "type": test_spec.get("event")})
-    except EventError as exc:
+        event, filled = build_event(str(test_spec.get("event")), data)
+    except (EventError, ValueError) as exc:
         return failed("InvalidData", f"spec.data is not a valid {test_spec.get('event')} event: {exc}")
     try:
         key = await _signing_key(api, namespace, spec)
@@ -141,7 +150,7 @@ async def run_test(
     except SafeHTTPError as exc:
         message = f"{exc}; check that the receiver is up"
         return failed("RequestFailed", message, sentAt=sent_at, eventId=event.id)
-    return outcome_of_response(
+    outcome = outcome_of_response(
         response.status,
         response.elapsed,
         response.body,
@@ -149,3 +158,6 @@ async def run_test(
         event_id=event.id,
         signed=key is not None,
     )
+    if filled:
+        outcome.status["message"] += f" (sample values were used for {', '.join(filled)})"
+    return outcome
