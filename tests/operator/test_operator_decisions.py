@@ -1,0 +1,273 @@
+"""The operator's pure decisions, without any API server."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from hookline.operator import desired, verification
+from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.settings import (
+    FINALIZER,
+    OperatorConfig,
+    VerificationSchedule,
+    config_from_env,
+    kopf_settings,
+)
+from hookline.operator.status import Condition, merge_conditions, ready_condition, transitions
+from hookline.operator.webhooktest import build_event, outcome_of_response, refusal
+from hookline.sender.config import parse_webhook_spec
+from hookline.sender.ownership import OwnershipResult
+
+URL = "https://shop.example.com/hooks/copernica.php"
+OWNER = {
+    "apiVersion": "hookline.io/v1alpha1",
+    "kind": "Webhook",
+    "metadata": {"name": "orders", "namespace": "shop", "uid": "u-1"},
+}
+
+
+def spec(**fields):
+    return parse_webhook_spec({"url": URL, "events": ["open"], **fields})
+
+
+# --- conditions ------------------------------------------------------------------------------------------
+
+
+def test_transition_time_is_kept_while_the_status_stays():
+    first = merge_conditions(
+        [], [Condition("Verified", "False", "FileNotFound", "a")], generation=1, now="T1"
+    )
+    again = merge_conditions(
+        first, [Condition("Verified", "False", "Unreachable", "b")], generation=2, now="T2"
+    )
+    assert again[0]["lastTransitionTime"] == "T1"
+    assert (again[0]["reason"], again[0]["message"], again[0]["observedGeneration"]) == (
+        "Unreachable",
+        "b",
+        2,
+    )
+    flipped = merge_conditions(
+        again, [Condition("Verified", "True", "FileMatched", "c")], generation=2, now="T3"
+    )
+    assert flipped[0]["lastTransitionTime"] == "T3"
+
+
+def test_conditions_keep_their_order_and_others_untouched():
+    current = merge_conditions([], [Condition("Ready", "False", "NotVerified", "x")], generation=1, now="T1")
+    result = merge_conditions(
+        current, [Condition("Verified", "True", "FileMatched", "y")], generation=1, now="T2"
+    )
+    assert [c["type"] for c in result] == ["Verified", "Ready"]
+    assert result[1] == current[0]
+
+
+def test_only_changed_conditions_are_announced():
+    before = merge_conditions(
+        [], [Condition("Verified", "False", "FileNotFound", "a")], generation=1, now="T"
+    )
+    same = merge_conditions(
+        before, [Condition("Verified", "False", "FileNotFound", "b")], generation=1, now="T"
+    )
+    assert transitions(before, same) == []
+    changed = merge_conditions(
+        before, [Condition("Verified", "True", "FileMatched", "c")], generation=1, now="T"
+    )
+    assert [c["reason"] for c in transitions(before, changed)] == ["FileMatched"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "reason"),
+    [
+        ({"verified": False, "paused": False, "desired_replicas": 1, "sender": None}, "False", "NotVerified"),
+        ({"verified": True, "paused": True, "desired_replicas": 1, "sender": None}, "False", "Paused"),
+        ({"verified": True, "paused": False, "desired_replicas": 0, "sender": None}, "False", "Paused"),
+        ({"verified": True, "paused": False, "desired_replicas": 1, "sender": {}}, "False", "SenderPending"),
+        (
+            {"verified": True, "paused": False, "desired_replicas": 2, "sender": {"deployment": "d"}},
+            "False",
+            "SenderUnavailable",
+        ),
+        (
+            {
+                "verified": True,
+                "paused": False,
+                "desired_replicas": 2,
+                "sender": {"deployment": "d", "availableReplicas": 2},
+            },
+            "True",
+            "SenderAvailable",
+        ),
+    ],
+)
+def test_ready_follows_verification_pause_and_availability(kwargs, status, reason):
+    condition = ready_condition(**kwargs)
+    assert (condition.status, condition.reason) == (status, reason)
+    assert condition.message
+
+
+# --- verification ----------------------------------------------------------------------------------------
+
+
+def test_token_is_made_once_and_kept():
+    token, new = verification.ensure_token({}, lambda: "a" * 32)
+    assert (token, new) == ("a" * 32, True)
+    status = {"verification": verification.instructions(token, URL)}
+    assert verification.ensure_token(status, lambda: "b" * 32) == ("a" * 32, False)
+
+
+def test_instructions_point_at_script_directory_then_root():
+    info = verification.instructions("c" * 32, URL)
+    assert info["fileName"] == f"hookline-{'c' * 32}.txt"
+    assert info["locations"] == [
+        f"https://shop.example.com/hooks/{info['fileName']}",
+        f"https://shop.example.com/{info['fileName']}",
+    ]
+
+
+def test_check_delays_grow_from_seconds_to_minutes():
+    schedule = VerificationSchedule(first_delay=5, factor=2, max_delay=300)
+    delays = [verification.check_delay(n, schedule) for n in range(1, 10)]
+    assert delays[0] == 5 and delays == sorted(delays) and delays[-1] == 300
+
+
+def test_verified_only_for_the_url_that_was_checked():
+    result = OwnershipResult("FileMatched", "https://shop.example.com/x.txt", "ok")
+    fields = verification.result_fields(result, url=URL, now="T", checks=1, next_check_at=None)
+    status = {"verification": fields}
+    assert verification.is_verified_for(status, URL)
+    assert not verification.is_verified_for(status, "https://shop.example.com/v2/hook.php")
+    assert verification.checks_so_far(status, "https://shop.example.com/v2/hook.php") == 0
+
+
+def test_failed_check_message_tells_when_the_next_check_is():
+    result = OwnershipResult("FileNotFound", None, "verification file not found")
+    condition = verification.verified_condition(result, 120)
+    assert (condition.status, condition.reason) == ("False", "FileNotFound")
+    assert condition.message.endswith("Next check in 2 min")
+
+
+# --- desired objects -------------------------------------------------------------------------------------
+
+
+def test_paused_webhook_gets_zero_replicas_but_keeps_its_rate_split():
+    config = OperatorConfig()
+    paused = spec(paused=True, sender={"replicas": 3})
+    deployment = desired.deployment(OWNER, paused, "h", config)
+    assert deployment["spec"]["replicas"] == 0
+    assert desired.sender_config("shop", "orders", paused, config).replicas == 3
+
+
+def test_config_hash_changes_with_the_spec():
+    config = OperatorConfig()
+    one = desired.render_config(desired.sender_config("shop", "orders", spec(), config))
+    two = desired.render_config(desired.sender_config("shop", "orders", spec(format="json"), config))
+    assert desired.config_hash(one) != desired.config_hash(two)
+    assert desired.config_hash(one) == desired.config_hash(one)
+
+
+def test_sender_without_signing_mounts_no_secret_and_no_token():
+    pod = desired.deployment(OWNER, spec(), "h", OperatorConfig())["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["config", "tmp"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_scope_labels_follow_the_spec():
+    assert desired.labels_patch({}, spec(database="newsletter")) == {"hookline.io/database": "newsletter"}
+    current = {"hookline.io/database": "newsletter", "hookline.io/collection": "orders"}
+    assert desired.labels_patch(current, spec()) == {
+        "hookline.io/database": None,
+        "hookline.io/collection": None,
+    }
+    assert desired.labels_patch(current, spec(database="newsletter", collection="orders")) == {}
+
+
+def test_differs_ignores_fields_the_api_server_adds():
+    want = {"spec": {"replicas": 1, "template": {"containers": [{"name": "sender"}]}}}
+    have = {"spec": {"replicas": 1, "template": {"containers": [{"name": "sender", "tty": False}]}}}
+    assert not desired.differs(want, have)
+    assert desired.differs({"spec": {"replicas": 2}}, have)
+
+
+# --- WebhookTest decisions -------------------------------------------------------------------------------
+
+
+def test_test_event_takes_user_fields_over_a_sample():
+    event, filled = build_event("click", {"recipient": "a@b.example", "original": "https://x.example/"})
+    assert event.payload["recipient"] == "a@b.example" and "ip" in filled
+    assert len(event.id) >= 16
+
+
+def test_response_outcome_keeps_the_first_kib():
+    outcome = outcome_of_response(503, 0.0412, b"y" * 3000, sent_at="T", event_id="e", signed=False)
+    assert outcome.status["response"] == {"statusCode": 503, "durationMs": 41, "body": "y" * 1024}
+    assert not outcome.succeeded and outcome.status["reason"] == "HTTPError"
+
+
+def test_refusal_of_missing_and_unverified_webhooks():
+    assert refusal(None, "x").status["reason"] == "WebhookNotFound"
+    unverified = {"spec": {"url": URL}, "status": {"conditions": [{"type": "Verified", "status": "False"}]}}
+    assert refusal(unverified, "x").status["reason"] == "NotVerified"
+
+
+# --- settings and metrics --------------------------------------------------------------------------------
+
+
+def test_config_from_env_reads_the_chart_variables():
+    env = {
+        "HOOKLINE_NATS_URL": "nats://nats:4222",
+        "HOOKLINE_SENDER_IMAGE": "img:1",
+        "HOOKLINE_ALLOW_NETWORKS": "10.0.0.0/8",
+        "HOOKLINE_ALLOW_HTTP": "1",
+    }
+    config = config_from_env(env)
+    assert (config.nats_url, config.sender_nats_url, config.sender_image) == (
+        "nats://nats:4222",
+        "nats://nats:4222",
+        "img:1",
+    )
+    assert config.egress.allow_http and [str(n) for n in config.egress.allow_networks] == ["10.0.0.0/8"]
+    with pytest.raises(ValueError, match="HOOKLINE_WEBHOOKTEST_TTL_SECONDS"):
+        config_from_env({"HOOKLINE_WEBHOOKTEST_TTL_SECONDS": "soon"})
+
+
+def test_kopf_settings_are_hardened():
+    settings = kopf_settings(OperatorConfig())
+    assert settings.persistence.finalizer == FINALIZER == "hookline.io/finalizer"
+    assert settings.persistence.progress_storage.prefix == "hookline.io"
+    assert settings.watching.server_timeout and settings.watching.client_timeout
+    assert settings.watching.client_timeout > settings.watching.server_timeout
+    assert settings.posting.level == logging.INFO
+
+
+def test_operator_metrics_count_webhooks_by_condition():
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.webhooks.observe("shop", "a", [{"type": "Verified", "status": "True"}])
+    metrics.webhooks.observe("shop", "b", [{"type": "Verified", "status": "False"}])
+    metrics.checks.labels(reason="FileMatched").inc()
+    text = generate_latest(registry).decode()
+    assert 'hookline_webhooks{condition="Verified",namespace="shop",status="True"} 1.0' in text
+    assert 'hookline_webhooks{condition="Ready",namespace="shop",status="Unknown"} 2.0' in text
+    assert 'hookline_verification_checks_total{reason="FileMatched"} 1.0' in text
+    assert "hookline_reconcile_duration_seconds_bucket" in text
+    metrics.webhooks.forget("shop", "a")
+    metrics.webhooks.forget("shop", "b")
+    assert "hookline_webhooks{" not in generate_latest(registry).decode()
+
+
+def test_promtool_finds_nothing_to_report_in_operator_metrics():
+    import subprocess
+    from pathlib import Path
+
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.webhooks.observe("shop", "a", [{"type": "Verified", "status": "True"}])
+    metrics.reconcile.observe(0.2)
+    promtool = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "promtool"
+    result = subprocess.run(
+        [str(promtool), "check", "metrics"], input=generate_latest(registry), capture_output=True, check=False
+    )
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result
