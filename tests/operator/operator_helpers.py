@@ -3,9 +3,10 @@
 Parts are real: Kopf runs the operator's own registry and settings, NATS is a real nats-server, the
 customer's site is a real aiohttp server on 127.0.0.1. The emulator is kmock's, with the few API
 server behaviours Kopf relies on added on top (`Cluster` below): resourceVersion, generation, uid and
-creationTimestamp are stamped on writes, `generateName` is honoured, and a watch that names a
-resourceVersion starts after it instead of replaying old objects. There is no Deployment controller:
-tests that need Ready patch the Deployment's status the way the controller would (`make_available`).
+creationTimestamp are stamped on writes, `generateName` is honoured, creation answers 201, and a
+watch that names a resourceVersion starts after it instead of replaying old objects. There is no
+Deployment controller: tests that need Ready patch the Deployment's status the way the controller
+would (`make_available`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ class Cluster(kmock.KubernetesEmulator):
                 self._stamp_new(request, version)
             elif request.action == enums.action.UPDATE:
                 self._stamp_change(request, version)
-        return await super()._handle(request)
+        response = await super()._handle(request)
+        if request.action == enums.action.CREATE and response.status == 200 and not response.prepared:
+            response.set_status(201)  # what an API server answers; some clients expect exactly that
+        return response
 
     def _stamp_new(self, request: kmock.Request, version: str) -> None:
         meta = request.data.setdefault("metadata", {})

@@ -1,0 +1,118 @@
+"""`hookline test WEBHOOK --data k=v ...`: create a WebhookTest, wait for it, print the answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from kubernetes import client
+
+from hookline.kubecli.kube import GROUP, VERSION, CommandError, add_connection_arguments, api_error, connect
+
+FINISHED = ("Succeeded", "Failed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("webhook", metavar="WEBHOOK", help="name of the Webhook")
+    add_connection_arguments(parser)
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an event field (repeatable); dots nest (fields.email=a@b.example); JSON values are parsed "
+        '(profile=42, tags=["x"]); missing fields get sample values',
+    )
+    parser.add_argument("--event", metavar="TYPE", help="event type (default: the Webhook's first event)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default 30)"
+    )
+
+
+def parse_data(pairs: Sequence[str]) -> dict[str, Any]:
+    """``k=v`` pairs into an event's fields; raises CommandError naming the bad pair."""
+    data: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--data {pair!r}: expected KEY=VALUE, e.g. --data recipient=a@b.example")
+        try:
+            value: Any = json.loads(raw)
+            if isinstance(value, str):
+                value = raw
+        except ValueError:
+            value = raw
+        target = data
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            nested = target.setdefault(parent, {})
+            if not isinstance(nested, dict):
+                raise CommandError(f"--data {pair!r}: {parent} is already a value, not a group of fields")
+            target = nested
+        target[leaf] = value
+    return data
+
+
+def webhook_test(webhook: str, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WebhookTest",
+        "metadata": {"generateName": f"{webhook}-test-"},
+        "spec": {"webhook": webhook, "event": event, "data": data},
+    }
+
+
+def report(status: dict[str, Any], out: TextIO) -> None:
+    response = status.get("response") or {}
+    out.write(f"{status.get('phase')}: {status.get('message') or status.get('error') or ''}\n")
+    if response:
+        out.write(f"HTTP {response.get('statusCode')} in {response.get('durationMs')} ms\n")
+        if response.get("body"):
+            out.write(f"{response['body']}\n")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        data = parse_data(args.data)
+        kube = connect(args)
+        try:
+            webhook = kube.api.get_namespaced_custom_object(
+                GROUP, VERSION, kube.namespace, "webhooks", args.webhook
+            )
+        except client.ApiException as exc:
+            raise api_error(exc, f"Webhook {args.webhook} in namespace {kube.namespace}") from None
+        events = (webhook.get("spec") or {}).get("events") or []
+        event = args.event or (events[0] if events else None)
+        if not event:
+            raise CommandError(f"Webhook {args.webhook} has no events; pass --event TYPE")
+        try:
+            created = kube.api.create_namespaced_custom_object(
+                GROUP, VERSION, kube.namespace, "webhooktests", webhook_test(args.webhook, event, data)
+            )
+        except client.ApiException as exc:
+            raise api_error(exc, "creating the WebhookTest") from None
+        name = created["metadata"]["name"]
+        out.write(f"WebhookTest {name}: posting a {event} event to {args.webhook}...\n")
+        deadline = time.monotonic() + args.timeout
+        while True:
+            current = kube.api.get_namespaced_custom_object(
+                GROUP, VERSION, kube.namespace, "webhooktests", name
+            )
+            status = current.get("status") or {}
+            if status.get("phase") in FINISHED:
+                report(status, out)
+                return 0 if status["phase"] == "Succeeded" else 1
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"no result within {args.timeout:g} s; is the hookline operator running? "
+                    f"See `kubectl describe webhooktest {name} -n {kube.namespace}`"
+                )
+            time.sleep(0.25)
+    except CommandError as exc:
+        print(f"hookline test: {exc}", file=sys.stderr)
+        return 2
