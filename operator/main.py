@@ -60,8 +60,8 @@ def build(
     registry = kopf.OperatorRegistry()
     settings = kopf_settings(config)
     handlers.register(registry, config)
-    if login is not None:
-        kopf.on.login(registry=registry)(login)
+    # In-cluster service account, else the kubeconfig (through the kubernetes client library).
+    kopf.on.login(registry=registry)(login or kopf.login_via_client)
     runtime = handlers.Runtime(
         config=config,
         api=kubeapi.KubeAPI(settings),

@@ -1,0 +1,203 @@
+"""Scale of the operator: N Webhooks (default 500) from creation to Ready, and the operator's peak RSS.
+
+The operator runs as a real `hookline operator` process whose kubeconfig points at the API emulator
+the operator tests use (kmock with resourceVersion/generation stamping); one loopback site serves
+every Webhook's verification file; a real nats-server holds the consumers. The emulator has no
+Deployment controller, so this script plays it: each sender Deployment that appears gets the status a
+controller reports once its pods are up. Prints the time until all Webhooks are Ready and the
+operator's peak resident memory (VmHWM). Bounded by --timeout.
+
+    .venv/bin/python bench/operator_scale.py [--webhooks 500] [--timeout 900]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+import kmock
+import yaml
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "operator"))
+
+from operator_helpers import DEPLOYMENTS, WEBHOOKS, Cluster, api_path  # noqa: E402
+
+from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
+
+NS = "bench"
+TOKEN_FILE = re.compile(r"/hookline-([0-9a-f]{32})\.txt$")
+
+
+def declare_resources(cluster: Cluster) -> None:
+    info = kmock.ResourceInfo
+    every = {"get", "list", "watch", "create", "patch", "delete"}
+    for resource, kind, namespaced, sub in [
+        ("hookline.io/v1alpha1/webhooks", "Webhook", True, {"status"}),
+        ("hookline.io/v1alpha1/webhooktests", "WebhookTest", True, {"status"}),
+        ("apps/v1/deployments", "Deployment", True, {"status"}),
+        ("v1/configmaps", "ConfigMap", True, set()),
+        ("v1/secrets", "Secret", True, set()),
+        ("v1/events", "Event", True, set()),
+        ("v1/namespaces", "Namespace", False, set()),
+        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, set()),
+    ]:
+        cluster.resources[resource] = info(kind=kind, namespaced=namespaced, verbs=every, subresources=sub)
+
+
+async def start_site() -> tuple[web.AppRunner, str, list[int]]:
+    """A customer site that serves every verification file with the token its name carries."""
+    hits = [0]
+
+    async def handle(request: web.Request) -> web.Response:
+        hits[0] += 1
+        match = TOKEN_FILE.search(request.path)
+        return web.Response(text=match.group(1)) if match else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}", hits
+
+
+def ready_count(cluster: Cluster, names: list[str]) -> int:
+    count = 0
+    for name in names:
+        obj = cluster.get(WEBHOOKS, name, NS)
+        for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+            if c["type"] == "Ready" and c["status"] == "True":
+                count += 1
+    return count
+
+
+async def play_deployment_controller(cluster: Cluster, stop: asyncio.Event) -> None:
+    """Report every sender Deployment as available, as the real controller would once pods run."""
+    done: set[str] = set()
+    while not stop.is_set():
+        for (resource, namespace, name), obj in list(cluster.objects.items()):
+            if resource != kmock.resource(DEPLOYMENTS) or obj.deleted or name in done:
+                continue
+            replicas = obj.raw["spec"].get("replicas", 1)
+            status = {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}
+            await cluster.call("PATCH", api_path(DEPLOYMENTS, namespace, name, "status"), {"status": status})
+            done.add(name)
+        await asyncio.sleep(0.2)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_operator_process(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    log = log_path.open("wb")
+    command = [str(Path(sys.executable).parent / "hookline"), "operator", "--allow-network", "127.0.0.0/8"]
+    command += ["--allow-http", "--health-port", "0", "--metrics-port", "0"]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log
+
+
+async def bench(count: int, limit_seconds: float) -> int:
+    timeout = limit_seconds
+    tmpdir = tempfile.TemporaryDirectory(prefix="hookline-bench-")
+    with tmpdir as tmp, EmbeddedNats(Path(tmp) / "nats") as nats:
+        async with Cluster() as cluster, kmock.Server(cluster):
+            declare_resources(cluster)
+            runner, base, hits = await start_site()
+            kubeconfig = Path(tmp) / "kubeconfig"
+            server = str(cluster.url).rstrip("/")
+            kubeconfig.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Config",
+                        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                        "users": [{"name": "bench", "user": {"token": "bench"}}],
+                        "contexts": [{"name": "bench", "context": {"cluster": "emulator", "user": "bench"}}],
+                        "current-context": "bench",
+                    }
+                )
+            )
+            env = {
+                **os.environ,
+                "KUBECONFIG": str(kubeconfig),
+                "HOOKLINE_NATS_URL": nats.url,
+                "HOOKLINE_SENDER_IMAGE": "ghcr.io/hookline/hookline:bench",
+            }
+            operator, log = start_operator_process(env, Path(tmp) / "operator.log")
+            stop = asyncio.Event()
+            controller = asyncio.create_task(play_deployment_controller(cluster, stop))
+            names = [f"wh-{i:04d}" for i in range(count)]
+            try:
+                started = time.perf_counter()
+                limit = asyncio.Semaphore(50)
+
+                async def create(name: str) -> None:
+                    async with limit:
+                        body = {
+                            "apiVersion": "hookline.io/v1alpha1",
+                            "kind": "Webhook",
+                            "metadata": {"name": name, "namespace": NS},
+                            "spec": {"url": f"{base}/hooks/{name}.php", "events": ["open", "click"]},
+                        }
+                        await cluster.call("POST", api_path(WEBHOOKS, NS), body)
+
+                await asyncio.gather(*(create(n) for n in names))
+                created = time.perf_counter() - started
+                deadline = started + timeout
+                ready = 0
+                while ready < count:
+                    if operator.poll() is not None:
+                        tail = (Path(tmp) / "operator.log").read_text(errors="replace").splitlines()[-30:]
+                        print("\n".join(tail), file=sys.stderr)
+                        print(f"the operator exited with {operator.returncode}", file=sys.stderr)
+                        return 1
+                    if time.perf_counter() > deadline:
+                        print(f"timeout: {ready}/{count} Ready after {timeout:.0f} s", file=sys.stderr)
+                        return 1
+                    await asyncio.sleep(0.5)
+                    ready = ready_count(cluster, names)
+                elapsed = time.perf_counter() - started
+                rss = peak_rss_mib(operator.pid)
+            finally:
+                stop.set()
+                await controller
+                operator.terminate()
+                try:
+                    operator.wait(30)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+                log.close()
+                await runner.cleanup()
+            print(f"webhooks: {count}")
+            print(f"created in: {created:.1f} s")
+            print(f"all Ready after: {elapsed:.1f} s (from the first create)")
+            print(f"verification requests at the site: {hits[0]}")
+            print(f"operator peak RSS: {rss:.0f} MiB")
+            return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--webhooks", type=int, default=500)
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    args = parser.parse_args()
+    return asyncio.run(bench(args.webhooks, args.timeout))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
