@@ -1,0 +1,399 @@
+"""`make bench`: delivery and ingest throughput on this machine, loopback only; writes bench/report.md.
+
+1. Deliveries/s of one `hookline sender` process to a local aiohttp receiver (its own process),
+   against the ceiling: a bare aiohttp client posting the same signed bodies with the same headers
+   at the same concurrency to the same receiver. Both rates are measured at the receiver.
+2. Ingest events/s: `hookline ingest` as a process, batches of 100 events, a few concurrent clients.
+
+Bounded in count and time (defaults take well under a minute); `--help` for the knobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hookline.sender import bus  # noqa: E402
+from hookline.sender.config import consumer_name, parse_sender_config  # noqa: E402
+from hookline.sender.events import parse_event  # noqa: E402
+from hookline.sender.natsserver import EmbeddedNats, free_port  # noqa: E402
+from hookline.sender.signing import parse_secret, request_headers  # noqa: E402
+from hookline.sender.wire import render_body  # noqa: E402
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+HOOKLINE = [sys.executable, "-m", "hookline.cli"]
+
+
+def sample_event(i: int, prefix: str) -> dict:
+    return {
+        "id": f"{prefix}-{i}",
+        "type": "click",
+        "recipient": f"user{i}@example.com",
+        "ip": "192.0.2.7",
+        "database": "newsletter",
+        "profile": 1000 + i,
+        "original": f"https://shop.example.com/product/{i}?utm_source=newsletter",
+        "useragent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "tags": ["spring", "sale"],
+    }
+
+
+async def wait_http(
+    http: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes], within: float = 60
+) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(url) as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} not ready within {within:g}s")
+
+
+def spawn(
+    command: list[str], log_path: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    if log_path is None:
+        return subprocess.Popen(command, env=env)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=log, env=env)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident set size (Linux VmHWM), or None elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def receiver_stats(http: aiohttp.ClientSession, base: str) -> dict:
+    async with http.get(f"{base}/stats") as response:
+        return await response.json()
+
+
+async def wait_count(http: aiohttp.ClientSession, base: str, count: int, within: float) -> dict:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        stats = await receiver_stats(http, base)
+        if stats["count"] >= count:
+            return stats
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"receiver got {stats['count']} of {count} requests within {within:g}s")
+
+
+def rate(stats: dict) -> float:
+    span = stats["last"] - stats["first"]
+    return (stats["count"] - 1) / span if span > 0 else float("nan")
+
+
+async def raw_ceiling(http_base: str, hook_url: str, events: list, concurrency: int, fmt: str) -> dict:
+    """The same bodies and headers the sender would send, posted by a bare aiohttp client."""
+    key = parse_secret(SECRET)
+    now = int(time.time())
+    requests = []
+    for event in events:
+        content_type, body = render_body(event.payload, fmt)
+        requests.append((body, request_headers(event.id, now, content_type, body, key, None)))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        async with client.post(f"{http_base}/reset") as response:
+            await response.read()
+        position = 0
+
+        async def worker() -> None:
+            nonlocal position
+            while position < len(requests):
+                body, headers = requests[position]
+                position += 1
+                async with client.post(hook_url, data=body, headers=headers) as response:
+                    await response.read()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return await receiver_stats(client, http_base)
+
+
+async def sender_throughput(
+    tmp: Path,
+    nats: EmbeddedNats,
+    http_base: str,
+    hook_url: str,
+    events: list,
+    concurrency: int,
+    fmt: str,
+    tag: str,
+) -> dict:
+    secret_file = tmp / "secret"
+    secret_file.write_text(SECRET)
+    listen = f"127.0.0.1:{free_port()}"
+    cfg = parse_sender_config(
+        {
+            "webhook": {"namespace": "bench", "name": f"throughput-{tag}"},
+            "spec": {
+                "url": hook_url,
+                "events": ["click"],
+                "database": "newsletter",
+                "format": fmt,
+                "signing": {"secretRef": {"name": "s", "key": "secret"}},
+                "delivery": {"maxInFlight": concurrency, "maxRequestsPerSecond": 10000},
+            },
+            "nats": {"url": nats.url, "consumer": consumer_name("bench", f"throughput-{tag}")},
+            "signingSecretFile": str(secret_file),
+            "listen": listen,
+            "allowNetworks": ["127.0.0.0/8"],
+            "allowHttp": True,
+        }
+    )
+    config_path = tmp / f"sender-{tag}.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.to_document()))
+    nc = await bus.connect(nats.url)
+    js = nc.jetstream()
+    await bus.ensure_stream(js)
+    await bus.ensure_consumer(js, cfg)
+    for start in range(0, len(events), 500):
+        await bus.publish_events(nc, js, events[start : start + 500], ack_timeout=30)
+    await nc.close()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{http_base}/reset") as response:
+            await response.read()
+        proc = spawn([*HOOKLINE, "sender", "--config", str(config_path)], tmp / f"sender-{tag}.log")
+        try:
+            stats = await wait_count(http, http_base, len(events), within=300)
+            async with http.get(f"http://{listen}/metrics") as response:
+                metrics = await response.text()
+            stats["peak_rss_mib"] = peak_rss_mib(proc.pid)
+        finally:
+            stop(proc)
+    stats["failed_attempts"] = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("hookline_delivery_attempts_total{") and 'outcome="success"' not in line
+    )
+    return stats
+
+
+async def ingest_throughput(tmp: Path, nats: EmbeddedNats, total: int, batch: int, clients: int) -> dict:
+    port = free_port()
+    env = {**os.environ, "HOOKLINE_NATS_URL": nats.url}
+    env.pop("HOOKLINE_INGEST_TOKEN", None)
+    proc = spawn([*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}"], tmp / "ingest.log", env)
+    bodies = [
+        json.dumps([sample_event(i, f"ingest-{start}") for i in range(start, start + batch)]).encode()
+        for start in range(0, total, batch)
+    ]
+    url = f"http://127.0.0.1:{port}/v1/events"
+    try:
+        connector = aiohttp.TCPConnector(limit=clients)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            await wait_http(http, f"http://127.0.0.1:{port}/readyz", proc)
+            position = 0
+            refused = 0
+
+            async def client() -> None:
+                nonlocal position, refused
+                headers = {"Content-Type": "application/json"}
+                while position < len(bodies):
+                    body = bodies[position]
+                    position += 1
+                    async with http.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        refused += response.status != 202
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(clients)))
+            elapsed = time.perf_counter() - started
+    finally:
+        stop(proc)
+    return {
+        "events": len(bodies) * batch,
+        "seconds": elapsed,
+        "rate": len(bodies) * batch / elapsed,
+        "refused": refused,
+    }
+
+
+async def measure(args: argparse.Namespace) -> dict:
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="hookline-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        receiver_port = free_port()
+        receiver = spawn([sys.executable, str(ROOT / "bench" / "receiver.py"), str(receiver_port)])
+        http_base = f"http://127.0.0.1:{receiver_port}"
+        hook_url = f"{http_base}/hooks/copernica.php"
+        try:
+            with EmbeddedNats(tmp / "nats", log_file=tmp / "nats.log") as nats:
+                async with aiohttp.ClientSession() as http:
+                    await wait_http(http, f"{http_base}/stats", receiver)
+                raw_rates: list[float] = []
+                sender_rates: list[float] = []
+                for round_ in range(1, args.rounds + 1):
+                    # Alternate the two, and keep the best of each: other load on a shared machine
+                    # only ever slows a run down.
+                    events = [parse_event(sample_event(i, f"r{round_}")) for i in range(args.events)]
+                    print(
+                        f"round {round_}/{args.rounds}: raw aiohttp client, {args.events} requests ...",
+                        flush=True,
+                    )
+                    raw = await raw_ceiling(http_base, hook_url, events, args.concurrency, args.format)
+                    raw_rates.append(rate(raw))
+                    print(f"  {raw_rates[-1]:.0f} requests/s", flush=True)
+                    print(
+                        f"round {round_}/{args.rounds}: hookline sender, {args.events} events ...", flush=True
+                    )
+                    sent = await sender_throughput(
+                        tmp, nats, http_base, hook_url, events, args.concurrency, args.format, f"r{round_}"
+                    )
+                    sender_rates.append(rate(sent))
+                    results["sender_failed_attempts"] = sent["failed_attempts"]
+                    results["sender_peak_rss_mib"] = max(
+                        sent["peak_rss_mib"] or 0.0, results.get("sender_peak_rss_mib") or 0.0
+                    )
+                    print(f"  {sender_rates[-1]:.0f} deliveries/s", flush=True)
+                results["raw_rate"] = max(raw_rates)
+                results["sender_rate"] = max(sender_rates)
+                results["raw_rates"] = raw_rates
+                results["sender_rates"] = sender_rates
+                print(
+                    f"hookline ingest: {args.ingest_events} events in batches of {args.batch} ...", flush=True
+                )
+                ingest = await ingest_throughput(
+                    tmp, nats, args.ingest_events, args.batch, args.ingest_clients
+                )
+                results["ingest_rate"] = ingest["rate"]
+                results["ingest_refused"] = ingest["refused"]
+                print(f"  {ingest['rate']:.0f} events/s", flush=True)
+            if args.latency_seconds > 0:
+                results["latency"] = await latency(args)
+        finally:
+            stop(receiver)
+    return results
+
+
+async def latency(args: argparse.Namespace) -> dict | None:
+    """Ingest-to-receiver latency from bench/latency.py (issue 4's harness), when it is there."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from latency import measure as measure_latency
+    except ImportError:
+        return None
+    print(f"latency at {args.latency_rate:g} events/s for {args.latency_seconds:g}s ...", flush=True)
+    result = await measure_latency(args.latency_rate, args.latency_seconds)
+    print(f"  p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = render_report(args, asyncio.run(measure(args)))
+    print()
+    print(report)
+    Path(args.report).write_text(report)
+    print(f"written to {args.report}")
+    return 0
+
+
+def render_report(args: argparse.Namespace, r: dict) -> str:
+    ratio = r["sender_rate"] / r["raw_rate"]
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cpus = os.cpu_count()
+    return "\n".join(
+        [
+            "# hookline benchmark",
+            "",
+            f"{when}; {cpus} CPUs; Python {platform.python_version()}; `make bench` "
+            f"(`python bench/run.py --events {args.events} --rounds {args.rounds} "
+            f"--concurrency {args.concurrency} --ingest-events {args.ingest_events}`). "
+            "Loopback only; receiver in its own process.",
+            "",
+            "| measure | result |",
+            "|---|---|",
+            f"| deliveries/s, one `hookline sender` process ({args.format}, signed, maxInFlight "
+            f"{args.concurrency}, {args.events} events) | {r['sender_rate']:.0f} |",
+            "| ceiling: raw aiohttp client, same receiver, bodies, headers, concurrency "
+            f"| {r['raw_rate']:.0f} |",
+            f"| ratio sender / ceiling | {ratio:.2f} |",
+            f"| ingest events/s (`hookline ingest`, batches of {args.batch}, {args.ingest_clients} clients) "
+            f"| {r['ingest_rate']:.0f} |",
+            *latency_rows(r.get("latency")),
+            "| sender peak RSS during the delivery run (VmHWM) | "
+            + (f"{r['sender_peak_rss_mib']:.0f} MiB |" if r.get("sender_peak_rss_mib") else "n/a |"),
+            "",
+            "Best of "
+            + str(args.rounds)
+            + " alternating rounds (deliveries/s "
+            + ", ".join(f"{x:.0f}" for x in r["sender_rates"])
+            + "; ceiling "
+            + ", ".join(f"{x:.0f}" for x in r["raw_rates"])
+            + ").",
+            f"Failed delivery attempts during the last sender run: {r['sender_failed_attempts']:.0f}; "
+            f"ingest requests not answered 202: {r['ingest_refused']}.",
+            "",
+        ]
+    )
+
+
+def latency_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    rate_ = result["target_rate_per_second"]
+    return [
+        f"| ingest-to-receiver latency at {rate_:g} events/s, p50 (bench/latency.py) "
+        f"| {result['p50_ms']} ms |",
+        f"| ingest-to-receiver latency at {rate_:g} events/s, p99 | {result['p99_ms']} ms |",
+    ]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--events", type=int, default=20000, help="deliveries per measurement (default %(default)s)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternating raw/sender rounds; best kept")
+    parser.add_argument("--concurrency", type=int, default=32, help="maxInFlight and client concurrency")
+    parser.add_argument("--format", choices=("json", "form"), default="json")
+    parser.add_argument("--ingest-events", type=int, default=50000, help="events posted to ingest")
+    parser.add_argument("--batch", type=int, default=100, help="events per ingest request")
+    parser.add_argument("--ingest-clients", type=int, default=4, help="concurrent ingest clients")
+    parser.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=10.0, help="0 skips the latency run")
+    parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
