@@ -252,3 +252,28 @@ async def test_unreachable_receiver_keeps_the_event_until_it_comes_back(pipeline
         await wait_until(lambda: event_id in receiver.delivered(), what="delivery once the receiver is back")
     finally:
         await receiver.stop()
+
+
+# The interim retry decision (issue 4 replaces it with sender/retry.py): pure, so checked directly.
+
+
+def test_only_2xx_acks_and_failures_retry_with_a_growing_capped_delay():
+    from hookline.sender.engine import RETRY_CAP_SECONDS, classify_attempt, decide_attempt
+    from hookline.sender.safehttp import BlockedDestination, ConnectionFailed, RequestTimeout
+
+    assert decide_attempt(classify_attempt(204, None), 1).kind == "ack"
+    outcomes = {
+        classify_attempt(301, None).outcome,
+        classify_attempt(404, None).outcome,
+        classify_attempt(503, None, "30").outcome,
+    }
+    assert outcomes == {"http_error"}
+    assert classify_attempt(None, RequestTimeout("slow")).outcome == "timeout"
+    assert classify_attempt(None, ConnectionFailed("x", "connection refused")).error == "connection refused"
+    assert classify_attempt(None, BlockedDestination("private address")).outcome == "blocked"
+    failed = classify_attempt(500, None)
+    delays = [decide_attempt(failed, attempt).delay for attempt in range(1, 15)]
+    assert all(decide_attempt(failed, a).kind == "retry" for a in range(1, 15))
+    assert delays[:3] == [1.0, 2.0, 4.0]
+    assert delays == sorted(delays)
+    assert delays[-1] == RETRY_CAP_SECONDS
