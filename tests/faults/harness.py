@@ -497,6 +497,7 @@ class Harness:
             diagnostics=lambda: f"{last[0] if last else ''}\n{self.diagnostics()}",
             interval=0.5,
         )
+        assert not last[0].both, f"delivered and also dead-lettered: {last[0].both[:5]}"
         return last[0]
 
 
