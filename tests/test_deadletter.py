@@ -220,8 +220,13 @@ async def redrive_cli(*argv: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(120):
-        out, err = await proc.communicate()
+    try:
+        async with asyncio.timeout(120):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()  # a hung command must not outlive the test
+        await proc.wait()
+        raise
     return proc.returncode or 0, out.decode(), err.decode()
 
 
