@@ -85,7 +85,13 @@ async def test_redrive_delivers_dead_letters_once_the_receiver_is_fixed(harness:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    try:
+        async with asyncio.timeout(120):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # hung: do not let it outlive the test
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0, err.decode()
     assert "redriven 30/30" in out.decode()
     await wait_until(
