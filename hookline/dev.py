@@ -16,7 +16,6 @@ import binascii
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -36,8 +35,7 @@ from hookline.sender.health import parse_listen, run_until_signal, start_site
 from hookline.sender.ingest import Ingest, create_app
 from hookline.sender.main import SenderRuntime
 from hookline.sender.metrics import IngestMetrics, SenderMetrics
-from hookline.sender.natsserver import EmbeddedNats, find_nats_server
-from hookline.sender.natsserver import _wait_for_port as wait_for_port
+from hookline.sender.natsserver import EmbeddedNats
 from hookline.sender.ownership import OwnershipResult, check_ownership, new_token
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
 from hookline.sender.signing import parse_secret
@@ -267,19 +265,6 @@ def dev_ready_condition(verified: bool, paused: bool, sender_running: bool) -> C
     return ready_condition(verified=verified, paused=paused, desired_replicas=1, sender=None)
 
 
-class DetachedNats(EmbeddedNats):
-    """SHIM until sender/natsserver.py can do it: nats-server in its own session, so a terminal's
-    Ctrl-C reaches only `hookline dev`, which then stops the senders before it stops NATS (otherwise
-    nats-server quits first and the senders' last acks are lost, causing redeliveries next time)."""
-
-    def start(self, timeout: float = 15.0) -> EmbeddedNats:
-        args = [find_nats_server(), "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
-        with open(self.log_file or os.devnull, "ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
-        wait_for_port(self.host, self.port, self.proc, timeout)
-        return self
-
-
 def check_delay(failed_checks: int) -> float:
     return min(FIRST_CHECK_DELAY * 2 ** max(0, failed_checks - 1), MAX_CHECK_DELAY)
 
@@ -306,10 +291,10 @@ class DevMode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tokens = load_tokens(self.state_dir / "tokens.json", self.manifests.webhooks)
         self.states = [WebhookState(w, tokens[w.key]) for w in self.manifests.webhooks]
-        nats_server: DetachedNats | None = None
+        nats_server: EmbeddedNats | None = None
         url = self.args.nats_url
         if not url:
-            nats_server = DetachedNats(self.state_dir / "nats", log_file=self.state_dir / "nats.log")
+            nats_server = EmbeddedNats(self.state_dir / "nats", log_file=self.state_dir / "nats.log")
             await asyncio.to_thread(nats_server.start)
             url = nats_server.url
             say(f"nats-server on {url} (store {self.state_dir / 'nats'})")

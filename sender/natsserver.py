@@ -84,7 +84,9 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         args = [find_nats_server(), "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=out, stderr=out)
+        # Its own session: a terminal's Ctrl-C reaches only our process, which drains the senders
+        # (their last acks) before it stops the server.
+        self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
         _wait_for_port(self.host, self.port, self.proc, timeout)
         return self
 
