@@ -159,6 +159,7 @@ async def _reconcile(
         _write_conditions(body, status, patch, [verification.pending_condition(token, spec.url)], generation)
 
     if not verification.is_verified_for(status, spec.url):
+        await _hold_sender(rt, namespace, status)
         await _verify(rt, body, spec, status, patch, token, generation)
     await _run_sender(rt, body, spec, status, patch, namespace, name, generation, logger)
 
@@ -192,6 +193,13 @@ async def _verify(
     _write_conditions(body, status, patch, [verified, ready], generation)
     if delay is not None:
         raise kopf.TemporaryError(f"not verified yet ({result.reason})", delay=delay)
+
+
+async def _hold_sender(rt: Runtime, namespace: str, status: kopf.Status) -> None:
+    """A changed URL is not verified yet: the old sender stops (events wait in the stream)."""
+    deployment = (status.get("sender") or {}).get("deployment")
+    if deployment and (status.get("sender") or {}).get("replicas"):
+        await rt.api.patch(f"{kubeapi.deployments(namespace)}/{deployment}", {"spec": {"replicas": 0}})
 
 
 def now_iso_in(seconds: float) -> str:

@@ -207,7 +207,7 @@ def test_every_example_manifest_is_admitted():
         if doc["kind"] == "Webhook":
             parse_webhook_spec(stored["spec"])  # and the operator can read what the API server stored
         checked += 1
-    assert checked == len(example_documents())
+    assert checked >= 1, "examples/ holds no Webhook or WebhookTest manifest"
 
 
 def test_a_full_featured_webhook_is_admitted():

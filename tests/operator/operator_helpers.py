@@ -36,6 +36,7 @@ SECRETS = "v1/secrets"
 EVENTS = "v1/events"
 NS = "shop"
 TIMEOUT = 60.0
+REQUEST_LOG = 64
 
 
 class Cluster(kmock.KubernetesEmulator):
@@ -46,6 +47,9 @@ class Cluster(kmock.KubernetesEmulator):
         self._versions = itertools.count(1)
 
     async def _handle(self, request: kmock.Request) -> web.StreamResponse:
+        # kmock logs every request for assertions and matches each new one against the whole log,
+        # which grows quadratic with hundreds of objects. Nothing here asserts on that log.
+        del self._requests[:-REQUEST_LOG]
         if request.resource is not None and isinstance(request.data, (dict, list)):
             version = str(next(self._versions))
             if request.action == enums.action.CREATE and isinstance(request.data, dict):

@@ -191,6 +191,8 @@ async def test_url_change_is_checked_again_with_the_same_file(cluster, site, sta
         "re-verification pending",
     )
     assert verified["reason"] == "FileNotFound"  # the root copy is not there either
+    # Nothing goes to the old URL nor the new one meanwhile; events wait in the stream.
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "moving-sender")["spec"]["replicas"] == 0, "sender held")
     site.files[f"/v2/hookline-{token}.txt"] = token
     await wait_for(
         lambda: (
@@ -198,6 +200,9 @@ async def test_url_change_is_checked_again_with_the_same_file(cluster, site, sta
         ),
         "verified at the new place",
     )
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "moving-sender")["spec"]["replicas"] == 1, "sender back")
+    config = cluster.get(CONFIGMAPS, "moving-sender")["data"]["sender.yaml"]
+    assert new_url in config
 
 
 async def test_paused_webhook_runs_zero_replicas(cluster, site, start_operator):
