@@ -17,7 +17,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from hookline.sender.events import EVENT_TYPES, FieldError
@@ -101,7 +109,7 @@ class WebhookSpec(_Model):
     format: Literal["form", "json"] = "form"
     signing: Signing | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    paused: bool = False
+    paused: StrictBool = False  # the CRD takes only true/false; so do we ("yes" is an error)
     delivery: Delivery = Field(default_factory=Delivery)
     sender: SenderSpec = Field(default_factory=SenderSpec)
 

@@ -85,6 +85,7 @@ BAD_SPECS = [
         {"collection": "orders"}, "spec.collection", "requires database", id="collection-without-db"
     ),
     pytest.param({"database": ""}, "spec.database", "at least 1", id="database-empty"),
+    pytest.param({"paused": "yes"}, "spec.paused", "boolean", id="paused-not-boolean"),
     pytest.param({"database": "news letter"}, "spec.database", "label value", id="database-not-label-safe"),
     pytest.param({"database": "n" * 64}, "spec.database", "at most 63", id="database-too-long"),
     pytest.param({"format": "xml"}, "spec.format", "'form' or 'json'", id="format"),

@@ -257,7 +257,7 @@ BAD_WEBHOOKS = {
     "replicas-negative": ({"sender": {"replicas": -1}}, "spec.sender.replicas"),
     "replicas-too-many": ({"sender": {"replicas": 21}}, "spec.sender.replicas"),
     "signing-without-key": ({"signing": {"secretRef": {"name": "s"}}}, "spec.signing.secretRef.key"),
-    "paused-not-bool": ({"paused": "maybe"}, "spec.paused"),
+    "paused-not-bool": ({"paused": "yes"}, "spec.paused"),
     "unknown-field": ({"retries": 3}, "spec.retries"),
 }
 
