@@ -6,6 +6,10 @@ repeat of the same id (a producer retrying after a 503, or two ingest replicas).
 through its own durable pull consumer filtered on its event types and scope; the operator and the
 sender both call `ensure_consumer`, which is idempotent and updates the filters when the spec changes.
 The consumer only sees events published after it was created (deliver policy "new").
+
+A 410 Gone stops a Webhook durably: its consumer is paused (the server then hands no event to any
+replica, also after a restart) and the consumer's metadata says when and at which URL (as a digest).
+`read_gone` is how senders and the operator learn of it; `clear_gone` resumes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import nats
@@ -27,6 +32,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from hookline.sender.events import Event, encode_token, filter_subjects, subject_for
+from hookline.sender.retry import GoneState
 
 if TYPE_CHECKING:
     from hookline.sender.config import SenderConfig
@@ -40,6 +46,17 @@ DEAD_LETTER_SUBJECTS = ("hookline.dead.>",)
 DEFAULT_RETENTION_SECONDS = 72 * 3600
 DEFAULT_DUPLICATE_WINDOW_SECONDS = 120
 MSG_ID_HEADER = "Nats-Msg-Id"
+# Events waiting for a delayed retry (NAKed with a delay) count as ack-pending, so max_ack_pending
+# cannot be maxInFlight: ten failing events would stall every other event of the Webhook. The
+# senders' workers enforce maxInFlight; this only bounds how many retries wait at once (beyond it,
+# new events stay in the stream until some retries have settled).
+MAX_ACK_PENDING = 20_000
+# Consumer metadata of a Webhook stopped by a 410 Gone (see read_gone / mark_gone / clear_gone).
+GONE_SINCE_KEY = "hookline.io/gone-since"
+GONE_EVENT_KEY = "hookline.io/gone-event"
+GONE_URL_KEY = "hookline.io/gone-url-sha256"
+GONE_KEYS = (GONE_SINCE_KEY, GONE_EVENT_KEY, GONE_URL_KEY)
+PAUSED_FOREVER = "9999-12-31T23:59:59Z"
 # How much longer than one request's timeout the server waits for an ack before redelivering.
 ACK_WAIT_MARGIN_SECONDS = 30.0
 
@@ -174,7 +191,7 @@ class ConsumerSpec:
 
 
 def consumer_spec(cfg: SenderConfig) -> ConsumerSpec:
-    """The consumer for a sender config: its filters, maxInFlight as max_ack_pending, ack_wait."""
+    """The consumer for a sender config: its filters (with its redrive subject) and ack_wait."""
     spec = cfg.spec
     filters = filter_subjects(spec.events, spec.database, spec.collection)
     filters.append(redrive_subject(cfg.webhook.namespace, cfg.webhook.name))
@@ -182,7 +199,7 @@ def consumer_spec(cfg: SenderConfig) -> ConsumerSpec:
         name=cfg.nats.consumer,
         stream=cfg.nats.stream,
         filter_subjects=tuple(filters),
-        max_ack_pending=spec.delivery.max_in_flight,
+        max_ack_pending=MAX_ACK_PENDING,
         ack_wait_seconds=float(spec.delivery.timeout_seconds) + ACK_WAIT_MARGIN_SECONDS,
     )
 
@@ -231,8 +248,11 @@ async def ensure_consumer(js: JetStreamContext, cfg: SenderConfig | ConsumerSpec
         return await js.add_consumer(spec.stream, want)
     if not consumer_needs_update(info.config, want):
         return info
-    # Keep the existing deliver policy: the server refuses to change it on update.
-    return await js.add_consumer(spec.stream, want.evolve(deliver_policy=info.config.deliver_policy))
+    # Keep the existing deliver policy (the server refuses to change it) and a 410 Gone stop.
+    return await js.add_consumer(
+        spec.stream,
+        want.evolve(deliver_policy=info.config.deliver_policy, metadata=_own_metadata(info.config) or None),
+    )
 
 
 async def delete_consumer(js: JetStreamContext, name: str, *, stream: str = STREAM) -> bool:
@@ -241,6 +261,70 @@ async def delete_consumer(js: JetStreamContext, name: str, *, stream: str = STRE
         return await js.delete_consumer(stream, name)
     except NotFoundError:
         return False
+
+
+def _own_metadata(config: api.ConsumerConfig) -> dict[str, str]:
+    """Metadata hookline wrote (the server adds `_nats.*` keys of its own on every update)."""
+    return {k: v for k, v in (config.metadata or {}).items() if not k.startswith("_nats.")}
+
+
+def gone_of(info: api.ConsumerInfo) -> GoneState:
+    """The 410 Gone stop recorded on a consumer (pure; not gone when there is none)."""
+    metadata = info.config.metadata or {}
+    since = metadata.get(GONE_SINCE_KEY)
+    if since is None:
+        return GoneState()
+    try:
+        when: float | None = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        when = None
+    return GoneState(
+        gone=True,
+        since=when,
+        event_id=metadata.get(GONE_EVENT_KEY) or None,
+        url_sha256=metadata.get(GONE_URL_KEY) or None,
+    )
+
+
+def gone_metadata(state: GoneState) -> dict[str, str]:
+    since = datetime.fromtimestamp(state.since if state.since is not None else time.time(), UTC)
+    return {
+        GONE_SINCE_KEY: since.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        GONE_EVENT_KEY: state.event_id or "",
+        GONE_URL_KEY: state.url_sha256 or "",
+    }
+
+
+async def read_gone(js: JetStreamContext, consumer: str, *, stream: str = STREAM) -> GoneState:
+    """Whether a Webhook is stopped by a 410 Gone (NotFoundError if it has no consumer)."""
+    return gone_of(await js.consumer_info(stream, consumer))
+
+
+async def mark_gone(js: JetStreamContext, consumer: str, state: GoneState, *, stream: str = STREAM) -> None:
+    """Record the stop on the consumer, then pause it so no replica gets another event.
+
+    In this order: a crash in between leaves a recorded stop that senders honour on their own.
+    """
+    info = await js.consumer_info(stream, consumer)
+    if not gone_of(info).gone:
+        metadata = {**_own_metadata(info.config), **gone_metadata(state)}
+        await js.add_consumer(stream, info.config.evolve(metadata=metadata))
+    await js.pause_consumer(stream, consumer, PAUSED_FOREVER)
+
+
+async def clear_gone(js: JetStreamContext, consumer: str, *, stream: str = STREAM) -> bool:
+    """Resume a Webhook stopped by a 410 Gone; False if it was not stopped (nothing changes then).
+
+    Unpause first, then drop the record: a crash in between still reads as stopped, never as a
+    consumer that silently hands out nothing.
+    """
+    info = await js.consumer_info(stream, consumer)
+    if not gone_of(info).gone:
+        return False
+    await js.resume_consumer(stream, consumer)
+    metadata = {k: v for k, v in _own_metadata(info.config).items() if k not in GONE_KEYS}
+    await js.add_consumer(stream, info.config.evolve(metadata=metadata))
+    return True
 
 
 def pending_of(info: api.ConsumerInfo) -> int:

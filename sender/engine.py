@@ -1,13 +1,19 @@
-"""The delivery loop of one Webhook: take events from its consumer, POST each, ack or retry.
+"""The delivery loop of one Webhook: take events from its consumer, POST each, then do what `retry.decide`
+says: ack, retry later, dead-letter, or stop the Webhook after a 410 Gone.
 
-`maxInFlight` workers share one SafeHTTPClient (one keep-alive session). Each attempt ends in an
-`AttemptResult`; `decide_attempt` (pure) turns that into ack or retry-with-delay, and only a 2xx
-acks, so a receiver error or a crash leaves the event in JetStream. On stop the engine takes no new
-events, lets requests in progress finish (each is bounded by the Webhook's timeout), and NAKs what
-it had received but not started, so another replica or the next start delivers it right away.
+Workers (this replica's share of `maxInFlight`) share one SafeHTTPClient (one keep-alive session).
+Before each request a worker passes the Retry-After gate (a 429/503 pauses every worker) and takes a
+slot of the token bucket (this replica's share of `maxRequestsPerSecond`). Only a 2xx, or a dead letter
+durably stored, acks; anything else leaves the event in JetStream, so a crash loses nothing.
 
-Swapping in the full retry policy (issue 4, `retry.py`) means replacing `decide_attempt` and handling
-the extra decision kinds in `Engine._settle`; nothing else here knows about the policy.
+A 410 stops pulling at once and records the stop on the consumer (bus.mark_gone), which also pauses
+it for every replica and for the next start. The watcher that reports `hookline_pending_events`
+also reads that record, so a stop made by another replica, or a resume (`hookline redrive --resume`),
+reaches this one within `watch_interval`.
+
+On stop the engine takes no new events, lets requests in progress finish (each is bounded by the
+Webhook's timeout), and NAKs what it had received but not started, so another replica or the next
+start delivers it right away.
 """
 
 from __future__ import annotations
@@ -16,75 +22,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from hookline.sender import bus
+from hookline.sender import bus, retry
 from hookline.sender.config import WebhookSpec
+from hookline.sender.deadletter import DeadLetter, publish_dead_letter
 from hookline.sender.events import Event, EventError
 from hookline.sender.metrics import WebhookMetrics
-from hookline.sender.safehttp import BlockedDestination, RequestTimeout, SafeHTTPClient, SafeHTTPError
+from hookline.sender.ratelimit import BackoffGate, TokenBucket, per_replica_in_flight, per_replica_rate
+from hookline.sender.safehttp import SafeHTTPClient
 from hookline.sender.signing import request_headers
 from hookline.sender.wire import render_body
 
 log = logging.getLogger(__name__)
 
-# The interim retry schedule: 1 s, 2 s, 4 s, ... capped at 5 minutes, never giving up.
-RETRY_BASE_SECONDS = 1.0
-RETRY_CAP_SECONDS = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """How one HTTP attempt ended. `outcome` is the `outcome` label of hookline_delivery_attempts_total."""
-
-    outcome: Literal["success", "http_error", "timeout", "connection_error", "blocked"]
-    status: int | None = None
-    error: str | None = None
-    retry_after: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    kind: Literal["ack", "retry"]
-    delay: float = 0.0
-
-
-def classify_attempt(
-    status: int | None, error: BaseException | None, retry_after: str | None = None
-) -> AttemptResult:
-    """2xx is success; any other status an http_error; no response by the client's error kind."""
-    if error is not None:
-        if isinstance(error, BlockedDestination):
-            return AttemptResult("blocked", error=str(error))
-        if isinstance(error, (RequestTimeout, TimeoutError)):
-            return AttemptResult("timeout", error="no response within the timeout")
-        if isinstance(error, SafeHTTPError):
-            return AttemptResult("connection_error", error=error.reason)
-        return AttemptResult("connection_error", error=str(error) or type(error).__name__)
-    if status is not None and 200 <= status < 300:
-        return AttemptResult("success", status=status)
-    return AttemptResult("http_error", status=status, error=f"HTTP {status}", retry_after=retry_after)
-
-
-def retry_delay(attempt: int) -> float:
-    """Delay after failed attempt number `attempt` (1-based): doubling from 1 s, capped."""
-    return min(RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1), RETRY_CAP_SECONDS)
-
-
-def decide_attempt(result: AttemptResult, attempt: int) -> Decision:
-    """What to do with an event after attempt number `attempt` (1-based) ended in `result`."""
-    if result.outcome == "success":
-        return Decision("ack")
-    return Decision("retry", retry_delay(attempt))
-
-
-Decider = Callable[[AttemptResult, int], Decision]
+# A dead letter NATS did not confirm, or an unexpected error: the event comes back after this long.
+REDELIVER_AFTER_FAILURE_SECONDS = 5.0
 
 
 class Delivery:
@@ -116,8 +72,11 @@ class Engine:
         metrics: WebhookMetrics,
         *,
         signing_key: bytes | None = None,
-        decide: Decider = decide_attempt,
-        pending_interval: float = 5.0,
+        namespace: str = "default",
+        name: str = "",
+        replicas: int = 1,
+        max_age_seconds: float = retry.DEFAULT_MAX_AGE_SECONDS,
+        watch_interval: float = 5.0,
         label: str = "",
     ) -> None:
         self.nc = nc
@@ -126,11 +85,24 @@ class Engine:
         self.spec = spec
         self.client = client
         self.metrics = metrics
-        self.decide = decide
+        self.namespace = namespace
+        self.name = name or consumer
+        self.label = label or f"{namespace}/{self.name}"
         self.delivery = Delivery(spec, signing_key)
-        self.workers = spec.delivery.max_in_flight
-        self.pending_interval = pending_interval
-        self.label = label or consumer
+        limits = spec.delivery
+        self.policy = retry.RetryPolicy.from_spec(limits, max_age_seconds=max_age_seconds)
+        rate = per_replica_rate(limits.max_requests_per_second, replicas)
+        # A message may wait this long in our hands (for a token, or a Retry-After) before JetStream
+        # would redeliver it; waits longer than half of it send a progress ack.
+        self.ack_wait = float(limits.timeout_seconds) + bus.ACK_WAIT_MARGIN_SECONDS
+        self.workers = per_replica_in_flight(
+            limits.max_in_flight, replicas, rate=rate, within=self.ack_wait / 2
+        )
+        self.bucket = TokenBucket(rate)
+        self.gate = BackoffGate()
+        self.gone = retry.GoneState()
+        self.gone_recorded = False  # the stop is on the consumer (so a missing record means a resume)
+        self.watch_interval = watch_interval
         self.feed: bus.MessageFeed | None = None
         self.running = False
 
@@ -143,16 +115,17 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         feed = self.feed = bus.MessageFeed(self.nc, self.consumer, self.workers)
-        feed.pause(self.spec.paused)
+        await self._watch_once()  # a Webhook stopped by a 410 before this start stays stopped
+        feed.pause(self.spec.paused or self.gone.gone)
         await feed.start()
         workers = [asyncio.create_task(self._work(feed), name=f"deliver {i}") for i in range(self.workers)]
-        reporter = asyncio.create_task(self._report_pending(), name="pending")
+        watcher = asyncio.create_task(self._watch(), name="watch consumer")
         self.running = True
         try:
             await stop.wait()
         finally:
             self.running = False
-            reporter.cancel()
+            watcher.cancel()
             # Stop pulling first; events received but not started go back at once for redelivery.
             unstarted = await feed.stop()
             for msg in unstarted:
@@ -163,7 +136,7 @@ class Engine:
             # Each worker finishes the request it is on (bounded by the timeout), then meets a None.
             for _ in workers:
                 feed.queue.put_nowait(None)
-            await asyncio.gather(*workers, reporter, return_exceptions=True)
+            await asyncio.gather(*workers, watcher, return_exceptions=True)
 
     async def _work(self, feed: bus.MessageFeed) -> None:
         queue = feed.queue
@@ -176,7 +149,7 @@ class Engine:
         except Exception:  # never let one event kill a worker; JetStream redelivers it
             log.exception("%s: unexpected error delivering an event; it will be retried", self.label)
             with contextlib.suppress(Exception):
-                await msg.nak(delay=RETRY_BASE_SECONDS)
+                await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
         finally:
             feed.release()
 
@@ -187,6 +160,10 @@ class Engine:
             # Not an event ingest published (nothing can ever deliver it): take it out of the loop.
             log.error("%s: dropping undecodable message on %s: %s", self.label, msg.subject, exc)
             await msg.term()
+            return
+        await self._wait_for_turn(msg)
+        if self.gone.gone:
+            await msg.nak()  # kept in the consumer, which nothing pulls from while the Webhook is gone
             return
         body, headers = self.delivery.build(event, time.time())
         metrics = self.metrics
@@ -211,35 +188,142 @@ class Engine:
         finally:
             metrics.in_flight.dec()
         metrics.duration.observe(time.perf_counter() - started)
-        result = classify_attempt(status, error, retry_after)
-        metrics.attempts[result.outcome].inc()
-        attempt = msg.metadata.num_delivered
-        await self._settle(msg, event, result, self.decide(result, attempt), attempt)
+        outcome = retry.classify(status, error)
+        metrics.attempts[outcome.kind].inc()
+        meta = msg.metadata
+        now = time.time()
+        stored_at = meta.timestamp.timestamp()
+        decision = retry.decide(outcome, meta.num_delivered, stored_at, now, self.policy, retry_after)
+        await self._settle(msg, event, outcome, decision, stored_at, now)
+
+    async def _wait_for_turn(self, msg: Msg) -> None:
+        """Wait out a Retry-After pause, then for a rate-limit slot (again if a pause began meanwhile)."""
+        while True:
+            if self.gate.paused:
+                await self._hold(msg)
+            await self.bucket.acquire()
+            if not self.gate.paused:
+                return
+
+    async def _hold(self, msg: Msg) -> None:
+        """Keep `msg` through a pause, telling JetStream it is in progress so it is not redelivered."""
+        while (left := self.gate.remaining()) > 0:
+            await asyncio.sleep(min(left, self.ack_wait / 2))
+            if self.gate.paused:
+                await msg.in_progress()
 
     async def _settle(
-        self, msg: Msg, event: Event, result: AttemptResult, decision: Decision, attempt: int
+        self,
+        msg: Msg,
+        event: Event,
+        outcome: retry.AttemptOutcome,
+        decision: retry.Decision,
+        stored_at: float,
+        now: float,
     ) -> None:
-        if decision.kind == "ack":
+        kind = decision.kind
+        if kind is retry.DecisionKind.ACK:
             await msg.ack()
             self.metrics.deliveries["delivered"].inc()
-            stored_at = msg.metadata.timestamp.timestamp()
-            self.metrics.latency.observe(max(0.0, time.time() - stored_at))
+            self.metrics.latency.observe(max(0.0, now - stored_at))
             return
-        log.info(
-            "%s: event %s attempt %d failed (%s), retry in %.0fs",
-            self.label,
-            event.id,
-            attempt,
-            result.error,
-            decision.delay,
+        attempt = msg.metadata.num_delivered
+        if decision.backoff_all:
+            self.gate.pause_for(decision.backoff_all)
+            log.warning(
+                "%s: %s, every request paused for %.0fs", self.label, outcome.detail, decision.backoff_all
+            )
+        if kind is retry.DecisionKind.RETRY:
+            log.info(
+                "%s: event %s attempt %d failed (%s), retry in %.0fs",
+                self.label,
+                event.id,
+                attempt,
+                outcome.detail,
+                decision.delay,
+            )
+            await msg.nak(delay=decision.delay)
+            return
+        if kind is retry.DecisionKind.GONE:
+            await self._stop_for_gone(event, now)
+        assert decision.reason is not None
+        record = DeadLetter.from_attempts(
+            namespace=self.namespace,
+            name=self.name,
+            event=event.payload,
+            reason=decision.reason,
+            last_outcome=outcome,
+            attempts=attempt,
+            first_attempt_at=stored_at,
+            last_attempt_at=now,
+            subject=msg.subject,
+            source_sequence=msg.metadata.sequence.stream,
         )
-        await msg.nak(delay=decision.delay)
+        try:
+            await publish_dead_letter(self.js, record)
+        except Exception as exc:  # not stored: keep the event and try again later; nothing is lost
+            log.warning("%s: dead letter for %s not stored (%s); will retry", self.label, event.id, exc)
+            await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
+            return
+        await msg.ack()
+        self.metrics.deliveries["dead_lettered"].inc()
+        self.metrics.dead_letters[decision.reason].inc()
+        log.warning(
+            "%s: event %s dead-lettered (%s: %s)", self.label, event.id, decision.reason, outcome.detail
+        )
 
-    async def _report_pending(self) -> None:
+    async def _stop_for_gone(self, event: Event, now: float) -> None:
+        """Stop pulling at once, then record the stop on the consumer (the watcher retries if NATS fails)."""
+        if self.gone.gone:
+            return
+        self._set_gone(self.gone.mark(now, event.id, self.delivery.url))
+        log.warning(
+            "%s: the receiver answered 410 Gone; deliveries stopped, undelivered events are kept. "
+            "Resume with `hookline redrive %s -n %s --resume` once it accepts events again",
+            self.label,
+            self.name,
+            self.namespace,
+        )
+        await self._record_gone()
+
+    async def _record_gone(self) -> None:
+        try:
+            await bus.mark_gone(self.js, self.consumer, self.gone)
+        except Exception as exc:  # the watcher tries again
+            log.warning("%s: could not record the 410 stop on the consumer (%s); will retry", self.label, exc)
+            return
+        self.gone_recorded = True
+
+    def _set_gone(self, state: retry.GoneState) -> None:
+        self.gone = state
+        self.metrics.gone.set(state.metric_value)
+        if self.feed is not None:
+            self.feed.pause(self.spec.paused or state.gone)
+
+    async def _watch(self) -> None:
         while True:
-            try:
-                info = await self.js.consumer_info(bus.STREAM, self.consumer)
-                self.metrics.pending.set(bus.pending_of(info))
-            except Exception as exc:  # NATS briefly away: keep the last value
-                log.debug("%s: consumer info unavailable: %s", self.label, exc)
-            await asyncio.sleep(self.pending_interval)
+            await asyncio.sleep(self.watch_interval)
+            await self._watch_once()
+
+    async def _watch_once(self) -> None:
+        """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive)."""
+        try:
+            info = await self.js.consumer_info(bus.STREAM, self.consumer)
+        except Exception as exc:  # NATS briefly away: keep the last state
+            log.debug("%s: consumer info unavailable: %s", self.label, exc)
+            return
+        self.metrics.pending.set(bus.pending_of(info))
+        stored = bus.gone_of(info)
+        if stored.gone:
+            self.gone_recorded = True
+            if not self.gone.gone:
+                log.warning(
+                    "%s: stopped: the receiver answered 410 Gone (recorded on the consumer)", self.label
+                )
+                self._set_gone(stored)
+        elif self.gone.gone and self.gone_recorded:
+            log.info("%s: the 410 Gone stop was cleared; deliveries resume", self.label)
+            self.gone_recorded = False
+            self._set_gone(retry.GoneState())
+        elif self.gone.gone:
+            await self._record_gone()

@@ -69,6 +69,7 @@ class SenderRuntime:
         js = nc.jetstream()
         await bus.ensure_stream(js, update_existing=False)
         await bus.ensure_consumer(js, cfg)
+        await bus.ensure_dead_letter_stream(js)
         spec = cfg.spec
         client = await SafeHTTPClient(policy, limit=spec.delivery.max_in_flight).start()
         engine = Engine(
@@ -79,7 +80,11 @@ class SenderRuntime:
             client,
             metrics,
             signing_key=signing_key,
-            label=label or f"{cfg.webhook.namespace}/{cfg.webhook.name}",
+            namespace=cfg.webhook.namespace,
+            name=cfg.webhook.name,
+            replicas=cfg.replicas,
+            max_age_seconds=cfg.max_age_seconds,
+            label=label,
         )
         return cls(cfg, engine, client)
 
@@ -103,7 +108,7 @@ async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event
     )
     key = read_signing_key(cfg.signing_secret_file)
     registry = CollectorRegistry()
-    metrics = SenderMetrics(registry).bind(cfg.webhook.namespace, cfg.webhook.name)
+    metrics = SenderMetrics(registry).bind(cfg.webhook.namespace, cfg.webhook.name, cfg.spec.database)
     name = f"{cfg.webhook.namespace}/{cfg.webhook.name}"
     nc = await bus.connect(args.nats_url or cfg.nats.url, name=f"hookline-sender {name}")
     try:

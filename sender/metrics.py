@@ -2,7 +2,9 @@
 
 Metric families live on a registry passed in, so tests and dev mode (many senders in one process)
 never collide. Each sender binds its label values once (`SenderMetrics.bind`) because looking up a
-labelled child on every delivery costs more than the delivery bookkeeping itself.
+labelled child on every delivery costs more than the delivery bookkeeping itself. Sender series carry
+`namespace`, `webhook` and `database` (the Webhook's spec.database, "" when unscoped), so a dashboard
+can filter by database.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ __all__ = [
 
 ATTEMPT_OUTCOMES = ("success", "http_error", "timeout", "connection_error", "blocked")
 FINAL_OUTCOMES = ("delivered", "dead_lettered")
-DEAD_LETTER_REASONS = ("max_attempts", "max_age", "gone")
+DEAD_LETTER_REASONS = ("max_attempts", "max_age", "gone", "blocked")
 INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
+WEBHOOK_LABELS = ("namespace", "webhook", "database")
 
 # Request times of customer endpoints: from a fast local receiver to the 10 s default timeout and beyond.
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -42,7 +45,7 @@ def render(registry: CollectorRegistry) -> bytes:
 
 @dataclass(frozen=True)
 class WebhookMetrics:
-    """The children of one Webhook (labels namespace, webhook already applied)."""
+    """The children of one Webhook (labels namespace, webhook, database already applied)."""
 
     attempts: dict[str, Counter]
     deliveries: dict[str, Counter]
@@ -58,7 +61,8 @@ class SenderMetrics:
     """Metric families of the delivery engine; one instance per registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("namespace", "webhook")
+        labels = WEBHOOK_LABELS
+        self._bound: dict[tuple[str, str], str] = {}  # (namespace, webhook) -> database
         self.attempts = Counter(
             "hookline_delivery_attempts",
             "HTTP delivery attempts by outcome",
@@ -107,9 +111,10 @@ class SenderMetrics:
             registry=registry,
         )
 
-    def bind(self, namespace: str, webhook: str) -> WebhookMetrics:
+    def bind(self, namespace: str, webhook: str, database: str | None = None) -> WebhookMetrics:
         """Create every child of one Webhook up front, so all series exist from the start at zero."""
-        ids = (namespace, webhook)
+        ids = (namespace, webhook, database or "")
+        self._bound[(namespace, webhook)] = ids[2]
         return WebhookMetrics(
             attempts={o: self.attempts.labels(*ids, o) for o in ATTEMPT_OUTCOMES},
             deliveries={o: self.deliveries.labels(*ids, o) for o in FINAL_OUTCOMES},
@@ -123,15 +128,19 @@ class SenderMetrics:
 
     def unbind(self, namespace: str, webhook: str) -> None:
         """Drop one Webhook's series (dev mode, when a Webhook goes away)."""
+        database = self._bound.pop((namespace, webhook), None)
+        if database is None:
+            return
+        ids = (namespace, webhook, database)
         for family, extra in (
             (self.attempts, ATTEMPT_OUTCOMES),
             (self.deliveries, FINAL_OUTCOMES),
             (self.dead_letters, DEAD_LETTER_REASONS),
         ):
             for value in extra:
-                family.remove(namespace, webhook, value)
+                family.remove(*ids, value)
         for family in (self.duration, self.pending, self.in_flight, self.gone, self.latency):
-            family.remove(namespace, webhook)
+            family.remove(*ids)
 
 
 class IngestMetrics:

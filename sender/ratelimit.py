@@ -3,8 +3,8 @@
 - `TokenBucket`: `maxRequestsPerSecond / replicas` requests per second in this process, smooth: each
   request gets the next free slot, slots are 1/rate apart, and at most `burst` slots can be taken
   early (so a pause does not turn into a burst above the rate).
-- `InFlightLimiter`: concurrent requests in this process (the consumer's max_ack_pending caps the
-  whole Webhook; this caps one replica).
+- `per_replica_in_flight`: concurrent requests of one replica, so that the replicas together keep
+  to `maxInFlight` (the engine runs that many workers).
 - `BackoffGate`: Retry-After on 429/503 pauses every worker of the sender until a deadline.
 
 Clock and sleep are injectable so tests run on virtual time; production uses the monotonic clock.
@@ -16,11 +16,9 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 __all__ = [
     "BackoffGate",
-    "InFlightLimiter",
     "TokenBucket",
     "per_replica_in_flight",
     "per_replica_rate",
@@ -43,13 +41,23 @@ def per_replica_rate(total_per_second: float | None, replicas: int) -> float | N
     return total_per_second / replicas
 
 
-def per_replica_in_flight(total: int, replicas: int) -> int:
-    """This replica's share of maxInFlight, rounded down so the replicas together never exceed it."""
+def per_replica_in_flight(
+    total: int, replicas: int, *, rate: float | None = None, within: float | None = None
+) -> int:
+    """This replica's share of maxInFlight, rounded down so the replicas together never exceed it.
+
+    With `rate` (this replica's requests/s) and `within` (seconds), no more than the rate can send in
+    that time: a worker holds its event while waiting for a token, and an event held longer than the
+    consumer's ack_wait would be redelivered to another replica while still waiting here.
+    """
     if replicas < 1:
         raise ValueError(f"sender replicas must be at least 1, got {replicas}")
     if total < 1:
         raise ValueError(f"spec.delivery.maxInFlight must be at least 1, got {total}")
-    return max(1, total // replicas)
+    share = max(1, total // replicas)
+    if rate and within:
+        share = min(share, max(1, math.floor(rate * within)))
+    return share
 
 
 class TokenBucket:
@@ -105,38 +113,6 @@ class TokenBucket:
         delay = self.reserve()
         if delay > 0:
             await self._sleep(delay)
-
-
-class InFlightLimiter:
-    """At most `limit` requests at once in this process; `in_flight` feeds hookline_in_flight_requests."""
-
-    def __init__(self, limit: int, *, on_change: Callable[[int], None] | None = None) -> None:
-        if limit < 1:
-            raise ValueError(f"spec.delivery.maxInFlight must be at least 1, got {limit}")
-        self.limit = limit
-        self._semaphore = asyncio.Semaphore(limit)
-        self._in_flight = 0
-        self._on_change = on_change
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def _changed(self, delta: int) -> None:
-        self._in_flight += delta
-        if self._on_change is not None:
-            self._on_change(self._in_flight)
-
-    async def __aenter__(self) -> InFlightLimiter:
-        await self._semaphore.acquire()
-        self._changed(+1)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._changed(-1)
-        self._semaphore.release()
 
 
 class BackoffGate:

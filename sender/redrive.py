@@ -6,6 +6,10 @@ the original subject would reach every Webhook subscribed to it again). The even
 the receiver sees the same `webhook-id`; the message gets a fresh `Nats-Msg-Id` so the stream's
 duplicate window does not swallow it. A record is deleted only after the stream confirmed its event,
 so an interrupted redrive loses nothing: running it again redrives the rest.
+
+`--resume` first lifts the stop a 410 Gone put on the Webhook (bus.clear_gone), for when its
+receiver accepts events again: the events that waited in its consumer are delivered, and the ones
+that got the 410 (dead letters with reason `gone`) are redriven.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from hookline.sender.deadletter import (
     iter_dead_letters,
 )
 from hookline.sender.ingest import DEFAULT_NATS_URL, NATS_URL_ENV, parse_duration
+from hookline.sender.retry import GoneState
 
 REDRIVE_STREAM_SUBJECT = "hookline.redrive.>"
 NAMESPACE_ENV = "HOOKLINE_NAMESPACE"
@@ -90,14 +95,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
     )
     parser.add_argument("--dry-run", action="store_true", help="list what would be redriven; change nothing")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="first resume deliveries stopped by a 410 Gone (once the receiver accepts events again)",
+    )
 
 
 class RedriveError(Exception):
     """Redrive cannot go on; the message says what to do."""
 
 
-async def _check_delivery_path(js: JetStreamContext, namespace: str, name: str) -> None:
-    """Redriven events must land in the stream and reach this Webhook's consumer, not sit there unseen."""
+def _gone_since(state: GoneState) -> str:
+    if state.since is None:
+        return ""
+    return " since " + datetime.fromtimestamp(state.since, UTC).isoformat(timespec="seconds")
+
+
+async def resume(
+    js: JetStreamContext, namespace: str, name: str, *, dry_run: bool = False, out: TextIO
+) -> bool:
+    """Lift a 410 Gone stop from a Webhook; returns whether it was stopped."""
+    durable = consumer_name(namespace, name)
+    try:
+        state = await bus.read_gone(js, durable)
+    except NotFoundError:
+        raise RedriveError(
+            f"Webhook {namespace}/{name} has no consumer {durable} in {bus.STREAM}; is the Webhook applied "
+            f"and Verified? (kubectl get wh -n {namespace} {name})"
+        ) from None
+    if not state.gone:
+        print(f"Webhook {namespace}/{name} is not stopped by a 410 Gone; nothing to resume", file=out)
+        return False
+    if dry_run:
+        print(f"dry run: would resume Webhook {namespace}/{name} (410 Gone{_gone_since(state)})", file=out)
+        return True
+    await bus.clear_gone(js, durable)
+    print(
+        f"resumed deliveries of Webhook {namespace}/{name} (stopped by a 410 Gone{_gone_since(state)})",
+        file=out,
+    )
+    return True
+
+
+async def _check_delivery_path(js: JetStreamContext, namespace: str, name: str) -> GoneState:
+    """Redriven events must land in the stream and reach this Webhook's consumer, not sit there unseen.
+
+    Returns the Webhook's 410 Gone state (redriven events wait while it is stopped).
+    """
     subject = bus.redrive_subject(namespace, name)
     try:
         stream = await js.stream_info(bus.STREAM)
@@ -127,6 +172,7 @@ async def _check_delivery_path(js: JetStreamContext, namespace: str, name: str) 
     if REDRIVE_STREAM_SUBJECT not in subjects:
         # Additive and idempotent: the stream also takes redriven events from now on.
         await js.update_stream(stream.config.evolve(subjects=[*subjects, REDRIVE_STREAM_SUBJECT]))
+    return bus.gone_of(consumer)
 
 
 def _describe(stored: StoredDeadLetter) -> str:
@@ -160,7 +206,12 @@ async def redrive(
             print(_describe(stored), file=out)
         print(f"dry run: would redrive {seen} dead letters of {scope}", file=out)
         return seen
-    await _check_delivery_path(js, namespace, name)
+    if (await _check_delivery_path(js, namespace, name)).gone:
+        print(
+            f"note: Webhook {namespace}/{name} is stopped by a 410 Gone; the redriven events wait until "
+            "you resume it (run this again with --resume once the receiver accepts events)",
+            file=out,
+        )
     subject = bus.redrive_subject(namespace, name)
     run_id = uuid.uuid4().hex[:12]
     done = 0
@@ -226,8 +277,11 @@ async def _main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    js = nc.jetstream()
     try:
-        await redrive(nc.jetstream(), args.namespace, args.webhook, since=args.since, dry_run=args.dry_run)
+        if args.resume:
+            await resume(js, args.namespace, args.webhook, dry_run=args.dry_run, out=sys.stdout)
+        await redrive(js, args.namespace, args.webhook, since=args.since, dry_run=args.dry_run)
     except RedriveError as exc:
         print(f"hookline redrive: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -11,6 +11,7 @@ dead-lettered at once because retrying cannot change the answer.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "decide",
     "parse_retry_after",
     "retry_delay",
+    "url_digest",
 ]
 
 # Delay before attempt n+1 after attempt n failed (index n); the last entry repeats.
@@ -281,29 +283,41 @@ def decide(
     return Decision.retry(delay, backoff_all=backoff_all)
 
 
+def url_digest(url: str) -> str:
+    """A stable fingerprint of a Webhook URL, stored instead of the URL (which may carry a token)."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class GoneState:
-    """Whether the receiver answered 410 Gone. Once gone, the sender stops pulling until it restarts.
+    """Whether the receiver answered 410 Gone, and at which URL. Once gone, nothing is delivered
+    until someone resumes the Webhook; the state is kept on its JetStream consumer (bus.py).
 
-    The engine keeps one per Webhook, sets hookline_webhook_gone to `metric_value`, and the operator
-    shows `condition()` on the Webhook. Events not yet attempted stay in the consumer (not lost).
+    The engine sets hookline_webhook_gone to `metric_value`; the operator shows `condition()`.
+    Events not yet attempted stay in the consumer (not lost).
     """
 
     gone: bool = False
     since: float | None = None
     event_id: str | None = None
+    url_sha256: str | None = None  # url_digest of the URL that answered 410
 
-    def mark(self, now: float, event_id: str | None = None) -> GoneState:
+    def mark(self, now: float, event_id: str | None = None, url: str | None = None) -> GoneState:
         """The state after a 410; the first 410 is the one reported."""
         if self.gone:
             return self
-        return GoneState(gone=True, since=now, event_id=event_id)
+        digest = url_digest(url) if url is not None else None
+        return GoneState(gone=True, since=now, event_id=event_id, url_sha256=digest)
+
+    def answered_by(self, url: str) -> bool:
+        """Whether the stop concerns `url` (a Webhook moved to another URL should resume)."""
+        return self.gone and self.url_sha256 == url_digest(url)
 
     @property
     def metric_value(self) -> int:
         return 1 if self.gone else 0
 
-    def condition(self) -> dict[str, str]:
+    def condition(self, namespace: str = "<namespace>", name: str = "<webhook>") -> dict[str, str]:
         """A Webhook status condition (type Delivering) saying whether deliveries run, and what to do."""
         if not self.gone:
             return {"type": "Delivering", "status": "True", "reason": "Delivering", "message": ""}
@@ -313,8 +327,9 @@ class GoneState:
             "status": "False",
             "reason": "ReceiverGone",
             "message": (
-                f"the receiver answered 410 Gone at {when}; deliveries stopped and undelivered events are "
-                "kept. Fix or replace spec.url, then restart the sender (kubectl rollout restart) and "
-                "`hookline redrive` the dead letters"
+                f"the receiver answered 410 Gone at {when}; deliveries are stopped and undelivered events "
+                "are kept. Once the receiver accepts events again, run "
+                f"`hookline redrive {name} -n {namespace} --resume` to resume and redeliver the events "
+                "that got the 410 (pointing spec.url at a new, verified URL resumes as well)"
             ),
         }

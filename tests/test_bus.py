@@ -9,6 +9,7 @@ from dataplane_helpers import sender_config, wait_until
 
 from hookline.sender import bus
 from hookline.sender.events import parse_event
+from hookline.sender.retry import GoneState
 
 
 def event(event_type: str = "open", **fields):
@@ -70,7 +71,8 @@ async def test_consumer_filters_on_events_and_scope_and_is_updated_in_place(nats
         "hookline.events.create.newsletter.*",
         bus.redrive_subject("default", "shop"),
     }
-    assert info.config.max_ack_pending == 10
+    # Events waiting for a delayed retry count as ack-pending: maxInFlight must not cap them.
+    assert info.config.max_ack_pending == bus.MAX_ACK_PENDING
     assert info.config.ack_wait > cfg.spec.delivery.timeout_seconds
     again = await bus.ensure_consumer(js, cfg)
     assert again.created == info.created
@@ -81,7 +83,7 @@ async def test_consumer_filters_on_events_and_scope_and_is_updated_in_place(nats
         events=["click"],
         database="newsletter",
         collection="orders",
-        delivery={"maxInFlight": 3},
+        delivery={"timeoutSeconds": 20},
     )
     updated = await bus.ensure_consumer(js, narrowed)
     assert updated.created == info.created  # the same durable consumer, not a new one
@@ -89,10 +91,55 @@ async def test_consumer_filters_on_events_and_scope_and_is_updated_in_place(nats
         "hookline.events.click.newsletter.orders",
         bus.redrive_subject("default", "shop"),
     }
-    assert updated.config.max_ack_pending == 3
+    assert updated.config.ack_wait == 20 + bus.ACK_WAIT_MARGIN_SECONDS
 
     assert await bus.delete_consumer(js, cfg.nats.consumer) is True
     assert await bus.delete_consumer(js, cfg.nats.consumer) is False
+
+
+async def test_consumer_of_an_older_sender_gets_the_higher_ack_pending_limit(nats):
+    _, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    old = bus.consumer_spec(cfg)
+    await bus.ensure_consumer(js, bus.ConsumerSpec(**{**old.__dict__, "max_ack_pending": 10}))
+    info = await bus.ensure_consumer(js, cfg)
+    assert info.config.max_ack_pending == bus.MAX_ACK_PENDING
+
+
+async def test_a_410_stop_is_kept_on_the_consumer_until_cleared(nats):
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/", events=["open"])
+    name = cfg.nats.consumer
+    await bus.ensure_consumer(js, cfg)
+    assert (await bus.read_gone(js, name)).gone is False
+    assert await bus.clear_gone(js, name) is False  # nothing to clear
+
+    stop = GoneState().mark(1_750_000_000.0, "evt-410", cfg.spec.url)
+    await bus.mark_gone(js, name, stop)
+    await bus.mark_gone(js, name, stop.mark(1_750_000_100.0, "evt-later"))  # another replica: no change
+    stored = await bus.read_gone(js, name)
+    assert stored == stop
+    assert stored.answered_by(cfg.spec.url) and not stored.answered_by("https://new.example.com/hook")
+    assert (await js.consumer_info(bus.STREAM, name)).paused  # no replica gets another event
+
+    # The operator updating the consumer for a spec change keeps the stop.
+    await bus.ensure_consumer(js, sender_config("nats://unused", cfg.spec.url, events=["open", "click"]))
+    assert (await bus.read_gone(js, name)).gone
+    await bus.publish_events(nc, js, [event(id="while-gone")])
+    feed = bus.MessageFeed(nc, name, capacity=5)
+    await feed.start()
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(feed.queue.get(), 2)  # a fixed wait: here nothing must happen
+
+        assert await bus.clear_gone(js, name) is True
+        msg = await asyncio.wait_for(feed.queue.get(), 60)
+        assert msg.headers[bus.MSG_ID_HEADER] == "while-gone"
+        await msg.ack()
+    finally:
+        await feed.stop()
+    info = await js.consumer_info(bus.STREAM, name)
+    assert not info.paused and bus.gone_of(info).gone is False
 
 
 async def pull_all(nc, consumer: str, expected: int, capacity: int = 10) -> list:

@@ -15,6 +15,8 @@ from hookline.sender.bus import (
     ConsumerSpec,
     ensure_consumer,
     ensure_stream,
+    mark_gone,
+    read_gone,
     redrive_subject,
 )
 from hookline.sender.config import consumer_name
@@ -29,7 +31,7 @@ from hookline.sender.deadletter import (
 )
 from hookline.sender.natsserver import free_port
 from hookline.sender.redrive import parse_since
-from hookline.sender.retry import DeadLetterReason, classify
+from hookline.sender.retry import DeadLetterReason, GoneState, classify
 
 FIRST = 1_750_000_000.0
 
@@ -318,6 +320,46 @@ async def test_dry_run_lists_and_changes_nothing(nats_server):
             await sub.fetch(1, timeout=1)
     finally:
         await nc.close()
+
+
+async def test_resume_lifts_a_410_stop_and_says_when_there_is_none(nats_server):
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await webhook_consumer(js)
+        name = consumer_name("shop", "orders")
+        code, out, _ = await redrive_cli("orders", "-n", "shop", "--nats-url", nats_server.url, "--resume")
+        assert code == 0 and "not stopped by a 410 Gone" in out and "no dead letters" in out
+
+        await mark_gone(js, name, GoneState().mark(FIRST, "evt-1", "https://shop.example.com/hook"))
+        await ensure_dead_letter_stream(js)
+        await publish_dead_letter(
+            js, record("evt-1", reason=DeadLetterReason.GONE, last_outcome=classify(410))
+        )
+        code, out, _ = await redrive_cli("orders", "-n", "shop", "--nats-url", nats_server.url)
+        assert code == 0 and "redriven 1/1" in out
+        assert "stopped by a 410 Gone" in out and "--resume" in out  # the redriven event waits: say why
+        assert (await read_gone(js, name)).gone
+
+        args = ("orders", "-n", "shop", "--nats-url", nats_server.url, "--resume")
+        code, out, _ = await redrive_cli(*args, "--dry-run")
+        assert code == 0 and "would resume Webhook shop/orders" in out
+        assert (await read_gone(js, name)).gone
+        code, out, _ = await redrive_cli(*args)
+        assert code == 0 and "resumed deliveries of Webhook shop/orders" in out
+        assert not (await read_gone(js, name)).gone
+    finally:
+        await nc.close()
+
+
+async def test_resume_of_an_unknown_webhook_says_what_to_check(nats_server):
+    nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_stream(nc.jetstream())
+    finally:
+        await nc.close()
+    code, _, err = await redrive_cli("orders", "-n", "shop", "--nats-url", nats_server.url, "--resume")
+    assert code == 1 and "no consumer" in err and "kubectl get wh -n shop orders" in err
 
 
 async def test_since_limits_the_redrive_to_recent_dead_letters(nats_server):

@@ -1,4 +1,4 @@
-"""Rate, in-flight and Retry-After limits on virtual time (no real-clock timing)."""
+"""Rate, replica-share and Retry-After limits on virtual time (no real-clock timing)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from hookline.sender.ratelimit import (
     BackoffGate,
-    InFlightLimiter,
     TokenBucket,
     per_replica_in_flight,
     per_replica_rate,
@@ -158,37 +157,11 @@ def test_replica_shares():
         per_replica_in_flight(0, 1)
 
 
-async def test_in_flight_limiter_caps_concurrency_and_reports_the_gauge():
-    limiter_values: list[int] = []
-    limiter = InFlightLimiter(3, on_change=limiter_values.append)
-    release = asyncio.Event()
-    peak = 0
-
-    async def request() -> None:
-        nonlocal peak
-        async with limiter:
-            peak = max(peak, limiter.in_flight)
-            await release.wait()
-
-    tasks = [asyncio.create_task(request()) for _ in range(10)]
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert limiter.in_flight == 3
-    release.set()
-    await asyncio.gather(*tasks)
-    assert peak == 3
-    assert limiter.in_flight == 0
-    assert max(limiter_values) == 3 and limiter_values[-1] == 0
-
-
-async def test_in_flight_slot_is_released_when_the_request_fails():
-    limiter = InFlightLimiter(1)
-    with pytest.raises(ConnectionError):
-        async with limiter:
-            raise ConnectionError("refused")
-    async with asyncio.timeout(30):
-        async with limiter:
-            assert limiter.in_flight == 1
+def test_a_slow_rate_holds_no_more_events_than_it_can_send_before_redelivery():
+    # 1 request/s and 20 s before JetStream would redeliver: 20 workers, not 50 waiting for tokens.
+    assert per_replica_in_flight(50, 1, rate=1.0, within=20.0) == 20
+    assert per_replica_in_flight(50, 1, rate=0.01, within=20.0) == 1
+    assert per_replica_in_flight(10, 2, rate=500.0, within=20.0) == 5  # fast enough: the share
 
 
 async def test_backoff_gate_pauses_every_worker_until_the_deadline():

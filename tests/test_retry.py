@@ -227,10 +227,20 @@ def test_bad_policy_names_the_field():
 def test_gone_state_reports_first_410_and_what_to_do():
     state = GoneState()
     assert state.metric_value == 0 and state.condition()["status"] == "True"
-    gone = state.mark(NOW, "evt-1")
-    again = gone.mark(NOW + 60, "evt-2")
+    gone = state.mark(NOW, "evt-1", "https://shop.example.com/hook?token=s3cret")
+    again = gone.mark(NOW + 60, "evt-2", "https://other.example.com/")
     assert again == gone and gone.event_id == "evt-1"
     assert gone.metric_value == 1
-    condition = gone.condition()
+    condition = gone.condition("shop", "orders")
     assert condition["status"] == "False" and condition["reason"] == "ReceiverGone"
-    assert "410" in condition["message"] and "redrive" in condition["message"]
+    assert "410" in condition["message"]
+    assert "hookline redrive orders -n shop --resume" in condition["message"]
+
+
+def test_gone_state_knows_its_url_without_keeping_it():
+    url = "https://shop.example.com/hook?token=s3cret"
+    gone = GoneState().mark(NOW, "evt-1", url)
+    assert gone.answered_by(url)
+    assert not gone.answered_by("https://shop.example.com/new-hook")  # spec.url changed: resume
+    assert "s3cret" not in repr(gone)
+    assert not GoneState().answered_by(url)

@@ -92,7 +92,7 @@ async def test_sender_process_delivers_signed_events_and_serves_health_and_metri
                 Webhook(SECRET).verify(request.body, request.headers)
             async with http.get(f"{base}/metrics") as response:
                 text = await response.text()
-        labels = 'namespace="default",outcome="delivered",webhook="shop"'
+        labels = 'database="",namespace="default",outcome="delivered",webhook="shop"'
         assert f"hookline_deliveries_total{{{labels}}} 5.0" in text
         assert "hookline_pending_events" in text
         assert "hookline_in_flight_requests" in text

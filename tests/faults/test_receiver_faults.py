@@ -72,28 +72,9 @@ async def test_redrive_delivers_dead_letters_once_the_receiver_is_fixed(harness:
     assert (await harness.settled(webhook, accepted)).dead_lettered == 30
     await harness.settled(other, accepted)
     receiver.set(Mode.OK)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hookline.cli",
-        "redrive",
-        "orders",
-        "-n",
-        "shop",
-        "--nats-url",
-        harness.nats.url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(120):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:  # hung: do not let it outlive the test
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    assert "redriven 30/30" in out.decode()
+    code, out, err = await _hookline("redrive", "orders", "-n", "shop", "--nats-url", harness.nats.url)
+    assert code == 0, err
+    assert "redriven 30/30" in out
     await wait_until(
         lambda: receiver.delivered_ids >= set(accepted),
         what="redriven events delivered",
@@ -123,7 +104,7 @@ async def test_retry_after_on_429_pauses_the_whole_sender(harness: Harness):
     assert throttled.event_id in {a.event_id for a in later}
 
 
-async def test_gone_stops_deliveries_and_keeps_the_rest(harness: Harness):
+async def test_gone_stops_deliveries_even_across_a_restart_until_resumed(harness: Harness):
     receiver = await harness.receiver(mode=Mode.GONE)
     webhook = await harness.webhook("orders", receiver, maxInFlight=2)
     accepted = await harness.ingest_events(30)
@@ -133,23 +114,77 @@ async def test_gone_stops_deliveries_and_keeps_the_rest(harness: Harness):
         what="hookline_webhook_gone set",
         diagnostics=harness.diagnostics,
     )
-    attempts_at_gone = len(receiver.attempts)
-    assert 1 <= attempts_at_gone <= 2  # at most the requests already in flight
-    accepted += await harness.ingest_events(10, prefix="later")
-    expected_waiting = len(accepted) - attempts_at_gone
+    # Every request that got the 410 (at most the two in flight) is a dead letter; the rest wait.
     await wait_until(
-        lambda: _waiting(harness, webhook, expected_waiting),
-        what=f"{expected_waiting} events kept in the Webhook's consumer",
+        lambda: _settled_or_waiting(harness, webhook, len(accepted)),
+        what="each event dead-lettered or kept in the consumer",
         diagnostics=harness.diagnostics,
     )
-    await asyncio.sleep(3)  # give a broken sender the chance to send more (nothing must come)
+    attempts_at_gone = len(receiver.attempts)
+    assert 1 <= attempts_at_gone <= 2
+
+    # The stop is kept on the consumer: a restarted sender knows it and sends nothing.
+    await harness.restart_sender(sender)
+    assert await sender.metric(harness.http, "hookline_webhook_gone") == 1
+    accepted += await harness.ingest_events(10, prefix="later")
+    await wait_until(
+        lambda: _waiting(harness, webhook, len(accepted) - attempts_at_gone),
+        what="the later events kept in the Webhook's consumer",
+        diagnostics=harness.diagnostics,
+    )
+    await asyncio.sleep(2)  # give a broken sender the chance to send more (nothing must come)
     assert len(receiver.attempts) == attempts_at_gone
     accounting = await harness.account(webhook, accepted, count_waiting=True)
-    report("410 Gone", accounting)
+    report("410 Gone, after a sender restart", accounting)
     assert accounting.lost == 0 and accounting.delivered == 0
     assert accounting.dead_lettered == attempts_at_gone
     assert all(r.reason is DeadLetterReason.GONE for r in await harness.dead_letters(webhook))
-    assert await sender.metric(harness.http, "hookline_dead_letters_total", reason="gone") == attempts_at_gone
+    assert await sender.metric(harness.http, "hookline_dead_letters_total", reason="gone") == 0  # new process
+
+    # The receiver is back: one command resumes the Webhook and redelivers the events that got the 410.
+    receiver.set(Mode.OK)
+    code, out, err = await _hookline(
+        "redrive", "orders", "-n", "shop", "--resume", "--nats-url", harness.nats.url
+    )
+    assert code == 0, err
+    assert "resumed deliveries of Webhook shop/orders" in out
+    assert f"redriven {attempts_at_gone}/{attempts_at_gone}" in out
+    accounting = await harness.settled(webhook, accepted)
+    report("410 Gone, then resumed and redriven", accounting)
+    assert accounting.delivered == len(accepted) and accounting.duplicates == 0
+    assert await harness.dead_letters(webhook) == []
+    await wait_until(
+        lambda: _equals(sender.metric(harness.http, "hookline_webhook_gone"), 0),
+        what="hookline_webhook_gone back to 0",
+    )
+
+
+async def _hookline(*argv: str) -> tuple[int, str, str]:
+    """Run a `hookline` command as a user would; a hung one is killed rather than outliving the test."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hookline.cli",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(120):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def _settled_or_waiting(harness: Harness, webhook: Webhook, count: int) -> bool:
+    return await harness.waiting(webhook) + len(await harness.dead_letters(webhook)) == count
+
+
+async def _equals(value: Awaitable[float], expected: float) -> bool:
+    return await value == expected
 
 
 async def _waiting(harness: Harness, webhook: Webhook, count: int) -> bool:
