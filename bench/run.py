@@ -4,6 +4,9 @@
    against the ceiling: a bare aiohttp client posting the same signed bodies with the same headers
    at the same concurrency to the same receiver. Both rates are measured at the receiver.
 2. Ingest events/s: `hookline ingest` as a process, batches of 100 events, a few concurrent clients.
+3. Ingest-to-receiver latency at a steady rate (bench/latency.py).
+4. The request rate one Webhook's receiver sees with two sender replicas, against its
+   maxRequestsPerSecond (bench/ratelimit.py).
 
 Bounded in count and time (defaults take well under a minute); `--help` for the knobs.
 """
@@ -297,6 +300,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 print(f"  {ingest['rate']:.0f} events/s", flush=True)
             if args.latency_seconds > 0:
                 results["latency"] = await latency(args)
+            if args.ratelimit_seconds > 0:
+                results["ratelimit"] = await ratelimit(args)
         finally:
             stop(receiver)
     return results
@@ -312,6 +317,21 @@ async def latency(args: argparse.Namespace) -> dict | None:
     print(f"latency at {args.latency_rate:g} events/s for {args.latency_seconds:g}s ...", flush=True)
     result = await measure_latency(args.latency_rate, args.latency_seconds)
     print(f"  p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", flush=True)
+    return result
+
+
+async def ratelimit(args: argparse.Namespace) -> dict:
+    """Observed request rate of two replicas vs the Webhook's limit, from bench/ratelimit.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ratelimit import measure as measure_rate
+
+    print(
+        f"rate limit {args.ratelimit_limit:g}/s over two sender replicas, "
+        f"{args.ratelimit_seconds:g}s of backlog ...",
+        flush=True,
+    )
+    result = await measure_rate(args.ratelimit_limit, args.ratelimit_seconds)
+    print(f"  {result['observed_per_second']}/s observed ({result['deviation_percent']:+.2f} %)", flush=True)
     return result
 
 
@@ -348,6 +368,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             f"| ingest events/s (`hookline ingest`, batches of {args.batch}, {args.ingest_clients} clients) "
             f"| {r['ingest_rate']:.0f} |",
             *latency_rows(r.get("latency")),
+            *ratelimit_rows(r.get("ratelimit")),
             "| sender peak RSS during the delivery run (VmHWM) | "
             + (f"{r['sender_peak_rss_mib']:.0f} MiB |" if r.get("sender_peak_rss_mib") else "n/a |"),
             "",
@@ -376,6 +397,17 @@ def latency_rows(result: dict | None) -> list[str]:
     ]
 
 
+def ratelimit_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    limit = result["limit_per_second"]
+    return [
+        f"| requests/s at the receiver, maxRequestsPerSecond {limit:g}, two sender replicas "
+        f"(bench/ratelimit.py) | {result['observed_per_second']:.1f} "
+        f"({result['deviation_percent']:+.2f} % of the limit; busiest second {result['busiest_second']}) |",
+    ]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -391,6 +423,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ingest-clients", type=int, default=4, help="concurrent ingest clients")
     parser.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="0 skips the latency run")
+    parser.add_argument(
+        "--ratelimit-limit", type=float, default=100.0, help="maxRequestsPerSecond for the rate-limit run"
+    )
+    parser.add_argument(
+        "--ratelimit-seconds", type=float, default=20.0, help="backlog at the limit, seconds; 0 skips"
+    )
     parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
     return parser.parse_args(argv)
 
