@@ -13,15 +13,17 @@ import sys
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import common as common_builder
-from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
+    DataTransformerConfig,
     VariableRefresh,
     VariableSort,
 )
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 OUTPUT = (
     Path(__file__).resolve().parent.parent / "charts" / "hookline" / "files" / "dashboards" / "hookline.json"
@@ -32,6 +34,7 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Sender series of the chosen Webhooks. The webhook variable's "All" expands to the Webhooks listed for
 # the chosen namespace and database, so filtering on it also filters by database.
 SENDER = 'namespace=~"$namespace", webhook=~"$webhook"'
+# The operator's series: every Webhook, verified or not, with its spec.database as a label.
 WEBHOOKS = 'namespace=~"$namespace", database=~"$database"'
 
 
@@ -109,7 +112,7 @@ def build() -> dict[str, object]:
             )
         )
         .with_variable(
-            label_variable("webhook", "Webhook", f"hookline_deliveries_total{{{WEBHOOKS}}}", all_value=None)
+            label_variable("webhook", "Webhook", f"hookline_webhook_condition{{{WEBHOOKS}}}", all_value=None)
         )
         .with_row(dashboard.Row("Deliveries"))
         .with_panel(
@@ -221,6 +224,34 @@ def build() -> dict[str, object]:
                     f"sum by (condition, status) (hookline_webhooks{{{WEBHOOKS}}})",
                     "{{condition}}={{status}}",
                 ).instant()
+            )
+        )
+        .with_panel(
+            table.Panel()
+            .title("Webhooks not verified or not ready")
+            .description(
+                "Each Webhook with a condition that is not True. Why, and what to do:"
+                " `kubectl -n NAMESPACE describe wh WEBHOOK` (conditions and events)."
+            )
+            .datasource(DATASOURCE)
+            .span(12)
+            .height(8)
+            .with_target(
+                query(
+                    f'hookline_webhook_condition{{{WEBHOOKS}, webhook=~"$webhook", status!="True"}}',
+                    "",
+                )
+                .instant()
+                .format(PromQueryFormat.TABLE)
+            )
+            .with_transformation(
+                DataTransformerConfig(
+                    id_val="organize",
+                    options={
+                        "excludeByName": {"Time": True, "Value": True, "__name__": True},
+                        "indexByName": {"namespace": 0, "webhook": 1, "database": 2, "condition": 3},
+                    },
+                )
             )
         )
         .with_panel(

@@ -297,7 +297,10 @@ async def webhook_seen(
         rt.metrics.webhooks.forget(namespace, name)
         rt.sender_seen.pop((namespace, name), None)
         return
-    rt.metrics.webhooks.observe(namespace, name, status.get("conditions"))
+    database = spec.get("database")
+    rt.metrics.webhooks.observe(
+        namespace, name, str(database) if database else None, status.get("conditions")
+    )
     if meta.get("deletionTimestamp"):
         return
     try:

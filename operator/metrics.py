@@ -1,14 +1,16 @@
 """Operator metrics (docs/internals.md): Webhooks by condition, verification checks, reconcile time.
 
 Families live on a registry passed in, so several operators in one process (tests) do not collide.
-`hookline_webhooks` is computed at scrape time from what the operator last saw of each Webhook, so a
-deleted Webhook simply stops counting.
+The Webhook families are computed at scrape time from what the operator last saw of each Webhook, so
+a deleted Webhook simply stops being counted and its per-Webhook series disappear. Labels name the
+namespace, Webhook and spec.database (as kube-state-metrics does per object), never a URL.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -20,37 +22,84 @@ from hookline.sender.ownership import REASONS
 
 CONDITION_STATUSES = ("True", "False", "Unknown")
 
+WebhookKey = tuple[str, str]  # (namespace, name)
+CountKey = tuple[str, str, str, str]  # (namespace, database, condition, status)
+
+
+@dataclass(frozen=True)
+class WebhookSnapshot:
+    """What the metrics need of one Webhook: its database ("" when unscoped) and condition statuses."""
+
+    database: str
+    conditions: Mapping[str, str]
+
+
+def snapshot(database: str | None, conditions: Sequence[Mapping[str, Any]] | None) -> WebhookSnapshot:
+    """Every known condition type with its status; a missing or odd one counts as Unknown."""
+    by_type = {str(c.get("type")): str(c.get("status")) for c in conditions or ()}
+    statuses = {t: by_type.get(t, "Unknown") for t in CONDITION_TYPES}
+    return WebhookSnapshot(
+        database=database or "",
+        conditions={t: s if s in CONDITION_STATUSES else "Unknown" for t, s in statuses.items()},
+    )
+
+
+def webhook_counts(seen: Mapping[WebhookKey, WebhookSnapshot]) -> dict[CountKey, int]:
+    """How many Webhooks per (namespace, database, condition, status), zeros included, so a query
+    such as `status="False"` finds a series at 0 rather than nothing."""
+    tally: Tally[CountKey] = Tally()
+    groups: set[tuple[str, str]] = set()
+    for (namespace, _), webhook in seen.items():
+        groups.add((namespace, webhook.database))
+        for condition, status in webhook.conditions.items():
+            tally[(namespace, webhook.database, condition, status)] += 1
+    return {
+        (namespace, database, condition, status): tally[(namespace, database, condition, status)]
+        for namespace, database in sorted(groups)
+        for condition in CONDITION_TYPES
+        for status in CONDITION_STATUSES
+    }
+
 
 class WebhookConditions(Collector):
-    """`hookline_webhooks{namespace, condition, status}`: how many Webhooks are in each state."""
+    """`hookline_webhooks{namespace, database, condition, status}` (counts) and
+    `hookline_webhook_condition{namespace, webhook, database, condition, status}` (1 per Webhook and
+    condition, the status it is in now)."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], dict[str, str]] = {}
+        self._seen: dict[WebhookKey, WebhookSnapshot] = {}
 
-    def observe(self, namespace: str, name: str, conditions: Sequence[Mapping[str, Any]] | None) -> None:
-        by_type = {str(c.get("type")): str(c.get("status")) for c in conditions or ()}
-        self._seen[(namespace, name)] = {t: by_type.get(t, "Unknown") for t in CONDITION_TYPES}
+    def observe(
+        self,
+        namespace: str,
+        name: str,
+        database: str | None,
+        conditions: Sequence[Mapping[str, Any]] | None,
+    ) -> None:
+        self._seen[(namespace, name)] = snapshot(database, conditions)
 
     def forget(self, namespace: str, name: str) -> None:
         self._seen.pop((namespace, name), None)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        seen = dict(self._seen)  # handlers may change it while a scrape thread reads it
+        counts = GaugeMetricFamily(
             "hookline_webhooks",
-            "Webhooks by condition and status, as last seen by the operator",
-            labels=["namespace", "condition", "status"],
+            "Webhooks by namespace, database, condition and status, as last seen by the operator",
+            labels=["namespace", "database", "condition", "status"],
         )
-        tally: Tally[tuple[str, str, str]] = Tally()
-        namespaces = set()
-        for (namespace, _), conditions in self._seen.items():
-            namespaces.add(namespace)
-            for condition, status in conditions.items():
-                tally[(namespace, condition, status)] += 1
-        for namespace in sorted(namespaces):
-            for condition in CONDITION_TYPES:
-                for status in CONDITION_STATUSES:
-                    family.add_metric([namespace, condition, status], tally[(namespace, condition, status)])
-        yield family
+        for labels, count in webhook_counts(seen).items():
+            counts.add_metric(list(labels), count)
+        yield counts
+        per_webhook = GaugeMetricFamily(
+            "hookline_webhook_condition",
+            "1 for the status each condition of each Webhook is in, as last seen by the operator",
+            labels=["namespace", "webhook", "database", "condition", "status"],
+        )
+        for (namespace, name), webhook in sorted(seen.items()):
+            for condition, status in webhook.conditions.items():
+                per_webhook.add_metric([namespace, name, webhook.database, condition, status], 1)
+        yield per_webhook
 
 
 class OperatorMetrics:

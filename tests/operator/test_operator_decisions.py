@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hookline.operator import desired, verification
 from hookline.operator.metrics import OperatorMetrics
@@ -16,7 +17,13 @@ from hookline.operator.settings import (
     config_from_env,
     kopf_settings,
 )
-from hookline.operator.status import Condition, merge_conditions, ready_condition, transitions
+from hookline.operator.status import (
+    CONDITION_TYPES,
+    Condition,
+    merge_conditions,
+    ready_condition,
+    transitions,
+)
 from hookline.operator.webhooktest import build_event, outcome_of_response, refusal
 from hookline.sender.config import parse_webhook_spec
 from hookline.sender.ownership import OwnershipResult
@@ -242,20 +249,50 @@ def test_kopf_settings_are_hardened():
     assert settings.posting.level == logging.INFO
 
 
-def test_operator_metrics_count_webhooks_by_condition():
+def test_operator_metrics_count_webhooks_by_condition_and_database():
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry)
-    metrics.webhooks.observe("shop", "a", [{"type": "Verified", "status": "True"}])
-    metrics.webhooks.observe("shop", "b", [{"type": "Verified", "status": "False"}])
+    metrics.webhooks.observe("shop", "a", "newsletter", [{"type": "Verified", "status": "True"}])
+    metrics.webhooks.observe("shop", "b", "newsletter", [{"type": "Verified", "status": "False"}])
+    metrics.webhooks.observe("shop", "c", None, [{"type": "Verified", "status": "False"}])
     metrics.checks.labels(reason="FileMatched").inc()
     text = generate_latest(registry).decode()
-    assert 'hookline_webhooks{condition="Verified",namespace="shop",status="True"} 1.0' in text
-    assert 'hookline_webhooks{condition="Ready",namespace="shop",status="Unknown"} 2.0' in text
+    newsletter = 'condition="Verified",database="newsletter",namespace="shop"'
+    assert f'hookline_webhooks{{{newsletter},status="True"}} 1.0' in text
+    assert f'hookline_webhooks{{{newsletter},status="False"}} 1.0' in text
+    assert 'hookline_webhooks{condition="Verified",database="",namespace="shop",status="False"} 1.0' in text
+    assert f'hookline_webhooks{{{newsletter.replace("Verified", "Ready")},status="Unknown"}} 2.0' in text
     assert 'hookline_verification_checks_total{reason="FileMatched"} 1.0' in text
     assert "hookline_reconcile_duration_seconds_bucket" in text
     metrics.webhooks.forget("shop", "a")
     metrics.webhooks.forget("shop", "b")
+    metrics.webhooks.forget("shop", "c")
     assert "hookline_webhooks{" not in generate_latest(registry).decode()
+
+
+def test_operator_metrics_name_each_webhook_in_one_series_per_condition():
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.webhooks.observe("shop", "orders", "newsletter", [{"type": "Verified", "status": "False"}])
+
+    def series() -> list[tuple[dict[str, str], float]]:
+        return [
+            (sample.labels, sample.value)
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            if family.name == "hookline_webhook_condition"
+            for sample in family.samples
+        ]
+
+    base = {"namespace": "shop", "webhook": "orders", "database": "newsletter"}
+    assert {"condition": "Verified", "status": "False", **base} in [labels for labels, _ in series()]
+    assert all(value == 1.0 for _, value in series())
+    assert sorted(labels["condition"] for labels, _ in series()) == sorted(CONDITION_TYPES)
+    # A new status replaces the old series; it does not add a second one for the same condition.
+    metrics.webhooks.observe("shop", "orders", "newsletter", [{"type": "Verified", "status": "True"}])
+    verified = [labels for labels, _ in series() if labels["condition"] == "Verified"]
+    assert verified == [{"condition": "Verified", "status": "True", **base}]
+    metrics.webhooks.forget("shop", "orders")
+    assert series() == []
 
 
 def test_promtool_finds_nothing_to_report_in_operator_metrics():
@@ -264,7 +301,7 @@ def test_promtool_finds_nothing_to_report_in_operator_metrics():
 
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry)
-    metrics.webhooks.observe("shop", "a", [{"type": "Verified", "status": "True"}])
+    metrics.webhooks.observe("shop", "a", "newsletter", [{"type": "Verified", "status": "True"}])
     metrics.reconcile.observe(0.2)
     promtool = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "promtool"
     result = subprocess.run(

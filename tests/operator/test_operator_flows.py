@@ -305,3 +305,28 @@ async def test_delete_with_nats_down_gives_up_with_a_warning(cluster, site, star
     warnings = [e for e in cluster.events_for("stranded") if e["reason"] == "ConsumerNotRemoved"]
     assert warnings and "nats consumer rm" in warnings[0]["message"]
     await asyncio.sleep(0)
+
+
+async def test_metrics_name_each_webhook_and_forget_it_when_deleted(cluster, site, start_operator):
+    from prometheus_client import generate_latest
+
+    operator = await start_operator()
+    await create_webhook(cluster, "counted", url=site.url("/hooks/x.php"), events=["open"], database="news")
+    await wait_for(
+        lambda: condition(webhook_of(cluster, "counted"), "Verified").get("reason") == "FileNotFound",
+        "FileNotFound",
+    )
+
+    def scrape() -> str:
+        return generate_latest(operator.runtime.metrics.registry).decode()
+
+    series = (
+        'hookline_webhook_condition{condition="Verified",database="news",'
+        'namespace="shop",status="False",webhook="counted"} 1.0'
+    )
+    await wait_for(lambda: series in scrape(), "the Webhook's own Verified=False series")
+    count = 'hookline_webhooks{condition="Verified",database="news",namespace="shop",status="False"} 1.0'
+    assert count in scrape()
+    await cluster.call("DELETE", api_path(WEBHOOKS, name="counted"))
+    await wait_for(lambda: 'webhook="counted"' not in scrape(), "the Webhook's series removed")
+    assert 'database="news"' not in scrape()
