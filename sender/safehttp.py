@@ -16,8 +16,8 @@ Why each rule exists:
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
+import math
 import os
 import socket
 import ssl as ssl_module
@@ -382,6 +382,7 @@ class SafeHTTPClient:
         self._keepalive_timeout = keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
         self._checked: dict[str, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> Self:
         if self._session is None:
@@ -416,15 +417,30 @@ class SafeHTTPClient:
     ) -> None:
         await self.close()
 
-    def _check(self, url: str | URL) -> URL:
-        key = str(url)
+    def _check(self, url: str | URL) -> tuple[URL, str]:
+        """The checked URL and its text, remembered: a sender posts to one URL thousands of times."""
+        key = url if isinstance(url, str) else str(url)
         checked = self._checked.get(key)
         if checked is None:
             checked = self.policy.check_url(url)
             if len(self._checked) >= 1024:
                 self._checked.clear()
             self._checked[key] = checked
-        return checked
+        return checked, key
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """aiohttp's own total deadline (DNS, connect, send, body read); one object per distinct value.
+
+        It replaces an `asyncio.timeout` around the request: the session would otherwise run a second,
+        idle timer machinery per request. Not rounded up to whole seconds (aiohttp's ceil_threshold).
+        """
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=seconds, ceil_threshold=math.inf)
+            if len(self._timeouts) >= 64:
+                self._timeouts.clear()
+            self._timeouts[seconds] = timeout
+        return timeout
 
     async def request(
         self,
@@ -437,28 +453,36 @@ class SafeHTTPClient:
         follow_redirects: bool = False,
     ) -> SafeResponse:
         """Send one request; any HTTP status is a response, everything else a SafeHTTPError."""
-        target = self._check(url)
-        if self._session is None:
-            await self.start()
+        target, text = self._check(url)
         session = self._session
-        assert session is not None
-        follow = follow_redirects and method.upper() in ("GET", "HEAD")
+        if session is None:
+            await self.start()
+            session = self._session
+            assert session is not None
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
-                for hop in range(MAX_REDIRECTS + 1):
-                    status, resp_headers, body, truncated = await self._send(
-                        session, method, target, data, headers
-                    )
-                    if not (follow and status in REDIRECT_STATUSES and "Location" in resp_headers):
-                        break
+            status, resp_headers, body, truncated = await self._send(
+                session, method, target, data, headers, self._timeout(timeout)
+            )
+            if follow_redirects and status in REDIRECT_STATUSES and method.upper() in ("GET", "HEAD"):
+                deadline = started + timeout
+                hop = 0
+                while status in REDIRECT_STATUSES and "Location" in resp_headers:
                     if hop == MAX_REDIRECTS:
                         raise RedirectRefused(
                             f"{target.host} redirected more than {MAX_REDIRECTS} times; serve the file "
                             "directly at the URL",
                             "too many redirects",
                         )
+                    hop += 1
                     target = self._redirect_target(target, resp_headers["Location"])
+                    text = str(target)
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        raise TimeoutError
+                    status, resp_headers, body, truncated = await self._send(
+                        session, method, target, data, headers, self._timeout(left)
+                    )
         except TimeoutError:
             raise RequestTimeout(
                 f"no complete answer from {target.host} within {timeout:g} s", "timeout"
@@ -469,7 +493,7 @@ class SafeHTTPClient:
         except OSError as exc:
             reason = (exc.strerror or type(exc).__name__).lower()
             raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
-        return SafeResponse(status, resp_headers, body, time.perf_counter() - started, str(target), truncated)
+        return SafeResponse(status, resp_headers, body, time.perf_counter() - started, text, truncated)
 
     def _redirect_target(self, current: URL, location: str) -> URL:
         try:
@@ -494,8 +518,11 @@ class SafeHTTPClient:
         url: URL,
         data: bytes | str | None,
         headers: Mapping[str, str] | None,
+        limits: aiohttp.ClientTimeout,
     ) -> tuple[int, CIMultiDictProxy[str], bytes, bool]:
-        async with session.request(method, url, data=data, headers=headers, allow_redirects=False) as resp:
+        async with session.request(
+            method, url, data=data, headers=headers, allow_redirects=False, timeout=limits
+        ) as resp:
             cap = self.max_response_bytes
             length = resp.content_length
             if length is not None and length <= cap:
