@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -85,10 +86,26 @@ def parse_secret(secret: str) -> bytes:
     return key
 
 
+# HMAC state after absorbing the key, per key: `copy()` of it skips the two key-pad hashes each call.
+_KEYED: dict[bytes, hmac.HMAC] = {}
+
+
+def _keyed(key: bytes) -> hmac.HMAC:
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        keyed = hmac.new(key, digestmod=hashlib.sha256)
+        if len(_KEYED) >= 64:  # secrets rotate rarely; a bound keeps old keys from piling up
+            _KEYED.clear()
+        _KEYED[key] = keyed
+    return keyed
+
+
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """``v1,<base64>`` for one key."""
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1," + base64.b64encode(mac.digest()).decode()
+    mac = _keyed(key).copy()
+    mac.update(f"{msg_id}.{timestamp}.".encode())
+    mac.update(body)
+    return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode("ascii")
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -142,6 +159,15 @@ def verify(
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _checked_extra_header(name: str) -> str:
+    """A Webhook's extra header name, validated once per name instead of once per delivery."""
+    problem = header_name_problem(name)
+    if problem:
+        raise ValueError(f"header {name!r} {problem}")
+    return name
+
+
 def request_headers(
     event_id: str,
     timestamp: int,
@@ -154,16 +180,15 @@ def request_headers(
     headers: dict[str, str] = {}
     if extra:
         for name, value in extra.items():
-            problem = header_name_problem(name)
-            if problem:
-                raise ValueError(f"header {name!r} {problem}")
-            headers[name] = value
+            headers[_checked_extra_header(name)] = value
     headers["User-Agent"] = USER_AGENT
     headers["Content-Type"] = content_type
     headers["webhook-id"] = event_id
     headers["webhook-timestamp"] = str(timestamp)
-    if key is not None:
-        keys = [key] if isinstance(key, bytes) else list(key)
+    if isinstance(key, bytes):
+        headers["webhook-signature"] = sign(key, event_id, timestamp, body)
+    elif key is not None:
+        keys = list(key)
         if keys:
             headers["webhook-signature"] = " ".join(sign(k, event_id, timestamp, body) for k in keys)
     return headers
