@@ -10,19 +10,33 @@ absent; `form_view` gives exactly what such a receiver sees.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import unquote_plus
 
 FORMATS: tuple[str, ...] = ("form", "json")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE = "application/json"
 
 
+# PHP ``urlencode`` as one table lookup per UTF-8 byte (``str.translate``, in C): letters, digits and
+# ``-_.`` stay, space is ``+``, every other byte is ``%XX``. Same output as ``quote_plus(text, safe="")``
+# with ``~`` escaped too, at a fraction of the cost; form bodies are rendered once per delivery.
+_FORM_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+_FORM_ESCAPES = {b: chr(b) if b in _FORM_SAFE else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)}
+
+
 def _php_urlencode(text: str) -> str:
     """PHP ``urlencode``: like ``quote_plus`` but ``~`` is escaped too."""
-    return quote_plus(text, safe="").replace("~", "%7E")
+    return text.encode().decode("latin-1").translate(_FORM_ESCAPES)
+
+
+@functools.lru_cache(maxsize=1024)
+def _form_key(key: str) -> str:
+    """Field names repeat in every event of a Webhook: encode each once."""
+    return _php_urlencode(key)
 
 
 def _scalar(value: Any) -> str:
@@ -42,9 +56,11 @@ def _is_container(value: Any) -> bool:
 
 
 def _walk(prefix: str, value: Any, out: list[str]) -> None:
-    if isinstance(value, Mapping):
+    if type(value) is str:  # the common case first
+        out.append(f"{prefix}={_php_urlencode(value)}")
+    elif isinstance(value, Mapping):
         for key, item in value.items():
-            _walk(f"{prefix}[{_php_urlencode(str(key))}]", item, out)
+            _walk(f"{prefix}[{_form_key(str(key))}]", item, out)
     elif isinstance(value, (list, tuple)):
         indexed = any(_is_container(item) for item in value)
         for index, item in enumerate(value):
@@ -57,12 +73,18 @@ def encode_form(payload: Mapping[str, Any]) -> str:
     """``application/x-www-form-urlencoded`` body, PHP style (see the module docstring)."""
     out: list[str] = []
     for key, value in payload.items():
-        _walk(_php_urlencode(str(key)), value, out)
+        _walk(_form_key(str(key)), value, out)
     return "&".join(out)
 
 
+# Built once (json.dumps with arguments builds an encoder per call; deliveries call this per event).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, the same bytes as ``json.dumps(payload, separators=(",", ":"),
+    ensure_ascii=False).encode()``."""
+    return _COMPACT_JSON.encode(payload).encode()
 
 
 def render_body(payload: Mapping[str, Any], fmt: str) -> tuple[str, bytes]:
