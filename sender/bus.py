@@ -404,6 +404,7 @@ class MessageFeed:
         self._requested = 0  # asked for, not yet received
         self._in_hand = 0  # received, not yet released
         self._paused = False
+        self._stopping = False
         self._last_seen = time.monotonic()
         self._reconnects = 0
         self._hold_until = 0.0  # after an error reply, wait a moment before asking again
@@ -421,6 +422,8 @@ class MessageFeed:
 
     async def stop(self) -> list[Msg]:
         """Stop asking for messages; returns those received but not taken off the queue yet."""
+        self._stopping = True
+        self._wake.set()
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
@@ -483,9 +486,14 @@ class MessageFeed:
     async def _run_pump(self) -> None:
         """Send pull requests whenever there is credit; watch reconnects and heartbeats."""
         tick = min(1.0, self._heartbeat / 2)
-        while True:
+        while not self._stopping:
+            # Not asyncio.wait_for: on Python 3.11 it can swallow the cancellation of stop() when
+            # a wake-up lands at the same moment (hence also the `_stopping` flag).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick)
+                async with asyncio.timeout(tick):
+                    await self._wake.wait()
+            if self._stopping:
+                return
             self._wake.clear()
             self._check_liveness()
             credit = self._credit()
