@@ -1,9 +1,12 @@
 """What should exist for a verified Webhook: its sender ConfigMap and Deployment, and its labels. Pure.
 
 The sender config is rendered into the ConfigMap and its hash goes on the pod template, so any
-config change rolls the pods. The signing Secret is mounted by reference: the operator never reads it
-for senders. Pods run as hardened as Kubernetes allows (non-root, read-only root, no capabilities,
-RuntimeDefault seccomp), and do not get a service-account token they do not need.
+config change rolls the pods. Each object also carries the hash of everything the operator wants in
+it (`hookline.io/desired-hash`), so a field the operator stops setting (signing removed, resources
+dropped) is noticed and the object is replaced, not merged into (`replacement`). The signing Secret
+is mounted by reference: the operator never reads it for senders. Pods run as hardened as Kubernetes
+allows (non-root, read-only root, no capabilities, RuntimeDefault seccomp), and do not get a
+service-account token they do not need.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ CONFIG_DIR = "/etc/hookline"
 CONFIG_FILE = "sender.yaml"
 SIGNING_DIR = "/var/run/secrets/hookline/signing"
 CONFIG_HASH_ANNOTATION = "hookline.io/config-hash"
+DESIRED_HASH_ANNOTATION = "hookline.io/desired-hash"
 DATABASE_LABEL = "hookline.io/database"
 COLLECTION_LABEL = "hookline.io/collection"
 WEBHOOK_LABEL = "hookline.io/webhook"
@@ -91,19 +95,49 @@ def config_hash(rendered: str) -> str:
     return hashlib.sha256(rendered.encode()).hexdigest()[:16]
 
 
+def with_desired_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the hash of its own content in an annotation (the annotation itself excluded)."""
+    meta = obj["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != DESIRED_HASH_ANNOTATION}
+    bare = {**obj, "metadata": {**meta, "annotations": annotations}}
+    digest = hashlib.sha256(json.dumps(bare, sort_keys=True).encode()).hexdigest()[:16]
+    return {**obj, "metadata": {**meta, "annotations": {**annotations, DESIRED_HASH_ANNOTATION: digest}}}
+
+
+def replacement(want: Mapping[str, Any], have: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole object to PUT over ``have`` so that it ends up exactly as ``want``.
+
+    Everything but metadata is ``want``'s alone (a field dropped from ``want`` disappears; the API
+    server fills its defaults and keeps status). Metadata keeps what others put there (the Deployment
+    controller's revision annotation, labels added by people) under ours, and ``have``'s
+    resourceVersion, so a change made meanwhile makes the PUT fail with a Conflict instead of being lost.
+    """
+    have_meta = have.get("metadata") or {}
+    want_meta = want["metadata"]
+    meta = {k: v for k, v in have_meta.items() if k not in ("managedFields", "labels", "annotations")}
+    meta.update(
+        {k: v for k, v in want_meta.items() if k not in ("labels", "annotations")},
+        labels={**(have_meta.get("labels") or {}), **(want_meta.get("labels") or {})},
+        annotations={**(have_meta.get("annotations") or {}), **(want_meta.get("annotations") or {})},
+    )
+    return {**{k: v for k, v in want.items() if k != "metadata"}, "metadata": meta}
+
+
 def config_map(owner: Mapping[str, Any], rendered: str) -> dict[str, Any]:
     meta = owner["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": sender_name(meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": sender_labels(meta["name"]),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "data": {CONFIG_FILE: rendered},
-    }
+    return with_desired_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": sender_name(meta["name"]),
+                "namespace": meta["namespace"],
+                "labels": sender_labels(meta["name"]),
+                "ownerReferences": [owner_reference(owner)],
+            },
+            "data": {CONFIG_FILE: rendered},
+        }
+    )
 
 
 def desired_replicas(spec: WebhookSpec) -> int:
@@ -175,25 +209,27 @@ def deployment(
     }
     if config.sender_service_account:
         pod_spec["serviceAccountName"] = config.sender_service_account
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": sender_name(name),
-            "namespace": meta["namespace"],
-            "labels": labels,
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": {
-            "replicas": desired_replicas(spec),
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: rendered_hash}},
-                "spec": pod_spec,
+    return with_desired_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": sender_name(name),
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "ownerReferences": [owner_reference(owner)],
             },
-        },
-    }
+            "spec": {
+                "replicas": desired_replicas(spec),
+                "revisionHistoryLimit": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: rendered_hash}},
+                    "spec": pod_spec,
+                },
+            },
+        }
+    )
 
 
 def differs(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:

@@ -49,6 +49,7 @@ SENDER_SELECTOR = {
     "app.kubernetes.io/component": "sender",
 }
 FINISHED = ("Succeeded", "Failed")
+REPLACE_ATTEMPTS = 3
 
 
 @dataclass
@@ -263,19 +264,29 @@ def _verified_message(status: Mapping[str, Any], patch: kopf.Patch) -> str:
 
 
 async def _apply(rt: Runtime, collection: str, want: dict[str, Any]) -> str:
-    """Create, or merge-patch when something differs: 'created', 'updated' or 'unchanged'."""
+    """Create, or replace when something differs: 'created', 'updated' or 'unchanged'.
+
+    A replace, not a merge patch: a merge patch keeps fields the operator no longer sets. The
+    resourceVersion guards the replace; on a Conflict (the Deployment controller writes status all the
+    time) the object is read again and the decision made afresh.
+    """
     url = f"{collection}/{want['metadata']['name']}"
-    have = await rt.api.get(url)
-    if have is None:
+    for _ in range(REPLACE_ATTEMPTS):
+        have = await rt.api.get(url)
+        if have is None:
+            try:
+                await rt.api.create(collection, want)
+                return "created"
+            except kubeapi.Conflict:
+                continue  # created meanwhile: read it and compare
+        if not desired.differs(want, have):
+            return "unchanged"
         try:
-            await rt.api.create(collection, want)
-            return "created"
+            await rt.api.replace(url, desired.replacement(want, have))
+            return "updated"
         except kubeapi.Conflict:
-            have = await rt.api.get(url) or {}
-    if not desired.differs(want, have):
-        return "unchanged"
-    await rt.api.patch(url, {k: v for k, v in want.items() if k not in ("apiVersion", "kind")})
-    return "updated"
+            continue  # changed meanwhile: read it again
+    raise kopf.TemporaryError(f"{url} kept changing while being updated; retrying", delay=5)
 
 
 # --- Webhook: every event (Ready from the facts; metrics) ---------------------------------------------

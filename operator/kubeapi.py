@@ -70,6 +70,14 @@ class KubeAPI:
     async def create(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         return await _kopf_api.post(url, payload=body, settings=self._settings, logger=log)
 
+    async def replace(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; with metadata.resourceVersion set, Conflict if it changed meanwhile."""
+        response = await _kopf_api.request(
+            method="put", url=url, payload=body, settings=self._settings, logger=log
+        )
+        async with response:
+            return await response.json()  # type: ignore[no-any-return]
+
     async def patch(self, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """A JSON merge patch; None when the object is gone."""
         try:

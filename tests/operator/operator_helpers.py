@@ -2,9 +2,10 @@
 
 Parts are real: Kopf runs the operator's own registry and settings, NATS is a real nats-server, the
 customer's site is a real aiohttp server on 127.0.0.1. The emulator is kmock's, with the few API
-server behaviours Kopf relies on added on top (`Cluster` below): resourceVersion, generation, uid and
-creationTimestamp are stamped on writes, `generateName` is honoured, creation answers 201, and a
-watch that names a resourceVersion starts after it instead of replaying old objects. There is no
+server behaviours Kopf and the operator rely on added on top (`Cluster` below): resourceVersion,
+generation, uid and creationTimestamp are stamped on writes, `generateName` is honoured, creation
+answers 201, a watch that names a resourceVersion starts after it instead of replaying old objects,
+and PUT replaces an object (409 Conflict when its resourceVersion is not the current one). There is no
 Deployment controller: tests that need Ready patch the Deployment's status the way the controller
 would (`make_available`).
 """
@@ -12,6 +13,7 @@ would (`make_available`).
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import itertools
 import threading
@@ -50,6 +52,8 @@ class Cluster(kmock.KubernetesEmulator):
         # kmock logs every request for assertions and matches each new one against the whole log,
         # which grows quadratic with hundreds of objects. Nothing here asserts on that log.
         del self._requests[:-REQUEST_LOG]
+        if request.method == kmock.method.PUT and request.resource is not None and request.name:
+            return await self._replace(request)
         if request.resource is not None and isinstance(request.data, (dict, list)):
             version = str(next(self._versions))
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
@@ -60,6 +64,37 @@ class Cluster(kmock.KubernetesEmulator):
         if request.action == enums.action.CREATE and response.status == 200 and not response.prepared:
             response.set_status(201)  # what an API server answers; some clients expect exactly that
         return response
+
+    async def _replace(self, request: kmock.Request) -> web.StreamResponse:
+        """PUT as an API server does it: the whole object replaced; status, uid and creation time kept."""
+        if request.subresource is not None or not isinstance(request.data, dict):
+            return _status(405, "MethodNotAllowed", "the emulator replaces whole objects only")
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            obj = self.objects[key] if key in self.objects else None  # noqa: SIM401 (no .get here)
+            if obj is None or obj.deleted:
+                return _status(404, "NotFound", f"{request.name} not found")
+            current = copy.deepcopy(obj.raw)
+            old_meta = current.get("metadata", {})
+            new = copy.deepcopy(request.data)
+            meta = new.setdefault("metadata", {})
+            sent = meta.get("resourceVersion")
+            if sent and sent != old_meta.get("resourceVersion"):
+                message = f"the object has been modified ({sent} is not {old_meta.get('resourceVersion')})"
+                return _status(409, "Conflict", message)
+            for system in ("uid", "creationTimestamp", "namespace", "name"):
+                if system in old_meta:
+                    meta[system] = old_meta[system]
+            meta["resourceVersion"] = str(next(self._versions))
+            spec_changed = new.get("spec") != current.get("spec")
+            meta["generation"] = old_meta.get("generation", 1) + int(spec_changed)
+            new.pop("status", None)
+            if "status" in current:
+                new["status"] = current["status"]
+            obj.create(new)
+            raw = obj.raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+        return web.json_response(raw)
 
     def _stamp_new(self, request: kmock.Request, version: str) -> None:
         meta = request.data.setdefault("metadata", {})
@@ -131,6 +166,12 @@ class Cluster(kmock.KubernetesEmulator):
             if res == kmock.resource(EVENTS) and not obj.deleted
             if obj.raw.get("involvedObject", {}).get("name") == name
         ]
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    """A Kubernetes Status object, as the API server answers errors."""
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason}
+    return web.json_response({**body, "message": message, "code": code}, status=code)
 
 
 def api_path(resource: str, namespace: str = NS, name: str | None = None, sub: str | None = None) -> str:

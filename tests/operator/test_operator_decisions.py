@@ -201,6 +201,44 @@ def test_differs_ignores_fields_the_api_server_adds():
 # --- WebhookTest decisions -------------------------------------------------------------------------------
 
 
+def test_a_field_the_operator_stops_setting_changes_the_desired_hash():
+    before = desired.deployment(OWNER, spec(), "h", OperatorConfig(sender_service_account="sender"))
+    after = desired.deployment(OWNER, spec(), "h", OperatorConfig())
+    annotation = desired.DESIRED_HASH_ANNOTATION
+    assert before["metadata"]["annotations"][annotation] != after["metadata"]["annotations"][annotation]
+    # What the API server holds from before still contains all of the new spec...
+    assert not desired.differs(after["spec"], before["spec"])
+    # ...so only the hash tells that the object must change.
+    assert desired.differs(after, before)
+    assert desired.deployment(OWNER, spec(), "h", OperatorConfig()) == after  # stable
+
+
+def test_replacement_is_exactly_the_desired_spec_under_the_current_metadata():
+    want = desired.deployment(OWNER, spec(), "h", OperatorConfig())
+    have = desired.deployment(
+        OWNER, spec(signing={"secretRef": {"name": "s", "key": "k"}}), "h", OperatorConfig()
+    )
+    have["metadata"].update(
+        resourceVersion="41",
+        uid="d-1",
+        managedFields=[{"manager": "kube-controller-manager"}],
+        annotations={**have["metadata"]["annotations"], "deployment.kubernetes.io/revision": "3"},
+        labels={**have["metadata"]["labels"], "team": "crm"},
+    )
+    have["status"] = {"availableReplicas": 1}
+    put = desired.replacement(want, have)
+    assert put["spec"] == want["spec"]  # the signing volume is gone, nothing merged in
+    assert "status" not in put
+    meta = put["metadata"]
+    assert (meta["resourceVersion"], meta["uid"]) == ("41", "d-1")  # a change meanwhile is a Conflict
+    assert "managedFields" not in meta
+    assert meta["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    annotation = desired.DESIRED_HASH_ANNOTATION
+    assert meta["annotations"][annotation] == want["metadata"]["annotations"][annotation]
+    assert meta["labels"] == {**want["metadata"]["labels"], "team": "crm"}
+    assert meta["ownerReferences"] == want["metadata"]["ownerReferences"]
+
+
 def test_test_event_takes_user_fields_over_a_sample():
     event, filled = build_event("click", {"recipient": "a@b.example", "original": "https://x.example/"})
     assert event.payload["recipient"] == "a@b.example" and "ip" in filled

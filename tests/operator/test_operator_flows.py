@@ -255,6 +255,68 @@ async def test_spec_change_updates_the_deployment_with_a_new_config_hash(cluster
     )
 
 
+async def test_fields_removed_from_the_webhook_disappear_from_the_deployment(cluster, site, start_operator):
+    await start_operator()
+    await verified_token(
+        cluster,
+        site,
+        "shrinking",
+        signing={"secretRef": {"name": "hook-secret", "key": "secret"}},
+        sender={"replicas": 1, "resources": {"limits": {"memory": "128Mi"}}},
+    )
+    first = await wait_for(lambda: cluster.get(DEPLOYMENTS, "shrinking-sender"), "the sender")
+    pod = first["spec"]["template"]["spec"]
+    assert "signing" in {v["name"] for v in pod["volumes"]}
+    assert "signing" in {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    # Something the Deployment controller or a person adds is kept; only what the operator set changes.
+    await cluster.call(
+        "PATCH",
+        api_path(DEPLOYMENTS, name="shrinking-sender"),
+        {"metadata": {"annotations": {"deployment.kubernetes.io/revision": "1"}}},
+    )
+    # Resource limits dropped: nothing else changes, so only the operator's record of what it set tells.
+    patch = {"spec": {"sender": {"resources": None}}}
+    await cluster.call("PATCH", api_path(WEBHOOKS, name="shrinking"), patch)
+
+    def container():
+        return cluster.get(DEPLOYMENTS, "shrinking-sender")["spec"]["template"]["spec"]["containers"][0]
+
+    await wait_for(lambda: container()["resources"] == {}, "the resource limits removed")
+    # Signing dropped: its Secret volume and mount go.
+    await cluster.call("PATCH", api_path(WEBHOOKS, name="shrinking"), {"spec": {"signing": None}})
+
+    def without_signing():
+        deployment = cluster.get(DEPLOYMENTS, "shrinking-sender")
+        volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        return "signing" not in volumes and deployment
+
+    deployment = await wait_for(without_signing, "the signing volume removed from the Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} == {"config", "tmp"}
+    assert {m["name"] for m in container()["volumeMounts"]} == {"config", "tmp"}
+    assert deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    assert deployment["metadata"]["ownerReferences"] == first["metadata"]["ownerReferences"]
+    assert "signingSecretFile" not in cluster.get(CONFIGMAPS, "shrinking-sender")["data"]["sender.yaml"]
+
+
+async def test_a_setting_the_operator_no_longer_applies_disappears_from_the_deployment(
+    cluster, site, start_operator
+):
+    first = await start_operator(sender_service_account="hookline-sender")
+    await verified_token(cluster, site, "accounted")
+
+    def pod_spec():
+        deployment = cluster.get(DEPLOYMENTS, "accounted-sender")
+        return deployment and deployment["spec"]["template"]["spec"]
+
+    await wait_for(lambda: (pod_spec() or {}).get("serviceAccountName") == "hookline-sender", "the account")
+    await first.stop()
+    # Restarted without HOOKLINE_SENDER_SERVICE_ACCOUNT: the key must go (a merge patch would keep it).
+    await start_operator()
+    await wait_for(lambda: "serviceAccountName" not in pod_spec(), "the service account removed")
+    assert pod_spec()["automountServiceAccountToken"] is False
+
+
 async def test_operator_restart_keeps_the_token_and_does_not_check_again(cluster, site, start_operator):
     first = await start_operator()
     token = await verified_token(cluster, site, "steady")
