@@ -12,8 +12,8 @@ also reads that record, so a stop made by another replica, or a resume (`hooklin
 reaches this one within `watch_interval`.
 
 On stop the engine takes no new events, lets requests in progress finish (each is bounded by the
-Webhook's timeout), and NAKs what it had received but not started, so another replica or the next
-start delivers it right away.
+Webhook's timeout), and NAKs what it had received but not started (also events waiting out a
+Retry-After or a rate-limit slot), so another replica or the next start delivers them right away.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ class Engine:
         self.watch_interval = watch_interval
         self.feed: bus.MessageFeed | None = None
         self.running = False
+        self.stopping = asyncio.Event()  # set on stop: workers waiting for their turn give events back
 
     def readiness(self) -> str | None:
         if not self.nc.is_connected:
@@ -125,6 +126,7 @@ class Engine:
             await stop.wait()
         finally:
             self.running = False
+            self.stopping.set()
             watcher.cancel()
             # Stop pulling first; events received but not started go back at once for redelivery.
             unstarted = await feed.stop()
@@ -161,9 +163,9 @@ class Engine:
             log.error("%s: dropping undecodable message on %s: %s", self.label, msg.subject, exc)
             await msg.term()
             return
-        await self._wait_for_turn(msg)
-        if self.gone.gone:
-            await msg.nak()  # kept in the consumer, which nothing pulls from while the Webhook is gone
+        if not await self._wait_for_turn(msg) or self.gone.gone:
+            # Stopping: another replica or the next start takes it. Gone: it waits in the consumer.
+            await msg.nak()
             return
         body, headers = self.delivery.build(event, time.time())
         metrics = self.metrics
@@ -196,21 +198,29 @@ class Engine:
         decision = retry.decide(outcome, meta.num_delivered, stored_at, now, self.policy, retry_after)
         await self._settle(msg, event, outcome, decision, stored_at, now)
 
-    async def _wait_for_turn(self, msg: Msg) -> None:
-        """Wait out a Retry-After pause, then for a rate-limit slot (again if a pause began meanwhile)."""
-        while True:
-            if self.gate.paused:
-                await self._hold(msg)
-            await self.bucket.acquire()
-            if not self.gate.paused:
-                return
+    async def _wait_for_turn(self, msg: Msg) -> bool:
+        """Wait out a Retry-After pause, then for a rate-limit slot (again if a pause began meanwhile).
 
-    async def _hold(self, msg: Msg) -> None:
-        """Keep `msg` through a pause, telling JetStream it is in progress so it is not redelivered."""
-        while (left := self.gate.remaining()) > 0:
-            await asyncio.sleep(min(left, self.ack_wait / 2))
-            if self.gate.paused:
-                await msg.in_progress()
+        Through a pause JetStream is told the event is in progress, so it is not redelivered.
+        False when the engine is stopping: the caller hands the event back.
+        """
+        while True:
+            while (left := self.gate.remaining()) > 0:
+                if not await self._sleep_unless_stopping(min(left, self.ack_wait / 2)):
+                    return False
+                if self.gate.paused:
+                    await msg.in_progress()
+            delay = self.bucket.reserve()
+            if delay > 0 and not await self._sleep_unless_stopping(delay):
+                return False
+            if not self.gate.paused:
+                return True
+
+    async def _sleep_unless_stopping(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+        return not self.stopping.is_set()
 
     async def _settle(
         self,

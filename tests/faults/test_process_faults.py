@@ -1,4 +1,5 @@
-"""Our own processes fail mid-stream: a SIGKILLed sender, a restarted nats-server, ingest without NATS.
+"""Our own processes fail or stop mid-stream: a SIGKILLed sender, a restarted nats-server, ingest
+without NATS, a sender stopped while it waits out a receiver's Retry-After.
 
 Each test counts: every event ingest acknowledged reaches the receiver (nothing lost). Events that
 were in flight when a process died may be delivered twice; the count of those duplicates is printed
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from harness import Harness, click, report, wait_until
+from harness import Harness, Mode, click, report, wait_until
 
 IN_FLIGHT = 10
 # Unacknowledged at one instant: requests in flight plus acks not yet flushed to the server.
@@ -71,3 +72,27 @@ async def test_ingest_answers_503_while_nats_is_down_and_accepts_the_retry(harne
     report("ingest while NATS is down", accounting)
     assert accounting.delivered == 150 and accounting.dead_lettered == 0
     assert accounting.duplicates <= DUPLICATE_BOUND
+
+
+async def test_sigterm_during_a_retry_after_pause_hands_the_waiting_events_back(harness: Harness):
+    receiver = await harness.receiver(retry_after="3600")  # "come back in an hour"
+    receiver.then(Mode.THROTTLE)
+    webhook = await harness.webhook("orders", receiver, maxInFlight=4)
+    accepted = await harness.ingest_events(20)
+    await wait_until(lambda: receiver.answered_with(429), what="the 429", diagnostics=harness.diagnostics)
+    # The workers now hold their next events through the pause; a rollout must not wait an hour.
+    assert await asyncio.to_thread(webhook.sender.stop, 60) == 0
+    assert len(receiver.delivered_ids) < len(accepted) - 1, "no event was held through the pause"
+
+    webhook.sender.start()  # a fresh replica knows nothing of the pause; the events come back at once
+    await harness.started(webhook.sender)
+    throttled = receiver.answered_with(429)[0].event_id
+    await wait_until(
+        lambda: receiver.delivered_ids >= set(accepted) - {throttled},
+        what="the held events delivered by the next sender",
+        diagnostics=harness.diagnostics,
+    )
+    accounting = await harness.account(webhook, accepted, count_waiting=True)
+    report("SIGTERM during a Retry-After pause", accounting)
+    assert accounting.lost == 0 and accounting.duplicates == 0
+    assert accounting.waiting == 1  # the throttled event itself: retried after the hour it was asked for
