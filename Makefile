@@ -21,8 +21,10 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# The venv's own scripts, never `python -m` here: with the project root first on sys.path,
+	@# the operator/ folder would shadow the standard library's operator module.
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
 tools: $(TOOLS)/helm $(TOOLS)/kubectl $(TOOLS)/promtool
@@ -34,7 +36,7 @@ run: $(STAMP)
 	$(BIN)/hookline dev --manifests examples --demo-receiver 127.0.0.1:8090
 
 test: $(STAMP) tools
-	$(BIN)/python -m pytest
+	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

