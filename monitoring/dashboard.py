@@ -228,9 +228,10 @@ def build() -> dict[str, object]:
         )
         .with_panel(
             table.Panel()
-            .title("Webhooks not verified or not ready")
+            .title("Webhooks needing attention")
             .description(
-                "Each Webhook with a condition that is not True. Why, and what to do:"
+                "Each Webhook with a condition that is not True: Verified (ownership file), Ready (sender"
+                " pods) or Delivering (False after a 410 Gone). Why, and what to do:"
                 " `kubectl -n NAMESPACE describe wh WEBHOOK` (conditions and events)."
             )
             .datasource(DATASOURCE)

@@ -13,10 +13,12 @@ from typing import TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from hookline.sender import bus
 from hookline.sender.bus import BusUnavailable
 from hookline.sender.config import SenderConfig
+from hookline.sender.retry import GoneState
 
 T = TypeVar("T")
 
@@ -60,6 +62,21 @@ class Consumers:
 
     async def delete(self, name: str) -> bool:
         return await self._call(f"deleting consumer {name}", lambda js: bus.delete_consumer(js, name))
+
+    async def gone_state(self, name: str) -> GoneState:
+        """The 410 Gone stop recorded on a consumer; not gone when the consumer does not exist yet."""
+
+        async def read(js: JetStreamContext) -> GoneState:
+            try:
+                return await bus.read_gone(js, name)
+            except NotFoundError:
+                return GoneState()
+
+        return await self._call(f"reading consumer {name}", read)
+
+    async def clear_gone(self, name: str) -> bool:
+        """Lift a 410 Gone stop (the senders notice within seconds); False if there was none."""
+        return await self._call(f"resuming consumer {name}", lambda js: bus.clear_gone(js, name))
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None

@@ -5,9 +5,11 @@ Who writes what, so that no two writers race on a list:
   objects, status.sender.deployment/replicas and both conditions;
 - `sender_observed` (any sender Deployment change) mirrors availability into status.sender of the
   owning Webhook, a dict field that merge patches cleanly;
-- `webhook_seen` (every Webhook event) recomputes Ready from those facts with the same pure function
-  and writes the conditions only when Ready changed. It runs in the same per-object worker as the
-  reconcile, so their writes are serialized by Kopf.
+- `delivery_watch` (a timer) mirrors the 410 Gone stop kept on the Webhook's JetStream consumer into
+  status.delivery, another dict field, and lifts the stop when the user asks for it;
+- `webhook_seen` (every Webhook event) recomputes Ready and Delivering from those facts with the same
+  pure functions and writes the conditions only when one changed. It runs in the same per-object
+  worker as the reconcile, so their writes are serialized by Kopf.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Any
 
 import kopf
 
-from hookline.operator import desired, kubeapi, verification
+from hookline.operator import delivery, desired, kubeapi, verification
 from hookline.operator.consumers import Consumers
 from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.settings import GROUP, VERSION, OperatorConfig
 from hookline.operator.status import (
+    DELIVERING,
     READY,
     VERIFIED,
     Condition,
@@ -33,12 +36,14 @@ from hookline.operator.status import (
     merge_conditions,
     now_iso,
     ready_condition,
+    status_of,
     transitions,
 )
 from hookline.operator.webhooktest import TestOutcome, run_test
 from hookline.sender import ownership
 from hookline.sender.bus import BusUnavailable
 from hookline.sender.config import SpecError, WebhookSpec, consumer_name, parse_webhook_spec
+from hookline.sender.retry import GoneState
 from hookline.sender.safehttp import SafeHTTPClient
 
 WEBHOOKS = (GROUP, VERSION, "webhooks")
@@ -76,11 +81,16 @@ _EVENT_REASONS = {
     (VERIFIED, "False"): ("Warning", "NotVerified"),
     (READY, "True"): ("Normal", "SenderReady"),
     (READY, "False"): ("Warning", "SenderNotReady"),
+    (DELIVERING, "True"): ("Normal", "DeliveryResumed"),
+    (DELIVERING, "False"): ("Warning", "ReceiverGone"),
 }
 
 
 def _announce(body: Any, before: Any, after: list[dict[str, Any]]) -> None:
     for condition in transitions(before, after):
+        resumed = condition["type"] == DELIVERING and status_of(before, DELIVERING) == "False"
+        if condition["type"] == DELIVERING and condition["status"] == "True" and not resumed:
+            continue  # the first look at a Webhook that was never stopped: nothing happened
         kind, reason = _EVENT_REASONS[(condition["type"], condition["status"])]
         if condition["reason"] in ("Paused", "NotVerified", "Pending", "SenderPending"):
             kind = "Normal"
@@ -322,19 +332,70 @@ async def webhook_seen(
     current = find(status.get("conditions"), VERIFIED)
     if not verified or current is None or current.get("status") != "True":
         return  # the reconcile owns Ready until the Webhook is verified
-    ready = ready_condition(
-        verified=True,
-        paused=parsed.paused,
-        desired_replicas=parsed.sender.replicas,
-        sender=status.get("sender"),
-    )
-    old = find(status.get("conditions"), READY) or {}
-    if (old.get("status"), old.get("reason"), old.get("message")) != (
-        ready.status,
-        ready.reason,
-        ready.message,
-    ):
-        _write_conditions(body, status, patch, [ready], meta.get("generation"))
+    conditions = status.get("conditions")
+    derived = [
+        ready_condition(
+            verified=True,
+            paused=parsed.paused,
+            desired_replicas=parsed.sender.replicas,
+            sender=status.get("sender"),
+        )
+    ]
+    if status.get("delivery") is not None:  # the timer has read the consumer at least once
+        derived.append(delivery.delivering_condition(status["delivery"], namespace, name))
+    changed = [c for c in derived if _stated(conditions, c) != (c.status, c.reason, c.message)]
+    if changed:
+        _write_conditions(body, status, patch, changed, meta.get("generation"))
+
+
+def _stated(conditions: Any, condition: Condition) -> tuple[Any, Any, Any]:
+    old = find(conditions, condition.type) or {}
+    return old.get("status"), old.get("reason"), old.get("message")
+
+
+# --- Webhook: the 410 Gone stop, read from its consumer -------------------------------------------------
+
+
+async def delivery_watch(
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Mirror the consumer's 410 Gone stop into status.delivery; lift it when asked to (delivery.py)."""
+    rt = _runtime(memo)
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        parsed = parse_webhook_spec(dict(spec))
+    except SpecError:
+        return  # the reconcile reports it
+    if meta.get("deletionTimestamp") or not verification.is_verified_for(status, parsed.url):
+        return  # no sender runs for an unverified URL
+    consumer = consumer_name(namespace, name)
+    request = (meta.get("annotations") or {}).get(delivery.RESUME_ANNOTATION)
+    current = dict(status.get("delivery") or {})
+    why = None
+    try:
+        state = await rt.consumers.gone_state(consumer)
+        why = delivery.resume_reason(state, parsed.url, request, current.get("resumeHandled"))
+        if why is not None:
+            await rt.consumers.clear_gone(consumer)
+            state = GoneState()
+            logger.info(f"deliveries {why}")
+    except BusUnavailable as exc:
+        logger.debug(f"410 Gone stop not read: {exc}; next try in {rt.config.delivery_check_interval:g} s")
+        return
+    fresh = delivery.delivery_status(current, state, request=request, resumed=why, now=now_iso())
+    if fresh != current:
+        # A merge patch keeps keys it does not mention: name the dropped ones.
+        patch.status["delivery"] = {**dict.fromkeys(current), **fresh}
+
+
+def _sender_runs(status: kopf.Status, **_: Any) -> bool:
+    return bool((status.get("sender") or {}).get("deployment"))
 
 
 # --- sender Deployments: mirror availability into the Webhook ------------------------------------------
@@ -440,6 +501,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     on.event(*WEBHOOKS, id="observe", registry=registry)(webhook_seen)
     on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhook_deleted)
     on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(sender_observed)
+    kopf.timer(
+        *WEBHOOKS,
+        id="delivery",
+        interval=config.delivery_check_interval,
+        when=_sender_runs,
+        registry=registry,
+    )(delivery_watch)
     for cause in (on.create, on.resume):
         cause(*TESTS, id="send", registry=registry)(webhook_test_created)
     interval = min(max(config.test_ttl / 4, 0.5), 300.0)

@@ -52,6 +52,7 @@ class OperatorConfig:
     test_ttl: float = 3600.0  # finished WebhookTests are deleted after this many seconds
     consumer_delete_attempts: int = 3  # then deletion goes ahead with a warning event
     consumer_delete_delay: float = 5.0
+    delivery_check_interval: float = 15.0  # how often a 410 Gone stop (and a resume request) is read
     nats_connect_timeout: float = 5.0
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     peering: str | None = None  # None: standalone

@@ -1,4 +1,4 @@
-"""Conditions of a Webhook (Verified, Ready): pure functions over plain dicts.
+"""Conditions of a Webhook (Verified, Ready, Delivering): pure functions over plain dicts.
 
 A condition's lastTransitionTime records when its status last flipped, so it is kept when a
 reconcile computes the same status again (only reason or message may change). Ready is derived from
@@ -15,7 +15,8 @@ from typing import Any, Literal
 Status = Literal["True", "False", "Unknown"]
 VERIFIED = "Verified"
 READY = "Ready"
-CONDITION_TYPES = (VERIFIED, READY)
+DELIVERING = "Delivering"  # False while the receiver's 410 Gone stops deliveries (delivery.py)
+CONDITION_TYPES = (VERIFIED, READY, DELIVERING)
 
 
 def now_iso(now: datetime | None = None) -> str:

@@ -168,8 +168,12 @@ def test_crd_names_match_the_design():
 
 
 def test_webhook_printer_columns_are_the_designed_ones():
-    columns = [c["name"] for c in version_of(WEBHOOK_CRD)["additionalPrinterColumns"]]
-    assert columns == ["URL", "Events", "Database", "Collection", "Verified", "Ready", "Age"]
+    columns = version_of(WEBHOOK_CRD)["additionalPrinterColumns"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    assert default == ["URL", "Events", "Database", "Collection", "Verified", "Ready", "Age"]
+    # `kubectl get wh -o wide` also shows whether a 410 Gone stopped the deliveries.
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority")}
+    assert wide == {"Delivering": '.status.conditions[?(@.type=="Delivering")].status'}
 
 
 def test_webhooktest_printer_columns_show_the_outcome():

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookline.operator import desired, verification
+from hookline.operator import delivery, desired, verification
 from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.settings import (
     FINALIZER,
@@ -27,6 +27,7 @@ from hookline.operator.status import (
 from hookline.operator.webhooktest import build_event, outcome_of_response, refusal
 from hookline.sender.config import parse_webhook_spec
 from hookline.sender.ownership import OwnershipResult
+from hookline.sender.retry import GoneState
 
 URL = "https://shop.example.com/hooks/copernica.php"
 OWNER = {
@@ -237,6 +238,43 @@ def test_replacement_is_exactly_the_desired_spec_under_the_current_metadata():
     assert meta["annotations"][annotation] == want["metadata"]["annotations"][annotation]
     assert meta["labels"] == {**want["metadata"]["labels"], "team": "crm"}
     assert meta["ownerReferences"] == want["metadata"]["ownerReferences"]
+
+
+GONE = GoneState().mark(1_700_000_000.0, "evt-1", URL)
+
+
+def test_a_410_stop_is_lifted_on_a_new_annotation_value_or_a_new_url_only():
+    assert delivery.resume_reason(GoneState(), URL, "1", None) is None  # nothing to lift
+    assert delivery.resume_reason(GONE, URL, None, None) is None
+    assert delivery.resume_reason(GONE, URL, "1", "1") is None  # that request was handled before
+    assert "annotation hookline.io/resume-delivery=2" in delivery.resume_reason(GONE, URL, "2", "1")
+    moved = delivery.resume_reason(GONE, "https://shop.example.com/v2/hook.php", None, None)
+    assert moved and "spec.url changed" in moved
+
+
+def test_delivery_status_records_the_stop_and_every_resume():
+    stopped = delivery.delivery_status({}, GONE, request=None, resumed=None, now="T1")
+    assert stopped == {"gone": True, "goneSince": "2023-11-14T22:13:20Z"}
+    mine = delivery.delivery_status(stopped, GoneState(), request="1", resumed="resumed on request", now="T2")
+    assert mine == {
+        "gone": False,
+        "resumeHandled": "1",
+        "resumedAt": "T2",
+        "resumeReason": "resumed on request",
+    }
+    # Lifted by `hookline redrive --resume`, not by the operator.
+    theirs = delivery.delivery_status(stopped, GoneState(), request=None, resumed=None, now="T3")
+    assert theirs["resumedAt"] == "T3" and "hookline redrive --resume" in theirs["resumeReason"]
+    assert delivery.delivery_status(mine, GoneState(), request="1", resumed=None, now="T4") == mine
+
+
+def test_delivering_condition_says_how_to_resume():
+    stopped = delivery.delivering_condition({"gone": True, "goneSince": "T1"}, "shop", "orders")
+    assert (stopped.type, stopped.status, stopped.reason) == ("Delivering", "False", "ReceiverGone")
+    assert "kubectl -n shop annotate wh orders hookline.io/resume-delivery=" in stopped.message
+    assert "hookline redrive orders -n shop --resume" in stopped.message and "T1" in stopped.message
+    running = delivery.delivering_condition({"gone": False}, "shop", "orders")
+    assert (running.status, running.reason) == ("True", "Delivering")
 
 
 def test_test_event_takes_user_fields_over_a_sample():
