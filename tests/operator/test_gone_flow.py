@@ -40,7 +40,8 @@ def posted_ids(site: Any) -> list[str]:
 
 def spawn_sender(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
-    command = [sys.executable, "-m", "hookline.cli", "sender", "--config", str(config)]
+    # The venv's script, not `python -m` (from the project root, operator/ would shadow the stdlib).
+    command = [str(Path(sys.executable).with_name("hookline")), "sender", "--config", str(config)]
     with log.open("wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
