@@ -12,24 +12,32 @@ Why each rule exists:
   (verification) at most `MAX_REDIRECTS`, and only within the same scheme, host and port.
 - A total time limit per request (DNS, connect, send, read) and a cap on the response body read; the
   excess is discarded, not an error, because receivers often answer with whole HTML pages.
+- POSTs (deliveries) go over a lean HTTP/1.1 keep-alive pool of this module under the same rules, for
+  CPU: see "POST over plain asyncio" below.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import functools
 import ipaddress
 import math
 import os
+import re
 import socket
 import ssl as ssl_module
 import time
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import httptools
 from aiohttp.abc import AbstractResolver, ResolveResult
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from hookline import USER_AGENT
@@ -357,6 +365,370 @@ def _short_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# ---------------------------------------------------------------------------------------------------------
+# POST over plain asyncio: deliveries are small POSTs, thousands a second, each answered with a status.
+# aiohttp's general request machinery costs ~70 us of CPU per such POST, this lean HTTP/1.1 exchange
+# ~25 us (bench/profile_http.py), and the sender is CPU-bound on it. The rules are the same: the policy
+# resolver checks every address of every new connection, which goes only to those addresses; no
+# redirects; one deadline; the body read is capped. llhttp (httptools) parses the responses. Other
+# methods (ownership GETs with their redirects) stay on aiohttp; each path keeps at most `limit`
+# connections.
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_MAX_HEADER_BYTES = 64 * 1024  # a response head larger than this is refused (aiohttp's limits are similar)
+
+
+class _Disconnected(Exception):
+    """The server closed the connection before a complete response."""
+
+
+class _Malformed(Exception):
+    """The response was not valid HTTP/1.1."""
+
+
+@functools.lru_cache(maxsize=256)
+def _header_name_ok(name: str) -> bool:
+    return _TOKEN_RE.fullmatch(name) is not None
+
+
+def _request_head(method: str, url: URL, headers: Mapping[str, str] | None, length: int) -> bytes:
+    """Request line and headers; the caller's headers win over the defaults (Host, User-Agent, Accept)."""
+    given: Mapping[str, str] = headers or {}
+    lines = [f"{method} {url.raw_path_qs} HTTP/1.1\r\n"]
+    names = set()
+    for name, value in given.items():
+        if not _header_name_ok(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP token")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"header {name!r} must not contain line breaks or NUL")
+        lower = name.lower()
+        if lower in ("content-length", "transfer-encoding", "connection"):
+            continue  # framing belongs to the client
+        names.add(lower)
+        lines.append(f"{name}: {value}\r\n")
+    if "host" not in names:
+        lines.append(f"Host: {url.host_port_subcomponent}\r\n")
+    if "user-agent" not in names:
+        lines.append(f"User-Agent: {USER_AGENT}\r\n")
+    if "accept" not in names:
+        lines.append("Accept: */*\r\n")
+    if length and "content-type" not in names:
+        lines.append("Content-Type: application/octet-stream\r\n")  # as aiohttp labels bytes
+    lines.append(f"Content-Length: {length}\r\n\r\n")
+    return "".join(lines).encode()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection carrying one exchange at a time."""
+
+    def __init__(self, pool: _Pool, origin: tuple[str, str, int]) -> None:
+        self.pool = pool
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[tuple[int, CIMultiDictProxy[str], bytes, bool]] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reusable = False
+        self._new_response()
+
+    def _new_response(self) -> None:
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._body = bytearray()
+        self._headers_done = False
+        self._framed = False  # Content-Length or chunked; otherwise the body ends when the connection does
+        self._decoder: Any = None  # zlib decompressor for a gzip/deflate body
+        self._encoding = ""
+
+    # asyncio.Protocol ----------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.abort()  # nothing was asked: a server talking out of turn loses the connection
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._finish(reusable=False)  # 101: nothing follows that we could read
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__ if isinstance(exc.__context__, _Malformed) else exc
+            self._fail(_Malformed(str(cause)))
+            return
+        if not self._headers_done and self._waiter is not None and not self._waiter.done():
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEADER_BYTES:
+                self._fail(_Malformed("response headers too large"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            if self._headers_done and not self._framed:
+                self._finish(reusable=False)  # a body without length ends with the connection
+            else:
+                self._fail(_Disconnected())
+        self.pool.forget(self)
+
+    # httptools callbacks -------------------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1")
+        text = value.decode("utf-8", "surrogateescape")
+        lower = key.lower()
+        if lower == "content-length" or (lower == "transfer-encoding" and "chunked" in text.lower()):
+            self._framed = True
+        elif lower == "content-encoding":
+            self._encoding = text.strip().lower()
+        self._headers.append((key, text))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        if self._encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self._encoding == "deflate":
+            self._decoder = zlib.decompressobj(zlib.MAX_WBITS)  # RFC 9110 deflate is zlib-wrapped
+
+    def on_body(self, body: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        room = self.pool.cap + 1 - len(self._body)  # one byte over the cap tells "truncated"
+        if self._decoder is not None:
+            try:
+                body = self._decoder.decompress(body, room)
+            except zlib.error as exc:
+                raise _Malformed(f"bad {self._encoding} body: {exc}") from None
+        self._body += body[:room]
+        if len(self._body) > self.pool.cap:
+            self._finish(reusable=False)  # enough: the rest is discarded with the connection
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # interim (100 Continue, 103 Early Hints): the answer follows
+            self._new_response()
+            return
+        self._finish(reusable=self._parser.should_keep_alive())
+
+    # the exchange --------------------------------------------------------------------------------------
+    def exchange(
+        self, request: bytes, deadline: float
+    ) -> asyncio.Future[tuple[int, CIMultiDictProxy[str], bytes, bool]]:
+        """Send `request`; the future gets (status, headers, capped body, truncated) or the failure."""
+        loop = self.pool.loop
+        self._new_response()
+        self._reusable = False
+        waiter = self._waiter = loop.create_future()
+        self._timer = loop.call_at(deadline, self._fail, TimeoutError())
+        assert self.transport is not None
+        self.transport.write(request)
+        return waiter
+
+    def _finish(self, reusable: bool) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        cap = self.pool.cap
+        truncated = len(self._body) > cap
+        self._reusable = reusable and not truncated and not self.closed
+        headers = CIMultiDictProxy(CIMultiDict(self._headers))
+        waiter.set_result((self._parser.get_status_code(), headers, bytes(self._body[:cap]), truncated))
+        if not self._reusable:
+            self.abort()
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self._reusable = False
+        self.abort()
+
+    def usable(self) -> bool:
+        """Can carry another exchange: the last one ended cleanly and the peer has not hung up."""
+        transport = self.transport
+        return self._reusable and not self.closed and transport is not None and not transport.is_closing()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _Pool:
+    """Keep-alive connections per origin, at most `limit` open (or opening) at once."""
+
+    def __init__(
+        self,
+        resolver: AbstractResolver,
+        ssl_context: ssl_module.SSLContext,
+        limit: int,
+        keepalive_timeout: float,
+        cap: int,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.cap = cap
+        self._resolver = resolver
+        self._ssl = ssl_context
+        self._limit = limit
+        self._keepalive = keepalive_timeout
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._open: set[_Connection] = set()
+        self._connecting = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def idle(self, origin: tuple[str, str, int]) -> _Connection | None:
+        """A live idle connection to `origin`, newest first; stale ones are closed on the way."""
+        idle = self._idle.get(origin)
+        now = self.loop.time()
+        while idle:
+            conn = idle.pop()
+            if conn.usable() and now - conn.idle_since < self._keepalive:
+                return conn
+            self._close(conn)
+        return None
+
+    async def connect(self, url: URL, origin: tuple[str, str, int]) -> _Connection:
+        """Wait for room under the limit, then open a connection (DNS and TLS included)."""
+        while True:
+            conn = self.idle(origin)
+            if conn is not None:
+                return conn
+            if len(self._open) + self._connecting < self._limit:
+                break
+            if not self._evict_idle():
+                waiter = self.loop.create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled():
+                        self._wake()  # the room this wake-up meant goes to the next in line
+                    raise
+        self._connecting += 1
+        try:
+            conn = await self._open_connection(url, origin)
+        finally:
+            self._connecting -= 1
+            self._wake()
+        self._open.add(conn)
+        return conn
+
+    async def _open_connection(self, url: URL, origin: tuple[str, str, int]) -> _Connection:
+        host, port = origin[1], origin[2]
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+            targets = [(host, port, 0)]  # an IP literal, checked with the URL
+        except ValueError:
+            try:
+                results = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
+            except SafeHTTPError:
+                raise
+            except OSError as exc:
+                reason = "dns lookup failed"
+                raise ConnectionFailed(f"request to {host} failed: {reason}", reason) from exc
+            targets = [(r["host"], r["port"], r["family"]) for r in results]
+        tls = self._ssl if origin[0] == "https" else None
+        last: OSError | None = None
+        for address, target_port, family in targets:  # exactly the addresses the policy passed
+            try:
+                _, conn = await self.loop.create_connection(
+                    lambda: _Connection(self, origin),
+                    address,
+                    target_port,
+                    family=family,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+            except OSError as exc:
+                last = exc
+                continue
+            return conn
+        assert last is not None
+        raise last
+
+    def release(self, conn: _Connection) -> None:
+        """Back to the idle list when the exchange left it reusable, else closed."""
+        if conn.usable():
+            conn.idle_since = self.loop.time()
+            self._idle.setdefault(conn.origin, []).append(conn)
+            self._wake()
+        else:
+            self._close(conn)
+
+    def forget(self, conn: _Connection) -> None:
+        """The connection is gone (closed by either side)."""
+        if conn in self._open:
+            self._open.discard(conn)
+            idle = self._idle.get(conn.origin)
+            if idle and conn in idle:
+                idle.remove(conn)
+            self._wake()
+
+    def _close(self, conn: _Connection) -> None:
+        conn.abort()
+        self.forget(conn)
+
+    def _evict_idle(self) -> bool:
+        """At the limit: close an idle connection to another origin, if any, to make room."""
+        for idle in self._idle.values():
+            if idle:
+                self._close(idle.pop(0))
+                return True
+        return False
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        for conn in list(self._open):
+            conn._fail(_Disconnected())
+            self.forget(conn)
+        self._idle.clear()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(_Disconnected())
+        self._waiters.clear()
+
+
+def _tls_context(ssl: ssl_module.SSLContext | bool) -> ssl_module.SSLContext:
+    """What aiohttp uses for the same ``ssl`` argument: verified by default, unverified for False."""
+    if isinstance(ssl, ssl_module.SSLContext):
+        return ssl
+    context = ssl_module.create_default_context()
+    if ssl is False:
+        context.check_hostname = False
+        context.verify_mode = ssl_module.CERT_NONE
+    return context
+
+
+def _exchange_failure(exc: BaseException) -> str:
+    """The short reason of a failed lean exchange, in the words `_short_reason` uses for aiohttp's."""
+    if isinstance(exc, _Disconnected):
+        return "server disconnected"
+    if isinstance(exc, _Malformed):
+        return "malformed response"
+    if isinstance(exc, ssl_module.SSLError):
+        return "tls error"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    assert isinstance(exc, OSError)
+    return (exc.strerror or type(exc).__name__).lower()
+
+
 class SafeHTTPClient:
     """One keep-alive session behind the egress policy; use ``async with`` or `start`/`close`."""
 
@@ -381,16 +753,24 @@ class SafeHTTPClient:
         self._ssl = ssl
         self._keepalive_timeout = keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._pool: _Pool | None = None
         self._checked: dict[str, URL] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> Self:
         if self._session is None:
-            inner = self._inner_resolver or aiohttp.DefaultResolver()
+            resolver = PolicyResolver(self.policy, self._inner_resolver or aiohttp.DefaultResolver())
+            self._pool = _Pool(
+                resolver,
+                _tls_context(self._ssl),
+                self._limit,
+                self._keepalive_timeout,
+                self.max_response_bytes,
+            )
             connector = aiohttp.TCPConnector(
                 limit=self._limit,
                 limit_per_host=0,
-                resolver=PolicyResolver(self.policy, inner),
+                resolver=resolver,
                 ssl=self._ssl,
                 keepalive_timeout=self._keepalive_timeout,
             )
@@ -405,6 +785,9 @@ class SafeHTTPClient:
         return self
 
     async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -459,6 +842,8 @@ class SafeHTTPClient:
             await self.start()
             session = self._session
             assert session is not None
+        if method == "POST" or method.upper() == "POST":
+            return await self._post(target, text, data, headers, timeout)
         started = time.perf_counter()
         try:
             status, resp_headers, body, truncated = await self._send(
@@ -492,6 +877,40 @@ class SafeHTTPClient:
             raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
         except OSError as exc:
             reason = (exc.strerror or type(exc).__name__).lower()
+            raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
+        return SafeResponse(status, resp_headers, body, time.perf_counter() - started, text, truncated)
+
+    async def _post(
+        self,
+        target: URL,
+        text: str,
+        data: bytes | str | None,
+        headers: Mapping[str, str] | None,
+        seconds: float,
+    ) -> SafeResponse:
+        """A POST on the lean keep-alive pool (see `_Connection`); never redirected."""
+        pool = self._pool
+        assert pool is not None
+        started = time.perf_counter()
+        payload = data.encode() if isinstance(data, str) else data or b""
+        origin = (target.scheme, target.raw_host or "", target.port or 0)
+        deadline = pool.loop.time() + seconds
+        try:
+            request = _request_head("POST", target, headers, len(payload)) + payload
+            conn = pool.idle(origin)
+            if conn is None:
+                async with asyncio.timeout_at(deadline):
+                    conn = await pool.connect(target, origin)
+            try:
+                status, resp_headers, body, truncated = await conn.exchange(request, deadline)
+            finally:
+                pool.release(conn)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no complete answer from {target.host} within {seconds:g} s", "timeout"
+            ) from None
+        except (_Disconnected, _Malformed, ssl_module.SSLError, OSError) as exc:
+            reason = _exchange_failure(exc)
             raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
         return SafeResponse(status, resp_headers, body, time.perf_counter() - started, text, truncated)
 
