@@ -145,7 +145,8 @@ async def measure(args: argparse.Namespace, tmp: Path, nats: EmbeddedNats, recei
     command = [sys.executable, "-m", "hookline.cli", "sender", "--config", str(config)]
     if args.cprofile:
         command = [sys.executable, __file__, "--profiled-sender", args.cprofile, *command[3:]]
-    sender = subprocess.Popen(command, stdout=log, stderr=log)  # noqa: ASYNC220 (a one-off start)
+    # cwd: never the project root, whose operator/ folder would shadow the standard library module.
+    sender = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp)  # noqa: ASYNC220 (a one-off start)
     spy: subprocess.Popen[bytes] | None = None
     try:
         async with aiohttp.ClientSession() as http:
