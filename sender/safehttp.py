@@ -386,36 +386,44 @@ class _Malformed(Exception):
     """The response was not valid HTTP/1.1."""
 
 
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})  # the client's own
+
+
 @functools.lru_cache(maxsize=256)
-def _header_name_ok(name: str) -> bool:
-    return _TOKEN_RE.fullmatch(name) is not None
+def _header_plan(names: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
+    """For the header names of a request (the same for every delivery of a Webhook): whether any must
+    be dropped (framing belongs to the client), and which defaults the request still needs."""
+    lowered = set()
+    for name in names:
+        if not _TOKEN_RE.fullmatch(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP token")
+        lowered.add(name.lower())
+    missing = tuple(d for d in ("host", "user-agent", "accept", "content-type") if d not in lowered)
+    return bool(lowered & _FRAMING_HEADERS), missing
 
 
 def _request_head(method: str, url: URL, headers: Mapping[str, str] | None, length: int) -> bytes:
     """Request line and headers; the caller's headers win over the defaults (Host, User-Agent, Accept)."""
     given: Mapping[str, str] = headers or {}
-    lines = [f"{method} {url.raw_path_qs} HTTP/1.1\r\n"]
-    names = set()
-    for name, value in given.items():
-        if not _header_name_ok(name):
-            raise ValueError(f"header name {name!r} is not a valid HTTP token")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError(f"header {name!r} must not contain line breaks or NUL")
-        lower = name.lower()
-        if lower in ("content-length", "transfer-encoding", "connection"):
-            continue  # framing belongs to the client
-        names.add(lower)
-        lines.append(f"{name}: {value}\r\n")
-    if "host" not in names:
-        lines.append(f"Host: {url.host_port_subcomponent}\r\n")
-    if "user-agent" not in names:
-        lines.append(f"User-Agent: {USER_AGENT}\r\n")
-    if "accept" not in names:
-        lines.append("Accept: */*\r\n")
-    if length and "content-type" not in names:
-        lines.append("Content-Type: application/octet-stream\r\n")  # as aiohttp labels bytes
-    lines.append(f"Content-Length: {length}\r\n\r\n")
-    return "".join(lines).encode()
+    drop, missing = _header_plan(tuple(given))
+    values = "".join(given.values())
+    if "\r" in values or "\n" in values or "\0" in values:
+        bad = next(n for n, v in given.items() if "\r" in v or "\n" in v or "\0" in v)
+        raise ValueError(f"header {bad!r} must not contain line breaks or NUL")
+    items = [(n, v) for n, v in given.items() if n.lower() not in _FRAMING_HEADERS] if drop else given.items()
+    parts = [f"{method} {url.raw_path_qs} HTTP/1.1"]
+    parts.extend(map(": ".join, items))
+    for default in missing:
+        if default == "host":
+            parts.append(f"Host: {url.host_port_subcomponent}")
+        elif default == "user-agent":
+            parts.append(f"User-Agent: {USER_AGENT}")
+        elif default == "accept":
+            parts.append("Accept: */*")
+        elif length:  # content-type: as aiohttp labels bytes
+            parts.append("Content-Type: application/octet-stream")
+    parts.append(f"Content-Length: {length}\r\n\r\n")
+    return "\r\n".join(parts).encode()
 
 
 class _Connection(asyncio.Protocol):
