@@ -259,6 +259,9 @@ class Event:
     database: str | None
     collection: str | None
     payload: dict[str, Any]
+    # The JSON this event was read from (`from_bytes`): what ingest and redrive put on the bus is
+    # exactly `to_bytes()`, so a JSON delivery can send it as it is (wire.render_event).
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         """Compact JSON for the bus."""
@@ -287,6 +290,7 @@ class Event:
             _ref_str(payload.get("database")),
             _ref_str(payload.get("collection")),
             payload,
+            data if isinstance(data, bytes) else None,
         )
 
     @property

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
+from hookline.sender.events import Event
+
 FORMATS: tuple[str, ...] = ("form", "json")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE = "application/json"
@@ -94,6 +96,14 @@ def render_body(payload: Mapping[str, Any], fmt: str) -> tuple[str, bytes]:
     if fmt == "json":
         return JSON_CONTENT_TYPE, encode_json(payload)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def render_event(event: Event, fmt: str) -> tuple[str, bytes]:
+    """`render_body` of an event's payload; a JSON body is the event's bus bytes when it has them (they
+    are the same compact JSON, see `Event.raw`), which saves encoding it once per delivery."""
+    if fmt == "json" and event.raw is not None:
+        return JSON_CONTENT_TYPE, event.raw
+    return render_body(event.payload, fmt)
 
 
 # ---------------------------------------------------------------------------------------------------------
