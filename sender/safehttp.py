@@ -375,6 +375,7 @@ def _short_reason(exc: BaseException) -> str:
 # connections.
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+DEADLINE_SWEEP_SECONDS = 0.05
 _MAX_HEADER_BYTES = 64 * 1024  # a response head larger than this is refused (aiohttp's limits are similar)
 
 
@@ -437,12 +438,12 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[tuple[int, CIMultiDictProxy[str], bytes, bool]] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = math.inf  # of the exchange in progress (loop time), watched by the pool
         self._reusable = False
         self._new_response()
 
     def _new_response(self) -> None:
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._body = bytearray()
         self._headers_done = False
@@ -487,14 +488,12 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks -------------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1")
-        text = value.decode("utf-8", "surrogateescape")
-        lower = key.lower()
-        if lower == "content-length" or (lower == "transfer-encoding" and "chunked" in text.lower()):
+        self._headers.append((name, value))  # decoded once the answer is complete
+        lower = name.lower()
+        if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
             self._framed = True
-        elif lower == "content-encoding":
-            self._encoding = text.strip().lower()
-        self._headers.append((key, text))
+        elif lower == b"content-encoding":
+            self._encoding = value.strip().lower().decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -529,11 +528,11 @@ class _Connection(asyncio.Protocol):
         self, request: bytes, deadline: float
     ) -> asyncio.Future[tuple[int, CIMultiDictProxy[str], bytes, bool]]:
         """Send `request`; the future gets (status, headers, capped body, truncated) or the failure."""
-        loop = self.pool.loop
         self._new_response()
         self._reusable = False
-        waiter = self._waiter = loop.create_future()
-        self._timer = loop.call_at(deadline, self._fail, TimeoutError())
+        waiter = self._waiter = self.pool.loop.create_future()
+        self.deadline = deadline
+        self.pool.watch(self)
         assert self.transport is not None
         self.transport.write(request)
         return waiter
@@ -542,17 +541,18 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._timer is not None:
-            self._timer.cancel()
+        self.pool.unwatch(self)
         cap = self.pool.cap
         truncated = len(self._body) > cap
         self._reusable = reusable and not truncated and not self.closed
-        headers = CIMultiDictProxy(CIMultiDict(self._headers))
+        pairs = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
+        headers = CIMultiDictProxy(CIMultiDict(pairs))
         waiter.set_result((self._parser.get_status_code(), headers, bytes(self._body[:cap]), truncated))
         if not self._reusable:
             self.abort()
 
     def _fail(self, exc: BaseException) -> None:
+        self.pool.unwatch(self)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
@@ -566,8 +566,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self.pool.unwatch(self)
         if self.transport is not None:
             self.transport.abort()
 
@@ -593,6 +592,27 @@ class _Pool:
         self._open: set[_Connection] = set()
         self._connecting = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._busy: set[_Connection] = set()  # exchanges in progress, whose deadlines `_sweep` enforces
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # Deadlines: one timer per pool that wakes every DEADLINE_SWEEP_SECONDS while exchanges are in
+    # progress, instead of a timer per request (scheduling and cancelling one cost more CPU than the
+    # rest of the bookkeeping of an exchange). A timeout fires up to that much late.
+    def watch(self, conn: _Connection) -> None:
+        self._busy.add(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(DEADLINE_SWEEP_SECONDS, self._sweep)
+
+    def unwatch(self, conn: _Connection) -> None:
+        self._busy.discard(conn)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        for conn in [c for c in self._busy if c.deadline <= now]:
+            conn._fail(TimeoutError())
+        if self._busy:
+            self._sweeper = self.loop.call_later(DEADLINE_SWEEP_SECONDS, self._sweep)
 
     def idle(self, origin: tuple[str, str, int]) -> _Connection | None:
         """A live idle connection to `origin`, newest first; stale ones are closed on the way."""
@@ -702,6 +722,9 @@ class _Pool:
                 return
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in list(self._open):
             conn._fail(_Disconnected())
             self.forget(conn)
