@@ -9,7 +9,7 @@ Variants:
   raw    bare aiohttp session, default settings (what bench/run.py calls the ceiling)
   safe   SafeHTTPClient.request with everything already built (the client's own overhead)
   event  what the sender does per event in the files this profile covers: Event.from_bytes,
-         render_body, request_headers (signing), then SafeHTTPClient.request
+         render_event (the bus bytes for JSON), request_headers (signing), SafeHTTPClient.request
 
     .venv/bin/python bench/profile_http.py                       # 3 rounds of 20,000 requests
     .venv/bin/python bench/profile_http.py --cprofile safe --top 40
@@ -39,7 +39,7 @@ from hookline.sender.events import Event, parse_event  # noqa: E402
 from hookline.sender.natsserver import free_port  # noqa: E402
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient  # noqa: E402
 from hookline.sender.signing import parse_secret, request_headers  # noqa: E402
-from hookline.sender.wire import render_body  # noqa: E402
+from hookline.sender.wire import render_body, render_event  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VARIANTS = ("raw", "safe", "event")
@@ -159,7 +159,7 @@ async def run_variant(
 
             async def send(i: int) -> None:
                 event = Event.from_bytes(messages[i])
-                content_type, body = render_body(event.payload, fmt)
+                content_type, body = render_event(event, fmt)
                 headers = request_headers(event.id, int(time.time()), content_type, body, key, None)
                 response = await client.request("POST", url, data=body, headers=headers, timeout=10.0)
                 assert response.status == 200
