@@ -251,7 +251,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--save", help="also write the profile to this file")
-    parser.add_argument("--uvloop", action="store_true", help="run the clients on uvloop (if installed)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -264,11 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
     try:
-        if args.uvloop:
-            import uvloop
-
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(measure(args, port, proc))
         return asyncio.run(measure(args, port, proc))
     finally:
         proc.terminate()
