@@ -346,11 +346,27 @@ def _origin(url: URL) -> tuple[str, str | None, int | None]:
     return url.scheme, url.host, url.port
 
 
+def _tls_reason(exc: BaseException | None) -> str:
+    """A few fixed words a customer can act on (they also end up in dead letters, so no free text)."""
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        message = (exc.verify_message or "").lower()
+        if "hostname mismatch" in message or "ip address mismatch" in message:
+            return "tls error: certificate is not valid for this host name"
+        if "expired" in message:
+            return "tls error: certificate has expired"
+        if "not yet valid" in message:
+            return "tls error: certificate is not yet valid"
+        return "tls error: certificate is not trusted (self-signed or unknown issuer)"
+    return "tls error: handshake failed"
+
+
 def _short_reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "dns lookup failed"
-    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
-        return "tls error"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _tls_reason(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return _tls_reason(getattr(exc, "os_error", None))
     if isinstance(exc, aiohttp.ClientConnectorError):
         os_error = exc.os_error
         if isinstance(os_error, ConnectionRefusedError):
@@ -753,7 +769,7 @@ def _exchange_failure(exc: BaseException) -> str:
     if isinstance(exc, _Malformed):
         return "malformed response"
     if isinstance(exc, ssl_module.SSLError):
-        return "tls error"
+        return _tls_reason(exc)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     assert isinstance(exc, OSError)
