@@ -57,6 +57,8 @@ GONE_EVENT_KEY = "hookline.io/gone-event"
 GONE_URL_KEY = "hookline.io/gone-url-sha256"
 GONE_KEYS = (GONE_SINCE_KEY, GONE_EVENT_KEY, GONE_URL_KEY)
 PAUSED_FOREVER = "9999-12-31T23:59:59Z"
+# How long a stopping feed waits for the server to confirm it sent its last messages.
+DRAIN_TIMEOUT_SECONDS = 5.0
 # How much longer than one request's timeout the server waits for an ack before redelivering.
 ACK_WAIT_MARGIN_SECONDS = 30.0
 
@@ -429,8 +431,7 @@ class MessageFeed:
             await asyncio.gather(self._pump, return_exceptions=True)
             self._pump = None
         if self._sub is not None:
-            # Without interest on the inbox the server drops our outstanding pull requests.
-            await self._sub.unsubscribe()
+            await self._drain_subscription(self._sub)
             self._sub = None
         left = []
         while not self.queue.empty():
@@ -438,6 +439,18 @@ class MessageFeed:
             if msg is not None:
                 left.append(msg)
         return left
+
+    async def _drain_subscription(self, sub: Subscription) -> None:
+        """Drop interest in the inbox (the server then drops our outstanding pull requests), but take
+        the messages it sent before that: unsubscribing outright would discard them unacknowledged,
+        and JetStream would hand them out again only after ack_wait."""
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_SECONDS):
+                await sub.drain()
+        except (TimeoutError, nats.errors.Error) as exc:  # NATS away: those messages come back later
+            log.info("consumer %s: inbox not drained (%s)", self.consumer, exc or type(exc).__name__)
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     def release(self, count: int = 1) -> None:
         """`count` messages taken from the queue are finished (acked or naked)."""

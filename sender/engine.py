@@ -126,10 +126,11 @@ class Engine:
             await stop.wait()
         finally:
             self.running = False
-            self.stopping.set()
             watcher.cancel()
-            # Stop pulling first; events received but not started go back at once for redelivery.
+            # Stop pulling first (a NAK before that would bring the event straight back to us); then
+            # events received but not started, or waiting for their turn, go back for redelivery.
             unstarted = await feed.stop()
+            self.stopping.set()
             for msg in unstarted:
                 with contextlib.suppress(Exception):
                     await msg.nak()
@@ -163,9 +164,12 @@ class Engine:
             log.error("%s: dropping undecodable message on %s: %s", self.label, msg.subject, exc)
             await msg.term()
             return
-        if not await self._wait_for_turn(msg) or self.gone.gone:
-            # Stopping: another replica or the next start takes it. Gone: it waits in the consumer.
-            await msg.nak()
+        if not await self._wait_for_turn(msg):
+            await msg.nak()  # stopping: another replica or the next start takes it right away
+            return
+        if self.gone.gone:
+            # It waits in the consumer (paused by then); the delay keeps it from bouncing straight back.
+            await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
             return
         body, headers = self.delivery.build(event, time.time())
         metrics = self.metrics

@@ -229,6 +229,10 @@ async def test_a_receiver_error_leads_to_redelivery_not_loss(pipeline, receiver)
     assert receiver.delivered() == {}
     receiver.status = 200  # the retry (5 s later, per the Standard Webhooks schedule) succeeds
     await wait_until(lambda: event_id in receiver.delivered(), what="delivery after recovery")
+    # The receiver has answered; the sender counts once it has read that answer.
+    await wait_until(
+        lambda: pipeline.sample("hookline_deliveries_total", "flaky", "delivered") == 1, what="counted"
+    )
     text = pipeline.metrics_text()
     assert pipeline.sample("hookline_delivery_attempts_total", "flaky", "success") == 1
     assert pipeline.sample("hookline_delivery_attempts_total", "flaky", "http_error") == 1
