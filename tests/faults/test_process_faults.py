@@ -3,7 +3,7 @@ without NATS, a sender stopped while it waits out a receiver's Retry-After.
 
 Each test counts: every event ingest acknowledged reaches the receiver (nothing lost). Events that
 were in flight when a process died may be delivered twice; the count of those duplicates is printed
-and bounded by what can be unacknowledged at one moment (maxInFlight, the consumer's max_ack_pending).
+and bounded by what can be unacknowledged at one moment (the requests in flight, maxInFlight).
 """
 
 from __future__ import annotations
