@@ -375,7 +375,7 @@ class DevMode:
             return
         cfg = dev_sender_config(hook, url)
         key = parse_secret(hook.signing_secret) if hook.signing_secret else None
-        metrics = self.sender_metrics.bind(hook.namespace, hook.name)
+        metrics = self.sender_metrics.bind(hook.namespace, hook.name, hook.spec.database)
         runtime = await SenderRuntime.create(nc, cfg, self.policy, metrics, key, label=hook.key)
         state.sender_started(True)
         paused = " (paused: events are kept, nothing is sent)" if hook.spec.paused else ""

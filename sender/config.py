@@ -34,7 +34,9 @@ from hookline.sender.signing import header_name_problem, header_value_problem
 EventType = Literal["open", "click", "bounce", "failure", "delivery", "create", "update", "delete"]
 assert set(EventType.__args__) == set(EVENT_TYPES)  # type: ignore[attr-defined]
 
-DEFAULT_MAX_AGE_SECONDS = 3 * 24 * 3600
+# Two hours inside the event stream's default retention (72 h), so a last retry never looks for an
+# event that retention has just removed.
+DEFAULT_MAX_AGE_SECONDS = 70 * 3600
 MAX_URL_LENGTH = 2048
 
 

@@ -35,7 +35,7 @@ from hookline.sender.metrics import WebhookMetrics
 from hookline.sender.ratelimit import BackoffGate, TokenBucket, per_replica_in_flight, per_replica_rate
 from hookline.sender.safehttp import SafeHTTPClient
 from hookline.sender.signing import request_headers
-from hookline.sender.wire import render_body
+from hookline.sender.wire import render_event
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Delivery:
         self.timeout = float(spec.delivery.timeout_seconds)
 
     def build(self, event: Event, now: float) -> tuple[bytes, dict[str, str]]:
-        content_type, body = render_body(event.payload, self.format)
+        content_type, body = render_event(event, self.format)
         headers = request_headers(event.id, int(now), content_type, body, self.key, self.extra_headers)
         return body, headers
 

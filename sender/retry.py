@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from hookline.sender.config import DEFAULT_MAX_AGE_SECONDS
 from hookline.sender.safehttp import BlockedDestination, InvalidURL, RequestTimeout, SafeHTTPError
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
 # Delay before attempt n+1 after attempt n failed (index n); the last entry repeats.
 SCHEDULE_SECONDS: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
 # The default 10 attempts take about 48 h; an event older than this is not worth delivering late.
-DEFAULT_MAX_AGE_SECONDS = 72 * 3600.0
 # A receiver may ask for a long pause; longer than this is treated as this (it still gets retried).
 RETRY_AFTER_CAP_SECONDS = 3600.0
 DEFAULT_MAX_ATTEMPTS = 10

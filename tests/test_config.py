@@ -179,7 +179,7 @@ def test_sender_config_from_yaml(tmp_path):
     assert cfg.spec.database == "newsletter"
     assert cfg.replicas == 2
     assert cfg.allow_http is False and cfg.listen == "0.0.0.0:8081"
-    assert cfg.max_age_seconds == 3 * 24 * 3600
+    assert cfg.max_age_seconds == 70 * 3600  # inside the stream retention of 72 h
 
 
 def test_sender_config_from_json_and_document_round_trip(tmp_path):
