@@ -127,7 +127,11 @@ async def test_receiver_gone_shows_on_the_webhook_and_an_annotation_resumes(
         resume = f"kubectl -n shop annotate wh retired {RESUME_ANNOTATION}="
         assert resume in stopped["message"] and "hookline redrive retired -n shop" in stopped["message"]
         assert webhook()["status"]["delivery"]["gone"] is True
-        (event,) = [e for e in cluster.events_for("retired") if e["reason"] == "ReceiverGone"]
+        # Kopf posts Events in the background, after the status patch: wait for it.
+        (event,) = await wait_for(
+            lambda: [e for e in cluster.events_for("retired") if e["reason"] == "ReceiverGone"],
+            "a ReceiverGone Event",
+        )
         assert event["type"] == "Warning" and resume in event["message"]
         assert posted_ids(site) == ["first"]
         # Nothing in the Webhook's URL or the event ids reaches the condition or the Event.

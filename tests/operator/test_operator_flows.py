@@ -108,8 +108,14 @@ async def test_file_in_script_directory_verifies_and_creates_the_sender(cluster,
     assert status["sender"]["deployment"] == "clicks-sender"
     assert (status["sender"]["replicas"], status["sender"]["readyReplicas"]) == (2, 2)
     assert status["observedGeneration"] == webhook["metadata"]["generation"]
-    reasons = {e["reason"] for e in cluster.events_for("clicks")}
-    assert {"Verified", "SenderCreated", "SenderReady"} <= reasons
+    # Kopf posts Events in the background, after the status patch: wait for them.
+    await wait_for(
+        lambda: (
+            {"Verified", "SenderCreated", "SenderReady"}
+            <= {e["reason"] for e in cluster.events_for("clicks")}
+        ),
+        "Events Verified, SenderCreated and SenderReady",
+    )
 
 
 async def test_file_only_at_root_verifies(cluster, site, start_operator):
@@ -364,8 +370,11 @@ async def test_delete_with_nats_down_gives_up_with_a_warning(cluster, site, star
     nats_server.stop()
     await cluster.call("DELETE", api_path(WEBHOOKS, name="stranded"))
     await wait_for(lambda: webhook_of(cluster, "stranded") is None, "deletion not blocked forever", within=90)
-    warnings = [e for e in cluster.events_for("stranded") if e["reason"] == "ConsumerNotRemoved"]
-    assert warnings and "nats consumer rm" in warnings[0]["message"]
+    warnings = await wait_for(
+        lambda: [e for e in cluster.events_for("stranded") if e["reason"] == "ConsumerNotRemoved"],
+        "a ConsumerNotRemoved warning",
+    )
+    assert "nats consumer rm" in warnings[0]["message"]
     await asyncio.sleep(0)
 
 
