@@ -35,6 +35,8 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import run as run_bench  # noqa: E402  (bench/ is this script's own folder on sys.path)
+
 from hookline.sender.events import Event, parse_event  # noqa: E402
 from hookline.sender.natsserver import free_port  # noqa: E402
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient  # noqa: E402
@@ -86,17 +88,8 @@ def serve(port: int) -> None:
 
 
 def sample_event(i: int) -> dict:
-    return {
-        "id": f"p-{i}",
-        "type": "click",
-        "recipient": f"user{i}@example.com",
-        "ip": "192.0.2.7",
-        "database": "newsletter",
-        "profile": 1000 + i,
-        "original": f"https://shop.example.com/product/{i}?utm_source=newsletter",
-        "useragent": "Mozilla/5.0 (X11; Linux x86_64)",
-        "tags": ["spring", "sale"],
-    }
+    """The same click event bench/run.py measures with."""
+    return run_bench.sample_event(i, "p")
 
 
 Send = Callable[[int], Awaitable[None]]

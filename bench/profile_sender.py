@@ -36,6 +36,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import run as run_bench  # noqa: E402  (bench/ is this script's own folder on sys.path)
+
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.config import consumer_name, load_sender_config, parse_sender_config  # noqa: E402
 from hookline.sender.events import parse_event  # noqa: E402
@@ -53,17 +55,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 def sample_event(i: int) -> dict:
-    return {
-        "id": f"ps-{i}",
-        "type": "click",
-        "recipient": f"user{i}@example.com",
-        "ip": "192.0.2.7",
-        "database": "newsletter",
-        "profile": 1000 + i,
-        "original": f"https://shop.example.com/product/{i}?utm_source=newsletter",
-        "useragent": "Mozilla/5.0 (X11; Linux x86_64)",
-        "tags": ["spring", "sale"],
-    }
+    """The same click event bench/run.py measures with."""
+    return run_bench.sample_event(i, "ps")
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> dict:

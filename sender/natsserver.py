@@ -56,6 +56,18 @@ def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout:
     raise TimeoutError(f"nats-server did not listen on {host}:{port} within {timeout:.0f}s")
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """SIGTERM (a graceful stop: JetStream flushes, senders drain), SIGKILL if it outlasts `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class EmbeddedNats:
     """One nats-server process with JetStream; `restart()` keeps port and store (for failure tests)."""
 
@@ -92,14 +104,8 @@ class EmbeddedNats:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout)
 
     def restart(self, down_seconds: float = 0.0) -> None:
         self.stop()

@@ -33,7 +33,7 @@ from hookline.sender.bus import STREAM, pending_of
 from hookline.sender.config import consumer_name, parse_sender_config
 from hookline.sender.deadletter import DeadLetter, iter_dead_letters
 from hookline.sender.health import bound_port, start_site
-from hookline.sender.natsserver import EmbeddedNats, free_port
+from hookline.sender.natsserver import EmbeddedNats, free_port, terminate
 
 LOOPBACK = "127.0.0.1"
 # Generous: a loaded 2-core CI machine runs these next to other suites.
@@ -213,16 +213,7 @@ class Process:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return None if proc is None else terminate(proc, timeout)
 
     async def wait_ready(self, http: aiohttp.ClientSession, within: float = STARTUP_SECONDS) -> None:
         async def ready() -> bool:
