@@ -15,63 +15,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
 
 import kmock
-import yaml
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "operator"))
 
 from kmock._internal import enums  # noqa: E402
-from operator_helpers import DEPLOYMENTS, EVENTS, WEBHOOKS, Cluster, api_path  # noqa: E402
+from operator_helpers import (  # noqa: E402
+    DEPLOYMENTS,
+    EVENTS,
+    WEBHOOKS,
+    Cluster,
+    api_path,
+    declare_resources,
+    start_operator_process,
+    start_token_site,
+    stop_operator_process,
+    write_kubeconfig,
+)
 
 from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
 
 NS = "bench"
-TOKEN_FILE = re.compile(r"/hookline-([0-9a-f]{32})\.txt$")
-
-
-def declare_resources(cluster: Cluster) -> None:
-    info = kmock.ResourceInfo
-    every = {"get", "list", "watch", "create", "patch", "delete"}
-    for resource, kind, namespaced, sub in [
-        ("hookline.io/v1alpha1/webhooks", "Webhook", True, {"status"}),
-        ("hookline.io/v1alpha1/webhooktests", "WebhookTest", True, {"status"}),
-        ("apps/v1/deployments", "Deployment", True, {"status"}),
-        ("v1/configmaps", "ConfigMap", True, set()),
-        ("v1/secrets", "Secret", True, set()),
-        ("v1/events", "Event", True, set()),
-        ("v1/namespaces", "Namespace", False, set()),
-        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, set()),
-    ]:
-        cluster.resources[resource] = info(kind=kind, namespaced=namespaced, verbs=every, subresources=sub)
-
-
-async def start_site() -> tuple[web.AppRunner, str, list[int]]:
-    """A customer site that serves every verification file with the token its name carries."""
-    hits = [0]
-
-    async def handle(request: web.Request) -> web.Response:
-        hits[0] += 1
-        match = TOKEN_FILE.search(request.path)
-        return web.Response(text=match.group(1)) if match else web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}", hits
 
 
 class BenchCluster(Cluster):
@@ -121,34 +92,14 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_operator_process(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    log = log_path.open("wb")
-    command = [str(Path(sys.executable).parent / "hookline"), "operator", "--allow-network", "127.0.0.0/8"]
-    command += ["--allow-http", "--health-port", "0", "--metrics-port", "0"]
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log
-
-
 async def bench(count: int, limit_seconds: float) -> int:
     timeout = limit_seconds
     tmpdir = tempfile.TemporaryDirectory(prefix="hookline-bench-")
     with tmpdir as tmp, EmbeddedNats(Path(tmp) / "nats") as nats:
         async with BenchCluster() as cluster, kmock.Server(cluster):
             declare_resources(cluster)
-            runner, base, hits = await start_site()
-            kubeconfig = Path(tmp) / "kubeconfig"
-            server = str(cluster.url).rstrip("/")
-            kubeconfig.write_text(
-                yaml.safe_dump(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Config",
-                        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-                        "users": [{"name": "bench", "user": {"token": "bench"}}],
-                        "contexts": [{"name": "bench", "context": {"cluster": "emulator", "user": "bench"}}],
-                        "current-context": "bench",
-                    }
-                )
-            )
+            runner, base, hits = await start_token_site()
+            kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", cluster)
             env = {
                 **os.environ,
                 "KUBECONFIG": str(kubeconfig),
@@ -192,12 +143,7 @@ async def bench(count: int, limit_seconds: float) -> int:
                 cpu = cpu_seconds(operator.pid)
             finally:
                 controller.cancel()
-                operator.terminate()
-                try:
-                    operator.wait(30)
-                except subprocess.TimeoutExpired:
-                    operator.kill()
-                log.close()
+                stop_operator_process(operator, log)
                 await runner.cleanup()
             print(f"webhooks: {count}")
             print(f"created in: {created:.1f} s")

@@ -8,24 +8,36 @@ import asyncio
 import copy
 import importlib.util
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kmock
 import promql_parser
 import pytest
 import yaml
 from aiohttp import web
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from test_chart import CHART, ROOT, objects
 
-from hookline.operator.metrics import OperatorMetrics
+sys.path.insert(0, str(Path(__file__).parent / "operator"))  # the emulator, shared with bench/
+from operator_helpers import (
+    WEBHOOKS,
+    Cluster,
+    api_path,
+    declare_resources,
+    start_operator_process,
+    start_token_site,
+    stop_operator_process,
+    write_kubeconfig,
+)
+
 from hookline.sender.config import consumer_name
 from hookline.sender.events import example_event
 from hookline.sender.natsserver import EmbeddedNats, free_port
@@ -392,6 +404,10 @@ async def wait_for(check: Callable[[], Any], what: str, within: float = 90.0) ->
         await asyncio.sleep(0.2)
 
 
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:]
+
+
 class Process:
     """A real `hookline ...` process whose output lands in a log file shown on failure."""
 
@@ -402,7 +418,7 @@ class Process:
             self.proc = subprocess.Popen([str(HOOKLINE), *args], stdout=out, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+        return tail(self.log)
 
     async def ready(self, http: aiohttp.ClientSession, url: str) -> None:
         async def check() -> bool:
@@ -453,24 +469,67 @@ def scraped_labels(text: str) -> dict[str, set[str]]:
     return labels
 
 
+def operator_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def operator_has_worked(text: str) -> bool:
+    """The scrape of an operator that has verified the test's Webhook and reconciled it: a check
+    counted, a reconcile timed, and the Webhook's conditions exported."""
+    samples = operator_samples(text)
+    checks = sum(v for n, _, v in samples if n == "hookline_verification_checks_total")
+    reconciles = sum(v for n, _, v in samples if n == "hookline_reconcile_duration_seconds_count")
+    verified = any(
+        n == "hookline_webhook_condition"
+        and labels.get("webhook") == "orders"
+        and labels.get("condition") == "Verified"
+        and labels.get("status") == "True"
+        and v == 1
+        for n, labels, v in samples
+    )
+    return checks > 0 and reconciles > 0 and verified
+
+
 @pytest.fixture
-def operator_metrics() -> Iterator[tuple[OperatorMetrics, int]]:
-    """The operator's metrics module served the way `hookline operator` serves it (its own HTTP
-    server on the metrics port); the Kopf handlers around it need an API server, not needed here."""
-    metrics = OperatorMetrics(CollectorRegistry())
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
-    yield metrics, port
-    server.shutdown()
-    thread.join(timeout=10)
+async def operator_process(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], Path, int]]:
+    """A real `hookline operator` process against kmock's API emulator (kubeconfig), with one Webhook
+    whose loopback site serves its ownership file; yields the process, its log and its metrics port."""
+    async with Cluster() as cluster, kmock.Server(cluster):
+        declare_resources(cluster)
+        runner, base, _ = await start_token_site()
+        metrics_port, health_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", cluster)),
+            "HOOKLINE_NATS_URL": nats_server.url,
+            "HOOKLINE_SENDER_IMAGE": "ghcr.io/hookline/hookline:test",
+        }
+        log_path = tmp_path / "operator.log"
+        proc, log = start_operator_process(env, log_path, health_port=health_port, metrics_port=metrics_port)
+        try:
+            body = {
+                "apiVersion": "hookline.io/v1alpha1",
+                "kind": "Webhook",
+                "metadata": {"name": "orders", "namespace": "shop"},
+                "spec": {"url": f"{base}/hooks/orders", "events": ["click"], "database": "newsletter"},
+            }
+            await cluster.call("POST", api_path(WEBHOOKS, "shop"), body)
+            yield proc, log_path, metrics_port
+        finally:
+            stop_operator_process(proc, log)
+            await runner.cleanup()
 
 
-async def test_metrics_exist_in_real_scrapes(nats_server: EmbeddedNats, receiver, operator_metrics, tmp_path):
+async def test_metrics_exist_in_real_scrapes(nats_server: EmbeddedNats, receiver, operator_process, tmp_path):
     """Every metric the alerts and the dashboard query is served by a real process's /metrics."""
     url, received = receiver
-    operator, operator_port = operator_metrics
-    # What the operator's handlers record for a Webhook still waiting for its file.
-    operator.webhooks.observe("shop", "orders", "newsletter", [{"type": "Verified", "status": "False"}])
+    operator, operator_log, operator_port = operator_process
     ingest_port, sender_port = free_port(), free_port()
     config = tmp_path / "sender.yaml"
     config.write_text(
@@ -504,6 +563,20 @@ async def test_metrics_exist_in_real_scrapes(nats_server: EmbeddedNats, receiver
             ) as r:
                 assert r.status == 202, await r.text()
             await wait_for(lambda: received, f"delivery to the receiver\n{sender.output()}")
+            operator_metrics = f"http://127.0.0.1:{operator_port}/metrics"
+
+            async def operator_done() -> bool:
+                assert operator.poll() is None, f"hookline operator exited:\n{tail(operator_log)}"
+                try:
+                    async with http.get(operator_metrics) as response:
+                        return response.status == 200 and operator_has_worked(await response.text())
+                except aiohttp.ClientError:
+                    return False
+
+            try:
+                await wait_for(operator_done, "the operator's scrape showing its Webhook verified", 120)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{tail(operator_log)}") from None
             scraped: dict[str, dict[str, set[str]]] = {}
             for name, port in (("ingest", ingest_port), ("sender", sender_port), ("operator", operator_port)):
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as response:

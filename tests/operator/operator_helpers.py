@@ -16,13 +16,18 @@ import asyncio
 import copy
 import datetime
 import itertools
+import re
+import subprocess
+import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import kmock
+import yaml
 from aiohttp import web
 from kmock._internal import enums
 
@@ -326,3 +331,82 @@ async def make_available(cluster: Cluster, name: str, replicas: int) -> None:
     """What the Deployment controller would report once the pods are up."""
     status = {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}
     await cluster.call("PATCH", api_path(DEPLOYMENTS, name=name, sub="status"), {"status": status})
+
+
+# --- the operator as a process (bench/operator_scale.py, tests/test_monitoring.py) ------------------------
+
+TOKEN_FILE = re.compile(r"/hookline-([0-9a-f]{32})\.txt$")
+
+
+def declare_resources(cluster: Cluster) -> None:
+    """The API resources `hookline operator` lists and watches, with the verbs and subresources it uses."""
+    info = kmock.ResourceInfo
+    every = {"get", "list", "watch", "create", "patch", "delete"}
+    for resource, kind, namespaced, sub in [
+        (WEBHOOKS, "Webhook", True, {"status"}),
+        (TESTS, "WebhookTest", True, {"status"}),
+        (DEPLOYMENTS, "Deployment", True, {"status"}),
+        (CONFIGMAPS, "ConfigMap", True, set()),
+        (SECRETS, "Secret", True, set()),
+        (EVENTS, "Event", True, set()),
+        ("v1/namespaces", "Namespace", False, set()),
+        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, set()),
+    ]:
+        cluster.resources[resource] = info(kind=kind, namespaced=namespaced, verbs=every, subresources=sub)
+
+
+def write_kubeconfig(path: Path, cluster: Cluster) -> Path:
+    """A kubeconfig whose current context is the emulator, for an operator running as a process."""
+    server = str(cluster.url).rstrip("/")
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+        "users": [{"name": "emulator", "user": {"token": "emulator"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
+        "current-context": "emulator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def start_token_site() -> tuple[web.AppRunner, str, list[int]]:
+    """A customer site on loopback that serves every verification file with the token its name carries;
+    returns its runner, base URL and a one-item list counting the requests it answered."""
+    hits = [0]
+
+    async def handle(request: web.Request) -> web.Response:
+        hits[0] += 1
+        match = TOKEN_FILE.search(request.path)
+        return web.Response(text=match.group(1)) if match else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}", hits
+
+
+def start_operator_process(
+    env: Mapping[str, str], log_path: Path, *, health_port: int = 0, metrics_port: int = 0
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """`hookline operator` allowed to reach loopback over http; a port of 0 turns that server off."""
+    log = log_path.open("wb")
+    command = [str(Path(sys.executable).parent / "hookline"), "operator", "--allow-network", "127.0.0.0/8"]
+    command += ["--allow-http", "--health-port", str(health_port), "--metrics-port", str(metrics_port)]
+    return subprocess.Popen(command, env=dict(env), stdout=log, stderr=subprocess.STDOUT), log
+
+
+def stop_operator_process(process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    """SIGTERM, and a kill if it has not stopped within 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    log.close()
