@@ -13,17 +13,12 @@ import kmock
 import pytest
 from aiohttp import web
 from operator_helpers import (
-    CONFIGMAPS,
-    DEPLOYMENTS,
-    EVENTS,
     NS,
-    SECRETS,
-    TESTS,
-    WEBHOOKS,
     Cluster,
     RunningOperator,
     Site,
     StartOperator,
+    declare_resources,
     operator_config,
 )
 
@@ -31,21 +26,7 @@ from operator_helpers import (
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     async with Cluster() as emulator, kmock.Server(emulator):
-        info = kmock.ResourceInfo
-        every = {"get", "list", "watch", "create", "patch", "delete"}
-        resources = emulator.resources
-        resources[WEBHOOKS] = info(kind="Webhook", namespaced=True, verbs=every, subresources={"status"})
-        resources[TESTS] = info(kind="WebhookTest", namespaced=True, verbs=every, subresources={"status"})
-        resources[DEPLOYMENTS] = info(
-            kind="Deployment", namespaced=True, verbs=every, subresources={"status"}
-        )
-        resources[CONFIGMAPS] = info(kind="ConfigMap", namespaced=True, verbs=every)
-        resources[SECRETS] = info(kind="Secret", namespaced=True, verbs=every)
-        resources[EVENTS] = info(kind="Event", namespaced=True, verbs=every)
-        resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs=every)
-        resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
-            kind="CustomResourceDefinition", namespaced=False, verbs=every
-        )
+        declare_resources(emulator)
         yield emulator
 
 
