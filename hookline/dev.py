@@ -27,8 +27,9 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from hookline.operator.settings import VerificationSchedule
 from hookline.operator.status import READY, Condition, merge_conditions, now_iso, ready_condition
-from hookline.operator.verification import instructions, pending_condition, verified_condition
+from hookline.operator.verification import check_delay, instructions, pending_condition, verified_condition
 from hookline.sender import bus
 from hookline.sender.config import SenderConfig, SpecError, WebhookSpec, consumer_name, parse_webhook_spec
 from hookline.sender.health import parse_listen, run_until_signal, start_site
@@ -42,8 +43,8 @@ from hookline.sender.signing import parse_secret
 
 API_VERSION = "hookline.io/v1alpha1"
 DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
-FIRST_CHECK_DELAY = 1.0
-MAX_CHECK_DELAY = 30.0
+# The operator's schedule, shortened: the developer is placing the file right now.
+DEV_CHECK_SCHEDULE = VerificationSchedule(first_delay=1.0, factor=2.0, max_delay=30.0)
 
 
 class ManifestError(ValueError):
@@ -265,10 +266,6 @@ def dev_ready_condition(verified: bool, paused: bool, sender_running: bool) -> C
     return ready_condition(verified=verified, paused=paused, desired_replicas=1, sender=None)
 
 
-def check_delay(failed_checks: int) -> float:
-    return min(FIRST_CHECK_DELAY * 2 ** max(0, failed_checks - 1), MAX_CHECK_DELAY)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The running system
 
@@ -365,7 +362,7 @@ class DevMode:
                     state.checked(result, None)
                     break
                 failed += 1
-                delay = check_delay(failed)
+                delay = check_delay(failed, DEV_CHECK_SCHEDULE)
                 state.checked(result, delay)
                 detail = "" if failed > 1 else f" ({result.message})"
                 say(f"verifying {hook.key}: {result.reason}, next check in {delay:.0f}s{detail}")
