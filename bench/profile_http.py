@@ -43,7 +43,7 @@ from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient  # noqa: E402
 from hookline.sender.signing import parse_secret, request_headers  # noqa: E402
 from hookline.sender.wire import render_body, render_event  # noqa: E402
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRET = run_bench.SECRET
 VARIANTS = ("raw", "safe", "event")
 
 

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,11 +38,10 @@ sys.path.insert(0, str(ROOT))
 import run as run_bench  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.config import consumer_name, load_sender_config, parse_sender_config  # noqa: E402
+from hookline.sender.config import load_sender_config  # noqa: E402
 from hookline.sender.events import parse_event  # noqa: E402
 from hookline.sender.natsserver import EmbeddedNats, free_port  # noqa: E402
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 PROFILE_HTTP = ROOT / "bench" / "profile_http.py"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -74,33 +72,6 @@ async def wait_until(check: object, what: str, within: float) -> None:
     raise RuntimeError(f"{what} not within {within:g}s")
 
 
-def write_config(tmp: Path, nats_url: str, hook_url: str, concurrency: int, fmt: str) -> tuple[Path, str]:
-    secret_file = tmp / "secret"
-    secret_file.write_text(SECRET)
-    listen = f"127.0.0.1:{free_port()}"
-    cfg = parse_sender_config(
-        {
-            "webhook": {"namespace": "bench", "name": "profile"},
-            "spec": {
-                "url": hook_url,
-                "events": ["click"],
-                "database": "newsletter",
-                "format": fmt,
-                "signing": {"secretRef": {"name": "s", "key": "secret"}},
-                "delivery": {"maxInFlight": concurrency, "maxRequestsPerSecond": 10000},
-            },
-            "nats": {"url": nats_url, "consumer": consumer_name("bench", "profile")},
-            "signingSecretFile": str(secret_file),
-            "listen": listen,
-            "allowNetworks": ["127.0.0.0/8"],
-            "allowHttp": True,
-        }
-    )
-    path = tmp / "sender.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_document()))
-    return path, listen
-
-
 def summarize_py_spy(raw_file: Path, top: int) -> str:
     """Self and total samples per function from py-spy's collapsed-stack output."""
     own: collections.Counter[str] = collections.Counter()
@@ -125,7 +96,9 @@ def summarize_py_spy(raw_file: Path, top: int) -> str:
 
 async def measure(args: argparse.Namespace, tmp: Path, nats: EmbeddedNats, receiver_port: int) -> int:
     base = f"http://127.0.0.1:{receiver_port}"
-    config, listen = write_config(tmp, nats.url, f"{base}/hooks/copernica.php", args.concurrency, args.format)
+    config, listen, _ = run_bench.write_sender_config(
+        tmp, nats.url, f"{base}/hooks/copernica.php", args.concurrency, args.format, "profile"
+    )
     nc = await bus.connect(nats.url)
     js = nc.jetstream()
     await bus.ensure_stream(js)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.config import consumer_name, parse_sender_config  # noqa: E402
+from hookline.sender.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
 from hookline.sender.events import parse_event  # noqa: E402
 from hookline.sender.natsserver import EmbeddedNats, free_port  # noqa: E402
 from hookline.sender.signing import parse_secret, request_headers  # noqa: E402
@@ -149,6 +149,36 @@ async def raw_ceiling(http_base: str, hook_url: str, events: list, concurrency: 
         return await receiver_stats(client, http_base)
 
 
+def write_sender_config(
+    tmp: Path, nats_url: str, hook_url: str, concurrency: int, fmt: str, name: str
+) -> tuple[Path, str, SenderConfig]:
+    """The bench Webhook's sender config file (signed click deliveries, loopback allowed)."""
+    secret_file = tmp / "secret"
+    secret_file.write_text(SECRET)
+    listen = f"127.0.0.1:{free_port()}"
+    cfg = parse_sender_config(
+        {
+            "webhook": {"namespace": "bench", "name": name},
+            "spec": {
+                "url": hook_url,
+                "events": ["click"],
+                "database": "newsletter",
+                "format": fmt,
+                "signing": {"secretRef": {"name": "s", "key": "secret"}},
+                "delivery": {"maxInFlight": concurrency, "maxRequestsPerSecond": 10000},
+            },
+            "nats": {"url": nats_url, "consumer": consumer_name("bench", name)},
+            "signingSecretFile": str(secret_file),
+            "listen": listen,
+            "allowNetworks": ["127.0.0.0/8"],
+            "allowHttp": True,
+        }
+    )
+    path = tmp / f"sender-{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_document()))
+    return path, listen, cfg
+
+
 async def sender_throughput(
     tmp: Path,
     nats: EmbeddedNats,
@@ -159,29 +189,9 @@ async def sender_throughput(
     fmt: str,
     tag: str,
 ) -> dict:
-    secret_file = tmp / "secret"
-    secret_file.write_text(SECRET)
-    listen = f"127.0.0.1:{free_port()}"
-    cfg = parse_sender_config(
-        {
-            "webhook": {"namespace": "bench", "name": f"throughput-{tag}"},
-            "spec": {
-                "url": hook_url,
-                "events": ["click"],
-                "database": "newsletter",
-                "format": fmt,
-                "signing": {"secretRef": {"name": "s", "key": "secret"}},
-                "delivery": {"maxInFlight": concurrency, "maxRequestsPerSecond": 10000},
-            },
-            "nats": {"url": nats.url, "consumer": consumer_name("bench", f"throughput-{tag}")},
-            "signingSecretFile": str(secret_file),
-            "listen": listen,
-            "allowNetworks": ["127.0.0.0/8"],
-            "allowHttp": True,
-        }
+    config_path, listen, cfg = write_sender_config(
+        tmp, nats.url, hook_url, concurrency, fmt, f"throughput-{tag}"
     )
-    config_path = tmp / f"sender-{tag}.yaml"
-    config_path.write_text(yaml.safe_dump(cfg.to_document()))
     nc = await bus.connect(nats.url)
     js = nc.jetstream()
     await bus.ensure_stream(js)
