@@ -360,7 +360,8 @@ def _tls_reason(exc: BaseException | None) -> str:
     return "tls error: handshake failed"
 
 
-def _short_reason(exc: BaseException) -> str:
+def _failure_reason(exc: BaseException) -> str:
+    """The short reason of a request that got no response, on either path (aiohttp or the lean pool)."""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "dns lookup failed"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -372,13 +373,32 @@ def _short_reason(exc: BaseException) -> str:
         if isinstance(os_error, ConnectionRefusedError):
             return "connection refused"
         return (os_error.strerror or "connection failed").lower() if os_error else "connection failed"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, _Disconnected)):
         return "server disconnected"
-    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError, _Malformed)):
         return "malformed response"
     if isinstance(exc, aiohttp.InvalidURL):
         return "invalid url"
+    if isinstance(exc, aiohttp.ClientError):
+        return type(exc).__name__
+    if isinstance(exc, ssl_module.SSLError):
+        return _tls_reason(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError):
+        return (exc.strerror or type(exc).__name__).lower()
     return type(exc).__name__
+
+
+def _no_response(host: str | None, exc: BaseException, seconds: float) -> SafeHTTPError:
+    """The SafeHTTPError for a request to `host` that failed with `exc` (both request paths)."""
+    if isinstance(exc, TimeoutError):
+        return RequestTimeout(f"no complete answer from {host} within {seconds:g} s", "timeout")
+    return _connection_failed(host, _failure_reason(exc))
+
+
+def _connection_failed(host: str | None, reason: str) -> ConnectionFailed:
+    return ConnectionFailed(f"request to {host} failed: {reason}", reason)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -678,8 +698,7 @@ class _Pool:
             except SafeHTTPError:
                 raise
             except OSError as exc:
-                reason = "dns lookup failed"
-                raise ConnectionFailed(f"request to {host} failed: {reason}", reason) from exc
+                raise _connection_failed(host, "dns lookup failed") from exc
             targets = [(r["host"], r["port"], r["family"]) for r in results]
         tls = self._ssl if origin[0] == "https" else None
         last: OSError | None = None
@@ -760,20 +779,6 @@ def _tls_context(ssl: ssl_module.SSLContext | bool) -> ssl_module.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl_module.CERT_NONE
     return context
-
-
-def _exchange_failure(exc: BaseException) -> str:
-    """The short reason of a failed lean exchange, in the words `_short_reason` uses for aiohttp's."""
-    if isinstance(exc, _Disconnected):
-        return "server disconnected"
-    if isinstance(exc, _Malformed):
-        return "malformed response"
-    if isinstance(exc, ssl_module.SSLError):
-        return _tls_reason(exc)
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    assert isinstance(exc, OSError)
-    return (exc.strerror or type(exc).__name__).lower()
 
 
 class SafeHTTPClient:
@@ -915,16 +920,8 @@ class SafeHTTPClient:
                     status, resp_headers, body, truncated = await self._send(
                         session, method, target, data, headers, self._timeout(left)
                     )
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no complete answer from {target.host} within {timeout:g} s", "timeout"
-            ) from None
-        except aiohttp.ClientError as exc:
-            reason = _short_reason(exc)
-            raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
-        except OSError as exc:
-            reason = (exc.strerror or type(exc).__name__).lower()
-            raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _no_response(target.host, exc, timeout) from None
         return SafeResponse(status, resp_headers, body, time.perf_counter() - started, text, truncated)
 
     async def _post(
@@ -952,13 +949,8 @@ class SafeHTTPClient:
                 status, resp_headers, body, truncated = await conn.exchange(request, deadline)
             finally:
                 pool.release(conn)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no complete answer from {target.host} within {seconds:g} s", "timeout"
-            ) from None
-        except (_Disconnected, _Malformed, ssl_module.SSLError, OSError) as exc:
-            reason = _exchange_failure(exc)
-            raise ConnectionFailed(f"request to {target.host} failed: {reason}", reason) from None
+        except (TimeoutError, _Disconnected, _Malformed, OSError) as exc:
+            raise _no_response(target.host, exc, seconds) from None
         return SafeResponse(status, resp_headers, body, time.perf_counter() - started, text, truncated)
 
     def _redirect_target(self, current: URL, location: str) -> URL:
