@@ -269,22 +269,21 @@ class EgressPolicy:
                 "userinfo in url",
             )
         host = parsed.host or ""
+        legacy = False
         try:
             literal: IPAddress | None = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             literal = _legacy_ipv4(host)
-            if literal is not None:
-                problem = self.address_problem(literal)
-                if problem:
-                    raise BlockedDestination(_blocked_message(host, problem), "blocked address") from None
-                raise InvalidURL(
-                    f"{host} is a legacy numeric form of {literal}; write the address as {literal}",
-                    "invalid url",
-                ) from None
+            legacy = literal is not None
         if literal is not None:
             problem = self.address_problem(literal)
             if problem:
                 raise BlockedDestination(_blocked_message(host, problem), "blocked address")
+            if legacy:
+                raise InvalidURL(
+                    f"{host} is a legacy numeric form of {literal}; write the address as {literal}",
+                    "invalid url",
+                )
         return parsed
 
 
