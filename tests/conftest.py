@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from hookline.sender import bus
 from hookline.sender.natsserver import EmbeddedNats
 
 
@@ -15,3 +16,13 @@ def nats_server(tmp_path) -> Iterator[EmbeddedNats]:
     server = EmbeddedNats(tmp_path / "nats-store", log_file=tmp_path / "nats.log")
     with server:
         yield server
+
+
+@pytest.fixture
+async def nats(nats_server):
+    """A client connection and JetStream context, with the events stream in place."""
+    nc = await bus.connect(nats_server.url)
+    js = nc.jetstream()
+    await bus.ensure_stream(js)
+    yield nc, js
+    await nc.close()

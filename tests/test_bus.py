@@ -20,15 +20,6 @@ def event(event_type: str = "open", **fields):
     return parse_event({"type": event_type, **base, **fields})
 
 
-@pytest.fixture
-async def nats(nats_server):
-    nc = await bus.connect(nats_server.url)
-    js = nc.jetstream()
-    await bus.ensure_stream(js)
-    yield nc, js
-    await nc.close()
-
-
 async def test_stream_is_created_once_with_retention_and_dedup_window(nats_server):
     nc = await bus.connect(nats_server.url)
     js = nc.jetstream()

@@ -53,15 +53,6 @@ async def receiver():
     await r.stop()
 
 
-@pytest.fixture
-async def nats(nats_server):
-    nc = await bus.connect(nats_server.url)
-    js = nc.jetstream()
-    await bus.ensure_stream(js)
-    yield nc, js
-    await nc.close()
-
-
 async def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
     proc.send_signal(sig)
     for _ in range(1200):
