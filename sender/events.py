@@ -265,7 +265,7 @@ class Event:
 
     def to_bytes(self) -> bytes:
         """Compact JSON for the bus."""
-        return _COMPACT_JSON.encode(self.payload).encode()
+        return compact_json(self.payload)
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Event:
@@ -306,6 +306,11 @@ class Event:
 # detection, on every call, which the sender pays per delivery.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _JSON_DECODER = json.JSONDecoder()
+
+
+def compact_json(value: Any) -> bytes:
+    """The same bytes as ``json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()``."""
+    return _COMPACT_JSON.encode(value).encode()
 
 
 def _loads(data: bytes | str) -> Any:

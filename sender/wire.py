@@ -11,12 +11,11 @@ absent; `form_view` gives exactly what such a receiver sees.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
-from hookline.sender.events import Event
+from hookline.sender.events import Event, compact_json
 
 FORMATS: tuple[str, ...] = ("form", "json")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -79,14 +78,9 @@ def encode_form(payload: Mapping[str, Any]) -> str:
     return "&".join(out)
 
 
-# Built once (json.dumps with arguments builds an encoder per call; deliveries call this per event).
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 def encode_json(payload: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, the same bytes as ``json.dumps(payload, separators=(",", ":"),
-    ensure_ascii=False).encode()``."""
-    return _COMPACT_JSON.encode(payload).encode()
+    """Compact UTF-8 JSON: the bytes the bus carries (`Event.to_bytes`), so `render_event` can reuse them."""
+    return compact_json(payload)
 
 
 def render_body(payload: Mapping[str, Any], fmt: str) -> tuple[str, bytes]:
