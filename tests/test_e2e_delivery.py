@@ -123,10 +123,8 @@ SIGNING = {"secretRef": {"name": "hook-secret", "key": "secret"}}
 
 
 @pytest.fixture
-async def pipeline(nats_server) -> AsyncIterator[Pipeline]:
-    nc = await bus.connect(nats_server.url)
-    js = nc.jetstream()
-    await bus.ensure_stream(js)
+async def pipeline(nats) -> AsyncIterator[Pipeline]:
+    nc, js = nats
     registry = CollectorRegistry()
     runner = await start_site(create_app(Ingest(nc, js, IngestMetrics(registry)), registry), "127.0.0.1", 0)
     async with aiohttp.ClientSession() as http:
@@ -135,7 +133,6 @@ async def pipeline(nats_server) -> AsyncIterator[Pipeline]:
         p.stop.set()
         await asyncio.gather(*p.tasks)
     await runner.cleanup()
-    await nc.close()
 
 
 @pytest.fixture

@@ -49,10 +49,8 @@ class IngestUnderTest:
 
 
 @pytest.fixture
-async def ingest(nats_server) -> AsyncIterator[IngestUnderTest]:
-    nc = await bus.connect(nats_server.url)
-    js = nc.jetstream()
-    await bus.ensure_stream(js)
+async def ingest(nats) -> AsyncIterator[IngestUnderTest]:
+    nc, js = nats
     registry = CollectorRegistry()
     app = create_app(
         Ingest(
@@ -64,7 +62,6 @@ async def ingest(nats_server) -> AsyncIterator[IngestUnderTest]:
     async with aiohttp.ClientSession() as http:
         yield IngestUnderTest(f"http://127.0.0.1:{bound_port(runner)}", nc, js, http)
     await runner.cleanup()
-    await nc.close()
 
 
 async def test_one_event_is_accepted_and_stored_on_its_subject(ingest):
