@@ -7,13 +7,16 @@ only when the process can do its work (connected to NATS), so Kubernetes stops r
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from hookline.sender.metrics import CONTENT_TYPE_LATEST, render
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 Readiness = Callable[[], str | None]
 """Returns None when ready, else a short reason shown in the /readyz body."""
@@ -85,3 +88,18 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
         return int(await main(stop))
 
     return asyncio.run(runner())
+
+
+def run_service(
+    main: Callable[[asyncio.Event], Awaitable[int]],
+    exit_codes: Mapping[type[Exception], int],
+    log: logging.Logger,
+) -> int:
+    """`run_until_signal` for a service command: INFO logging, and an expected error (its message says
+    what to fix) logged as one line and turned into the exit code of its first matching type."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        return run_until_signal(main)
+    except tuple(exit_codes) as exc:
+        log.error("%s", exc)
+        return next(code for kind, code in exit_codes.items() if isinstance(exc, kind))

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.events import Event, EventError, parse_event
-from hookline.sender.health import add_health_routes, parse_listen, run_until_signal, start_site
+from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site
 from hookline.sender.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -299,12 +299,5 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run_until_signal(lambda stop: serve(args, stop))
-    except bus.BusUnavailable as exc:
-        log.error("%s", exc)
-        return 1
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
+    exit_codes = {bus.BusUnavailable: 1, ValueError: 2}
+    return run_service(lambda stop: serve(args, stop), exit_codes, log)

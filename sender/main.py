@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from hookline.sender import bus
 from hookline.sender.config import ConfigError, SenderConfig, load_sender_config
 from hookline.sender.engine import Engine
-from hookline.sender.health import add_health_routes, parse_listen, run_until_signal, start_site
+from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site
 from hookline.sender.metrics import SenderMetrics, WebhookMetrics
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
 from hookline.sender.signing import parse_secret
@@ -128,10 +128,5 @@ async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_sender_config(args.config)
-        return run_until_signal(lambda stop: serve(cfg, args, stop))
-    except (ConfigError, StartupError, bus.BusUnavailable, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    exit_codes = {ConfigError: 2, StartupError: 2, bus.BusUnavailable: 2, ValueError: 2}
+    return run_service(lambda stop: serve(load_sender_config(args.config), args, stop), exit_codes, log)
