@@ -15,7 +15,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -42,7 +42,6 @@ __all__ = [
 
 # Delay before attempt n+1 after attempt n failed (index n); the last entry repeats.
 SCHEDULE_SECONDS: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
-# The default 10 attempts take about 48 h; an event older than this is not worth delivering late.
 # A receiver may ask for a long pause; longer than this is treated as this (it still gets retried).
 RETRY_AFTER_CAP_SECONDS = 3600.0
 DEFAULT_MAX_ATTEMPTS = 10
@@ -170,9 +169,6 @@ class RetryPolicy:
             values["max_age_seconds"] = float(max_age)
         values.update(overrides)
         return cls(**values)
-
-    def with_random(self, source: Callable[[], float]) -> RetryPolicy:
-        return replace(self, random=source)
 
 
 def retry_delay(attempt: int, policy: RetryPolicy) -> float:
