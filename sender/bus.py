@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAM = "HOOKLINE_EVENTS"
-STREAM_SUBJECTS = ("hookline.events.>", "hookline.redrive.>")
+REDRIVE_STREAM_SUBJECT = "hookline.redrive.>"
+STREAM_SUBJECTS = ("hookline.events.>", REDRIVE_STREAM_SUBJECT)
 DEAD_LETTER_STREAM = "HOOKLINE_DEAD_LETTERS"
 DEAD_LETTER_SUBJECTS = ("hookline.dead.>",)
 DEFAULT_RETENTION_SECONDS = 72 * 3600
@@ -192,6 +193,11 @@ class ConsumerSpec:
     stream: str = STREAM
 
 
+def ack_wait_seconds(timeout_seconds: float) -> float:
+    """How long the server waits for an ack before redelivering: one request's timeout plus a margin."""
+    return float(timeout_seconds) + ACK_WAIT_MARGIN_SECONDS
+
+
 def consumer_spec(cfg: SenderConfig) -> ConsumerSpec:
     """The consumer for a sender config: its filters (with its redrive subject) and ack_wait."""
     spec = cfg.spec
@@ -202,7 +208,7 @@ def consumer_spec(cfg: SenderConfig) -> ConsumerSpec:
         stream=cfg.nats.stream,
         filter_subjects=tuple(filters),
         max_ack_pending=MAX_ACK_PENDING,
-        ack_wait_seconds=float(spec.delivery.timeout_seconds) + ACK_WAIT_MARGIN_SECONDS,
+        ack_wait_seconds=ack_wait_seconds(spec.delivery.timeout_seconds),
     )
 
 
@@ -226,7 +232,8 @@ def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
     )
 
 
-def _filters_of(config: api.ConsumerConfig) -> tuple[str, ...]:
+def filters_of(config: api.ConsumerConfig) -> tuple[str, ...]:
+    """A consumer's filter subjects, whichever of filter_subject / filter_subjects holds them."""
     if config.filter_subjects:
         return tuple(config.filter_subjects)
     return (config.filter_subject,) if config.filter_subject else ()
@@ -234,7 +241,7 @@ def _filters_of(config: api.ConsumerConfig) -> tuple[str, ...]:
 
 def consumer_needs_update(have: api.ConsumerConfig, want: api.ConsumerConfig) -> bool:
     return (
-        sorted(_filters_of(have)) != sorted(_filters_of(want))
+        sorted(filters_of(have)) != sorted(filters_of(want))
         or have.max_ack_pending != want.max_ack_pending
         or have.ack_wait != want.ack_wait
     )

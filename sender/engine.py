@@ -94,7 +94,7 @@ class Engine:
         rate = per_replica_rate(limits.max_requests_per_second, replicas)
         # A message may wait this long in our hands (for a token, or a Retry-After) before JetStream
         # would redeliver it; waits longer than half of it send a progress ack.
-        self.ack_wait = float(limits.timeout_seconds) + bus.ACK_WAIT_MARGIN_SECONDS
+        self.ack_wait = bus.ack_wait_seconds(limits.timeout_seconds)
         self.workers = per_replica_in_flight(
             limits.max_in_flight, replicas, rate=rate, within=self.ack_wait / 2
         )

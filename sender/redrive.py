@@ -40,7 +40,6 @@ from hookline.sender.deadletter import (
 from hookline.sender.ingest import DEFAULT_NATS_URL, NATS_URL_ENV, parse_duration
 from hookline.sender.retry import GoneState
 
-REDRIVE_STREAM_SUBJECT = "hookline.redrive.>"
 NAMESPACE_ENV = "HOOKLINE_NAMESPACE"
 PROGRESS_EVERY = 100
 PUBLISH_TIMEOUT_SECONDS = 10.0
@@ -106,6 +105,13 @@ class RedriveError(Exception):
     """Redrive cannot go on; the message says what to do."""
 
 
+def _no_consumer(namespace: str, name: str, durable: str) -> RedriveError:
+    return RedriveError(
+        f"Webhook {namespace}/{name} has no consumer {durable} in {bus.STREAM}; is the Webhook applied "
+        f"and Verified? (kubectl get wh -n {namespace} {name})"
+    )
+
+
 def _gone_since(state: GoneState) -> str:
     if state.since is None:
         return ""
@@ -120,10 +126,7 @@ async def resume(
     try:
         state = await bus.read_gone(js, durable)
     except NotFoundError:
-        raise RedriveError(
-            f"Webhook {namespace}/{name} has no consumer {durable} in {bus.STREAM}; is the Webhook applied "
-            f"and Verified? (kubectl get wh -n {namespace} {name})"
-        ) from None
+        raise _no_consumer(namespace, name, durable) from None
     if not state.gone:
         print(f"Webhook {namespace}/{name} is not stopped by a 410 Gone; nothing to resume", file=out)
         return False
@@ -155,13 +158,8 @@ async def _check_delivery_path(js: JetStreamContext, namespace: str, name: str) 
     try:
         consumer = await js.consumer_info(bus.STREAM, durable)
     except NotFoundError:
-        raise RedriveError(
-            f"Webhook {namespace}/{name} has no consumer {durable} in {bus.STREAM}; is the Webhook applied "
-            f"and Verified? (kubectl get wh -n {namespace} {name})"
-        ) from None
-    filters = consumer.config.filter_subjects or (
-        [consumer.config.filter_subject] if consumer.config.filter_subject else []
-    )
+        raise _no_consumer(namespace, name, durable) from None
+    filters = bus.filters_of(consumer.config)
     if subject not in filters:
         raise RedriveError(
             f"the consumer {durable} of Webhook {namespace}/{name} does not read {subject} (its filters: "
@@ -169,9 +167,9 @@ async def _check_delivery_path(js: JetStreamContext, namespace: str, name: str) 
             "redrive subject, then run redrive again. Nothing was changed"
         )
     subjects = list(stream.config.subjects or [])
-    if REDRIVE_STREAM_SUBJECT not in subjects:
+    if bus.REDRIVE_STREAM_SUBJECT not in subjects:
         # Additive and idempotent: the stream also takes redriven events from now on.
-        await js.update_stream(stream.config.evolve(subjects=[*subjects, REDRIVE_STREAM_SUBJECT]))
+        await js.update_stream(stream.config.evolve(subjects=[*subjects, bus.REDRIVE_STREAM_SUBJECT]))
     return bus.gone_of(consumer)
 
 
