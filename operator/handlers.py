@@ -113,6 +113,12 @@ def _sender_facts(status: Mapping[str, Any], patch: kopf.Patch) -> dict[str, Any
     return {**(status.get("sender") or {}), **(patch.status.get("sender") or {})}
 
 
+def _ready(spec: WebhookSpec, verified: bool, sender: Mapping[str, Any] | None) -> Condition:
+    return ready_condition(
+        verified=verified, paused=spec.paused, desired_replicas=spec.sender.replicas, sender=sender
+    )
+
+
 # --- Webhook: reconcile --------------------------------------------------------------------------------
 
 
@@ -194,12 +200,7 @@ async def _verify(
     next_at = None if delay is None else now_iso_in(delay)
     fields = verification.result_fields(result, url=spec.url, now=now, checks=checks, next_check_at=next_at)
     patch.status["verification"] = {**(patch.status.get("verification") or {}), **fields}
-    ready = ready_condition(
-        verified=result.verified,
-        paused=spec.paused,
-        desired_replicas=spec.sender.replicas,
-        sender=_sender_facts(status, patch),
-    )
+    ready = _ready(spec, result.verified, _sender_facts(status, patch))
     verified = verification.verified_condition(result, delay)
     _write_conditions(body, status, patch, [verified, ready], generation)
     if delay is not None:
@@ -256,21 +257,15 @@ async def _run_sender(
         "replicas": desired.desired_replicas(spec),
         "configHash": digest,
     }
-    verified = Condition(VERIFIED, "True", "FileMatched", _verified_message(status, patch))
-    ready = ready_condition(
-        verified=True,
-        paused=spec.paused,
-        desired_replicas=spec.sender.replicas,
-        sender=_sender_facts(status, patch),
-    )
+    verified = verification.verified_at(_verified_url(status, patch))
+    ready = _ready(spec, True, _sender_facts(status, patch))
     _write_conditions(body, status, patch, [verified, ready], generation)
     logger.debug(f"sender {deployment_name}: {outcome}")
 
 
-def _verified_message(status: Mapping[str, Any], patch: kopf.Patch) -> str:
+def _verified_url(status: Mapping[str, Any], patch: kopf.Patch) -> str | None:
     fresh = patch.status.get("verification") or {}
-    where = fresh.get("verifiedURL") or (status.get("verification") or {}).get("verifiedURL")
-    return f"ownership verified at {where}"
+    return fresh.get("verifiedURL") or (status.get("verification") or {}).get("verifiedURL")
 
 
 async def _apply(rt: Runtime, collection: str, want: dict[str, Any]) -> str:
@@ -333,14 +328,7 @@ async def webhook_seen(
     if not verified or current is None or current.get("status") != "True":
         return  # the reconcile owns Ready until the Webhook is verified
     conditions = status.get("conditions")
-    derived = [
-        ready_condition(
-            verified=True,
-            paused=parsed.paused,
-            desired_replicas=parsed.sender.replicas,
-            sender=status.get("sender"),
-        )
-    ]
+    derived = [_ready(parsed, True, status.get("sender"))]
     if status.get("delivery") is not None:  # the timer has read the consumer at least once
         derived.append(delivery.delivering_condition(status["delivery"], namespace, name))
     changed = [c for c in derived if _stated(conditions, c) != (c.status, c.reason, c.message)]

@@ -84,9 +84,13 @@ def result_fields(
     }
 
 
+def verified_at(url: str | None) -> Condition:
+    return Condition(VERIFIED, "True", "FileMatched", f"ownership verified at {url}")
+
+
 def verified_condition(result: OwnershipResult, next_delay: float | None = None) -> Condition:
     if result.verified:
-        return Condition(VERIFIED, "True", "FileMatched", f"ownership verified at {result.verified_url}")
+        return verified_at(result.verified_url)
     message = result.message
     if next_delay is not None and result.reason != "Blocked":
         message = f"{message}. Next check in {_human(next_delay)}"

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from kubernetes import client
 
 from hookline.kubecli.kube import GROUP, VERSION, CommandError, add_connection_arguments, api_error, connect
+from hookline.operator.status import find
 
 DATABASE_LABEL = "hookline.io/database"
 COLLECTION_LABEL = "hookline.io/collection"
@@ -39,11 +40,11 @@ def matches(item: Mapping[str, Any], database: str | None, collection: str | Non
 
 
 def _condition(item: Mapping[str, Any], type_: str) -> str:
-    for condition in (item.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_:
-            reason = condition.get("reason")
-            return f"{condition.get('status')} ({reason})" if reason else str(condition.get("status"))
-    return "-"
+    condition = find((item.get("status") or {}).get("conditions"), type_)
+    if condition is None:
+        return "-"
+    reason = condition.get("reason")
+    return f"{condition.get('status')} ({reason})" if reason else str(condition.get("status"))
 
 
 def rows(items: Sequence[Mapping[str, Any]], all_namespaces: bool) -> list[list[str]]:
