@@ -40,7 +40,7 @@ import run as run_bench  # noqa: E402  (bench/ is this script's own folder on sy
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.config import load_sender_config  # noqa: E402
 from hookline.sender.events import parse_event  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats, free_port  # noqa: E402
+from hookline.sender.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
 
 PROFILE_HTTP = ROOT / "bench" / "profile_http.py"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -153,8 +153,7 @@ async def measure(args: argparse.Namespace, tmp: Path, nats: EmbeddedNats, recei
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-        sender.send_signal(signal.SIGTERM)
-        sender.wait(30)
+        terminate(sender, timeout=30)
     n = args.events - already
     span = stats["last"] - stats["first"]
     print(f"{n} signed {args.format} deliveries, maxInFlight {args.concurrency}:")

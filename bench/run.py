@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
 from hookline.sender.events import parse_event  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats, free_port  # noqa: E402
+from hookline.sender.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
 from hookline.sender.signing import parse_secret, request_headers  # noqa: E402
 from hookline.sender.wire import render_body  # noqa: E402
 
@@ -83,13 +82,7 @@ def spawn(
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, timeout=30)
 
 
 def peak_rss_mib(pid: int) -> float | None:

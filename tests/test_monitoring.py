@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -40,7 +39,7 @@ from operator_helpers import (
 
 from hookline.sender.config import consumer_name
 from hookline.sender.events import example_event
-from hookline.sender.natsserver import EmbeddedNats, free_port
+from hookline.sender.natsserver import EmbeddedNats, free_port, terminate
 
 PROMTOOL = ROOT / ".tools" / "bin" / "promtool"
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -432,13 +431,7 @@ class Process:
         await wait_for(check, f"hookline {self.args[0]} ready at {url}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=20)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from kmock._internal import enums
 
 from hookline.operator.main import serve
 from hookline.operator.settings import OperatorConfig, VerificationSchedule
+from hookline.sender.natsserver import terminate
 from hookline.sender.safehttp import EgressPolicy
 
 WEBHOOKS = "hookline.io/v1alpha1/webhooks"
@@ -402,11 +403,5 @@ def start_operator_process(
 
 def stop_operator_process(process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
     """SIGTERM, and a kill if it has not stopped within 30 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    terminate(process, timeout=30)
     log.close()

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +26,7 @@ from hookline.operator.delivery import RESUME_ANNOTATION
 from hookline.sender import bus
 from hookline.sender.config import consumer_name
 from hookline.sender.events import parse_event
-from hookline.sender.natsserver import free_port
+from hookline.sender.natsserver import free_port, terminate
 
 
 def open_event(event_id: str) -> Any:
@@ -76,13 +75,7 @@ async def run_sender(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout=30)
 
 
 async def test_receiver_gone_shows_on_the_webhook_and_an_annotation_resumes(
