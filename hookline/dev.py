@@ -27,11 +27,12 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from hookline.api import SpecError, WebhookSpec, parse_webhook_spec
 from hookline.operator.settings import VerificationSchedule
 from hookline.operator.status import READY, Condition, merge_conditions, now_iso, ready_condition
 from hookline.operator.verification import check_delay, instructions, pending_condition, verified_condition
 from hookline.sender import bus
-from hookline.sender.config import SenderConfig, SpecError, WebhookSpec, consumer_name, parse_webhook_spec
+from hookline.sender.config import SenderConfig, consumer_name
 from hookline.sender.health import parse_listen, run_until_signal, start_site
 from hookline.sender.ingest import Ingest, create_app
 from hookline.sender.main import SenderRuntime

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from hookline.api import WebhookSpec
 from hookline.operator.settings import OperatorConfig
-from hookline.sender.config import SenderConfig, WebhookSpec, consumer_name
+from hookline.sender.config import SenderConfig, consumer_name
 
 SENDER_PORT = 8081
 CONFIG_DIR = "/etc/hookline"

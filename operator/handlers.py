@@ -22,6 +22,7 @@ from typing import Any
 
 import kopf
 
+from hookline.api import SpecError, WebhookSpec, parse_webhook_spec
 from hookline.operator import delivery, desired, kubeapi, verification
 from hookline.operator.consumers import Consumers
 from hookline.operator.metrics import OperatorMetrics
@@ -42,7 +43,7 @@ from hookline.operator.status import (
 from hookline.operator.webhooktest import TestOutcome, run_test
 from hookline.sender import ownership
 from hookline.sender.bus import BusUnavailable
-from hookline.sender.config import SpecError, WebhookSpec, consumer_name, parse_webhook_spec
+from hookline.sender.config import consumer_name
 from hookline.sender.retry import GoneState
 from hookline.sender.safehttp import SafeHTTPClient
 

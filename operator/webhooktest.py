@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hookline.api import SpecError, WebhookSpec, parse_webhook_spec
 from hookline.operator import kubeapi
 from hookline.operator.status import VERIFIED, now_iso, status_of
 from hookline.operator.verification import is_verified_for
-from hookline.sender.config import SpecError, WebhookSpec, parse_webhook_spec
 from hookline.sender.engine import Delivery
 from hookline.sender.events import Event, EventError, example_event, parse_event
 from hookline.sender.safehttp import BlockedDestination, SafeHTTPClient, SafeHTTPError

@@ -27,8 +27,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from hookline.api import WebhookSpec
 from hookline.sender import bus, retry
-from hookline.sender.config import WebhookSpec
 from hookline.sender.deadletter import DeadLetter, publish_dead_letter
 from hookline.sender.events import Event, EventError
 from hookline.sender.metrics import WebhookMetrics

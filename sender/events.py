@@ -28,16 +28,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-EVENT_TYPES: tuple[str, ...] = (
-    "open",
-    "click",
-    "bounce",
-    "failure",
-    "delivery",
-    "create",
-    "update",
-    "delete",
-)
+from hookline.api import EVENT_TYPES, FieldError
+
 SUBJECT_PREFIX = "hookline.events"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 ID_MAX_LENGTH = 128
@@ -46,17 +38,6 @@ NO_TOKEN = "_"
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIMESTAMP_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})")
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One bad field: ``field`` is a path such as ``recipient`` or ``fields.email``."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
 
 
 class EventError(ValueError):

@@ -7,14 +7,8 @@ import json
 import pytest
 import yaml
 
-from hookline.sender.config import (
-    ConfigError,
-    SenderConfig,
-    SpecError,
-    consumer_name,
-    load_sender_config,
-    parse_webhook_spec,
-)
+from hookline.api import SpecError, parse_webhook_spec
+from hookline.sender.config import ConfigError, SenderConfig, consumer_name, load_sender_config
 
 MINIMAL = {"url": "https://shop.example.com/hooks/copernica.php", "events": ["click"]}
 

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from hookline.sender.config import SpecError, parse_webhook_spec
+from hookline.api import SpecError, parse_webhook_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = ROOT / "crds"

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hookline.api import parse_webhook_spec
 from hookline.operator import delivery, desired, verification
 from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.settings import (
@@ -25,7 +26,6 @@ from hookline.operator.status import (
     transitions,
 )
 from hookline.operator.webhooktest import build_event, outcome_of_response, refusal
-from hookline.sender.config import parse_webhook_spec
 from hookline.sender.ownership import OwnershipResult
 from hookline.sender.retry import GoneState
 

@@ -1,0 +1,412 @@
+"""The Webhook API in one typed place: names, spec, status, condition types and their reasons.
+
+Everything that the operator, dev mode, the CLI, the dashboard generator and the tests say about a
+Webhook or a WebhookTest comes from here, never from a string literal of their own. The CRDs in
+``crds/`` are the contract that Kubernetes enforces; ``tests/test_api_contract.py`` holds this module
+against them in both directions (every field written here is declared there, every declared field
+exists here, enums and bounds agree), so a field the API server would prune cannot be written.
+
+It sits at the bottom of the import graph: it imports only ``hookline.sender.signing`` (header rules,
+a leaf) and pydantic, so the data plane and the control plane can both depend on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from hookline.sender.signing import header_name_problem, header_value_problem
+
+# --- names ----------------------------------------------------------------------------------------------
+
+GROUP = "hookline.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+WEBHOOK_KIND = "Webhook"
+WEBHOOK_PLURAL = "webhooks"
+WEBHOOKTEST_KIND = "WebhookTest"
+WEBHOOKTEST_PLURAL = "webhooktests"
+
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_PREFIX = GROUP  # Kopf's progress and diff-base annotations live under it
+DATABASE_LABEL = f"{GROUP}/database"  # kept on each Webhook: `kubectl get wh -l hookline.io/database=x`
+COLLECTION_LABEL = f"{GROUP}/collection"
+WEBHOOK_LABEL = f"{GROUP}/webhook"  # on the sender objects: which Webhook they serve
+RESUME_ANNOTATION = f"{GROUP}/resume-delivery"  # any new value lifts a 410 Gone stop
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+DESIRED_HASH_ANNOTATION = f"{GROUP}/desired-hash"
+
+EVENT_TYPES: tuple[str, ...] = (
+    "open",
+    "click",
+    "bounce",
+    "failure",
+    "delivery",
+    "create",
+    "update",
+    "delete",
+)
+EventType = Literal["open", "click", "bounce", "failure", "delivery", "create", "update", "delete"]
+assert EventType.__args__ == EVENT_TYPES  # type: ignore[attr-defined]
+
+
+# --- conditions and their reasons -------------------------------------------------------------------------
+
+
+class ConditionType(StrEnum):
+    VERIFIED = "Verified"
+    """The customer proved ownership of spec.url with the verification file."""
+    READY = "Ready"
+    """A sender runs for the Webhook and is consuming its events."""
+    DELIVERING = "Delivering"
+    """Deliveries run (False: the receiver said 410 Gone, or deliveries are stopped otherwise)."""
+
+
+CONDITION_ORDER: tuple[ConditionType, ...] = tuple(ConditionType)
+
+
+class VerifiedReason(StrEnum):
+    FILE_MATCHED = "FileMatched"
+    """True: one of the locations held the token."""
+    PENDING = "Pending"
+    """False: the Webhook is new; the file has not been checked yet."""
+    FILE_NOT_FOUND = "FileNotFound"
+    """False: no location had the file (404 or similar)."""
+    CONTENT_MISMATCH = "ContentMismatch"
+    """False: a file was there but did not hold the token."""
+    UNREACHABLE = "Unreachable"
+    """False: the server did not answer (DNS, connection, TLS, timeout)."""
+    BLOCKED = "Blocked"
+    """False: the URL resolves to an address the egress policy refuses (private, metadata, ...)."""
+
+
+class ReadyReason(StrEnum):
+    SENDER_AVAILABLE = "SenderAvailable"
+    """True: every desired sender pod is available."""
+    SENDER_UNAVAILABLE = "SenderUnavailable"
+    """False: fewer sender pods are available than desired."""
+    SENDER_PENDING = "SenderPending"
+    """False: the sender Deployment is being created."""
+    NOT_VERIFIED = "NotVerified"
+    """False: no sender runs until the URL is verified."""
+    PAUSED = "Paused"
+    """False: spec.paused is true or spec.sender.replicas is 0; events are kept."""
+    INVALID_SPEC = "InvalidSpec"
+    """False: the spec cannot be used (the message names the field)."""
+    BUS_UNAVAILABLE = "BusUnavailable"
+    """False: NATS did not answer (connection, timeout); retried by itself."""
+    BUS_REFUSED = "BusRefused"
+    """False: NATS refused the consumer for good (a limit or its configuration); needs a change."""
+
+
+class DeliveringReason(StrEnum):
+    DELIVERING = "Delivering"
+    """True: deliveries run."""
+    RECEIVER_GONE = "ReceiverGone"
+    """False: the receiver answered 410 Gone; resume with the annotation or `hookline redrive --resume`."""
+    FAILING = "Failing"
+    PAUSED = "Paused"
+    BACKLOGGED = "Backlogged"
+    CONSUMER_MISSING = "ConsumerMissing"
+    DISABLED = "Disabled"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition as a decision computes it; status.merge_conditions adds the times."""
+
+    type: ConditionType
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+# --- spec -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One bad field: ``field`` is a path such as ``spec.url``, ``recipient`` or ``fields.email``."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+MAX_URL_LENGTH = 2048
+
+
+class CamelModel(BaseModel):
+    """camelCase on the outside (CRD, YAML), snake_case in Python; unknown keys are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=False,
+    )
+
+
+class SecretRef(CamelModel):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class Signing(CamelModel):
+    secret_ref: SecretRef
+
+
+class Delivery(CamelModel):
+    timeout_seconds: Annotated[float, Field(ge=1, le=60)] = 10
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 10
+    max_requests_per_second: Annotated[float, Field(gt=0, le=10000)] = 50
+    max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 10
+
+
+class SenderSpec(CamelModel):
+    replicas: Annotated[int, Field(ge=0, le=20)] = 1
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook URL (scheme policy aside), or None."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"is longer than {MAX_URL_LENGTH} characters"
+    if any(ch.isspace() for ch in url):
+        return "must not contain whitespace"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an https:// URL, e.g. https://shop.example.com/hooks/copernica.php"
+    if not parts.hostname:
+        return "has no host name"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain user:password@; put credentials in spec.headers or use signing"
+    if port == 0:
+        return "has port 0"
+    return None
+
+
+SCOPE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+_SCOPE_NAME = re.compile(SCOPE_NAME_PATTERN)
+
+
+class WebhookSpec(CamelModel):
+    """The Webhook custom resource's ``spec`` with the CRD's defaults."""
+
+    url: str
+    events: Annotated[list[EventType], Field(min_length=1)]
+    # Scope names double as label values (`kubectl get wh -l hookline.io/database=newsletter`),
+    # so they follow Kubernetes' label-value rules; the CRD carries the same pattern.
+    database: str | None = None
+    collection: str | None = None
+    format: Literal["form", "json"] = "form"
+    signing: Signing | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    paused: StrictBool = False  # the CRD takes only true/false; so do we ("yes" is an error)
+    delivery: Delivery = Field(default_factory=Delivery)
+    sender: SenderSpec = Field(default_factory=SenderSpec)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        problem = url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, events: list[str]) -> list[str]:
+        duplicates = sorted({e for e in events if events.count(e) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(duplicates)} more than once; each event type once")
+        return events
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        problems = []
+        seen: set[str] = set()
+        for name, value in headers.items():
+            problem = header_name_problem(name) or header_value_problem(value)
+            if problem:
+                problems.append(f"{name!r} {problem}")
+            elif name.lower() in seen:
+                problems.append(f"{name!r} is given twice (header names are case-insensitive)")
+            seen.add(name.lower())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return headers
+
+    @field_validator("database", "collection")
+    @classmethod
+    def _check_scope_name(cls, name: str | None) -> str | None:
+        if name is not None and not _SCOPE_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a valid scope name: use at least 1 and at most 63 letters, digits, "
+                "'_', '-' or '.', starting and ending with a letter or digit (it is also a label value)"
+            )
+        return name
+
+    @field_validator("collection")
+    @classmethod
+    def _check_scope(cls, collection: str | None, info: ValidationInfo) -> str | None:
+        if collection is not None and info.data.get("database") is None:
+            raise ValueError("requires database (a collection belongs to a database); set database too")
+        return collection
+
+
+class SpecError(ValueError):
+    """A spec failed validation; ``errors`` has one FieldError per bad field (paths like ``spec.url``)."""
+
+    def __init__(self, errors: list[FieldError], source: str | None = None) -> None:
+        self.errors = errors
+        self.source = source
+        text = "; ".join(str(e) for e in errors)
+        super().__init__(f"{source}: {text}" if source else text)
+
+
+def field_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        path = prefix
+        for part in err["loc"]:
+            path = f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}" if path else str(part)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see the Webhook CRD for the fields)"
+        elif err["type"] == "missing":
+            message = "is required"
+        elif err["type"] == "literal_error" and err["loc"] and err["loc"][0] == "events":
+            message = f"unknown event type {err['input']!r}; one of {', '.join(EVENT_TYPES)}"
+        errors.append(FieldError(path or "$", message))
+    return errors
+
+
+def parse_webhook_spec(obj: Mapping[str, Any], *, prefix: str = "spec") -> WebhookSpec:
+    """Validate a Webhook ``spec`` dict; raise SpecError naming every bad field."""
+    if not isinstance(obj, Mapping):
+        raise SpecError([FieldError(prefix, "must be an object")])
+    try:
+        return WebhookSpec.model_validate(dict(obj))
+    except ValidationError as exc:
+        raise SpecError(field_errors(exc, prefix)) from None
+
+
+# --- status -----------------------------------------------------------------------------------------------
+
+
+class StatusModel(CamelModel):
+    """A part of a status: ``patch()`` is the merge patch that writes the fields that were set.
+
+    A field set to None deletes it (merge-patch semantics); a field never set is left alone.
+    """
+
+    def patch(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class ConditionStatusModel(StatusModel):
+    type: str
+    status: ConditionStatus
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class VerificationStatus(StatusModel):
+    file_name: str | None = None
+    content: str | None = None
+    locations: list[str] | None = None
+    verified_url: str | None = Field(default=None, alias="verifiedURL")
+    verified_at: str | None = None
+    verified_for: str | None = None
+    """The spec.url that was verified; a different spec.url is checked again."""
+    last_checked_at: str | None = None
+    checked_for: str | None = None
+    """The spec.url that ``checks`` counts for; the count restarts when the URL changes."""
+    checks: int | None = None
+    next_check_at: str | None = None
+    last_error: str | None = None
+
+
+class SenderStatus(StatusModel):
+    deployment: str | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    available_replicas: int | None = None
+    config_hash: str | None = None
+
+
+class DeliveryStatus(StatusModel):
+    gone: bool | None = None
+    gone_since: str | None = None
+    resume_handled: str | None = None
+    resumed_at: str | None = None
+    resume_reason: str | None = None
+
+
+class WebhookStatus(StatusModel):
+    observed_generation: int | None = None
+    verification: VerificationStatus | None = None
+    conditions: list[ConditionStatusModel] | None = None
+    sender: SenderStatus | None = None
+    delivery: DeliveryStatus | None = None
+
+
+class TestResponse(StatusModel):
+    status_code: int | None = None
+    duration_ms: int | None = None
+    body: str | None = None
+
+
+TestPhase = Literal["Pending", "Succeeded", "Failed"]
+
+
+class WebhookTestStatus(StatusModel):
+    phase: TestPhase | None = None
+    reason: str | None = None
+    message: str | None = None
+    sent_at: str | None = None
+    event_id: str | None = None
+    signed: bool | None = None
+    response: TestResponse | None = None
+    error: str | None = None
+
+
+class WebhookTestSpec(CamelModel):
+    webhook: Annotated[str, Field(min_length=1, max_length=253)]
+    event: EventType
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def checked_status(model: type[StatusModel], value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` (a status part about to be written) as the model reads it: an undeclared field or a
+    wrong type raises here, in the operator's own tests, instead of being pruned by the API server."""
+    return model.model_validate(dict(value)).patch()
