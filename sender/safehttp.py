@@ -85,6 +85,7 @@ _SPECIAL_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("fc00::/7", "private (unique local)"),
         ("ff00::/8", "multicast"),
         ("100::/64", "discard-only"),
+        ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215)"),
         ("2001:db8::/32", "documentation"),
         ("2001:2::/48", "benchmarking"),
         ("2001::/23", "IETF protocol assignment"),
@@ -92,6 +93,7 @@ _SPECIAL_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
     )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765): ::ffff:0:a.b.c.d
 
 
 class SafeHTTPError(Exception):
@@ -130,7 +132,7 @@ class InvalidURL(SafeHTTPError):
 
 
 def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo client, NAT64), if any."""
+    """The IPv4 address an IPv6 address stands for (mapped, translated, 6to4, Teredo client, NAT64)."""
     if not isinstance(ip, ipaddress.IPv6Address):
         return None
     if ip.ipv4_mapped is not None:
@@ -139,7 +141,7 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
         return ip.sixtofour
     if ip.teredo is not None:
         return ip.teredo[1]
-    if ip in _NAT64:
+    if ip in _NAT64 or ip in _IPV4_TRANSLATED:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

@@ -97,6 +97,26 @@ def test_metadata_needs_the_exact_address_even_inside_an_allowed_network():
     assert EgressPolicy(["fd00:ec2::254/128"]).address_problem("fd00:ec2::254") is None
 
 
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("64:ff9b:1::a00:1", "local-use NAT64"),  # RFC 8215 local-use NAT64 holding 10.0.0.1
+        ("64:ff9b:1:a9fe:a9:fe00::", "local-use NAT64"),  # the same prefix, /48 layout, metadata
+        ("::ffff:0:10.0.0.1", "private"),  # IPv4-translated (SIIT) form of a private address
+        ("::ffff:0:169.254.169.254", "metadata"),
+        ("::ffff:0:127.0.0.1", "loopback"),
+    ],
+)
+def test_nat64_local_use_and_ipv4_translated_addresses_are_refused(address, words):
+    problem = EgressPolicy().address_problem(address)
+    assert problem is not None and words in problem
+
+
+def test_ipv4_translated_form_of_a_public_address_stays_public():
+    assert EgressPolicy().address_problem("::ffff:0:8.8.8.8") is None
+    assert EgressPolicy(["10.0.0.0/8"]).address_problem("::ffff:0:10.0.0.1") is None
+
+
 def test_refusal_says_how_to_allow_it():
     problem = EgressPolicy().address_problem("10.0.0.1")
     assert "--allow-network" in problem and "HOOKLINE_ALLOW_NETWORKS" in problem
