@@ -127,6 +127,8 @@ class DeliveringReason(StrEnum):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+OwnershipReason = Literal["FileMatched", "FileNotFound", "ContentMismatch", "Unreachable", "Blocked"]
+"""What one ownership check found (the Verified reasons but Pending)."""
 
 
 @dataclass(frozen=True)
@@ -351,7 +353,8 @@ class VerificationStatus(StatusModel):
     last_checked_at: str | None = None
     checked_for: str | None = None
     """The spec.url that ``checks`` counts for; the count restarts when the URL changes."""
-    checks: int | None = None
+    checks: Annotated[int, Field(ge=0)] | None = None
+    last_result: OwnershipReason | None = None
     next_check_at: str | None = None
     last_error: str | None = None
 

@@ -27,9 +27,17 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from hookline.api import SpecError, WebhookSpec, parse_webhook_spec
+from hookline.api import (
+    API_VERSION,
+    WEBHOOK_KIND,
+    Condition,
+    ReadyReason,
+    SpecError,
+    WebhookSpec,
+    parse_webhook_spec,
+)
 from hookline.operator.settings import VerificationSchedule
-from hookline.operator.status import READY, Condition, merge_conditions, now_iso, ready_condition
+from hookline.operator.status import READY, merge_conditions, now_iso, ready_condition
 from hookline.operator.verification import check_delay, instructions, pending_condition, verified_condition
 from hookline.sender import bus
 from hookline.sender.config import SenderConfig, consumer_name
@@ -42,7 +50,6 @@ from hookline.sender.ownership import OwnershipResult, check_ownership, new_toke
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
 from hookline.sender.signing import parse_secret
 
-API_VERSION = "hookline.io/v1alpha1"
 DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
 # The operator's schedule, shortened: the developer is placing the file right now.
 DEV_CHECK_SCHEDULE = VerificationSchedule(first_delay=1.0, factor=2.0, max_delay=30.0)
@@ -129,7 +136,7 @@ def load_manifests(directory: str | Path) -> Manifests:
             if kind == "Secret":
                 namespace, name = _metadata(doc, where)
                 secrets[(namespace, name)] = _secret_values(doc, f"{where} Secret {name}")
-            elif kind == "Webhook":
+            elif kind == WEBHOOK_KIND:
                 namespace, name = _metadata(doc, where)
                 if doc.get("apiVersion") != API_VERSION:
                     raise ManifestError(
@@ -251,7 +258,7 @@ class WebhookState:
         hook = self.webhook
         return {
             "apiVersion": API_VERSION,
-            "kind": "Webhook",
+            "kind": WEBHOOK_KIND,
             "metadata": {"namespace": hook.namespace, "name": hook.name, "generation": 1},
             "spec": hook.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
             "status": self.status(),
@@ -261,9 +268,9 @@ class WebhookState:
 def dev_ready_condition(verified: bool, paused: bool, sender_running: bool) -> Condition:
     """Ready as the operator words it, with an in-process sender in place of a Deployment."""
     if verified and not paused and sender_running:
-        return Condition(READY, "True", "SenderAvailable", "the in-process sender is delivering")
+        return Condition(READY, "True", ReadyReason.SENDER_AVAILABLE, "the in-process sender is delivering")
     if verified and not paused:
-        return Condition(READY, "False", "SenderPending", "the in-process sender is starting")
+        return Condition(READY, "False", ReadyReason.SENDER_PENDING, "the in-process sender is starting")
     return ready_condition(verified=verified, paused=paused, desired_replicas=1, sender=None)
 
 

@@ -1,7 +1,10 @@
 """The Webhooks' JetStream consumers, over one NATS connection opened when first needed.
 
 A NATS outage must not wedge the operator: every call is bounded in time and failures come out as
-BusUnavailable, which handlers turn into a retry later (or, on deletion, into a warning).
+ConsumerError carrying a BusProblem: transient (no connection, a timeout: retried soon, it passes by
+itself) or permanent (NATS refused: a limit or its configuration; retried rarely, and the message
+says what to change). Handlers turn it into the Ready condition and a retry (or, on deletion, a
+warning).
 """
 
 from __future__ import annotations
@@ -13,14 +16,53 @@ from typing import TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
+from hookline.operator.status import BusProblem
 from hookline.sender import bus
-from hookline.sender.bus import BusUnavailable
+from hookline.sender.bus import STREAM, BusUnavailable
 from hookline.sender.config import SenderConfig
 from hookline.sender.retry import GoneState
 
 T = TypeVar("T")
+
+# JetStream API error codes (nats-server's errors.json) that retrying alone cannot fix.
+MAX_CONSUMERS = 10026
+INSUFFICIENT_RESOURCES = 10023
+STORAGE_FULL = 10047
+
+
+class ConsumerError(BusUnavailable):
+    """A consumer call failed; ``problem`` says whether it passes by itself and what to do."""
+
+    def __init__(self, problem: BusProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def classify(what: str, url: str, exc: BaseException) -> BusProblem:
+    """A NATS failure as a BusProblem; pure, so every error kind has a unit test."""
+    cause = str(exc).strip() or type(exc).__name__  # nats-py timeouts stringify to ""
+    if isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError):
+        code = exc.err_code
+        if code == MAX_CONSUMERS:
+            advice = (
+                f"the stream {STREAM} has as many consumers as it allows (one per verified Webhook): "
+                "raise its consumer limit (`nats stream edit HOOKLINE_EVENTS --max-consumers N`) or delete "
+                "unused Webhooks; checked again every minute"
+            )
+        elif code in (INSUFFICIENT_RESOURCES, STORAGE_FULL):
+            advice = (
+                "JetStream has no room for another consumer: raise the server's or account's JetStream "
+                "limits; checked again every minute"
+            )
+        else:
+            advice = "check the NATS stream and consumer configuration; checked again every minute"
+        detail = f"NATS refused it (err_code {code}: {exc.description or cause})"
+        return BusProblem(f"{what} at {url} failed: {detail}; {advice}", permanent=True)
+    return BusProblem(
+        f"{what} at {url} failed: {cause}; the sender starts once NATS answers (checked again in 10 s)"
+    )
 
 
 class Consumers:
@@ -39,7 +81,8 @@ class Consumers:
                 self._js = self._nc.jetstream(timeout=self.timeout)
                 self._stream_ready = False
             if not self._nc.is_connected:
-                raise BusUnavailable(f"NATS at {self.url} is not connected (reconnecting); retrying later")
+                problem = BusProblem(f"NATS at {self.url} is not connected (reconnecting); retrying in 10 s")
+                raise ConsumerError(problem)
             assert self._js is not None
             return self._js
 
@@ -52,10 +95,10 @@ class Consumers:
                     await bus.ensure_stream(js, update_existing=False)
                     self._stream_ready = True
                 return await fn(js)
-        except BusUnavailable:
+        except ConsumerError:
             raise
         except Exception as exc:  # nats-py raises many kinds (timeouts, API errors, connection errors)
-            raise BusUnavailable(f"{what} failed at NATS {self.url}: {exc or type(exc).__name__}") from exc
+            raise ConsumerError(classify(what, f"NATS {self.url}", exc)) from exc
 
     async def ensure(self, cfg: SenderConfig) -> None:
         await self._call(f"creating consumer {cfg.nats.consumer}", lambda js: bus.ensure_consumer(js, cfg))

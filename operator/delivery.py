@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from hookline.operator.status import DELIVERING, Condition, now_iso
+from hookline.api import RESUME_ANNOTATION, Condition, ConditionType, DeliveringReason
+from hookline.operator.status import now_iso
 from hookline.sender.retry import GoneState
-
-RESUME_ANNOTATION = "hookline.io/resume-delivery"
 
 
 def resume_reason(state: GoneState, url: str, request: str | None, handled: str | None) -> str | None:
@@ -65,9 +64,9 @@ def delivering_condition(delivery: Mapping[str, Any], namespace: str, name: str)
     if delivery.get("gone"):
         since = delivery.get("goneSince") or "an unknown time"
         return Condition(
-            DELIVERING,
+            ConditionType.DELIVERING,
             "False",
-            "ReceiverGone",
+            DeliveringReason.RECEIVER_GONE,
             f"the receiver answered 410 Gone at {since}: deliveries are stopped, undelivered events are "
             "kept and the event that got the 410 is a dead letter. Once the receiver accepts events "
             f"again, resume with `kubectl -n {namespace} annotate wh {name} "
@@ -81,4 +80,4 @@ def delivering_condition(delivery: Mapping[str, Any], namespace: str, name: str)
         message = f"deliveries run: {reason} at {delivery['resumedAt']}"
     else:
         message = "deliveries run: the receiver has not answered 410 Gone"
-    return Condition(DELIVERING, "True", "Delivering", message)
+    return Condition(ConditionType.DELIVERING, "True", DeliveringReason.DELIVERING, message)

@@ -18,7 +18,16 @@ from typing import Any
 
 import yaml
 
-from hookline.api import WebhookSpec
+from hookline.api import (
+    API_VERSION,
+    COLLECTION_LABEL,
+    CONFIG_HASH_ANNOTATION,
+    DATABASE_LABEL,
+    DESIRED_HASH_ANNOTATION,
+    WEBHOOK_KIND,
+    WEBHOOK_LABEL,
+    WebhookSpec,
+)
 from hookline.operator.settings import OperatorConfig
 from hookline.sender.config import SenderConfig, consumer_name
 
@@ -26,11 +35,6 @@ SENDER_PORT = 8081
 CONFIG_DIR = "/etc/hookline"
 CONFIG_FILE = "sender.yaml"
 SIGNING_DIR = "/var/run/secrets/hookline/signing"
-CONFIG_HASH_ANNOTATION = "hookline.io/config-hash"
-DESIRED_HASH_ANNOTATION = "hookline.io/desired-hash"
-DATABASE_LABEL = "hookline.io/database"
-COLLECTION_LABEL = "hookline.io/collection"
-WEBHOOK_LABEL = "hookline.io/webhook"
 MANAGED_BY = "hookline-operator"
 SELECTOR_LABELS = {
     "app.kubernetes.io/name": "hookline",
@@ -62,8 +66,8 @@ def sender_labels(webhook: str) -> dict[str, str]:
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
-        "apiVersion": owner.get("apiVersion", "hookline.io/v1alpha1"),
-        "kind": owner.get("kind", "Webhook"),
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner.get("kind", WEBHOOK_KIND),
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": True,

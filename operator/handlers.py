@@ -15,6 +15,7 @@ Who writes what, so that no two writers race on a list:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,16 +23,29 @@ from typing import Any
 
 import kopf
 
-from hookline.api import SpecError, WebhookSpec, parse_webhook_spec
+from hookline.api import (
+    GROUP,
+    RESUME_ANNOTATION,
+    VERSION,
+    WEBHOOK_LABEL,
+    WEBHOOK_PLURAL,
+    WEBHOOKTEST_PLURAL,
+    Condition,
+    ReadyReason,
+    SpecError,
+    VerifiedReason,
+    WebhookSpec,
+    parse_webhook_spec,
+)
 from hookline.operator import delivery, desired, kubeapi, verification
-from hookline.operator.consumers import Consumers
+from hookline.operator.consumers import ConsumerError, Consumers
 from hookline.operator.metrics import OperatorMetrics
-from hookline.operator.settings import GROUP, VERSION, OperatorConfig
+from hookline.operator.settings import NOT_VERIFIED_YET, OperatorConfig
 from hookline.operator.status import (
     DELIVERING,
     READY,
     VERIFIED,
-    Condition,
+    BusProblem,
     deployment_sender_status,
     find,
     merge_conditions,
@@ -47,8 +61,10 @@ from hookline.sender.config import consumer_name
 from hookline.sender.retry import GoneState
 from hookline.sender.safehttp import SafeHTTPClient
 
-WEBHOOKS = (GROUP, VERSION, "webhooks")
-TESTS = (GROUP, VERSION, "webhooktests")
+log = logging.getLogger(__name__)
+
+WEBHOOKS = (GROUP, VERSION, WEBHOOK_PLURAL)
+TESTS = (GROUP, VERSION, WEBHOOKTEST_PLURAL)
 DEPLOYMENTS = ("apps", "v1", "deployments")
 SENDER_SELECTOR = {
     "app.kubernetes.io/managed-by": desired.MANAGED_BY,
@@ -56,6 +72,8 @@ SENDER_SELECTOR = {
 }
 FINISHED = ("Succeeded", "Failed")
 REPLACE_ATTEMPTS = 3
+BUS_RETRY_SECONDS = 10.0  # a NATS outage passes by itself
+BUS_REFUSED_RETRY_SECONDS = 60.0  # a NATS limit needs a person; look again now and then
 
 
 @dataclass
@@ -69,6 +87,11 @@ class Runtime:
     metrics: OperatorMetrics
     new_token: Callable[[], str] = ownership.new_token
     sender_seen: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    # Why a Webhook's consumer could not be made, until it can: a fact for Ready next to the others.
+    bus_problems: dict[tuple[str, str], BusProblem] = field(default_factory=dict)
+    # Finished WebhookTests and when they finished, for the one expiry loop (expire_webhook_tests).
+    finished_tests: dict[tuple[str, str], str] = field(default_factory=dict)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -93,7 +116,12 @@ def _announce(body: Any, before: Any, after: list[dict[str, Any]]) -> None:
         if condition["type"] == DELIVERING and condition["status"] == "True" and not resumed:
             continue  # the first look at a Webhook that was never stopped: nothing happened
         kind, reason = _EVENT_REASONS[(condition["type"], condition["status"])]
-        if condition["reason"] in ("Paused", "NotVerified", "Pending", "SenderPending"):
+        if condition["reason"] in (
+            ReadyReason.PAUSED,
+            ReadyReason.NOT_VERIFIED,
+            ReadyReason.SENDER_PENDING,
+            VerifiedReason.PENDING,
+        ):
             kind = "Normal"
         if condition["reason"] == "Paused":
             reason = "SenderPaused"
@@ -114,9 +142,16 @@ def _sender_facts(status: Mapping[str, Any], patch: kopf.Patch) -> dict[str, Any
     return {**(status.get("sender") or {}), **(patch.status.get("sender") or {})}
 
 
-def _ready(spec: WebhookSpec, verified: bool, sender: Mapping[str, Any] | None) -> Condition:
+def _ready(
+    rt: Runtime, key: tuple[str, str], spec: WebhookSpec, verified: bool, sender: Mapping[str, Any] | None
+) -> Condition:
+    """Ready from every fact, for every handler: the spec, verification, the bus, the Deployment."""
     return ready_condition(
-        verified=verified, paused=spec.paused, desired_replicas=spec.sender.replicas, sender=sender
+        verified=verified,
+        paused=spec.paused,
+        desired_replicas=spec.sender.replicas,
+        sender=sender,
+        bus=rt.bus_problems.get(key),
     )
 
 
@@ -159,7 +194,7 @@ async def _reconcile(
             body,
             status,
             patch,
-            [Condition(READY, "False", "InvalidSpec", f"{exc}; fix the Webhook's spec")],
+            [Condition(READY, "False", ReadyReason.INVALID_SPEC, f"{exc}; fix the Webhook's spec")],
             generation,
         )
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
@@ -177,7 +212,7 @@ async def _reconcile(
         _write_conditions(body, status, patch, [verification.pending_condition(token, spec.url)], generation)
 
     if not verification.is_verified_for(status, spec.url):
-        await _hold_sender(rt, namespace, status)
+        await _hold_sender(rt, namespace, status, patch)
         await _verify(rt, body, spec, status, patch, token, generation)
     await _run_sender(rt, body, spec, status, patch, namespace, name, generation, logger)
 
@@ -201,18 +236,22 @@ async def _verify(
     next_at = None if delay is None else now_iso_in(delay)
     fields = verification.result_fields(result, url=spec.url, now=now, checks=checks, next_check_at=next_at)
     patch.status["verification"] = {**(patch.status.get("verification") or {}), **fields}
-    ready = _ready(spec, result.verified, _sender_facts(status, patch))
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    ready = _ready(rt, key, spec, result.verified, _sender_facts(status, patch))
     verified = verification.verified_condition(result, delay)
     _write_conditions(body, status, patch, [verified, ready], generation)
     if delay is not None:
-        raise kopf.TemporaryError(f"not verified yet ({result.reason})", delay=delay)
+        # Kopf's only way to run a handler again later; settings.QuietVerificationRetries keeps this
+        # expected state out of the ERROR log and the Events.
+        raise kopf.TemporaryError(f"{NOT_VERIFIED_YET} ({result.reason})", delay=delay)
 
 
-async def _hold_sender(rt: Runtime, namespace: str, status: kopf.Status) -> None:
+async def _hold_sender(rt: Runtime, namespace: str, status: kopf.Status, patch: kopf.Patch) -> None:
     """A changed URL is not verified yet: the old sender stops (events wait in the stream)."""
     deployment = (status.get("sender") or {}).get("deployment")
     if deployment and (status.get("sender") or {}).get("replicas"):
         await rt.api.patch(f"{kubeapi.deployments(namespace)}/{deployment}", {"spec": {"replicas": 0}})
+        patch.status["sender"] = {**(patch.status.get("sender") or {}), "replicas": 0}
 
 
 def now_iso_in(seconds: float) -> str:
@@ -233,13 +272,16 @@ async def _run_sender(
     logger: kopf.Logger,
 ) -> None:
     cfg = desired.sender_config(namespace, name, spec, rt.config)
+    key = (namespace, name)
     try:
         await rt.consumers.ensure(cfg)
-    except BusUnavailable as exc:
-        message = f"{exc}; the sender starts once NATS answers (checked again in 10 s)"
-        waiting = Condition(READY, "False", "BusUnavailable", message)
-        _write_conditions(body, status, patch, [waiting], generation)
-        raise kopf.TemporaryError(str(exc), delay=10) from None
+    except ConsumerError as exc:
+        rt.bus_problems[key] = exc.problem
+        ready = _ready(rt, key, spec, True, _sender_facts(status, patch))
+        _write_conditions(body, status, patch, [ready], generation)
+        delay = BUS_REFUSED_RETRY_SECONDS if exc.problem.permanent else BUS_RETRY_SECONDS
+        raise kopf.TemporaryError(exc.problem.message, delay=delay) from None
+    rt.bus_problems.pop(key, None)
 
     rendered = desired.render_config(cfg)
     digest = desired.config_hash(rendered)
@@ -259,7 +301,7 @@ async def _run_sender(
         "configHash": digest,
     }
     verified = verification.verified_at(_verified_url(status, patch))
-    ready = _ready(spec, True, _sender_facts(status, patch))
+    ready = _ready(rt, key, spec, True, _sender_facts(status, patch))
     _write_conditions(body, status, patch, [verified, ready], generation)
     logger.debug(f"sender {deployment_name}: {outcome}")
 
@@ -313,6 +355,7 @@ async def webhook_seen(
     if event.get("type") == "DELETED":
         rt.metrics.webhooks.forget(namespace, name)
         rt.sender_seen.pop((namespace, name), None)
+        rt.bus_problems.pop((namespace, name), None)
         return
     database = spec.get("database")
     rt.metrics.webhooks.observe(
@@ -329,7 +372,7 @@ async def webhook_seen(
     if not verified or current is None or current.get("status") != "True":
         return  # the reconcile owns Ready until the Webhook is verified
     conditions = status.get("conditions")
-    derived = [_ready(parsed, True, status.get("sender"))]
+    derived = [_ready(rt, (namespace, name), parsed, True, status.get("sender"))]
     if status.get("delivery") is not None:  # the timer has read the consumer at least once
         derived.append(delivery.delivering_condition(status["delivery"], namespace, name))
     changed = [c for c in derived if _stated(conditions, c) != (c.status, c.reason, c.message)]
@@ -364,7 +407,7 @@ async def delivery_watch(
     if meta.get("deletionTimestamp") or not verification.is_verified_for(status, parsed.url):
         return  # no sender runs for an unverified URL
     consumer = consumer_name(namespace, name)
-    request = (meta.get("annotations") or {}).get(delivery.RESUME_ANNOTATION)
+    request = (meta.get("annotations") or {}).get(RESUME_ANNOTATION)
     current = dict(status.get("delivery") or {})
     why = None
     try:
@@ -393,7 +436,7 @@ def _sender_runs(status: kopf.Status, **_: Any) -> bool:
 async def sender_observed(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
     meta = body.get("metadata") or {}
-    webhook = (meta.get("labels") or {}).get(desired.WEBHOOK_LABEL)
+    webhook = (meta.get("labels") or {}).get(WEBHOOK_LABEL)
     if not webhook:
         return
     key = (meta["namespace"], webhook)
@@ -456,16 +499,53 @@ async def webhook_test_created(
         kopf.warn(body, reason="TestFailed", message=outcome.summary)
 
 
-def _finished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") in FINISHED
-
-
-async def webhook_test_expiry(status: kopf.Status, meta: kopf.Meta, memo: Any, **_: Any) -> None:
-    """Delete a finished WebhookTest once it is older than the TTL."""
+async def webhook_test_seen(
+    event: Mapping[str, Any], status: kopf.Status, meta: kopf.Meta, memo: Any, **_: Any
+) -> None:
+    """Keep the index of finished WebhookTests that the expiry loop reads (rebuilt from the first
+    list after a restart, like every Kopf watch)."""
     rt = _runtime(memo)
-    finished_at = status.get("sentAt") or meta.get("creationTimestamp")
-    if finished_at and _age(finished_at) >= rt.config.test_ttl:
-        await rt.api.delete(kubeapi.webhook_test(meta["namespace"], meta["name"]))
+    key = (meta["namespace"], meta["name"])
+    if event.get("type") == "DELETED" or status.get("phase") not in FINISHED:
+        rt.finished_tests.pop(key, None)
+    else:
+        rt.finished_tests[key] = str(status.get("sentAt") or meta.get("creationTimestamp") or "")
+
+
+def expiry_interval(config: OperatorConfig) -> float:
+    return min(max(config.test_ttl / 4, 0.5), 300.0)
+
+
+async def expire_webhook_tests(rt: Runtime) -> None:
+    """Delete finished WebhookTests older than the TTL: one loop for all of them.
+
+    Not a Kopf timer: a timer needs a finalizer on every WebhookTest, and without the operator such
+    objects (and their namespace) could never be deleted.
+    """
+    while True:
+        await asyncio.sleep(expiry_interval(rt.config))
+        for key, finished_at in list(rt.finished_tests.items()):
+            if _age(finished_at) < rt.config.test_ttl:
+                continue
+            try:
+                await rt.api.delete(kubeapi.webhook_test(*key))
+            except kubeapi.APIError as exc:
+                log.warning("could not delete expired WebhookTest %s/%s: %s; trying again later", *key, exc)
+                continue
+            rt.finished_tests.pop(key, None)
+
+
+async def start_background(memo: Any, **_: Any) -> None:
+    rt = _runtime(memo)
+    rt.background.append(asyncio.create_task(expire_webhook_tests(rt), name="expire WebhookTests"))
+
+
+async def stop_background(memo: Any, **_: Any) -> None:
+    rt = _runtime(memo)
+    for task in rt.background:
+        task.cancel()
+    await asyncio.gather(*rt.background, return_exceptions=True)
+    rt.background.clear()
 
 
 def _age(timestamp: str) -> float:
@@ -499,8 +579,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     )(delivery_watch)
     for cause in (on.create, on.resume):
         cause(*TESTS, id="send", registry=registry)(webhook_test_created)
-    interval = min(max(config.test_ttl / 4, 0.5), 300.0)
-    kopf.timer(*TESTS, id="expire", interval=interval, when=_finished, registry=registry)(webhook_test_expiry)
+    on.event(*TESTS, id="track", registry=registry)(webhook_test_seen)
+    on.startup(id="background", registry=registry)(start_background)
+    on.cleanup(id="background", registry=registry)(stop_background)
 
 
 async def close(runtime: Runtime) -> None:

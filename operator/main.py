@@ -19,7 +19,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from hookline.operator import handlers, kubeapi
 from hookline.operator.consumers import Consumers
 from hookline.operator.metrics import OperatorMetrics
-from hookline.operator.settings import OperatorConfig, config_from_env, kopf_settings
+from hookline.operator.settings import (
+    OperatorConfig,
+    config_from_env,
+    kopf_settings,
+    quiet_verification_retries,
+)
 from hookline.sender.safehttp import SafeHTTPClient
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ def build(
     """Registry, settings and shared runtime of one operator instance."""
     registry = kopf.OperatorRegistry()
     settings = kopf_settings(config)
+    quiet_verification_retries()
     handlers.register(registry, config)
     # In-cluster service account, else the kubeconfig (through the kubernetes client library).
     kopf.on.login(registry=registry)(login or kopf.login_via_client)

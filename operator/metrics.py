@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hookline.operator.status import CONDITION_TYPES
+from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.sender.ownership import REASONS
 
 CONDITION_STATUSES = ("True", "False", "Unknown")

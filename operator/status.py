@@ -2,7 +2,8 @@
 
 A condition's lastTransitionTime records when its status last flipped, so it is kept when a
 reconcile computes the same status again (only reason or message may change). Ready is derived from
-the other facts every time, by one function, so every handler that writes conditions agrees.
+all the facts (verification, the NATS consumer, the sender Deployment) by one function,
+``ready_condition``, every time: two handlers that write conditions cannot disagree on it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-Status = Literal["True", "False", "Unknown"]
-VERIFIED = "Verified"
-READY = "Ready"
-DELIVERING = "Delivering"  # False while the receiver's 410 Gone stops deliveries (delivery.py)
-CONDITION_TYPES = (VERIFIED, READY, DELIVERING)
+from hookline.api import CONDITION_ORDER, Condition, ConditionType, ReadyReason
+
+VERIFIED = ConditionType.VERIFIED
+READY = ConditionType.READY
+DELIVERING = ConditionType.DELIVERING
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -24,11 +25,12 @@ def now_iso(now: datetime | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class Condition:
-    type: str
-    status: Status
-    reason: str
+class BusProblem:
+    """Why the Webhook's JetStream consumer could not be made: ``permanent`` when retrying alone
+    cannot help (a NATS limit or configuration), else an outage that passes by itself."""
+
     message: str
+    permanent: bool = False
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
@@ -57,9 +59,9 @@ def merge_conditions(
         flipped = old is None or old.get("status") != update.status
         transition = now if flipped else old.get("lastTransitionTime")  # type: ignore[union-attr]
         new: dict[str, Any] = {
-            "type": update.type,
+            "type": str(update.type),
             "status": update.status,
-            "reason": update.reason,
+            "reason": str(update.reason),
             "message": update.message,
             "lastTransitionTime": transition or now,
         }
@@ -69,7 +71,7 @@ def merge_conditions(
             result.append(new)
         else:
             result[result.index(old)] = new  # type: ignore[arg-type]
-    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    order = {str(t): i for i, t in enumerate(CONDITION_ORDER)}
     return sorted(result, key=lambda c: order.get(str(c.get("type")), len(order)))
 
 
@@ -92,30 +94,43 @@ def ready_condition(
     paused: bool,
     desired_replicas: int,
     sender: Mapping[str, Any] | None,
+    bus: BusProblem | None = None,
 ) -> Condition:
-    """Ready from what the sender Deployment reports (and why not, in words a user can act on)."""
+    """Ready from every fact there is, in words a user can act on; the first problem wins."""
     if not verified:
         return Condition(
-            READY, "False", "NotVerified", "no sender runs until the URL is verified; see condition Verified"
+            READY,
+            "False",
+            ReadyReason.NOT_VERIFIED,
+            "no sender runs until the URL is verified; see condition Verified",
         )
     if paused or desired_replicas == 0:
         why = "spec.paused is true" if paused else "spec.sender.replicas is 0"
         return Condition(
-            READY, "False", "Paused", f"deliveries are stopped because {why}; events are kept in the stream"
+            READY,
+            "False",
+            ReadyReason.PAUSED,
+            f"deliveries are stopped because {why}; events are kept in the stream",
         )
+    if bus is not None:
+        reason = ReadyReason.BUS_REFUSED if bus.permanent else ReadyReason.BUS_UNAVAILABLE
+        return Condition(READY, "False", reason, bus.message)
     sender = sender or {}
     deployment = sender.get("deployment")
     if not deployment:
-        return Condition(READY, "False", "SenderPending", "the sender Deployment is being created")
+        return Condition(READY, "False", ReadyReason.SENDER_PENDING, "the sender Deployment is being created")
     available = int(sender.get("availableReplicas") or 0)
     if available >= desired_replicas:
         return Condition(
-            READY, "True", "SenderAvailable", f"{available} of {desired_replicas} sender pods are available"
+            READY,
+            "True",
+            ReadyReason.SENDER_AVAILABLE,
+            f"{available} of {desired_replicas} sender pods are available",
         )
     return Condition(
         READY,
         "False",
-        "SenderUnavailable",
+        ReadyReason.SENDER_UNAVAILABLE,
         f"{available} of {desired_replicas} sender pods of Deployment {deployment} are available; "
         f"check `kubectl describe deployment {deployment}` and the pods' logs",
     )

@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hookline.api import Condition, VerificationStatus, VerifiedReason
 from hookline.operator.settings import VerificationSchedule
-from hookline.operator.status import VERIFIED, Condition
+from hookline.operator.status import VERIFIED
 from hookline.sender.ownership import OwnershipResult, verification_file_name, verification_locations
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
@@ -34,7 +35,8 @@ def ensure_token(status: Mapping[str, Any] | None, new_token: Callable[[], str])
 def instructions(token: str, url: str) -> dict[str, Any]:
     """What the customer needs to place: file name, content and the two places it may be."""
     name = verification_file_name(token)
-    return {"fileName": name, "content": token, "locations": verification_locations(url, name)}
+    locations = verification_locations(url, name)
+    return VerificationStatus(file_name=name, content=token, locations=locations).patch()
 
 
 def is_verified_for(status: Mapping[str, Any] | None, url: str) -> bool:
@@ -60,39 +62,30 @@ def checks_so_far(status: Mapping[str, Any] | None, url: str) -> int:
 def result_fields(
     result: OwnershipResult, *, url: str, now: str, checks: int, next_check_at: str | None
 ) -> dict[str, Any]:
-    """The status.verification fields that record one check (token fields are set separately)."""
-    if result.verified:
-        return {
-            "verifiedURL": result.verified_url,
-            "verifiedAt": now,
-            "verifiedFor": url,
-            "lastCheckedAt": now,
-            "checkedFor": url,
-            "checks": checks,
-            "nextCheckAt": None,
-            "lastError": None,
-        }
-    return {
-        "verifiedURL": None,
-        "verifiedAt": None,
-        "verifiedFor": None,
-        "lastCheckedAt": now,
-        "checkedFor": url,
-        "checks": checks,
-        "nextCheckAt": next_check_at,
-        "lastError": result.message,
-    }
+    """The status.verification merge patch that records one check (token fields are set separately)."""
+    verified = result.verified
+    return VerificationStatus(
+        verified_url=result.verified_url if verified else None,
+        verified_at=now if verified else None,
+        verified_for=url if verified else None,
+        last_checked_at=now,
+        checked_for=url,
+        checks=checks,
+        last_result=result.reason,
+        next_check_at=None if verified else next_check_at,
+        last_error=None if verified else result.message,
+    ).patch()
 
 
 def verified_at(url: str | None) -> Condition:
-    return Condition(VERIFIED, "True", "FileMatched", f"ownership verified at {url}")
+    return Condition(VERIFIED, "True", VerifiedReason.FILE_MATCHED, f"ownership verified at {url}")
 
 
 def verified_condition(result: OwnershipResult, next_delay: float | None = None) -> Condition:
     if result.verified:
         return verified_at(result.verified_url)
     message = result.message
-    if next_delay is not None and result.reason != "Blocked":
+    if next_delay is not None and result.reason != VerifiedReason.BLOCKED:
         message = f"{message}. Next check in {_human(next_delay)}"
     return Condition(VERIFIED, "False", result.reason, message)
 
@@ -103,7 +96,7 @@ def pending_condition(token: str, url: str) -> Condition:
     return Condition(
         VERIFIED,
         "False",
-        "Pending",
+        VerifiedReason.PENDING,
         f"place a file named {info['fileName']} containing {token} at {where}; it is checked shortly",
     )
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from hookline.api import OwnershipReason
 from hookline.sender.safehttp import (
     BlockedDestination,
     RedirectRefused,
@@ -21,8 +21,8 @@ from hookline.sender.safehttp import (
     SafeHTTPError,
 )
 
-Reason = Literal["FileMatched", "FileNotFound", "ContentMismatch", "Unreachable", "Blocked"]
-REASONS: tuple[Reason, ...] = ("FileMatched", "FileNotFound", "ContentMismatch", "Unreachable", "Blocked")
+Reason = OwnershipReason
+REASONS: tuple[Reason, ...] = OwnershipReason.__args__  # type: ignore[attr-defined]
 FILE_PREFIX = "hookline-"
 DEFAULT_CHECK_TIMEOUT = 10.0
 _TOKEN_RE = re.compile(r"[0-9a-f]{32}")

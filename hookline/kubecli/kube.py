@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-GROUP = "hookline.io"
-VERSION = "v1alpha1"
+from hookline.api import GROUP
 
 
 class CommandError(Exception):

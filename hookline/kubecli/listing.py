@@ -9,11 +9,9 @@ from typing import Any, TextIO
 
 from kubernetes import client
 
-from hookline.kubecli.kube import GROUP, VERSION, CommandError, add_connection_arguments, api_error, connect
+from hookline.api import COLLECTION_LABEL, DATABASE_LABEL, GROUP, VERSION, WEBHOOK_PLURAL
+from hookline.kubecli.kube import CommandError, add_connection_arguments, api_error, connect
 from hookline.operator.status import find
-
-DATABASE_LABEL = "hookline.io/database"
-COLLECTION_LABEL = "hookline.io/collection"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,11 +79,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         try:
             if args.all_namespaces:
                 found = kube.api.list_cluster_custom_object(
-                    GROUP, VERSION, "webhooks", label_selector=selector
+                    GROUP, VERSION, WEBHOOK_PLURAL, label_selector=selector
                 )
             else:
                 found = kube.api.list_namespaced_custom_object(
-                    GROUP, VERSION, kube.namespace, "webhooks", label_selector=selector
+                    GROUP, VERSION, kube.namespace, WEBHOOK_PLURAL, label_selector=selector
                 )
         except client.ApiException as exc:
             raise api_error(exc, "listing Webhooks") from None

@@ -11,7 +11,8 @@ from typing import Any, TextIO
 
 from kubernetes import client
 
-from hookline.kubecli.kube import GROUP, VERSION, CommandError, add_connection_arguments, api_error, connect
+from hookline.api import API_VERSION, GROUP, VERSION, WEBHOOK_PLURAL, WEBHOOKTEST_KIND, WEBHOOKTEST_PLURAL
+from hookline.kubecli.kube import CommandError, add_connection_arguments, api_error, connect
 
 FINISHED = ("Succeeded", "Failed")
 
@@ -59,8 +60,8 @@ def parse_data(pairs: Sequence[str]) -> dict[str, Any]:
 
 def webhook_test(webhook: str, event: str, data: dict[str, Any]) -> dict[str, Any]:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "WebhookTest",
+        "apiVersion": API_VERSION,
+        "kind": WEBHOOKTEST_KIND,
         "metadata": {"generateName": f"{webhook}-test-"},
         "spec": {"webhook": webhook, "event": event, "data": data},
     }
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         kube = connect(args)
         try:
             webhook = kube.api.get_namespaced_custom_object(
-                GROUP, VERSION, kube.namespace, "webhooks", args.webhook
+                GROUP, VERSION, kube.namespace, WEBHOOK_PLURAL, args.webhook
             )
         except client.ApiException as exc:
             raise api_error(exc, f"Webhook {args.webhook} in namespace {kube.namespace}") from None
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             raise CommandError(f"Webhook {args.webhook} has no events; pass --event TYPE")
         try:
             created = kube.api.create_namespaced_custom_object(
-                GROUP, VERSION, kube.namespace, "webhooktests", webhook_test(args.webhook, event, data)
+                GROUP, VERSION, kube.namespace, WEBHOOKTEST_PLURAL, webhook_test(args.webhook, event, data)
             )
         except client.ApiException as exc:
             raise api_error(exc, "creating the WebhookTest") from None
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         deadline = time.monotonic() + args.timeout
         while True:
             current = kube.api.get_namespaced_custom_object(
-                GROUP, VERSION, kube.namespace, "webhooktests", name
+                GROUP, VERSION, kube.namespace, WEBHOOKTEST_PLURAL, name
             )
             status = current.get("status") or {}
             if status.get("phase") in FINISHED:

@@ -18,8 +18,8 @@ from hookline.operator.settings import (
     config_from_env,
     kopf_settings,
 )
+from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.operator.status import (
-    CONDITION_TYPES,
     Condition,
     merge_conditions,
     ready_condition,
