@@ -5,7 +5,13 @@ Each is published with `Nats-Msg-Id: <event id>`, so the stream's duplicate wind
 repeat of the same id (a producer retrying after a 503, or two ingest replicas). Each Webhook reads
 through its own durable pull consumer filtered on its event types and scope; the operator and the
 sender both call `ensure_consumer`, which is idempotent and updates the filters when the spec changes.
-The consumer only sees events published after it was created (deliver policy "new").
+
+Retention is interest-based: an event stays in the stream while some consumer has not acked it, so a
+delivered event holds no space, and a byte limit (`max_bytes`, discard "new": a full stream refuses
+new events instead of dropping undelivered ones) bounds the store. A new consumer starts at events
+published after its creation (deliver policy "new"). Senders record how far their consumer got (its
+ack floor, in the key-value bucket `hookline-consumer-floors`); a consumer that was lost is
+recreated from there (`ensure_consumer`), so events the stream still holds are delivered.
 
 A 410 Gone stops a Webhook durably: its consumer is paused (the server then hands no event to any
 replica, also after a restart) and the consumer's metadata says when and at which URL (as a digest).
@@ -19,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +36,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from hookline.sender.events import Event, encode_token, filter_subjects, subject_for
 from hookline.sender.retry import GoneState
@@ -64,8 +72,28 @@ DRAIN_TIMEOUT_SECONDS = 5.0
 ACK_WAIT_MARGIN_SECONDS = 30.0
 
 
+# Room kept in every NATS message for what travels beside an event: the Nats-Msg-Id header when it is
+# published, and the dead-letter record around it (reason, times, subject, capped last error).
+EVENT_HEADROOM_BYTES = 8 * 1024
+# Floors of the Webhooks' consumers (see ensure_consumer): where to start a lost consumer again.
+FLOORS_BUCKET = "hookline-consumer-floors"
+
+
 class BusUnavailable(Exception):
     """NATS is not reachable or did not confirm in time; the caller should retry later."""
+
+
+class StoreRefused(BusUnavailable):
+    """JetStream answered a publish with an error (stream full, storage exhausted, ...)."""
+
+    def __init__(self, description: str, err_code: int | None = None) -> None:
+        super().__init__(description)
+        self.err_code = err_code
+
+
+def max_event_bytes(max_payload: int) -> int:
+    """The largest encoded event that fits through the bus and, later, into its dead letter."""
+    return max(1024, int(max_payload) - EVENT_HEADROOM_BYTES)
 
 
 def dead_letter_subject(namespace: str, name: str) -> str:
@@ -82,12 +110,16 @@ async def connect(
     *,
     name: str = "hookline",
     on_state_change: Callable[[], Awaitable[None]] | None = None,
+    on_closed: Callable[[], object] | None = None,
     connect_timeout: float = 5.0,
     initial_attempts: int = 5,
 ) -> NATS:
     """Connect (a few tries, then BusUnavailable), then keep reconnecting forever after any loss.
 
     A NATS restart must not kill a running sender, but a wrong URL at startup should fail visibly.
+    Some losses nats-py does not reconnect from (the server closing the connection over a protocol
+    error such as "maximum payload exceeded"): `on_closed` is called then, and the service exits
+    so that its pod is restarted, rather than answering "not connected" for good.
     """
 
     async def _log_error(exc: Exception) -> None:
@@ -96,6 +128,10 @@ async def connect(
     async def _notify() -> None:
         if on_state_change is not None:
             await on_state_change()
+
+    async def _closed() -> None:
+        if on_closed is not None:
+            on_closed()
 
     try:
         nc = await nats.connect(
@@ -108,6 +144,7 @@ async def connect(
             error_cb=_log_error,
             disconnected_cb=_notify,
             reconnected_cb=_notify,
+            closed_cb=_closed,
         )
     except Exception as exc:  # nats raises a variety of errors (NoServersError, OSError, TimeoutError)
         raise BusUnavailable(
@@ -118,22 +155,43 @@ async def connect(
     return nc
 
 
+async def close_quietly(nc: NATS, within: float = DRAIN_TIMEOUT_SECONDS) -> None:
+    """Drain when connected, else just close: a stop with NATS away (or the connection closed by the
+    server) is a clean exit, not a traceback."""
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            async with asyncio.timeout(within):
+                await nc.drain()
+            return
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.info("NATS drain did not finish (%s); closing", exc or type(exc).__name__)
+    with contextlib.suppress(Exception):
+        await nc.close()
+
+
 def stream_config(
     retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
+    max_bytes: int = -1,
 ) -> api.StreamConfig:
-    """Limits-based retention on disk: events stay until max_age whether delivered or not."""
+    """Interest-based retention on disk: an event stays until every consumer that wants it acked it
+    (or max_age passed); at `max_bytes` (-1: no limit but the server's) new events are refused."""
     if retention_seconds <= 0:
         raise ValueError("stream retention must be a positive number of seconds")
     if not 0 < duplicate_window <= retention_seconds:
         raise ValueError("duplicate window must be positive and not longer than the retention")
+    if max_bytes != -1 and max_bytes < 1024 * 1024:
+        raise ValueError("stream max bytes must be -1 (no limit) or at least 1 MiB")
     return api.StreamConfig(
         name=STREAM,
         subjects=list(STREAM_SUBJECTS),
-        retention=api.RetentionPolicy.LIMITS,
+        retention=api.RetentionPolicy.INTEREST,
         storage=api.StorageType.FILE,
-        discard=api.DiscardPolicy.OLD,
+        discard=api.DiscardPolicy.NEW,
         max_age=float(retention_seconds),
+        max_bytes=int(max_bytes),
         duplicate_window=float(duplicate_window),
     )
 
@@ -143,25 +201,42 @@ async def ensure_stream(
     retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
     *,
+    max_bytes: int = -1,
     update_existing: bool = True,
 ) -> api.StreamInfo:
-    """Create the events stream if absent; bring max_age and duplicate window up to date if not.
+    """Create the events stream if absent; bring retention, limits and duplicate window up to date if not.
 
     Senders pass `update_existing=False`: they only need the stream to exist and must not undo the
-    retention ingest was configured with (its subjects are still completed).
+    limits ingest was configured with (its subjects are still completed). A stream made by an older
+    hookline (limits retention, no byte limit) is moved to interest retention and discard "new".
     """
-    wanted = stream_config(retention_seconds, duplicate_window)
+    wanted = stream_config(retention_seconds, duplicate_window, max_bytes)
     try:
         info = await js.stream_info(STREAM)
     except NotFoundError:
         return await js.add_stream(wanted)
     have = info.config
-    max_age = wanted.max_age if update_existing else have.max_age
-    window = wanted.duplicate_window if update_existing else have.duplicate_window
-    subjects = sorted({*(have.subjects or []), *STREAM_SUBJECTS})
-    if (max_age, window, subjects) == (have.max_age, have.duplicate_window, sorted(have.subjects or [])):
+    changes = stream_changes(have, wanted, update_existing=update_existing)
+    if not changes:
         return info
-    return await js.update_stream(have.evolve(max_age=max_age, duplicate_window=window, subjects=subjects))
+    return await js.update_stream(have.evolve(**changes))
+
+
+def stream_changes(
+    have: api.StreamConfig, wanted: api.StreamConfig, *, update_existing: bool = True
+) -> dict[str, object]:
+    """The fields of the existing stream to change (pure; empty when it is as wanted)."""
+    changes: dict[str, object] = {}
+    subjects = sorted({*(have.subjects or []), *STREAM_SUBJECTS})
+    if subjects != sorted(have.subjects or []):
+        changes["subjects"] = subjects
+    fixed = ("retention", "discard")
+    tunable = ("max_age", "duplicate_window", "max_bytes") if update_existing else ()
+    for name in (*fixed, *tunable):
+        value = getattr(wanted, name)
+        if getattr(have, name) != value:
+            changes[name] = value
+    return changes
 
 
 async def ensure_dead_letter_stream(
@@ -212,14 +287,16 @@ def consumer_spec(cfg: SenderConfig) -> ConsumerSpec:
     )
 
 
-def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
-    """A durable pull consumer with explicit acks that starts at events published after its creation."""
+def consumer_config(spec: ConsumerSpec, start_after: int | None = None) -> api.ConsumerConfig:
+    """A durable pull consumer with explicit acks that starts at events published after its creation,
+    or, recreating a lost consumer, after stream sequence `start_after` (its last ack floor)."""
     filters = list(spec.filter_subjects)
     return api.ConsumerConfig(
         name=spec.name,
         durable_name=spec.name,
         description="hookline Webhook consumer",
-        deliver_policy=api.DeliverPolicy.NEW,
+        deliver_policy=api.DeliverPolicy.NEW if start_after is None else api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=None if start_after is None else start_after + 1,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=spec.ack_wait_seconds,
         max_deliver=-1,
@@ -247,29 +324,97 @@ def consumer_needs_update(have: api.ConsumerConfig, want: api.ConsumerConfig) ->
     )
 
 
-async def ensure_consumer(js: JetStreamContext, cfg: SenderConfig | ConsumerSpec) -> api.ConsumerInfo:
-    """Create the Webhook's consumer, or update its filters and limits; a no-op when they match."""
+async def ensure_consumer(
+    js: JetStreamContext, cfg: SenderConfig | ConsumerSpec, *, start_after: int | None = None
+) -> api.ConsumerInfo:
+    """Create the Webhook's consumer, or update its filters and limits; a no-op when they match.
+
+    A consumer that existed before (its floor is recorded, see `record_floor`) and is missing now was
+    lost: it is created again from its last ack floor (or `start_after`, when the caller knows a
+    later one), not from "new", so the events the stream still holds for it are delivered.
+    """
     spec = cfg if isinstance(cfg, ConsumerSpec) else consumer_spec(cfg)
-    want = consumer_config(spec)
     try:
         info = await js.consumer_info(spec.stream, spec.name)
     except NotFoundError:
-        return await js.add_consumer(spec.stream, want)
+        recorded = await read_floor(js, spec.name)
+        floors = [f for f in (recorded, start_after) if f is not None]
+        floor = max(floors) if floors else None
+        if floor is not None:
+            log.warning("consumer %s is missing; recreating it from stream sequence %d", spec.name, floor + 1)
+        return await js.add_consumer(spec.stream, consumer_config(spec, floor))
+    want = consumer_config(spec)
     if not consumer_needs_update(info.config, want):
         return info
     # Keep the existing deliver policy (the server refuses to change it) and a 410 Gone stop.
     return await js.add_consumer(
         spec.stream,
-        want.evolve(deliver_policy=info.config.deliver_policy, metadata=_own_metadata(info.config) or None),
+        want.evolve(
+            deliver_policy=info.config.deliver_policy,
+            opt_start_seq=info.config.opt_start_seq,
+            metadata=_own_metadata(info.config) or None,
+        ),
     )
 
 
 async def delete_consumer(js: JetStreamContext, name: str, *, stream: str = STREAM) -> bool:
-    """Remove a Webhook's consumer; False if it was already gone."""
+    """Remove a Webhook's consumer (and its recorded floor: a Webhook made again later starts anew);
+    False if it was already gone."""
+    with contextlib.suppress(Exception):  # no bucket yet, or NATS away: the floor is only a hint
+        await forget_floor(js, name)
     try:
         return await js.delete_consumer(stream, name)
     except NotFoundError:
         return False
+
+
+def floor_of(info: api.ConsumerInfo) -> int:
+    """The stream sequence below which the consumer acked everything (pure)."""
+    floor = info.ack_floor
+    return int(floor.stream_seq or 0) if floor is not None else 0
+
+
+async def _floors(js: JetStreamContext, *, create: bool) -> KeyValue | None:
+    try:
+        return await js.key_value(FLOORS_BUCKET)
+    except BucketNotFoundError:
+        if not create:
+            return None
+        return await js.create_key_value(
+            api.KeyValueConfig(bucket=FLOORS_BUCKET, history=1, storage=api.StorageType.FILE)
+        )
+
+
+async def record_floor(js: JetStreamContext, consumer: str, floor: int) -> None:
+    """Remember how far a consumer got, so that a lost consumer can be recreated from there."""
+    kv = await _floors(js, create=True)
+    assert kv is not None
+    await kv.put(consumer, str(int(floor)).encode())
+
+
+async def read_floor(js: JetStreamContext, consumer: str) -> int | None:
+    """The recorded floor of a consumer; None when there is none (a new Webhook) or NATS cannot say."""
+    try:
+        kv = await _floors(js, create=False)
+        if kv is None:
+            return None
+        entry = await kv.get(consumer)
+    except KeyNotFoundError:
+        return None
+    except nats.errors.Error as exc:
+        log.warning("consumer %s: recorded floor unavailable (%s)", consumer, exc or type(exc).__name__)
+        return None
+    try:
+        return int((entry.value or b"").decode())
+    except ValueError:
+        return None
+
+
+async def forget_floor(js: JetStreamContext, consumer: str) -> None:
+    kv = await _floors(js, create=False)
+    if kv is not None:
+        with contextlib.suppress(KeyNotFoundError):
+            await kv.purge(consumer)
 
 
 def _own_metadata(config: api.ConsumerConfig) -> dict[str, str]:
@@ -341,30 +486,108 @@ def pending_of(info: api.ConsumerInfo) -> int:
     return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
 
+class Publisher:
+    """Asynchronous JetStream publishes on one connection, each settled by the server's answer.
+
+    nats-py's `publish_async` leaves the future pending when the server answers with an error (a
+    full stream answers 503 "maximum bytes exceeded"), so a producer would wait the whole timeout.
+    Here every reply, success or error, settles its future: a refused publish fails at once.
+    """
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self._prefix = ""
+        self._futures: dict[str, asyncio.Future[dict[str, object]]] = {}
+        self._next = 0
+        self._ready = asyncio.Lock()
+
+    async def _start(self) -> None:
+        async with self._ready:
+            if not self._prefix:
+                prefix = self.nc.new_inbox()
+                await self.nc.subscribe(f"{prefix}.*", cb=self._on_reply)
+                self._prefix = prefix
+
+    async def publish(self, subject: str, data: bytes, msg_id: str) -> asyncio.Future[dict[str, object]]:
+        if not self._prefix:
+            await self._start()
+        self._next += 1
+        token = str(self._next)
+        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        await self.nc.publish(subject, data, reply=f"{self._prefix}.{token}", headers={MSG_ID_HEADER: msg_id})
+        return future
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._futures.get(msg.subject.rpartition(".")[2])
+        if future is None or future.done():
+            return
+        future_result = publish_reply(msg.data, msg.headers.get("Status") if msg.headers else None)
+        if isinstance(future_result, BusUnavailable):
+            future.set_exception(future_result)
+        else:
+            future.set_result(future_result)
+
+
+def publish_reply(data: bytes, status: str | None) -> dict[str, object] | BusUnavailable:
+    """What the server's answer to a publish says (pure): the ack, or the error to raise."""
+    if status == "503":
+        return BusUnavailable("no JetStream stream answered (is JetStream enabled and the stream there?)")
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        return BusUnavailable("unreadable answer from JetStream")
+    if not isinstance(reply, dict):
+        return BusUnavailable("unreadable answer from JetStream")
+    error = reply.get("error")
+    if isinstance(error, dict):
+        code = error.get("err_code")
+        return StoreRefused(
+            f"JetStream refused the events: {error.get('description') or error}",
+            code if isinstance(code, int) else None,
+        )
+    return reply
+
+
+_publishers: weakref.WeakKeyDictionary[NATS, Publisher] = weakref.WeakKeyDictionary()
+
+
+def publisher_for(nc: NATS) -> Publisher:
+    publisher = _publishers.get(nc)
+    if publisher is None:
+        publisher = _publishers[nc] = Publisher(nc)
+    return publisher
+
+
 async def publish_events(
-    nc: NATS, js: JetStreamContext, events: Sequence[Event], *, ack_timeout: float = 5.0
+    nc: NATS,
+    js: JetStreamContext,
+    events: Sequence[Event],
+    *,
+    ack_timeout: float = 5.0,
+    encoded: Sequence[bytes] | None = None,
 ) -> list[bool]:
     """Publish a batch concurrently and wait for every ack; returns, per event, whether it was a duplicate.
 
-    Raises BusUnavailable if NATS is disconnected or any ack does not come back in time. Some
-    events may then be stored and others not; the caller retries the whole batch and the stream's
-    duplicate window (keyed on the event id) turns the repeats into no-ops.
+    `encoded` (the events' `to_bytes()`, in order) lets the caller encode and check the whole batch
+    before anything is published. Raises BusUnavailable if NATS is disconnected or any ack does not
+    come back in time, StoreRefused (at once) if the stream refused an event. Some events may then
+    be stored and others not; the caller retries the whole batch and the stream's duplicate window
+    (keyed on the event id) turns the repeats into no-ops.
     """
+    del js  # the publishes go through the connection's Publisher (see its docstring)
     if not nc.is_connected:
         # Refuse rather than queue into the reconnect buffer, which would publish after we said 503.
         raise BusUnavailable("not connected to NATS")
-    futures: list[asyncio.Future[api.PubAck]] = []
+    payloads = list(encoded) if encoded is not None else [event.to_bytes() for event in events]
+    publisher = publisher_for(nc)
+    futures: list[asyncio.Future[dict[str, object]]] = []
     try:
-        for event in events:
-            futures.append(
-                await js.publish_async(
-                    subject_for(event),
-                    event.to_bytes(),
-                    wait_stall=ack_timeout,
-                    headers={MSG_ID_HEADER: event.id},
-                )
-            )
-        acks = await asyncio.wait_for(asyncio.gather(*futures), ack_timeout)
+        for event, data in zip(events, payloads, strict=True):
+            futures.append(await publisher.publish(subject_for(event), data, event.id))
+        async with asyncio.timeout(ack_timeout):
+            acks = await asyncio.gather(*futures)
     except TimeoutError as exc:
         raise BusUnavailable(f"NATS did not confirm the events within {ack_timeout:g}s") from exc
     except nats.errors.Error as exc:
@@ -373,10 +596,12 @@ async def publish_events(
         for future in futures:
             if not future.done():
                 future.cancel()
+            elif not future.cancelled():
+                future.exception()  # retrieved: one failure must not log "never retrieved" for others
     for ack in acks:
-        if ack.stream != STREAM:
-            raise BusUnavailable(f"events were stored in stream {ack.stream!r}, expected {STREAM}")
-    return [bool(ack.duplicate) for ack in acks]
+        if ack.get("stream") != STREAM:
+            raise BusUnavailable(f"events were stored in stream {ack.get('stream')!r}, expected {STREAM}")
+    return [bool(ack.get("duplicate")) for ack in acks]
 
 
 class MessageFeed:

@@ -35,9 +35,15 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 ID_MAX_LENGTH = 128
 MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a timestamp can show
 NO_TOKEN = "_"
+# Bounds on every value of an event, checked where it enters (ingest): receivers in PHP and
+# JavaScript read these, and the sender and dead letters re-encode them.
+MAX_DEPTH = 32  # nesting levels below the event object (parameters.a.b... or lists in lists)
+MAX_INT = 2**63 - 1  # integers must fit a signed 64-bit integer (PHP's int)
+MIN_INT = -(2**63)
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_TIMESTAMP_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})")
+# ASCII digits only: \d would also match fullwidth or Arabic-Indic digits, which int() accepts.
+_TIMESTAMP_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
 
 
 class EventError(ValueError):
@@ -97,7 +103,17 @@ def _is_object(v: Any) -> str | None:
 def _is_timestamp(v: Any) -> str | None:
     if not isinstance(v, str):
         return f"must be a string 'YYYY-MM-DD HH:MM:SS', got {_json_type(v)}"
-    return None if _parse_timestamp(v) is not None else f"must be 'YYYY-MM-DD HH:MM:SS' (UTC), got {v!r}"
+    parsed = _parse_timestamp(v)
+    if parsed is None:
+        return f"must be 'YYYY-MM-DD HH:MM:SS' (UTC, ASCII digits), got {_shown(v)}"
+    if parsed.timestamp() < 0:
+        return f"must be at or after 1970-01-01 00:00:00 (time is Unix seconds), got {_shown(v)}"
+    return None
+
+
+def _shown(v: str, limit: int = 64) -> str:
+    """A value quoted for an error message, cut short (error bodies stay small)."""
+    return repr(v if len(v) <= limit else v[:limit] + "...")
 
 
 def _json_type(v: Any) -> str:
@@ -206,6 +222,87 @@ _SPECS["delete"] = _TypeSpec(
 _ALLOWED: dict[str, frozenset[str]] = {name: spec.allowed for name, spec in _SPECS.items()}
 
 
+class HugeInteger(int):
+    """An integer literal too long to convert (a JSON decoder hook returns this; see `value_problems`)."""
+
+    digits: int = 0
+
+
+def value_problems(obj: Mapping[str, Any], *, max_depth: int = MAX_DEPTH) -> list[FieldError]:
+    """Values no receiver can take, anywhere in an event: non-finite numbers (NaN, Infinity, 1e400),
+    integers beyond 64 bits, strings that are not valid Unicode (lone surrogates such as \\ud800,
+    in values or keys), nesting deeper than `max_depth`. Each error names the field's path.
+
+    Iterative, so a deep document cannot exhaust the stack; it never descends past the limit.
+    """
+    errors: list[FieldError] = []
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in reversed(obj.items())]
+    for key in obj:
+        if isinstance(key, str) and _bad_unicode(key):
+            errors.append(FieldError(_printable(key), "field name is not valid Unicode (a lone surrogate)"))
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, str):
+            if _bad_unicode(value):
+                errors.append(FieldError(path, "is not valid Unicode text (holds a lone surrogate)"))
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, HugeInteger):
+            errors.append(
+                FieldError(path, f"integer of {value.digits} digits; integers must fit 64 bits (+-{MAX_INT})")
+            )
+        elif isinstance(value, int):
+            if not MIN_INT <= value <= MAX_INT:
+                errors.append(
+                    FieldError(path, f"integer out of range; integers must fit 64 bits (+-{MAX_INT})")
+                )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                errors.append(
+                    FieldError(
+                        path,
+                        "must be a finite number (NaN, Infinity and overflows such as 1e400 are not JSON)",
+                    )
+                )
+        elif isinstance(value, (dict, list)):
+            if depth >= max_depth and value:
+                errors.append(FieldError(path, f"nested deeper than {max_depth} levels"))
+                continue
+            if isinstance(value, dict):
+                for key, item in reversed(value.items()):
+                    name = str(key)
+                    if _bad_unicode(name):
+                        errors.append(
+                            FieldError(
+                                f"{path}.{_printable(name)}",
+                                "field name is not valid Unicode (a lone surrogate)",
+                            )
+                        )
+                        continue
+                    stack.append((f"{path}.{name}", item, depth + 1))
+            else:
+                stack.extend(
+                    (f"{path}[{i}]", item, depth + 1) for i, item in reversed(list(enumerate(value)))
+                )
+        if len(errors) >= 50:  # enough to act on; the rest of a hostile document is not walked
+            break
+    return errors
+
+
+def _bad_unicode(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def _scalar_problem(v: Any) -> str | None:
     if isinstance(v, float) and not math.isfinite(v):
         return "must be a finite number"
@@ -304,6 +401,14 @@ def _loads(data: bytes | str) -> Any:
     return value if end == len(text) else json.loads(data)
 
 
+def _first_per_field(errors: list[FieldError]) -> list[FieldError]:
+    """One error per field (the value walker and the per-field checks may both flag one value)."""
+    seen: dict[str, FieldError] = {}
+    for error in errors:
+        seen.setdefault(error.field, error)
+    return list(seen.values())
+
+
 def _ref_str(v: Any) -> str | None:
     return None if v is None else str(v)
 
@@ -323,6 +428,7 @@ def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
         )
     spec = _SPECS[event_type]
     allowed = _ALLOWED[event_type]
+    errors.extend(value_problems(obj))
 
     for key in obj:
         if key not in allowed:
@@ -370,7 +476,7 @@ def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
         )
 
     if errors:
-        raise EventError(errors)
+        raise EventError(_first_per_field(errors))
 
     payload: dict[str, Any] = {"id": event_id, "type": event_type, "timestamp": timestamp, "time": unix_time}
     for key, value in obj.items():

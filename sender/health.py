@@ -22,8 +22,20 @@ Readiness = Callable[[], str | None]
 """Returns None when ready, else a short reason shown in the /readyz body."""
 
 
-def add_health_routes(app: web.Application, registry: CollectorRegistry, readiness: Readiness) -> None:
+def add_health_routes(
+    app: web.Application,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    *,
+    liveness: Readiness | None = None,
+) -> None:
+    """`liveness` (None: always alive) fails /healthz, so Kubernetes restarts a process that cannot
+    recover by itself (its NATS connection closed for good)."""
+
     async def healthz(_: web.Request) -> web.Response:
+        reason = liveness() if liveness is not None else None
+        if reason is not None:
+            return web.Response(status=503, text=f"not alive: {reason}\n")
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
@@ -60,13 +72,85 @@ def parse_listen(value: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start serving `app` on host:port; the caller cleans up with `await runner.cleanup()`."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+class _Refuse(asyncio.Protocol):
+    """A connection over the limit: one short 503, then closed (nothing of the request is read)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        transport.close()
+
+
+class _CappedServer:
+    """aiohttp's protocol factory with an upper bound on open connections."""
+
+    def __init__(self, server: web.Server, max_connections: int) -> None:
+        self._server = server
+        self._max = max_connections
+        self.refused = 0
+
+    def __call__(self) -> asyncio.Protocol:
+        if len(self._server.connections) >= self._max:
+            self.refused += 1
+            return _Refuse()
+        return self._server()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._server, name)
+
+
+class _CappedRunner(web.AppRunner):
+    def __init__(self, app: web.Application, max_connections: int, **kwargs: object) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        self._max_connections = max_connections
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _CappedServer(server, self._max_connections)  # type: ignore[return-value]
+
+
+async def start_site(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    auto_decompress: bool = False,
+) -> web.AppRunner:
+    """Start serving `app` on host:port; the caller cleans up with `await runner.cleanup()`.
+
+    `max_connections` bounds open connections (more get a 503 and are closed); `idle_timeout` closes
+    a connection that has not sent a whole request's headers, or sat idle between requests, that long.
+    Bodies are not inflated by aiohttp (it would inflate without bound, on the event loop, even for a
+    refused request): a handler that takes compressed bodies inflates them itself (ingest.inflate).
+    """
+    options: dict[str, object] = {"access_log": None, "handle_signals": False}
+    if idle_timeout is not None:
+        options["keepalive_timeout"] = idle_timeout
+    options["auto_decompress"] = auto_decompress
+    runner: web.AppRunner
+    if max_connections is not None:
+        runner = _CappedRunner(app, max_connections, **options)
+    else:
+        runner = web.AppRunner(app, **options)  # type: ignore[arg-type]
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     return runner
+
+
+async def wait_first(*events: asyncio.Event) -> None:
+    """Return as soon as any of the events is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def bound_port(runner: web.AppRunner) -> int:

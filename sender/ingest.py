@@ -1,11 +1,20 @@
 """`hookline ingest`: producers POST events to `/v1/events`; each is validated and published to JetStream.
 
-A request is all or nothing as far as the producer can tell: every event is validated before any is
-published, and the request succeeds (202) only when the stream confirmed every event. If NATS is
-down or slow the answer is 503 and some events of the batch may already be stored; the producer
-retries the same batch and, because each event is published with its id as `Nats-Msg-Id`, the
-stream drops the repeats within its duplicate window (default 2 minutes). Producers that want safe
-retries therefore send their own `id`s (ingest fills in a random one otherwise and returns it).
+A request is all or nothing as far as the producer can tell: every event is validated and encoded
+before any is published, and the request succeeds (202) only when the stream confirmed every event.
+If NATS is down, slow or full the answer is 503 (with Retry-After) and some events of the batch may
+already be stored; the producer retries the same batch and, because each event is published with its
+id as `Nats-Msg-Id`, the stream drops the repeats within its duplicate window (default 2 minutes).
+Producers that want safe retries therefore send their own `id`s (ingest fills in a random one
+otherwise and returns it).
+
+Limits hold wherever input enters, each refusal naming the field and the limit: an encoded event
+must fit the bus with room for its dead letter (`bus.max_event_bytes` of the server's max_payload,
+read at connect), values are bounded (`events.value_problems`), a request holds at most
+`MAX_EVENTS_PER_REQUEST` events, gzip/deflate bodies inflate to at most the body limit (and only
+after the request was authorised), error bodies list the first `MAX_REPORTED_ERRORS` errors and a
+count, a body must arrive within `--body-timeout`, headers within `--header-timeout`, and at most
+`--max-connections` connections are open (more are answered 503 and closed).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +37,24 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.events import Event, EventError, parse_event
-from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site
+from hookline.sender.events import MAX_DEPTH, Event, EventError, HugeInteger, parse_event
+from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site, wait_first
 from hookline.sender.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_PUBLISH_TIMEOUT = 5.0
+DEFAULT_BODY_TIMEOUT = 10.0
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 1000
+MAX_EVENTS_PER_REQUEST = 10_000
+MAX_REPORTED_ERRORS = 20
+# After JetStream refused a publish (stream full), /readyz stays false this long unless a publish
+# succeeds first; a producer is told to come back after it.
+STORE_REFUSAL_HOLD_SECONDS = 5.0
+RETRY_AFTER_SECONDS = 2
+CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
 TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
 NATS_URL_ENV = "HOOKLINE_NATS_URL"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -48,6 +68,7 @@ class Rejection(Exception):
     status: int
     message: str
     errors: list[dict[str, Any]] = field(default_factory=list)
+    retry_after: int | None = None
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.message}
@@ -56,21 +77,57 @@ class Rejection(Exception):
         return out
 
 
-def parse_events_body(body: bytes, *, now: float | None = None) -> list[Event]:
-    """Decode and validate one event object or a JSON array of them; all must be valid.
-
-    Errors name the event by its index in the request (0 for a single object) and the field.
-    """
+def decode_document(body: bytes) -> Any:
+    """The JSON document of a body: strict UTF-8 (no UTF-16/32 guessing), bounded nesting, numbers
+    kept as written so that `events.value_problems` can name a non-finite or oversized one."""
     try:
-        document = json.loads(body)
-    except UnicodeDecodeError:
-        raise Rejection(400, "the body is not UTF-8 encoded JSON") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejection(
+            400, f"the body is not UTF-8 encoded JSON (byte {exc.start} cannot be decoded as UTF-8)"
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_nonfinite)
     except json.JSONDecodeError as exc:
         raise Rejection(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise Rejection(400, f"JSON nested too deeply; events may nest at most {MAX_DEPTH} levels") from None
+    except ValueError:
+        # An integer literal past Python's conversion limit (4300 digits): parse again, marking it,
+        # so that the error names the field.
+        return json.loads(text, parse_constant=_nonfinite, parse_int=_bounded_int)
+
+
+def _nonfinite(literal: str) -> float:
+    return float(literal)  # NaN, Infinity, -Infinity: refused by value_problems, naming the field
+
+
+def _bounded_int(literal: str) -> int:
+    if len(literal) <= 40:
+        return int(literal)
+    marker = HugeInteger(0)
+    marker.digits = len(literal.lstrip("-"))
+    return marker
+
+
+def parse_events_body(
+    body: bytes, *, now: float | None = None, max_event_bytes: int | None = None
+) -> list[tuple[Event, bytes]]:
+    """Decode, validate and encode one event object or a JSON array of them; all must be valid.
+
+    Returns each event with the bytes to publish, so nothing of a refused request is published.
+    Errors name the event by its index in the request (0 for a single object) and the field; the
+    error body lists the first MAX_REPORTED_ERRORS of them and says how many there were.
+    """
+    document = decode_document(body)
     items = document if isinstance(document, list) else [document]
     if not items:
         raise Rejection(400, "the array holds no events; send one event object or a non-empty array")
-    events: list[Event] = []
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise Rejection(
+            400, f"{len(items)} events in one request; send at most {MAX_EVENTS_PER_REQUEST} per request"
+        )
+    batch: list[tuple[Event, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -79,18 +136,38 @@ def parse_events_body(body: bytes, *, now: float | None = None) -> list[Event]:
             )
             continue
         try:
-            events.append(parse_event(item, now=now))
+            event = parse_event(item, now=now)
         except EventError as exc:
             errors.extend({"index": index, "field": e.field, "message": e.message} for e in exc.errors)
+            continue
+        data = event.to_bytes()
+        if max_event_bytes is not None and len(data) > max_event_bytes:
+            errors.append(
+                {"index": index, "field": "", "message": _size_message(event, len(data), max_event_bytes)}
+            )
+            continue
+        batch.append((event, data))
     if errors:
-        described = "; ".join(f"events[{e['index']}]{_dotted(e['field'])}: {e['message']}" for e in errors)
         bad = len({e["index"] for e in errors})
+        shown = errors[:MAX_REPORTED_ERRORS]
+        described = "; ".join(f"events[{e['index']}]{_dotted(e['field'])}: {e['message']}" for e in shown)
+        more = f" (and {len(errors) - len(shown)} more errors)" if len(errors) > len(shown) else ""
         raise Rejection(
             400,
-            f"{bad} of {len(items)} events are invalid, nothing was published: {described}",
-            errors,
+            f"{bad} of {len(items)} events are invalid, nothing was published: {described}{more}",
+            shown,
         )
-    return events
+    return batch
+
+
+def _size_message(event: Event, size: int, limit: int) -> str:
+    fields = {k: len(json.dumps(v, ensure_ascii=False).encode()) for k, v in event.payload.items()}
+    largest = max(fields, key=fields.__getitem__)
+    return (
+        f"the event is {size} bytes encoded, over the limit of {limit} bytes per event (the bus's "
+        f"max_payload less room for its dead letter); its largest field is {largest} "
+        f"({fields[largest]} bytes)"
+    )
 
 
 def _dotted(name: str) -> str:
@@ -119,18 +196,49 @@ def check_content_type(content_type: str) -> None:
         raise Rejection(415, f"Content-Type must be application/json (got {shown})")
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it is known to exceed `limit` bytes (without reading it all)."""
+def check_content_encoding(header: str | None) -> str:
+    encoding = (header or "identity").strip().lower()
+    if encoding not in CONTENT_ENCODINGS:
+        raise Rejection(
+            415, f"Content-Encoding {encoding!r} is not supported; send identity, gzip or deflate"
+        )
+    return encoding
+
+
+def inflate(data: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body inflated to at most `limit` bytes: past that, 413 without inflating more."""
+    if encoding == "identity":
+        return data
+    wbits = 31 if encoding in ("gzip", "x-gzip") else (15 if data[:1] == b"\x78" else -15)
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise Rejection(400, f"the body is not valid {encoding} data ({exc})") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise Rejection(413, f"the body inflates to more than {limit} bytes; send fewer events per request")
+    if not inflater.eof:
+        raise Rejection(400, f"the {encoding} body is truncated")
+    return out
+
+
+async def read_limited(request: web.Request, limit: int, within: float = DEFAULT_BODY_TIMEOUT) -> bytes:
+    """The body, or 413 as soon as it is known to exceed `limit` bytes (without reading it all);
+    408 when it does not arrive within `within` seconds."""
     too_big = Rejection(413, f"body larger than {limit} bytes; send fewer events per request")
     if request.content_length is not None and request.content_length > limit:
         raise too_big
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise too_big
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Rejection(408, f"the body did not arrive within {within:g}s") from None
     return b"".join(chunks)
 
 
@@ -146,6 +254,7 @@ class Ingest:
         token: bytes | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -153,39 +262,84 @@ class Ingest:
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.publish_timeout = publish_timeout
+        self.body_timeout = body_timeout
+        self.refusing_until = 0.0  # monotonic time until which the store is taken to refuse writes
+        self.refusal = ""
+
+    @property
+    def max_event_bytes(self) -> int:
+        """From the server's max_payload (read at connect, again at each reconnect)."""
+        return bus.max_event_bytes(self.nc.max_payload)
 
     def readiness(self) -> str | None:
-        return None if self.nc.is_connected else "not connected to NATS"
+        if self.nc.is_closed:
+            return "the NATS connection is closed"
+        if not self.nc.is_connected:
+            return "not connected to NATS"
+        if time.monotonic() < self.refusing_until:
+            return f"the event stream refuses writes ({self.refusal})"
+        self.metrics.store_refusing.set(0)
+        return None
 
-    async def handle_events(self, request: web.Request) -> web.Response:
+    def liveness(self) -> str | None:
+        return "the NATS connection is closed for good" if self.nc.is_closed else None
+
+    async def handle_events(self, request: web.Request) -> web.StreamResponse:
+        read_body = False
         try:
-            response = await self._accept(request)
+            response, read_body = await self._accept(request)
         except Rejection as rejection:
             response = web.json_response(rejection.body(), status=rejection.status)
             if rejection.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="hookline"'
+            if rejection.retry_after is not None:
+                response.headers["Retry-After"] = str(rejection.retry_after)
+        except Exception:
+            log.exception("ingest: unexpected error; answering 500")
+            response = web.json_response({"error": "internal error; nothing was published"}, status=500)
+        if not read_body and request.can_read_body:
+            # Refused before the body was read: close rather than read (and drain) what is left.
+            response.force_close()
         self.metrics.requests.labels(str(response.status)).inc()
         return response
 
-    async def _accept(self, request: web.Request) -> web.Response:
+    async def _accept(self, request: web.Request) -> tuple[web.Response, bool]:
         check_bearer(request.headers.get("Authorization"), self.token)
         check_content_type(request.content_type)
-        body = await read_limited(request, self.max_body_bytes)
+        encoding = check_content_encoding(request.headers.get("Content-Encoding"))
+        raw = await read_limited(request, self.max_body_bytes, self.body_timeout)
         try:
-            events = parse_events_body(body)
+            batch = parse_events_body(
+                inflate(raw, encoding, self.max_body_bytes), max_event_bytes=self.max_event_bytes
+            )
         except Rejection as rejection:
-            self.metrics.event_outcomes["rejected"].inc(len({e.get("index") for e in rejection.errors}))
+            if rejection.status == 400:
+                self.metrics.event_outcomes["rejected"].inc(
+                    len({e.get("index") for e in rejection.errors}) or 1
+                )
             raise
+        return await self._publish(batch), True
+
+    async def _publish(self, batch: list[tuple[Event, bytes]]) -> web.Response:
+        events = [event for event, _ in batch]
         started = time.perf_counter()
         try:
-            duplicates = await bus.publish_events(self.nc, self.js, events, ack_timeout=self.publish_timeout)
+            duplicates = await bus.publish_events(
+                self.nc, self.js, events, ack_timeout=self.publish_timeout, encoded=[d for _, d in batch]
+            )
         except bus.BusUnavailable as exc:
+            if isinstance(exc, bus.StoreRefused):
+                self.refusing_until = time.monotonic() + STORE_REFUSAL_HOLD_SECONDS
+                self.refusal = str(exc)
+                self.metrics.store_refusing.set(1)
             log.warning("ingest: answering 503, %s", exc)
             raise Rejection(
                 503,
                 f"the event bus is unavailable ({exc}); nothing was accepted, retry the same request "
                 "later (events with the same id are stored once)",
+                retry_after=RETRY_AFTER_SECONDS,
             ) from exc
+        self.refusing_until = 0.0
         self.metrics.publish_duration.observe(time.perf_counter() - started)
         dup_ids = [e.id for e, dup in zip(events, duplicates, strict=True) if dup]
         self.metrics.event_outcomes["accepted"].inc(len(events) - len(dup_ids))
@@ -198,8 +352,27 @@ def create_app(ingest: Ingest, registry: CollectorRegistry) -> web.Application:
     # The body limit is enforced by read_limited with a clear message; aiohttp's own cap stays above it.
     app = web.Application(client_max_size=ingest.max_body_bytes + 1024)
     app.router.add_post("/v1/events", ingest.handle_events)
-    add_health_routes(app, registry, ingest.readiness)
+    add_health_routes(app, registry, ingest.readiness, liveness=ingest.liveness)
     return app
+
+
+async def start_ingest_site(
+    ingest: Ingest,
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+) -> web.AppRunner:
+    """Serve ingest with its connection limits; bodies stay compressed until `inflate` (bounded)."""
+    return await start_site(
+        create_app(ingest, registry),
+        host,
+        port,
+        max_connections=max_connections,
+        idle_timeout=header_timeout,
+    )
 
 
 def parse_duration(text: str) -> float:
@@ -252,6 +425,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest request body accepted (default %(default)s)",
     )
     parser.add_argument(
+        "--body-timeout",
+        type=parse_duration,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="a request body must arrive within this long, else 408 (default 10s)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=parse_duration,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="a connection must send a request's headers within this long, and idles at most this long "
+        "between requests (default 10s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections at most; more are answered 503 and closed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--stream-max-bytes",
+        type=int,
+        default=-1,
+        help="byte limit of the events stream; when full, new events get 503 (default -1: no limit "
+        "but the server's)",
+    )
+    parser.add_argument(
         "--retention",
         type=parse_duration,
         default=float(bus.DEFAULT_RETENTION_SECONDS),
@@ -274,10 +473,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     host, port = parse_listen(args.listen, 8080)
     token = read_token(args.token_file)
-    nc = await bus.connect(args.nats_url, name="hookline-ingest")
+    closed = asyncio.Event()
+    nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set)
     try:
         js = nc.jetstream()
-        await bus.ensure_stream(js, args.retention, args.duplicate_window)
+        await bus.ensure_stream(js, args.retention, args.duplicate_window, max_bytes=args.stream_max_bytes)
         registry = CollectorRegistry()
         ingest = Ingest(
             nc,
@@ -286,15 +486,32 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             token=token,
             max_body_bytes=args.max_body_bytes,
             publish_timeout=args.publish_timeout,
+            body_timeout=args.body_timeout,
         )
-        runner = await start_site(create_app(ingest, registry), host, port)
-        log.info("ingest listening on %s:%d (auth %s)", host, port, "on" if token else "off")
+        runner = await start_ingest_site(
+            ingest,
+            registry,
+            host,
+            port,
+            max_connections=args.max_connections,
+            header_timeout=args.header_timeout,
+        )
+        log.info(
+            "ingest listening on %s:%d (auth %s, events up to %d bytes)",
+            host,
+            port,
+            "on" if token else "off",
+            ingest.max_event_bytes,
+        )
         try:
-            await stop.wait()
+            await wait_first(stop, closed)
         finally:
             await runner.cleanup()
     finally:
-        await nc.drain()
+        await bus.close_quietly(nc)
+    if closed.is_set() and not stop.is_set():
+        log.error("ingest: the NATS connection was closed for good; exiting so that the pod is restarted")
+        return 1
     return 0
 
 

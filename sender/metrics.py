@@ -55,6 +55,9 @@ class WebhookMetrics:
     in_flight: Gauge
     gone: Gauge
     latency: Histogram
+    consumer_lost: Gauge
+    consumer_recreated: Counter
+    dead_letter_failures: Counter
 
 
 class SenderMetrics:
@@ -111,6 +114,25 @@ class SenderMetrics:
             registry=registry,
         )
 
+        self.consumer_lost = Gauge(
+            "hookline_consumer_lost",
+            "1 while the Webhook's JetStream consumer is missing (deleted outside hookline), until recreated",
+            labels,
+            registry=registry,
+        )
+        self.consumer_recreated = Counter(
+            "hookline_consumer_recreated",
+            "Times the sender found its consumer missing and recreated it from its last ack floor",
+            labels,
+            registry=registry,
+        )
+        self.dead_letter_failures = Counter(
+            "hookline_dead_letter_failures",
+            "Dead letters NATS did not store after every try (the event is kept and tried again later)",
+            labels,
+            registry=registry,
+        )
+
     def bind(self, namespace: str, webhook: str, database: str | None = None) -> WebhookMetrics:
         """Create every child of one Webhook up front, so all series exist from the start at zero."""
         ids = (namespace, webhook, database or "")
@@ -124,6 +146,9 @@ class SenderMetrics:
             in_flight=self.in_flight.labels(*ids),
             gone=self.gone.labels(*ids),
             latency=self.latency.labels(*ids),
+            consumer_lost=self.consumer_lost.labels(*ids),
+            consumer_recreated=self.consumer_recreated.labels(*ids),
+            dead_letter_failures=self.dead_letter_failures.labels(*ids),
         )
 
     def unbind(self, namespace: str, webhook: str) -> None:
@@ -139,7 +164,16 @@ class SenderMetrics:
         ):
             for value in extra:
                 family.remove(*ids, value)
-        for family in (self.duration, self.pending, self.in_flight, self.gone, self.latency):
+        for family in (
+            self.duration,
+            self.pending,
+            self.in_flight,
+            self.gone,
+            self.latency,
+            self.consumer_lost,
+            self.consumer_recreated,
+            self.dead_letter_failures,
+        ):
             family.remove(*ids)
 
 
@@ -163,3 +197,8 @@ class IngestMetrics:
             registry=registry,
         )
         self.event_outcomes = {o: self.events.labels(o) for o in INGEST_OUTCOMES}
+        self.store_refusing = Gauge(
+            "hookline_ingest_store_refusing",
+            "1 while JetStream refuses new events (stream full or storage exhausted); /readyz is false",
+            registry=registry,
+        )

@@ -16,6 +16,16 @@ from hookline.sender.health import bound_port, start_site
 from hookline.sender.natsserver import free_port
 from hookline.sender.wire import decode_form
 
+async def add_witness(js: Any, name: str = "witness") -> None:
+    """A consumer interested in every event: the stream has interest retention, so without one an
+    event nobody subscribed to is not kept (tests that count stored events add this)."""
+    from nats.js import api
+
+    from hookline.sender import bus
+
+    await js.add_consumer(bus.STREAM, api.ConsumerConfig(durable_name=name, ack_policy=api.AckPolicy.EXPLICIT))
+
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks documentation's example key
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from dataplane_helpers import sender_config, wait_until
+from dataplane_helpers import add_witness, sender_config, wait_until
 
 from hookline.sender import bus
 from hookline.sender.events import parse_event
@@ -45,6 +45,7 @@ async def test_bad_stream_settings_are_refused_before_touching_nats():
 
 async def test_same_event_id_is_stored_once(nats):
     nc, js = nats
+    await add_witness(js)
     first = event(id="evt-42")
     assert await bus.publish_events(nc, js, [first, event()]) == [False, False]
     assert await bus.publish_events(nc, js, [first]) == [True]

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from dataplane_helpers import wait_until, wait_until_ready
+from dataplane_helpers import add_witness, wait_until, wait_until_ready
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.health import bound_port, start_site
-from hookline.sender.ingest import Ingest, create_app
+from hookline.sender.health import bound_port
+from hookline.sender.ingest import Ingest, start_ingest_site
 from hookline.sender.metrics import IngestMetrics
 from hookline.sender.natsserver import free_port
 
@@ -51,14 +51,12 @@ class IngestUnderTest:
 @pytest.fixture
 async def ingest(nats) -> AsyncIterator[IngestUnderTest]:
     nc, js = nats
+    await add_witness(js)
     registry = CollectorRegistry()
-    app = create_app(
-        Ingest(
-            nc, js, IngestMetrics(registry), token=TOKEN.encode(), max_body_bytes=64 * 1024, publish_timeout=2
-        ),
-        registry,
+    ingest = Ingest(
+        nc, js, IngestMetrics(registry), token=TOKEN.encode(), max_body_bytes=64 * 1024, publish_timeout=2
     )
-    runner = await start_site(app, "127.0.0.1", 0)
+    runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0)
     async with aiohttp.ClientSession() as http:
         yield IngestUnderTest(f"http://127.0.0.1:{bound_port(runner)}", nc, js, http)
     await runner.cleanup()
