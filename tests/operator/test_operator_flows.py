@@ -23,6 +23,11 @@ def webhook_of(cluster, name):
     return cluster.get(WEBHOOKS, name)
 
 
+def labels_of(cluster, name):
+    """The Webhook's labels; none yet is an empty dict (a wait condition must not raise)."""
+    return ((webhook_of(cluster, name) or {}).get("metadata") or {}).get("labels") or {}
+
+
 def verification_of(cluster, name):
     return ((webhook_of(cluster, name) or {}).get("status") or {}).get("verification") or {}
 
@@ -242,8 +247,8 @@ async def test_spec_change_updates_the_deployment_with_a_new_config_hash(cluster
     assert "format: json" in cluster.get(CONFIGMAPS, "changing-sender")["data"]["sender.yaml"]
     labels = await wait_for(
         lambda: (
-            "hookline.io/collection" in webhook_of(cluster, "changing")["metadata"]["labels"]
-            and webhook_of(cluster, "changing")["metadata"]["labels"]
+            "hookline.io/collection" in labels_of(cluster, "changing")
+            and labels_of(cluster, "changing")
         ),
         "scope labels",
     )
