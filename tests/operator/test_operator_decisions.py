@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.api import parse_webhook_spec
 from hookline.operator import delivery, desired, verification
 from hookline.operator.metrics import OperatorMetrics
@@ -18,7 +19,6 @@ from hookline.operator.settings import (
     config_from_env,
     kopf_settings,
 )
-from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.operator.status import (
     Condition,
     merge_conditions,
@@ -322,7 +322,32 @@ def test_kopf_settings_are_hardened():
     assert settings.persistence.progress_storage.prefix == "hookline.io"
     assert settings.watching.server_timeout and settings.watching.client_timeout
     assert settings.watching.client_timeout > settings.watching.server_timeout
+    # Sent as the watch's timeoutSeconds: the API server parses an integer and refuses "300.0".
+    assert type(settings.watching.server_timeout) is int
     assert settings.posting.level == logging.INFO
+    assert type(kopf_settings(OperatorConfig(watch_server_timeout=90.0)).watching.server_timeout) is int  # type: ignore[arg-type]
+
+
+def test_nats_errors_are_classified_transient_or_permanent_with_what_to_do():
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    from hookline.operator.consumers import classify
+
+    limit = classify(
+        "creating consumer c", "NATS nats://n:4222", APIError(400, "maximum consumers limit reached", 10026)
+    )
+    assert limit.permanent and "err_code 10026" in limit.message and "--max-consumers" in limit.message
+    other = classify("creating consumer c", "NATS nats://n:4222", APIError(400, "bad filter", 10093))
+    assert other.permanent and "bad filter" in other.message and "configuration" in other.message
+    outage = classify("creating consumer c", "NATS nats://n:4222", ServiceUnavailableError(503, "no leader"))
+    assert not outage.permanent and "once NATS answers" in outage.message
+    timeout = classify("creating consumer c", "NATS nats://n:4222", NatsTimeout())
+    assert not timeout.permanent
+    assert "failed: nats: timeout;" in timeout.message
+    # asyncio's timeout stringifies to "": the message names its kind instead of ending in ": ".
+    bare = classify("creating consumer c", "NATS nats://n:4222", TimeoutError())
+    assert not bare.permanent and "failed: TimeoutError;" in bare.message
 
 
 def test_operator_metrics_count_webhooks_by_condition_and_database():
