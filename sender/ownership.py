@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from hookline.api import OwnershipReason
+from hookline.api import OwnershipReason, VerifiedReason
 from hookline.sender.safehttp import (
     BlockedDestination,
     RedirectRefused,
@@ -74,7 +74,7 @@ class OwnershipResult:
 
     @property
     def verified(self) -> bool:
-        return self.reason == "FileMatched"
+        return self.reason == VerifiedReason.FILE_MATCHED
 
 
 # Outcome of one location, ranked: when no location matches, the highest rank decides the reason.

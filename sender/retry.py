@@ -289,7 +289,8 @@ class GoneState:
     """Whether the receiver answered 410 Gone, and at which URL. Once gone, nothing is delivered
     until someone resumes the Webhook; the state is kept on its JetStream consumer (bus.py).
 
-    The engine sets hookline_webhook_gone to `metric_value`; the operator shows `condition()`.
+    The engine sets hookline_webhook_gone to `metric_value`; the operator shows it as the Delivering
+    condition (operator/delivery.py).
     Events not yet attempted stay in the consumer (not lost).
     """
 
@@ -312,20 +313,3 @@ class GoneState:
     @property
     def metric_value(self) -> int:
         return 1 if self.gone else 0
-
-    def condition(self, namespace: str = "<namespace>", name: str = "<webhook>") -> dict[str, str]:
-        """A Webhook status condition (type Delivering) saying whether deliveries run, and what to do."""
-        if not self.gone:
-            return {"type": "Delivering", "status": "True", "reason": "Delivering", "message": ""}
-        when = email.utils.formatdate(self.since, usegmt=True) if self.since is not None else "unknown time"
-        return {
-            "type": "Delivering",
-            "status": "False",
-            "reason": "ReceiverGone",
-            "message": (
-                f"the receiver answered 410 Gone at {when}; deliveries are stopped and undelivered events "
-                "are kept. Once the receiver accepts events again, run "
-                f"`hookline redrive {name} -n {namespace} --resume` to resume and redeliver the events "
-                "that got the 410 (pointing spec.url at a new, verified URL resumes as well)"
-            ),
-        }

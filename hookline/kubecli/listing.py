@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from kubernetes import client
 
-from hookline.api import COLLECTION_LABEL, DATABASE_LABEL, GROUP, VERSION, WEBHOOK_PLURAL
+from hookline.api import COLLECTION_LABEL, DATABASE_LABEL, GROUP, VERSION, WEBHOOK_PLURAL, ConditionType
 from hookline.kubecli.kube import CommandError, add_connection_arguments, api_error, connect
 from hookline.operator.status import find
 
@@ -56,8 +56,8 @@ def rows(items: Sequence[Mapping[str, Any]], all_namespaces: bool) -> list[list[
             ",".join(spec.get("events") or []),
             spec.get("database") or "-",
             spec.get("collection") or "-",
-            _condition(item, "Verified"),
-            _condition(item, "Ready"),
+            _condition(item, ConditionType.VERIFIED),
+            _condition(item, ConditionType.READY),
         ]
         table.append(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row)
     return table
