@@ -1,7 +1,8 @@
 """Scale of the operator: N Webhooks (default 500) from creation to Ready, and the operator's peak RSS.
 
-The operator runs as a real `hookline operator` process whose kubeconfig points at the API emulator
-the operator tests use (kmock with resourceVersion/generation stamping); one loopback site serves
+The operator runs as a real `hookline operator` process whose kubeconfig points at the strict API
+emulator the operator tests use (tests/operator/strict_api.py: kube-apiserver's refusals, the CRDs'
+schemas, the chart's RBAC for the operator's ServiceAccount); one loopback site serves
 every Webhook's verification file; a real nats-server holds the consumers. The emulator has no
 Deployment controller, so this script plays it: each sender Deployment that appears gets the status a
 controller reports once its pods are up. Prints the time until all Webhooks are Ready and the
@@ -31,7 +32,6 @@ from operator_helpers import (  # noqa: E402
     DEPLOYMENTS,
     EVENTS,
     WEBHOOKS,
-    Cluster,
     api_path,
     declare_resources,
     start_operator_process,
@@ -39,13 +39,14 @@ from operator_helpers import (  # noqa: E402
     stop_operator_process,
     write_kubeconfig,
 )
+from strict_api import StrictCluster  # noqa: E402
 
 from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
 
 NS = "bench"
 
 
-class BenchCluster(Cluster):
+class BenchCluster(StrictCluster):
     """The test emulator, noting what the bench waits for as requests pass (no polling of objects:
     the emulator's lookups are linear in the number of objects, and polling would measure that)."""
 
@@ -151,6 +152,11 @@ async def bench(count: int, limit_seconds: float) -> int:
             print(f"verification requests at the site: {hits[0]}")
             print(f"operator peak RSS: {rss:.0f} MiB")
             print(f"operator CPU time: {cpu:.1f} s (the rest of the wall time is the emulator's)")
+            faults = cluster.operator_faults()
+            if faults:
+                print(f"the API refused or pruned the operator {len(faults)} times:", file=sys.stderr)
+                print("\n".join(faults[:20]), file=sys.stderr)
+                return 1
             return 0
 
 

@@ -3,136 +3,26 @@
 An API server does three things with a custom resource that these tests redo offline: fill in the
 schema's defaults, validate the structural OpenAPI schema (unknown fields rejected, as kubectl's
 default strict field validation does), and evaluate the `x-kubernetes-validations` CEL rules. The
-schema is checked with jsonschema (Draft 4 is what OpenAPI v3.0 schemas build on) and the CEL rules
-with cel-python. Every bad case is also fed to `parse_webhook_spec`, so the CRD and the Python model
-cannot drift apart.
+admission is tests/operator/kubeschema.py's, the same one the strict API emulator runs on every write.
+Every bad case is also fed to `parse_webhook_spec`, so the CRD and the Python model cannot drift apart.
 """
 
 from __future__ import annotations
 
-import copy
-import re
+import sys
 from pathlib import Path
 from typing import Any
 
-import celpy
-import jsonschema
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).parent / "operator"))  # the admission, shared with the emulator
+from kubeschema import admit, load_crd, version_of
 
 from hookline.api import SpecError, parse_webhook_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-CRDS = ROOT / "crds"
 EXAMPLES = ROOT / "examples"
-
-
-def load_crd(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CRDS / f"{name}.yaml").read_text())
-
-
-def version_of(crd: dict[str, Any]) -> dict[str, Any]:
-    (version,) = crd["spec"]["versions"]
-    return version
-
-
-# --- an offline "API server" ---------------------------------------------------------------------------
-
-
-def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
-    """Fill in defaults the way the API server does: a defaulted object gets its own defaults too."""
-    if isinstance(value, dict):
-        for name, prop in schema.get("properties", {}).items():
-            if name not in value and "default" in prop:
-                value[name] = copy.deepcopy(prop["default"])
-            if name in value:
-                value[name] = apply_defaults(prop, value[name])
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name in value:
-                if name not in schema.get("properties", {}):
-                    value[name] = apply_defaults(extra, value[name])
-    elif isinstance(value, list) and "items" in schema:
-        return [apply_defaults(schema["items"], item) for item in value]
-    return value
-
-
-def strict(schema: dict[str, Any]) -> dict[str, Any]:
-    """Unknown fields are errors (kubectl's default field validation), except where preserved."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node: dict[str, Any]) -> None:
-        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
-            node.setdefault("additionalProperties", False)
-        for prop in node.get("properties", {}).values():
-            walk(prop)
-        for key in ("items", "additionalProperties"):
-            if isinstance(node.get(key), dict):
-                walk(node[key])
-
-    walk(schema)
-    schema["properties"]["metadata"] = {"type": "object"}
-    return schema
-
-
-def _path(parts: Any) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
-
-
-def cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[tuple[str, str]]:
-    errors: list[tuple[str, str]] = []
-    env = celpy.Environment()
-    for rule in schema.get("x-kubernetes-validations", []):
-        uses_old = "oldSelf" in rule["rule"]
-        if uses_old and old is None:
-            continue  # transition rules are only evaluated on update
-        activation = {"self": celpy.json_to_cel(value)}
-        if uses_old:
-            activation["oldSelf"] = celpy.json_to_cel(old)
-        result = env.program(env.compile(rule["rule"])).evaluate(activation)
-        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
-            where = path + rule.get("fieldPath", "")
-            errors.append((where, rule.get("message", rule["rule"])))
-    if isinstance(value, dict):
-        for name, prop in schema.get("properties", {}).items():
-            if name in value:
-                old_value = old.get(name) if isinstance(old, dict) else None
-                errors += cel_errors(prop, value[name], old_value, f"{path}.{name}" if path else name)
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name, item in value.items():
-                if name not in schema.get("properties", {}):
-                    errors += cel_errors(extra, item, None, f"{path}.{name}")
-    elif isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            errors += cel_errors(schema["items"], item, None, f"{path}[{index}]")
-    return errors
-
-
-def admit(
-    crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Default, then validate; return the stored object and (field path, message) for each error."""
-    schema = version_of(crd)["schema"]["openAPIV3Schema"]
-    obj = apply_defaults(schema, copy.deepcopy(obj))
-    validator = jsonschema.Draft4Validator(strict(schema))
-    errors = []
-    for err in validator.iter_errors(obj):
-        field = _path(err.absolute_path)
-        if err.validator == "required":
-            missing = re.match(r"'([^']+)'", err.message)
-            field = f"{field}.{missing.group(1)}" if missing else field
-        if err.validator == "additionalProperties":
-            unknown = re.findall(r"'([^']+)'", err.message)
-            field = f"{field}.{unknown[0]}" if unknown else field
-        errors.append((field, err.message))
-    if not errors:  # the API server runs CEL only on a schema-valid object
-        errors = cel_errors(schema, obj, old, "")
-    return obj, errors
-
 
 WEBHOOK_CRD = load_crd("webhooks.hookline.io")
 TEST_CRD = load_crd("webhooktests.hookline.io")

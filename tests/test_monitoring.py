@@ -28,7 +28,6 @@ from test_chart import CHART, ROOT, objects
 sys.path.insert(0, str(Path(__file__).parent / "operator"))  # the emulator, shared with bench/
 from operator_helpers import (
     WEBHOOKS,
-    Cluster,
     api_path,
     declare_resources,
     start_operator_process,
@@ -36,6 +35,7 @@ from operator_helpers import (
     stop_operator_process,
     write_kubeconfig,
 )
+from strict_api import StrictCluster
 
 from hookline.sender.config import consumer_name
 from hookline.sender.events import example_event
@@ -491,9 +491,10 @@ def operator_has_worked(text: str) -> bool:
 async def operator_process(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> AsyncIterator[tuple[subprocess.Popen[bytes], Path, int]]:
-    """A real `hookline operator` process against kmock's API emulator (kubeconfig), with one Webhook
-    whose loopback site serves its ownership file; yields the process, its log and its metrics port."""
-    async with Cluster() as cluster, kmock.Server(cluster):
+    """A real `hookline operator` process against the strict API emulator (kubeconfig; the chart's RBAC),
+    with one Webhook whose loopback site serves its ownership file; yields the process, its log and its
+    metrics port. Fails at teardown if the API refused the operator or pruned a field it wrote."""
+    async with StrictCluster() as cluster, kmock.Server(cluster):
         declare_resources(cluster)
         runner, base, _ = await start_token_site()
         metrics_port, health_port = free_port(), free_port()
@@ -517,6 +518,8 @@ async def operator_process(
         finally:
             stop_operator_process(proc, log)
             await runner.cleanup()
+        faults = cluster.operator_faults()
+        assert not faults, "the API refused the operator or pruned its fields:\n" + "\n".join(faults)
 
 
 async def test_metrics_exist_in_real_scrapes(nats_server: EmbeddedNats, receiver, operator_process, tmp_path):

@@ -1,6 +1,9 @@
 """Fixtures for the operator tests: the API emulator, the customer's site, the running operator.
 
-See operator_helpers.py for what the emulator adds to kmock and why.
+`cluster` is the strict emulator (strict_api.py: kube-apiserver's refusals, the CRDs read from crds/
+now, the chart's RBAC for the operator); the operator logs in with its ServiceAccount's token. A
+test fails at teardown when the API refused the operator (400, 401, 403, 415, 422) or pruned a
+field it wrote, as a real cluster would have, even if the test's own assertions passed.
 """
 
 from __future__ import annotations
@@ -14,20 +17,31 @@ import pytest
 from aiohttp import web
 from operator_helpers import (
     NS,
-    Cluster,
+    OPERATOR_TOKEN,
     RunningOperator,
     Site,
     StartOperator,
     declare_resources,
     operator_config,
 )
+from strict_api import WATCH_WINDOW, StrictCluster
 
 
 @pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    async with Cluster() as emulator, kmock.Server(emulator):
+def watch_window() -> int:
+    """Watch events the emulator keeps for resuming watches; override it to expire watches sooner."""
+    return WATCH_WINDOW
+
+
+@pytest.fixture
+async def cluster(watch_window: int) -> AsyncIterator[StrictCluster]:
+    async with StrictCluster(watch_window=watch_window) as emulator, kmock.Server(emulator):
         declare_resources(emulator)
         yield emulator
+        faults = emulator.operator_faults()
+        assert not faults, "a real API server refused the operator or dropped its fields:\n" + "\n".join(
+            faults
+        )
 
 
 @pytest.fixture
@@ -46,14 +60,14 @@ async def site() -> AsyncIterator[Site]:
 
 
 @pytest.fixture
-async def start_operator(cluster: Cluster, nats_server: Any) -> AsyncIterator[StartOperator]:
+async def start_operator(cluster: StrictCluster, nats_server: Any) -> AsyncIterator[StartOperator]:
     running: list[RunningOperator] = []
     server = str(cluster.url).rstrip("/")
 
     def login(**_: Any) -> Any:
         import kopf
 
-        return kopf.ConnectionInfo(server=server, insecure=True, default_namespace=NS)
+        return kopf.ConnectionInfo(server=server, insecure=True, default_namespace=NS, token=OPERATOR_TOKEN)
 
     async def start(**overrides: Any) -> RunningOperator:
         handle = RunningOperator(operator_config(nats_server.url, **overrides), login)

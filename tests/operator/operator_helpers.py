@@ -45,6 +45,10 @@ EVENTS = "v1/events"
 NS = "shop"
 TIMEOUT = 60.0
 REQUEST_LOG = 64
+# Bearer tokens the strict emulator (strict_api.py) knows: a cluster-admin user (the test, kubectl,
+# the hookline CLI) and the operator's ServiceAccount, which has the chart's RBAC rules and no more.
+ADMIN_TOKEN = "emulator-admin"
+OPERATOR_TOKEN = "emulator-hookline-operator"
 
 
 class Cluster(kmock.KubernetesEmulator):
@@ -152,7 +156,9 @@ class Cluster(kmock.KubernetesEmulator):
     # --- what a test (or a controller) does through the API -------------------------------------
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else None
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        if method == "PATCH":
+            headers["Content-Type"] = "application/merge-patch+json"
         async with self.request(method, path, json=body, headers=headers) as response:
             payload = await response.json()
             assert response.status < 400, payload
@@ -342,7 +348,7 @@ TOKEN_FILE = re.compile(r"/hookline-([0-9a-f]{32})\.txt$")
 def declare_resources(cluster: Cluster) -> None:
     """The API resources `hookline operator` lists and watches, with the verbs and subresources it uses."""
     info = kmock.ResourceInfo
-    every = {"get", "list", "watch", "create", "patch", "delete"}
+    every = {"get", "list", "watch", "create", "update", "patch", "delete"}
     for resource, kind, namespaced, sub in [
         (WEBHOOKS, "Webhook", True, {"status"}),
         (TESTS, "WebhookTest", True, {"status"}),
@@ -357,13 +363,14 @@ def declare_resources(cluster: Cluster) -> None:
 
 
 def write_kubeconfig(path: Path, cluster: Cluster) -> Path:
-    """A kubeconfig whose current context is the emulator, for an operator running as a process."""
+    """A kubeconfig whose current context is the emulator, for an operator running as a process: its
+    user is the operator's ServiceAccount (the chart's RBAC rules on the strict emulator)."""
     server = str(cluster.url).rstrip("/")
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-        "users": [{"name": "emulator", "user": {"token": "emulator"}}],
+        "users": [{"name": "emulator", "user": {"token": OPERATOR_TOKEN}}],
         "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
         "current-context": "emulator",
     }

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 import yaml
-from operator_helpers import TESTS, WEBHOOKS, api_path, condition, create_webhook, wait_for
+from operator_helpers import ADMIN_TOKEN, TESTS, WEBHOOKS, api_path, condition, create_webhook, wait_for
 
 from hookline.cli import main
 from hookline.kubecli.kube import CommandError
@@ -22,7 +22,7 @@ def kubeconfig(cluster, tmp_path):
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "emulator", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-                "users": [{"name": "me", "user": {"token": "not-checked"}}],
+                "users": [{"name": "me", "user": {"token": ADMIN_TOKEN}}],
                 "contexts": [
                     {"name": "shop", "context": {"cluster": "emulator", "user": "me", "namespace": "shop"}}
                 ],
