@@ -120,10 +120,15 @@ class DeliveringReason(StrEnum):
     RECEIVER_GONE = "ReceiverGone"
     """False: the receiver answered 410 Gone; resume with the annotation or `hookline redrive --resume`."""
     FAILING = "Failing"
-    PAUSED = "Paused"
+    """False: most recent attempts failed; the message says what the receiver answered and since when."""
     BACKLOGGED = "Backlogged"
+    """False: pending events grow faster than they are delivered."""
+    PAUSED = "Paused"
+    """False: spec.paused (or no sender replicas); events are kept."""
     CONSUMER_MISSING = "ConsumerMissing"
+    """False: the Webhook's JetStream consumer was deleted; the sender recreates it."""
     DISABLED = "Disabled"
+    """False: only failures for spec.delivery.disableAfter; resume like a 410 stop."""
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -373,6 +378,18 @@ class DeliveryStatus(StatusModel):
     resume_handled: str | None = None
     resumed_at: str | None = None
     resume_reason: str | None = None
+    last_success_at: str | None = None
+    last_failure_at: str | None = None
+    last_failure: Annotated[str, Field(max_length=512)] | None = None
+    failing_since: str | None = None
+    pending: Annotated[int, Field(ge=0)] | None = None
+    pending_growth_per_minute: int | None = None
+    dead_letters: Annotated[int, Field(ge=0)] | None = None
+    recent_attempts: Annotated[int, Field(ge=0)] | None = None
+    recent_failures: Annotated[int, Field(ge=0)] | None = None
+    window_seconds: Annotated[int, Field(ge=1)] | None = None
+    consumer_missing: bool | None = None
+    reported_at: str | None = None
 
 
 class WebhookStatus(StatusModel):

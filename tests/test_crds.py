@@ -61,9 +61,13 @@ def test_webhook_printer_columns_are_the_designed_ones():
     columns = version_of(WEBHOOK_CRD)["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
     assert default == ["URL", "Events", "Database", "Collection", "Verified", "Ready", "Age"]
-    # `kubectl get wh -o wide` also shows whether a 410 Gone stopped the deliveries.
+    # `kubectl get wh -o wide` also shows how deliveries go: the Delivering reason, backlog, last 2xx.
     wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority")}
-    assert wide == {"Delivering": '.status.conditions[?(@.type=="Delivering")].status'}
+    assert wide == {
+        "Delivering": '.status.conditions[?(@.type=="Delivering")].reason',
+        "Pending": ".status.delivery.pending",
+        "Last-Success": ".status.delivery.lastSuccessAt",
+    }
 
 
 def test_webhooktest_printer_columns_show_the_outcome():
