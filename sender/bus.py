@@ -624,6 +624,7 @@ class MessageFeed:
         stream: str = STREAM,
         expires: float = 30.0,
         heartbeat: float = 5.0,
+        on_error: Callable[[str, str], None] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -645,6 +646,7 @@ class MessageFeed:
         self._wake = asyncio.Event()
         self._sub: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._on_error = on_error  # (status, description) of an error reply, e.g. 409 Consumer Deleted
         self.last_error: str | None = None
 
     async def start(self) -> None:
@@ -725,6 +727,8 @@ class MessageFeed:
             return
         self.last_error = f"{status} {description}".strip()
         log.warning("consumer %s: pull request answered %s", self.consumer, self.last_error)
+        if self._on_error is not None:
+            self._on_error(status, description)
         self._hold_until = time.monotonic() + 1.0
         self._forget_requests(self.last_error)
 

@@ -4,6 +4,11 @@ A record is JSON in the stream `HOOKLINE_DEAD_LETTERS` on `hookline.dead.<namesp
 storage, 14 days). It is published with a `Nats-Msg-Id` derived from the Webhook, the event id and
 the event's sequence in `HOOKLINE_EVENTS`, so a publish retried after a lost ack is stored once,
 while the same event failing again after a redrive (a new sequence) is a new record.
+
+A record always fits into one NATS message: when the whole event would not (or cannot be encoded,
+e.g. a stream written by an older ingest), the record keeps the reason, the times and the event's
+envelope (id, type, time, scope) and says so in `eventTruncated` (original size, why). `hookline
+redrive` leaves such records in place: their payload is gone, the record says which event it was.
 """
 
 from __future__ import annotations
@@ -43,7 +48,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SEQUENCE_NOT_FOUND = 10043  # JetStream error code when deleting a message that is not there
+SEQUENCE_NOT_FOUND = 10043
+MAX_LAST_ERROR_CHARS = 1000
+# Room in the NATS message for the Nats-Msg-Id header of a record.
+HEADER_ROOM_BYTES = 1024
+_ENVELOPE_KEYS = (
+    "id",
+    "type",
+    "timestamp",
+    "time",
+    "database",
+    "collection",
+    "profile",
+    "subprofile",
+)  # JetStream error code when deleting a message that is not there
 FETCH_BATCH = 256
 FETCH_TIMEOUT_SECONDS = 5.0
 
@@ -83,6 +101,7 @@ class DeadLetter:
     last_error: str | None = None
     subject: str | None = None  # the event's subject in HOOKLINE_EVENTS
     source_sequence: int | None = None  # the event's sequence in HOOKLINE_EVENTS
+    truncated: dict[str, Any] | None = None  # set on records read back whose event was cut short
 
     @classmethod
     def from_attempts(
@@ -136,7 +155,7 @@ class DeadLetter:
             "eventId": self.event_id,
             "reason": str(self.reason),
             "lastStatusCode": self.last_status,
-            "lastError": self.last_error,
+            "lastError": _cap(self.last_error),
             "attempts": self.attempts,
             "firstAttemptAt": rfc3339(self.first_attempt_at),
             "lastAttemptAt": rfc3339(self.last_attempt_at),
@@ -145,8 +164,23 @@ class DeadLetter:
             "event": self.event,
         }
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+    def to_bytes(self, max_bytes: int | None = None) -> bytes:
+        """The record as JSON; at most `max_bytes` long (the event summarised when it does not fit)."""
+        doc = self.to_json()
+        why = ""
+        original: int | None = None
+        try:
+            data = _encode(doc)
+        except (ValueError, RecursionError) as exc:  # also UnicodeEncodeError (lone surrogates)
+            why = f"the event cannot be encoded as JSON ({type(exc).__name__})"
+        else:
+            if max_bytes is None or len(data) <= max_bytes:
+                return data
+            original = len(data)
+            why = f"the record would be {original} bytes, over the {max_bytes}-byte message limit"
+        doc["event"] = {k: _safe(self.event[k]) for k in _ENVELOPE_KEYS if k in self.event}
+        doc["eventTruncated"] = {"originalBytes": original, "why": why}
+        return _encode(doc)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeadLetter:
@@ -180,6 +214,7 @@ class DeadLetter:
             raise DeadLetterError("dead letter field sourceSequence must be an integer or null")
         last_error = doc.get("lastError")
         subject = doc.get("subject")
+        truncated = doc.get("eventTruncated")
         return cls(
             namespace=webhook["namespace"],
             name=webhook["name"],
@@ -192,7 +227,28 @@ class DeadLetter:
             last_error=last_error if isinstance(last_error, str) else None,
             subject=subject if isinstance(subject, str) else None,
             source_sequence=sequence,
+            truncated=truncated if isinstance(truncated, dict) else None,
         )
+
+
+def _encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _cap(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_LAST_ERROR_CHARS:
+        return text
+    return text[:MAX_LAST_ERROR_CHARS] + "..."
+
+
+def _safe(value: Any) -> Any:
+    """An envelope value that encodes whatever it held (ids and names are short strings or numbers)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return text[:256].encode("utf-8", "replace").decode()
 
 
 @dataclass(frozen=True)
@@ -205,15 +261,17 @@ class StoredDeadLetter:
 
 
 async def publish_dead_letter(
-    js: JetStreamContext, record: DeadLetter, *, ack_timeout: float = 5.0
+    js: JetStreamContext, record: DeadLetter, *, ack_timeout: float = 5.0, max_payload: int | None = None
 ) -> api.PubAck:
     """Store a dead letter durably; raises (nats errors, TimeoutError) if NATS did not confirm it.
 
     The engine acks the event only after this returns, so a failure here means a retry, not a loss.
+    `max_payload` is the server's (the record is cut to fit it; default: the connection's).
     """
+    limit = max_payload if max_payload is not None else js._nc.max_payload
     return await js.publish(
         record.subject_in_dead_letters,
-        record.to_bytes(),
+        record.to_bytes(max_bytes=limit - HEADER_ROOM_BYTES),
         timeout=ack_timeout,
         stream=DEAD_LETTER_STREAM,
         headers={MSG_ID_HEADER: record.msg_id},

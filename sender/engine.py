@@ -11,6 +11,17 @@ it for every replica and for the next start. The watcher that reports `hookline_
 also reads that record, so a stop made by another replica, or a resume (`hookline redrive --resume`),
 reaches this one within `watch_interval`.
 
+A dead letter NATS does not store is tried again (the event is NAKed with a delay, never POSTed
+again: the engine remembers it by stream sequence, and an event past maxAttempts is not POSTed after
+a restart either); after `DEAD_LETTER_MAX_TRIES` the engine logs an error, counts
+`hookline_dead_letter_failures_total` and keeps the event, trying again only every
+`DEAD_LETTER_KEPT_DELAY_SECONDS`.
+
+A consumer deleted behind hookline's back is noticed within seconds (a pull request answered "409
+Consumer Deleted" wakes the watcher; it also looks every `watch_interval`): `/readyz` turns false,
+`hookline_consumer_lost` is 1, and the consumer is recreated from its last ack floor (bus.ensure_consumer),
+so the events the stream still holds for it are delivered; `hookline_consumer_recreated_total` counts it.
+
 On stop the engine takes no new events, lets requests in progress finish (each is bounded by the
 Webhook's timeout), and NAKs what it had received but not started (also events waiting out a
 Retry-After or a rate-limit slot), so another replica or the next start delivers them right away.
@@ -26,6 +37,7 @@ import time
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from hookline.api import WebhookSpec
 from hookline.sender import bus, retry
@@ -41,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # A dead letter NATS did not confirm, or an unexpected error: the event comes back after this long.
 REDELIVER_AFTER_FAILURE_SECONDS = 5.0
+DEAD_LETTER_MAX_TRIES = 5
+DEAD_LETTER_KEPT_DELAY_SECONDS = 3600.0
 
 
 class Delivery:
@@ -78,6 +92,7 @@ class Engine:
         max_age_seconds: float = retry.DEFAULT_MAX_AGE_SECONDS,
         watch_interval: float = 5.0,
         label: str = "",
+        consumer_spec: bus.ConsumerSpec | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -103,6 +118,13 @@ class Engine:
         self.gone = retry.GoneState()
         self.gone_recorded = False  # the stop is on the consumer (so a missing record means a resume)
         self.watch_interval = watch_interval
+        self.consumer_spec = consumer_spec  # None: a lost consumer is reported, not recreated
+        self.consumer_lost = False
+        self.floor = 0  # the consumer's last ack floor seen (stream sequence)
+        self.floor_recorded = -1
+        self.watch_now = asyncio.Event()
+        # Dead letters NATS did not store yet, by the event's stream sequence: (record, tries).
+        self.unstored: dict[int, tuple[DeadLetter, int]] = {}
         self.feed: bus.MessageFeed | None = None
         self.running = False
         self.stopping = asyncio.Event()  # set on stop: workers waiting for their turn give events back
@@ -112,10 +134,12 @@ class Engine:
             return "not connected to NATS"
         if not self.running:
             return "not consuming yet"
+        if self.consumer_lost:
+            return f"consumer {self.consumer} is missing; recreating it"
         return None
 
     async def run(self, stop: asyncio.Event) -> None:
-        feed = self.feed = bus.MessageFeed(self.nc, self.consumer, self.workers)
+        feed = self.feed = bus.MessageFeed(self.nc, self.consumer, self.workers, on_error=self._pull_error)
         await self._watch_once()  # a Webhook stopped by a 410 before this start stays stopped
         feed.pause(self.spec.paused or self.gone.gone)
         await feed.start()
@@ -171,6 +195,20 @@ class Engine:
             # It waits in the consumer (paused by then); the delay keeps it from bouncing straight back.
             await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
             return
+        meta = msg.metadata
+        pending = self.unstored.get(meta.sequence.stream)
+        if pending is None and meta.num_delivered > self.policy.max_attempts:
+            # Its last attempt was made (before a restart); only its dead letter was not stored.
+            outcome = retry.AttemptOutcome(
+                retry.AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier"
+            )
+            pending = (
+                self._dead_letter(msg, event, outcome, retry.DeadLetterReason.MAX_ATTEMPTS, time.time()),
+                0,
+            )
+        if pending is not None:
+            await self._store_dead_letter(msg, event, *pending)
+            return
         body, headers = self.delivery.build(event, time.time())
         metrics = self.metrics
         metrics.in_flight.inc()
@@ -196,7 +234,6 @@ class Engine:
         metrics.duration.observe(time.perf_counter() - started)
         outcome = retry.classify(status, error)
         metrics.attempts[outcome.kind].inc()
-        meta = msg.metadata
         now = time.time()
         stored_at = meta.timestamp.timestamp()
         decision = retry.decide(outcome, meta.num_delivered, stored_at, now, self.policy, retry_after)
@@ -261,30 +298,69 @@ class Engine:
         if kind is retry.DecisionKind.GONE:
             await self._stop_for_gone(event, now)
         assert decision.reason is not None
-        record = DeadLetter.from_attempts(
+        await self._store_dead_letter(
+            msg, event, self._dead_letter(msg, event, outcome, decision.reason, now), 0
+        )
+
+    def _dead_letter(
+        self,
+        msg: Msg,
+        event: Event,
+        outcome: retry.AttemptOutcome,
+        reason: retry.DeadLetterReason,
+        now: float,
+    ) -> DeadLetter:
+        meta = msg.metadata
+        return DeadLetter.from_attempts(
             namespace=self.namespace,
             name=self.name,
             event=event.payload,
-            reason=decision.reason,
+            reason=reason,
             last_outcome=outcome,
-            attempts=attempt,
-            first_attempt_at=stored_at,
+            attempts=meta.num_delivered,
+            first_attempt_at=meta.timestamp.timestamp(),
             last_attempt_at=now,
             subject=msg.subject,
-            source_sequence=msg.metadata.sequence.stream,
+            source_sequence=meta.sequence.stream,
         )
+
+    async def _store_dead_letter(self, msg: Msg, event: Event, record: DeadLetter, tries: int) -> None:
+        """Publish the dead letter, then ack; if NATS does not store it, keep the event (not POSTed again)."""
+        sequence = msg.metadata.sequence.stream
         try:
-            await publish_dead_letter(self.js, record)
+            await publish_dead_letter(self.js, record, max_payload=self.nc.max_payload)
         except Exception as exc:  # not stored: keep the event and try again later; nothing is lost
-            log.warning("%s: dead letter for %s not stored (%s); will retry", self.label, event.id, exc)
-            await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
+            tries += 1
+            self.unstored[sequence] = (record, tries)
+            if tries % DEAD_LETTER_MAX_TRIES:
+                log.warning(
+                    "%s: dead letter for %s not stored (%s); try %d of %d",
+                    self.label,
+                    event.id,
+                    exc,
+                    tries,
+                    DEAD_LETTER_MAX_TRIES,
+                )
+                await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
+                return
+            self.metrics.dead_letter_failures.inc()
+            log.error(
+                "%s: dead letter for %s not stored after %d tries (%s); the event is kept in the stream "
+                "and tried again in %.0fs",
+                self.label,
+                event.id,
+                tries,
+                exc,
+                DEAD_LETTER_KEPT_DELAY_SECONDS,
+            )
+            await msg.nak(delay=DEAD_LETTER_KEPT_DELAY_SECONDS)
             return
+        self.unstored.pop(sequence, None)
         await msg.ack()
+        reason = record.reason
         self.metrics.deliveries["dead_lettered"].inc()
-        self.metrics.dead_letters[decision.reason].inc()
-        log.warning(
-            "%s: event %s dead-lettered (%s: %s)", self.label, event.id, decision.reason, outcome.detail
-        )
+        self.metrics.dead_letters[reason].inc()
+        log.warning("%s: event %s dead-lettered (%s: %s)", self.label, event.id, reason, record.last_error)
 
     async def _stop_for_gone(self, event: Event, now: float) -> None:
         """Stop pulling at once, then record the stop on the consumer (the watcher retries if NATS fails)."""
@@ -314,19 +390,63 @@ class Engine:
         if self.feed is not None:
             self.feed.pause(self.spec.paused or state.gone)
 
+    def _pull_error(self, status: str, description: str) -> None:
+        if status == "409" and "deleted" in description.lower():
+            self.watch_now.set()  # look at once instead of at the next interval
+
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.watch_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.watch_interval):
+                    await self.watch_now.wait()
+            self.watch_now.clear()
             await self._watch_once()
+
+    async def _consumer_missing(self) -> None:
+        """The consumer was deleted outside hookline: report it, and recreate it from the last floor."""
+        if not self.consumer_lost:
+            self.consumer_lost = True
+            self.metrics.consumer_lost.set(1)
+            log.error("%s: consumer %s is missing (deleted outside hookline)", self.label, self.consumer)
+        if self.consumer_spec is None:
+            return
+        try:
+            await bus.ensure_consumer(self.js, self.consumer_spec, start_after=self.floor or None)
+        except Exception as exc:  # NATS away: the watcher tries again
+            log.warning("%s: could not recreate consumer %s (%s); will retry", self.label, self.consumer, exc)
+            return
+        self.metrics.consumer_recreated.inc()
+        log.warning(
+            "%s: consumer %s recreated from stream sequence %d", self.label, self.consumer, self.floor + 1
+        )
+        await self._watch_once()
+
+    async def _record_floor(self, info: bus.api.ConsumerInfo) -> None:
+        self.floor = max(self.floor, bus.floor_of(info))
+        if self.floor == self.floor_recorded:
+            return
+        try:
+            await bus.record_floor(self.js, self.consumer, self.floor)
+        except Exception as exc:  # a hint for recreating a lost consumer; the next watch tries again
+            log.debug("%s: consumer floor not recorded: %s", self.label, exc)
+            return
+        self.floor_recorded = self.floor
 
     async def _watch_once(self) -> None:
         """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive)."""
         try:
             info = await self.js.consumer_info(bus.STREAM, self.consumer)
+        except NotFoundError:
+            await self._consumer_missing()
+            return
         except Exception as exc:  # NATS briefly away: keep the last state
             log.debug("%s: consumer info unavailable: %s", self.label, exc)
             return
+        if self.consumer_lost:
+            self.consumer_lost = False
+            self.metrics.consumer_lost.set(0)
         self.metrics.pending.set(bus.pending_of(info))
+        await self._record_floor(info)
         stored = bus.gone_of(info)
         if stored.gone:
             self.gone_recorded = True

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from hookline.sender import bus
 from hookline.sender.config import ConfigError, SenderConfig, load_sender_config
 from hookline.sender.engine import Engine
-from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site
+from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site, wait_first
 from hookline.sender.metrics import SenderMetrics, WebhookMetrics
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
 from hookline.sender.signing import parse_secret
@@ -85,6 +85,7 @@ class SenderRuntime:
             replicas=cfg.replicas,
             max_age_seconds=cfg.max_age_seconds,
             label=label,
+            consumer_spec=bus.consumer_spec(cfg),
         )
         return cls(cfg, engine, client)
 
@@ -110,21 +111,40 @@ async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event
     registry = CollectorRegistry()
     metrics = SenderMetrics(registry).bind(cfg.webhook.namespace, cfg.webhook.name, cfg.spec.database)
     name = f"{cfg.webhook.namespace}/{cfg.webhook.name}"
-    nc = await bus.connect(args.nats_url or cfg.nats.url, name=f"hookline-sender {name}")
+    closed = asyncio.Event()
+    nc = await bus.connect(
+        args.nats_url or cfg.nats.url, name=f"hookline-sender {name}", on_closed=closed.set
+    )
+    # The engine stops on SIGTERM, or when the connection is closed for good (the pod is restarted).
+    done = asyncio.Event()
+    watcher = asyncio.create_task(_set_when_any(done, stop, closed))
     try:
         runtime = await SenderRuntime.create(nc, cfg, policy, metrics, key)
         app = web.Application()
-        add_health_routes(app, registry, runtime.engine.readiness)
+        add_health_routes(app, registry, runtime.engine.readiness, liveness=lambda: _closed_reason(nc))
         runner = await start_site(app, host, port)
         log.info("sender for %s started: consumer %s, health on %s:%d", name, cfg.nats.consumer, host, port)
         try:
-            await runtime.run(stop)
+            await runtime.run(done)
         finally:
             await runner.cleanup()
-        log.info("sender for %s stopped cleanly", name)
     finally:
-        await nc.drain()
+        watcher.cancel()
+        await bus.close_quietly(nc)
+    if closed.is_set() and not stop.is_set():
+        log.error("sender for %s: the NATS connection was closed for good; exiting so the pod restarts", name)
+        return 1
+    log.info("sender for %s stopped cleanly", name)
     return 0
+
+
+async def _set_when_any(target: asyncio.Event, *events: asyncio.Event) -> None:
+    await wait_first(*events)
+    target.set()
+
+
+def _closed_reason(nc: bus.NATS) -> str | None:
+    return "the NATS connection is closed for good" if nc.is_closed else None
 
 
 def run(args: argparse.Namespace) -> int:

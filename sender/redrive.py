@@ -214,6 +214,9 @@ async def redrive(
     run_id = uuid.uuid4().hex[:12]
     done = 0
     async for stored in iter_dead_letters(js, namespace, name, since):
+        if stored.record.truncated is not None:
+            print(f"skipped (its event was too large to keep whole): {_describe(stored)}", file=out)
+            continue
         event = stored.record.event
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         # Fresh per run, stable within it: a publish retried in this run is still stored once.
