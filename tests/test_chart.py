@@ -32,6 +32,7 @@ KUBE_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
 SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
     "external-nats": ["--set", f"nats.url={EXTERNAL_NATS}"],
+    "stream-limit": ["--set", "nats.streamMaxBytes=1073741824"],
     "ingress": [
         "--set",
         "ingest.ingress.enabled=true",
@@ -272,6 +273,7 @@ def test_chart_installs_on_oldest_supported_kubernetes():
         (["--set", "ingest.replicas=0"], "/ingest/replicas"),
         (["--set", "nats.url=nats.messaging.svc:4222"], "/nats/url"),
         (["--set", "nats.persistence.size=lots"], "/nats/persistence/size"),
+        (["--set", "nats.streamMaxBytes=-2"], "/nats/streamMaxBytes"),
         (["--set-json", 'egress.allowNetworks=["10.0.0.0"]'], "/egress/allowNetworks/0"),
         (
             ["--set", "monitoring.prometheusRule.unverifiedFor=6 hours"],
@@ -471,6 +473,15 @@ def test_ingest_serves_events_with_probes():
     )
     # A PodDisruptionBudget that one replica can never satisfy would block every node drain.
     assert not objects("single-ingest", "PodDisruptionBudget")
+
+
+def test_the_stream_byte_limit_is_a_chart_value_ingest_applies():
+    def limit(scenario: str) -> str:
+        args = container(ingest(scenario))["args"]
+        return args[args.index("--stream-max-bytes") + 1]
+
+    assert limit("defaults") == "8589934592"  # 8 GiB, below the 10Gi volume
+    assert limit("stream-limit") == "1073741824"
 
 
 def test_ingest_token_comes_from_a_generated_secret():

@@ -267,6 +267,32 @@ PROMTOOL_TESTS: list[dict[str, Any]] = [
             alert_case("10m", "HooklineWebhookGone", {**SHOP_ORDERS, "severity": "warning"}),
         ],
     },
+    {  # The consumer of "orders" is deleted: lost for 2 minutes, then recreated by its sender.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_consumer_lost", "0x5 1x2 0x30", namespace="shop", webhook="orders"),
+            series("hookline_consumer_recreated_total", "0x7 1x30", namespace="shop", webhook="orders"),
+            series("hookline_consumer_lost", "0x37", namespace="shop", webhook="billing"),
+            series("hookline_consumer_recreated_total", "0x37", namespace="shop", webhook="billing"),
+        ],
+        "alert_rule_test": [
+            alert_case("3m", "HooklineConsumerLost"),
+            alert_case("6m", "HooklineConsumerLost", {**SHOP_ORDERS, "severity": "warning"}),
+            alert_case("12m", "HooklineConsumerLost", {**SHOP_ORDERS, "severity": "warning"}),
+            alert_case("30m", "HooklineConsumerLost"),
+        ],
+    },
+    {  # The event stream fills up for 10 minutes.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_ingest_store_refusing", "0x5 1x10 0x10", namespace="hookline", pod="ingest-a"),
+        ],
+        "alert_rule_test": [
+            alert_case("6m", "HooklineIngestStoreFull"),
+            alert_case("10m", "HooklineIngestStoreFull", {"namespace": "hookline", "severity": "critical"}),
+            alert_case("24m", "HooklineIngestStoreFull"),
+        ],
+    },
     {  # "orders" stays unverified (Unknown at first, then False); "quick" is verified after 30 minutes.
         "interval": "1m",
         "input_series": [
