@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from nats.aio.client import Client as NATS
@@ -20,6 +20,7 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from hookline.operator.status import BusProblem
 from hookline.sender import bus
+from hookline.sender.attempts import HealthReport, health_bucket, health_key
 from hookline.sender.bus import STREAM, BusUnavailable
 from hookline.sender.config import SenderConfig
 from hookline.sender.retry import GoneState
@@ -63,6 +64,10 @@ def classify(what: str, url: str, exc: BaseException) -> BusProblem:
     return BusProblem(
         f"{what} at {url} failed: {cause}; the sender starts once NATS answers (checked again in 10 s)"
     )
+
+
+async def _same(js: JetStreamContext) -> JetStreamContext:
+    return js
 
 
 class Consumers:
@@ -120,6 +125,33 @@ class Consumers:
     async def clear_gone(self, name: str) -> bool:
         """Lift a 410 Gone stop (the senders notice within seconds); False if there was none."""
         return await self._call(f"resuming consumer {name}", lambda js: bus.clear_gone(js, name))
+
+    async def health_reports(self) -> AsyncIterator[HealthReport]:
+        """Every sender's latest health report, then each new one, until the watch breaks (the caller
+        watches again). One watch for all Webhooks: no per-Webhook NATS call."""
+        js = await self._call("opening the health bucket", _same)
+        kv = await health_bucket(js)
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None or entry.value is None or entry.operation is not None:
+                    continue  # the end-of-history marker, or a deleted key
+                try:
+                    yield HealthReport.from_bytes(entry.value)
+                except (ValueError, TypeError):  # not a report this operator understands
+                    continue
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def forget_health(self, namespace: str, name: str) -> None:
+        """Remove a deleted Webhook's health report (best effort: it expires by itself too)."""
+
+        async def delete(js: JetStreamContext) -> None:
+            kv = await health_bucket(js)
+            await kv.delete(health_key(namespace, name))
+
+        await self._call(f"forgetting the health report of {namespace}/{name}", delete)
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None

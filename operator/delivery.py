@@ -1,15 +1,20 @@
-"""Whether a verified Webhook's deliveries run, or are stopped because the receiver answered 410 Gone.
+"""How a verified Webhook's deliveries go: stopped by a 410 Gone, paused, failing, backlogged, or fine.
 
 The stop lives on the Webhook's JetStream consumer (docs/internals.md, "Gone"): a 410 changes nothing
 on the Webhook, so a timer reads it and mirrors it into ``status.delivery``; the Delivering condition
 is derived from that dict by the same handler that derives Ready. Resuming is a user's decision: the
 annotation ``hookline.io/resume-delivery`` (any new value) or ``hookline redrive --resume``; pointing
-spec.url at a new, verified URL resumes as well. Pure functions only.
+spec.url at a new, verified URL resumes as well.
+
+The rest of ``status.delivery`` comes from the senders' health reports (sender/attempts.py), which
+the operator mirrors at a bounded rate (``due_writes``); ``delivering_condition`` turns all of it into
+one condition. Pure functions only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +32,16 @@ def resume_reason(state: GoneState, url: str, request: str | None, handled: str 
     if not state.answered_by(url):
         return "resumed because spec.url changed to a verified URL that has not answered 410 Gone"
     return None
+
+
+# The keys of status.delivery that the 410 Gone stop owns; the health report owns the others.
+GONE_KEYS = ("gone", "goneSince", "resumeHandled", "resumedAt", "resumeReason")
+FAILING_MIN_ATTEMPTS = 3  # fewer recent attempts say too little to call a receiver failing
+BACKLOG_MIN_PENDING = 100  # a smaller backlog is a burst, not a receiver that cannot keep up
+
+
+def gone_part(delivery: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: delivery[k] for k in GONE_KEYS if k in delivery}
 
 
 def delivery_status(
@@ -59,8 +74,11 @@ def delivery_status(
     return out
 
 
-def delivering_condition(delivery: Mapping[str, Any], namespace: str, name: str) -> Condition:
-    """Delivering from ``status.delivery``, with what to do when the receiver said 410 Gone."""
+def delivering_condition(
+    delivery: Mapping[str, Any], namespace: str, name: str, *, paused: bool = False
+) -> Condition:
+    """Delivering from ``status.delivery`` and the spec: the first problem found, with what to do."""
+    attempts_hint = f"`hookline attempts {name} -n {namespace} --failed` lists the failed attempts"
     if delivery.get("gone"):
         since = delivery.get("goneSince") or "an unknown time"
         return Condition(
@@ -75,9 +93,88 @@ def delivering_condition(delivery: Mapping[str, Any], namespace: str, name: str)
             f"`hookline redrive {name} -n {namespace} --resume`). If the endpoint was retired on "
             f"purpose, delete the Webhook.",
         )
+    if paused:
+        return Condition(
+            ConditionType.DELIVERING,
+            "False",
+            DeliveringReason.PAUSED,
+            "deliveries are stopped by spec.paused or spec.sender.replicas 0; events are kept in the stream",
+        )
+    if delivery.get("consumerMissing"):
+        return Condition(
+            ConditionType.DELIVERING,
+            "False",
+            DeliveringReason.CONSUMER_MISSING,
+            "the Webhook's JetStream consumer was deleted outside hookline; the sender is recreating it "
+            "from its last acknowledged event, so the events the stream still holds are delivered",
+        )
+    attempts = int(delivery.get("recentAttempts") or 0)
+    failures = int(delivery.get("recentFailures") or 0)
+    if attempts >= FAILING_MIN_ATTEMPTS and failures * 2 > attempts:
+        window = int(delivery.get("windowSeconds") or 0) // 60 or 1
+        since = delivery.get("failingSince") or delivery.get("lastFailureAt") or "an unknown time"
+        return Condition(
+            ConditionType.DELIVERING,
+            "False",
+            DeliveringReason.FAILING,
+            f"{failures} of {attempts} attempts in the last {window} min failed, failing since {since}; "
+            f"the last answer: {delivery.get('lastFailure') or 'unknown'}. Events are retried on the "
+            f"Standard Webhooks schedule; {attempts_hint}",
+        )
+    pending = int(delivery.get("pending") or 0)
+    growth = delivery.get("pendingGrowthPerMinute")
+    if pending >= BACKLOG_MIN_PENDING and isinstance(growth, int) and growth > 0:
+        return Condition(
+            ConditionType.DELIVERING,
+            "False",
+            DeliveringReason.BACKLOGGED,
+            f"{pending} events wait and the backlog grew by {growth} in the last minute: the receiver "
+            "answers too slowly for the events coming in, or spec.delivery.maxRequestsPerSecond or "
+            "maxInFlight is too low for them",
+        )
     if delivery.get("resumedAt"):
         reason = delivery.get("resumeReason") or "resumed"
         message = f"deliveries run: {reason} at {delivery['resumedAt']}"
+    elif delivery.get("lastSuccessAt"):
+        message = f"deliveries run: the receiver's last 2xx was at {delivery['lastSuccessAt']}"
     else:
         message = "deliveries run: the receiver has not answered 410 Gone"
     return Condition(ConditionType.DELIVERING, "True", DeliveringReason.DELIVERING, message)
+
+
+@dataclass(frozen=True)
+class WriteState:
+    """The health report last written into a Webhook's status, when, and the reason it gave."""
+
+    report: Any
+    at: float
+    reason: str
+
+
+def due_writes(
+    reports: Mapping[tuple[str, str], Any],
+    written: Mapping[tuple[str, str], WriteState],
+    now: float,
+    *,
+    interval: float,
+    writes_per_second: float,
+    tick: float,
+    reason_of: Any,
+) -> list[tuple[str, str]]:
+    """Which Webhooks get their status.delivery written on this tick.
+
+    A report equal to the written one is never written (an idle Webhook costs nothing). One whose
+    Delivering reason changed goes first; the others wait until ``interval`` passed since their last
+    write, and that interval stretches so the whole operator stays within ``writes_per_second``.
+    """
+    changed = [k for k, r in reports.items() if not r.same_as(getattr(written.get(k), "report", None))]
+    per_webhook = max(interval, len(changed) / writes_per_second)
+    urgent, routine = [], []
+    for key in changed:
+        last = written.get(key)
+        if last is None or reason_of(reports[key]) != last.reason:
+            urgent.append(key)
+        elif now - last.at >= per_webhook:
+            routine.append(key)
+    routine.sort(key=lambda k: written[k].at)
+    return (urgent + routine)[: max(1, int(writes_per_second * tick))]

@@ -15,6 +15,7 @@ Who writes what, so that no two writers race on a list:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from hookline.api import (
     WEBHOOK_PLURAL,
     WEBHOOKTEST_PLURAL,
     Condition,
+    DeliveringReason,
     ReadyReason,
     SpecError,
     VerifiedReason,
@@ -56,6 +58,7 @@ from hookline.operator.status import (
 )
 from hookline.operator.webhooktest import TestOutcome, run_test
 from hookline.sender import ownership
+from hookline.sender.attempts import HealthReport
 from hookline.sender.bus import BusUnavailable
 from hookline.sender.config import consumer_name
 from hookline.sender.retry import GoneState
@@ -91,6 +94,9 @@ class Runtime:
     bus_problems: dict[tuple[str, str], BusProblem] = field(default_factory=dict)
     # Finished WebhookTests and when they finished, for the one expiry loop (expire_webhook_tests).
     finished_tests: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The senders' latest health reports, and what of them is in each Webhook's status.
+    health_reports: dict[tuple[str, str], HealthReport] = field(default_factory=dict)
+    health_written: dict[tuple[str, str], delivery.WriteState] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -106,7 +112,7 @@ _EVENT_REASONS = {
     (READY, "True"): ("Normal", "SenderReady"),
     (READY, "False"): ("Warning", "SenderNotReady"),
     (DELIVERING, "True"): ("Normal", "DeliveryResumed"),
-    (DELIVERING, "False"): ("Warning", "ReceiverGone"),
+    (DELIVERING, "False"): ("Warning", "DeliveryStopped"),  # named after the reason, see _announce
 }
 
 
@@ -123,7 +129,11 @@ def _announce(body: Any, before: Any, after: list[dict[str, Any]]) -> None:
             VerifiedReason.PENDING,
         ):
             kind = "Normal"
-        if condition["reason"] == "Paused":
+        if condition["type"] == DELIVERING and condition["status"] == "False":
+            reason = str(condition["reason"])  # Failing, Backlogged, ReceiverGone, ConsumerMissing, ...
+            if reason == DeliveringReason.PAUSED:
+                continue  # Ready=False/Paused already said so
+        elif condition["reason"] == ReadyReason.PAUSED:
             reason = "SenderPaused"
         kopf.event(body, type=kind, reason=reason, message=condition["message"])
 
@@ -356,6 +366,8 @@ async def webhook_seen(
         rt.metrics.webhooks.forget(namespace, name)
         rt.sender_seen.pop((namespace, name), None)
         rt.bus_problems.pop((namespace, name), None)
+        rt.health_reports.pop((namespace, name), None)
+        rt.health_written.pop((namespace, name), None)
         return
     database = spec.get("database")
     rt.metrics.webhooks.observe(
@@ -373,8 +385,10 @@ async def webhook_seen(
         return  # the reconcile owns Ready until the Webhook is verified
     conditions = status.get("conditions")
     derived = [_ready(rt, (namespace, name), parsed, True, status.get("sender"))]
-    if status.get("delivery") is not None:  # the timer has read the consumer at least once
-        derived.append(delivery.delivering_condition(status["delivery"], namespace, name))
+    paused = parsed.paused or parsed.sender.replicas == 0
+    if status.get("delivery") is not None or paused:  # something is known about the deliveries
+        facts = status.get("delivery") or {}
+        derived.append(delivery.delivering_condition(facts, namespace, name, paused=paused))
     changed = [c for c in derived if _stated(conditions, c) != (c.status, c.reason, c.message)]
     if changed:
         _write_conditions(body, status, patch, changed, meta.get("generation"))
@@ -420,10 +434,11 @@ async def delivery_watch(
     except BusUnavailable as exc:
         logger.debug(f"410 Gone stop not read: {exc}; next try in {rt.config.delivery_check_interval:g} s")
         return
-    fresh = delivery.delivery_status(current, state, request=request, resumed=why, now=now_iso())
-    if fresh != current:
+    mine = delivery.gone_part(current)  # the health fields belong to the report writer
+    fresh = delivery.delivery_status(mine, state, request=request, resumed=why, now=now_iso())
+    if fresh != mine:
         # A merge patch keeps keys it does not mention: name the dropped ones.
-        patch.status["delivery"] = {**dict.fromkeys(current), **fresh}
+        patch.status["delivery"] = {**dict.fromkeys(mine), **fresh}
 
 
 def _sender_runs(status: kopf.Status, **_: Any) -> bool:
@@ -472,6 +487,8 @@ async def webhook_deleted(
         )
         return
     logger.info(f"consumer {name} {'removed' if removed else 'was already gone'}")
+    with contextlib.suppress(BusUnavailable):
+        await rt.consumers.forget_health(meta["namespace"], meta["name"])
 
 
 # --- WebhookTest ----------------------------------------------------------------------------------------
@@ -535,9 +552,65 @@ async def expire_webhook_tests(rt: Runtime) -> None:
             rt.finished_tests.pop(key, None)
 
 
+HEALTH_WATCH_RETRY_SECONDS = 5.0
+HEALTH_WRITE_TICK_SECONDS = 1.0
+
+
+async def watch_health_reports(rt: Runtime) -> None:
+    """Keep the latest health report of every Webhook (one NATS watch for all of them)."""
+    while True:
+        try:
+            async for report in rt.consumers.health_reports():
+                rt.health_reports[(report.namespace, report.name)] = report
+        except Exception as exc:  # NATS away: watch again; status.delivery just stays as it is
+            log.debug("health reports not watched: %s; again in %g s", exc, HEALTH_WATCH_RETRY_SECONDS)
+        await asyncio.sleep(HEALTH_WATCH_RETRY_SECONDS)
+
+
+def _report_reason(report: HealthReport) -> str:
+    facts = report.delivery_status()
+    return str(delivery.delivering_condition(facts, report.namespace, report.name).reason)
+
+
+async def write_delivery_health(rt: Runtime) -> None:
+    """Mirror health reports into status.delivery within the write budget (delivery.due_writes);
+    the watch event that follows lets webhook_seen derive the Delivering condition."""
+    tick = HEALTH_WRITE_TICK_SECONDS
+    while True:
+        await asyncio.sleep(tick)
+        now = time.time()
+        due = delivery.due_writes(
+            rt.health_reports,
+            rt.health_written,
+            now,
+            interval=rt.config.delivery_status_interval,
+            writes_per_second=rt.config.delivery_status_writes_per_second,
+            tick=tick,
+            reason_of=_report_reason,
+        )
+        for key in due:
+            report = rt.health_reports[key]
+            body = {"status": {"delivery": report.delivery_status()}}
+            try:
+                written = await rt.api.patch(kubeapi.webhook(*key, sub="status"), body)
+            except kubeapi.APIError as exc:
+                log.warning("status.delivery of %s/%s not written: %s; trying again", *key, exc)
+                continue
+            if written is None:  # the Webhook is gone; a late report of its sender
+                rt.health_reports.pop(key, None)
+                continue
+            rt.health_written[key] = delivery.WriteState(report, now, _report_reason(report))
+            rt.metrics.status_writes.inc()
+
+
 async def start_background(memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
-    rt.background.append(asyncio.create_task(expire_webhook_tests(rt), name="expire WebhookTests"))
+    for job, name in (
+        (expire_webhook_tests, "expire WebhookTests"),
+        (watch_health_reports, "watch health reports"),
+        (write_delivery_health, "write status.delivery"),
+    ):
+        rt.background.append(asyncio.create_task(job(rt), name=name))
 
 
 async def stop_background(memo: Any, **_: Any) -> None:

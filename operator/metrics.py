@@ -115,6 +115,11 @@ class OperatorMetrics:
         )
         for reason in REASONS:
             self.checks.labels(reason=reason)
+        self.status_writes = Counter(
+            "hookline_delivery_status_writes",
+            "status.delivery writes from the senders' health reports (bounded by the write budget)",
+            registry=registry,
+        )
         self.reconcile = Histogram(
             "hookline_reconcile_duration_seconds",
             "Time to reconcile one Webhook (verification and sender), in seconds",

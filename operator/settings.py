@@ -52,6 +52,10 @@ class OperatorConfig:
     consumer_delete_attempts: int = 3  # then deletion goes ahead with a warning event
     consumer_delete_delay: float = 5.0
     delivery_check_interval: float = 15.0  # how often a 410 Gone stop (and a resume request) is read
+    # status.delivery from the senders' health reports: a Webhook's is written at most this often
+    # while it changes (a new Delivering reason at once), and all of them within this budget.
+    delivery_status_interval: float = 30.0
+    delivery_status_writes_per_second: float = 20.0
     nats_connect_timeout: float = 5.0
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     peering: str | None = None  # None: standalone

@@ -50,6 +50,11 @@ def attempts_subject(namespace: str, name: str) -> str:
     return f"{ATTEMPTS_SUBJECT_PREFIX}.{encode_token(namespace)}.{encode_token(name)}"
 
 
+def health_key(namespace: str, name: str) -> str:
+    """The Webhook's key in the health bucket."""
+    return f"{encode_token(namespace)}.{encode_token(name)}"
+
+
 def receiver_address(url: str) -> str:
     """``scheme://host[:port]`` of the receiver: enough to tell which server answered, and nothing
     from the path or query, where customers put tokens."""
@@ -287,7 +292,7 @@ class AttemptLog:
         self.nc = nc
         self.js = js
         self.subject = attempts_subject(namespace, name)
-        self.key = f"{encode_token(namespace)}.{encode_token(name)}"
+        self.key = health_key(namespace, name)
         self._kv: Any = None
 
     async def ensure(

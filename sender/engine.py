@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from nats.aio.client import Client as NATS
@@ -41,7 +42,8 @@ from nats.js.errors import NotFoundError
 
 from hookline.api import WebhookSpec
 from hookline.sender import bus, retry
-from hookline.sender.deadletter import DeadLetter, publish_dead_letter
+from hookline.sender.attempts import AttemptLog, DeliveryTally, HealthReport, attempt_record
+from hookline.sender.deadletter import DeadLetter, count_dead_letters, publish_dead_letter
 from hookline.sender.events import Event, EventError
 from hookline.sender.metrics import WebhookMetrics
 from hookline.sender.ratelimit import BackoffGate, TokenBucket, per_replica_in_flight, per_replica_rate
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 # A dead letter NATS did not confirm, or an unexpected error: the event comes back after this long.
 REDELIVER_AFTER_FAILURE_SECONDS = 5.0
 DEAD_LETTER_MAX_TRIES = 5
+DEAD_LETTER_RECOUNT_SECONDS = 60.0
 DEAD_LETTER_KEPT_DELAY_SECONDS = 3600.0
 
 
@@ -93,6 +96,7 @@ class Engine:
         watch_interval: float = 5.0,
         label: str = "",
         consumer_spec: bus.ConsumerSpec | None = None,
+        attempt_log: AttemptLog | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -125,6 +129,12 @@ class Engine:
         self.watch_now = asyncio.Event()
         # Dead letters NATS did not store yet, by the event's stream sequence: (record, tries).
         self.unstored: dict[int, tuple[DeadLetter, int]] = {}
+        # Delivery health (sender/attempts.py): every failed attempt and a sample of successes go to the
+        # attempt log; the watcher reports the tally when it changed.
+        self.attempt_log = attempt_log
+        self.tally = DeliveryTally(namespace, self.name)
+        self.last_report: HealthReport | None = None
+        self.dead_letters_counted_at = -math.inf
         self.feed: bus.MessageFeed | None = None
         self.running = False
         self.stopping = asyncio.Event()  # set on stop: workers waiting for their turn give events back
@@ -216,6 +226,7 @@ class Engine:
         status: int | None = None
         retry_after: str | None = None
         error: BaseException | None = None
+        answer = b""
         try:
             response = await self.client.request(
                 "POST",
@@ -227,17 +238,71 @@ class Engine:
             )
             status = response.status
             retry_after = response.headers.get("Retry-After")
+            answer = response.body
         except Exception as exc:  # classified below; the client raises many kinds
             error = exc
         finally:
             metrics.in_flight.dec()
-        metrics.duration.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.duration.observe(took)
         outcome = retry.classify(status, error)
         metrics.attempts[outcome.kind].inc()
         now = time.time()
+        await self._note_attempt(event, meta.num_delivered, outcome, took, answer, now)
         stored_at = meta.timestamp.timestamp()
         decision = retry.decide(outcome, meta.num_delivered, stored_at, now, self.policy, retry_after)
         await self._settle(msg, event, outcome, decision, stored_at, now)
+
+    async def _note_attempt(
+        self,
+        event: Event,
+        attempt: int,
+        outcome: retry.AttemptOutcome,
+        took: float,
+        answer: bytes,
+        now: float,
+    ) -> None:
+        self.tally.record(now, outcome, answer)
+        if self.attempt_log is None:
+            return
+        successes = 1
+        if outcome.succeeded and not (successes := self.tally.sample_success(now)):
+            return
+        record = attempt_record(
+            at=now,
+            event_id=event.id,
+            event_type=event.type,
+            attempt=attempt,
+            outcome=outcome,
+            duration=took,
+            url=self.delivery.url,
+            response=answer,
+            successes=successes,
+        )
+        try:
+            await self.attempt_log.record(record)
+        except Exception as exc:  # a lost log line, never a lost event
+            log.debug("%s: attempt not recorded: %s", self.label, exc)
+
+    async def _report_health(self, now: float) -> None:
+        """Tell the operator how deliveries go, when that changed since the last report."""
+        if self.attempt_log is None:
+            return
+        if now - self.dead_letters_counted_at >= DEAD_LETTER_RECOUNT_SECONDS:
+            try:  # the stream's count: redrive takes records out, and it survives restarts
+                self.tally.dead_letters = await count_dead_letters(self.js, self.namespace, self.name)
+                self.dead_letters_counted_at = now
+            except Exception as exc:
+                log.debug("%s: dead letters not counted: %s", self.label, exc)
+        report = self.tally.report(now, consumer_missing=self.consumer_lost)
+        if report.same_as(self.last_report):
+            return
+        try:
+            await self.attempt_log.report(report)
+        except Exception as exc:  # NATS away: the next watch reports again
+            log.debug("%s: health not reported: %s", self.label, exc)
+            return
+        self.last_report = report
 
     async def _wait_for_turn(self, msg: Msg) -> bool:
         """Wait out a Retry-After pause, then for a rate-limit slot (again if a pause began meanwhile).
@@ -357,6 +422,7 @@ class Engine:
             return
         self.unstored.pop(sequence, None)
         await msg.ack()
+        self.tally.dead_letters += 1
         reason = record.reason
         self.metrics.deliveries["dead_lettered"].inc()
         self.metrics.dead_letters[reason].inc()
@@ -438,6 +504,7 @@ class Engine:
             info = await self.js.consumer_info(bus.STREAM, self.consumer)
         except NotFoundError:
             await self._consumer_missing()
+            await self._report_health(time.time())
             return
         except Exception as exc:  # NATS briefly away: keep the last state
             log.debug("%s: consumer info unavailable: %s", self.label, exc)
@@ -445,7 +512,9 @@ class Engine:
         if self.consumer_lost:
             self.consumer_lost = False
             self.metrics.consumer_lost.set(0)
-        self.metrics.pending.set(bus.pending_of(info))
+        pending = bus.pending_of(info)
+        self.metrics.pending.set(pending)
+        self.tally.observe_pending(time.time(), pending)
         await self._record_floor(info)
         stored = bus.gone_of(info)
         if stored.gone:
@@ -461,3 +530,4 @@ class Engine:
             self._set_gone(retry.GoneState())
         elif self.gone.gone:
             await self._record_gone()
+        await self._report_health(time.time())

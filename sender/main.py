@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
+from hookline.sender.attempts import AttemptLog
 from hookline.sender.config import ConfigError, SenderConfig, load_sender_config
 from hookline.sender.engine import Engine
 from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site, wait_first
@@ -72,6 +73,10 @@ class SenderRuntime:
         await bus.ensure_dead_letter_stream(js)
         spec = cfg.spec
         client = await SafeHTTPClient(policy, limit=spec.delivery.max_in_flight).start()
+        attempt_log = None
+        if cfg.record_attempts:
+            attempt_log = AttemptLog(nc, js, cfg.webhook.namespace, cfg.webhook.name)
+            await attempt_log.ensure()
         engine = Engine(
             nc,
             js,
@@ -86,6 +91,7 @@ class SenderRuntime:
             max_age_seconds=cfg.max_age_seconds,
             label=label,
             consumer_spec=bus.consumer_spec(cfg),
+            attempt_log=attempt_log,
         )
         return cls(cfg, engine, client)
 
