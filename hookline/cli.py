@@ -25,6 +25,7 @@ COMMANDS: dict[str, Command] = {
     "list": Command("list Webhooks in the current kubeconfig context", "hookline.kubecli.listing", False),
     "test": Command("post test data to a Webhook through a WebhookTest", "hookline.kubecli.testing", False),
     "redrive": Command("put a Webhook's dead letters back for delivery", "hookline.sender.redrive", False),
+    "attempts": Command("a Webhook's recent delivery attempts", "hookline.sender.attemptscli", False),
 }
 
 

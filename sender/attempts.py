@@ -66,6 +66,11 @@ def receiver_address(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -101,7 +106,9 @@ class AttemptRecord:
         return cls(**json.loads(data))
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "at": iso(self.at)}
+        """camelCase, the time in RFC 3339: what `hookline attempts -o json` and dev mode show."""
+        fields = {**asdict(self), "at": iso(self.at)}
+        return {_camel(k): v for k, v in fields.items()}
 
 
 def attempt_record(
