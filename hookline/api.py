@@ -354,10 +354,10 @@ class VerificationStatus(StatusModel):
     verified_url: str | None = Field(default=None, alias="verifiedURL")
     verified_at: str | None = None
     verified_for: str | None = None
-    """The spec.url that was verified; a different spec.url is checked again."""
+    """Fingerprint of the spec.url that was verified (verification.url_fingerprint)."""
     last_checked_at: str | None = None
     checked_for: str | None = None
-    """The spec.url that ``checks`` counts for; the count restarts when the URL changes."""
+    """Fingerprint of the spec.url that ``checks`` counts for; a new URL restarts the count."""
     checks: Annotated[int, Field(ge=0)] | None = None
     last_result: OwnershipReason | None = None
     next_check_at: str | None = None

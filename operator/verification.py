@@ -3,11 +3,13 @@
 The token is made once and lives in status.verification.content for the Webhook's whole life: a
 restart of the operator or an edit of spec.url never changes the file the customer has placed.
 status.verification.verifiedFor records which spec.url the match was for, so a verified Webhook is
-never checked again until its URL changes.
+never checked again until its URL changes. It holds a fingerprint of the URL, not the URL: customers
+put tokens in queries, and status is for everyone who may read the Webhook's state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,9 +41,18 @@ def instructions(token: str, url: str) -> dict[str, Any]:
     return VerificationStatus(file_name=name, content=token, locations=locations).patch()
 
 
+def url_fingerprint(url: str) -> str:
+    """``sha256:<32 hex>`` of spec.url: tells whether the URL changed without repeating it."""
+    return "sha256:" + hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def _is_for(recorded: object, url: str) -> bool:
+    return recorded == url_fingerprint(url) or recorded == url  # the URL itself: before fingerprints
+
+
 def is_verified_for(status: Mapping[str, Any] | None, url: str) -> bool:
     verification = (status or {}).get("verification") or {}
-    return bool(verification.get("verifiedURL")) and verification.get("verifiedFor") == url
+    return bool(verification.get("verifiedURL")) and _is_for(verification.get("verifiedFor"), url)
 
 
 def check_delay(checks_done: int, schedule: VerificationSchedule) -> float:
@@ -53,7 +64,7 @@ def check_delay(checks_done: int, schedule: VerificationSchedule) -> float:
 def checks_so_far(status: Mapping[str, Any] | None, url: str) -> int:
     """Failed checks for this URL (the count restarts when the URL changes)."""
     verification = (status or {}).get("verification") or {}
-    if verification.get("checkedFor") != url:
+    if not _is_for(verification.get("checkedFor"), url):
         return 0
     checks = verification.get("checks")
     return checks if isinstance(checks, int) and checks >= 0 else 0
@@ -67,9 +78,9 @@ def result_fields(
     return VerificationStatus(
         verified_url=result.verified_url if verified else None,
         verified_at=now if verified else None,
-        verified_for=url if verified else None,
+        verified_for=url_fingerprint(url) if verified else None,
         last_checked_at=now,
-        checked_for=url,
+        checked_for=url_fingerprint(url),
         checks=checks,
         last_result=result.reason,
         next_check_at=None if verified else next_check_at,
