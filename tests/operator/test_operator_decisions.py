@@ -409,3 +409,92 @@ def test_promtool_finds_nothing_to_report_in_operator_metrics():
         [str(promtool), "check", "metrics"], input=generate_latest(registry), capture_output=True, check=False
     )
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result
+
+
+# --- delivery health --------------------------------------------------------------------------------------
+
+
+def health(**fields):
+    base = {"recentAttempts": 0, "recentFailures": 0, "windowSeconds": 300, "pending": 0}
+    return {**base, **fields}
+
+
+def test_delivering_says_failing_with_the_answer_and_since_when():
+    facts = health(
+        recentAttempts=10,
+        recentFailures=8,
+        failingSince="2026-12-01T10:00:00Z",
+        lastFailure="HTTP 500: database down",
+    )
+    failing = delivery.delivering_condition(facts, "shop", "orders")
+    assert (failing.status, failing.reason) == ("False", "Failing")
+    assert "8 of 10 attempts in the last 5 min failed" in failing.message
+    assert "since 2026-12-01T10:00:00Z" in failing.message and "HTTP 500: database down" in failing.message
+    assert "hookline attempts orders -n shop --failed" in failing.message
+    # Half or fewer failing, or too few attempts to tell: still delivering.
+    assert (
+        delivery.delivering_condition(health(recentAttempts=10, recentFailures=5), "s", "o").status == "True"
+    )
+    assert (
+        delivery.delivering_condition(health(recentAttempts=2, recentFailures=2), "s", "o").status == "True"
+    )
+
+
+def test_delivering_says_backlogged_only_while_the_backlog_grows():
+    grows = delivery.delivering_condition(health(pending=5000, pendingGrowthPerMinute=1200), "s", "o")
+    assert (grows.status, grows.reason) == ("False", "Backlogged")
+    assert "5000 events wait" in grows.message and "maxRequestsPerSecond" in grows.message
+    drains = delivery.delivering_condition(health(pending=5000, pendingGrowthPerMinute=-300), "s", "o")
+    assert drains.reason == "Delivering"
+    burst = delivery.delivering_condition(health(pending=20, pendingGrowthPerMinute=20), "s", "o")
+    assert burst.reason == "Delivering"
+
+
+def test_delivering_reasons_in_order_gone_paused_missing_failing():
+    facts = health(recentAttempts=9, recentFailures=9, consumerMissing=True, gone=True)
+    assert delivery.delivering_condition(facts, "s", "o").reason == "ReceiverGone"
+    facts.pop("gone")
+    assert delivery.delivering_condition(facts, "s", "o", paused=True).reason == "Paused"
+    assert delivery.delivering_condition(facts, "s", "o").reason == "ConsumerMissing"
+    facts.pop("consumerMissing")
+    assert delivery.delivering_condition(facts, "s", "o").reason == "Failing"
+    ok = delivery.delivering_condition(health(lastSuccessAt="2026-12-01T10:00:00Z"), "s", "o")
+    assert ok.status == "True" and "2026-12-01T10:00:00Z" in ok.message
+
+
+class Report:
+    def __init__(self, value: int, reason: str = "Delivering") -> None:
+        self.value, self.reason = value, reason
+
+    def same_as(self, other) -> bool:
+        return other is not None and other.value == self.value
+
+
+def test_status_writes_skip_idle_webhooks_and_keep_to_the_budget():
+    written = {
+        ("ns", f"w{i}"): delivery.WriteState(Report(0), at=0.0, reason="Delivering") for i in range(100)
+    }
+    reports = {key: Report(0) for key in written}
+    due = partial_due(reports, written, now=1000.0)
+    assert due == []  # nothing changed: no write at all
+    reports = {key: Report(1) for key in written}  # every Webhook changed a counter
+    assert partial_due(reports, written, now=10.0) == []  # written 10 s ago: within the interval
+    due = partial_due(reports, written, now=100.0)
+    assert len(due) == 20  # 20 writes/s budget, one-second tick
+    # 100 changing Webhooks at 20 writes/s: each at most every 5 s, though the interval is 1 s.
+    assert partial_due(reports, written, now=4.0, interval=1.0) == []
+    # A new Delivering reason goes first, even right after a write.
+    reports[("ns", "w7")] = Report(2, reason="Failing")
+    assert partial_due(reports, written, now=1.0)[0] == ("ns", "w7")
+
+
+def partial_due(reports, written, *, now, interval=30.0):
+    return delivery.due_writes(
+        reports,
+        written,
+        now,
+        interval=interval,
+        writes_per_second=20.0,
+        tick=1.0,
+        reason_of=lambda r: r.reason,
+    )
