@@ -40,6 +40,7 @@ from hookline.operator.settings import VerificationSchedule
 from hookline.operator.status import READY, merge_conditions, now_iso, ready_condition
 from hookline.operator.verification import check_delay, instructions, pending_condition, verified_condition
 from hookline.sender import bus
+from hookline.sender.attempts import read_attempts
 from hookline.sender.config import SenderConfig, consumer_name
 from hookline.sender.health import parse_listen, run_until_signal, start_site
 from hookline.sender.ingest import Ingest, create_app
@@ -47,6 +48,7 @@ from hookline.sender.main import SenderRuntime
 from hookline.sender.metrics import IngestMetrics, SenderMetrics
 from hookline.sender.natsserver import EmbeddedNats
 from hookline.sender.ownership import OwnershipResult, check_ownership, new_token
+from hookline.sender.redrive import parse_since
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
 from hookline.sender.signing import parse_secret
 
@@ -292,6 +294,22 @@ class DevMode:
         items = [state.resource() for state in self.states]
         return web.json_response({"apiVersion": "v1", "kind": "List", "items": items})
 
+    async def list_attempts(self, request: web.Request) -> web.Response:
+        """GET /v1/webhooks/<ns>/<name>/attempts[?failed=1&since=2h&limit=N]: `hookline attempts`."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if not any(s.webhook.key == f"{namespace}/{name}" for s in self.states):
+            return web.json_response({"error": f"no Webhook {namespace}/{name} in dev mode"}, status=404)
+        query = request.query
+        try:
+            since = parse_since(query["since"]) if "since" in query else None
+            limit = int(query.get("limit", "200"))
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            return web.json_response({"error": f"bad query: {exc}"}, status=400)
+        failed = query.get("failed", "").lower() in ("1", "true", "yes")
+        js = request.app["nc"].jetstream()
+        records = await read_attempts(js, namespace, name, since=since, failed_only=failed, limit=limit)
+        return web.json_response({"items": [r.to_json() for r in records]})
+
     async def run(self, stop: asyncio.Event) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tokens = load_tokens(self.state_dir / "tokens.json", self.manifests.webhooks)
@@ -321,13 +339,15 @@ class DevMode:
             ingest = Ingest(nc, js, IngestMetrics(self.registry))
             app = create_app(ingest, self.registry)
             app.router.add_get("/v1/webhooks", self.list_webhooks)
+            app.router.add_get("/v1/webhooks/{namespace}/{name}/attempts", self.list_attempts)
+            app["nc"] = nc
             try:
                 runners.append(await start_site(app, "127.0.0.1", self.args.port))
             except OSError as exc:
                 say(f"cannot listen on 127.0.0.1:{self.args.port} ({exc.strerror}); choose another --port")
                 return 1
             base = f"http://127.0.0.1:{self.args.port}"
-            say(f"ingest on {base} (POST /v1/events, GET /v1/webhooks, /metrics)")
+            say(f"ingest on {base} (POST /v1/events, GET /v1/webhooks[/NS/NAME/attempts], /metrics)")
             if self.args.demo_receiver:
                 from hookline.demo_receiver import DemoReceiver
 

@@ -152,6 +152,21 @@ async def test_dev_with_demo_receiver_verifies_and_delivers_what_is_posted(tmp_p
             async with http.post(f"{dev.base}/v1/events", json=events) as response:
                 assert response.status == 202
             listing = await dev.webhooks(http)
+            # The attempt log, as `hookline attempts` shows it: the first success is always sampled.
+            attempts_url = f"{dev.base}/v1/webhooks/default/signed-json/attempts"
+            items: list = []
+            for _ in range(100):
+                async with http.get(attempts_url) as response:
+                    assert response.status == 200
+                    items = (await response.json())["items"]
+                if items:
+                    break
+                await asyncio.sleep(0.1)
+            assert [(i["eventId"], i["ok"], i["statusCode"]) for i in items] == [("dev-open-1", True, 200)]
+            async with http.get(f"{attempts_url}?failed=1") as response:
+                assert (await response.json())["items"] == []
+            async with http.get(f"{dev.base}/v1/webhooks/default/nope/attempts") as response:
+                assert response.status == 404
         await wait_until(
             lambda: "dev-open-1" in dev.stdout() and "dev-create-1" in dev.stdout(), what="printed"
         )
