@@ -184,11 +184,50 @@ class Signing(CamelModel):
     secret_ref: SecretRef
 
 
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}(s|m|h|d)$"
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """``30s``, ``15m``, ``2h``, ``5d`` in seconds (the pattern above is checked first)."""
+    return float(int(text[:-1]) * _UNIT_SECONDS[text[-1]])
+
+
+BATCH_MAX_EVENTS = 1000
+BATCH_MAX_WAIT_MILLISECONDS = 10_000  # well inside the consumer's ack wait (timeout + 30 s)
+# The receiver-facing byte limit of one request: nginx's default client_max_body_size (1 MiB) when
+# maxBytes is absent; at most PHP's default post_max_size (8 MiB).
+BATCH_DEFAULT_MAX_BYTES = 1024 * 1024
+BATCH_MAX_BYTES = 8 * 1024 * 1024
+BATCH_MIN_BYTES = 1024
+
+
+class Batch(CamelModel):
+    """``spec.delivery.batch``: many events per request. Absent: one event per request."""
+
+    max_events: Annotated[int, Field(ge=2, le=BATCH_MAX_EVENTS)]
+    max_wait_milliseconds: Annotated[int, Field(ge=0, le=BATCH_MAX_WAIT_MILLISECONDS)] = 1000
+    max_bytes: Annotated[int, Field(ge=BATCH_MIN_BYTES, le=BATCH_MAX_BYTES)] | None = None
+
+    @property
+    def byte_limit(self) -> int:
+        """The largest body a batch may have (a single event larger than this is sent alone)."""
+        return self.max_bytes if self.max_bytes is not None else BATCH_DEFAULT_MAX_BYTES
+
+
 class Delivery(CamelModel):
     timeout_seconds: Annotated[float, Field(ge=1, le=60)] = 10
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 10
     max_requests_per_second: Annotated[float, Field(gt=0, le=10000)] = 50
     max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 10
+    batch: Batch | None = None
+    # Circuit breaker: stop after only failures for this long (e.g. 5d, as Standard Webhooks
+    # recommends); resumed like a 410 stop. Absent: never.
+    disable_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
+
+    @property
+    def disable_after_seconds(self) -> float | None:
+        return None if self.disable_after is None else duration_seconds(self.disable_after)
 
 
 class SenderSpec(CamelModel):
@@ -375,6 +414,8 @@ class SenderStatus(StatusModel):
 class DeliveryStatus(StatusModel):
     gone: bool | None = None
     gone_since: str | None = None
+    disabled: bool | None = None
+    disabled_since: str | None = None
     resume_handled: str | None = None
     resumed_at: str | None = None
     resume_reason: str | None = None

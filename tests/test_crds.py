@@ -118,12 +118,34 @@ def test_a_full_featured_webhook_is_admitted():
         signing={"secretRef": {"name": "hook-secret", "key": "secret"}},
         headers={"X-Team": "crm", "Authorization": "Bearer abc"},
         paused=True,
-        delivery={"timeoutSeconds": 2.5, "maxAttempts": 50, "maxRequestsPerSecond": 0.5, "maxInFlight": 1},
+        delivery={
+            "timeoutSeconds": 2.5,
+            "maxAttempts": 50,
+            "maxRequestsPerSecond": 0.5,
+            "maxInFlight": 1,
+            "batch": {"maxEvents": 1000, "maxWaitMilliseconds": 10000, "maxBytes": 8388608},
+        },
         sender={"replicas": 0, "resources": {"limits": {"memory": "128Mi", "cpu": 1}}},
     )
     stored, errors = admit(WEBHOOK_CRD, full)
     assert errors == []
-    assert parse_webhook_spec(stored["spec"]).delivery.max_attempts == 50
+    delivery = parse_webhook_spec(stored["spec"]).delivery
+    assert delivery.max_attempts == 50
+    assert delivery.batch is not None and delivery.batch.byte_limit == 8388608
+
+
+def test_batch_is_absent_by_default_and_its_wait_defaults_when_present():
+    stored, errors = admit(WEBHOOK_CRD, webhook())
+    assert errors == [] and "batch" not in stored["spec"]["delivery"]
+    assert parse_webhook_spec(stored["spec"]).delivery.batch is None
+    stored, errors = admit(WEBHOOK_CRD, webhook(delivery={"batch": {"maxEvents": 2}}))
+    assert errors == [] and stored["spec"]["delivery"]["batch"] == {
+        "maxEvents": 2,
+        "maxWaitMilliseconds": 1000,
+    }
+    batch = parse_webhook_spec(stored["spec"]).delivery.batch
+    assert batch is not None and (batch.max_events, batch.max_wait_milliseconds) == (2, 1000)
+    assert batch.max_bytes is None and batch.byte_limit == 1024 * 1024
 
 
 # --- rejected Webhooks: each names its field ---------------------------------------------------------------
@@ -147,6 +169,35 @@ BAD_WEBHOOKS = {
     "attempts-too-many": ({"delivery": {"maxAttempts": 51}}, "spec.delivery.maxAttempts"),
     "attempts-zero": ({"delivery": {"maxAttempts": 0}}, "spec.delivery.maxAttempts"),
     "in-flight-zero": ({"delivery": {"maxInFlight": 0}}, "spec.delivery.maxInFlight"),
+    "batch-one-event": ({"delivery": {"batch": {"maxEvents": 1}}}, "spec.delivery.batch.maxEvents"),
+    "batch-too-many-events": (
+        {"delivery": {"batch": {"maxEvents": 1001}}},
+        "spec.delivery.batch.maxEvents",
+    ),
+    "batch-without-max-events": (
+        {"delivery": {"batch": {"maxWaitMilliseconds": 100}}},
+        "spec.delivery.batch.maxEvents",
+    ),
+    "batch-wait-negative": (
+        {"delivery": {"batch": {"maxEvents": 10, "maxWaitMilliseconds": -1}}},
+        "spec.delivery.batch.maxWaitMilliseconds",
+    ),
+    "batch-wait-too-long": (
+        {"delivery": {"batch": {"maxEvents": 10, "maxWaitMilliseconds": 10001}}},
+        "spec.delivery.batch.maxWaitMilliseconds",
+    ),
+    "batch-bytes-too-small": (
+        {"delivery": {"batch": {"maxEvents": 10, "maxBytes": 1023}}},
+        "spec.delivery.batch.maxBytes",
+    ),
+    "batch-bytes-too-large": (
+        {"delivery": {"batch": {"maxEvents": 10, "maxBytes": 8388609}}},
+        "spec.delivery.batch.maxBytes",
+    ),
+    "batch-unknown-field": (
+        {"delivery": {"batch": {"maxEvents": 10, "size": 3}}},
+        "spec.delivery.batch.size",
+    ),
     "header-content-type": ({"headers": {"Content-Type": "text/plain"}}, "spec.headers"),
     "header-host": ({"headers": {"host": "evil.example"}}, "spec.headers"),
     "header-signature": ({"headers": {"Webhook-Signature": "v1,x"}}, "spec.headers"),
