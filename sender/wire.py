@@ -92,6 +92,53 @@ def render_body(payload: Mapping[str, Any], fmt: str) -> tuple[str, bytes]:
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
+def content_type_of(fmt: str) -> str:
+    if fmt == "form":
+        return FORM_CONTENT_TYPE
+    if fmt == "json":
+        return JSON_CONTENT_TYPE
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def encode_form_item(payload: Mapping[str, Any], index: int, name: str = "events") -> str:
+    """One event of a form batch: ``events[3][type]=open&events[3][fields][email]=...``, so a PHP script
+    finds the batch as a list of arrays in ``$_POST['events']``."""
+    out: list[str] = []
+    prefix = f"{name}[{index}]"
+    for key, value in payload.items():
+        _walk(f"{prefix}[{_form_key(str(key))}]", value, out)
+    return "&".join(out)
+
+
+def render_batch_part(event: Event, index: int, fmt: str) -> bytes:
+    """The bytes event number `index` (0-based) adds to a batch body (separators aside)."""
+    if fmt == "json":
+        return event.raw if event.raw is not None else encode_json(event.payload)
+    if fmt == "form":
+        return encode_form_item(event.payload, index).encode("ascii")
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def join_batch(parts: list[bytes], fmt: str) -> bytes:
+    """A batch body from its parts in order: a JSON array, or the form items joined with ``&``."""
+    if fmt == "json":
+        return b"[" + b",".join(parts) + b"]"
+    return b"&".join(parts)
+
+
+def batch_size(part_bytes: int, count: int, fmt: str) -> int:
+    """The body size of `count` parts holding `part_bytes` together: separators (and brackets) added."""
+    if fmt == "json":
+        return part_bytes + max(0, count - 1) + 2
+    return part_bytes + max(0, count - 1)
+
+
+def render_batch(events: list[Event], fmt: str) -> tuple[str, bytes]:
+    """``(content_type, body)`` of a batch: a JSON array of the event objects, or a PHP-style form."""
+    parts = [render_batch_part(event, index, fmt) for index, event in enumerate(events)]
+    return content_type_of(fmt), join_batch(parts, fmt)
+
+
 def render_event(event: Event, fmt: str) -> tuple[str, bytes]:
     """`render_body` of an event's payload; a JSON body is the event's bus bytes when it has them (they
     are the same compact JSON, see `Event.raw`), which saves encoding it once per delivery."""
