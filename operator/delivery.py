@@ -35,7 +35,7 @@ def resume_reason(state: GoneState, url: str, request: str | None, handled: str 
 
 
 # The keys of status.delivery that the 410 Gone stop owns; the health report owns the others.
-GONE_KEYS = ("gone", "goneSince", "resumeHandled", "resumedAt", "resumeReason")
+GONE_KEYS = ("gone", "goneSince", "disabled", "disabledSince", "resumeHandled", "resumedAt", "resumeReason")
 FAILING_MIN_ATTEMPTS = 3  # fewer recent attempts say too little to call a receiver failing
 BACKLOG_MIN_PENDING = 100  # a smaller backlog is a burst, not a receiver that cannot keep up
 
@@ -57,15 +57,18 @@ def delivery_status(
     ``resumed`` is the reason the operator just lifted the stop (then ``state`` is the state after).
     A stop that disappeared without the operator was lifted by `hookline redrive --resume`.
     """
-    out: dict[str, Any] = {"gone": state.gone}
+    out: dict[str, Any] = {"gone": state.gone and not state.disabled}
+    if state.disabled:
+        out["disabled"] = True
     if state.gone:
         since = None if state.since is None else now_iso(datetime.fromtimestamp(state.since, UTC))
-        out["goneSince"] = since or current.get("goneSince") or now
+        key = "disabledSince" if state.disabled else "goneSince"
+        out[key] = since or current.get(key) or now
     if request is not None:
         out["resumeHandled"] = request  # a value seen once is never acted on again
     elif current.get("resumeHandled"):
         out["resumeHandled"] = current["resumeHandled"]
-    if resumed is None and current.get("gone") and not state.gone:
+    if resumed is None and (current.get("gone") or current.get("disabled")) and not state.gone:
         resumed = "resumed outside the operator (hookline redrive --resume)"
     if resumed is not None:
         out["resumedAt"], out["resumeReason"] = now, resumed
@@ -92,6 +95,18 @@ def delivering_condition(
             f"`hookline redrive {name} -n {namespace}` (or do both with "
             f"`hookline redrive {name} -n {namespace} --resume`). If the endpoint was retired on "
             f"purpose, delete the Webhook.",
+        )
+    if delivery.get("disabled"):
+        since = delivery.get("disabledSince") or "an unknown time"
+        return Condition(
+            ConditionType.DELIVERING,
+            "False",
+            DeliveringReason.DISABLED,
+            f"only failed attempts for spec.delivery.disableAfter: deliveries were stopped at {since}; "
+            f"undelivered events are kept within the stream's retention. {attempts_hint}. Once the "
+            f"receiver works again, resume with `kubectl -n {namespace} annotate wh {name} "
+            f"{RESUME_ANNOTATION}=$(date +%s) --overwrite` or `hookline redrive {name} -n {namespace} "
+            "--resume`",
         )
     if paused:
         return Condition(

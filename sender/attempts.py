@@ -30,6 +30,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from hookline.sender import bus
 from hookline.sender.events import encode_token
 from hookline.sender.retry import AttemptOutcome
 
@@ -231,6 +232,14 @@ class DeliveryTally:
             self.last_success_at = now
             self.failing_since = None
 
+    def restore(self, report: HealthReport) -> None:
+        """Carry over what a restart must not forget: since when it fails (the circuit breaker counts
+        from there) and the last success and failure."""
+        self.last_success_at = report.last_success_at
+        self.last_failure_at = report.last_failure_at
+        self.last_failure = report.last_failure
+        self.failing_since = report.failing_since
+
     def sample_success(self, now: float) -> int:
         """0 when this success is not recorded; else how many successes its record stands for."""
         self._unsampled += 1
@@ -314,6 +323,19 @@ class AttemptLog:
             await self.js.add_stream(attempts_stream_config(max_age_seconds, max_bytes))
         self._kv = await health_bucket(self.js)
 
+    async def previous(self) -> HealthReport | None:
+        """The last report of this Webhook (an earlier sender process, another replica)."""
+        if self._kv is None:
+            self._kv = await health_bucket(self.js)
+        try:
+            entry = await self._kv.get(self.key)
+        except Exception:  # no report yet (KeyNotFoundError), or NATS away: start afresh
+            return None
+        try:
+            return HealthReport.from_bytes(entry.value) if entry.value else None
+        except (ValueError, TypeError):
+            return None
+
     async def record(self, record: AttemptRecord) -> None:
         """A core publish into the stream's subject: no round trip per attempt (a lost record is a
         lost log line, never a lost event)."""
@@ -325,13 +347,30 @@ class AttemptLog:
         await self._kv.put(self.key, report.to_bytes())
 
 
-async def health_bucket(js: JetStreamContext) -> Any:
+async def health_bucket(js: JetStreamContext, replicas: int = 1) -> Any:
     try:
         return await js.key_value(HEALTH_BUCKET)
     except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
         return await js.create_key_value(
-            api.KeyValueConfig(bucket=HEALTH_BUCKET, history=1, ttl=7 * 24 * 3600.0)
+            api.KeyValueConfig(bucket=HEALTH_BUCKET, history=1, ttl=7 * 24 * 3600.0, replicas=replicas)
         )
+
+
+async def ensure_attempt_store(
+    js: JetStreamContext,
+    replicas: int = 1,
+    max_age_seconds: float = DEFAULT_ATTEMPTS_MAX_AGE_SECONDS,
+    max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
+) -> None:
+    """The attempt log and the health bucket with `replicas` (ingest, at start): created when absent,
+    moved to `replicas` when present with another number (other settings are left as they are)."""
+    try:
+        await js.stream_info(ATTEMPTS_STREAM)
+    except NotFoundError:
+        await js.add_stream(attempts_stream_config(max_age_seconds, max_bytes, bus.check_replicas(replicas)))
+    await bus.ensure_replicas(js, ATTEMPTS_STREAM, replicas)
+    await health_bucket(js, replicas)
+    await bus.ensure_replicas(js, f"KV_{HEALTH_BUCKET}", replicas)
 
 
 async def read_attempts(

@@ -54,6 +54,17 @@ DEAD_LETTER_STREAM = "HOOKLINE_DEAD_LETTERS"
 DEAD_LETTER_SUBJECTS = ("hookline.dead.>",)
 DEFAULT_RETENTION_SECONDS = 72 * 3600
 DEFAULT_DUPLICATE_WINDOW_SECONDS = 120
+# The events stream's consumer limit: one consumer per verified Webhook. Set explicitly because
+# nats-server >= 2.15 caps a stream without one at 1,000 consumers (err_code 10026 for the 1,001st).
+# Sized for 10,000 Webhooks with room to double; each consumer costs ~50 KiB of server memory
+# (bench/nats_consumers.py), so the limit is a guard, not a reservation.
+DEFAULT_MAX_CONSUMERS = 20_000
+# What the server applies to a stream whose max_consumers is unset (-1 or 0), measured on 2.15.1.
+SERVER_DEFAULT_MAX_CONSUMERS = 1_000
+# Stream, bucket and consumer replicas: 1 for a single server (the embedded one refuses more),
+# 3 recommended on a NATS cluster (a stream survives the loss of one node of three).
+DEFAULT_REPLICAS = 1
+MAX_REPLICAS = 5
 MSG_ID_HEADER = "Nats-Msg-Id"
 # Events waiting for a delayed retry (NAKed with a delay) count as ack-pending, so max_ack_pending
 # cannot be maxInFlight: ten failing events would stall every other event of the Webhook. The
@@ -64,7 +75,8 @@ MAX_ACK_PENDING = 20_000
 GONE_SINCE_KEY = "hookline.io/gone-since"
 GONE_EVENT_KEY = "hookline.io/gone-event"
 GONE_URL_KEY = "hookline.io/gone-url-sha256"
-GONE_KEYS = (GONE_SINCE_KEY, GONE_EVENT_KEY, GONE_URL_KEY)
+GONE_CAUSE_KEY = "hookline.io/stop-cause"  # absent: a 410 Gone; "disabled": the circuit breaker
+GONE_KEYS = (GONE_SINCE_KEY, GONE_EVENT_KEY, GONE_URL_KEY, GONE_CAUSE_KEY)
 PAUSED_FOREVER = "9999-12-31T23:59:59Z"
 # How long a stopping feed waits for the server to confirm it sent its last messages.
 DRAIN_TIMEOUT_SECONDS = 5.0
@@ -171,13 +183,26 @@ async def close_quietly(nc: NATS, within: float = DRAIN_TIMEOUT_SECONDS) -> None
         await nc.close()
 
 
+def check_replicas(replicas: int) -> int:
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"NATS replicas must be 1 to {MAX_REPLICAS} (1 on a single server, 3 on a cluster)")
+    return int(replicas)
+
+
 def stream_config(
     retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
     max_bytes: int = -1,
+    *,
+    max_consumers: int = DEFAULT_MAX_CONSUMERS,
+    replicas: int = DEFAULT_REPLICAS,
 ) -> api.StreamConfig:
     """Interest-based retention on disk: an event stays until every consumer that wants it acked it
-    (or max_age passed); at `max_bytes` (-1: no limit but the server's) new events are refused."""
+    (or max_age passed); at `max_bytes` (-1: no limit but the server's) new events are refused.
+    `max_consumers` is always explicit (see DEFAULT_MAX_CONSUMERS); `replicas` copies on a cluster."""
+    if max_consumers < 1:
+        raise ValueError("stream max consumers must be at least 1 (one consumer per verified Webhook)")
+    check_replicas(replicas)
     if retention_seconds <= 0:
         raise ValueError("stream retention must be a positive number of seconds")
     if not 0 < duplicate_window <= retention_seconds:
@@ -193,6 +218,8 @@ def stream_config(
         max_age=float(retention_seconds),
         max_bytes=int(max_bytes),
         duplicate_window=float(duplicate_window),
+        max_consumers=int(max_consumers),
+        num_replicas=int(replicas),
     )
 
 
@@ -202,6 +229,8 @@ async def ensure_stream(
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
     *,
     max_bytes: int = -1,
+    max_consumers: int = DEFAULT_MAX_CONSUMERS,
+    replicas: int = DEFAULT_REPLICAS,
     update_existing: bool = True,
 ) -> api.StreamInfo:
     """Create the events stream if absent; bring retention, limits and duplicate window up to date if not.
@@ -209,8 +238,12 @@ async def ensure_stream(
     Senders pass `update_existing=False`: they only need the stream to exist and must not undo the
     limits ingest was configured with (its subjects are still completed). A stream made by an older
     hookline (limits retention, no byte limit) is moved to interest retention and discard "new".
+    Ingest raises a lower consumer limit (an unset one counts as the server's 1,000) but never lowers
+    one set higher by hand, and moves the stream to `replicas` (the server re-replicates it).
     """
-    wanted = stream_config(retention_seconds, duplicate_window, max_bytes)
+    wanted = stream_config(
+        retention_seconds, duplicate_window, max_bytes, max_consumers=max_consumers, replicas=replicas
+    )
     try:
         info = await js.stream_info(STREAM)
     except NotFoundError:
@@ -231,20 +264,46 @@ def stream_changes(
     if subjects != sorted(have.subjects or []):
         changes["subjects"] = subjects
     fixed = ("retention", "discard")
-    tunable = ("max_age", "duplicate_window", "max_bytes") if update_existing else ()
+    tunable = ("max_age", "duplicate_window", "max_bytes", "num_replicas") if update_existing else ()
     for name in (*fixed, *tunable):
-        value = getattr(wanted, name)
-        if getattr(have, name) != value:
+        value, current = getattr(wanted, name), getattr(have, name)
+        if name == "num_replicas":
+            current = current or 1  # unset is one replica
+        if current != value:
             changes[name] = value
+    if update_existing and effective_max_consumers(have) < int(wanted.max_consumers or 0):
+        changes["max_consumers"] = wanted.max_consumers
     return changes
 
 
+def effective_max_consumers(config: api.StreamConfig) -> int:
+    """How many consumers the server lets the stream have (pure): unset means its default of 1,000."""
+    limit = int(config.max_consumers or -1)
+    return SERVER_DEFAULT_MAX_CONSUMERS if limit <= 0 else limit
+
+
+async def ensure_replicas(js: JetStreamContext, stream: str, replicas: int) -> bool:
+    """Move an existing stream (or a key-value bucket's stream, `KV_<bucket>`) to `replicas`;
+    False when it already has them. On a single server anything above 1 is refused (err_code 10074)."""
+    check_replicas(replicas)
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) == replicas:
+        return False
+    await js.update_stream(info.config.evolve(num_replicas=replicas))
+    return True
+
+
 async def ensure_dead_letter_stream(
-    js: JetStreamContext, retention_seconds: float = 14 * 24 * 3600
+    js: JetStreamContext,
+    retention_seconds: float = 14 * 24 * 3600,
+    *,
+    replicas: int = DEFAULT_REPLICAS,
+    update_existing: bool = False,
 ) -> api.StreamInfo:
-    """Dead letters are kept longer than events so someone can look at them and redrive."""
+    """Dead letters are kept longer than events so someone can look at them and redrive.
+    Ingest passes `update_existing=True` to move an existing stream to `replicas`."""
     try:
-        return await js.stream_info(DEAD_LETTER_STREAM)
+        info = await js.stream_info(DEAD_LETTER_STREAM)
     except NotFoundError:
         return await js.add_stream(
             api.StreamConfig(
@@ -253,8 +312,12 @@ async def ensure_dead_letter_stream(
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
                 max_age=float(retention_seconds),
+                num_replicas=check_replicas(replicas),
             )
         )
+    if update_existing and await ensure_replicas(js, DEAD_LETTER_STREAM, replicas):
+        return await js.stream_info(DEAD_LETTER_STREAM)
+    return info
 
 
 @dataclass(frozen=True)
@@ -266,6 +329,7 @@ class ConsumerSpec:
     max_ack_pending: int
     ack_wait_seconds: float
     stream: str = STREAM
+    replicas: int = 0  # 0: as many as the stream (the server's default for a consumer)
 
 
 def ack_wait_seconds(timeout_seconds: float) -> float:
@@ -284,6 +348,7 @@ def consumer_spec(cfg: SenderConfig) -> ConsumerSpec:
         filter_subjects=tuple(filters),
         max_ack_pending=MAX_ACK_PENDING,
         ack_wait_seconds=ack_wait_seconds(spec.delivery.timeout_seconds),
+        replicas=cfg.nats.replicas,
     )
 
 
@@ -306,6 +371,7 @@ def consumer_config(spec: ConsumerSpec, start_after: int | None = None) -> api.C
         filter_subject=filters[0] if len(filters) == 1 else None,
         filter_subjects=filters if len(filters) > 1 else None,
         replay_policy=api.ReplayPolicy.INSTANT,
+        num_replicas=spec.replicas,
     )
 
 
@@ -321,6 +387,7 @@ def consumer_needs_update(have: api.ConsumerConfig, want: api.ConsumerConfig) ->
         sorted(filters_of(have)) != sorted(filters_of(want))
         or have.max_ack_pending != want.max_ack_pending
         or have.ack_wait != want.ack_wait
+        or bool(want.num_replicas and (have.num_replicas or 0) != want.num_replicas)
     )
 
 
@@ -374,15 +441,26 @@ def floor_of(info: api.ConsumerInfo) -> int:
     return int(floor.stream_seq or 0) if floor is not None else 0
 
 
-async def _floors(js: JetStreamContext, *, create: bool) -> KeyValue | None:
+async def _floors(js: JetStreamContext, *, create: bool, replicas: int = DEFAULT_REPLICAS) -> KeyValue | None:
     try:
         return await js.key_value(FLOORS_BUCKET)
     except BucketNotFoundError:
         if not create:
             return None
         return await js.create_key_value(
-            api.KeyValueConfig(bucket=FLOORS_BUCKET, history=1, storage=api.StorageType.FILE)
+            api.KeyValueConfig(
+                bucket=FLOORS_BUCKET,
+                history=1,
+                storage=api.StorageType.FILE,
+                replicas=check_replicas(replicas),
+            )
         )
+
+
+async def ensure_floors_bucket(js: JetStreamContext, replicas: int = DEFAULT_REPLICAS) -> None:
+    """Create the floors bucket with `replicas`, or move an existing one to them (ingest, at start)."""
+    await _floors(js, create=True, replicas=replicas)
+    await ensure_replicas(js, f"KV_{FLOORS_BUCKET}", replicas)
 
 
 async def record_floor(js: JetStreamContext, consumer: str, floor: int) -> None:
@@ -437,6 +515,7 @@ def gone_of(info: api.ConsumerInfo) -> GoneState:
         since=when,
         event_id=metadata.get(GONE_EVENT_KEY) or None,
         url_sha256=metadata.get(GONE_URL_KEY) or None,
+        cause=metadata.get(GONE_CAUSE_KEY) or "gone",
     )
 
 
@@ -446,6 +525,7 @@ def gone_metadata(state: GoneState) -> dict[str, str]:
         GONE_SINCE_KEY: since.isoformat(timespec="seconds").replace("+00:00", "Z"),
         GONE_EVENT_KEY: state.event_id or "",
         GONE_URL_KEY: state.url_sha256 or "",
+        GONE_CAUSE_KEY: state.cause,
     }
 
 
@@ -577,15 +657,23 @@ async def publish_events(
     (keyed on the event id) turns the repeats into no-ops.
     """
     del js  # the publishes go through the connection's Publisher (see its docstring)
+    payloads = list(encoded) if encoded is not None else [event.to_bytes() for event in events]
+    items = [(subject_for(e), e.id, data) for e, data in zip(events, payloads, strict=True)]
+    return await publish_encoded(nc, items, ack_timeout=ack_timeout)
+
+
+async def publish_encoded(
+    nc: NATS, items: Sequence[tuple[str, str, bytes]], *, ack_timeout: float = 5.0
+) -> list[bool]:
+    """`publish_events` for events already encoded: (subject, event id, bytes) each."""
     if not nc.is_connected:
         # Refuse rather than queue into the reconnect buffer, which would publish after we said 503.
         raise BusUnavailable("not connected to NATS")
-    payloads = list(encoded) if encoded is not None else [event.to_bytes() for event in events]
     publisher = publisher_for(nc)
     futures: list[asyncio.Future[dict[str, object]]] = []
     try:
-        for event, data in zip(events, payloads, strict=True):
-            futures.append(await publisher.publish(subject_for(event), data, event.id))
+        for subject, msg_id, data in items:
+            futures.append(await publisher.publish(subject, data, msg_id))
         async with asyncio.timeout(ack_timeout):
             acks = await asyncio.gather(*futures)
     except TimeoutError as exc:

@@ -150,6 +150,8 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         feed = self.feed = bus.MessageFeed(self.nc, self.consumer, self.workers, on_error=self._pull_error)
+        if self.attempt_log is not None and (previous := await self.attempt_log.previous()) is not None:
+            self.tally.restore(previous)
         await self._watch_once()  # a Webhook stopped by a 410 before this start stays stopped
         feed.pause(self.spec.paused or self.gone.gone)
         await feed.start()
@@ -263,6 +265,8 @@ class Engine:
         now: float,
     ) -> None:
         self.tally.record(now, outcome, answer)
+        if not outcome.succeeded:
+            await self._trip_breaker(event, now)
         if self.attempt_log is None:
             return
         successes = 1
@@ -427,6 +431,23 @@ class Engine:
         self.metrics.deliveries["dead_lettered"].inc()
         self.metrics.dead_letters[reason].inc()
         log.warning("%s: event %s dead-lettered (%s: %s)", self.label, event.id, reason, record.last_error)
+
+    async def _trip_breaker(self, event: Event, now: float) -> None:
+        """spec.delivery.disableAfter: only failures for that long stop the Webhook like a 410 does."""
+        after = self.spec.delivery.disable_after_seconds
+        since = self.tally.failing_since
+        if after is None or since is None or now - since < after or self.gone.gone:
+            return
+        self._set_gone(self.gone.mark(now, event.id, self.delivery.url, cause=retry.DISABLED_CAUSE))
+        log.warning(
+            "%s: only failed attempts for %s (spec.delivery.disableAfter): deliveries stopped, events are "
+            "kept. Resume with `hookline redrive %s -n %s --resume` once the receiver works again",
+            self.label,
+            self.spec.delivery.disable_after,
+            self.name,
+            self.namespace,
+        )
+        await self._record_gone()
 
     async def _stop_for_gone(self, event: Event, now: float) -> None:
         """Stop pulling at once, then record the stop on the consumer (the watcher retries if NATS fails)."""

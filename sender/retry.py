@@ -279,6 +279,10 @@ def decide(
     return Decision.retry(delay, backoff_all=backoff_all)
 
 
+GONE_CAUSE = "gone"
+DISABLED_CAUSE = "disabled"
+
+
 def url_digest(url: str) -> str:
     """A stable fingerprint of a Webhook URL, stored instead of the URL (which may carry a token)."""
     return hashlib.sha256(url.encode()).hexdigest()
@@ -298,13 +302,20 @@ class GoneState:
     since: float | None = None
     event_id: str | None = None
     url_sha256: str | None = None  # url_digest of the URL that answered 410
+    cause: str = "gone"  # GONE_CAUSE: the receiver said 410; DISABLED_CAUSE: spec.delivery.disableAfter
 
-    def mark(self, now: float, event_id: str | None = None, url: str | None = None) -> GoneState:
-        """The state after a 410; the first 410 is the one reported."""
+    def mark(
+        self, now: float, event_id: str | None = None, url: str | None = None, cause: str = "gone"
+    ) -> GoneState:
+        """The state after a 410 (or the circuit breaker); the first stop is the one reported."""
         if self.gone:
             return self
         digest = url_digest(url) if url is not None else None
-        return GoneState(gone=True, since=now, event_id=event_id, url_sha256=digest)
+        return GoneState(gone=True, since=now, event_id=event_id, url_sha256=digest, cause=cause)
+
+    @property
+    def disabled(self) -> bool:
+        return self.gone and self.cause == DISABLED_CAUSE
 
     def answered_by(self, url: str) -> bool:
         """Whether the stop concerns `url` (a Webhook moved to another URL should resume)."""

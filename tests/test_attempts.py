@@ -16,7 +16,7 @@ import pytest
 from dataplane_helpers import SECRET, Receiver, sender_config, wait_until
 from prometheus_client import CollectorRegistry
 
-from hookline.sender import attemptscli
+from hookline.sender import attemptscli, bus
 from hookline.sender.attempts import (
     ATTEMPTS_STREAM,
     SUCCESS_SAMPLE_SECONDS,
@@ -252,5 +252,39 @@ async def test_recording_can_be_switched_off(nats, receiver):
         await wait_until(lambda: len(receiver.requests) >= 2, what="two attempts")
         assert await read_attempts(js, "default", "quiet") == []
         assert await health_of(js, "quiet") is None
+    finally:
+        stop.set()
+
+
+async def test_the_circuit_breaker_stops_after_only_failures_and_resumes_like_a_410(nats, receiver):
+    nc, js = nats
+    stop = asyncio.Event()
+    receiver.status = 500
+    runtime = await start_sender(
+        nc, receiver, "breaker", stop, format="json", delivery={"disableAfter": "2s", "maxAttempts": 50}
+    )
+    engine = runtime.engine
+    try:
+        await publish(js, 3)
+        # Attempts fail at once and again 5 s later: by then only failures for over 2 s trip it.
+        await wait_until(lambda: engine.gone.disabled, within=30, what="the breaker to trip")
+        await wait_until(lambda: engine.gone_recorded, within=30, what="the stop recorded on the consumer")
+        state = await bus.read_gone(js, engine.consumer)
+        assert state.gone and state.disabled and state.cause == "disabled"
+        posts = len(receiver.requests)
+        await asyncio.sleep(1.0)  # stopped: nothing more goes out, the events stay
+        assert len(receiver.requests) == posts
+        assert bus.pending_of(await js.consumer_info(bus.STREAM, engine.consumer)) == 3
+        report = await health_of(js, "breaker")
+        assert report is not None and report.failing_since is not None
+        # Resumed like a 410 stop (hookline redrive --resume lifts the same record): new events go out
+        # at once, the kept ones on their retry schedule.
+        receiver.status = 200
+        assert await bus.clear_gone(js, engine.consumer)
+        await wait_until(lambda: not engine.gone.gone, within=30, what="the sender to notice the resume")
+        await publish(js, 1, start=10)
+        await wait_until(lambda: "e10" in receiver.delivered(), within=30, what="a new event after resume")
+        left = bus.pending_of(await js.consumer_info(bus.STREAM, engine.consumer))
+        assert len(receiver.delivered()) + left == 4  # the kept events: delivered or still waiting
     finally:
         stop.set()

@@ -337,7 +337,8 @@ def test_nats_errors_are_classified_transient_or_permanent_with_what_to_do():
     limit = classify(
         "creating consumer c", "NATS nats://n:4222", APIError(400, "maximum consumers limit reached", 10026)
     )
-    assert limit.permanent and "err_code 10026" in limit.message and "--max-consumers" in limit.message
+    assert limit.permanent and "err_code 10026" in limit.message
+    assert "nats.streamMaxConsumers" in limit.message
     other = classify("creating consumer c", "NATS nats://n:4222", APIError(400, "bad filter", 10093))
     assert other.permanent and "bad filter" in other.message and "configuration" in other.message
     outage = classify("creating consumer c", "NATS nats://n:4222", ServiceUnavailableError(503, "no leader"))
@@ -498,3 +499,15 @@ def partial_due(reports, written, *, now, interval=30.0):
         tick=1.0,
         reason_of=lambda r: r.reason,
     )
+
+
+def test_a_tripped_circuit_breaker_is_delivering_false_disabled_and_resumes_like_gone():
+    tripped = GoneState(gone=True, since=1_700_000_000.0, event_id="e1", url_sha256="x", cause="disabled")
+    status = delivery.delivery_status({}, tripped, request=None, resumed=None, now="T1")
+    assert status["disabled"] is True and status["gone"] is False and "disabledSince" in status
+    condition = delivery.delivering_condition(status, "shop", "orders")
+    assert (condition.status, condition.reason) == ("False", "Disabled")
+    assert "hookline redrive orders -n shop --resume" in condition.message
+    assert delivery.resume_reason(tripped, URL, "1", None) is not None  # the same annotation lifts it
+    lifted = delivery.delivery_status(status, GoneState(), request=None, resumed=None, now="T2")
+    assert "disabled" not in lifted and lifted["resumeReason"].startswith("resumed outside")
