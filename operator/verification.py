@@ -9,7 +9,6 @@ put tokens in queries, and status is for everyone who may read the Webhook's sta
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from hookline.api import Condition, VerificationStatus, VerifiedReason
 from hookline.operator.settings import VerificationSchedule
 from hookline.operator.status import VERIFIED
 from hookline.sender.ownership import OwnershipResult, verification_file_name, verification_locations
+from hookline.sender.retry import url_digest
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 
@@ -43,7 +43,7 @@ def instructions(token: str, url: str) -> dict[str, Any]:
 
 def url_fingerprint(url: str) -> str:
     """``sha256:<32 hex>`` of spec.url: tells whether the URL changed without repeating it."""
-    return "sha256:" + hashlib.sha256(url.encode()).hexdigest()[:32]
+    return "sha256:" + url_digest(url)[:32]
 
 
 def _is_for(recorded: object, url: str) -> bool:
