@@ -49,8 +49,9 @@ def classify(what: str, url: str, exc: BaseException) -> BusProblem:
         if code == MAX_CONSUMERS:
             advice = (
                 f"the stream {STREAM} has as many consumers as it allows (one per verified Webhook): "
-                "raise its consumer limit (`nats stream edit HOOKLINE_EVENTS --max-consumers N`) or delete "
-                "unused Webhooks; checked again every minute"
+                "raise the chart value nats.streamMaxConsumers (ingest's --stream-max-consumers; ingest "
+                "raises the stream's limit when it starts) or delete unused Webhooks; "
+                "checked again every minute"
             )
         elif code in (INSUFFICIENT_RESOURCES, STORAGE_FULL):
             advice = (

@@ -81,7 +81,12 @@ def sender_config(namespace: str, name: str, spec: WebhookSpec, config: Operator
         {
             "webhook": {"namespace": namespace, "name": name},
             "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "nats": {"url": config.sender_nats_url, "consumer": consumer_name(namespace, name)},
+            "nats": {
+                "url": config.sender_nats_url,
+                "consumer": consumer_name(namespace, name),
+                # Left out at 0 (as the stream): an upgrade does not change every sender's ConfigMap.
+                **({"replicas": config.nats_replicas} if config.nats_replicas else {}),
+            },
             "signingSecretFile": signing_file,
             "listen": f"0.0.0.0:{SENDER_PORT}",
             "allowNetworks": [str(n) for n in config.egress.allow_networks],

@@ -23,6 +23,7 @@ from hookline.operator.settings import (
     OperatorConfig,
     config_from_env,
     kopf_settings,
+    parse_replicas,
     quiet_verification_retries,
 )
 from hookline.sender.safehttp import SafeHTTPClient
@@ -54,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-port", type=int, default=8080, help="GET /healthz port (default 8080)")
     parser.add_argument(
         "--metrics-port", type=int, default=9090, help="Prometheus /metrics port; 0: off (default 9090)"
+    )
+    parser.add_argument(
+        "--nats-replicas",
+        type=int,
+        help="replicas of each Webhook's JetStream consumer: 1 on a single server, 3 on a cluster "
+        "(env HOOKLINE_NATS_REPLICAS; default: as many as the stream)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
@@ -122,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             peering=args.peering,
             health_port=args.health_port or None,
             metrics_port=args.metrics_port or None,
+            nats_replicas=None if args.nats_replicas is None else parse_replicas(str(args.nats_replicas)),
         )
     except ValueError as exc:
         log.error("%s", exc)

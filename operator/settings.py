@@ -69,6 +69,9 @@ class OperatorConfig:
     request_timeout: float = 60.0
     sender_service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
+    # Replicas of each Webhook's consumer (HOOKLINE_NATS_REPLICAS, chart nats.replicas); 0: as many as
+    # the stream has (the server's default), which ingest sets from the same chart value.
+    nats_replicas: int = 0
 
 
 def config_from_env(
@@ -80,6 +83,7 @@ def config_from_env(
     peering: str | None = None,
     health_port: int | None = 8080,
     metrics_port: int | None = 9090,
+    nats_replicas: int | None = None,
 ) -> OperatorConfig:
     """The chart sets HOOKLINE_* variables (docs/internals.md); flags win over env for egress."""
     nats_url = env.get("HOOKLINE_NATS_URL", "").strip() or DEFAULT_NATS_URL
@@ -90,8 +94,11 @@ def config_from_env(
         raise ValueError(
             f"HOOKLINE_WEBHOOKTEST_TTL_SECONDS={ttl_text!r} is not a number of seconds"
         ) from None
+    replicas_text = env.get("HOOKLINE_NATS_REPLICAS", "").strip()
+    replicas = nats_replicas if nats_replicas is not None else parse_replicas(replicas_text or "0")
     return OperatorConfig(
         nats_url=nats_url,
+        nats_replicas=replicas,
         sender_nats_url=env.get("HOOKLINE_SENDER_NATS_URL", "").strip() or nats_url,
         sender_image=env.get("HOOKLINE_SENDER_IMAGE", "").strip() or DEFAULT_IMAGE,
         egress=EgressPolicy.from_cli(allow_networks, allow_http, env),
@@ -102,6 +109,17 @@ def config_from_env(
         metrics_port=metrics_port,
         sender_service_account=env.get("HOOKLINE_SENDER_SERVICE_ACCOUNT", "").strip() or None,
     )
+
+
+def parse_replicas(text: str) -> int:
+    """HOOKLINE_NATS_REPLICAS / --nats-replicas: 0 (as the stream) or 1 to 5."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"HOOKLINE_NATS_REPLICAS={text!r} is not a whole number (1, 3 or 5)") from None
+    if not 0 <= value <= 5:
+        raise ValueError(f"HOOKLINE_NATS_REPLICAS={text!r}: NATS keeps 1 to 5 replicas (0: as the stream)")
+    return value
 
 
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:

@@ -42,6 +42,8 @@ class NatsSettings(CamelModel):
     url: Annotated[str, Field(min_length=1)] = "nats://127.0.0.1:4222"
     stream: Annotated[str, Field(min_length=1)] = "HOOKLINE_EVENTS"
     consumer: Annotated[str, Field(min_length=1)]
+    # The consumer's replicas; 0: as many as the stream (the operator sets it from HOOKLINE_NATS_REPLICAS).
+    replicas: Annotated[int, Field(ge=0, le=5)] = 0
 
 
 class SenderConfig(CamelModel):

@@ -34,9 +34,11 @@ from typing import Any
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import APIError, ServiceUnavailableError
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
+from hookline.sender.attempts import ensure_attempt_store
 from hookline.sender.events import MAX_DEPTH, Event, EventError, HugeInteger, parse_event
 from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site, wait_first
 from hookline.sender.metrics import IngestMetrics
@@ -57,6 +59,8 @@ RETRY_AFTER_SECONDS = 2
 CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
 TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
 NATS_URL_ENV = "HOOKLINE_NATS_URL"
+MAX_CONSUMERS_ENV = "HOOKLINE_STREAM_MAX_CONSUMERS"
+REPLICAS_ENV = "HOOKLINE_NATS_REPLICAS"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 JSON_CONTENT_TYPES = ("application/json",)
 
@@ -405,6 +409,56 @@ def read_token(token_file: str | None, env: dict[str, str] | os._Environ[str] = 
     return value.encode() if value else None
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def replicas_count(text: str) -> int:
+    value = positive_int(text)
+    if value > bus.MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"{text!r}: NATS keeps at most {bus.MAX_REPLICAS} replicas")
+    return value
+
+
+async def ensure_bus_layout(
+    js: JetStreamContext,
+    *,
+    retention: float,
+    duplicate_window: float,
+    max_bytes: int,
+    max_consumers: int,
+    replicas: int,
+) -> None:
+    """Ingest owns the streams' settings: the events stream (limits, consumer limit, replicas), and the
+    replicas of the dead letters, the attempt log and the key-value buckets. A refusal (R3 on a single
+    server: err_code 10074) is a ValueError naming the setting."""
+    try:
+        await bus.ensure_stream(
+            js,
+            retention,
+            duplicate_window,
+            max_bytes=max_bytes,
+            max_consumers=max_consumers,
+            replicas=replicas,
+        )
+        await bus.ensure_dead_letter_stream(js, replicas=replicas, update_existing=True)
+        await bus.ensure_floors_bucket(js, replicas)
+        await ensure_attempt_store(js, replicas)
+    except APIError as exc:
+        if isinstance(exc, ServiceUnavailableError):
+            raise
+        raise ValueError(
+            f"NATS refused hookline's stream settings (replicas {replicas}, max consumers {max_consumers}): "
+            f"{exc.description} (err_code {exc.err_code}); a single server takes only --nats-replicas 1"
+        ) from exc
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen", default="0.0.0.0:8080", help="HOST:PORT to serve on (default %(default)s)"
@@ -451,6 +505,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "but the server's)",
     )
     parser.add_argument(
+        "--stream-max-consumers",
+        type=positive_int,
+        default=positive_int(os.environ.get(MAX_CONSUMERS_ENV) or str(bus.DEFAULT_MAX_CONSUMERS)),
+        help="consumer limit of the events stream: one consumer per verified Webhook; a lower limit on an "
+        f"existing stream is raised, a higher one kept (env {MAX_CONSUMERS_ENV}; default %(default)s; "
+        "NATS >= 2.15 allows 1,000 without it)",
+    )
+    parser.add_argument(
+        "--nats-replicas",
+        type=replicas_count,
+        default=replicas_count(os.environ.get(REPLICAS_ENV) or str(bus.DEFAULT_REPLICAS)),
+        help="replicas of hookline's streams and buckets: 1 on a single server, 3 on a NATS cluster; "
+        f"existing ones are moved to it (env {REPLICAS_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
         "--retention",
         type=parse_duration,
         default=float(bus.DEFAULT_RETENTION_SECONDS),
@@ -477,7 +546,14 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set)
     try:
         js = nc.jetstream()
-        await bus.ensure_stream(js, args.retention, args.duplicate_window, max_bytes=args.stream_max_bytes)
+        await ensure_bus_layout(
+            js,
+            retention=args.retention,
+            duplicate_window=args.duplicate_window,
+            max_bytes=args.stream_max_bytes,
+            max_consumers=args.stream_max_consumers,
+            replicas=args.nats_replicas,
+        )
         registry = CollectorRegistry()
         ingest = Ingest(
             nc,

@@ -131,7 +131,7 @@ async def test_a_nats_consumer_limit_is_a_permanent_reason_that_does_not_flap(
         "Ready=False/BusRefused on the second Webhook",
     )
     assert ready["status"] == "False"
-    assert "err_code 10026" in ready["message"] and "--max-consumers" in ready["message"]
+    assert "err_code 10026" in ready["message"] and "nats.streamMaxConsumers" in ready["message"]
     assert cluster.get(DEPLOYMENTS, "second-sender") is None
     # Status and Deployment changes of the first Webhook do not move the second's reason.
     before = len(cluster.events_for("second"))
