@@ -17,6 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from hookline.sender.natsserver import find_nats_server
+
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / ".tools" / "bin" / "helm"
 CHART = ROOT / "charts" / "hookline"
@@ -33,6 +35,14 @@ SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
     "external-nats": ["--set", f"nats.url={EXTERNAL_NATS}"],
     "stream-limit": ["--set", "nats.streamMaxBytes=1073741824"],
+    "nats-cluster": [
+        "--set",
+        f"nats.url={EXTERNAL_NATS}",
+        "--set",
+        "nats.replicas=3",
+        "--set",
+        "nats.streamMaxConsumers=50000",
+    ],
     "ingress": [
         "--set",
         "ingest.ingress.enabled=true",
@@ -274,6 +284,9 @@ def test_chart_installs_on_oldest_supported_kubernetes():
         (["--set", "nats.url=nats.messaging.svc:4222"], "/nats/url"),
         (["--set", "nats.persistence.size=lots"], "/nats/persistence/size"),
         (["--set", "nats.streamMaxBytes=-2"], "/nats/streamMaxBytes"),
+        (["--set", "nats.streamMaxConsumers=0"], "/nats/streamMaxConsumers"),
+        (["--set", "nats.replicas=7"], "/nats/replicas"),
+        (["--set", "nats.replicas=3"], "nats.replicas=3 needs a NATS cluster"),
         (["--set-json", 'egress.allowNetworks=["10.0.0.0"]'], "/egress/allowNetworks/0"),
         (
             ["--set", "monitoring.prometheusRule.unverifiedFor=6 hours"],
@@ -439,6 +452,28 @@ def test_embedded_nats_is_the_default_and_everyone_uses_it():
     assert env(operator("defaults"))["HOOKLINE_NATS_URL"] == EMBEDDED_NATS
     assert env(operator("defaults"))["HOOKLINE_SENDER_NATS_URL"] == EMBEDDED_NATS
     assert ingest_nats_url("defaults") == EMBEDDED_NATS
+
+
+def ingest_flag(scenario: str, flag: str) -> str:
+    args = container(ingest(scenario))["args"]
+    return args[args.index(flag) + 1]
+
+
+def test_the_stream_consumer_limit_and_replicas_reach_ingest_and_the_operator():
+    # Defaults: sized for 10,000+ Webhooks (NATS 2.15 would allow 1,000), one replica on the embedded server.
+    assert ingest_flag("defaults", "--stream-max-consumers") == "20000"
+    assert ingest_flag("defaults", "--nats-replicas") == "1"
+    assert env(operator("defaults"))["HOOKLINE_NATS_REPLICAS"] == "1"
+    assert ingest_flag("nats-cluster", "--stream-max-consumers") == "50000"
+    assert ingest_flag("nats-cluster", "--nats-replicas") == "3"
+    assert env(operator("nats-cluster"))["HOOKLINE_NATS_REPLICAS"] == "3"
+
+
+def test_the_chart_nats_image_runs_the_server_version_the_tests_run():
+    out = subprocess.run([find_nats_server(), "--version"], capture_output=True, text=True, check=True)
+    tested = out.stdout.strip().removeprefix("nats-server: v")
+    image = container(one("defaults", "StatefulSet", "hk-hookline-nats"))["image"]
+    assert image == f"nats:{tested}-alpine"
 
 
 def test_nats_without_persistence_uses_an_empty_dir():

@@ -78,6 +78,15 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/* nats.replicas, refused above 1 for the embedded single-node server (it cannot hold copies). */}}
+{{- define "hookline.natsReplicas" -}}
+{{- $replicas := .Values.nats.replicas | int }}
+{{- if and (gt $replicas 1) (include "hookline.natsEmbedded" .) }}
+{{- fail (printf "nats.replicas=%d needs a NATS cluster: set nats.url to one (the embedded server is a single node and takes only nats.replicas=1)" $replicas) }}
+{{- end }}
+{{- $replicas }}
+{{- end }}
+
 {{/* True (non-empty) when the chart runs its own single-node NATS. */}}
 {{- define "hookline.natsEmbedded" -}}
 {{- if not .Values.nats.url }}true{{ end }}
