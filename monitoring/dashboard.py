@@ -256,6 +256,38 @@ def build() -> dict[str, object]:
             )
         )
         .with_panel(
+            table.Panel()
+            .title("Failing Webhooks")
+            .description(
+                "Each Webhook whose deliveries are not fine, with the reason of its Delivering condition:"
+                " Failing (most recent attempts fail), Backlogged (pending grows), ReceiverGone (410),"
+                " Disabled (circuit breaker), ConsumerMissing, Paused. The receiver's last answer:"
+                " `kubectl -n NAMESPACE get wh WEBHOOK -o jsonpath='{.status.delivery.lastFailure}'`;"
+                " every attempt: `hookline attempts WEBHOOK -n NAMESPACE --failed`."
+            )
+            .datasource(DATASOURCE)
+            .span(12)
+            .height(8)
+            .with_target(
+                query(
+                    f"hookline_webhook_delivering_reason{{{WEBHOOKS}, "
+                    'webhook=~"$webhook", reason!="Delivering"}',
+                    "",
+                )
+                .instant()
+                .format(PromQueryFormat.TABLE)
+            )
+            .with_transformation(
+                DataTransformerConfig(
+                    id_val="organize",
+                    options={
+                        "excludeByName": {"Time": True, "Value": True, "__name__": True},
+                        "indexByName": {"namespace": 0, "webhook": 1, "database": 2, "reason": 3},
+                    },
+                )
+            )
+        )
+        .with_panel(
             series(
                 "Verification checks by result",
                 "Ownership file checks: FileMatched, FileNotFound, ContentMismatch, Unreachable, Blocked.",

@@ -18,9 +18,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hookline.api import CONDITION_ORDER as CONDITION_TYPES
+from hookline.api import ConditionType, DeliveringReason
 from hookline.sender.ownership import REASONS
 
 CONDITION_STATUSES = ("True", "False", "Unknown")
+DELIVERING_REASONS = {str(r) for r in DeliveringReason}  # a bounded label: nothing else passes
 
 WebhookKey = tuple[str, str]  # (namespace, name)
 CountKey = tuple[str, str, str, str]  # (namespace, database, condition, status)
@@ -32,15 +34,19 @@ class WebhookSnapshot:
 
     database: str
     conditions: Mapping[str, str]
+    delivering_reason: str | None = None  # the Delivering condition's reason, once there is one
 
 
 def snapshot(database: str | None, conditions: Sequence[Mapping[str, Any]] | None) -> WebhookSnapshot:
     """Every known condition type with its status; a missing or odd one counts as Unknown."""
     by_type = {str(c.get("type")): str(c.get("status")) for c in conditions or ()}
     statuses = {t: by_type.get(t, "Unknown") for t in CONDITION_TYPES}
+    reasons = {str(c.get("type")): c.get("reason") for c in conditions or ()}
+    delivering = reasons.get(ConditionType.DELIVERING)
     return WebhookSnapshot(
         database=database or "",
         conditions={t: s if s in CONDITION_STATUSES else "Unknown" for t, s in statuses.items()},
+        delivering_reason=str(delivering) if delivering in DELIVERING_REASONS else None,
     )
 
 
@@ -100,6 +106,16 @@ class WebhookConditions(Collector):
             for condition, status in webhook.conditions.items():
                 per_webhook.add_metric([namespace, name, webhook.database, condition, status], 1)
         yield per_webhook
+        delivering = GaugeMetricFamily(
+            "hookline_webhook_delivering_reason",
+            "1 for the reason of each Webhook's Delivering condition (Delivering, Failing, Backlogged, "
+            "ReceiverGone, Paused, ConsumerMissing, Disabled), as last seen by the operator",
+            labels=["namespace", "webhook", "database", "reason"],
+        )
+        for (namespace, name), webhook in sorted(seen.items()):
+            if webhook.delivering_reason is not None:
+                delivering.add_metric([namespace, name, webhook.database, webhook.delivering_reason], 1)
+        yield delivering
 
 
 class OperatorMetrics:

@@ -511,3 +511,20 @@ def test_a_tripped_circuit_breaker_is_delivering_false_disabled_and_resumes_like
     assert delivery.resume_reason(tripped, URL, "1", None) is not None  # the same annotation lifts it
     lifted = delivery.delivery_status(status, GoneState(), request=None, resumed=None, now="T2")
     assert "disabled" not in lifted and lifted["resumeReason"].startswith("resumed outside")
+
+
+def test_operator_metrics_export_the_delivering_reason_of_each_webhook():
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    failing = {"type": "Delivering", "status": "False", "reason": "Failing"}
+    metrics.webhooks.observe("shop", "orders", "newsletter", [failing])
+    metrics.webhooks.observe("shop", "odd", None, [{"type": "Delivering", "status": "False", "reason": "?"}])
+    text = generate_latest(registry).decode()
+    line = (
+        'hookline_webhook_delivering_reason{database="newsletter",namespace="shop",'
+        'reason="Failing",webhook="orders"} 1.0'
+    )
+    assert line in text
+    assert (
+        'webhook="odd"' not in text.partition("hookline_webhook_delivering_reason")[2].partition("# HELP")[0]
+    )
