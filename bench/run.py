@@ -7,6 +7,8 @@
 3. Ingest-to-receiver latency at a steady rate (bench/latency.py).
 4. The request rate one Webhook's receiver sees with two sender replicas, against its
    maxRequestsPerSecond (bench/ratelimit.py).
+5. Ingest beside hostile clients (decompression bombs, huge-error bodies, slow connections):
+   valid-request and /healthz p99, quiet and under attack (bench/hostile.py).
 
 Bounded in count and time (defaults take well under a minute); `--help` for the knobs.
 """
@@ -305,6 +307,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["latency"] = await latency(args)
             if args.ratelimit_seconds > 0:
                 results["ratelimit"] = await ratelimit(args)
+            if args.hostile_seconds > 0:
+                results["hostile"] = await hostile(args)
         finally:
             stop(receiver)
     return results
@@ -335,6 +339,22 @@ async def ratelimit(args: argparse.Namespace) -> dict:
     )
     result = await measure_rate(args.ratelimit_limit, args.ratelimit_seconds)
     print(f"  {result['observed_per_second']}/s observed ({result['deviation_percent']:+.2f} %)", flush=True)
+    return result
+
+
+async def hostile(args: argparse.Namespace) -> dict:
+    """Ingest p99s beside hostile clients, from bench/hostile.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from hostile import measure as measure_hostile
+
+    seconds = args.hostile_seconds
+    print(f"ingest beside hostile clients, {seconds:g}s quiet then {seconds:g}s attacked ...", flush=True)
+    result = await measure_hostile(args.hostile_seconds)
+    print(
+        f"  valid p99 {result['quiet']['valid_p99_ms']} -> {result['hostile']['valid_p99_ms']} ms "
+        f"({result['ratio']}x), /healthz p99 {result['hostile']['healthz_p99_ms']} ms",
+        flush=True,
+    )
     return result
 
 
@@ -372,6 +392,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             f"| {r['ingest_rate']:.0f} |",
             *latency_rows(r.get("latency")),
             *ratelimit_rows(r.get("ratelimit")),
+            *hostile_rows(r.get("hostile")),
             "| sender peak RSS during the delivery run (VmHWM) | "
             + (f"{r['sender_peak_rss_mib']:.0f} MiB |" if r.get("sender_peak_rss_mib") else "n/a |"),
             "",
@@ -411,6 +432,23 @@ def ratelimit_rows(result: dict | None) -> list[str]:
     ]
 
 
+def hostile_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    quiet, attacked, attack = result["quiet"], result["hostile"], result["attack"]
+    what = (
+        f"beside hostile clients (gzip bombs 1 MB -> 1 GiB, 100,000-error bodies, "
+        f"{attack['slow']} slow connections; bench/hostile.py), {result['rate']:g} valid requests/s"
+    )
+    return [
+        f"| ingest valid-request p99, quiet / {what} | {quiet['valid_p99_ms']} ms / "
+        f"{attacked['valid_p99_ms']} ms ({result['ratio']}x; p50 {quiet['valid_p50_ms']} / "
+        f"{attacked['valid_p50_ms']} ms) |",
+        f"| ingest `/healthz` p99, quiet / hostile | {quiet['healthz_p99_ms']} ms / "
+        f"{attacked['healthz_p99_ms']} ms (ingest peak RSS {result['ingest_peak_rss_mib']} MiB) |",
+    ]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -431,6 +469,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--ratelimit-seconds", type=float, default=20.0, help="backlog at the limit, seconds; 0 skips"
+    )
+    parser.add_argument(
+        "--hostile-seconds",
+        type=float,
+        default=6.0,
+        help="quiet and attacked ingest phases, seconds; 0 skips",
     )
     parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
     return parser.parse_args(argv)

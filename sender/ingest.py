@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
+import multiprocessing
 import os
 import time
 import zlib
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -39,7 +42,7 @@ from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.attempts import ensure_attempt_store
-from hookline.sender.events import MAX_DEPTH, Event, EventError, HugeInteger, parse_event
+from hookline.sender.events import MAX_DEPTH, Event, EventError, HugeInteger, parse_event, subject_for
 from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site, wait_first
 from hookline.sender.metrics import IngestMetrics
 
@@ -56,6 +59,11 @@ MAX_REPORTED_ERRORS = 20
 # succeeds first; a producer is told to come back after it.
 STORE_REFUSAL_HOLD_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 2
+# Bodies larger than this (or compressed) are inflated and parsed in a worker process when ingest has
+# one, so that a few costly requests never hold up the event loop that answers everyone else; at most
+# MAX_HEAVY_WAITING of them wait for it at once (more get 503 with Retry-After).
+HEAVY_BODY_BYTES = 64 * 1024
+MAX_HEAVY_WAITING = 8
 CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
 TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
 NATS_URL_ENV = "HOOKLINE_NATS_URL"
@@ -73,6 +81,7 @@ class Rejection(Exception):
     message: str
     errors: list[dict[str, Any]] = field(default_factory=list)
     retry_after: int | None = None
+    rejected_events: int = 0  # events of the request found invalid (errors lists only the first ones)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.message}
@@ -160,8 +169,40 @@ def parse_events_body(
             400,
             f"{bad} of {len(items)} events are invalid, nothing was published: {described}{more}",
             shown,
+            rejected_events=bad,
         )
     return batch
+
+
+class Outgoing(NamedTuple):
+    """One validated event, encoded: what is published and answered."""
+
+    id: str
+    subject: str
+    data: bytes
+
+
+def prepare_body(raw: bytes, encoding: str, max_body_bytes: int, max_event_bytes: int) -> list[Outgoing]:
+    """Inflate, decode, validate and encode a request body (pure, CPU only): the events to publish,
+    or a Rejection. Large bodies run this in a worker process (see Ingest), small ones inline."""
+    batch = parse_events_body(inflate(raw, encoding, max_body_bytes), max_event_bytes=max_event_bytes)
+    return [Outgoing(event.id, subject_for(event), data) for event, data in batch]
+
+
+def lower_priority() -> None:
+    """In the worker: large bodies get the CPU the event loop (small requests, probes) leaves over."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
+def _prepare_in_worker(
+    raw: bytes, encoding: str, max_body_bytes: int, max_event_bytes: int
+) -> list[Outgoing] | tuple[int, str, list[dict[str, Any]], int]:
+    """`prepare_body` in a worker process: a Rejection travels back as a plain tuple."""
+    try:
+        return prepare_body(raw, encoding, max_body_bytes, max_event_bytes)
+    except Rejection as rejection:
+        return (rejection.status, rejection.message, rejection.errors, rejection.rejected_events)
 
 
 def _size_message(event: Event, size: int, limit: int) -> str:
@@ -259,8 +300,11 @@ class Ingest:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        workers: Executor | None = None,
     ) -> None:
         self.nc = nc
+        self.workers = workers
+        self.heavy_waiting = 0
         self.js = js
         self.metrics = metrics
         self.token = token
@@ -313,23 +357,39 @@ class Ingest:
         encoding = check_content_encoding(request.headers.get("Content-Encoding"))
         raw = await read_limited(request, self.max_body_bytes, self.body_timeout)
         try:
-            batch = parse_events_body(
-                inflate(raw, encoding, self.max_body_bytes), max_event_bytes=self.max_event_bytes
-            )
+            batch = await self._prepare(raw, encoding)
         except Rejection as rejection:
             if rejection.status == 400:
-                self.metrics.event_outcomes["rejected"].inc(
-                    len({e.get("index") for e in rejection.errors}) or 1
-                )
+                self.metrics.event_outcomes["rejected"].inc(rejection.rejected_events or 1)
             raise
         return await self._publish(batch), True
 
-    async def _publish(self, batch: list[tuple[Event, bytes]]) -> web.Response:
-        events = [event for event, _ in batch]
+    async def _prepare(self, raw: bytes, encoding: str) -> list[Outgoing]:
+        limits = (self.max_body_bytes, self.max_event_bytes)
+        if self.workers is None or (encoding == "identity" and len(raw) <= HEAVY_BODY_BYTES):
+            return prepare_body(raw, encoding, *limits)
+        if self.heavy_waiting >= MAX_HEAVY_WAITING:
+            raise Rejection(
+                503,
+                "ingest is busy with large requests; retry shortly (smaller batches are served right away)",
+                retry_after=1,
+            )
+        self.heavy_waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.workers, _prepare_in_worker, raw, encoding, *limits)
+        finally:
+            self.heavy_waiting -= 1
+        if isinstance(result, tuple):
+            status, message, errors, rejected = result
+            raise Rejection(status, message, errors, rejected_events=rejected)
+        return result
+
+    async def _publish(self, batch: list[Outgoing]) -> web.Response:
         started = time.perf_counter()
         try:
-            duplicates = await bus.publish_events(
-                self.nc, self.js, events, ack_timeout=self.publish_timeout, encoded=[d for _, d in batch]
+            duplicates = await bus.publish_encoded(
+                self.nc, [(o.subject, o.id, o.data) for o in batch], ack_timeout=self.publish_timeout
             )
         except bus.BusUnavailable as exc:
             if isinstance(exc, bus.StoreRefused):
@@ -345,11 +405,11 @@ class Ingest:
             ) from exc
         self.refusing_until = 0.0
         self.metrics.publish_duration.observe(time.perf_counter() - started)
-        dup_ids = [e.id for e, dup in zip(events, duplicates, strict=True) if dup]
-        self.metrics.event_outcomes["accepted"].inc(len(events) - len(dup_ids))
+        dup_ids = [o.id for o, dup in zip(batch, duplicates, strict=True) if dup]
+        self.metrics.event_outcomes["accepted"].inc(len(batch) - len(dup_ids))
         if dup_ids:
             self.metrics.event_outcomes["duplicate"].inc(len(dup_ids))
-        return web.json_response({"accepted": [e.id for e in events], "duplicates": dup_ids}, status=202)
+        return web.json_response({"accepted": [o.id for o in batch], "duplicates": dup_ids}, status=202)
 
 
 def create_app(ingest: Ingest, registry: CollectorRegistry) -> web.Application:
@@ -544,6 +604,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     token = read_token(args.token_file)
     closed = asyncio.Event()
     nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set)
+    workers = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+    )
     try:
         js = nc.jetstream()
         await ensure_bus_layout(
@@ -563,6 +626,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             max_body_bytes=args.max_body_bytes,
             publish_timeout=args.publish_timeout,
             body_timeout=args.body_timeout,
+            workers=workers,
         )
         runner = await start_ingest_site(
             ingest,
@@ -584,6 +648,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         finally:
             await runner.cleanup()
     finally:
+        workers.shutdown(wait=False, cancel_futures=True)
         await bus.close_quietly(nc)
     if closed.is_set() and not stop.is_set():
         log.error("ingest: the NATS connection was closed for good; exiting so that the pod is restarted")

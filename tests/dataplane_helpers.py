@@ -10,20 +10,20 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from nats.js import api
 
+from hookline.sender import bus
 from hookline.sender.config import SenderConfig, consumer_name, parse_sender_config
 from hookline.sender.health import bound_port, start_site
 from hookline.sender.natsserver import free_port
 from hookline.sender.wire import decode_form
 
+
 async def add_witness(js: Any, name: str = "witness") -> None:
     """A consumer interested in every event: the stream has interest retention, so without one an
     event nobody subscribed to is not kept (tests that count stored events add this)."""
-    from nats.js import api
-
-    from hookline.sender import bus
-
-    await js.add_consumer(bus.STREAM, api.ConsumerConfig(durable_name=name, ack_policy=api.AckPolicy.EXPLICIT))
+    config = api.ConsumerConfig(durable_name=name, ack_policy=api.AckPolicy.EXPLICIT)
+    await js.add_consumer(bus.STREAM, config)
 
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks documentation's example key

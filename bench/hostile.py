@@ -1,0 +1,286 @@
+"""Ingest under hostile clients (issue 9): `/healthz` p99 and valid-request p99 beside normal load.
+
+A real nats-server and `hookline ingest` process on loopback. Normal load (valid batches of 10 events
+at a steady pace, and a `/healthz` probe) runs first alone ("quiet"), then beside an attacker
+process ("hostile") that sends decompression bombs (1 MB of gzip inflating to 1 GiB), requests whose
+error bodies would be huge (100,000 `{}`), and slow connections trickling their headers. Target:
+valid-request p99 within 2x of the quiet figure.
+
+    .venv/bin/python bench/hostile.py [--seconds 6] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nats.js import api  # noqa: E402
+
+from hookline.sender import bus  # noqa: E402
+from hookline.sender.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
+
+HOOKLINE = [sys.executable, "-m", "hookline.cli"]
+HEADERS = {"Content-Type": "application/json"}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def valid_batch(i: int) -> bytes:
+    return json.dumps(
+        [
+            {
+                "type": "open",
+                "recipient": f"r{i}-{j}@example.com",
+                "ip": "192.0.2.7",
+                "database": "newsletter",
+            }
+            for j in range(10)
+        ]
+    ).encode()
+
+
+def gzip_bomb(inflated: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b" " * (1024 * 1024)
+    parts = [compressor.compress(b"[")]
+    parts.extend(compressor.compress(chunk) for _ in range(inflated // len(chunk)))
+    parts.append(compressor.compress(b"]"))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The attacker (its own process, so that its CPU does not count against the measuring client)
+
+
+async def attack(base: str, seconds: float, slow: int) -> None:
+    bomb = gzip_bomb(1024 * 1024 * 1024)
+    empties = b"[" + b",".join([b"{}"] * 100_000) + b"]"
+    url = f"{base}/v1/events"
+    host, port = base.removeprefix("http://").split(":")
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    counts = {"bomb": 0, "errors": 0, "slow": 0}
+
+    async def bombs(http: aiohttp.ClientSession) -> None:
+        headers = {**HEADERS, "Content-Encoding": "gzip"}
+        while time.monotonic() < deadline:
+            try:
+                async with http.post(url, data=bomb, headers=headers) as response:
+                    await response.read()
+                counts["bomb"] += 1
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+
+    async def errors(http: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            try:
+                async with http.post(url, data=empties, headers=HEADERS) as response:
+                    await response.read()
+                counts["errors"] += 1
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+
+    async def trickle() -> None:
+        while time.monotonic() < deadline:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port))
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            counts["slow"] += 1
+            try:
+                for byte in b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n":
+                    if time.monotonic() > deadline or reader.at_eof():
+                        break
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.5)
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+    kinds = os.environ.get("HOOKLINE_HOSTILE_KINDS", "bombs,errors,slow").split(",")
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(
+            *(bombs(http) for _ in range(2) if "bombs" in kinds),
+            *(errors(http) for _ in range(2) if "errors" in kinds),
+            *(trickle() for _ in range(slow) if "slow" in kinds),
+        )
+    print(json.dumps(counts), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The measurement
+
+
+async def normal_load(base: str, seconds: float, rate: float) -> dict[str, list[float]]:
+    """Valid requests at `rate`/s and a /healthz probe every 20 ms; their latencies in ms."""
+    valid: list[float] = []
+    health: list[float] = []
+    refused = 0
+    deadline = time.monotonic() + seconds
+    timeout = aiohttp.ClientTimeout(total=30)
+
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+
+        async def one(i: int) -> None:
+            nonlocal refused
+            started = time.perf_counter()
+            async with http.post(f"{base}/v1/events", data=valid_batch(i), headers=HEADERS) as response:
+                await response.read()
+                refused += response.status != 202
+            valid.append((time.perf_counter() - started) * 1000)
+
+        async def probe() -> None:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                async with http.get(f"{base}/healthz") as response:
+                    await response.read()
+                health.append((time.perf_counter() - started) * 1000)
+                await asyncio.sleep(0.02)
+
+        prober = asyncio.create_task(probe())
+        tasks: list[asyncio.Task[None]] = []
+        i = 0
+        start = time.monotonic()
+        while time.monotonic() < deadline:
+            tasks.append(asyncio.create_task(one(i)))
+            i += 1
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        await asyncio.gather(*tasks)
+        await prober
+    return {"valid": valid, "health": health, "refused": [float(refused)]}
+
+
+def summary(load: dict[str, list[float]]) -> dict[str, float]:
+    return {
+        "valid_p50_ms": round(percentile(load["valid"], 0.5), 2),
+        "valid_p99_ms": round(percentile(load["valid"], 0.99), 2),
+        "healthz_p99_ms": round(percentile(load["health"], 0.99), 2),
+        "requests": float(len(load["valid"])),
+        "refused": load["refused"][0],
+    }
+
+
+async def measure(seconds: float = 6.0, rate: float = 200.0, slow: int = 300) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hookline-hostile-") as tmp_name:
+        tmp = Path(tmp_name)
+        with EmbeddedNats(tmp / "nats", log_file=tmp / "nats.log") as nats:
+            nc = await bus.connect(nats.url)
+            js = nc.jetstream()
+            await bus.ensure_stream(js)
+            # A Webhook's consumer, so that accepted events are really stored (interest retention).
+            await js.add_consumer(
+                bus.STREAM, api.ConsumerConfig(durable_name="bench", ack_policy=api.AckPolicy.EXPLICIT)
+            )
+            await nc.close()
+            port = free_port()
+            env = {**os.environ, "HOOKLINE_NATS_URL": nats.url}
+            env.pop("HOOKLINE_INGEST_TOKEN", None)
+            ingest = _spawn_ingest(port, env, tmp / "ingest.log")
+            base = f"http://127.0.0.1:{port}"
+            try:
+                await _wait_ready(f"{base}/readyz", ingest)
+                await normal_load(base, 1.0, rate)  # warm-up
+                quiet = summary(await normal_load(base, seconds, rate))
+                attacker = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    __file__,
+                    "--attack",
+                    base,
+                    "--seconds",
+                    str(seconds + 2),
+                    "--slow",
+                    str(slow),
+                    stdout=asyncio.subprocess.PIPE,
+                    # Attackers are other machines in real life: here they get leftover CPU only.
+                    preexec_fn=lambda: os.nice(15),
+                )
+                assert attacker.stdout is not None
+                await attacker.stdout.readline()  # "ready": its bomb is built
+                await asyncio.sleep(1.0)  # let the attack reach full strength before measuring
+                hostile = summary(await normal_load(base, seconds, rate))
+                out, _ = await attacker.communicate()
+                counts = json.loads(out.decode().strip().splitlines()[-1])
+                rss = _rss_mib(ingest.pid)
+            finally:
+                terminate(ingest)
+    return {
+        "quiet": quiet,
+        "hostile": hostile,
+        "attack": counts,
+        "ratio": round(hostile["valid_p99_ms"] / quiet["valid_p99_ms"], 2),
+        "rate": rate,
+        "ingest_peak_rss_mib": rss,
+    }
+
+
+def _spawn_ingest(port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        command = [*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}"]
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise RuntimeError(f"ingest exited with {proc.returncode}")
+            try:
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("ingest not ready within 60 s")
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="valid requests/s (10 events each)")
+    parser.add_argument("--slow", type=int, default=300, help="trickling connections")
+    parser.add_argument("--attack", metavar="BASE_URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.attack:
+        asyncio.run(attack(args.attack, args.seconds, args.slow))
+        return 0
+    print(json.dumps(asyncio.run(measure(args.seconds, args.rate, args.slow)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
