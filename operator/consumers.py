@@ -20,7 +20,7 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from hookline.operator.status import BusProblem
 from hookline.sender import bus
-from hookline.sender.attempts import HealthReport, health_bucket, health_key
+from hookline.sender.attempts import HealthReport, ensure_attempt_limits, health_bucket, health_key
 from hookline.sender.bus import STREAM, BusUnavailable
 from hookline.sender.config import SenderConfig
 from hookline.sender.retry import GoneState
@@ -144,6 +144,12 @@ class Consumers:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+    async def ensure_attempt_limits(self, max_age_seconds: float, max_bytes: int) -> None:
+        await self._call(
+            "setting the attempt log's limits",
+            lambda js: ensure_attempt_limits(js, max_age_seconds, max_bytes),
+        )
 
     async def forget_health(self, namespace: str, name: str) -> None:
         """Remove a deleted Webhook's health report (best effort: it expires by itself too)."""

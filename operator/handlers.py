@@ -557,9 +557,17 @@ HEALTH_WRITE_TICK_SECONDS = 1.0
 
 
 async def watch_health_reports(rt: Runtime) -> None:
-    """Keep the latest health report of every Webhook (one NATS watch for all of them)."""
+    """Keep the latest health report of every Webhook (one NATS watch for all of them); first make
+    the attempt log's limits the configured ones."""
+    limits_set = False
     while True:
         try:
+            if not limits_set:
+                config = rt.config
+                await rt.consumers.ensure_attempt_limits(
+                    config.attempts_max_age_seconds, config.attempts_max_bytes
+                )
+                limits_set = True
             async for report in rt.consumers.health_reports():
                 rt.health_reports[(report.namespace, report.name)] = report
         except Exception as exc:  # NATS away: watch again; status.delivery just stays as it is

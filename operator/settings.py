@@ -17,6 +17,7 @@ import kopf
 
 from hookline import __version__
 from hookline.api import ANNOTATION_PREFIX, FINALIZER
+from hookline.sender.attempts import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
 from hookline.sender.safehttp import EgressPolicy
 
 # The message of the TemporaryError that schedules the next ownership check (QuietVerificationRetries).
@@ -56,6 +57,9 @@ class OperatorConfig:
     # while it changes (a new Delivering reason at once), and all of them within this budget.
     delivery_status_interval: float = 30.0
     delivery_status_writes_per_second: float = 20.0
+    # The attempt log (HOOKLINE_ATTEMPTS): the operator creates it and keeps its limits (chart values).
+    attempts_max_age_seconds: float = DEFAULT_ATTEMPTS_MAX_AGE_SECONDS
+    attempts_max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES
     nats_connect_timeout: float = 5.0
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     peering: str | None = None  # None: standalone
@@ -87,13 +91,7 @@ def config_from_env(
 ) -> OperatorConfig:
     """The chart sets HOOKLINE_* variables (docs/internals.md); flags win over env for egress."""
     nats_url = env.get("HOOKLINE_NATS_URL", "").strip() or DEFAULT_NATS_URL
-    ttl_text = env.get("HOOKLINE_WEBHOOKTEST_TTL_SECONDS", "").strip()
-    try:
-        ttl = float(ttl_text) if ttl_text else 3600.0
-    except ValueError:
-        raise ValueError(
-            f"HOOKLINE_WEBHOOKTEST_TTL_SECONDS={ttl_text!r} is not a number of seconds"
-        ) from None
+    ttl = _positive(env, "HOOKLINE_WEBHOOKTEST_TTL_SECONDS", 3600.0, "a number of seconds")
     replicas_text = env.get("HOOKLINE_NATS_REPLICAS", "").strip()
     replicas = nats_replicas if nats_replicas is not None else parse_replicas(replicas_text or "0")
     return OperatorConfig(
@@ -108,7 +106,33 @@ def config_from_env(
         health_port=health_port,
         metrics_port=metrics_port,
         sender_service_account=env.get("HOOKLINE_SENDER_SERVICE_ACCOUNT", "").strip() or None,
+        delivery_status_interval=_positive(
+            env, "HOOKLINE_DELIVERY_STATUS_INTERVAL_SECONDS", 30.0, "a number of seconds"
+        ),
+        delivery_status_writes_per_second=_positive(
+            env, "HOOKLINE_DELIVERY_STATUS_WRITES_PER_SECOND", 20.0, "a number of writes per second"
+        ),
+        attempts_max_age_seconds=_positive(
+            env, "HOOKLINE_ATTEMPTS_MAX_AGE_SECONDS", DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, "a number of seconds"
+        ),
+        attempts_max_bytes=int(
+            _positive(env, "HOOKLINE_ATTEMPTS_MAX_BYTES", DEFAULT_ATTEMPTS_MAX_BYTES, "a number of bytes")
+        ),
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, what: str) -> float:
+    """A positive number from the environment, or the default when unset; the error names both."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not {what}") from None
+    if not value > 0:
+        raise ValueError(f"{name}={text!r} must be more than 0 ({what})")
+    return value
 
 
 def parse_replicas(text: str) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -98,6 +99,9 @@ class AttemptRecord:
     receiver: str
     response: str = ""  # the first 1 KiB of the receiver's answer
     successes: int = 1  # a sampled success stands for this many (itself included)
+    # A batch (spec.delivery.batch): event_id is the batch id (its webhook-id), these are its events.
+    events: int = 1
+    event_ids: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
@@ -123,7 +127,9 @@ def attempt_record(
     url: str,
     response: bytes = b"",
     successes: int = 1,
+    event_ids: Sequence[str] = (),
 ) -> AttemptRecord:
+    """One request's record; for a batch `event_id` is the batch id and `event_ids` its events."""
     summary = outcome.detail.split(" (", 1)[0] if outcome.status else outcome.kind.value.replace("_", " ")
     return AttemptRecord(
         at=at,
@@ -138,6 +144,8 @@ def attempt_record(
         receiver=receiver_address(url),
         response=response[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace"),
         successes=successes,
+        events=len(event_ids) or 1,
+        event_ids=list(event_ids),
     )
 
 
@@ -354,6 +362,19 @@ async def health_bucket(js: JetStreamContext, replicas: int = 1) -> Any:
         return await js.create_key_value(
             api.KeyValueConfig(bucket=HEALTH_BUCKET, history=1, ttl=7 * 24 * 3600.0, replicas=replicas)
         )
+
+
+async def ensure_attempt_limits(js: JetStreamContext, max_age_seconds: float, max_bytes: int) -> None:
+    """The attempt log's age and size limits (chart values, applied by the operator): created with
+    them when absent, changed when they differ. Replicas are ingest's (ensure_attempt_store)."""
+    try:
+        info = await js.stream_info(ATTEMPTS_STREAM)
+    except NotFoundError:
+        await js.add_stream(attempts_stream_config(max_age_seconds, max_bytes))
+        return
+    have = info.config
+    if have.max_age != float(max_age_seconds) or have.max_bytes != int(max_bytes):
+        await js.update_stream(have.evolve(max_age=float(max_age_seconds), max_bytes=int(max_bytes)))
 
 
 async def ensure_attempt_store(

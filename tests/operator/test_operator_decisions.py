@@ -528,3 +528,20 @@ def test_operator_metrics_export_the_delivering_reason_of_each_webhook():
     assert (
         'webhook="odd"' not in text.partition("hookline_webhook_delivering_reason")[2].partition("# HELP")[0]
     )
+
+
+def test_delivery_status_and_attempt_log_settings_come_from_the_chart_env():
+    config = config_from_env(
+        {
+            "HOOKLINE_DELIVERY_STATUS_INTERVAL_SECONDS": "60",
+            "HOOKLINE_DELIVERY_STATUS_WRITES_PER_SECOND": "5",
+            "HOOKLINE_ATTEMPTS_MAX_AGE_SECONDS": "3600",
+            "HOOKLINE_ATTEMPTS_MAX_BYTES": "10485760",
+        }
+    )
+    assert (config.delivery_status_interval, config.delivery_status_writes_per_second) == (60.0, 5.0)
+    assert (config.attempts_max_age_seconds, config.attempts_max_bytes) == (3600.0, 10485760)
+    with pytest.raises(
+        ValueError, match="HOOKLINE_DELIVERY_STATUS_WRITES_PER_SECOND='0' must be more than 0"
+    ):
+        config_from_env({"HOOKLINE_DELIVERY_STATUS_WRITES_PER_SECOND": "0"})
