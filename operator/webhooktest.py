@@ -18,7 +18,7 @@ from hookline.api import SpecError, WebhookSpec, parse_webhook_spec
 from hookline.operator import kubeapi
 from hookline.operator.status import VERIFIED, now_iso, status_of
 from hookline.operator.verification import is_verified_for
-from hookline.sender.engine import Delivery
+from hookline.sender.delivery import Delivery
 from hookline.sender.events import Event, EventError, example_event, parse_event
 from hookline.sender.safehttp import BlockedDestination, SafeHTTPClient, SafeHTTPError
 from hookline.sender.signing import parse_secret

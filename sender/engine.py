@@ -22,6 +22,17 @@ Consumer Deleted" wakes the watcher; it also looks every `watch_interval`): `/re
 `hookline_consumer_lost` is 1, and the consumer is recreated from its last ack floor (bus.ensure_consumer),
 so the events the stream still holds for it are delivered; `hookline_consumer_recreated_total` counts it.
 
+With `spec.delivery.batch` one assembler task groups the messages into batches (up to maxEvents
+events and maxBytes bytes, the first event waiting at most maxWaitMilliseconds) and the workers send a
+batch per request: one Retry-After gate pass and one token per request, one attempt record, one
+settlement (sender/settlement.py) for all its events. The events of a failed batch that are retried
+are remembered as a group; when JetStream hands them back (together, after the same delay) they are
+sent again as the same batch, with the same batch id. After a restart the group is forgotten and the
+events are batched afresh (another set of events, so another batch id).
+
+What each request's outcome means for its events (ack, retry after a delay, dead-letter, pause every
+request, stop as gone) is `settlement.settle`, a pure function; `_settle` only executes it.
+
 On stop the engine takes no new events, lets requests in progress finish (each is bounded by the
 Webhook's timeout), and NAKs what it had received but not started (also events waiting out a
 Retry-After or a rate-limit slot), so another replica or the next start delivers them right away.
@@ -34,6 +45,8 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -44,12 +57,13 @@ from hookline.api import WebhookSpec
 from hookline.sender import bus, retry
 from hookline.sender.attempts import AttemptLog, DeliveryTally, HealthReport, attempt_record
 from hookline.sender.deadletter import DeadLetter, count_dead_letters, publish_dead_letter
+from hookline.sender.delivery import Delivery
 from hookline.sender.events import Event, EventError
 from hookline.sender.metrics import WebhookMetrics
 from hookline.sender.ratelimit import BackoffGate, TokenBucket, per_replica_in_flight, per_replica_rate
 from hookline.sender.safehttp import SafeHTTPClient
-from hookline.sender.signing import request_headers
-from hookline.sender.wire import render_event
+from hookline.sender.settlement import Carried, Settlement, settle
+from hookline.sender.wire import batch_size
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +72,33 @@ REDELIVER_AFTER_FAILURE_SECONDS = 5.0
 DEAD_LETTER_MAX_TRIES = 5
 DEAD_LETTER_RECOUNT_SECONDS = 60.0
 DEAD_LETTER_KEPT_DELAY_SECONDS = 3600.0
+# Batches: messages in hand at most (they count as ack-pending, next to the retries that wait).
+BATCH_FEED_LIMIT = bus.MAX_ACK_PENDING // 2
+# How long the first returning event of a failed batch waits for the others (at least maxWait).
+REGROUP_WAIT_SECONDS = 1.0
+
+__all__ = ["Delivery", "Engine"]  # Delivery lives in sender/delivery.py; importable from here too
 
 
-class Delivery:
-    """Everything about one Webhook's requests that is fixed: URL, format, headers, key, timeout."""
+@dataclass(slots=True)
+class _Item:
+    """One event of a batch being assembled: its message, the event, its rendered part."""
 
-    def __init__(self, spec: WebhookSpec, signing_key: bytes | None) -> None:
-        self.url = spec.url
-        self.format = spec.format
-        self.extra_headers = dict(spec.headers)
-        self.key = signing_key
-        self.timeout = float(spec.delivery.timeout_seconds)
+    msg: Msg
+    event: Event
+    part: bytes
 
-    def build(self, event: Event, now: float) -> tuple[bytes, dict[str, str]]:
-        content_type, body = render_event(event, self.format)
-        headers = request_headers(event.id, int(now), content_type, body, self.key, self.extra_headers)
-        return body, headers
+
+@dataclass(eq=False)
+class _Group:
+    """The retried events of a failed batch (stream sequences, in the batch's order)."""
+
+    members: tuple[int, ...]
+    expires: float  # loop time after which members that never came back are forgotten
+
+
+# One carried event as `_settle` executes it: the message, the event, when it entered the stream.
+Carrying = tuple[Msg, Event, float]
 
 
 class Engine:
@@ -119,6 +144,15 @@ class Engine:
         )
         self.bucket = TokenBucket(rate)
         self.gate = BackoffGate()
+        self.batch = limits.batch
+        # Messages in hand: one per worker, or with batches every worker's batch and one being assembled.
+        self.feed_capacity = (
+            self.workers
+            if self.batch is None
+            else min((self.workers + 1) * self.batch.max_events, BATCH_FEED_LIMIT)
+        )
+        self.ready: asyncio.Queue[list[_Item] | None] = asyncio.Queue()  # assembled batches
+        self.regroup: dict[int, _Group] = {}  # stream sequence -> the failed batch it belongs to
         self.gone = retry.GoneState()
         self.gone_recorded = False  # the stop is on the consumer (so a missing record means a resume)
         self.watch_interval = watch_interval
@@ -149,13 +183,21 @@ class Engine:
         return None
 
     async def run(self, stop: asyncio.Event) -> None:
-        feed = self.feed = bus.MessageFeed(self.nc, self.consumer, self.workers, on_error=self._pull_error)
+        feed = self.feed = bus.MessageFeed(
+            self.nc, self.consumer, self.feed_capacity, on_error=self._pull_error
+        )
         if self.attempt_log is not None and (previous := await self.attempt_log.previous()) is not None:
             self.tally.restore(previous)
         await self._watch_once()  # a Webhook stopped by a 410 before this start stays stopped
         feed.pause(self.spec.paused or self.gone.gone)
         await feed.start()
-        workers = [asyncio.create_task(self._work(feed), name=f"deliver {i}") for i in range(self.workers)]
+        if self.batch is None:
+            work = self._work
+            workers = [asyncio.create_task(work(feed), name=f"deliver {i}") for i in range(self.workers)]
+        else:
+            work = self._work_batches
+            workers = [asyncio.create_task(work(feed), name=f"deliver {i}") for i in range(self.workers)]
+            workers.append(asyncio.create_task(self._assemble(feed), name="assemble batches"))
         watcher = asyncio.create_task(self._watch(), name="watch consumer")
         self.running = True
         try:
@@ -172,8 +214,9 @@ class Engine:
                     await msg.nak()
             if unstarted:
                 log.info("%s: returned %d unstarted events to the stream", self.label, len(unstarted))
-            # Each worker finishes the request it is on (bounded by the timeout), then meets a None.
-            for _ in workers:
+            # Each worker finishes the request it is on (bounded by the timeout), then meets a None
+            # (with batches the assembler gives back what it holds, then stops the workers).
+            for _ in workers if self.batch is None else (None,):
                 feed.queue.put_nowait(None)
             await asyncio.gather(*workers, watcher, return_exceptions=True)
 
@@ -222,6 +265,23 @@ class Engine:
             await self._store_dead_letter(msg, event, *pending)
             return
         body, headers = self.delivery.build(event, time.time())
+        status, retry_after, error, answer, took = await self._post(body, headers)
+        outcome = retry.classify(status, error)
+        metrics = self.metrics
+        metrics.attempts[outcome.kind].inc()
+        metrics.request_events.observe(1)
+        now = time.time()
+        await self._note_attempt(event, meta.num_delivered, outcome, took, answer, now)
+        stored_at = meta.timestamp.timestamp()
+        carried = (Carried(meta.num_delivered, stored_at),)
+        await self._settle(
+            ((msg, event, stored_at),), outcome, settle(outcome, carried, now, self.policy, retry_after), now
+        )
+
+    async def _post(
+        self, body: bytes, headers: dict[str, str]
+    ) -> tuple[int | None, str | None, BaseException | None, bytes, float]:
+        """One request: (status, Retry-After, error, answer, seconds); never raises for the request."""
         metrics = self.metrics
         metrics.in_flight.inc()
         started = time.perf_counter()
@@ -241,19 +301,194 @@ class Engine:
             status = response.status
             retry_after = response.headers.get("Retry-After")
             answer = response.body
-        except Exception as exc:  # classified below; the client raises many kinds
+        except Exception as exc:  # classified by the caller; the client raises many kinds
             error = exc
         finally:
             metrics.in_flight.dec()
         took = time.perf_counter() - started
         metrics.duration.observe(took)
+        return status, retry_after, error, answer, took
+
+    # --- batches (spec.delivery.batch) ----------------------------------------------------------------
+
+    async def _admit(self, msg: Msg, feed: bus.MessageFeed) -> Event | None:
+        """The event of a message for a batch, or None when it was dealt with here (undecodable,
+        or only its dead letter is left to store): then it is released too."""
+        try:
+            event = Event.from_bytes(msg.data)
+        except EventError as exc:
+            log.error("%s: dropping undecodable message on %s: %s", self.label, msg.subject, exc)
+            with contextlib.suppress(Exception):
+                await msg.term()
+            feed.release()
+            return None
+        meta = msg.metadata
+        pending = self.unstored.get(meta.sequence.stream)
+        if pending is None and meta.num_delivered > self.policy.max_attempts:
+            outcome = retry.AttemptOutcome(
+                retry.AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier"
+            )
+            pending = (
+                self._dead_letter(msg, event, outcome, retry.DeadLetterReason.MAX_ATTEMPTS, time.time()),
+                0,
+            )
+        if pending is None:
+            return event
+        try:
+            await self._store_dead_letter(msg, event, *pending)
+        except Exception:
+            log.exception("%s: unexpected error storing a dead letter; it will be retried", self.label)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
+        finally:
+            feed.release()
+        return None
+
+    async def _assemble(self, feed: bus.MessageFeed) -> None:
+        """Group the feed's messages into batches for the workers (`self.ready`).
+
+        A batch is handed over when it holds maxEvents events, when the next event would take it past
+        maxBytes, or maxWaitMilliseconds after its first event arrived (once the events already
+        received are in). Events of a failed batch coming back are held until all of them are back
+        (at most max(maxWait, REGROUP_WAIT_SECONDS)), then sent as that batch again.
+        """
+        assert self.batch is not None
+        loop = asyncio.get_running_loop()
+        queue = feed.queue
+        fmt = self.delivery.format
+        max_events = self.batch.max_events
+        limit = self.batch.byte_limit
+        wait = self.batch.max_wait_milliseconds / 1000
+        regroup_wait = max(wait, REGROUP_WAIT_SECONDS)
+        items: list[_Item] = []
+        size = 0  # bytes of the parts in `items`
+        deadline = math.inf
+        held: dict[_Group, tuple[dict[int, tuple[Msg, Event]], float]] = {}
+
+        def hand_over() -> None:
+            nonlocal items, size, deadline
+            if items:
+                self.ready.put_nowait(items)
+            items, size, deadline = [], 0, math.inf
+
+        def hand_over_group(group: _Group) -> None:
+            members, _ = held.pop(group)
+            for sequence in group.members:
+                if self.regroup.get(sequence) is group:
+                    del self.regroup[sequence]
+            order = [members[s] for s in group.members if s in members]
+            self.ready.put_nowait(
+                [_Item(m, e, self.delivery.part(e, index)) for index, (m, e) in enumerate(order)]
+            )
+
+        while True:
+            wake = min(deadline, min((d for _, d in held.values()), default=math.inf))
+            try:
+                if wake == math.inf:
+                    msg = await queue.get()
+                else:
+                    async with asyncio.timeout_at(wake):
+                        msg = await queue.get()
+            except TimeoutError:
+                msg = False  # a deadline passed
+            if msg is None:  # stopping: everything held goes back to the stream
+                back = [i.msg for i in items] + [m for ms, _ in held.values() for m, _ in ms.values()]
+                for m in back:
+                    with contextlib.suppress(Exception):
+                        await m.nak()
+                feed.release(len(back))
+                for _ in range(self.workers):
+                    self.ready.put_nowait(None)
+                return
+            if msg is not False:
+                try:
+                    event = await self._admit(msg, feed)
+                except Exception:  # never let one message stop the assembler
+                    log.exception("%s: unexpected error taking an event; it will be retried", self.label)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
+                    feed.release()
+                    event = None
+                if event is not None:
+                    sequence = msg.metadata.sequence.stream
+                    group = self.regroup.get(sequence)
+                    if group is not None:
+                        members, until = held.get(group) or ({}, loop.time() + regroup_wait)
+                        members[sequence] = (msg, event)
+                        held[group] = (members, until)
+                        if len(members) == len(group.members):
+                            hand_over_group(group)
+                    else:
+                        part = self.delivery.part(event, len(items))
+                        if items and batch_size(size + len(part), len(items) + 1, fmt) > limit:
+                            hand_over()
+                            part = self.delivery.part(event, 0)
+                        if not items:
+                            deadline = loop.time() + wait
+                        items.append(_Item(msg, event, part))
+                        size += len(part)
+                        if len(items) >= max_events:
+                            hand_over()
+            now = loop.time()
+            # At the deadline, first take in what has already arrived (maxWait 0 batches those).
+            if items and now >= deadline and (queue.empty() or now >= deadline + wait + 0.05):
+                hand_over()
+            for group, (_, until) in list(held.items()):
+                if now >= until:  # some never came back (another replica took them): send the rest
+                    hand_over_group(group)
+
+    async def _work_batches(self, feed: bus.MessageFeed) -> None:
+        while (items := await self.ready.get()) is not None:
+            try:
+                await self._deliver_batch(items)
+            except Exception:  # never let one batch kill a worker; JetStream redelivers its events
+                log.exception("%s: unexpected error delivering a batch; it will be retried", self.label)
+                for item in items:
+                    with contextlib.suppress(Exception):
+                        await item.msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
+            finally:
+                feed.release(len(items))
+
+    async def _deliver_batch(self, items: list[_Item]) -> None:
+        msgs = [item.msg for item in items]
+        if self.stopping.is_set() or not await self._wait_for_turn(msgs[0], msgs):
+            for msg in msgs:  # stopping: another replica or the next start takes them right away
+                await msg.nak()
+            return
+        if self.gone.gone:
+            for msg in msgs:
+                await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
+            return
+        events = [item.event for item in items]
+        ident, body, headers = self.delivery.build_batch(events, time.time(), [i.part for i in items])
+        status, retry_after, error, answer, took = await self._post(body, headers)
         outcome = retry.classify(status, error)
+        metrics = self.metrics
         metrics.attempts[outcome.kind].inc()
+        metrics.request_events.observe(len(items))
         now = time.time()
-        await self._note_attempt(event, meta.num_delivered, outcome, took, answer, now)
-        stored_at = meta.timestamp.timestamp()
-        decision = retry.decide(outcome, meta.num_delivered, stored_at, now, self.policy, retry_after)
-        await self._settle(msg, event, outcome, decision, stored_at, now)
+        metas = [msg.metadata for msg in msgs]
+        carried = [Carried(meta.num_delivered, meta.timestamp.timestamp()) for meta in metas]
+        attempt = max(c.attempt for c in carried)
+        await self._note_attempt(events[0], attempt, outcome, took, answer, now, batch=(ident, events))
+        settlement = settle(outcome, carried, now, self.policy, retry_after)
+        carrying = [(m, e, c.stored_at) for m, e, c in zip(msgs, events, carried, strict=True)]
+        await self._settle(carrying, outcome, settlement, now, batch_id=ident)
+
+    def _remember_group(self, sequences: list[int], delay: float) -> None:
+        """The retried events of a failed batch come back as one batch (see `_assemble`)."""
+        loop_time = asyncio.get_running_loop().time()
+        group = _Group(tuple(sequences), loop_time + delay + self.ack_wait + REGROUP_WAIT_SECONDS)
+        for sequence in sequences:
+            self.regroup[sequence] = group
+
+    def _forget_groups(self) -> None:
+        """Drop groups whose events did not come back (taken by another replica, or acked elsewhere)."""
+        if not self.regroup:
+            return
+        now = asyncio.get_running_loop().time()
+        for sequence in [s for s, g in self.regroup.items() if g.expires < now]:
+            del self.regroup[sequence]
 
     async def _note_attempt(
         self,
@@ -263,7 +498,9 @@ class Engine:
         took: float,
         answer: bytes,
         now: float,
+        batch: tuple[str, Sequence[Event]] | None = None,
     ) -> None:
+        """One attempt record per request; for a batch (batch id, its events) it names them all."""
         self.tally.record(now, outcome, answer)
         if not outcome.succeeded:
             await self._trip_breaker(event, now)
@@ -272,16 +509,23 @@ class Engine:
         successes = 1
         if outcome.succeeded and not (successes := self.tally.sample_success(now)):
             return
+        if batch is None:
+            event_id, event_type, event_ids = event.id, event.type, ()
+        else:
+            event_id, events = batch
+            event_type = ",".join(sorted({e.type for e in events}))
+            event_ids = tuple(e.id for e in events)
         record = attempt_record(
             at=now,
-            event_id=event.id,
-            event_type=event.type,
+            event_id=event_id,
+            event_type=event_type,
             attempt=attempt,
             outcome=outcome,
             duration=took,
             url=self.delivery.url,
             response=answer,
             successes=successes,
+            event_ids=event_ids,
         )
         try:
             await self.attempt_log.record(record)
@@ -308,7 +552,7 @@ class Engine:
             return
         self.last_report = report
 
-    async def _wait_for_turn(self, msg: Msg) -> bool:
+    async def _wait_for_turn(self, msg: Msg, batch: Sequence[Msg] = ()) -> bool:
         """Wait out a Retry-After pause, then for a rate-limit slot (again if a pause began meanwhile).
 
         Through a pause JetStream is told the event is in progress, so it is not redelivered.
@@ -319,7 +563,8 @@ class Engine:
                 if not await self._sleep_unless_stopping(min(left, self.ack_wait / 2)):
                     return False
                 if self.gate.paused:
-                    await msg.in_progress()
+                    for held in batch or (msg,):
+                        await held.in_progress()
             delay = self.bucket.reserve()
             if delay > 0 and not await self._sleep_unless_stopping(delay):
                 return False
@@ -334,42 +579,57 @@ class Engine:
 
     async def _settle(
         self,
-        msg: Msg,
-        event: Event,
+        carried: Sequence[Carrying],
         outcome: retry.AttemptOutcome,
-        decision: retry.Decision,
-        stored_at: float,
+        settlement: Settlement,
         now: float,
+        batch_id: str | None = None,
     ) -> None:
-        kind = decision.kind
-        if kind is retry.DecisionKind.ACK:
-            await msg.ack()
-            self.metrics.deliveries["delivered"].inc()
-            self.metrics.latency.observe(max(0.0, now - stored_at))
-            return
-        attempt = msg.metadata.num_delivered
-        if decision.backoff_all:
-            self.gate.pause_for(decision.backoff_all)
+        """Execute `settlement` for the events one request carried (in the order they were carried)."""
+        decisions = settlement.decisions
+        if settlement.pause_all:
+            self.gate.pause_for(settlement.pause_all)
             log.warning(
-                "%s: %s, every request paused for %.0fs", self.label, outcome.detail, decision.backoff_all
+                "%s: %s, every request paused for %.0fs", self.label, outcome.detail, settlement.pause_all
             )
-        if kind is retry.DecisionKind.RETRY:
+        if settlement.stop_gone:
+            await self._stop_for_gone(carried[0][1], now)
+        retried: list[int] = []
+        for (msg, event, stored_at), decision in zip(carried, decisions, strict=True):
+            kind = decision.kind
+            if kind is retry.DecisionKind.ACK:
+                await msg.ack()
+                self.metrics.deliveries["delivered"].inc()
+                self.metrics.latency.observe(max(0.0, now - stored_at))
+            elif kind is retry.DecisionKind.RETRY:
+                if batch_id is None:
+                    log.info(
+                        "%s: event %s attempt %d failed (%s), retry in %.0fs",
+                        self.label,
+                        event.id,
+                        msg.metadata.num_delivered,
+                        outcome.detail,
+                        decision.delay,
+                    )
+                await msg.nak(delay=decision.delay)
+                retried.append(msg.metadata.sequence.stream)
+            else:
+                assert decision.reason is not None
+                await self._store_dead_letter(
+                    msg, event, self._dead_letter(msg, event, outcome, decision.reason, now), 0
+                )
+        if batch_id is not None and retried:
+            delay = settlement.retry_delay or 0.0
             log.info(
-                "%s: event %s attempt %d failed (%s), retry in %.0fs",
+                "%s: batch %s (%d events) failed (%s); %d retried in %.0fs",
                 self.label,
-                event.id,
-                attempt,
+                batch_id,
+                len(carried),
                 outcome.detail,
-                decision.delay,
+                len(retried),
+                delay,
             )
-            await msg.nak(delay=decision.delay)
-            return
-        if kind is retry.DecisionKind.GONE:
-            await self._stop_for_gone(event, now)
-        assert decision.reason is not None
-        await self._store_dead_letter(
-            msg, event, self._dead_letter(msg, event, outcome, decision.reason, now), 0
-        )
+            self._remember_group(retried, delay)
 
     def _dead_letter(
         self,
@@ -521,6 +781,7 @@ class Engine:
 
     async def _watch_once(self) -> None:
         """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive)."""
+        self._forget_groups()
         try:
             info = await self.js.consumer_info(bus.STREAM, self.consumer)
         except NotFoundError:

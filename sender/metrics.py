@@ -35,6 +35,8 @@ WEBHOOK_LABELS = ("namespace", "webhook", "database")
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # End-to-end latency includes retries, so it reaches hours.
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 36000.0)
+# Events per request: 1 without a batch, up to spec.delivery.batch.maxEvents (at most 1000).
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
@@ -58,6 +60,7 @@ class WebhookMetrics:
     consumer_lost: Gauge
     consumer_recreated: Counter
     dead_letter_failures: Counter
+    request_events: Histogram
 
 
 class SenderMetrics:
@@ -132,6 +135,13 @@ class SenderMetrics:
             labels,
             registry=registry,
         )
+        self.request_events = Histogram(
+            "hookline_delivery_request_events",
+            "Events carried by each delivery request (1 without spec.delivery.batch)",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
 
     def bind(self, namespace: str, webhook: str, database: str | None = None) -> WebhookMetrics:
         """Create every child of one Webhook up front, so all series exist from the start at zero."""
@@ -149,6 +159,7 @@ class SenderMetrics:
             consumer_lost=self.consumer_lost.labels(*ids),
             consumer_recreated=self.consumer_recreated.labels(*ids),
             dead_letter_failures=self.dead_letter_failures.labels(*ids),
+            request_events=self.request_events.labels(*ids),
         )
 
     def unbind(self, namespace: str, webhook: str) -> None:
@@ -173,6 +184,7 @@ class SenderMetrics:
             self.consumer_lost,
             self.consumer_recreated,
             self.dead_letter_failures,
+            self.request_events,
         ):
             family.remove(*ids)
 
