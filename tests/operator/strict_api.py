@@ -373,11 +373,17 @@ class StrictCluster(Cluster):
         self.refusals: list[Refusal] = []
         self.pruned: list[Pruned] = []
         self._watchers: set[asyncio.Queue[_Event | None]] = set()
+        self.expired = 0  # watches answered with 410 Gone
+        self.served: collections.Counter[tuple[str, str, str]] = (
+            collections.Counter()
+        )  # (user, verb, resource)
 
     # --- knobs for tests ---------------------------------------------------------------------------------
 
     def compact(self) -> int:
-        """Forget the history, as etcd's compaction does: a watch from an older version gets 410 Gone."""
+        """Forget the history, as etcd's compaction does after other writes moved the revision on:
+        a watch from any version handed out so far gets 410 Gone; returns the new oldest version."""
+        self.version += 1
         self.history.clear()
         self.compacted = self.version
         return self.compacted
@@ -468,6 +474,7 @@ class StrictCluster(Cluster):
         if not verb:
             raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
         self._authorize(identity, verb, resource, name, sub, request.namespace)
+        self.served[identity.user, verb, f"{resource.plural}/{sub}" if sub else str(resource.plural)] += 1
         if sub is not None and sub not in info.subresources:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if info.namespaced and request.namespace is None and verb not in ("list", "watch"):
@@ -602,6 +609,7 @@ class StrictCluster(Cluster):
                             initial.append(found)
             elif int(since_text) < self.compacted:
                 gone = ApiError(410, "Expired", f"too old resource version: {since_text} ({self.compacted})")
+                self.expired += 1
                 with contextlib.suppress(ConnectionError):
                     await response.write(
                         json.dumps({"type": "ERROR", "object": gone.status()}).encode() + b"\n"
