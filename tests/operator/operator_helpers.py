@@ -8,6 +8,11 @@ answers 201, a watch that names a resourceVersion starts after it instead of rep
 and PUT replaces an object (409 Conflict when its resourceVersion is not the current one). There is no
 Deployment controller: tests that need Ready patch the Deployment's status the way the controller
 would (`make_available`).
+
+`Cluster` is the lenient base. What the tests, tests/test_monitoring.py and bench/operator_scale.py
+run on is `strict_api.StrictCluster`, built on it: kube-apiserver's refusals (typed query parameters,
+CRD pruning, schema and CEL validation, status-subresource rules, 409s, 410 Gone) and the chart's RBAC
+for the operator, which authenticates with OPERATOR_TOKEN; `call` uses ADMIN_TOKEN.
 """
 
 from __future__ import annotations
