@@ -456,6 +456,7 @@ class WebhookTestStatus(StatusModel):
     message: str | None = None
     sent_at: str | None = None
     event_id: str | None = None
+    events: int | None = None  # a batch test: how many events it carried (event_id is the batch id)
     signed: bool | None = None
     response: TestResponse | None = None
     error: str | None = None
@@ -465,6 +466,9 @@ class WebhookTestSpec(CamelModel):
     webhook: Annotated[str, Field(min_length=1, max_length=253)]
     event: EventType
     data: dict[str, Any] = Field(default_factory=dict)
+    # Send this many events (the data, each with its own id) as one batch in the batch wire format,
+    # whether or not the Webhook batches yet; absent: a batch of one when spec.delivery.batch is set.
+    batch: Annotated[int, Field(ge=1, le=BATCH_MAX_EVENTS)] | None = None
 
 
 def checked_status(model: type[StatusModel], value: Mapping[str, Any]) -> dict[str, Any]:

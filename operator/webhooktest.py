@@ -1,7 +1,10 @@
 """WebhookTest: post user-entered data once to a verified Webhook, exactly as its sender would.
 
 The event is completed by the same parser ingest uses (id, time, timestamp filled in), rendered and
-signed by the sender's own Delivery, and sent through the SSRF-safe client. The signing Secret is read
+signed by the sender's own Delivery (sender/delivery.py, not the delivery loop), and sent through the
+SSRF-safe client. With `spec.batch: N` (or when the Webhook has spec.delivery.batch) it is a batch in
+the batch wire format: N events of the data, each with its own id, under one batch id, so a customer
+can check that their script reads batches before switching batching on. The signing Secret is read
 for this one request only; its value never reaches status, events or logs.
 """
 
@@ -46,6 +49,14 @@ class TestOutcome:
     @property
     def summary(self) -> str:
         return str(self.status.get("message") or self.status.get("error") or self.status.get("phase"))
+
+
+def batch_size_of(test_spec: Mapping[str, Any], spec: WebhookSpec) -> int | None:
+    """How many events the test sends as a batch, or None for a single event (no batch format)."""
+    count = test_spec.get("batch")
+    if count is not None:
+        return int(count)
+    return 1 if spec.delivery.batch is not None else None
 
 
 def failed(reason: str, message: str, **extra: Any) -> TestOutcome:
@@ -129,8 +140,10 @@ async def run_test(
     except SpecError as exc:
         return failed("InvalidWebhook", f"Webhook {name} has an invalid spec: {exc}")
     data = dict(test_spec.get("data") or {})
+    count = batch_size_of(test_spec, spec)
     try:
         event, filled = build_event(str(test_spec.get("event")), data)
+        batch = [event] + [build_event(str(test_spec.get("event")), data)[0] for _ in range((count or 1) - 1)]
     except (EventError, ValueError) as exc:
         return failed("InvalidData", f"spec.data is not a valid {test_spec.get('event')} event: {exc}")
     try:
@@ -139,25 +152,32 @@ async def run_test(
         return failed("SecretUnavailable", str(exc))
     delivery = Delivery(spec, key)
     now = time.time()
-    body, headers = delivery.build(event, now)
+    sent_id = event.id
+    if count is None:
+        body, headers = delivery.build(event, now)
+    else:
+        sent_id, body, headers = delivery.build_batch(batch, now)
     sent_at = now_iso()
     try:
         response = await http.request(
             "POST", spec.url, data=body, headers=headers, timeout=min(delivery.timeout, max_timeout)
         )
     except BlockedDestination as exc:
-        return failed("Blocked", str(exc), sentAt=sent_at, eventId=event.id)
+        return failed("Blocked", str(exc), sentAt=sent_at, eventId=sent_id)
     except SafeHTTPError as exc:
         message = f"{exc}; check that the receiver is up"
-        return failed("RequestFailed", message, sentAt=sent_at, eventId=event.id)
+        return failed("RequestFailed", message, sentAt=sent_at, eventId=sent_id)
     outcome = outcome_of_response(
         response.status,
         response.elapsed,
         response.body,
         sent_at=sent_at,
-        event_id=event.id,
+        event_id=sent_id,
         signed=key is not None,
     )
+    if count is not None:
+        outcome.status["events"] = count
+        outcome.status["message"] += f" (a batch of {count} event{'s' if count > 1 else ''})"
     if filled:
         outcome.status["message"] += f" (sample values were used for {', '.join(filled)})"
     return outcome

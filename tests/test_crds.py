@@ -266,6 +266,8 @@ def test_webhooktest_keeps_arbitrary_data_and_defaults_it():
         ({"webhook": "Not_A_Name"}, "spec.webhook"),
         ({"event": "unsubscribe"}, "spec.event"),
         ({"event": ...}, "spec.event"),
+        ({"batch": 0}, "spec.batch"),
+        ({"batch": 1001}, "spec.batch"),
     ],
 )
 def test_bad_webhooktest_is_rejected_naming_the_field(change, field):

@@ -11,7 +11,15 @@ from typing import Any, TextIO
 
 from kubernetes import client
 
-from hookline.api import API_VERSION, GROUP, VERSION, WEBHOOK_PLURAL, WEBHOOKTEST_KIND, WEBHOOKTEST_PLURAL
+from hookline.api import (
+    API_VERSION,
+    BATCH_MAX_EVENTS,
+    GROUP,
+    VERSION,
+    WEBHOOK_PLURAL,
+    WEBHOOKTEST_KIND,
+    WEBHOOKTEST_PLURAL,
+)
 from hookline.kubecli.kube import CommandError, add_connection_arguments, api_error, connect
 
 FINISHED = ("Succeeded", "Failed")
@@ -29,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         '(profile=42, tags=["x"]); missing fields get sample values',
     )
     parser.add_argument("--event", metavar="TYPE", help="event type (default: the Webhook's first event)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="send N events of the data (each with its own id) as one batch in the batch wire format, "
+        "also before spec.delivery.batch is set (default: a batch of one when the Webhook batches)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default 30)"
     )
@@ -58,12 +73,15 @@ def parse_data(pairs: Sequence[str]) -> dict[str, Any]:
     return data
 
 
-def webhook_test(webhook: str, event: str, data: dict[str, Any]) -> dict[str, Any]:
+def webhook_test(webhook: str, event: str, data: dict[str, Any], batch: int | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"webhook": webhook, "event": event, "data": data}
+    if batch is not None:
+        spec["batch"] = batch
     return {
         "apiVersion": API_VERSION,
         "kind": WEBHOOKTEST_KIND,
         "metadata": {"generateName": f"{webhook}-test-"},
-        "spec": {"webhook": webhook, "event": event, "data": data},
+        "spec": spec,
     }
 
 
@@ -80,6 +98,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         data = parse_data(args.data)
+        batch = getattr(args, "batch", None)
+        if batch is not None and not 1 <= batch <= BATCH_MAX_EVENTS:
+            raise CommandError(f"--batch {batch}: send between 1 and {BATCH_MAX_EVENTS} events")
         kube = connect(args)
         try:
             webhook = kube.api.get_namespaced_custom_object(
@@ -93,12 +114,17 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             raise CommandError(f"Webhook {args.webhook} has no events; pass --event TYPE")
         try:
             created = kube.api.create_namespaced_custom_object(
-                GROUP, VERSION, kube.namespace, WEBHOOKTEST_PLURAL, webhook_test(args.webhook, event, data)
+                GROUP,
+                VERSION,
+                kube.namespace,
+                WEBHOOKTEST_PLURAL,
+                webhook_test(args.webhook, event, data, batch),
             )
         except client.ApiException as exc:
             raise api_error(exc, "creating the WebhookTest") from None
         name = created["metadata"]["name"]
-        out.write(f"WebhookTest {name}: posting a {event} event to {args.webhook}...\n")
+        what = f"a batch of {batch} {event} events" if batch else f"a {event} event"
+        out.write(f"WebhookTest {name}: posting {what} to {args.webhook}...\n")
         deadline = time.monotonic() + args.timeout
         while True:
             current = kube.api.get_namespaced_custom_object(
