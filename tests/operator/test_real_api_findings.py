@@ -133,7 +133,12 @@ async def test_a_nats_consumer_limit_is_a_permanent_reason_that_does_not_flap(
     assert ready["status"] == "False"
     assert "err_code 10026" in ready["message"] and "nats.streamMaxConsumers" in ready["message"]
     assert cluster.get(DEPLOYMENTS, "second-sender") is None
-    # Status and Deployment changes of the first Webhook do not move the second's reason.
+    # Status and Deployment changes of the first Webhook do not move the second's reason. (Kopf posts
+    # Events in the background: count once the BusRefused one is there.)
+    await wait_for(
+        lambda: [e for e in cluster.events_for("second") if "err_code 10026" in e.get("message", "")],
+        "the BusRefused Event",
+    )
     before = len(cluster.events_for("second"))
     status = {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}
     await cluster.call("PATCH", api_path(DEPLOYMENTS, name="first-sender", sub="status"), {"status": status})
