@@ -15,13 +15,34 @@ import json
 import time
 from typing import Any
 
-from stack import click, percentile, stack, wait_until
+from aiohttp import web
+from stack import Attempt, Receiver, click, percentile, stack, wait_until
 
 
-async def measure(rate: float = 500.0, seconds: float = 20.0, batch: int = 10) -> dict[str, Any]:
+class BatchReceiver(Receiver):
+    """The harness receiver, one attempt per event of a JSON batch (webhook-id is the batch id)."""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        arrived = time.monotonic()
+        for item in json.loads(body):
+            self.attempts.append(Attempt(item["id"], arrived, 200, arrived))
+        return web.Response(status=200, text="ok")
+
+
+async def measure(
+    rate: float = 500.0, seconds: float = 20.0, batch: int = 10, delivery_batch: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`batch`: events per POST to ingest; `delivery_batch`: the Webhook's spec.delivery.batch."""
     async with stack() as harness:
-        receiver = await harness.receiver()
-        await harness.webhook("latency", receiver, maxInFlight=50, maxRequestsPerSecond=10000)
+        if delivery_batch:
+            receiver = await BatchReceiver(name="batch-receiver").start()
+            harness.receivers.append(receiver)
+            extra = {"batch": delivery_batch}
+        else:
+            receiver = await harness.receiver()
+            extra = {}
+        await harness.webhook("latency", receiver, maxInFlight=50, maxRequestsPerSecond=10000, **extra)
         await harness.ingest_events(200, prefix="warmup")  # connections, JIT-free but caches warm
         await wait_until(lambda: receiver.successes >= 200, what="warm-up delivered")
         receiver.attempts.clear()
@@ -61,6 +82,7 @@ async def measure(rate: float = 500.0, seconds: float = 20.0, batch: int = 10) -
         latencies = sorted((arrivals[i] - posted_at[i]) * 1000 for i in arrivals if i in posted_at)
         return {
             "benchmark": "ingest_to_receiver_latency",
+            "delivery_batch": delivery_batch,
             "target_rate_per_second": rate,
             "achieved_post_rate_per_second": round(total / send_seconds, 1),
             "events": len(latencies),

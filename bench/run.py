@@ -9,6 +9,9 @@
    maxRequestsPerSecond (bench/ratelimit.py).
 5. Ingest beside hostile clients (decompression bombs, huge-error bodies, slow connections):
    valid-request and /healthz p99, quiet and under attack (bench/hostile.py).
+6. Batched delivery (spec.delivery.batch): events/s and requests/s at the same receiver from one
+   sender process with maxEvents 1 (no batch), 10 and 100, and the ingest-to-receiver latency at
+   500 events/s with maxEvents 100 against maxWaitMilliseconds + 20 ms (bench/latency.py).
 
 Bounded in count and time (defaults take well under a minute); `--help` for the knobs.
 """
@@ -103,19 +106,27 @@ async def receiver_stats(http: aiohttp.ClientSession, base: str) -> dict:
         return await response.json()
 
 
-async def wait_count(http: aiohttp.ClientSession, base: str, count: int, within: float) -> dict:
+async def wait_count(
+    http: aiohttp.ClientSession, base: str, count: int, within: float, key: str = "count"
+) -> dict:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         stats = await receiver_stats(http, base)
-        if stats["count"] >= count:
+        if stats[key] >= count:
             return stats
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"receiver got {stats['count']} of {count} requests within {within:g}s")
+    raise RuntimeError(f"receiver got {stats[key]} of {count} {key} within {within:g}s")
 
 
 def rate(stats: dict) -> float:
     span = stats["last"] - stats["first"]
     return (stats["count"] - 1) / span if span > 0 else float("nan")
+
+
+def event_rate(stats: dict) -> float:
+    """Events/s at the receiver (the first request's events arrived at the start of the span)."""
+    span = stats["last"] - stats["first"]
+    return (stats["events"] - stats["first_events"]) / span if span > 0 else float("nan")
 
 
 async def raw_ceiling(http_base: str, hook_url: str, events: list, concurrency: int, fmt: str) -> dict:
@@ -153,6 +164,7 @@ def write_sender_config(
     name: str,
     *,
     record_attempts: bool = True,
+    batch: dict | None = None,
 ) -> tuple[Path, str, SenderConfig]:
     """The bench Webhook's sender config file (signed click deliveries, loopback allowed)."""
     secret_file = tmp / "secret"
@@ -167,7 +179,11 @@ def write_sender_config(
                 "database": "newsletter",
                 "format": fmt,
                 "signing": {"secretRef": {"name": "s", "key": "secret"}},
-                "delivery": {"maxInFlight": concurrency, "maxRequestsPerSecond": 10000},
+                "delivery": {
+                    "maxInFlight": concurrency,
+                    "maxRequestsPerSecond": 10000,
+                    **({"batch": batch} if batch else {}),
+                },
             },
             "nats": {"url": nats_url, "consumer": consumer_name("bench", name)},
             "signingSecretFile": str(secret_file),
@@ -193,9 +209,17 @@ async def sender_throughput(
     tag: str,
     *,
     record_attempts: bool = True,
+    batch: dict | None = None,
 ) -> dict:
     config_path, listen, cfg = write_sender_config(
-        tmp, nats.url, hook_url, concurrency, fmt, f"throughput-{tag}", record_attempts=record_attempts
+        tmp,
+        nats.url,
+        hook_url,
+        concurrency,
+        fmt,
+        f"throughput-{tag}",
+        record_attempts=record_attempts,
+        batch=batch,
     )
     nc = await bus.connect(nats.url)
     js = nc.jetstream()
@@ -209,7 +233,7 @@ async def sender_throughput(
             await response.read()
         proc = spawn([*HOOKLINE, "sender", "--config", str(config_path)], tmp / f"sender-{tag}.log")
         try:
-            stats = await wait_count(http, http_base, len(events), within=300)
+            stats = await wait_count(http, http_base, len(events), within=300, key="events")
             async with http.get(f"http://{listen}/metrics") as response:
                 metrics = await response.text()
             stats["peak_rss_mib"] = peak_rss_mib(proc.pid)
@@ -298,12 +322,14 @@ async def measure(args: argparse.Namespace) -> dict:
                     sender_rates.append(rate(sent))
                     print(f"  {sender_rates[-1]:.0f} deliveries/s", flush=True)
                     print(f"round {round_}/{args.rounds}: the same, attempt log off ...", flush=True)
+                    # Other event ids: the stream's duplicate window would drop the same ones unstored.
+                    unrecorded = [parse_event(sample_event(i, f"r{round_}-off")) for i in range(args.events)]
                     quiet = await sender_throughput(
                         tmp,
                         nats,
                         http_base,
                         hook_url,
-                        events,
+                        unrecorded,
                         args.concurrency,
                         args.format,
                         f"r{round_}-off",
@@ -320,6 +346,7 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["sender_rate"] = max(sender_rates)
                 results["raw_rates"] = raw_rates
                 results["sender_rates"] = sender_rates
+                results["batches"] = await batched(args, tmp, nats, http_base, hook_url)
                 print(
                     f"hookline ingest: {args.ingest_events} events in batches of {args.batch} ...", flush=True
                 )
@@ -331,6 +358,9 @@ async def measure(args: argparse.Namespace) -> dict:
                 print(f"  {ingest['rate']:.0f} events/s", flush=True)
             if args.latency_seconds > 0:
                 results["latency"] = await latency(args)
+                results["batch_latency"] = await latency(
+                    args, {"maxEvents": 100, "maxWaitMilliseconds": args.batch_wait_ms}
+                )
             if args.ratelimit_seconds > 0:
                 results["ratelimit"] = await ratelimit(args)
             if args.hostile_seconds > 0:
@@ -340,15 +370,43 @@ async def measure(args: argparse.Namespace) -> dict:
     return results
 
 
-async def latency(args: argparse.Namespace) -> dict | None:
+async def batched(
+    args: argparse.Namespace, tmp: Path, nats: EmbeddedNats, http_base: str, hook_url: str
+) -> list[dict]:
+    """Events/s and requests/s at the receiver for each maxEvents (1: no batch), same receiver."""
+    rows = []
+    for size in args.batch_sizes:
+        batch = None if size == 1 else {"maxEvents": size, "maxWaitMilliseconds": args.batch_wait_ms}
+        print(f"batched delivery: maxEvents {size}, {args.batch_events} events ...", flush=True)
+        events = [parse_event(sample_event(i, f"b{size}")) for i in range(args.batch_events)]
+        sent = await sender_throughput(
+            tmp, nats, http_base, hook_url, events, args.concurrency, "json", f"b{size}", batch=batch
+        )
+        row = {
+            "max_events": size,
+            "events_per_second": event_rate(sent),
+            "requests_per_second": rate(sent),
+            "requests": sent["count"],
+            "failed_attempts": sent["failed_attempts"],
+        }
+        rows.append(row)
+        print(
+            f"  {row['events_per_second']:.0f} events/s, {row['requests_per_second']:.0f} requests/s",
+            flush=True,
+        )
+    return rows
+
+
+async def latency(args: argparse.Namespace, delivery_batch: dict | None = None) -> dict | None:
     """Ingest-to-receiver latency from bench/latency.py (issue 4's harness), when it is there."""
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         from latency import measure as measure_latency
     except ImportError:
         return None
-    print(f"latency at {args.latency_rate:g} events/s for {args.latency_seconds:g}s ...", flush=True)
-    result = await measure_latency(args.latency_rate, args.latency_seconds)
+    what = f" with batch {delivery_batch}" if delivery_batch else ""
+    print(f"latency at {args.latency_rate:g} events/s for {args.latency_seconds:g}s{what} ...", flush=True)
+    result = await measure_latency(args.latency_rate, args.latency_seconds, delivery_batch=delivery_batch)
     print(f"  p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", flush=True)
     return result
 
@@ -419,6 +477,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             f"| ingest events/s (`hookline ingest`, batches of {args.batch}, {args.ingest_clients} clients) "
             f"| {r['ingest_rate']:.0f} |",
             *latency_rows(r.get("latency")),
+            *batch_rows(r.get("batches") or [], r.get("batch_latency"), args),
             *ratelimit_rows(r.get("ratelimit")),
             *hostile_rows(r.get("hostile")),
             "| sender peak RSS during the delivery run (VmHWM) | "
@@ -436,6 +495,31 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             "",
         ]
     )
+
+
+def batch_rows(rows: list[dict], latency_result: dict | None, args: argparse.Namespace) -> list[str]:
+    out = []
+    base = next((r["events_per_second"] for r in rows if r["max_events"] == 1), None)
+    for row in rows:
+        size = row["max_events"]
+        label = "1 (no batch)" if size == 1 else str(size)
+        gain = f" ({row['events_per_second'] / base:.1f}x)" if base and size != 1 else ""
+        out.append(
+            f"| batched delivery, maxEvents {label}: events/s, one sender (json, signed, maxInFlight "
+            f"{args.concurrency}, {args.batch_events} events) | {row['events_per_second']:.0f}{gain} |"
+        )
+        out.append(
+            f"| batched delivery, maxEvents {label}: requests/s the receiver saw "
+            f"| {row['requests_per_second']:.0f} |"
+        )
+    if latency_result:
+        goal = args.batch_wait_ms + 20
+        out.append(
+            f"| ingest-to-receiver latency at {latency_result['target_rate_per_second']:g} events/s, "
+            f"maxEvents 100, maxWaitMilliseconds {args.batch_wait_ms}: p50 / p99 (goal: p99 within "
+            f"{goal} ms) | {latency_result['p50_ms']} / {latency_result['p99_ms']} ms |"
+        )
+    return out
 
 
 def latency_rows(result: dict | None) -> list[str]:
@@ -503,6 +587,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=6.0,
         help="quiet and attacked ingest phases, seconds; 0 skips",
+    )
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=40000,
+        help="events per batched-delivery run (default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[1, 10, 100],
+        help="maxEvents of the batched runs, 1 meaning no batch (default 1,10,100)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms", type=int, default=50, help="maxWaitMilliseconds of the batched runs"
     )
     parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
     return parser.parse_args(argv)

@@ -12,11 +12,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "faults"))
 
-from harness import Harness, Process, Receiver, Webhook, click, wait_until  # noqa: E402
+from harness import Attempt, Harness, Process, Receiver, Webhook, click, wait_until  # noqa: E402
 
 from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
 
-__all__ = ["Harness", "Process", "Receiver", "Webhook", "click", "percentile", "stack", "wait_until"]
+__all__ = [
+    "Attempt",
+    "Harness",
+    "Process",
+    "Receiver",
+    "Webhook",
+    "click",
+    "percentile",
+    "stack",
+    "wait_until",
+]
 
 
 @contextlib.asynccontextmanager
