@@ -382,15 +382,18 @@ class Engine:
             )
 
         while True:
-            wake = min(deadline, min((d for _, d in held.values()), default=math.inf))
-            try:
-                if wake == math.inf:
-                    msg = await queue.get()
-                else:
-                    async with asyncio.timeout_at(wake):
+            if not queue.empty():  # the common case under load: no timer needed
+                msg = queue.get_nowait()
+            else:
+                wake = min(deadline, min((d for _, d in held.values()), default=math.inf))
+                try:
+                    if wake == math.inf:
                         msg = await queue.get()
-            except TimeoutError:
-                msg = False  # a deadline passed
+                    else:
+                        async with asyncio.timeout_at(wake):
+                            msg = await queue.get()
+                except TimeoutError:
+                    msg = False  # a deadline passed
             if msg is None:  # stopping: everything held goes back to the stream
                 back = [i.msg for i in items] + [m for ms, _ in held.values() for m, _ in ms.values()]
                 for m in back:
@@ -433,9 +436,10 @@ class Engine:
             # At the deadline, first take in what has already arrived (maxWait 0 batches those).
             if items and now >= deadline and (queue.empty() or now >= deadline + wait + 0.05):
                 hand_over()
-            for group, (_, until) in list(held.items()):
-                if now >= until:  # some never came back (another replica took them): send the rest
-                    hand_over_group(group)
+            if held:
+                for group, (_, until) in list(held.items()):
+                    if now >= until:  # some never came back (another replica took them): send the rest
+                        hand_over_group(group)
 
     async def _work_batches(self, feed: bus.MessageFeed) -> None:
         while (items := await self.ready.get()) is not None:
