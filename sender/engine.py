@@ -152,6 +152,7 @@ class Engine:
             else min((self.workers + 1) * self.batch.max_events, BATCH_FEED_LIMIT)
         )
         self.ready: asyncio.Queue[list[_Item] | None] = asyncio.Queue()  # assembled batches
+        self.assembling: list[_Item] = []  # the batch the assembler is filling
         self.regroup: dict[int, _Group] = {}  # stream sequence -> the failed batch it belongs to
         self.gone = retry.GoneState()
         self.gone_recorded = False  # the stop is on the consumer (so a missing record means a resume)
@@ -361,6 +362,7 @@ class Engine:
         wait = self.batch.max_wait_milliseconds / 1000
         regroup_wait = max(wait, REGROUP_WAIT_SECONDS)
         items: list[_Item] = []
+        self.assembling = items
         size = 0  # bytes of the parts in `items`
         deadline = math.inf
         held: dict[_Group, tuple[dict[int, tuple[Msg, Event]], float]] = {}
@@ -370,6 +372,7 @@ class Engine:
             if items:
                 self.ready.put_nowait(items)
             items, size, deadline = [], 0, math.inf
+            self.assembling = items
 
         def hand_over_group(group: _Group) -> None:
             members, _ = held.pop(group)
@@ -485,6 +488,16 @@ class Engine:
         group = _Group(tuple(sequences), loop_time + delay + self.ack_wait + REGROUP_WAIT_SECONDS)
         for sequence in sequences:
             self.regroup[sequence] = group
+
+    async def _keep_waiting_batches(self) -> None:
+        """Through a Retry-After pause, tell JetStream that events waiting in batches no worker holds
+        yet are in progress (the workers do so for theirs), so it does not hand them out again."""
+        if self.batch is None or not self.gate.paused:
+            return
+        waiting = [b for b in list(self.ready._queue) if b is not None]  # type: ignore[attr-defined]
+        for item in [i for batch in waiting for i in batch] + list(self.assembling):
+            with contextlib.suppress(Exception):
+                await item.msg.in_progress()
 
     def _forget_groups(self) -> None:
         """Drop groups whose events did not come back (taken by another replica, or acked elsewhere)."""
@@ -786,6 +799,7 @@ class Engine:
     async def _watch_once(self) -> None:
         """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive)."""
         self._forget_groups()
+        await self._keep_waiting_batches()
         try:
             info = await self.js.consumer_info(bus.STREAM, self.consumer)
         except NotFoundError:

@@ -160,3 +160,24 @@ async def test_what_came_back_of_a_failed_batch_goes_after_the_wait(monkeypatch)
     await wait_until(lambda: e.ready.qsize() == 1, within=10, what="the part that came back")
     assert [sequences(b) for b in await stop(e, feed, task)] == [[1, 2]]
     assert e.regroup == {}  # 3 is forgotten: if it comes back it is a fresh event
+
+
+async def test_through_a_pause_events_waiting_in_batches_are_kept_in_progress():
+    e, feed = engine(maxEvents=2, maxWaitMilliseconds=10_000), FakeFeed()
+    progress: list[int] = []
+    held = [msg(i) for i in range(1, 6)]
+    for m in held:
+        m.in_progress = lambda m=m: _note(progress, m.sequence)  # type: ignore[method-assign]
+        feed.queue.put_nowait(m)
+    task = await run(e, feed)
+    await wait_until(lambda: e.ready.qsize() == 2 and len(e.assembling) == 1, within=10, what="assembled")
+    await e._keep_waiting_batches()
+    assert progress == []  # no pause: nothing to say
+    e.gate.pause_for(60)
+    await e._keep_waiting_batches()
+    assert sorted(progress) == [1, 2, 3, 4, 5]  # two waiting batches and the open one
+    await stop(e, feed, task)
+
+
+async def _note(progress: list[int], sequence: int) -> None:
+    progress.append(sequence)
