@@ -71,6 +71,7 @@ _GONE = Decision.gone()
 _BLOCKED = Decision.dead_letter(DeadLetterReason.BLOCKED)
 _MAX_ATTEMPTS = Decision.dead_letter(DeadLetterReason.MAX_ATTEMPTS)
 _MAX_AGE = Decision.dead_letter(DeadLetterReason.MAX_AGE)
+_ACK_ONE = Settlement((_ACK,))  # the common case, made once
 
 
 def settle(
@@ -85,7 +86,7 @@ def settle(
         raise ValueError("a request carries at least one event")
     count = len(carried)
     if outcome.succeeded:
-        return Settlement((_ACK,) * count)
+        return _ACK_ONE if count == 1 else Settlement((_ACK,) * count)
     if outcome.gone:
         return Settlement((_GONE,) * count, stop_gone=True)
     if outcome.kind is AttemptKind.BLOCKED:
