@@ -365,6 +365,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["ratelimit"] = await ratelimit(args)
             if args.hostile_seconds > 0:
                 results["hostile"] = await hostile(args)
+            if args.nats_consumers > 0:
+                results["nats_consumers"] = await nats_consumers(args)
         finally:
             stop(receiver)
     return results
@@ -426,6 +428,17 @@ async def ratelimit(args: argparse.Namespace) -> dict:
     return result
 
 
+async def nats_consumers(args: argparse.Namespace) -> dict:
+    """nats-server RSS and publish rate with N Webhooks' consumers, from bench/nats_consumers.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from nats_consumers import measure as measure_consumers
+
+    print(f"nats-server with {args.nats_consumers} Webhook consumers ...", flush=True)
+    result = await measure_consumers(args.nats_consumers, 10_000)
+    print(f"  {result['rss_mib']} MiB, {result['publish_events_per_s']} events/s", flush=True)
+    return result
+
+
 async def hostile(args: argparse.Namespace) -> dict:
     """Ingest p99s beside hostile clients, from bench/hostile.py."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -480,6 +493,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             *batch_rows(r.get("batches") or [], r.get("batch_latency"), args),
             *ratelimit_rows(r.get("ratelimit")),
             *hostile_rows(r.get("hostile")),
+            *nats_consumer_rows(r.get("nats_consumers")),
             "| sender peak RSS during the delivery run (VmHWM) | "
             + (f"{r['sender_peak_rss_mib']:.0f} MiB |" if r.get("sender_peak_rss_mib") else "n/a |"),
             "",
@@ -544,6 +558,18 @@ def ratelimit_rows(result: dict | None) -> list[str]:
     ]
 
 
+def nats_consumer_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    n = f"{result['consumers']:,}"
+    return [
+        f"| nats-server RSS with {n} Webhook consumers (idle server {result['rss_idle_mib']} MiB; "
+        f"bench/nats_consumers.py) | {result['rss_mib']:.0f} MiB ({result['kib_per_consumer']} KiB each) |",
+        f"| publish events/s with {n} consumers / none (batches of 100) | "
+        f"{result['publish_events_per_s']} / {result['publish_events_per_s_no_consumers']} |",
+    ]
+
+
 def hostile_rows(result: dict | None) -> list[str]:
     if not result:
         return []
@@ -602,6 +628,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batch-wait-ms", type=int, default=50, help="maxWaitMilliseconds of the batched runs"
+    )
+    parser.add_argument(
+        "--nats-consumers",
+        type=int,
+        default=1000,
+        help="Webhook consumers on one nats-server for the RSS/publish-rate run (0 skips; "
+        "bench/nats_consumers.py measures 10,000)",
     )
     parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
     return parser.parse_args(argv)
