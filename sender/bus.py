@@ -189,6 +189,10 @@ def check_replicas(replicas: int) -> int:
     return int(replicas)
 
 
+STREAM_RETENTIONS = {"interest": api.RetentionPolicy.INTEREST, "limits": api.RetentionPolicy.LIMITS}
+DEFAULT_STREAM_RETENTION = "interest"
+
+
 def stream_config(
     retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
@@ -196,9 +200,12 @@ def stream_config(
     *,
     max_consumers: int = DEFAULT_MAX_CONSUMERS,
     replicas: int = DEFAULT_REPLICAS,
+    retention: str = DEFAULT_STREAM_RETENTION,
 ) -> api.StreamConfig:
     """Interest-based retention on disk: an event stays until every consumer that wants it acked it
     (or max_age passed); at `max_bytes` (-1: no limit but the server's) new events are refused.
+    `retention="limits"` keeps delivered events until max_age too (the byte limit then also counts
+    them): the choice for NATS servers whose interest streams misbehave on leader failover.
     `max_consumers` is always explicit (see DEFAULT_MAX_CONSUMERS); `replicas` copies on a cluster."""
     if max_consumers < 1:
         raise ValueError("stream max consumers must be at least 1 (one consumer per verified Webhook)")
@@ -209,10 +216,12 @@ def stream_config(
         raise ValueError("duplicate window must be positive and not longer than the retention")
     if max_bytes != -1 and max_bytes < 1024 * 1024:
         raise ValueError("stream max bytes must be -1 (no limit) or at least 1 MiB")
+    if retention not in STREAM_RETENTIONS:
+        raise ValueError(f"stream retention policy must be one of {', '.join(STREAM_RETENTIONS)}")
     return api.StreamConfig(
         name=STREAM,
         subjects=list(STREAM_SUBJECTS),
-        retention=api.RetentionPolicy.INTEREST,
+        retention=STREAM_RETENTIONS[retention],
         storage=api.StorageType.FILE,
         discard=api.DiscardPolicy.NEW,
         max_age=float(retention_seconds),
@@ -231,6 +240,7 @@ async def ensure_stream(
     max_bytes: int = -1,
     max_consumers: int = DEFAULT_MAX_CONSUMERS,
     replicas: int = DEFAULT_REPLICAS,
+    retention: str = DEFAULT_STREAM_RETENTION,
     update_existing: bool = True,
 ) -> api.StreamInfo:
     """Create the events stream if absent; bring retention, limits and duplicate window up to date if not.
@@ -242,7 +252,12 @@ async def ensure_stream(
     one set higher by hand, and moves the stream to `replicas` (the server re-replicates it).
     """
     wanted = stream_config(
-        retention_seconds, duplicate_window, max_bytes, max_consumers=max_consumers, replicas=replicas
+        retention_seconds,
+        duplicate_window,
+        max_bytes,
+        max_consumers=max_consumers,
+        replicas=replicas,
+        retention=retention,
     )
     try:
         info = await js.stream_info(STREAM)
@@ -263,8 +278,11 @@ def stream_changes(
     subjects = sorted({*(have.subjects or []), *STREAM_SUBJECTS})
     if subjects != sorted(have.subjects or []):
         changes["subjects"] = subjects
-    fixed = ("retention", "discard")
-    tunable = ("max_age", "duplicate_window", "max_bytes", "num_replicas") if update_existing else ()
+    # Ingest owns the retention policy (a sender must not undo `--stream-retention limits`).
+    fixed = ("discard",)
+    tunable = (
+        ("retention", "max_age", "duplicate_window", "max_bytes", "num_replicas") if update_existing else ()
+    )
     for name in (*fixed, *tunable):
         value, current = getattr(wanted, name), getattr(have, name)
         if name == "num_replicas":

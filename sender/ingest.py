@@ -67,6 +67,7 @@ MAX_HEAVY_WAITING = 8
 CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
 TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
 NATS_URL_ENV = "HOOKLINE_NATS_URL"
+STREAM_RETENTION_ENV = "HOOKLINE_STREAM_RETENTION"
 MAX_CONSUMERS_ENV = "HOOKLINE_STREAM_MAX_CONSUMERS"
 REPLICAS_ENV = "HOOKLINE_NATS_REPLICAS"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -494,6 +495,7 @@ async def ensure_bus_layout(
     max_bytes: int,
     max_consumers: int,
     replicas: int,
+    stream_retention: str = bus.DEFAULT_STREAM_RETENTION,
 ) -> None:
     """Ingest owns the streams' settings: the events stream (limits, consumer limit, replicas), and the
     replicas of the dead letters, the attempt log and the key-value buckets. A refusal (R3 on a single
@@ -506,6 +508,7 @@ async def ensure_bus_layout(
             max_bytes=max_bytes,
             max_consumers=max_consumers,
             replicas=replicas,
+            retention=stream_retention,
         )
         await bus.ensure_dead_letter_stream(js, replicas=replicas, update_existing=True)
         await bus.ensure_floors_bucket(js, replicas)
@@ -580,6 +583,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"existing ones are moved to it (env {REPLICAS_ENV}; default %(default)s)",
     )
     parser.add_argument(
+        "--stream-retention",
+        choices=tuple(bus.STREAM_RETENTIONS),
+        default=os.environ.get(STREAM_RETENTION_ENV, bus.DEFAULT_STREAM_RETENTION),
+        help="interest: the stream keeps an event until every Webhook that wants it acked it; limits: "
+        f"until --retention passes, delivered or not (env {STREAM_RETENTION_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
         "--retention",
         type=parse_duration,
         default=float(bus.DEFAULT_RETENTION_SECONDS),
@@ -616,6 +626,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             max_bytes=args.stream_max_bytes,
             max_consumers=args.stream_max_consumers,
             replicas=args.nats_replicas,
+            stream_retention=args.stream_retention,
         )
         registry = CollectorRegistry()
         ingest = Ingest(

@@ -207,3 +207,30 @@ async def test_feed_keeps_delivering_after_nats_restarts(nats, nats_server):
 async def test_connect_failure_says_what_to_check():
     with pytest.raises(bus.BusUnavailable, match=r"cannot connect to NATS at nats://127\.0\.0\.1:1"):
         await bus.connect("nats://127.0.0.1:1", connect_timeout=1, initial_attempts=1)
+
+
+async def test_delivered_events_hold_no_space_and_ingest_owns_the_retention_policy(nats):
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    await bus.ensure_consumer(js, cfg)
+    await bus.publish_events(nc, js, [event(id="kept")])
+    info = await js.stream_info(bus.STREAM)
+    assert info.config.retention == bus.api.RetentionPolicy.INTEREST
+    assert info.config.discard == bus.api.DiscardPolicy.NEW
+    assert info.state.messages == 1  # a Webhook wants it
+    sub = await js.pull_subscribe_bind(cfg.nats.consumer, bus.STREAM)
+    for msg in await sub.fetch(1, timeout=5):
+        await msg.ack_sync()
+    for _ in range(500):  # delivered: gone from the store (the server removes it right after the ack)
+        if (await js.stream_info(bus.STREAM)).state.messages == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (await js.stream_info(bus.STREAM)).state.messages == 0
+    # `--stream-retention limits` (ingest) holds; a sender's ensure_stream does not undo it.
+    limited = await bus.ensure_stream(js, retention="limits", max_bytes=64 * 1024 * 1024)
+    assert limited.config.retention == bus.api.RetentionPolicy.LIMITS
+    kept = await bus.ensure_stream(js, update_existing=False)
+    assert kept.config.retention == bus.api.RetentionPolicy.LIMITS
+    assert kept.config.max_bytes == 64 * 1024 * 1024
+    with pytest.raises(ValueError, match="retention policy"):
+        bus.stream_config(retention="forever")

@@ -284,6 +284,7 @@ def test_chart_installs_on_oldest_supported_kubernetes():
         (["--set", "nats.url=nats.messaging.svc:4222"], "/nats/url"),
         (["--set", "nats.persistence.size=lots"], "/nats/persistence/size"),
         (["--set", "nats.streamMaxBytes=-2"], "/nats/streamMaxBytes"),
+        (["--set", "nats.streamRetention=forever"], "/nats/streamRetention"),
         (["--set", "nats.streamMaxConsumers=0"], "/nats/streamMaxConsumers"),
         (["--set", "nats.replicas=7"], "/nats/replicas"),
         (["--set", "nats.replicas=3"], "nats.replicas=3 needs a NATS cluster"),
@@ -517,6 +518,8 @@ def test_the_stream_byte_limit_is_a_chart_value_ingest_applies():
 
     assert limit("defaults") == "8589934592"  # 8 GiB, below the 10Gi volume
     assert limit("stream-limit") == "1073741824"
+    args = container(ingest("defaults"))["args"]
+    assert args[args.index("--stream-retention") + 1] == "interest"
 
 
 def test_ingest_token_comes_from_a_generated_secret():
