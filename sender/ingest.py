@@ -404,7 +404,9 @@ class Ingest:
                 "later (events with the same id are stored once)",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from exc
-        self.refusing_until = 0.0
+        if self.refusing_until:
+            self.refusing_until = 0.0
+            self.metrics.store_refusing.set(0)
         self.metrics.publish_duration.observe(time.perf_counter() - started)
         dup_ids = [o.id for o, dup in zip(batch, duplicates, strict=True) if dup]
         self.metrics.event_outcomes["accepted"].inc(len(batch) - len(dup_ids))
