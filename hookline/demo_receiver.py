@@ -61,8 +61,34 @@ def signature_verdict(headers: Mapping[str, str], body: bytes, secrets: list[str
     return "signature OK"
 
 
+def batch_events(content_type: str, body: bytes) -> list[Any] | None:
+    """The events of a batch (a JSON array, or a form of events[i][...] only), or None."""
+    if content_type.startswith("application/json"):
+        if not body.lstrip().startswith(b"["):
+            return None
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, list) else None
+    form = decode_form(body)
+    events = form.get("events")
+    return events if list(form) == ["events"] and isinstance(events, list) else None
+
+
 def describe_request(path: str, headers: Mapping[str, str], body: bytes, secrets: list[str]) -> str:
     """One line for a delivery: where, what, the key fields and the signature check."""
+    events = batch_events(headers.get("Content-Type", ""), body)
+    if events is not None:
+        types: dict[str, int] = {}
+        for event in events:
+            kind = str(event.get("type", "?")) if isinstance(event, dict) else "?"
+            types[kind] = types.get(kind, 0) + 1
+        summary = ",".join(f"{kind}x{count}" for kind, count in sorted(types.items()))
+        return (
+            f"POST {path}  batch of {len(events)} ({summary})  id={headers.get('webhook-id', '?')}  "
+            f"{signature_verdict(headers, body, secrets)}"
+        )
     fields = parse_body(headers.get("Content-Type", ""), body)
     event_type = str(fields.get("type", "?"))
     parts = [f"id={headers.get('webhook-id', '?')}"]

@@ -107,3 +107,16 @@ def test_a_single_delivery_is_unchanged_by_the_batch_module():
     event = events()[0]
     body, headers = d.build(event, NOW)
     assert json.loads(body) == event.payload and headers["webhook-id"] == event.id
+
+
+@pytest.mark.parametrize("fmt", ["json", "form"])
+def test_the_demo_receiver_shows_a_batch_as_one_line(fmt):
+    from hookline.demo_receiver import describe_request
+
+    batch = events()[:3]
+    ident, body, headers = delivery(fmt).build_batch(batch, time.time())
+    line = describe_request("/hooks/a.php", headers, body, [SECRET])
+    assert line.startswith("POST /hooks/a.php  batch of 3 (")
+    assert f"id={ident}" in line and line.endswith("signature OK")
+    single_body, single_headers = delivery(fmt).build(batch[0], time.time())
+    assert "batch" not in describe_request("/hooks/a.php", single_headers, single_body, [SECRET])
