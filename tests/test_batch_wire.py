@@ -120,3 +120,19 @@ def test_the_demo_receiver_shows_a_batch_as_one_line(fmt):
     assert f"id={ident}" in line and line.endswith("signature OK")
     single_body, single_headers = delivery(fmt).build(batch[0], time.time())
     assert "batch" not in describe_request("/hooks/a.php", single_headers, single_body, [SECRET])
+
+
+def test_the_batch_reaches_the_sender_through_its_config_document():
+    from hookline.sender.config import parse_sender_config
+
+    doc = {
+        "webhook": {"namespace": "shop", "name": "clicks"},
+        "spec": {"url": "https://x.example/h", "events": ["open"], "delivery": {"batch": {"maxEvents": 50}}},
+        "nats": {"consumer": "hookline_shop_clicks"},
+    }
+    cfg = parse_sender_config(doc)
+    again = parse_sender_config(cfg.to_document())
+    assert again.spec.delivery.batch == cfg.spec.delivery.batch
+    assert again.to_document()["spec"]["delivery"]["batch"] == {"maxEvents": 50, "maxWaitMilliseconds": 1000}
+    unbatched = parse_sender_config({**doc, "spec": {"url": "https://x.example/h.php", "events": ["open"]}})
+    assert "batch" not in unbatched.to_document()["spec"]["delivery"]
