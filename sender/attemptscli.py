@@ -15,13 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from hookline.sender import bus
 from hookline.sender.attempts import AttemptRecord, one_line, read_attempts
-from hookline.sender.config import consumer_name
 from hookline.sender.ingest import DEFAULT_NATS_URL, NATS_URL_ENV
-from hookline.sender.redrive import NAMESPACE_ENV, parse_since
+from hookline.sender.redrive import EXIT_OK, NAMESPACE_ENV, cli_connection, parse_since
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXCERPT_COLUMN = 60
 
 
@@ -76,21 +73,9 @@ def render(records: Sequence[AttemptRecord], output: str, what: str, out: TextIO
 
 
 async def _main(args: argparse.Namespace) -> int:
-    try:
-        consumer_name(args.namespace, args.webhook)  # validates both names
-    except ValueError as exc:
-        print(f"hookline attempts: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        nc = await bus.connect(args.nats_url, name="hookline-attempts", initial_attempts=1)
-    except Exception as exc:  # nats raises NoServersError, OSError, TimeoutError, ...
-        print(
-            f"hookline attempts: cannot connect to NATS at {args.nats_url} "
-            f"({str(exc) or type(exc).__name__}). Pass --nats-url (env {NATS_URL_ENV}), or reach "
-            "the cluster's NATS with kubectl port-forward svc/<nats service> 4222",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+    nc = await cli_connection("attempts", args.namespace, args.webhook, args.nats_url)
+    if isinstance(nc, int):
+        return nc
     try:
         records = await read_attempts(
             nc.jetstream(),

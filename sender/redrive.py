@@ -243,7 +243,7 @@ async def redrive(
     return done
 
 
-async def _connect(url: str) -> NATS:
+async def _connect(url: str, command: str) -> NATS:
     """Few attempts, no reconnects: a command line tool should fail fast and say why.
 
     (nats-py retries the initial connect forever unless max_reconnect_attempts is positive.)
@@ -254,7 +254,7 @@ async def _connect(url: str) -> NATS:
 
     return await nats.connect(
         url,
-        name="hookline-redrive",
+        name=f"hookline-{command}",
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         allow_reconnect=False,
         max_reconnect_attempts=1,
@@ -262,22 +262,30 @@ async def _connect(url: str) -> NATS:
     )
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def cli_connection(command: str, namespace: str, webhook: str, url: str) -> NATS | int:
+    """For a one-shot command about one Webhook (redrive, attempts): the NATS connection, or the
+    exit code after saying on stderr what to do."""
     try:
-        consumer_name(args.namespace, args.webhook)  # validates both names
+        consumer_name(namespace, webhook)  # validates both names
     except ValueError as exc:
-        print(f"hookline redrive: {exc}", file=sys.stderr)
+        print(f"hookline {command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        nc = await _connect(args.nats_url)
+        return await _connect(url, command)
     except Exception as exc:  # nats raises NoServersError, OSError, TimeoutError, ...
         print(
-            f"hookline redrive: cannot connect to NATS at {args.nats_url} "
-            f"({exc or type(exc).__name__}). Pass --nats-url (env {NATS_URL_ENV}), or reach the cluster's "
-            "NATS with kubectl port-forward svc/<nats service> 4222",
+            f"hookline {command}: cannot connect to NATS at {url} ({str(exc) or type(exc).__name__}). "
+            f"Pass --nats-url (env {NATS_URL_ENV}), or reach the cluster's NATS with "
+            "kubectl port-forward svc/<nats service> 4222",
             file=sys.stderr,
         )
         return EXIT_FAILED
+
+
+async def _main(args: argparse.Namespace) -> int:
+    nc = await cli_connection("redrive", args.namespace, args.webhook, args.nats_url)
+    if isinstance(nc, int):
+        return nc
     js = nc.jetstream()
     try:
         if args.resume:

@@ -288,3 +288,38 @@ async def test_the_circuit_breaker_stops_after_only_failures_and_resumes_like_a_
         assert len(receiver.delivered()) + left == 4  # the kept events: delivered or still waiting
     finally:
         stop.set()
+
+
+async def test_the_command_prints_the_log_and_says_what_to_do_without_nats(nats, nats_server, capsys):
+    _, js = nats
+    from hookline import cli
+    from hookline.sender.natsserver import free_port
+
+    record = attempt_record(
+        at=1_700_000_000.0,
+        event_id="e1",
+        event_type="click",
+        attempt=3,
+        outcome=FAIL,
+        duration=0.05,
+        url="https://shop.example.com/h",
+        response=b"database down",
+    )
+    await health_bucket(js)
+    from hookline.sender.attempts import attempts_stream_config, attempts_subject
+
+    await js.add_stream(attempts_stream_config(3600, 1024 * 1024))
+    await js.publish(attempts_subject("shop", "orders"), record.to_bytes())
+    code = await asyncio.to_thread(
+        cli.main, ["attempts", "orders", "-n", "shop", "--failed", "--nats-url", nats_server.url]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "2023-11-14T22:13:20Z  e1" in out and "HTTP 500" in out and "database down" in out
+    code = await asyncio.to_thread(
+        cli.main, ["attempts", "orders", "-n", "shop", "-o", "json", "--nats-url", nats_server.url]
+    )
+    assert code == 0 and json.loads(capsys.readouterr().out)[0]["attempt"] == 3
+    dead = f"nats://127.0.0.1:{free_port()}"
+    assert await asyncio.to_thread(cli.main, ["attempts", "orders", "--nats-url", dead]) == 1
+    assert "cannot connect to NATS" in capsys.readouterr().err
+    assert await asyncio.to_thread(cli.main, ["attempts", "Not_A_Name", "--nats-url", dead]) == 2
