@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -54,8 +55,14 @@ class BenchCluster(StrictCluster):
         super().__attrs_post_init__()
         self.created_deployments: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
         self.ready: set[str] = set()
+        self.requests: dict[str, int] = {}  # by action (CREATE, UPDATE, ...), events included
+
+    def writes(self) -> int:
+        return sum(n for action, n in self.requests.items() if action in ("CREATE", "UPDATE", "DELETE"))
 
     async def _handle(self, request: kmock.Request) -> web.StreamResponse:
+        action = str(getattr(request.action, "value", request.action))
+        self.requests[action] = self.requests.get(action, 0) + 1
         if request.action == enums.action.CREATE and request.resource == kmock.resource(EVENTS):
             return web.json_response(request.data, status=201)  # accepted, not kept: nobody reads them
         response = await super()._handle(request)
@@ -86,14 +93,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-async def bench(count: int, limit_seconds: float) -> int:
+async def bench(count: int, limit_seconds: float, steady_seconds: float = 0.0, as_json: bool = False) -> int:
     timeout = limit_seconds
     tmpdir = tempfile.TemporaryDirectory(prefix="hookline-bench-")
     with tmpdir as tmp, EmbeddedNats(Path(tmp) / "nats") as nats:
@@ -142,16 +149,46 @@ async def bench(count: int, limit_seconds: float) -> int:
                 elapsed = time.perf_counter() - started
                 rss = peak_rss_mib(operator.pid)
                 cpu = cpu_seconds(operator.pid)
+                # Steady state: every Webhook Ready, nothing changing; what does the operator still
+                # write (status, events, Deployments) and how much memory does it keep?
+                writes_before, steady_started = cluster.writes(), time.perf_counter()
+                steady_rss = peak_rss_mib(operator.pid, "VmRSS")
+                if steady_seconds > 0:
+                    await asyncio.sleep(steady_seconds)  # a measurement window, not a wait for a condition
+                    steady_rss = peak_rss_mib(operator.pid, "VmRSS")
+                window = max(1e-9, time.perf_counter() - steady_started)
+                writes_per_minute = (cluster.writes() - writes_before) * 60 / window
+                final_peak = peak_rss_mib(operator.pid)
             finally:
                 controller.cancel()
                 stop_operator_process(operator, log)
                 await runner.cleanup()
+            if as_json:
+                print(
+                    json.dumps(
+                        {
+                            "webhooks": count,
+                            "ready_seconds": round(elapsed, 1),
+                            "peak_rss_mib": round(max(rss, final_peak), 1),
+                            "steady_rss_mib": round(steady_rss, 1),
+                            "steady_seconds": steady_seconds,
+                            "api_writes_per_minute": round(writes_per_minute, 1),
+                            "operator_cpu_seconds": round(cpu, 1),
+                            "api_requests_by_action": cluster.requests,
+                        }
+                    )
+                )
             print(f"webhooks: {count}")
             print(f"created in: {created:.1f} s")
             print(f"all Ready after: {elapsed:.1f} s (from the first create)")
             print(f"verification requests at the site: {hits[0]}")
             print(f"operator peak RSS: {rss:.0f} MiB")
             print(f"operator CPU time: {cpu:.1f} s (the rest of the wall time is the emulator's)")
+            if steady_seconds > 0:
+                print(
+                    f"steady state over {window:.0f} s: RSS {steady_rss:.0f} MiB, "
+                    f"{writes_per_minute:.1f} API writes/min"
+                )
             faults = cluster.operator_faults()
             if faults:
                 print(f"the API refused or pruned the operator {len(faults)} times:", file=sys.stderr)
@@ -164,8 +201,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--webhooks", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    parser.add_argument(
+        "--steady-seconds",
+        type=float,
+        default=0.0,
+        help="after all are Ready, count the operator's API writes and read its RSS over this window",
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
-    return asyncio.run(bench(args.webhooks, args.timeout))
+    return asyncio.run(bench(args.webhooks, args.timeout, args.steady_seconds, args.json))
 
 
 if __name__ == "__main__":
