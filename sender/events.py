@@ -233,8 +233,11 @@ def value_problems(obj: Mapping[str, Any], *, max_depth: int = MAX_DEPTH) -> lis
     integers beyond 64 bits, strings that are not valid Unicode (lone surrogates such as \\ud800,
     in values or keys), nesting deeper than `max_depth`. Each error names the field's path.
 
-    Iterative, so a deep document cannot exhaust the stack; it never descends past the limit.
+    Iterative, so a deep document cannot exhaust the stack; it never descends past the limit. An
+    event whose values are all plain (the common case) is passed by `_plain` without building paths.
     """
+    if _plain_object(obj, 0, max_depth):
+        return []
     errors: list[FieldError] = []
     stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in reversed(obj.items())]
     for key in obj:
@@ -287,6 +290,42 @@ def value_problems(obj: Mapping[str, Any], *, max_depth: int = MAX_DEPTH) -> lis
         if len(errors) >= 50:  # enough to act on; the rest of a hostile document is not walked
             break
     return errors
+
+
+def _plain(value: Any, depth: int, max_depth: int) -> bool:
+    """True when `value_problems` would find nothing in it (a fast check; False means: look closer)."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or not _bad_unicode(value)
+    if kind is int:
+        return MIN_INT <= value <= MAX_INT
+    if value is None or kind is bool:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return _plain_object(value, depth, max_depth)
+    if kind is list:
+        if not value:
+            return True
+        if depth + 1 >= max_depth:
+            return False
+        return all(_plain(item, depth + 1, max_depth) for item in value)
+    return False
+
+
+def _plain_object(obj: Mapping[str, Any], depth: int, max_depth: int) -> bool:
+    if obj and depth + 1 >= max_depth:
+        return False
+    for key, item in obj.items():
+        if type(item) is str:  # the common case, inline
+            if not item.isascii() and _bad_unicode(item):
+                return False
+        elif not _plain(item, depth + 1, max_depth):
+            return False
+        if not key.isascii() and _bad_unicode(key):
+            return False
+    return True
 
 
 def _bad_unicode(text: str) -> bool:
