@@ -14,7 +14,6 @@ from typing import Any
 
 import kmock
 import pytest
-from aiohttp import web
 from operator_helpers import (
     NS,
     OPERATOR_TOKEN,
@@ -23,6 +22,7 @@ from operator_helpers import (
     StartOperator,
     declare_resources,
     operator_config,
+    serve_on_loopback,
 )
 from strict_api import WATCH_WINDOW, StrictCluster
 
@@ -47,14 +47,7 @@ async def cluster(watch_window: int) -> AsyncIterator[StrictCluster]:
 @pytest.fixture
 async def site() -> AsyncIterator[Site]:
     site = Site()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", site.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    site.base = f"http://127.0.0.1:{port}"
+    runner, site.base = await serve_on_loopback(site.handle)
     yield site
     await runner.cleanup()
 

@@ -417,3 +417,22 @@ def stop_operator_process(process: subprocess.Popen[bytes], log: IO[bytes]) -> N
     """SIGTERM, and a kill if it has not stopped within 30 s."""
     terminate(process, timeout=30)
     log.close()
+
+
+async def serve_on_loopback(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """An aiohttp server on 127.0.0.1 and a free port answering every method and path with
+    ``handle``: a customer's site. Returns the runner (clean it up) and the base URL."""
+    from hookline.sender.health import bound_port, start_site
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = await start_site(app, "127.0.0.1", 0)
+    return runner, f"http://127.0.0.1:{bound_port(runner)}"
+
+
+def token_of(cluster: Cluster, name: str) -> str | None:
+    """The verification token in a Webhook's status, once there is one (never raises)."""
+    status = (cluster.get(WEBHOOKS, name) or {}).get("status") or {}
+    return (status.get("verification") or {}).get("content")

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 from aiohttp import web
-from operator_helpers import CONFIGMAPS, WEBHOOKS, condition, create_webhook, wait_for
+from operator_helpers import (
+    CONFIGMAPS,
+    WEBHOOKS,
+    condition,
+    create_webhook,
+    serve_on_loopback,
+    token_of,
+    wait_for,
+)
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import attempts, bus
@@ -51,13 +59,7 @@ class Customer:
 @pytest.fixture
 async def customer() -> AsyncIterator[Customer]:
     server = Customer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, server.base = await serve_on_loopback(server.handle)
     yield server
     await runner.cleanup()
 
@@ -105,14 +107,7 @@ async def test_delivering_moves_through_failing_and_back_with_events_and_no_secr
     await create_webhook(
         cluster, "health", url=url, events=["open"], format="json", headers={"X-Api-Key": HEADER_SECRET}
     )
-    token = await wait_for(
-        lambda: (
-            ((cluster.get(WEBHOOKS, "health") or {}).get("status") or {})
-            .get("verification", {})
-            .get("content")
-        ),
-        "a token",
-    )
+    token = await wait_for(lambda: token_of(cluster, "health"), "a token")
     customer.files[f"/hooks/hookline-{token}.txt"] = token
     stop = asyncio.Event()
     await run_sender_from_configmap(cluster, "health", stop)
@@ -188,14 +183,7 @@ async def test_a_timing_out_receiver_is_failing_with_timeouts(cluster, customer,
         events=["open"],
         delivery={"timeoutSeconds": 1},
     )
-    token = await wait_for(
-        lambda: (
-            ((cluster.get(WEBHOOKS, "slowpoke") or {}).get("status") or {})
-            .get("verification", {})
-            .get("content")
-        ),
-        "a token",
-    )
+    token = await wait_for(lambda: token_of(cluster, "slowpoke"), "a token")
     customer.files[f"/hooks/hookline-{token}.txt"] = token
     stop = asyncio.Event()
     await run_sender_from_configmap(cluster, "slowpoke", stop)

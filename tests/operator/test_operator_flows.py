@@ -246,10 +246,7 @@ async def test_spec_change_updates_the_deployment_with_a_new_config_hash(cluster
     await wait_for(new_hash, "a new config hash")
     assert "format: json" in cluster.get(CONFIGMAPS, "changing-sender")["data"]["sender.yaml"]
     labels = await wait_for(
-        lambda: (
-            "hookline.io/collection" in labels_of(cluster, "changing")
-            and labels_of(cluster, "changing")
-        ),
+        lambda: "hookline.io/collection" in labels_of(cluster, "changing") and labels_of(cluster, "changing"),
         "scope labels",
     )
     assert (labels["hookline.io/database"], labels["hookline.io/collection"]) == ("newsletter", "orders")

@@ -22,6 +22,7 @@ from operator_helpers import (
     api_path,
     condition,
     create_webhook,
+    serve_on_loopback,
     wait_for,
 )
 
@@ -58,13 +59,7 @@ class TimedSite:
 @pytest.fixture
 async def timed_site() -> AsyncIterator[TimedSite]:
     site = TimedSite()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", site.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    site.base = f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, site.base = await serve_on_loopback(site.handle)
     yield site
     await runner.cleanup()
 
