@@ -57,6 +57,28 @@ def quantiles(metric: str, *, per_webhook: bool) -> list[prometheus.Dataquery]:
     ]
 
 
+def webhook_table(title: str, description: str, expr: str, detail: str) -> table.Panel:
+    """A full-width table of one instant query: a row per Webhook, then the ``detail`` label."""
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .span(12)
+        .height(8)
+        .with_target(query(expr, "").instant().format(PromQueryFormat.TABLE))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True, "Value": True, "__name__": True},
+                    "indexByName": {"namespace": 0, "webhook": 1, "database": 2, detail: 3},
+                },
+            )
+        )
+    )
+
+
 def series(title: str, description: str, unit: str, targets: list[prometheus.Dataquery]) -> timeseries.Panel:
     panel = (
         timeseries.Panel()
@@ -227,64 +249,26 @@ def build() -> dict[str, object]:
             )
         )
         .with_panel(
-            table.Panel()
-            .title("Webhooks needing attention")
-            .description(
+            webhook_table(
+                "Webhooks needing attention",
                 "Each Webhook with a condition that is not True: Verified (ownership file), Ready (sender"
                 " pods) or Delivering (False after a 410 Gone). Why, and what to do:"
-                " `kubectl -n NAMESPACE describe wh WEBHOOK` (conditions and events)."
-            )
-            .datasource(DATASOURCE)
-            .span(12)
-            .height(8)
-            .with_target(
-                query(
-                    f'hookline_webhook_condition{{{WEBHOOKS}, webhook=~"$webhook", status!="True"}}',
-                    "",
-                )
-                .instant()
-                .format(PromQueryFormat.TABLE)
-            )
-            .with_transformation(
-                DataTransformerConfig(
-                    id_val="organize",
-                    options={
-                        "excludeByName": {"Time": True, "Value": True, "__name__": True},
-                        "indexByName": {"namespace": 0, "webhook": 1, "database": 2, "condition": 3},
-                    },
-                )
+                " `kubectl -n NAMESPACE describe wh WEBHOOK` (conditions and events).",
+                f'hookline_webhook_condition{{{WEBHOOKS}, webhook=~"$webhook", status!="True"}}',
+                "condition",
             )
         )
         .with_panel(
-            table.Panel()
-            .title("Failing Webhooks")
-            .description(
+            webhook_table(
+                "Failing Webhooks",
                 "Each Webhook whose deliveries are not fine, with the reason of its Delivering condition:"
                 " Failing (most recent attempts fail), Backlogged (pending grows), ReceiverGone (410),"
                 " Disabled (circuit breaker), ConsumerMissing, Paused. The receiver's last answer:"
                 " `kubectl -n NAMESPACE get wh WEBHOOK -o jsonpath='{.status.delivery.lastFailure}'`;"
-                " every attempt: `hookline attempts WEBHOOK -n NAMESPACE --failed`."
-            )
-            .datasource(DATASOURCE)
-            .span(12)
-            .height(8)
-            .with_target(
-                query(
-                    f"hookline_webhook_delivering_reason{{{WEBHOOKS}, "
-                    'webhook=~"$webhook", reason!="Delivering"}',
-                    "",
-                )
-                .instant()
-                .format(PromQueryFormat.TABLE)
-            )
-            .with_transformation(
-                DataTransformerConfig(
-                    id_val="organize",
-                    options={
-                        "excludeByName": {"Time": True, "Value": True, "__name__": True},
-                        "indexByName": {"namespace": 0, "webhook": 1, "database": 2, "reason": 3},
-                    },
-                )
+                " every attempt: `hookline attempts WEBHOOK -n NAMESPACE --failed`.",
+                f"hookline_webhook_delivering_reason{{{WEBHOOKS}, "
+                'webhook=~"$webhook", reason!="Delivering"}',
+                "reason",
             )
         )
         .with_panel(
