@@ -296,3 +296,21 @@ async def test_without_a_batch_each_event_is_its_own_request_as_before(pipeline,
         assert isinstance(payload, dict) and request.headers["webhook-id"] == payload["id"]
     await asyncio.sleep(0)  # nothing more is due
     assert sample(pipeline, "hookline_delivery_request_events_sum", "single") == 5
+
+
+async def test_on_stop_the_events_of_an_unsent_batch_go_back_at_once(pipeline, receiver):
+    first = await pipeline.start_sender(receiver, "handover", format="json", delivery=batch(100, 10_000))
+    events = opens(5, "h")
+    await pipeline.post(events)
+    await wait_until(lambda: len(first.engine.assembling) == 5, what="the batch waiting for more events")
+    pipeline.stop.set()  # the batch is not sent: its events go back to the stream unacknowledged
+    await asyncio.gather(*pipeline.tasks)
+    assert receiver.to("handover") == []
+    pipeline.stop, pipeline.tasks = asyncio.Event(), []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await pipeline.start_sender(receiver, "handover", format="json", delivery=batch(100, 50))
+    await wait_until(lambda: len(receiver.delivered("handover")) >= 5, what="delivered by the next start")
+    # NAKed, not left to the ack wait (timeoutSeconds 10 + 30 s): the next start has them at once.
+    assert loop.time() - started < 30
+    assert sorted(receiver.delivered("handover")) == [e["id"] for e in events]
