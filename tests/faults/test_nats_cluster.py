@@ -1,6 +1,7 @@
 """Three nats-servers clustered on loopback, hookline's streams at R3 (ingest --nats-replicas 3, set
-through HOOKLINE_NATS_REPLICAS as the chart does), a real ingest and a real sender: the node leading
-the events stream is SIGKILLed while events flow. Nothing ingest accepted (202) is lost, and ingest
+through HOOKLINE_NATS_REPLICAS as the chart does; ingest moves an existing R1 stream and bucket to R3
+online), a real ingest and a real sender: the node leading the events stream is SIGKILLed while
+events flow. Nothing ingest accepted (202) is lost, and ingest
 and delivery go on with the two nodes left.
 """
 
@@ -87,6 +88,12 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
 
     with NatsCluster(tmp_path / "cluster") as cluster:
         await wait_until(lambda: r3_stream_accepted(cluster), within=60, what="cluster forms", interval=0.2)
+        # As an installation made before the setting left them: one replica each. Ingest moves them.
+        nc = await nats.connect(cluster.url)
+        js = nc.jetstream()
+        await js.add_stream(bus.stream_config().evolve(max_consumers=None, num_replicas=1))
+        await attempts.health_bucket(js)
+        await nc.close()
         async with Harness(tmp_path, cast(EmbeddedNats, cluster)) as harness:
 
             async def info(call: Any) -> Any:
@@ -94,6 +101,7 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
 
             stream = await info(lambda js: js.stream_info(bus.STREAM))
             assert stream.config.num_replicas == 3 and len(stream.cluster.replicas) == 2
+            assert stream.config.max_consumers == bus.DEFAULT_MAX_CONSUMERS
             for name in (bus.DEAD_LETTER_STREAM, attempts.ATTEMPTS_STREAM, f"KV_{attempts.HEALTH_BUCKET}"):
                 assert (await info(lambda js, n=name: js.stream_info(n))).config.num_replicas == 3, name
 
