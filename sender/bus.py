@@ -489,7 +489,12 @@ async def record_floor(js: JetStreamContext, consumer: str, floor: int) -> None:
 
 
 async def read_floor(js: JetStreamContext, consumer: str) -> int | None:
-    """The recorded floor of a consumer; None when there is none (a new Webhook) or NATS cannot say."""
+    """The recorded floor of a consumer; None when there is none (a new Webhook).
+
+    When NATS cannot say (a timeout under load), this raises BusUnavailable instead of answering
+    None: a lost consumer made again from "new" would silently skip every event the stream holds
+    for it, so the caller must try again later rather than guess.
+    """
     try:
         kv = await _floors(js, create=False)
         if kv is None:
@@ -497,9 +502,11 @@ async def read_floor(js: JetStreamContext, consumer: str) -> int | None:
         entry = await kv.get(consumer)
     except KeyNotFoundError:
         return None
-    except nats.errors.Error as exc:
-        log.warning("consumer %s: recorded floor unavailable (%s)", consumer, exc or type(exc).__name__)
-        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BusUnavailable(
+            f"consumer {consumer}: its recorded floor cannot be read ({str(exc) or type(exc).__name__}); "
+            "it is not recreated until it can"
+        ) from exc
     try:
         return int((entry.value or b"").decode())
     except ValueError:

@@ -234,3 +234,33 @@ async def test_delivered_events_hold_no_space_and_ingest_owns_the_retention_poli
     assert kept.config.max_bytes == 64 * 1024 * 1024
     with pytest.raises(ValueError, match="retention policy"):
         bus.stream_config(retention="forever")
+
+
+async def test_a_lost_consumer_is_not_made_again_from_new_while_its_floor_cannot_be_read():
+    """A KV timeout under load once made the consumer from "new", skipping what the stream held."""
+    import nats.errors
+    from nats.js.errors import NotFoundError
+
+    from hookline.sender.bus import BusUnavailable, consumer_spec, ensure_consumer
+
+    class Floors:
+        async def get(self, key):
+            raise nats.errors.TimeoutError
+
+    class JetStream:
+        created: list = []
+
+        async def consumer_info(self, stream, name):
+            raise NotFoundError
+
+        async def key_value(self, bucket):
+            return Floors()
+
+        async def add_consumer(self, stream, config):
+            self.created.append(config)
+
+    cfg = sender_config("nats://unused", "https://shop.example.com/h")
+    js = JetStream()
+    with pytest.raises(BusUnavailable, match="recorded floor cannot be read"):
+        await ensure_consumer(js, consumer_spec(cfg))
+    assert js.created == []
