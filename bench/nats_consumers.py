@@ -9,6 +9,7 @@ filter. Reported: the server's RSS idle and with N consumers (from /proc), the t
 created, and the publish rate with N consumers against none.
 
     .venv/bin/python bench/nats_consumers.py [--consumers 1000 10000] [--events 20000]
+    .venv/bin/python bench/nats_consumers.py --r3 --consumers 1000 --events 5000   # 3 clustered servers
 
 `make bench` (bench/run.py) runs a short variant (1,000 consumers).
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.config import consumer_name, parse_sender_config  # noqa: E402
 from hookline.sender.events import parse_event  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
+from hookline.sender.natsserver import EmbeddedNats, NatsCluster  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -106,8 +107,50 @@ async def measure(consumers: int, events: int) -> dict[str, Any]:
     }
 
 
-async def main(counts: list[int], events: int) -> list[dict[str, Any]]:
-    return [await measure(n, events) for n in counts]
+async def measure_r3(consumers: int, events: int) -> dict[str, Any]:
+    """The same on three clustered nats-servers with the stream and its consumers at R3: every node
+    holds every consumer (a replication group each)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hookline-r3-") as tmp, NatsCluster(tmp) as cluster:
+        pids = [proc.pid for proc in cluster.procs if proc is not None]
+        deadline = time.monotonic() + 60
+        limit = max(bus.DEFAULT_MAX_CONSUMERS, consumers)
+        nc = await bus.connect(cluster.url)
+        js = nc.jetstream(timeout=30)
+        while True:  # the cluster elects its JetStream leader within seconds
+            try:
+                await bus.ensure_stream(js, max_consumers=limit, replicas=3)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    await nc.close()
+                    raise
+                await asyncio.sleep(0.5)
+        try:
+            idle = [rss_mib(pid) for pid in pids]
+            started = time.perf_counter()
+            for i in range(consumers):
+                await bus.ensure_consumer(js, webhook_config(i))
+            create_ms = (time.perf_counter() - started) * 1000 / max(1, consumers)
+            loaded = [rss_mib(pid) for pid in pids]
+            rate = await publish_rate(nc, js, events, consumers)
+            await js.delete_stream(bus.STREAM)
+        finally:
+            await nc.close()
+    grown = [(b - a) * 1024 / max(1, consumers) for a, b in zip(idle, loaded, strict=True)]
+    return {
+        "consumers": consumers,
+        "replicas": 3,
+        "rss_mib_per_node": [round(x, 1) for x in loaded],
+        "kib_per_consumer_per_node": round(max(grown), 1),
+        "create_ms_per_consumer": round(create_ms, 2),
+        "publish_events_per_s": round(rate),
+    }
+
+
+async def main(counts: list[int], events: int, r3: bool = False) -> list[dict[str, Any]]:
+    return [await (measure_r3 if r3 else measure)(n, events) for n in counts]
 
 
 if __name__ == "__main__":
@@ -116,6 +159,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--consumers", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument(
+        "--r3", action="store_true", help="three clustered servers, stream and consumers at R3"
+    )
     args = parser.parse_args()
-    for result in asyncio.run(main(args.consumers, args.events)):
+    for result in asyncio.run(main(args.consumers, args.events, args.r3)):
         print(json.dumps(result))
