@@ -572,7 +572,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stream-max-consumers",
         type=positive_int,
-        default=positive_int(os.environ.get(MAX_CONSUMERS_ENV) or str(bus.DEFAULT_MAX_CONSUMERS)),
+        default=os.environ.get(MAX_CONSUMERS_ENV) or str(bus.DEFAULT_MAX_CONSUMERS),  # argparse converts it
         help="consumer limit of the events stream: one consumer per verified Webhook; a lower limit on an "
         f"existing stream is raised, a higher one kept (env {MAX_CONSUMERS_ENV}; default %(default)s; "
         "NATS >= 2.15 allows 1,000 without it)",
@@ -580,7 +580,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nats-replicas",
         type=replicas_count,
-        default=replicas_count(os.environ.get(REPLICAS_ENV) or str(bus.DEFAULT_REPLICAS)),
+        default=os.environ.get(REPLICAS_ENV) or str(bus.DEFAULT_REPLICAS),
         help="replicas of hookline's streams and buckets: 1 on a single server, 3 on a NATS cluster; "
         f"existing ones are moved to it (env {REPLICAS_ENV}; default %(default)s)",
     )

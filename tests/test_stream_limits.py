@@ -70,6 +70,11 @@ def test_ingest_flags_and_env_for_the_consumer_limit_and_replicas(monkeypatch):
     assert parser.parse_args(["--nats-replicas", "1"]).nats_replicas == 1
     with pytest.raises(SystemExit):
         parser.parse_args(["--nats-replicas", "9"])
+    monkeypatch.setenv(ingest.REPLICAS_ENV, "three")
+    parser = argparse.ArgumentParser()
+    ingest.add_arguments(parser)
+    with pytest.raises(SystemExit):  # argparse's message names the flag, no traceback
+        parser.parse_args([])
 
 
 def test_operator_replicas_from_env_and_flag():
