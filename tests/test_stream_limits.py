@@ -182,3 +182,21 @@ async def test_1500_verified_webhooks_get_their_consumers_on_one_stream(nats):
         consumer = await js.consumer_info(bus.STREAM, configs[i].nats.consumer)
         assert consumer.num_pending == (1 if i in targets else 0), i
     await js.delete_stream(bus.STREAM)  # else the server takes its 10 s grace to stop
+
+
+async def test_an_existing_consumer_moves_to_the_configured_replicas(nats):
+    """After an upgrade the chart's operator writes `replicas: 1` into every sender's config, so a
+    consumer made before (replicas unset) is updated in place on the single server, keeping its place."""
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/", name="old")
+    before = await bus.ensure_consumer(js, cfg)
+    assert not before.config.num_replicas
+    await bus.publish_events(
+        nc, js, [parse_event({"type": "open", "recipient": "a@b.example", "ip": "192.0.2.1"})]
+    )
+    r1 = cfg.model_copy(update={"nats": cfg.nats.model_copy(update={"replicas": 1})})
+    after = await bus.ensure_consumer(js, r1)
+    assert after.config.num_replicas == 1
+    assert after.num_pending == 1  # the event published before the update is still its to deliver
+    again = await bus.ensure_consumer(js, r1)
+    assert again.config == after.config
