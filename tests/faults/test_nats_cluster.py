@@ -63,7 +63,7 @@ class Producer:
         number = 0
         while not self.stopping:
             events = [click(f"evt-{number + i:06d}") for i in range(self.batch)]
-            while True:
+            while not self.stopping:  # a batch never accepted is not counted: nothing to account for
                 try:
                     status, body = await self.harness.post(events)
                 except (aiohttp.ClientError, TimeoutError) as exc:
