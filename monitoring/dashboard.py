@@ -267,7 +267,7 @@ def build() -> dict[str, object]:
                 " `kubectl -n NAMESPACE get wh WEBHOOK -o jsonpath='{.status.delivery.lastFailure}'`;"
                 " every attempt: `hookline attempts WEBHOOK -n NAMESPACE --failed`.",
                 f"hookline_webhook_delivering_reason{{{WEBHOOKS}, "
-                'webhook=~"$webhook", reason!="Delivering"}',
+                'webhook=~"$webhook", reason!~"Delivering|Unknown"}',
                 "reason",
             )
         )

@@ -5,8 +5,10 @@ Who writes what, so that no two writers race on a list:
   objects, status.sender.deployment/replicas and both conditions;
 - `sender_observed` (any sender Deployment change) mirrors availability into status.sender of the
   owning Webhook, a dict field that merge patches cleanly;
-- `delivery_watch` (a timer) mirrors the 410 Gone stop kept on the Webhook's JetStream consumer into
-  status.delivery, another dict field, and lifts the stop when the user asks for it;
+- `write_delivery_health` (one loop for all Webhooks) mirrors the senders' health reports, the 410
+  Gone / circuit-breaker stop included, into status.delivery, another dict field, within a write
+  budget; `follow_resumes` (one loop) lifts a stop when the user asks for it or spec.url moved. No
+  per-Webhook timer: memory and NATS calls do not grow with idle Webhooks;
 - `webhook_seen` (every Webhook event) recomputes Ready and Delivering from those facts with the same
   pure functions and writes the conditions only when one changed. It runs in the same per-object
   worker as the reconcile, so their writes are serialized by Kopf.
@@ -97,6 +99,10 @@ class Runtime:
     # The senders' latest health reports, and what of them is in each Webhook's status.
     health_reports: dict[tuple[str, str], HealthReport] = field(default_factory=dict)
     health_written: dict[tuple[str, str], delivery.WriteState] = field(default_factory=dict)
+    # What webhook_seen last saw of each verified Webhook: status.delivery, and the resume
+    # annotation with spec.url (follow_resumes acts on them).
+    delivery_seen: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    resume_asks: dict[tuple[str, str], tuple[str | None, str]] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -366,8 +372,8 @@ async def webhook_seen(
         rt.metrics.webhooks.forget(namespace, name)
         rt.sender_seen.pop((namespace, name), None)
         rt.bus_problems.pop((namespace, name), None)
-        rt.health_reports.pop((namespace, name), None)
-        rt.health_written.pop((namespace, name), None)
+        for table in (rt.health_reports, rt.health_written, rt.delivery_seen, rt.resume_asks):
+            table.pop((namespace, name), None)  # type: ignore[attr-defined]
         return
     database = spec.get("database")
     rt.metrics.webhooks.observe(
@@ -383,6 +389,8 @@ async def webhook_seen(
     current = find(status.get("conditions"), VERIFIED)
     if not verified or current is None or current.get("status") != "True":
         return  # the reconcile owns Ready until the Webhook is verified
+    rt.delivery_seen[(namespace, name)] = dict(status.get("delivery") or {})
+    rt.resume_asks[(namespace, name)] = ((meta.get("annotations") or {}).get(RESUME_ANNOTATION), parsed.url)
     conditions = status.get("conditions")
     derived = [_ready(rt, (namespace, name), parsed, True, status.get("sender"))]
     paused = parsed.paused or parsed.sender.replicas == 0
@@ -397,52 +405,6 @@ async def webhook_seen(
 def _stated(conditions: Any, condition: Condition) -> tuple[Any, Any, Any]:
     old = find(conditions, condition.type) or {}
     return old.get("status"), old.get("reason"), old.get("message")
-
-
-# --- Webhook: the 410 Gone stop, read from its consumer -------------------------------------------------
-
-
-async def delivery_watch(
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    patch: kopf.Patch,
-    memo: Any,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """Mirror the consumer's 410 Gone stop into status.delivery; lift it when asked to (delivery.py)."""
-    rt = _runtime(memo)
-    namespace, name = meta["namespace"], meta["name"]
-    try:
-        parsed = parse_webhook_spec(dict(spec))
-    except SpecError:
-        return  # the reconcile reports it
-    if meta.get("deletionTimestamp") or not verification.is_verified_for(status, parsed.url):
-        return  # no sender runs for an unverified URL
-    consumer = consumer_name(namespace, name)
-    request = (meta.get("annotations") or {}).get(RESUME_ANNOTATION)
-    current = dict(status.get("delivery") or {})
-    why = None
-    try:
-        state = await rt.consumers.gone_state(consumer)
-        why = delivery.resume_reason(state, parsed.url, request, current.get("resumeHandled"))
-        if why is not None:
-            await rt.consumers.clear_gone(consumer)
-            state = GoneState()
-            logger.info(f"deliveries {why}")
-    except BusUnavailable as exc:
-        logger.debug(f"410 Gone stop not read: {exc}; next try in {rt.config.delivery_check_interval:g} s")
-        return
-    mine = delivery.gone_part(current)  # the health fields belong to the report writer
-    fresh = delivery.delivery_status(mine, state, request=request, resumed=why, now=now_iso())
-    if fresh != mine:
-        # A merge patch keeps keys it does not mention: name the dropped ones.
-        patch.status["delivery"] = {**dict.fromkeys(mine), **fresh}
-
-
-def _sender_runs(status: kopf.Status, **_: Any) -> bool:
-    return bool((status.get("sender") or {}).get("deployment"))
 
 
 # --- sender Deployments: mirror availability into the Webhook ------------------------------------------
@@ -575,8 +537,22 @@ async def watch_health_reports(rt: Runtime) -> None:
         await asyncio.sleep(HEALTH_WATCH_RETRY_SECONDS)
 
 
+def _report_delivery(rt: Runtime, report: HealthReport) -> dict[str, Any]:
+    """The status.delivery merge patch for a report: its health fields and its 410/breaker stop
+    (a stop that went away without the operator was lifted by `hookline redrive --resume`)."""
+    key = (report.namespace, report.name)
+    mine = delivery.gone_part(rt.delivery_seen.get(key, {}))
+    stop = delivery.delivery_status(mine, report.gone_state(), request=None, resumed=None, now=now_iso())
+    return {**report.delivery_status(), **dict.fromkeys(mine), **stop}
+
+
 def _report_reason(report: HealthReport) -> str:
-    facts = report.delivery_status()
+    state = report.gone_state()
+    facts = {
+        **report.delivery_status(),
+        "gone": state.gone and not state.disabled,
+        "disabled": state.disabled,
+    }
     return str(delivery.delivering_condition(facts, report.namespace, report.name).reason)
 
 
@@ -598,7 +574,8 @@ async def write_delivery_health(rt: Runtime) -> None:
         )
         for key in due:
             report = rt.health_reports[key]
-            body = {"status": {"delivery": report.delivery_status()}}
+            patch = _report_delivery(rt, report)
+            body = {"status": {"delivery": patch}}
             try:
                 written = await rt.api.patch(kubeapi.webhook(*key, sub="status"), body)
             except kubeapi.APIError as exc:
@@ -608,7 +585,51 @@ async def write_delivery_health(rt: Runtime) -> None:
                 rt.health_reports.pop(key, None)
                 continue
             rt.health_written[key] = delivery.WriteState(report, now, _report_reason(report))
+            rt.delivery_seen[key] = {**rt.delivery_seen.get(key, {}), **patch}
             rt.metrics.status_writes.inc()
+
+
+async def follow_resumes(rt: Runtime) -> None:
+    """Lift a 410 Gone or circuit-breaker stop when the user asks (a new value of the annotation
+    hookline.io/resume-delivery) or spec.url moved to a URL that has not answered 410. The stop is
+    read from NATS only for such Webhooks; a failed try is tried again on the next round."""
+    while True:
+        await asyncio.sleep(rt.config.delivery_check_interval)
+        for key, (request, url) in list(rt.resume_asks.items()):
+            current = rt.delivery_seen.get(key, {})
+            report = rt.health_reports.get(key)
+            asked = request is not None and request != current.get("resumeHandled")
+            moved = report is not None and report.gone and not report.gone_state().answered_by(url)
+            if asked or moved:
+                await _resume_if_asked(rt, key, request, url, current)
+
+
+async def _resume_if_asked(
+    rt: Runtime, key: tuple[str, str], request: str | None, url: str, current: dict[str, Any]
+) -> None:
+    consumer = consumer_name(*key)
+    try:
+        state = await rt.consumers.gone_state(consumer)
+        why = delivery.resume_reason(state, url, request, current.get("resumeHandled"))
+        if why is not None:
+            await rt.consumers.clear_gone(consumer)
+            state = GoneState()
+            log.info("%s/%s: deliveries %s", *key, why)
+    except BusUnavailable as exc:
+        log.debug("%s/%s: stop not read: %s; again next round", *key, exc)
+        return
+    mine = delivery.gone_part(current)
+    fresh = delivery.delivery_status(mine, state, request=request, resumed=why, now=now_iso())
+    if fresh == mine:
+        return
+    patch = {**dict.fromkeys(mine), **fresh}  # a merge patch keeps keys it does not mention
+    try:
+        written = await rt.api.patch(kubeapi.webhook(*key, sub="status"), {"status": {"delivery": patch}})
+    except kubeapi.APIError as exc:
+        log.warning("status.delivery of %s/%s not written: %s; trying again", *key, exc)
+        return
+    if written is not None:
+        rt.delivery_seen[key] = {**current, **patch}
 
 
 async def start_background(memo: Any, **_: Any) -> None:
@@ -617,6 +638,7 @@ async def start_background(memo: Any, **_: Any) -> None:
         (expire_webhook_tests, "expire WebhookTests"),
         (watch_health_reports, "watch health reports"),
         (write_delivery_health, "write status.delivery"),
+        (follow_resumes, "follow resume requests"),
     ):
         rt.background.append(asyncio.create_task(job(rt), name=name))
 
@@ -651,13 +673,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     on.event(*WEBHOOKS, id="observe", registry=registry)(webhook_seen)
     on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhook_deleted)
     on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(sender_observed)
-    kopf.timer(
-        *WEBHOOKS,
-        id="delivery",
-        interval=config.delivery_check_interval,
-        when=_sender_runs,
-        registry=registry,
-    )(delivery_watch)
     for cause in (on.create, on.resume):
         cause(*TESTS, id="send", registry=registry)(webhook_test_created)
     on.event(*TESTS, id="track", registry=registry)(webhook_test_seen)

@@ -34,7 +34,7 @@ class WebhookSnapshot:
 
     database: str
     conditions: Mapping[str, str]
-    delivering_reason: str | None = None  # the Delivering condition's reason, once there is one
+    delivering_reason: str = "Unknown"  # the Delivering condition's reason; Unknown before there is one
 
 
 def snapshot(database: str | None, conditions: Sequence[Mapping[str, Any]] | None) -> WebhookSnapshot:
@@ -46,7 +46,7 @@ def snapshot(database: str | None, conditions: Sequence[Mapping[str, Any]] | Non
     return WebhookSnapshot(
         database=database or "",
         conditions={t: s if s in CONDITION_STATUSES else "Unknown" for t, s in statuses.items()},
-        delivering_reason=str(delivering) if delivering in DELIVERING_REASONS else None,
+        delivering_reason=str(delivering) if delivering in DELIVERING_REASONS else "Unknown",
     )
 
 
@@ -109,12 +109,12 @@ class WebhookConditions(Collector):
         delivering = GaugeMetricFamily(
             "hookline_webhook_delivering_reason",
             "1 for the reason of each Webhook's Delivering condition (Delivering, Failing, Backlogged, "
-            "ReceiverGone, Paused, ConsumerMissing, Disabled), as last seen by the operator",
+            "ReceiverGone, Paused, ConsumerMissing, Disabled; Unknown before the first report), as last "
+            "seen by the operator",
             labels=["namespace", "webhook", "database", "reason"],
         )
         for (namespace, name), webhook in sorted(seen.items()):
-            if webhook.delivering_reason is not None:
-                delivering.add_metric([namespace, name, webhook.database, webhook.delivering_reason], 1)
+            delivering.add_metric([namespace, name, webhook.database, webhook.delivering_reason], 1)
         yield delivering
 
 

@@ -33,7 +33,7 @@ from nats.js.errors import NotFoundError
 
 from hookline.sender import bus
 from hookline.sender.events import encode_token
-from hookline.sender.retry import AttemptOutcome
+from hookline.sender.retry import AttemptOutcome, GoneState
 
 ATTEMPTS_STREAM = "HOOKLINE_ATTEMPTS"
 ATTEMPTS_SUBJECT_PREFIX = "hookline.attempts"
@@ -167,6 +167,22 @@ class HealthReport:
     last_failure: str | None = None
     failing_since: float | None = None
     consumer_missing: bool = False
+    # The 410 Gone / circuit-breaker stop as the sender's consumer records it (retry.GoneState), so
+    # the operator needs no NATS call per Webhook to show it.
+    gone: bool = False
+    gone_since: float | None = None
+    gone_event_id: str | None = None
+    gone_url_sha256: str | None = None
+    gone_cause: str = "gone"
+
+    def gone_state(self) -> GoneState:
+        return GoneState(
+            gone=self.gone,
+            since=self.gone_since,
+            event_id=self.gone_event_id,
+            url_sha256=self.gone_url_sha256,
+            cause=self.gone_cause,
+        )
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
@@ -265,7 +281,9 @@ class DeliveryTally:
         while len(self._pending) > 2 and self._pending[1][0] <= now - BACKLOG_TREND_SECONDS:
             self._pending.popleft()
 
-    def report(self, now: float, *, consumer_missing: bool = False) -> HealthReport:
+    def report(
+        self, now: float, *, consumer_missing: bool = False, gone: GoneState | None = None
+    ) -> HealthReport:
         self._expire(now)
         attempts = sum(b[1] for b in self._buckets)
         failures = sum(b[2] for b in self._buckets)
@@ -290,6 +308,11 @@ class DeliveryTally:
             last_failure=self.last_failure,
             failing_since=self.failing_since,
             consumer_missing=consumer_missing,
+            gone=bool(gone and gone.gone),
+            gone_since=gone.since if gone and gone.gone else None,
+            gone_event_id=gone.event_id if gone and gone.gone else None,
+            gone_url_sha256=gone.url_sha256 if gone and gone.gone else None,
+            gone_cause=gone.cause if gone and gone.gone else "gone",
         )
 
 

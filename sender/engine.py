@@ -559,7 +559,7 @@ class Engine:
                 self.dead_letters_counted_at = now
             except Exception as exc:
                 log.debug("%s: dead letters not counted: %s", self.label, exc)
-        report = self.tally.report(now, consumer_missing=self.consumer_lost)
+        report = self.tally.report(now, consumer_missing=self.consumer_lost, gone=self.gone)
         if report.same_as(self.last_report):
             return
         try:
@@ -750,6 +750,7 @@ class Engine:
 
     def _set_gone(self, state: retry.GoneState) -> None:
         self.gone = state
+        self.watch_now.set()  # the health report tells the operator at once
         self.metrics.gone.set(state.metric_value)
         if self.feed is not None:
             self.feed.pause(self.spec.paused or state.gone)
