@@ -52,7 +52,7 @@ class OperatorConfig:
     test_ttl: float = 3600.0  # finished WebhookTests are deleted after this many seconds
     consumer_delete_attempts: int = 3  # then deletion goes ahead with a warning event
     consumer_delete_delay: float = 5.0
-    delivery_check_interval: float = 15.0  # how often a 410 Gone stop (and a resume request) is read
+    delivery_check_interval: float = 15.0  # how often resume requests (annotation, new spec.url) are acted on
     # status.delivery from the senders' health reports: a Webhook's is written at most this often
     # while it changes (a new Delivering reason at once), and all of them within this budget.
     delivery_status_interval: float = 30.0
