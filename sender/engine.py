@@ -252,16 +252,7 @@ class Engine:
             await msg.nak(delay=REDELIVER_AFTER_FAILURE_SECONDS)
             return
         meta = msg.metadata
-        pending = self.unstored.get(meta.sequence.stream)
-        if pending is None and meta.num_delivered > self.policy.max_attempts:
-            # Its last attempt was made (before a restart); only its dead letter was not stored.
-            outcome = retry.AttemptOutcome(
-                retry.AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier"
-            )
-            pending = (
-                self._dead_letter(msg, event, outcome, retry.DeadLetterReason.MAX_ATTEMPTS, time.time()),
-                0,
-            )
+        pending = self._dead_letter_left(msg, event)
         if pending is not None:
             await self._store_dead_letter(msg, event, *pending)
             return
@@ -312,6 +303,20 @@ class Engine:
 
     # --- batches (spec.delivery.batch) ----------------------------------------------------------------
 
+    def _dead_letter_left(self, msg: Msg, event: Event) -> tuple[DeadLetter, int] | None:
+        """The dead letter (and its tries so far) still to be stored for this message, if that is all
+        that is left of it: one NATS refused before, or one whose last attempt was made before a
+        restart. None: the message is to be delivered."""
+        meta = msg.metadata
+        pending = self.unstored.get(meta.sequence.stream)
+        if pending is None and meta.num_delivered > self.policy.max_attempts:
+            outcome = retry.AttemptOutcome(
+                retry.AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier"
+            )
+            reason = retry.DeadLetterReason.MAX_ATTEMPTS
+            pending = (self._dead_letter(msg, event, outcome, reason, time.time()), 0)
+        return pending
+
     async def _admit(self, msg: Msg, feed: bus.MessageFeed) -> Event | None:
         """The event of a message for a batch, or None when it was dealt with here (undecodable,
         or only its dead letter is left to store): then it is released too."""
@@ -323,16 +328,7 @@ class Engine:
                 await msg.term()
             feed.release()
             return None
-        meta = msg.metadata
-        pending = self.unstored.get(meta.sequence.stream)
-        if pending is None and meta.num_delivered > self.policy.max_attempts:
-            outcome = retry.AttemptOutcome(
-                retry.AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier"
-            )
-            pending = (
-                self._dead_letter(msg, event, outcome, retry.DeadLetterReason.MAX_ATTEMPTS, time.time()),
-                0,
-            )
+        pending = self._dead_letter_left(msg, event)
         if pending is None:
             return event
         try:
