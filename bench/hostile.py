@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nats.js import api  # noqa: E402
+from run import peak_rss_mib, wait_http  # noqa: E402
 
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
@@ -80,24 +81,21 @@ async def attack(base: str, seconds: float, slow: int) -> None:
     deadline = time.monotonic() + seconds
     counts = {"bomb": 0, "errors": 0, "slow": 0}
 
-    async def bombs(http: aiohttp.ClientSession) -> None:
-        headers = {**HEADERS, "Content-Encoding": "gzip"}
+    async def flood(http: aiohttp.ClientSession, kind: str, body: bytes, headers: dict[str, str]) -> None:
+        """POST ``body`` again and again until the deadline, counting the answers under ``kind``."""
         while time.monotonic() < deadline:
             try:
-                async with http.post(url, data=bomb, headers=headers) as response:
+                async with http.post(url, data=body, headers=headers) as response:
                     await response.read()
-                counts["bomb"] += 1
+                counts[kind] += 1
             except aiohttp.ClientError:
                 await asyncio.sleep(0.05)
 
-    async def errors(http: aiohttp.ClientSession) -> None:
-        while time.monotonic() < deadline:
-            try:
-                async with http.post(url, data=empties, headers=HEADERS) as response:
-                    await response.read()
-                counts["errors"] += 1
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
+    def bombs(http: aiohttp.ClientSession) -> Any:
+        return flood(http, "bomb", bomb, {**HEADERS, "Content-Encoding": "gzip"})
+
+    def errors(http: aiohttp.ClientSession) -> Any:
+        return flood(http, "errors", empties, HEADERS)
 
     async def trickle() -> None:
         while time.monotonic() < deadline:
@@ -200,7 +198,8 @@ async def measure(seconds: float = 6.0, rate: float = 200.0, slow: int = 300) ->
             ingest = _spawn_ingest(port, env, tmp / "ingest.log")
             base = f"http://127.0.0.1:{port}"
             try:
-                await _wait_ready(f"{base}/readyz", ingest)
+                async with aiohttp.ClientSession() as http:
+                    await wait_http(http, f"{base}/readyz", ingest)
                 await normal_load(base, 1.0, rate)  # warm-up
                 quiet = summary(await normal_load(base, seconds, rate))
                 attacker = await asyncio.create_subprocess_exec(
@@ -222,7 +221,7 @@ async def measure(seconds: float = 6.0, rate: float = 200.0, slow: int = 300) ->
                 hostile = summary(await normal_load(base, seconds, rate))
                 out, _ = await attacker.communicate()
                 counts = json.loads(out.decode().strip().splitlines()[-1])
-                rss = _rss_mib(ingest.pid)
+                rss = peak_rss_mib(ingest.pid)
             finally:
                 terminate(ingest)
     return {
@@ -231,7 +230,7 @@ async def measure(seconds: float = 6.0, rate: float = 200.0, slow: int = 300) ->
         "attack": counts,
         "ratio": round(hostile["valid_p99_ms"] / quiet["valid_p99_ms"], 2),
         "rate": rate,
-        "ingest_peak_rss_mib": rss,
+        "ingest_peak_rss_mib": None if rss is None else round(rss, 1),
     }
 
 
@@ -239,31 +238,6 @@ def _spawn_ingest(port: int, env: dict[str, str], log_path: Path) -> subprocess.
     with open(log_path, "wb") as log:
         command = [*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}"]
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"ingest exited with {proc.returncode}")
-            try:
-                async with http.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("ingest not ready within 60 s")
-
-
-def _rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def main() -> int:

@@ -82,6 +82,7 @@ def delivering_condition(
 ) -> Condition:
     """Delivering from ``status.delivery`` and the spec: the first problem found, with what to do."""
     attempts_hint = f"`hookline attempts {name} -n {namespace} --failed` lists the failed attempts"
+    annotate = f"`kubectl -n {namespace} annotate wh {name} {RESUME_ANNOTATION}=$(date +%s) --overwrite`"
     if delivery.get("gone"):
         since = delivery.get("goneSince") or "an unknown time"
         return Condition(
@@ -90,8 +91,7 @@ def delivering_condition(
             DeliveringReason.RECEIVER_GONE,
             f"the receiver answered 410 Gone at {since}: deliveries are stopped, undelivered events are "
             "kept and the event that got the 410 is a dead letter. Once the receiver accepts events "
-            f"again, resume with `kubectl -n {namespace} annotate wh {name} "
-            f"{RESUME_ANNOTATION}=$(date +%s) --overwrite` and put that event back with "
+            f"again, resume with {annotate} and put that event back with "
             f"`hookline redrive {name} -n {namespace}` (or do both with "
             f"`hookline redrive {name} -n {namespace} --resume`). If the endpoint was retired on "
             f"purpose, delete the Webhook.",
@@ -104,8 +104,7 @@ def delivering_condition(
             DeliveringReason.DISABLED,
             f"only failed attempts for spec.delivery.disableAfter: deliveries were stopped at {since}; "
             f"undelivered events are kept within the stream's retention. {attempts_hint}. Once the "
-            f"receiver works again, resume with `kubectl -n {namespace} annotate wh {name} "
-            f"{RESUME_ANNOTATION}=$(date +%s) --overwrite` or `hookline redrive {name} -n {namespace} "
+            f"receiver works again, resume with {annotate} or `hookline redrive {name} -n {namespace} "
             "--resume`",
         )
     if paused:

@@ -321,7 +321,15 @@ async def _reader(
 async def count_dead_letters(
     js: JetStreamContext, namespace: str, name: str, since: datetime | None = None
 ) -> int:
-    """How many records a Webhook has (stored at or after `since`), without reading them."""
+    """How many records a Webhook has (stored at or after `since`), without reading them. Without
+    `since` it is one stream-info request with a subject filter (no consumer made and removed)."""
+    if since is None:
+        subject = dead_letter_subject(namespace, name)
+        try:
+            info = await js.stream_info(DEAD_LETTER_STREAM, subjects_filter=subject)
+        except NotFoundError:
+            return 0
+        return int((info.state.subjects or {}).get(subject, 0))
     async with _reader(js, namespace, name, since) as reader:
         return 0 if reader is None else reader[1]
 

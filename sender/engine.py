@@ -70,7 +70,9 @@ log = logging.getLogger(__name__)
 # A dead letter NATS did not confirm, or an unexpected error: the event comes back after this long.
 REDELIVER_AFTER_FAILURE_SECONDS = 5.0
 DEAD_LETTER_MAX_TRIES = 5
-DEAD_LETTER_RECOUNT_SECONDS = 60.0
+# The stream's count of this Webhook's dead letters is read again this often (a redrive lowers it);
+# in between the engine counts its own.
+DEAD_LETTER_RECOUNT_SECONDS = 600.0
 DEAD_LETTER_KEPT_DELAY_SECONDS = 3600.0
 # Batches: messages in hand at most (they count as ack-pending, next to the retries that wait).
 BATCH_FEED_LIMIT = bus.MAX_ACK_PENDING // 2

@@ -95,8 +95,14 @@ async def wait_until(condition: Callable[[], bool], within: float = 60.0, what: 
 
 
 async def wait_until_ready(
-    http: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes] | None = None, within: float = 60.0
+    http: aiohttp.ClientSession,
+    url: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    within: float = 60.0,
+    *,
+    status: int = 200,
 ) -> None:
+    """Poll `url` until it answers `status` (200: ready; 503: no longer ready)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while loop.time() < deadline:
@@ -104,12 +110,12 @@ async def wait_until_ready(
             raise AssertionError(f"process exited with {proc.returncode} before {url} was ready")
         try:
             async with http.get(url) as response:
-                if response.status == 200:
+                if response.status == status:
                     return
         except aiohttp.ClientError:
             pass
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not become ready within {within:g}s")
+    raise AssertionError(f"{url} did not answer {status} within {within:g}s")
 
 
 def sender_config(
