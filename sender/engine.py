@@ -1,5 +1,5 @@
-"""The delivery loop of one Webhook: take events from its consumer, POST each, then do what `retry.decide`
-says: ack, retry later, dead-letter, or stop the Webhook after a 410 Gone.
+"""The delivery loop of one Webhook: take events from its consumer, POST each (or each batch), then do
+what `settlement.settle` says: ack, retry later, dead-letter, or stop the Webhook after a 410 Gone.
 
 Workers (this replica's share of `maxInFlight`) share one SafeHTTPClient (one keep-alive session).
 Before each request a worker passes the Retry-After gate (a 429/503 pauses every worker) and takes a

@@ -5,7 +5,8 @@ source, so every branch is testable. The schedule follows the Standard Webhooks 
 (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, ...) with +-20 % jitter so that a receiver
 coming back is not hit by every retry at the same instant. Every non-2xx answer is retried, as that
 specification asks; 410 Gone stops the Webhook, and a destination refused by the SSRF policy is
-dead-lettered at once because retrying cannot change the answer.
+dead-lettered at once because retrying cannot change the answer. What to do with the events of
+one request after its outcome is `settlement.settle` (one event or a batch alike).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ __all__ = [
     "GoneState",
     "RetryPolicy",
     "classify",
-    "decide",
     "parse_retry_after",
     "retry_delay",
     "url_digest",
@@ -244,39 +244,6 @@ def classify(status: int | None, error: BaseException | None = None) -> AttemptO
     return AttemptOutcome(
         AttemptKind.HTTP_ERROR, status=status, detail=detail, throttled=throttled, client_error=client_error
     )
-
-
-def decide(
-    outcome: AttemptOutcome,
-    attempt: int,
-    first_attempt_at: float,
-    now: float,
-    policy: RetryPolicy,
-    retry_after: str | float | None = None,
-) -> Decision:
-    """The next step for a message after attempt number `attempt` (1-based) ended with `outcome`.
-
-    Times are Unix seconds. `first_attempt_at` should be when the event entered the stream (JetStream
-    message timestamp), so the age bound survives sender restarts. `retry_after` is the raw header.
-    """
-    if outcome.succeeded:
-        return Decision.ack()
-    if outcome.gone:
-        return Decision.gone()
-    if outcome.kind is AttemptKind.BLOCKED:
-        return Decision.dead_letter(DeadLetterReason.BLOCKED)
-    if attempt >= policy.max_attempts:
-        return Decision.dead_letter(DeadLetterReason.MAX_ATTEMPTS)
-    delay = retry_delay(attempt, policy)
-    backoff_all: float | None = None
-    if outcome.throttled:
-        wait = parse_retry_after(retry_after, now)
-        if wait is not None:
-            backoff_all = min(wait, policy.retry_after_cap_seconds)
-            delay = max(delay, backoff_all)
-    if now + delay - first_attempt_at > policy.max_age_seconds:
-        return Decision.dead_letter(DeadLetterReason.MAX_AGE)
-    return Decision.retry(delay, backoff_all=backoff_all)
 
 
 GONE_CAUSE = "gone"

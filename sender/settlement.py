@@ -14,7 +14,7 @@ plus what concerns the whole sender:
   age at the retry, is dead-lettered on its own, with the request's answer.
 - 429/503 with a Retry-After: also pause every request of this sender (`pause_all` seconds).
 
-For a single event this is exactly `retry.decide` (tests hold the two together).
+For a single event it is what tests/test_retry.py holds it to (the one-event retry policy).
 """
 
 from __future__ import annotations

@@ -15,14 +15,19 @@ from hookline.sender.retry import (
     GoneState,
     RetryPolicy,
     classify,
-    decide,
     parse_retry_after,
     retry_delay,
 )
 from hookline.sender.safehttp import BlockedDestination, ConnectionFailed, InvalidURL, RequestTimeout
+from hookline.sender.settlement import Carried, settle
 
 NOW = 1_750_000_000.0
 HOUR = 3600.0
+
+
+def decide(outcome, attempt, first_attempt_at, now, policy, retry_after=None):
+    """The decision for one event after its attempt number `attempt` (the engine's single path)."""
+    return settle(outcome, [Carried(attempt, first_attempt_at)], now, policy, retry_after).decisions[0]
 
 
 def fixed(value: float) -> RetryPolicy:

@@ -1,5 +1,5 @@
 """The settlement decision (sender/settlement.py): one test per outcome, for one event and a batch,
-and the single-event case held against retry.decide. Pure: no NATS, no HTTP, no clock."""
+and the single-event policy in test_retry.py. Pure: no NATS, no HTTP, no clock."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import itertools
 import pytest
 
 from hookline.sender.retry import (
-    AttemptOutcome,
     DeadLetterReason,
     Decision,
     DecisionKind,
     RetryPolicy,
     classify,
-    decide,
 )
 from hookline.sender.safehttp import BlockedDestination, ConnectionFailed, RequestTimeout
 from hookline.sender.settlement import Carried, Settlement, settle
@@ -111,30 +109,3 @@ def test_no_pause_when_no_event_is_retried():
 def test_a_request_carries_at_least_one_event():
     with pytest.raises(ValueError, match="at least one event"):
         settle(classify(200), [], NOW, policy())
-
-
-OUTCOMES: list[tuple[AttemptOutcome, str | None]] = [
-    (classify(200), None),
-    (classify(204), None),
-    (classify(410), None),
-    (classify(500), None),
-    (classify(404), None),
-    (classify(429), "30"),
-    (classify(503), "7200"),
-    (classify(503), None),
-    (classify(None, RequestTimeout("t")), None),
-    (classify(None, BlockedDestination("b")), None),
-]
-
-
-@pytest.mark.parametrize("index", range(len(OUTCOMES)))
-@pytest.mark.parametrize("attempt", [1, 2, 5, 9, 10])
-@pytest.mark.parametrize("age", [0.0, 2 * DAY, 3 * DAY - 100.0])
-def test_for_one_event_settle_is_retry_decide(index, attempt, age):
-    outcome, retry_after = OUTCOMES[index]
-    p = policy(random=0.3)
-    single = settle(outcome, [Carried(attempt, NOW - age)], NOW, p, retry_after)
-    expected = decide(outcome, attempt, NOW - age, NOW, p, retry_after)
-    assert single.decisions == (expected,)
-    assert single.pause_all == (expected.backoff_all if expected.kind is DecisionKind.RETRY else None)
-    assert single.stop_gone == (expected.kind is DecisionKind.GONE)
