@@ -349,10 +349,7 @@ class AttemptLog:
         max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
     ) -> None:
         """Create the stream and the bucket when absent (the operator's settings win when present)."""
-        try:
-            await self.js.stream_info(ATTEMPTS_STREAM)
-        except NotFoundError:
-            await self.js.add_stream(attempts_stream_config(max_age_seconds, max_bytes))
+        await _attempt_stream(self.js, max_age_seconds, max_bytes)
         self._kv = await health_bucket(self.js)
 
     async def previous(self) -> HealthReport | None:
@@ -388,14 +385,20 @@ async def health_bucket(js: JetStreamContext, replicas: int = 1) -> Any:
         )
 
 
+async def _attempt_stream(
+    js: JetStreamContext, max_age_seconds: float, max_bytes: int, replicas: int = 1
+) -> api.StreamInfo:
+    """The attempt log stream, created with these settings when absent (left as it is when present)."""
+    try:
+        return await js.stream_info(ATTEMPTS_STREAM)
+    except NotFoundError:
+        return await js.add_stream(attempts_stream_config(max_age_seconds, max_bytes, replicas))
+
+
 async def ensure_attempt_limits(js: JetStreamContext, max_age_seconds: float, max_bytes: int) -> None:
     """The attempt log's age and size limits (chart values, applied by the operator): created with
     them when absent, changed when they differ. Replicas are ingest's (ensure_attempt_store)."""
-    try:
-        info = await js.stream_info(ATTEMPTS_STREAM)
-    except NotFoundError:
-        await js.add_stream(attempts_stream_config(max_age_seconds, max_bytes))
-        return
+    info = await _attempt_stream(js, max_age_seconds, max_bytes)
     have = info.config
     if have.max_age != float(max_age_seconds) or have.max_bytes != int(max_bytes):
         await js.update_stream(have.evolve(max_age=float(max_age_seconds), max_bytes=int(max_bytes)))
@@ -409,10 +412,7 @@ async def ensure_attempt_store(
 ) -> None:
     """The attempt log and the health bucket with `replicas` (ingest, at start): created when absent,
     moved to `replicas` when present with another number (other settings are left as they are)."""
-    try:
-        await js.stream_info(ATTEMPTS_STREAM)
-    except NotFoundError:
-        await js.add_stream(attempts_stream_config(max_age_seconds, max_bytes, bus.check_replicas(replicas)))
+    await _attempt_stream(js, max_age_seconds, max_bytes, bus.check_replicas(replicas))
     await bus.ensure_replicas(js, ATTEMPTS_STREAM, replicas)
     await health_bucket(js, replicas)
     await bus.ensure_replicas(js, f"KV_{HEALTH_BUCKET}", replicas)
