@@ -112,6 +112,8 @@ class ReadyReason(StrEnum):
     """False: NATS did not answer (connection, timeout); retried by itself."""
     BUS_REFUSED = "BusRefused"
     """False: NATS refused the consumer for good (a limit or its configuration); needs a change."""
+    POOL_NOT_FOUND = "PoolNotFound"
+    """False: spec.sender.pool names a pool the installation does not run (or it has no replicas)."""
 
 
 class DeliveringReason(StrEnum):
@@ -230,9 +232,29 @@ class Delivery(CamelModel):
         return None if self.disable_after is None else duration_seconds(self.disable_after)
 
 
+POOL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+
+
+class SenderMode(StrEnum):
+    DEDICATED = "Dedicated"
+    """The Webhook's own sender Deployment (isolation, its own resources and replicas)."""
+    POOL = "Pool"
+    """One engine in a shared sender pool (a StatefulSet from the chart's senderPools)."""
+
+
 class SenderSpec(CamelModel):
     replicas: Annotated[int, Field(ge=0, le=20)] = 1
     resources: dict[str, Any] = Field(default_factory=dict)
+    # Unset: the installation's default (chart value operator.defaultSenderMode / defaultSenderPool).
+    mode: SenderMode | None = None
+    pool: Annotated[str, Field(pattern=POOL_NAME_PATTERN)] | None = None
+
+    @field_validator("pool")
+    @classmethod
+    def _check_pool(cls, pool: str | None, info: ValidationInfo) -> str | None:
+        if pool is not None and info.data.get("mode") == SenderMode.DEDICATED:
+            raise ValueError("is set but spec.sender.mode is Dedicated; remove one of them")
+        return pool
 
 
 def url_problem(url: str) -> str | None:
@@ -404,6 +426,9 @@ class VerificationStatus(StatusModel):
 
 
 class SenderStatus(StatusModel):
+    mode: SenderMode | None = None
+    pool: str | None = None
+    replica: Annotated[int, Field(ge=0)] | None = None
     deployment: str | None = None
     replicas: int | None = None
     ready_replicas: int | None = None

@@ -31,30 +31,31 @@ from hookline.api import (
     API_VERSION,
     WEBHOOK_KIND,
     Condition,
-    ReadyReason,
+    SenderMode,
     SpecError,
     WebhookSpec,
     parse_webhook_spec,
 )
 from hookline.operator.settings import VerificationSchedule
-from hookline.operator.status import READY, merge_conditions, now_iso, ready_condition
+from hookline.operator.status import merge_conditions, now_iso, ready_condition
 from hookline.operator.verification import check_delay, instructions, pending_condition, verified_condition
 from hookline.sender import bus
 from hookline.sender.attempts import read_attempts
 from hookline.sender.config import SenderConfig, consumer_name
 from hookline.sender.health import parse_listen, run_until_signal, start_site
 from hookline.sender.ingest import Ingest, create_app
-from hookline.sender.main import SenderRuntime
 from hookline.sender.metrics import IngestMetrics, SenderMetrics
 from hookline.sender.natsserver import EmbeddedNats
 from hookline.sender.ownership import OwnershipResult, check_ownership, new_token
 from hookline.sender.redrive import parse_since
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
 from hookline.sender.signing import parse_secret
+from hookline.sender.supervisor import Supervisor, prepare_streams
 
 DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
 # The operator's schedule, shortened: the developer is placing the file right now.
 DEV_CHECK_SCHEDULE = VerificationSchedule(first_delay=1.0, factor=2.0, max_delay=30.0)
+DEV_POOL = "dev"  # dev mode runs every Webhook's engine in one in-process pool
 
 
 class ManifestError(ValueError):
@@ -233,8 +234,12 @@ class WebhookState:
         self._set([pending_condition(self.token, self.webhook.spec.url)])
 
     def _set(self, updates: list[Condition]) -> None:
-        verified = self.verification["verifiedURL"] is not None
-        ready = dev_ready_condition(verified, self.webhook.spec.paused, self.sender_ready)
+        ready = ready_condition(
+            verified=self.verification["verifiedURL"] is not None,
+            paused=self.webhook.spec.paused,
+            desired_replicas=self.webhook.spec.sender.replicas,
+            sender=self.sender(),
+        )
         self.conditions = merge_conditions(self.conditions, [*updates, ready], generation=1, now=now_iso())
 
     def checked(self, result: OwnershipResult, next_delay: float | None) -> None:
@@ -245,15 +250,28 @@ class WebhookState:
         self._set([verified_condition(result, next_delay)])
 
     def sender_started(self, ready: bool) -> None:
-        self.sender_ready = ready
-        self._set([])
+        if ready != self.sender_ready:
+            self.sender_ready = ready
+            self._set([])
+
+    def sender(self) -> dict[str, Any]:
+        """status.sender as a pooled Webhook's: dev mode is one in-process pool, "dev", replica 0."""
+        ready = 1 if self.sender_ready else 0
+        return {
+            "mode": SenderMode.POOL.value,
+            "pool": DEV_POOL,
+            "replica": 0,
+            "replicas": 1,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        }
 
     def status(self) -> dict[str, Any]:
         return {
             "observedGeneration": 1,
             "verification": dict(self.verification),
             "conditions": [dict(c) for c in self.conditions],
-            "sender": {"mode": "in-process", "replicas": 1, "readyReplicas": 1 if self.sender_ready else 0},
+            "sender": self.sender(),
         }
 
     def resource(self) -> dict[str, Any]:
@@ -265,15 +283,6 @@ class WebhookState:
             "spec": hook.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
             "status": self.status(),
         }
-
-
-def dev_ready_condition(verified: bool, paused: bool, sender_running: bool) -> Condition:
-    """Ready as the operator words it, with an in-process sender in place of a Deployment."""
-    if verified and not paused and sender_running:
-        return Condition(READY, "True", ReadyReason.SENDER_AVAILABLE, "the in-process sender is delivering")
-    if verified and not paused:
-        return Condition(READY, "False", ReadyReason.SENDER_PENDING, "the in-process sender is starting")
-    return ready_condition(verified=verified, paused=paused, desired_replicas=1, sender=None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -289,6 +298,15 @@ class DevMode:
         self.states: list[WebhookState] = []
         self.registry = CollectorRegistry()
         self.sender_metrics = SenderMetrics(self.registry)
+        self.supervisor: Supervisor | None = None
+
+    def _engines_changed(self) -> None:
+        """The supervisor started or stopped an engine: Ready follows, from the same facts."""
+        supervisor = self.supervisor
+        for state in self.states:
+            consumer = consumer_name(state.webhook.namespace, state.webhook.name)
+            running = supervisor is not None and supervisor.engine_readiness(consumer) is None
+            state.sender_started(running)
 
     async def list_webhooks(self, _: web.Request) -> web.Response:
         items = [state.resource() for state in self.states]
@@ -333,9 +351,13 @@ class DevMode:
         runners: list[web.AppRunner] = []
         tasks: list[asyncio.Task[None]] = []
         receiver = None
+        supervisor = self.supervisor = Supervisor(
+            nc, self.policy, self.sender_metrics, on_change=self._engines_changed
+        )
         try:
             js = nc.jetstream()
             await bus.ensure_stream(js)
+            await prepare_streams(nc)
             ingest = Ingest(nc, js, IngestMetrics(self.registry))
             app = create_app(ingest, self.registry)
             app.router.add_get("/v1/webhooks", self.list_webhooks)
@@ -363,7 +385,7 @@ class DevMode:
                 say(f"no Webhook manifests in {self.args.manifests}; ingest runs, nothing is delivered")
             for state in self.states:
                 tasks.append(
-                    asyncio.create_task(self._serve_webhook(nc, url, state, stop), name=state.webhook.key)
+                    asyncio.create_task(self._verify_then_run(url, state, stop), name=state.webhook.key)
                 )
             say("ready; Ctrl-C stops")
             await stop.wait()
@@ -374,13 +396,15 @@ class DevMode:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await supervisor.close()
             if receiver is not None:
                 await receiver.stop()
             for runner in runners:
                 await runner.cleanup()
             await nc.drain()
 
-    async def _serve_webhook(self, nc: bus.NATS, url: str, state: WebhookState, stop: asyncio.Event) -> None:
+    async def _verify_then_run(self, url: str, state: WebhookState, stop: asyncio.Event) -> None:
+        """Check ownership on the dev schedule; once verified, the supervisor runs the engine."""
         hook = state.webhook
         failed = 0
         async with SafeHTTPClient(self.policy) as client:
@@ -396,19 +420,12 @@ class DevMode:
                 say(f"verifying {hook.key}: {result.reason}, next check in {delay:.0f}s{detail}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-        if stop.is_set():
+        if stop.is_set() or self.supervisor is None:
             return
-        cfg = dev_sender_config(hook, url)
         key = parse_secret(hook.signing_secret) if hook.signing_secret else None
-        metrics = self.sender_metrics.bind(hook.namespace, hook.name, hook.spec.database)
-        runtime = await SenderRuntime.create(nc, cfg, self.policy, metrics, key, label=hook.key)
-        state.sender_started(True)
+        self.supervisor.apply(dev_sender_config(hook, url), key)
         paused = " (paused: events are kept, nothing is sent)" if hook.spec.paused else ""
         say(f"{hook.key} verified at {state.verification['verifiedURL']}, sender started{paused}")
-        try:
-            await runtime.run(stop)
-        finally:
-            state.sender_started(False)
 
 
 def dev_sender_config(hook: DevWebhook, nats_url: str) -> SenderConfig:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hookline.api import CONDITION_ORDER, Condition, ConditionType, ReadyReason
+from hookline.api import CONDITION_ORDER, Condition, ConditionType, ReadyReason, SenderMode
 
 VERIFIED = ConditionType.VERIFIED
 READY = ConditionType.READY
@@ -116,6 +116,8 @@ def ready_condition(
         reason = ReadyReason.BUS_REFUSED if bus.permanent else ReadyReason.BUS_UNAVAILABLE
         return Condition(READY, "False", reason, bus.message)
     sender = sender or {}
+    if sender.get("mode") == SenderMode.POOL:
+        return pool_ready_condition(sender)
     deployment = sender.get("deployment")
     if not deployment:
         return Condition(READY, "False", ReadyReason.SENDER_PENDING, "the sender Deployment is being created")
@@ -133,6 +135,33 @@ def ready_condition(
         ReadyReason.SENDER_UNAVAILABLE,
         f"{available} of {desired_replicas} sender pods of Deployment {deployment} are available; "
         f"check `kubectl describe deployment {deployment}` and the pods' logs",
+    )
+
+
+def pool_ready_condition(sender: Mapping[str, Any]) -> Condition:
+    """Ready of a pooled Webhook: its engine runs and consumes in the replica it is assigned to."""
+    pool, replica = sender.get("pool"), sender.get("replica")
+    if replica is None:
+        return Condition(
+            READY,
+            "False",
+            ReadyReason.POOL_NOT_FOUND,
+            f"no sender pool {pool!r} with replicas runs in this installation; add it to the chart's "
+            "senderPools (or scale its StatefulSet up), or set spec.sender.pool to a pool that runs",
+        )
+    if int(sender.get("readyReplicas") or 0) >= 1:
+        return Condition(
+            READY,
+            "True",
+            ReadyReason.SENDER_AVAILABLE,
+            f"its engine runs in sender pool {pool}, replica {replica}",
+        )
+    return Condition(
+        READY,
+        "False",
+        ReadyReason.SENDER_UNAVAILABLE,
+        f"its engine does not run yet in sender pool {pool}, replica {replica}; see that pool pod's "
+        f"log (kubectl logs -l hookline.io/pool={pool})",
     )
 
 

@@ -349,8 +349,7 @@ class AttemptLog:
         max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
     ) -> None:
         """Create the stream and the bucket when absent (the operator's settings win when present)."""
-        await _attempt_stream(self.js, max_age_seconds, max_bytes)
-        self._kv = await health_bucket(self.js)
+        self._kv = await ensure_attempt_log(self.js, max_age_seconds, max_bytes)
 
     async def previous(self) -> HealthReport | None:
         """The last report of this Webhook (an earlier sender process, another replica)."""
@@ -374,6 +373,17 @@ class AttemptLog:
         if self._kv is None:
             self._kv = await health_bucket(self.js)
         await self._kv.put(self.key, report.to_bytes())
+
+
+async def ensure_attempt_log(
+    js: JetStreamContext,
+    max_age_seconds: float = DEFAULT_ATTEMPTS_MAX_AGE_SECONDS,
+    max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
+) -> Any:
+    """The attempt log stream and the health bucket, created when absent (a sender host, once);
+    returns the bucket."""
+    await _attempt_stream(js, max_age_seconds, max_bytes)
+    return await health_bucket(js)
 
 
 async def health_bucket(js: JetStreamContext, replicas: int = 1) -> Any:

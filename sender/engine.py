@@ -174,6 +174,7 @@ class Engine:
         self.dead_letters_counted_at = -math.inf
         self.feed: bus.MessageFeed | None = None
         self.running = False
+        self.consuming = asyncio.Event()  # set once the feed pulls (hosts report Ready from it)
         self.stopping = asyncio.Event()  # set on stop: workers waiting for their turn give events back
 
     def readiness(self) -> str | None:
@@ -203,6 +204,7 @@ class Engine:
             workers.append(asyncio.create_task(self._assemble(feed), name="assemble batches"))
         watcher = asyncio.create_task(self._watch(), name="watch consumer")
         self.running = True
+        self.consuming.set()
         try:
             await stop.wait()
         finally:

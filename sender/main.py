@@ -17,13 +17,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.attempts import AttemptLog
 from hookline.sender.config import ConfigError, SenderConfig, load_sender_config
 from hookline.sender.engine import Engine
 from hookline.sender.health import add_health_routes, parse_listen, run_service, start_site, wait_first
-from hookline.sender.metrics import SenderMetrics, WebhookMetrics
+from hookline.sender.metrics import SenderMetrics
 from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
 from hookline.sender.signing import parse_secret
+from hookline.sender.supervisor import Supervisor, prepare_streams, start_engine
 
 log = logging.getLogger("hookline.sender")
 
@@ -50,7 +50,8 @@ def read_signing_key(path: str | None) -> bytes | None:
 
 @dataclass
 class SenderRuntime:
-    """One running Webhook sender over a NATS connection it does not own (dev mode shares one)."""
+    """One Webhook's engine over a NATS connection it does not own, outside a supervisor (tests that
+    drive one engine directly)."""
 
     cfg: SenderConfig
     engine: Engine
@@ -62,37 +63,13 @@ class SenderRuntime:
         nc: bus.NATS,
         cfg: SenderConfig,
         policy: EgressPolicy,
-        metrics: WebhookMetrics,
+        metrics: SenderMetrics,
         signing_key: bytes | None,
         *,
         label: str = "",
     ) -> SenderRuntime:
-        js = nc.jetstream()
-        await bus.ensure_stream(js, update_existing=False)
-        await bus.ensure_consumer(js, cfg)
-        await bus.ensure_dead_letter_stream(js)
-        spec = cfg.spec
-        client = await SafeHTTPClient(policy, limit=spec.delivery.max_in_flight).start()
-        attempt_log = None
-        if cfg.record_attempts:
-            attempt_log = AttemptLog(nc, js, cfg.webhook.namespace, cfg.webhook.name)
-            await attempt_log.ensure()
-        engine = Engine(
-            nc,
-            js,
-            cfg.nats.consumer,
-            spec,
-            client,
-            metrics,
-            signing_key=signing_key,
-            namespace=cfg.webhook.namespace,
-            name=cfg.webhook.name,
-            replicas=cfg.replicas,
-            max_age_seconds=cfg.max_age_seconds,
-            label=label,
-            consumer_spec=bus.consumer_spec(cfg),
-            attempt_log=attempt_log,
-        )
+        await prepare_streams(nc, record_attempts=cfg.record_attempts)
+        engine, client = await start_engine(nc, cfg, policy, metrics, signing_key, label=label)
         return cls(cfg, engine, client)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -115,7 +92,7 @@ async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event
     )
     key = read_signing_key(cfg.signing_secret_file)
     registry = CollectorRegistry()
-    metrics = SenderMetrics(registry).bind(cfg.webhook.namespace, cfg.webhook.name, cfg.spec.database)
+    metrics = SenderMetrics(registry)
     name = f"{cfg.webhook.namespace}/{cfg.webhook.name}"
     closed = asyncio.Event()
     nc = await bus.connect(
@@ -124,15 +101,19 @@ async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event
     # The engine stops on SIGTERM, or when the connection is closed for good (the pod is restarted).
     done = asyncio.Event()
     watcher = asyncio.create_task(_set_when_any(done, stop, closed))
+    supervisor = Supervisor(nc, policy, metrics)
     try:
-        runtime = await SenderRuntime.create(nc, cfg, policy, metrics, key)
+        await prepare_streams(nc, record_attempts=cfg.record_attempts)
+        # The same runtime as a pool replica's and dev mode's, with one Webhook in it.
+        supervisor.apply(cfg, key)
         app = web.Application()
-        add_health_routes(app, registry, runtime.engine.readiness, liveness=lambda: _closed_reason(nc))
+        add_health_routes(app, registry, supervisor.readiness, liveness=lambda: _closed_reason(nc))
         runner = await start_site(app, host, port)
         log.info("sender for %s started: consumer %s, health on %s:%d", name, cfg.nats.consumer, host, port)
         try:
-            await runtime.run(done)
+            await done.wait()
         finally:
+            await supervisor.close()
             await runner.cleanup()
     finally:
         watcher.cancel()

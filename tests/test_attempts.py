@@ -126,7 +126,7 @@ async def start_sender(
         signing={"secretRef": {"name": "s", "key": "k"}},
         **spec,
     ).model_copy(update={"record_attempts": record_attempts})
-    metrics = SenderMetrics(CollectorRegistry()).bind("default", name, None)
+    metrics = SenderMetrics(CollectorRegistry())
     runtime = await SenderRuntime.create(nc, cfg, EgressPolicy.for_dev(), metrics, parse_secret(SECRET))
     runtime.engine.watch_interval = 0.2
     asyncio.get_running_loop().create_task(runtime.run(stop))

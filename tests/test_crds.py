@@ -61,10 +61,12 @@ def test_webhook_printer_columns_are_the_designed_ones():
     columns = version_of(WEBHOOK_CRD)["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
     assert default == ["URL", "Events", "Database", "Collection", "Verified", "Ready", "Age"]
-    # `kubectl get wh -o wide` also shows how deliveries go: the Delivering reason, backlog, last 2xx.
+    # `kubectl get wh -o wide` also shows how deliveries go: the Delivering reason, backlog, last 2xx,
+    # and which sender pool serves the Webhook.
     wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority")}
     assert wide == {
         "Delivering": '.status.conditions[?(@.type=="Delivering")].reason',
+        "Sender": ".status.sender.pool",
         "Pending": ".status.delivery.pending",
         "Last-Success": ".status.delivery.lastSuccessAt",
     }

@@ -105,7 +105,7 @@ class Pipeline:
         key = parse_secret(SECRET) if spec.get("signing") else None
         if self.sender_metrics is None:
             self.sender_metrics = SenderMetrics(self.registry)
-        metrics = self.sender_metrics.bind("default", name, cfg.spec.database)
+        metrics = self.sender_metrics
         runtime = await SenderRuntime.create(self.nc, cfg, EgressPolicy.for_dev(), metrics, key)
         self.tasks.append(asyncio.create_task(runtime.run(self.stop)))
         await wait_until(lambda: runtime.engine.readiness() is None, what="sender running")

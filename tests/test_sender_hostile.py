@@ -66,7 +66,7 @@ class Running:
 async def start(nc: Any, receiver: Receiver, name: str = "shop", **spec: Any) -> Running:
     cfg = sender_config("unused", f"{receiver.url}/hook", name=name, **spec)
     registry = CollectorRegistry()
-    metrics = SenderMetrics(registry).bind("default", name, cfg.spec.database)
+    metrics = SenderMetrics(registry)
     runtime = await SenderRuntime.create(nc, cfg, EgressPolicy.for_dev(), metrics, None)
     runtime.engine.watch_interval = 1.0
     stop = asyncio.Event()

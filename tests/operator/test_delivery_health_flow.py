@@ -77,7 +77,7 @@ async def run_sender_from_configmap(cluster, name, stop: asyncio.Event) -> Sende
     configmap = await wait_for(lambda: cluster.get(CONFIGMAPS, f"{name}-sender"), "the sender ConfigMap")
     cfg = parse_sender_config(yaml.safe_load(configmap["data"]["sender.yaml"]))
     nc = await bus.connect(cfg.nats.url)
-    metrics = SenderMetrics(CollectorRegistry()).bind(cfg.webhook.namespace, name, None)
+    metrics = SenderMetrics(CollectorRegistry())
     policy = EgressPolicy(["127.0.0.0/8"], allow_http=True)
     runtime = await SenderRuntime.create(nc, cfg, policy, metrics, None)
     runtime.engine.watch_interval = 0.2
