@@ -112,6 +112,8 @@ class ReadyReason(StrEnum):
     """False: NATS did not answer (connection, timeout); retried by itself."""
     BUS_REFUSED = "BusRefused"
     """False: NATS refused the consumer for good (a limit or its configuration); needs a change."""
+    SIGNING_SECRET_UNAVAILABLE = "SigningSecretUnavailable"
+    """False: a pooled Webhook's signing Secret cannot be read (the message says what is wrong)."""
     POOL_NOT_FOUND = "PoolNotFound"
     """False: spec.sender.pool names a pool the installation does not run (or it has no replicas)."""
 

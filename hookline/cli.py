@@ -20,6 +20,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "operator": Command("run the Kopf operator", "hookline.operator.main", True),
     "sender": Command("deliver one Webhook's events (reads --config)", "hookline.sender.main", True),
+    "pool": Command("one replica of a sender pool: many Webhooks' engines", "hookline.sender.pool", True),
     "ingest": Command("accept events on POST /v1/events and publish them", "hookline.sender.ingest", False),
     "dev": Command("everything on one machine, no cluster", "hookline.dev", True),
     "list": Command("list Webhooks in the current kubeconfig context", "hookline.kubecli.listing", False),

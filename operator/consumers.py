@@ -92,6 +92,10 @@ class Consumers:
             assert self._js is not None
             return self._js
 
+    async def call(self, what: str, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+        """Run `fn` on the JetStream context, bounded in time; failures come out as ConsumerError."""
+        return await self._call(what, fn)
+
     async def _call(self, what: str, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(self.timeout * 2):

@@ -36,12 +36,13 @@ from hookline.api import (
     Condition,
     DeliveringReason,
     ReadyReason,
+    SenderMode,
     SpecError,
     VerifiedReason,
     WebhookSpec,
     parse_webhook_spec,
 )
-from hookline.operator import delivery, desired, kubeapi, verification
+from hookline.operator import delivery, desired, kubeapi, pools, verification
 from hookline.operator.consumers import ConsumerError, Consumers
 from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.settings import NOT_VERIFIED_YET, OperatorConfig
@@ -58,11 +59,12 @@ from hookline.operator.status import (
     status_of,
     transitions,
 )
-from hookline.operator.webhooktest import TestOutcome, run_test
+from hookline.operator.webhooktest import TestOutcome, run_test, signing_key
 from hookline.sender import ownership
 from hookline.sender.attempts import HealthReport
 from hookline.sender.bus import BusUnavailable
 from hookline.sender.config import consumer_name
+from hookline.sender.pool import PoolKey, Roster
 from hookline.sender.retry import GoneState
 from hookline.sender.safehttp import SafeHTTPClient
 
@@ -71,6 +73,9 @@ log = logging.getLogger(__name__)
 WEBHOOKS = (GROUP, VERSION, WEBHOOK_PLURAL)
 TESTS = (GROUP, VERSION, WEBHOOKTEST_PLURAL)
 DEPLOYMENTS = ("apps", "v1", "deployments")
+STATEFULSETS = ("apps", "v1", "statefulsets")
+POOL_SELECTOR = {"app.kubernetes.io/name": "hookline", "app.kubernetes.io/component": "sender-pool"}
+POOL_LABEL = "hookline.io/pool"
 SENDER_SELECTOR = {
     "app.kubernetes.io/managed-by": desired.MANAGED_BY,
     "app.kubernetes.io/component": "sender",
@@ -104,6 +109,22 @@ class Runtime:
     delivery_seen: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     resume_asks: dict[tuple[str, str], tuple[str | None, str]] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    # Sender pools: replicas of each pool (its StatefulSet's spec.replicas), where each pooled
+    # Webhook is assigned (replica None: its pool does not run), and each replica's latest roster.
+    pool_directory: pools.PoolDirectory | None = None
+    pool_key: PoolKey | None = None
+    pool_replicas: dict[str, int] = field(default_factory=dict)
+    pooled: dict[tuple[str, str], tuple[str, int | None]] = field(default_factory=dict)
+    rosters: dict[tuple[str, int], Roster] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.pool_directory is None:
+            self.pool_directory = pools.PoolDirectory(self.consumers)
+
+    @property
+    def directory(self) -> pools.PoolDirectory:
+        assert self.pool_directory is not None
+        return self.pool_directory
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -228,7 +249,7 @@ async def _reconcile(
         _write_conditions(body, status, patch, [verification.pending_condition(token, spec.url)], generation)
 
     if not verification.is_verified_for(status, spec.url):
-        await _hold_sender(rt, namespace, status, patch)
+        await _hold_sender(rt, namespace, name, status, patch)
         await _verify(rt, body, spec, status, patch, token, generation)
     await _run_sender(rt, body, spec, status, patch, namespace, name, generation, logger)
 
@@ -262,8 +283,21 @@ async def _verify(
         raise kopf.TemporaryError(f"{NOT_VERIFIED_YET} ({result.reason})", delay=delay)
 
 
-async def _hold_sender(rt: Runtime, namespace: str, status: kopf.Status, patch: kopf.Patch) -> None:
+async def _hold_sender(
+    rt: Runtime, namespace: str, name: str, status: kopf.Status, patch: kopf.Patch
+) -> None:
     """A changed URL is not verified yet: the old sender stops (events wait in the stream)."""
+    key = (namespace, name)
+    place = rt.pooled.get(key) or _pool_place(status)
+    if place is not None:
+        try:
+            await rt.directory.remove(consumer_name(namespace, name), place)
+        except ConsumerError as exc:
+            raise kopf.TemporaryError(exc.problem.message, delay=BUS_RETRY_SECONDS) from None
+        rt.pooled.pop(key, None)
+        rt.sender_seen.pop(key, None)
+        patch.status["sender"] = pools.pool_sender_status(place[0], None, running=False, stopped=True)
+        return
     deployment = (status.get("sender") or {}).get("deployment")
     if deployment and (status.get("sender") or {}).get("replicas"):
         await rt.api.patch(f"{kubeapi.deployments(namespace)}/{deployment}", {"spec": {"replicas": 0}})
@@ -301,6 +335,14 @@ async def _run_sender(
 
     rendered = desired.render_config(cfg)
     digest = desired.config_hash(rendered)
+    place = pools.placement(spec, rt.config)
+    if place.mode == SenderMode.POOL:
+        assert place.pool is not None
+        await _run_in_pool(rt, body, spec, status, patch, cfg, place.pool, digest, generation)
+        return
+    if key in rt.pooled or _pool_place(status) is not None:  # moved out of a pool
+        await _stop_in_pool(rt, key, status, patch, body, spec, generation)
+        rt.pooled.pop(key, None)
     owner = dict(body)
     await _apply(rt, kubeapi.configmaps(namespace), desired.config_map(owner, rendered))
     want = desired.deployment(owner, spec, digest, rt.config)
@@ -312,6 +354,9 @@ async def _run_sender(
         message = f"updated Deployment {deployment_name} (config {digest})"
         kopf.info(body, reason="SenderUpdated", message=message)
     patch.status["sender"] = {
+        "mode": SenderMode.DEDICATED.value,
+        "pool": None,
+        "replica": None,
         "deployment": deployment_name,
         "replicas": desired.desired_replicas(spec),
         "configHash": digest,
@@ -320,6 +365,109 @@ async def _run_sender(
     ready = _ready(rt, key, spec, True, _sender_facts(status, patch))
     _write_conditions(body, status, patch, [verified, ready], generation)
     logger.debug(f"sender {deployment_name}: {outcome}")
+
+
+def _pool_place(status: Mapping[str, Any]) -> tuple[str, int | None] | None:
+    """Where status says the Webhook's pool engine was assigned (what the operator wrote last)."""
+    sender = status.get("sender") or {}
+    if sender.get("mode") != SenderMode.POOL or not sender.get("pool"):
+        return None
+    replica = sender.get("replica")
+    return str(sender["pool"]), (int(replica) if isinstance(replica, int) else None)
+
+
+def _roster_running(rt: Runtime, pool: str, replica: int | None, consumer: str) -> bool:
+    roster = rt.rosters.get((pool, replica)) if replica is not None else None
+    return roster is not None and roster.alive(time.time()) and consumer in roster.running
+
+
+async def _run_in_pool(
+    rt: Runtime,
+    body: kopf.Body,
+    spec: WebhookSpec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    cfg: Any,
+    pool: str,
+    digest: str,
+    generation: int | None,
+) -> None:
+    """A pooled Webhook: its entry in HOOKLINE_POOLS, assigned to a replica; no Deployment."""
+    namespace, name = cfg.webhook.namespace, cfg.webhook.name
+    key = (namespace, name)
+    consumer = cfg.nats.consumer
+    old = _pool_place(status)
+    known = old if old is not None and old[1] is not None else None
+    try:
+        if desired.desired_replicas(spec) == 0:
+            await rt.directory.remove(consumer, old)
+            rt.pooled.pop(key, None)
+            patch.status["sender"] = pools.pool_sender_status(pool, None, running=False, stopped=True)
+        else:
+            try:
+                secret = await signing_key(rt.api, namespace, spec)
+                entry = pools.pool_entry(cfg, secret, rt.pool_key).to_bytes()
+            except (LookupError, ValueError) as exc:
+                problem = BusProblem(
+                    f"{exc}; the pool engine starts once it can be read",
+                    permanent=True,
+                    reason=ReadyReason.SIGNING_SECRET_UNAVAILABLE,
+                )
+                rt.bus_problems[key] = problem
+                _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
+                raise kopf.TemporaryError(problem.message, delay=BUS_RETRY_SECONDS) from None
+            replica = pools.assigned_replica(consumer, rt.pool_replicas.get(pool, 0))
+            await rt.directory.place(consumer, entry, pool, replica, known)
+            rt.pooled[key] = (pool, replica)
+            running = _roster_running(rt, pool, replica, consumer)
+            patch.status["sender"] = {
+                **pools.pool_sender_status(pool, replica, running=running),
+                "configHash": digest,
+            }
+            rt.sender_seen[key] = _pool_seen(running and replica is not None)
+    except ConsumerError as exc:
+        rt.bus_problems[key] = exc.problem
+        _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
+        raise kopf.TemporaryError(exc.problem.message, delay=BUS_RETRY_SECONDS) from None
+    rt.bus_problems.pop(key, None)
+    await _remove_dedicated(rt, namespace, name, status)
+    verified = verification.verified_at(_verified_url(status, patch))
+    ready = _ready(rt, key, spec, True, _sender_facts(status, patch))
+    _write_conditions(body, status, patch, [verified, ready], generation)
+
+
+def _pool_seen(running: bool) -> dict[str, int]:
+    return {"readyReplicas": int(running), "availableReplicas": int(running)}
+
+
+async def _stop_in_pool(
+    rt: Runtime,
+    key: tuple[str, str],
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+    body: kopf.Body,
+    spec: WebhookSpec,
+    generation: int | None,
+) -> None:
+    """Take the Webhook's engine out of its pool (moved to a dedicated sender, or unverified)."""
+    try:
+        await rt.directory.remove(consumer_name(*key), rt.pooled.get(key) or _pool_place(status))
+    except ConsumerError as exc:
+        rt.bus_problems[key] = exc.problem
+        _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
+        raise kopf.TemporaryError(exc.problem.message, delay=BUS_RETRY_SECONDS) from None
+    rt.pooled.pop(key, None)
+    rt.sender_seen.pop(key, None)
+
+
+async def _remove_dedicated(rt: Runtime, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    """A Webhook moved into a pool: its own Deployment and ConfigMap go (its pool engine runs)."""
+    if not (status.get("sender") or {}).get("deployment"):
+        return
+    sender = desired.sender_name(name)
+    for collection in (kubeapi.deployments(namespace), kubeapi.configmaps(namespace)):
+        with contextlib.suppress(kubeapi.NotFound):
+            await rt.api.delete(f"{collection}/{sender}")
 
 
 def _verified_url(status: Mapping[str, Any], patch: kopf.Patch) -> str | None:
@@ -372,6 +520,7 @@ async def webhook_seen(
         rt.metrics.webhooks.forget(namespace, name)
         rt.sender_seen.pop((namespace, name), None)
         rt.bus_problems.pop((namespace, name), None)
+        rt.pooled.pop((namespace, name), None)
         for table in (rt.health_reports, rt.health_written, rt.delivery_seen, rt.resume_asks):
             table.pop((namespace, name), None)  # type: ignore[attr-defined]
         return
@@ -427,6 +576,120 @@ async def sender_observed(event: Mapping[str, Any], body: kopf.Body, memo: Any, 
         rt.sender_seen[key] = seen
 
 
+# --- sender pools: replicas, rosters, and status.sender of pooled Webhooks -----------------------------
+
+
+def _pool_replicas_of(statefulset: Mapping[str, Any]) -> tuple[str | None, int]:
+    meta = statefulset.get("metadata") or {}
+    pool = (meta.get("labels") or {}).get(POOL_LABEL)
+    replicas = (statefulset.get("spec") or {}).get("replicas")
+    return pool, int(replicas) if isinstance(replicas, int) else 1
+
+
+async def pool_observed(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A pool StatefulSet was created, scaled or removed: reassign its Webhooks where that changed."""
+    rt = _runtime(memo)
+    pool, replicas = _pool_replicas_of(body)
+    if not pool:
+        return
+    if event.get("type") == "DELETED":
+        replicas = 0
+    if rt.pool_replicas.get(pool) == replicas:
+        return
+    rt.pool_replicas[pool] = replicas
+    await rebalance(rt, pool)
+
+
+async def rebalance(rt: Runtime, pool: str) -> None:
+    """Move the pool's Webhooks whose replica changed (about 1/N of them when a replica is added)."""
+    replicas = rt.pool_replicas.get(pool, 0)
+    moves = [
+        (key, old, pools.assigned_replica(consumer_name(*key), replicas))
+        for key, (where, old) in list(rt.pooled.items())
+        if where == pool
+    ]
+    moved = 0
+    for key, old, new in moves:
+        if old == new:
+            continue
+        consumer = consumer_name(*key)
+        try:
+            stored = await rt.directory.move(consumer, pool, new, old)
+        except ConsumerError as exc:
+            log.warning("pool %s: %s/%s not moved: %s; moved at its next reconcile", pool, *key, exc)
+            continue
+        if not stored:
+            continue
+        rt.pooled[key] = (pool, new)
+        running = _roster_running(rt, pool, new, consumer)
+        body = {"status": {"sender": pools.pool_sender_status(pool, new, running=running)}}
+        if await rt.api.patch(kubeapi.webhook(*key, sub="status"), body) is not None:
+            rt.sender_seen[key] = _pool_seen(running and new is not None)
+        moved += 1
+    if moved:
+        log.info("pool %s: %d replicas; %d Webhooks moved", pool, replicas, moved)
+
+
+async def list_pools(rt: Runtime) -> None:
+    """The pools there are before any Webhook is reconciled, so a restart does not flap them."""
+    url = "/apis/apps/v1/statefulsets?labelSelector=" + ",".join(
+        f"{k}%3D{v}" for k, v in POOL_SELECTOR.items()
+    )
+    try:
+        listing = await rt.api.get(url)
+    except kubeapi.APIError as exc:
+        log.warning("sender pools not listed: %s; learned from the watch instead", exc)
+        return
+    for item in (listing or {}).get("items") or []:
+        pool, replicas = _pool_replicas_of(item)
+        if pool:
+            rt.pool_replicas[pool] = replicas
+
+
+ROSTER_WATCH_RETRY_SECONDS = 5.0
+POOL_MIRROR_TICK_SECONDS = 2.0
+
+
+async def watch_pool_rosters(rt: Runtime) -> None:
+    """Keep every pool replica's latest roster (one NATS watch for all pools)."""
+    while True:
+        try:
+            async for roster in rt.directory.rosters():
+                rt.rosters[(roster.pool, roster.replica)] = roster
+        except Exception as exc:
+            log.debug("pool rosters not watched: %s; again in %g s", exc, ROSTER_WATCH_RETRY_SECONDS)
+        await asyncio.sleep(ROSTER_WATCH_RETRY_SECONDS)
+
+
+async def mirror_pool_senders(rt: Runtime) -> None:
+    """status.sender.readyReplicas of each pooled Webhook from its replica's roster, within the
+    status write budget; webhook_seen then derives Ready from it."""
+    tick = POOL_MIRROR_TICK_SECONDS
+    budget = max(1, int(rt.config.delivery_status_writes_per_second * tick))
+    while True:
+        await asyncio.sleep(tick)
+        writes = 0
+        for key, (pool, replica) in list(rt.pooled.items()):
+            if writes >= budget:
+                break
+            seen = _pool_seen(_roster_running(rt, pool, replica, consumer_name(*key)))
+            if rt.sender_seen.get(key) == seen:
+                continue
+            writes += 1
+            try:
+                written = await rt.api.patch(
+                    kubeapi.webhook(*key, sub="status"), {"status": {"sender": seen}}
+                )
+            except kubeapi.APIError as exc:
+                log.warning("status.sender of %s/%s not written: %s; trying again", *key, exc)
+                continue
+            if written is None:
+                rt.pooled.pop(key, None)
+                continue
+            rt.sender_seen[key] = seen
+            rt.metrics.status_writes.inc()
+
+
 # --- Webhook: deletion ---------------------------------------------------------------------------------
 
 
@@ -436,7 +699,12 @@ async def webhook_deleted(
     """Remove the JetStream consumer; a NATS outage delays deletion a little, never forever."""
     rt = _runtime(memo)
     name = consumer_name(meta["namespace"], meta["name"])
+    key = (meta["namespace"], meta["name"])
     try:
+        status = body.get("status") or {}
+        if key in rt.pooled or _pool_place(status) is not None:
+            await rt.directory.remove(name, rt.pooled.get(key) or _pool_place(status))
+            rt.pooled.pop(key, None)
         removed = await rt.consumers.delete(name)
     except BusUnavailable as exc:
         if retry + 1 < rt.config.consumer_delete_attempts:
@@ -634,11 +902,14 @@ async def _resume_if_asked(
 
 async def start_background(memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
+    await list_pools(rt)
     for job, name in (
         (expire_webhook_tests, "expire WebhookTests"),
         (watch_health_reports, "watch health reports"),
         (write_delivery_health, "write status.delivery"),
         (follow_resumes, "follow resume requests"),
+        (watch_pool_rosters, "watch pool rosters"),
+        (mirror_pool_senders, "mirror pool senders"),
     ):
         rt.background.append(asyncio.create_task(job(rt), name=name))
 
@@ -673,6 +944,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     on.event(*WEBHOOKS, id="observe", registry=registry)(webhook_seen)
     on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhook_deleted)
     on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(sender_observed)
+    on.event(*STATEFULSETS, id="pool", labels=POOL_SELECTOR, registry=registry)(pool_observed)
     for cause in (on.create, on.resume):
         cause(*TESTS, id="send", registry=registry)(webhook_test_created)
     on.event(*TESTS, id="track", registry=registry)(webhook_test_seen)

@@ -26,6 +26,7 @@ from hookline.operator.settings import (
     parse_replicas,
     quiet_verification_retries,
 )
+from hookline.sender.pool import PoolKey
 from hookline.sender.safehttp import SafeHTTPClient
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def build(
         http=SafeHTTPClient(config.egress, max_response_bytes=64 * 1024),
         consumers=Consumers(config.nats_url, timeout=config.nats_connect_timeout),
         metrics=OperatorMetrics(metrics_registry or CollectorRegistry()),
+        pool_key=PoolKey.from_file(config.pool_key_file) if config.pool_key_file else None,
     )
     return registry, settings, runtime
 
@@ -131,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port or None,
             nats_replicas=None if args.nats_replicas is None else parse_replicas(str(args.nats_replicas)),
         )
+        if config.pool_key_file:
+            PoolKey.from_file(config.pool_key_file)  # unreadable: say so now, not at the first Webhook
     except ValueError as exc:
         log.error("%s", exc)
         return 2

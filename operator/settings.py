@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import kopf
 
 from hookline import __version__
-from hookline.api import ANNOTATION_PREFIX, FINALIZER
+from hookline.api import ANNOTATION_PREFIX, FINALIZER, SenderMode
 from hookline.sender.attempts import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
 from hookline.sender.safehttp import EgressPolicy
 
@@ -76,6 +76,11 @@ class OperatorConfig:
     # Replicas of each Webhook's consumer (HOOKLINE_NATS_REPLICAS, chart nats.replicas); 0: as many as
     # the stream has (the server's default), which ingest sets from the same chart value.
     nats_replicas: int = 0
+    # Where a Webhook's engine runs when its spec does not say (chart operator.defaultSenderMode /
+    # defaultSenderPool), and the pool key that seals signing keys for pool replicas (a mounted Secret).
+    default_sender_mode: SenderMode = SenderMode.DEDICATED
+    default_sender_pool: str = "default"
+    pool_key_file: str | None = None
 
 
 def config_from_env(
@@ -118,7 +123,20 @@ def config_from_env(
         attempts_max_bytes=int(
             _positive(env, "HOOKLINE_ATTEMPTS_MAX_BYTES", DEFAULT_ATTEMPTS_MAX_BYTES, "a number of bytes")
         ),
+        default_sender_mode=parse_sender_mode(env.get("HOOKLINE_DEFAULT_SENDER_MODE", "").strip()),
+        default_sender_pool=env.get("HOOKLINE_DEFAULT_SENDER_POOL", "").strip() or "default",
+        pool_key_file=env.get("HOOKLINE_POOL_KEY_FILE", "").strip() or None,
     )
+
+
+def parse_sender_mode(text: str) -> SenderMode:
+    """HOOKLINE_DEFAULT_SENDER_MODE: Dedicated (the default) or Pool."""
+    if not text:
+        return SenderMode.DEDICATED
+    for mode in SenderMode:
+        if text.lower() == mode.value.lower():
+            return mode
+    raise ValueError(f"HOOKLINE_DEFAULT_SENDER_MODE={text!r} is not Dedicated or Pool")
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, what: str) -> float:

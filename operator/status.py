@@ -31,6 +31,7 @@ class BusProblem:
 
     message: str
     permanent: bool = False
+    reason: ReadyReason | None = None  # None: BusRefused or BusUnavailable, from `permanent`
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
@@ -113,7 +114,7 @@ def ready_condition(
             f"deliveries are stopped because {why}; events are kept in the stream",
         )
     if bus is not None:
-        reason = ReadyReason.BUS_REFUSED if bus.permanent else ReadyReason.BUS_UNAVAILABLE
+        reason = bus.reason or (ReadyReason.BUS_REFUSED if bus.permanent else ReadyReason.BUS_UNAVAILABLE)
         return Condition(READY, "False", reason, bus.message)
     sender = sender or {}
     if sender.get("mode") == SenderMode.POOL:

@@ -100,7 +100,7 @@ def refusal(webhook: Mapping[str, Any] | None, name: str) -> TestOutcome | None:
     return None
 
 
-async def _signing_key(api: kubeapi.KubeAPI, namespace: str, spec: WebhookSpec) -> bytes | None:
+async def signing_key(api: kubeapi.KubeAPI, namespace: str, spec: WebhookSpec) -> bytes | None:
     if spec.signing is None:
         return None
     ref = spec.signing.secret_ref
@@ -147,7 +147,7 @@ async def run_test(
     except (EventError, ValueError) as exc:
         return failed("InvalidData", f"spec.data is not a valid {test_spec.get('event')} event: {exc}")
     try:
-        key = await _signing_key(api, namespace, spec)
+        key = await signing_key(api, namespace, spec)
     except LookupError as exc:
         return failed("SecretUnavailable", str(exc))
     delivery = Delivery(spec, key)

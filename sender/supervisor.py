@@ -114,9 +114,12 @@ class Supervisor:
         metrics: SenderMetrics,
         *,
         on_change: Callable[[], None] | None = None,
+        policy_for: Callable[[SenderConfig], EgressPolicy] | None = None,
     ) -> None:
         self.nc = nc
         self.policy = policy
+        # The egress policy of one Webhook's engine (a pool replica adds what the operator allows).
+        self.policy_for = policy_for or (lambda _cfg: policy)
         self.metrics = metrics
         self.slots: dict[str, Slot] = {}
         self.on_change = on_change or (lambda: None)
@@ -216,7 +219,8 @@ class Supervisor:
         cfg = wanted.cfg
         label = f"{cfg.webhook.namespace}/{cfg.webhook.name}"
         try:
-            engine, client = await start_engine(self.nc, cfg, self.policy, self.metrics, wanted.signing_key)
+            policy = self.policy_for(cfg)
+            engine, client = await start_engine(self.nc, cfg, policy, self.metrics, wanted.signing_key)
         except Exception as exc:
             slot.problem = f"the engine did not start: {exc or type(exc).__name__}"
             log.warning("%s: %s; trying again in %g s", label, slot.problem, restart_delay(slot.failures + 1))
