@@ -44,6 +44,7 @@ from hookline.sender.safehttp import EgressPolicy
 WEBHOOKS = "hookline.io/v1alpha1/webhooks"
 TESTS = "hookline.io/v1alpha1/webhooktests"
 DEPLOYMENTS = "apps/v1/deployments"
+STATEFULSETS = "apps/v1/statefulsets"
 CONFIGMAPS = "v1/configmaps"
 SECRETS = "v1/secrets"
 EVENTS = "v1/events"
@@ -358,6 +359,7 @@ def declare_resources(cluster: Cluster) -> None:
         (WEBHOOKS, "Webhook", True, {"status"}),
         (TESTS, "WebhookTest", True, {"status"}),
         (DEPLOYMENTS, "Deployment", True, {"status"}),
+        (STATEFULSETS, "StatefulSet", True, {"status"}),
         (CONFIGMAPS, "ConfigMap", True, set()),
         (SECRETS, "Secret", True, set()),
         (EVENTS, "Event", True, set()),
