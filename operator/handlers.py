@@ -116,6 +116,7 @@ class Runtime:
     pool_replicas: dict[str, int] = field(default_factory=dict)
     pooled: dict[tuple[str, str], tuple[str, int | None]] = field(default_factory=dict)
     rosters: dict[tuple[str, int], Roster] = field(default_factory=dict)
+    pools_listed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         if self.pool_directory is None:
@@ -416,6 +417,9 @@ async def _run_in_pool(
                 rt.bus_problems[key] = problem
                 _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
                 raise kopf.TemporaryError(problem.message, delay=BUS_RETRY_SECONDS) from None
+            if not rt.pools_listed.is_set():  # just started: place it once the pools are known
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(rt.pools_listed.wait(), POOLS_LISTED_WAIT_SECONDS)
             replica = pools.assigned_replica(consumer, rt.pool_replicas.get(pool, 0))
             await rt.directory.place(consumer, entry, pool, replica, known)
             rt.pooled[key] = (pool, replica)
@@ -631,22 +635,22 @@ async def rebalance(rt: Runtime, pool: str) -> None:
 
 
 async def list_pools(rt: Runtime) -> None:
-    """The pools there are before any Webhook is reconciled, so a restart does not flap them."""
-    url = "/apis/apps/v1/statefulsets?labelSelector=" + ",".join(
-        f"{k}%3D{v}" for k, v in POOL_SELECTOR.items()
-    )
+    """The pools there are before a pooled Webhook is placed, so a restart does not flap them."""
+    selector = ",".join(f"{k}%3D{v}" for k, v in POOL_SELECTOR.items())
     try:
-        listing = await rt.api.get(url)
+        listing = await rt.api.get(f"/apis/apps/v1/statefulsets?labelSelector={selector}")
+        for item in (listing or {}).get("items") or []:
+            pool, replicas = _pool_replicas_of(item)
+            if pool:
+                rt.pool_replicas.setdefault(pool, replicas)  # the watch may have been first
     except kubeapi.APIError as exc:
         log.warning("sender pools not listed: %s; learned from the watch instead", exc)
-        return
-    for item in (listing or {}).get("items") or []:
-        pool, replicas = _pool_replicas_of(item)
-        if pool:
-            rt.pool_replicas[pool] = replicas
+    finally:
+        rt.pools_listed.set()
 
 
 ROSTER_WATCH_RETRY_SECONDS = 5.0
+POOLS_LISTED_WAIT_SECONDS = 30.0
 POOL_MIRROR_TICK_SECONDS = 2.0
 
 
@@ -902,7 +906,8 @@ async def _resume_if_asked(
 
 async def start_background(memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
-    await list_pools(rt)
+    # Not awaited here: Kopf logs in only after its startup handlers, and the list needs the API.
+    rt.background.append(asyncio.create_task(list_pools(rt), name="list sender pools"))
     for job, name in (
         (expire_webhook_tests, "expire WebhookTests"),
         (watch_health_reports, "watch health reports"),
