@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from hookline.api import POOL_NAME_PATTERN, SenderMode
+from hookline.cli import build_parser
+from hookline.operator.handlers import POOL_LABEL, POOL_SELECTOR
+from hookline.operator.settings import config_from_env
 from hookline.sender.natsserver import find_nats_server
+from hookline.sender.pool import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
 
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / ".tools" / "bin" / "helm"
@@ -92,6 +98,31 @@ SCENARIOS: dict[str, list[str]] = {
         "--set",
         "ingest.serviceAccount.create=false",
     ],
+    "two-pools": [
+        "--set-json",
+        'senderPools=[{"name":"default","replicas":3},'
+        '{"name":"bulk","replicas":0,"extraArgs":["--allow-network","192.168.0.0/16"],"nodeSelector":{"pool":"bulk"},'
+        '"podAnnotations":{"team":"mail"},"resources":{"requests":{"cpu":"1","memory":"1Gi"},'
+        '"limits":{"memory":"2Gi"}}}]',
+        "--set",
+        "operator.defaultSenderMode=Pool",
+        "--set",
+        "operator.defaultSenderPool=bulk",
+        "--set",
+        "egress.allowHttp=true",
+        "--set-json",
+        'egress.allowNetworks=["10.0.0.0/8","fd00::/8"]',
+        "--set",
+        "monitoring.enabled=true",
+        *MONITORING_API,
+    ],
+    "existing-pool-key": [
+        "--set",
+        "poolKey.existingSecret=hookline-pool-key-from-vault",
+        "--set",
+        "poolKey.secretKey=pool.key",
+    ],
+    "no-pools": ["--set-json", "senderPools=[]", "--set", "monitoring.enabled=true", *MONITORING_API],
 }
 
 
@@ -226,6 +257,38 @@ def ingest(scenario: str) -> dict[str, Any]:
     return one(scenario, "Deployment", "hk-hookline-ingest")
 
 
+def pools(scenario: str) -> list[dict[str, Any]]:
+    """The StatefulSets the operator takes for sender pools: selected the way it selects them."""
+    return [s for s in objects(scenario, "StatefulSet") if matches(POOL_SELECTOR, s["metadata"]["labels"])]
+
+
+def pool(scenario: str, name: str) -> dict[str, Any]:
+    (found,) = [s for s in pools(scenario) if s["metadata"]["labels"][POOL_LABEL] == name]
+    return found
+
+
+def pool_args(workload: dict[str, Any]) -> Any:
+    """The pool container's args as `hookline pool` parses them."""
+    args = container(workload)["args"]
+    assert args[0] == "pool"
+    return build_parser("pool").parse_args(args)
+
+
+def volume(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == name]
+    return found
+
+
+def mounted_file(workload: dict[str, Any], volume_name: str) -> tuple[str, str, str]:
+    """(secret name, secret key, path of the file in the container) of a one-key Secret volume."""
+    secret = volume(workload, volume_name)["secret"]
+    (item,) = secret["items"]
+    (mount,) = [m for m in container(workload)["volumeMounts"] if m["name"] == volume_name]
+    assert mount["readOnly"] is True
+    assert secret["defaultMode"] == 0o440
+    return secret["secretName"], item["key"], f"{mount['mountPath']}/{item['path']}"
+
+
 def ingest_nats_url(scenario: str) -> str:
     args = container(ingest(scenario))["args"]
     return args[args.index("--nats-url") + 1]
@@ -293,6 +356,21 @@ def test_chart_installs_on_oldest_supported_kubernetes():
             ["--set", "monitoring.prometheusRule.unverifiedFor=6 hours"],
             "/monitoring/prometheusRule/unverifiedFor",
         ),
+        (["--set", "senderPools[0].name=Bulk_Mail"], "/senderPools/0/name"),
+        (["--set", "senderPools[0].name=" + "p" * 41], "/senderPools/0/name"),
+        (["--set", "senderPools[0].name=-bulk"], "/senderPools/0/name"),
+        (["--set", "senderPools[0].replicas=-1"], "/senderPools/0/replicas"),
+        (["--set", "senderPools[0].replica=3"], "replica"),
+        (["--set", "operator.defaultSenderMode=pool"], "/operator/defaultSenderMode"),
+        (["--set", "operator.defaultSenderPool=Default"], "/operator/defaultSenderPool"),
+        (["--set", "poolKey.secretKey=pool/key"], "/poolKey/secretKey"),
+        (["--set", "poolKey.existingSecretName=x"], "existingSecretName"),
+        (["--set-json", 'senderPools=[{"name":"a"},{"name":"a"}]'], '"a" is listed twice'),
+        (["--set", "operator.defaultSenderPool=bulk"], 'operator.defaultSenderPool="bulk" is not one of'),
+        (
+            ["--set-json", "senderPools=[]", "--set", "operator.defaultSenderMode=Pool"],
+            "operator.defaultSenderPool",
+        ),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(flags, named):
@@ -333,6 +411,7 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
         | grants("hookline.io", ["webhooks/status", "webhooktests/status"], ["get", "patch", "update"])
         | grants("hookline.io", ["webhooks/finalizers"], ["update"])
         | grants("apps", ["deployments"], ["get", "list", "watch", "create", "patch", "update", "delete"])
+        | grants("apps", ["statefulsets"], ["get", "list", "watch"])  # sender pools: replica counts
         | grants("", ["configmaps"], ["get", "list", "watch", "create", "patch", "update", "delete"])
         | grants("", ["secrets"], ["get"])
         | grants("", ["events"], ["create", "patch"])
@@ -394,7 +473,7 @@ def test_only_hookline_pods_may_reach_nats():
     client_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "client")
     (peer,) = client_rule["from"]
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "hookline"}
-    for workload in (operator("defaults"), ingest("defaults")):
+    for workload in (operator("defaults"), ingest("defaults"), *pools("defaults")):
         assert matches(peer["podSelector"]["matchLabels"], workload["spec"]["template"]["metadata"]["labels"])
     assert not objects("no-persistence", "NetworkPolicy")
 
@@ -484,7 +563,9 @@ def test_nats_without_persistence_uses_an_empty_dir():
 
 
 def test_external_nats_replaces_the_embedded_server():
-    assert not objects("external-nats", "StatefulSet")
+    assert [s["metadata"]["name"] for s in objects("external-nats", "StatefulSet")] == [
+        "hk-hookline-pool-default"
+    ]
     assert not [s for s in objects("external-nats", "Service") if "nats" in s["metadata"]["name"]]
     assert not objects("external-nats", "NetworkPolicy")
     assert env(operator("external-nats"))["HOOKLINE_NATS_URL"] == EXTERNAL_NATS
@@ -534,9 +615,9 @@ def test_ingest_token_can_come_from_an_existing_secret_or_be_off():
         "name": "producer-token",
         "key": "token",
     }
-    assert not objects("existing-token", "Secret")
+    assert not [s for s in objects("existing-token", "Secret") if "ingest" in s["metadata"]["name"]]
     assert "HOOKLINE_INGEST_TOKEN" not in env(ingest("auth-off"))
-    assert not objects("auth-off", "Secret")
+    assert not [s for s in objects("auth-off", "Secret") if "ingest" in s["metadata"]["name"]]
 
 
 def test_ingress_routes_to_the_ingest_service():
@@ -551,6 +632,209 @@ def test_ingress_routes_to_the_ingest_service():
     service = one("ingress", "Service", backend["name"])
     assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
     assert not objects("defaults", "Ingress")
+
+
+# --- sender pools -----------------------------------------------------------------------------------
+
+
+def test_the_default_pool_is_one_statefulset_the_operator_finds():
+    (statefulset,) = pools("defaults")
+    assert statefulset["metadata"]["name"] == "hk-hookline-pool-default"
+    assert statefulset["metadata"]["labels"][POOL_LABEL] == "default"
+    assert statefulset["spec"]["replicas"] == 2
+    # The pods carry the same labels, so the PodMonitor and the NATS policy see them as pool pods.
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert matches(POOL_SELECTOR, pod_labels) and pod_labels[POOL_LABEL] == "default"
+    # Stable selector: nothing that changes with the chart version (a StatefulSet's selector is immutable).
+    selector = statefulset["spec"]["selector"]["matchLabels"]
+    assert selector == {**POOL_SELECTOR, "app.kubernetes.io/instance": RELEASE, POOL_LABEL: "default"}
+
+
+def test_every_pool_has_its_statefulset_and_headless_service():
+    by_name = {s["metadata"]["labels"][POOL_LABEL]: s for s in pools("two-pools")}
+    assert set(by_name) == {"default", "bulk"}
+    assert by_name["default"]["spec"]["replicas"] == 3
+    assert by_name["bulk"]["spec"]["replicas"] == 0  # defined, nothing running
+    for name, statefulset in by_name.items():
+        spec = statefulset["spec"]
+        assert statefulset["metadata"]["name"] == f"hk-hookline-pool-{name}"
+        assert spec["podManagementPolicy"] == "Parallel"
+        assert spec["template"]["metadata"]["labels"][POOL_LABEL] == name
+        service = one("two-pools", "Service", spec["serviceName"])
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["ports"] == [
+            {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
+        ]
+        selected = [
+            w["metadata"]["name"]
+            for w in workloads("two-pools")
+            if matches(service["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert selected == [statefulset["metadata"]["name"]]
+        assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container(statefulset)[
+            "ports"
+        ]
+    bulk = by_name["bulk"]["spec"]["template"]
+    assert bulk["spec"]["nodeSelector"] == {"pool": "bulk"}
+    assert bulk["metadata"]["annotations"] == {"team": "mail"}
+    assert container(by_name["bulk"])["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"memory": "2Gi"},
+    }
+    # A pool listed without resources gets the default pool's, not none at all.
+    assert container(by_name["default"])["resources"] == container(pools("defaults")[0])["resources"]
+
+
+def test_a_pool_replica_learns_its_number_from_its_pod_name():
+    statefulset = pools("defaults")[0]
+    assert pool_args(statefulset).replica is None
+    assert replica_from_hostname(f"{statefulset['metadata']['name']}-1") == 1
+
+
+def test_pool_args_name_the_pool_the_operators_nats_and_the_mounted_key():
+    for scenario in ("defaults", "two-pools", "external-nats", "existing-pool-key"):
+        for statefulset in pools(scenario):
+            args = pool_args(statefulset)
+            assert args.pool == statefulset["metadata"]["labels"][POOL_LABEL]
+            assert args.nats_url == env(operator(scenario))["HOOKLINE_SENDER_NATS_URL"]
+            assert args.listen == "0.0.0.0:8081"
+            _, _, key_file = mounted_file(statefulset, "pool-key")
+            assert args.pool_key_file == key_file
+    assert pool_args(pool("external-nats", "default")).nats_url == EXTERNAL_NATS
+
+
+def test_pool_replicas_get_the_egress_settings_as_flags():
+    defaults = pool_args(pool("defaults", "default"))
+    assert defaults.allow_network == [] and not defaults.allow_http
+    default = pool_args(pool("two-pools", "default"))
+    assert default.allow_network == ["10.0.0.0/8", "fd00::/8"] and default.allow_http is True
+    # extraArgs come last, after the chart's own flags.
+    assert pool_args(pool("two-pools", "bulk")).allow_network == ["10.0.0.0/8", "fd00::/8", "192.168.0.0/16"]
+
+
+def test_pool_pods_have_no_kubernetes_access_and_are_hardened():
+    for statefulset in pools("two-pools") + pools("defaults"):
+        pod = statefulset["spec"]["template"]["spec"]
+        name = statefulset["metadata"]["name"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["enableServiceLinks"] is False, name
+        assert "serviceAccountName" not in pod, name
+        assert pod["terminationGracePeriodSeconds"] == 60, name
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        c = container(statefulset)
+        assert c["name"] == "pool"
+        assert c["image"] == container(operator("defaults"))["image"]
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert volume(statefulset, "tmp") == {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    # No role is bound to anything but the operator's ServiceAccount.
+    subjects = [s for b in objects("two-pools", "ClusterRoleBinding") for s in b["subjects"]]
+    subjects += [s for b in objects("two-pools", "RoleBinding") for s in b["subjects"]]
+    assert [s["name"] for s in subjects] == ["hk-hookline-operator"]
+
+
+def test_operator_and_pools_mount_the_same_generated_pool_key():
+    operator_secret, operator_key, operator_file = mounted_file(operator("defaults"), "pool-key")
+    assert env(operator("defaults"))["HOOKLINE_POOL_KEY_FILE"] == operator_file
+    for statefulset in pools("two-pools") + pools("defaults"):
+        assert mounted_file(statefulset, "pool-key")[:2] == (operator_secret, operator_key)
+    assert operator_secret == "hk-hookline-pool-key" and operator_key == "key"
+    secret = one("defaults", "Secret", operator_secret)
+    key = base64.b64decode(secret["data"][operator_key]).decode()
+    assert len(key) >= MIN_POOL_KEY_CHARS and key.isalnum()
+    PoolKey(key)  # what the operator and the replicas do with the file
+
+
+def test_an_existing_pool_key_secret_is_used_and_none_generated():
+    name, key, path = mounted_file(operator("existing-pool-key"), "pool-key")
+    assert (name, key) == ("hookline-pool-key-from-vault", "pool.key")
+    assert path.endswith("/pool.key")
+    assert env(operator("existing-pool-key"))["HOOKLINE_POOL_KEY_FILE"] == path
+    assert mounted_file(pool("existing-pool-key", "default"), "pool-key") == (name, key, path)
+    assert pool_args(pool("existing-pool-key", "default")).pool_key_file == path
+    assert not [s for s in objects("existing-pool-key", "Secret") if "pool" in s["metadata"]["name"]]
+
+
+def test_operator_learns_the_default_sender_mode_and_pool():
+    def operator_config(scenario: str) -> Any:
+        variables = {k: v for k, v in env(operator(scenario)).items() if isinstance(v, str)}
+        return config_from_env(variables)
+
+    defaults = operator_config("defaults")
+    assert env(operator("defaults"))["HOOKLINE_DEFAULT_SENDER_MODE"] == "Dedicated"
+    assert (defaults.default_sender_mode, defaults.default_sender_pool) == (SenderMode.DEDICATED, "default")
+    pooled = operator_config("two-pools")
+    assert env(operator("two-pools"))["HOOKLINE_DEFAULT_SENDER_MODE"] == "Pool"
+    assert (pooled.default_sender_mode, pooled.default_sender_pool) == (SenderMode.POOL, "bulk")
+    assert pooled.pool_key_file == mounted_file(operator("two-pools"), "pool-key")[2]
+
+
+def test_without_pools_nothing_of_them_is_rendered():
+    assert not pools("no-pools")
+    assert not [s for s in objects("no-pools", "Service") if "pool" in s["metadata"]["name"]]
+    assert not [s for s in objects("no-pools", "Secret") if "pool" in s["metadata"]["name"]]
+    deployment = operator("no-pools")
+    assert "HOOKLINE_POOL_KEY_FILE" not in env(deployment)
+    assert "pool-key" not in {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert env(deployment)["HOOKLINE_DEFAULT_SENDER_MODE"] == "Dedicated"
+
+
+def test_schema_takes_the_pool_names_the_api_takes():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    item = schema["properties"]["senderPools"]["items"]["properties"]
+    assert item["name"]["pattern"] == POOL_NAME_PATTERN
+    assert schema["properties"]["operator"]["properties"]["defaultSenderPool"]["pattern"] == POOL_NAME_PATTERN
+    assert schema["properties"]["operator"]["properties"]["defaultSenderMode"]["enum"] == [
+        m.value for m in SenderMode
+    ]
+
+
+def test_a_long_pool_name_keeps_its_statefulset_name_short_enough():
+    name = "p" * 40
+    out = helm(
+        "template",
+        "a-rather-long-release-name",
+        str(CHART),
+        "--set",
+        f"senderPools[0].name={name}",
+        "--set",
+        f"operator.defaultSenderPool={name}",
+    ).stdout
+    (statefulset,) = [
+        d
+        for d in yaml.safe_load_all(out)
+        if d and d["kind"] == "StatefulSet" and POOL_LABEL in d["metadata"]["labels"]
+    ]
+    # Its pods' controller-revision-hash label is <name>-<10 characters>, at most 63.
+    assert len(statefulset["metadata"]["name"]) <= 52
+    assert statefulset["metadata"]["name"].endswith(f"-pool-{name}")
+    assert statefulset["spec"]["serviceName"] == statefulset["metadata"]["name"]
+
+
+def test_pool_pods_are_scraped_by_a_pod_monitor():
+    monitor = one("two-pools", "PodMonitor", "hk-hookline-sender-pools")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert sorted(s["metadata"]["name"] for s in pools("two-pools")) == sorted(
+        w["metadata"]["name"]
+        for w in workloads("two-pools")
+        if matches(selector, w["spec"]["template"]["metadata"]["labels"])
+    )
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    ports = {p["name"] for p in container(pools("two-pools")[0])["ports"]}
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+    # Pool replicas report each Webhook's namespace, like dedicated senders.
+    assert endpoint["honorLabels"] is True
+    assert [m["metadata"]["name"] for m in objects("no-pools", "PodMonitor")] == ["hk-hookline-senders"]
 
 
 # --- wiring: Services and monitors point at pods and ports that exist ------------------------------
@@ -594,7 +878,7 @@ def test_service_monitors_scrape_operator_and_ingest_services():
 
 
 def test_pod_monitor_selects_the_sender_pods_in_every_namespace():
-    (monitor,) = objects("monitoring", "PodMonitor")
+    monitor = one("monitoring", "PodMonitor", "hk-hookline-senders")
     assert monitor["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/name": "hookline",
         "app.kubernetes.io/component": "sender",
