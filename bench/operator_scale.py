@@ -8,7 +8,12 @@ Deployment controller, so this script plays it: each sender Deployment that appe
 controller reports once its pods are up. Prints the time until all Webhooks are Ready and the
 operator's peak resident memory (VmHWM). Bounded by --timeout.
 
-    .venv/bin/python bench/operator_scale.py [--webhooks 500] [--timeout 900]
+With --pool-replicas N the Webhooks run in a sender pool instead (the chart's StatefulSet with N
+replicas, HOOKLINE_DEFAULT_SENDER_MODE=Pool): no Deployments; this script plays the replicas'
+side, writing each replica's roster for what the operator assigned to it (bench/pool.py measures the
+replicas themselves).
+
+    .venv/bin/python bench/operator_scale.py [--webhooks 500] [--timeout 900] [--pool-replicas 4]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from kmock._internal import enums  # noqa: E402
 from operator_helpers import (  # noqa: E402
     DEPLOYMENTS,
     EVENTS,
+    STATEFULSETS,
     WEBHOOKS,
     api_path,
     declare_resources,
@@ -42,7 +48,10 @@ from operator_helpers import (  # noqa: E402
 )
 from strict_api import StrictCluster  # noqa: E402
 
+from hookline.operator.handlers import POOL_LABEL, POOL_SELECTOR  # noqa: E402
+from hookline.sender import bus  # noqa: E402
 from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
+from hookline.sender.pool import Roster, parse_assignment_key, pool_bucket, roster_key  # noqa: E402
 
 NS = "bench"
 
@@ -88,6 +97,40 @@ async def play_deployment_controller(cluster: BenchCluster) -> None:
         await cluster.call("PATCH", api_path(DEPLOYMENTS, namespace, name, "status"), {"status": status})
 
 
+async def play_pool_replicas(nats_url: str, pool: str, replicas: int) -> None:
+    """Report every assigned Webhook as running in its replica, as `hookline pool` replicas would."""
+    nc = await bus.connect(nats_url)
+    try:
+        kv = await pool_bucket(nc.jetstream())
+        running: dict[int, set[str]] = {r: set() for r in range(replicas)}
+        dirty: set[int] = set()
+
+        async def write() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                for replica in list(dirty):
+                    dirty.discard(replica)
+                    roster = Roster(pool, replica, time.time(), sorted(running[replica]))
+                    await kv.put(roster_key(pool, replica), roster.to_bytes())
+
+        writer = asyncio.create_task(write())
+        try:
+            watcher = await kv.watch(f"a.{pool}.>")
+            async for entry in watcher:
+                if entry is None:
+                    continue
+                parsed = parse_assignment_key(entry.key)
+                if parsed is None or parsed[1] not in running:
+                    continue
+                deleted = entry.operation is not None or entry.value is None
+                (running[parsed[1]].discard if deleted else running[parsed[1]].add)(parsed[2])
+                dirty.add(parsed[1])
+        finally:
+            writer.cancel()
+    finally:
+        await nc.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -100,7 +143,13 @@ def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
     return float("nan")
 
 
-async def bench(count: int, limit_seconds: float, steady_seconds: float = 0.0, as_json: bool = False) -> int:
+async def bench(
+    count: int,
+    limit_seconds: float,
+    steady_seconds: float = 0.0,
+    as_json: bool = False,
+    pool_replicas: int = 0,
+) -> int:
     timeout = limit_seconds
     tmpdir = tempfile.TemporaryDirectory(prefix="hookline-bench-")
     with tmpdir as tmp, EmbeddedNats(Path(tmp) / "nats") as nats:
@@ -114,8 +163,22 @@ async def bench(count: int, limit_seconds: float, steady_seconds: float = 0.0, a
                 "HOOKLINE_NATS_URL": nats.url,
                 "HOOKLINE_SENDER_IMAGE": "ghcr.io/hookline/hookline:bench",
             }
+            if pool_replicas:
+                key_file = Path(tmp) / "pool-key"
+                key_file.write_text("a pool key for the operator bench, 32+ characters")
+                env |= {"HOOKLINE_DEFAULT_SENDER_MODE": "Pool", "HOOKLINE_POOL_KEY_FILE": str(key_file)}
+                labels = {**POOL_SELECTOR, POOL_LABEL: "default"}
+                statefulset = {
+                    "apiVersion": "apps/v1",
+                    "kind": "StatefulSet",
+                    "metadata": {"name": "hookline-pool-default", "namespace": NS, "labels": labels},
+                    "spec": {"replicas": pool_replicas, "selector": {"matchLabels": labels}},
+                }
+                await cluster.call("POST", api_path(STATEFULSETS, NS), statefulset)
+                controller = asyncio.create_task(play_pool_replicas(nats.url, "default", pool_replicas))
+            else:
+                controller = asyncio.create_task(play_deployment_controller(cluster))
             operator, log = start_operator_process(env, Path(tmp) / "operator.log")
-            controller = asyncio.create_task(play_deployment_controller(cluster))
             names = [f"wh-{i:04d}" for i in range(count)]
             try:
                 started = time.perf_counter()
@@ -168,6 +231,7 @@ async def bench(count: int, limit_seconds: float, steady_seconds: float = 0.0, a
                     json.dumps(
                         {
                             "webhooks": count,
+                            "pool_replicas": pool_replicas,
                             "ready_seconds": round(elapsed, 1),
                             "peak_rss_mib": round(max(rss, final_peak), 1),
                             "steady_rss_mib": round(steady_rss, 1),
@@ -178,7 +242,9 @@ async def bench(count: int, limit_seconds: float, steady_seconds: float = 0.0, a
                         }
                     )
                 )
-            print(f"webhooks: {count}")
+            print(
+                f"webhooks: {count}" + (f" (in a pool of {pool_replicas} replicas)" if pool_replicas else "")
+            )
             print(f"created in: {created:.1f} s")
             print(f"all Ready after: {elapsed:.1f} s (from the first create)")
             print(f"verification requests at the site: {hits[0]}")
@@ -208,8 +274,11 @@ def main() -> int:
         help="after all are Ready, count the operator's API writes and read its RSS over this window",
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument(
+        "--pool-replicas", type=int, default=0, help="run the Webhooks in a sender pool of this many replicas"
+    )
     args = parser.parse_args()
-    return asyncio.run(bench(args.webhooks, args.timeout, args.steady_seconds, args.json))
+    return asyncio.run(bench(args.webhooks, args.timeout, args.steady_seconds, args.json, args.pool_replicas))
 
 
 if __name__ == "__main__":

@@ -252,6 +252,6 @@ async def test_a_webhook_moves_from_its_own_deployment_into_a_pool_and_back(
     assert assignment_key("default", 0, consumer) in await stored_keys(nats_server.url)
 
     await cluster.call("PATCH", api_path(WEBHOOKS, name="crm"), {"spec": {"sender": {"mode": "Dedicated"}}})
-    await wait_for(lambda: cluster.get(DEPLOYMENTS, "crm-sender"), "the Deployment again")
-    assert sender_of(cluster, "crm").get("mode") == "Dedicated" and "pool" not in sender_of(cluster, "crm")
+    await wait_for(lambda: sender_of(cluster, "crm").get("mode") == "Dedicated", "status: dedicated again")
+    assert cluster.get(DEPLOYMENTS, "crm-sender") is not None and "pool" not in sender_of(cluster, "crm")
     assert not any(k.endswith(consumer) for k in await stored_keys(nats_server.url))
