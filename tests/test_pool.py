@@ -369,3 +369,27 @@ async def test_an_entry_the_replica_cannot_open_is_reported_in_its_roster_not_se
         assert receiver.requests == []
     finally:
         await receiver.stop()
+
+
+async def test_a_replica_killed_mid_stream_loses_nothing_once_its_pod_is_back(pool_env):
+    nc, js, directory = pool_env["nc"], pool_env["js"], pool_env["directory"]
+    receiver = await Receiver().start()
+    replica = await pool_env["start"](0)
+    try:
+        names = [f"k-{i}" for i in range(5)]
+        for name in names:
+            cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/{name}", name=name, database=name)
+            await directory.place(cfg.nats.consumer, pool_entry(cfg, None, None).to_bytes(), POOL, 0, None)
+        await wait_roster(js, 0, lambda r: len(r.running) == 5, "five engines")
+        events = [open_event(f"{n}-{k}", n) for n in names for k in range(200)]
+        flow = asyncio.create_task(bus.publish_events(nc, js, events))
+        await wait_until(lambda: len(receiver.requests) >= 100, 60, "deliveries under way")
+        replica.proc.kill()  # SIGKILL: no drain, un-acked events stay with their consumers
+        replica.proc.wait()
+        await flow
+        stopped_at = len(receiver.delivered())
+        assert stopped_at < len(events)  # the kill did interrupt the stream
+        await pool_env["start"](0)  # the StatefulSet's pod again: it reloads its Webhooks from NATS
+        await wait_until(lambda: {e.id for e in events} <= set(receiver.delivered()), 120, "every event")
+    finally:
+        await receiver.stop()
