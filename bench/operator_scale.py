@@ -51,7 +51,13 @@ from strict_api import StrictCluster  # noqa: E402
 from hookline.operator.handlers import POOL_LABEL, POOL_SELECTOR  # noqa: E402
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
-from hookline.sender.pool import Roster, parse_assignment_key, pool_bucket, roster_key  # noqa: E402
+from hookline.sender.pool import (  # noqa: E402
+    ROSTER_INTERVAL,
+    Roster,
+    parse_assignment_key,
+    pool_bucket,
+    roster_key,
+)
 
 NS = "bench"
 
@@ -106,8 +112,14 @@ async def play_pool_replicas(nats_url: str, pool: str, replicas: int) -> None:
         dirty: set[int] = set()
 
         async def write() -> None:
+            last = 0.0
             while True:
                 await asyncio.sleep(0.5)
+                if (
+                    time.time() - last >= ROSTER_INTERVAL
+                ):  # a replica's heartbeat, as `hookline pool` writes it
+                    dirty.update(running)
+                    last = time.time()
                 for replica in list(dirty):
                     dirty.discard(replica)
                     roster = Roster(pool, replica, time.time(), sorted(running[replica]))

@@ -379,7 +379,7 @@ def _pool_place(status: Mapping[str, Any]) -> tuple[str, int | None] | None:
 
 def _roster_running(rt: Runtime, pool: str, replica: int | None, consumer: str) -> bool:
     roster = rt.rosters.get((pool, replica)) if replica is not None else None
-    return roster is not None and roster.alive(time.time()) and consumer in roster.running
+    return roster is not None and roster.alive(time.time()) and consumer in roster.consuming
 
 
 async def _run_in_pool(
@@ -651,7 +651,7 @@ async def list_pools(rt: Runtime) -> None:
 
 ROSTER_WATCH_RETRY_SECONDS = 5.0
 POOLS_LISTED_WAIT_SECONDS = 30.0
-POOL_MIRROR_TICK_SECONDS = 2.0
+POOL_MIRROR_TICK_SECONDS = 1.0
 
 
 async def watch_pool_rosters(rt: Runtime) -> None:
@@ -669,7 +669,7 @@ async def mirror_pool_senders(rt: Runtime) -> None:
     """status.sender.readyReplicas of each pooled Webhook from its replica's roster, within the
     status write budget; webhook_seen then derives Ready from it."""
     tick = POOL_MIRROR_TICK_SECONDS
-    budget = max(1, int(rt.config.delivery_status_writes_per_second * tick))
+    budget = max(1, int(rt.config.pool_status_writes_per_second * tick))
     while True:
         await asyncio.sleep(tick)
         writes = 0

@@ -57,6 +57,9 @@ class OperatorConfig:
     # while it changes (a new Delivering reason at once), and all of them within this budget.
     delivery_status_interval: float = 30.0
     delivery_status_writes_per_second: float = 20.0
+    # status.sender of pooled Webhooks from the replicas' rosters (a pool starting brings all of its
+    # Webhooks to Ready at this rate; once running it writes only when an engine starts or stops).
+    pool_status_writes_per_second: float = 50.0
     # The attempt log (HOOKLINE_ATTEMPTS): the operator creates it and keeps its limits (chart values).
     attempts_max_age_seconds: float = DEFAULT_ATTEMPTS_MAX_AGE_SECONDS
     attempts_max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES
@@ -116,6 +119,9 @@ def config_from_env(
         ),
         delivery_status_writes_per_second=_positive(
             env, "HOOKLINE_DELIVERY_STATUS_WRITES_PER_SECOND", 20.0, "a number of writes per second"
+        ),
+        pool_status_writes_per_second=_positive(
+            env, "HOOKLINE_POOL_STATUS_WRITES_PER_SECOND", 50.0, "a number of writes per second"
         ),
         attempts_max_age_seconds=_positive(
             env, "HOOKLINE_ATTEMPTS_MAX_AGE_SECONDS", DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, "a number of seconds"

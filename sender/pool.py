@@ -24,6 +24,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -188,6 +189,11 @@ class Roster:
 
     def alive(self, now: float) -> bool:
         return now - self.at < ROSTER_STALE
+
+    @functools.cached_property
+    def consuming(self) -> frozenset[str]:
+        """`running` as a set: the operator looks every pooled Webhook up in it every second."""
+        return frozenset(self.running)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
