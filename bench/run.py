@@ -12,6 +12,9 @@
 6. Batched delivery (spec.delivery.batch): events/s and requests/s at the same receiver from one
    sender process with maxEvents 1 (no batch), 10 and 100, and the ingest-to-receiver latency at
    500 events/s with maxEvents 100 against maxWaitMilliseconds + 20 ms (bench/latency.py).
+7. Sender pools (bench/pool.py, short variant): `hookline pool` RSS with 1, 100 and 1,000 quiet
+   Webhooks and MiB per Webhook; deliveries/s of one pool replica over 100 Webhooks against one
+   dedicated sender.
 
 Bounded in count and time (defaults take well under a minute); `--help` for the knobs.
 """
@@ -367,6 +370,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["hostile"] = await hostile(args)
             if args.nats_consumers > 0:
                 results["nats_consumers"] = await nats_consumers(args)
+            if args.pool_events > 0:
+                results["pool"] = await sender_pool(args)
         finally:
             stop(receiver)
     return results
@@ -439,6 +444,17 @@ async def nats_consumers(args: argparse.Namespace) -> dict:
     return result
 
 
+async def sender_pool(args: argparse.Namespace) -> dict:
+    """Memory per pooled Webhook and pool vs dedicated deliveries/s, from bench/pool.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pool import run_pool_bench
+
+    result = await run_pool_bench(True, events=args.pool_events)
+    tput = result["throughput"]
+    print(f"  pool {tput['pool_rate']}/s vs dedicated {tput['dedicated_rate']}/s", flush=True)
+    return result
+
+
 async def hostile(args: argparse.Namespace) -> dict:
     """Ingest p99s beside hostile clients, from bench/hostile.py."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -494,6 +510,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             *ratelimit_rows(r.get("ratelimit")),
             *hostile_rows(r.get("hostile")),
             *nats_consumer_rows(r.get("nats_consumers")),
+            *pool_rows(r.get("pool")),
             "| sender peak RSS during the delivery run (VmHWM) | "
             + (f"{r['sender_peak_rss_mib']:.0f} MiB |" if r.get("sender_peak_rss_mib") else "n/a |"),
             "",
@@ -570,6 +587,15 @@ def nats_consumer_rows(result: dict | None) -> list[str]:
     ]
 
 
+def pool_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pool import report_rows
+
+    return report_rows(result)
+
+
 def hostile_rows(result: dict | None) -> list[str]:
     if not result:
         return []
@@ -635,6 +661,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1000,
         help="Webhook consumers on one nats-server for the RSS/publish-rate run (0 skips; "
         "bench/nats_consumers.py measures 10,000)",
+    )
+    parser.add_argument(
+        "--pool-events",
+        type=int,
+        default=5000,
+        help="events of the sender-pool throughput runs, after its 1/100/1,000-Webhook memory run "
+        "(0 skips; bench/pool.py runs the full variant)",
     )
     parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
     return parser.parse_args(argv)
