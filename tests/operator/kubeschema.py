@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -306,6 +307,20 @@ def _program(rule: str) -> Any:
     return env.program(env.compile(rule))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _rule_holds(rule: str, value_json: str, old_json: str | None) -> bool:
+    """One CEL rule on one value (JSON text, so results can be kept: a status write re-validates an
+    unchanged spec, and evaluating CEL is the emulator's main cost at thousands of objects)."""
+    activation = {"self": celpy.json_to_cel(json.loads(value_json))}
+    if old_json is not None:
+        activation["oldSelf"] = celpy.json_to_cel(json.loads(old_json))
+    try:
+        result = _program(rule).evaluate(activation)
+    except Exception:  # an evaluation error is a refusal too
+        return False
+    return isinstance(result, bool | celpy.celtypes.BoolType) and bool(result)
+
+
 def cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str = "") -> list[Cause]:
     """The ``x-kubernetes-validations`` rules that ``value`` fails (``old``: the stored value, or None)."""
     errors: list[Cause] = []
@@ -313,14 +328,8 @@ def cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str = "") -> 
         uses_old = re.search(r"\boldSelf\b", rule["rule"]) is not None
         if uses_old and old is None:
             continue  # transition rules are only evaluated on update, where the old value exists
-        activation = {"self": celpy.json_to_cel(value)}
-        if uses_old:
-            activation["oldSelf"] = celpy.json_to_cel(old)
-        try:
-            result = _program(rule["rule"]).evaluate(activation)
-        except Exception as exc:  # an evaluation error is a refusal too
-            result = exc
-        if not (isinstance(result, bool | celpy.celtypes.BoolType) and bool(result)):
+        old_json = json.dumps(old, sort_keys=True) if uses_old else None
+        if not _rule_holds(rule["rule"], json.dumps(value, sort_keys=True), old_json):
             where = path + rule.get("fieldPath", "")
             message = rule.get("message") or f"failed rule: {rule['rule']}"
             errors.append(Cause(where, f"Invalid value: {_cel_type(value)}: {message}"))
