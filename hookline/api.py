@@ -431,6 +431,7 @@ class SenderStatus(StatusModel):
     mode: SenderMode | None = None
     pool: str | None = None
     replica: Annotated[int, Field(ge=0)] | None = None
+    engine_problem: Annotated[str, Field(max_length=512)] | None = None
     deployment: str | None = None
     replicas: int | None = None
     ready_replicas: int | None = None

@@ -358,6 +358,7 @@ async def _run_sender(
         "mode": SenderMode.DEDICATED.value,
         "pool": None,
         "replica": None,
+        "engineProblem": None,
         "deployment": deployment_name,
         "replicas": desired.desired_replicas(spec),
         "configHash": digest,
@@ -380,6 +381,17 @@ def _pool_place(status: Mapping[str, Any]) -> tuple[str, int | None] | None:
 def _roster_running(rt: Runtime, pool: str, replica: int | None, consumer: str) -> bool:
     roster = rt.rosters.get((pool, replica)) if replica is not None else None
     return roster is not None and roster.alive(time.time()) and consumer in roster.consuming
+
+
+def _roster_problem(rt: Runtime, pool: str, replica: int | None, consumer: str) -> str | None:
+    """Why the replica does not run this engine, as its roster says (or that it reports nothing)."""
+    if replica is None:
+        return None
+    roster = rt.rosters.get((pool, replica))
+    if roster is None or not roster.alive(time.time()):
+        return f"replica {replica} of pool {pool} reports nothing (down, or not started)"
+    problem = roster.problems.get(consumer)
+    return problem[:512] if problem else None
 
 
 async def _run_in_pool(
@@ -440,8 +452,9 @@ async def _run_in_pool(
     _write_conditions(body, status, patch, [verified, ready], generation)
 
 
-def _pool_seen(running: bool) -> dict[str, int]:
-    return {"readyReplicas": int(running), "availableReplicas": int(running)}
+def _pool_seen(running: bool, problem: str | None = None) -> dict[str, Any]:
+    """What status.sender mirrors of a pooled Webhook's engine (a merge patch)."""
+    return {"readyReplicas": int(running), "availableReplicas": int(running), "engineProblem": problem}
 
 
 async def _stop_in_pool(
@@ -676,7 +689,9 @@ async def mirror_pool_senders(rt: Runtime) -> None:
         for key, (pool, replica) in list(rt.pooled.items()):
             if writes >= budget:
                 break
-            seen = _pool_seen(_roster_running(rt, pool, replica, consumer_name(*key)))
+            consumer = consumer_name(*key)
+            running = _roster_running(rt, pool, replica, consumer)
+            seen = _pool_seen(running, None if running else _roster_problem(rt, pool, replica, consumer))
             if rt.sender_seen.get(key) == seen:
                 continue
             writes += 1

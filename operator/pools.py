@@ -63,6 +63,7 @@ def pool_sender_status(
         "replicas": 0 if stopped else 1,
         "readyReplicas": ready,
         "availableReplicas": ready,
+        "engineProblem": None,
         "deployment": None,
     }
 

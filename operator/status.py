@@ -161,8 +161,9 @@ def pool_ready_condition(sender: Mapping[str, Any]) -> Condition:
         READY,
         "False",
         ReadyReason.SENDER_UNAVAILABLE,
-        f"its engine does not run yet in sender pool {pool}, replica {replica}; see that pool pod's "
-        f"log (kubectl logs -l hookline.io/pool={pool})",
+        f"its engine does not run in sender pool {pool}, replica {replica}"
+        + (f": {sender['engineProblem']}" if sender.get("engineProblem") else " yet")
+        + f"; see that pool pod's log (kubectl logs -l hookline.io/pool={pool})",
     )
 
 
