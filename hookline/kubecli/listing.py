@@ -9,7 +9,15 @@ from typing import Any, TextIO
 
 from kubernetes import client
 
-from hookline.api import COLLECTION_LABEL, DATABASE_LABEL, GROUP, VERSION, WEBHOOK_PLURAL, ConditionType
+from hookline.api import (
+    COLLECTION_LABEL,
+    DATABASE_LABEL,
+    GROUP,
+    VERSION,
+    WEBHOOK_PLURAL,
+    ConditionType,
+    SenderMode,
+)
 from hookline.kubecli.kube import CommandError, add_connection_arguments, api_error, connect
 from hookline.operator.status import find
 
@@ -45,8 +53,17 @@ def _condition(item: Mapping[str, Any], type_: str) -> str:
     return f"{condition.get('status')} ({reason})" if reason else str(condition.get("status"))
 
 
+def sender_cell(item: Mapping[str, Any]) -> str:
+    """Where the Webhook's engine runs: ``pool <name>/<replica>``, ``deployment <name>``, or ``-``."""
+    sender = (item.get("status") or {}).get("sender") or {}
+    if sender.get("mode") == SenderMode.POOL:
+        replica = sender.get("replica")
+        return f"pool {sender.get('pool')}/{'-' if replica is None else replica}"
+    return f"deployment {sender['deployment']}" if sender.get("deployment") else "-"
+
+
 def rows(items: Sequence[Mapping[str, Any]], all_namespaces: bool) -> list[list[str]]:
-    header = ["NAME", "URL", "EVENTS", "DATABASE", "COLLECTION", "VERIFIED", "READY"]
+    header = ["NAME", "URL", "EVENTS", "DATABASE", "COLLECTION", "VERIFIED", "READY", "SENDER"]
     table = [(["NAMESPACE"] if all_namespaces else []) + header]
     for item in sorted(items, key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"])):
         spec = item.get("spec") or {}
@@ -58,6 +75,7 @@ def rows(items: Sequence[Mapping[str, Any]], all_namespaces: bool) -> list[list[
             spec.get("collection") or "-",
             _condition(item, ConditionType.VERIFIED),
             _condition(item, ConditionType.READY),
+            sender_cell(item),
         ]
         table.append(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row)
     return table

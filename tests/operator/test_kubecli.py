@@ -40,7 +40,10 @@ async def hookline(*argv):
 async def test_list_shows_webhooks_and_filters_by_database(cluster, kubeconfig, capsys):
     await create_webhook(cluster, "a", url="https://a.example/h", events=["open"], database="newsletter")
     await create_webhook(cluster, "b", url="https://b.example/h", events=["click", "open"])
-    status = {"conditions": [{"type": "Verified", "status": "True", "reason": "FileMatched"}]}
+    status = {
+        "conditions": [{"type": "Verified", "status": "True", "reason": "FileMatched"}],
+        "sender": {"mode": "Pool", "pool": "default", "replica": 3},
+    }
     await cluster.call("PATCH", api_path(WEBHOOKS, name="a", sub="status"), {"status": status})
     await cluster.call(
         "PATCH",
@@ -50,9 +53,18 @@ async def test_list_shows_webhooks_and_filters_by_database(cluster, kubeconfig, 
 
     assert await hookline("list", "--kubeconfig", kubeconfig) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["NAME", "URL", "EVENTS", "DATABASE", "COLLECTION", "VERIFIED", "READY"]
+    assert out[0].split() == [
+        "NAME",
+        "URL",
+        "EVENTS",
+        "DATABASE",
+        "COLLECTION",
+        "VERIFIED",
+        "READY",
+        "SENDER",
+    ]
     assert out[1].split()[:4] == ["a", "https://a.example/h", "open", "newsletter"]
-    assert "True (FileMatched)" in out[1]
+    assert "True (FileMatched)" in out[1] and out[1].endswith("pool default/3")
     assert out[2].split()[:3] == ["b", "https://b.example/h", "click,open"]
 
     assert await hookline("list", "--kubeconfig", kubeconfig, "--database", "newsletter", "-A") == 0
