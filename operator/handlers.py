@@ -9,6 +9,9 @@ Who writes what, so that no two writers race on a list:
   Gone / circuit-breaker stop included, into status.delivery, another dict field, within a write
   budget; `follow_resumes` (one loop) lifts a stop when the user asks for it or spec.url moved. No
   per-Webhook timer: memory and NATS calls do not grow with idle Webhooks;
+- for pooled Webhooks `reconcile_webhook` writes status.sender mode/pool/replica; poolsync.py's
+  `rebalance` rewrites replica when the pool's StatefulSet is scaled and `mirror_pool_senders`
+  mirrors the replicas' rosters into status.sender.readyReplicas/engineProblem (one loop, a budget);
 - `webhook_seen` (every Webhook event) recomputes Ready and Delivering from those facts with the same
   pure functions and writes the conditions only when one changed. It runs in the same per-object
   worker as the reconcile, so their writes are serialized by Kopf.
@@ -42,7 +45,7 @@ from hookline.api import (
     WebhookSpec,
     parse_webhook_spec,
 )
-from hookline.operator import delivery, desired, kubeapi, pools, verification
+from hookline.operator import delivery, desired, kubeapi, pools, poolsync, verification
 from hookline.operator.consumers import ConsumerError, Consumers
 from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.settings import NOT_VERIFIED_YET, OperatorConfig
@@ -73,9 +76,6 @@ log = logging.getLogger(__name__)
 WEBHOOKS = (GROUP, VERSION, WEBHOOK_PLURAL)
 TESTS = (GROUP, VERSION, WEBHOOKTEST_PLURAL)
 DEPLOYMENTS = ("apps", "v1", "deployments")
-STATEFULSETS = ("apps", "v1", "statefulsets")
-POOL_SELECTOR = {"app.kubernetes.io/name": "hookline", "app.kubernetes.io/component": "sender-pool"}
-POOL_LABEL = "hookline.io/pool"
 SENDER_SELECTOR = {
     "app.kubernetes.io/managed-by": desired.MANAGED_BY,
     "app.kubernetes.io/component": "sender",
@@ -289,7 +289,7 @@ async def _hold_sender(
 ) -> None:
     """A changed URL is not verified yet: the old sender stops (events wait in the stream)."""
     key = (namespace, name)
-    place = rt.pooled.get(key) or _pool_place(status)
+    place = rt.pooled.get(key) or poolsync.pool_place(status)
     if place is not None:
         try:
             await rt.directory.remove(consumer_name(namespace, name), place)
@@ -341,7 +341,7 @@ async def _run_sender(
         assert place.pool is not None
         await _run_in_pool(rt, body, spec, status, patch, cfg, place.pool, digest, generation)
         return
-    if key in rt.pooled or _pool_place(status) is not None:  # moved out of a pool
+    if key in rt.pooled or poolsync.pool_place(status) is not None:  # moved out of a pool
         await _stop_in_pool(rt, key, status, patch, body, spec, generation)
         rt.pooled.pop(key, None)
     owner = dict(body)
@@ -369,31 +369,6 @@ async def _run_sender(
     logger.debug(f"sender {deployment_name}: {outcome}")
 
 
-def _pool_place(status: Mapping[str, Any]) -> tuple[str, int | None] | None:
-    """Where status says the Webhook's pool engine was assigned (what the operator wrote last)."""
-    sender = status.get("sender") or {}
-    if sender.get("mode") != SenderMode.POOL or not sender.get("pool"):
-        return None
-    replica = sender.get("replica")
-    return str(sender["pool"]), (int(replica) if isinstance(replica, int) else None)
-
-
-def _roster_running(rt: Runtime, pool: str, replica: int | None, consumer: str) -> bool:
-    roster = rt.rosters.get((pool, replica)) if replica is not None else None
-    return roster is not None and roster.alive(time.time()) and consumer in roster.consuming
-
-
-def _roster_problem(rt: Runtime, pool: str, replica: int | None, consumer: str) -> str | None:
-    """Why the replica does not run this engine, as its roster says (or that it reports nothing)."""
-    if replica is None:
-        return None
-    roster = rt.rosters.get((pool, replica))
-    if roster is None or not roster.alive(time.time()):
-        return f"replica {replica} of pool {pool} reports nothing (down, or not started)"
-    problem = roster.problems.get(consumer)
-    return problem[:512] if problem else None
-
-
 async def _run_in_pool(
     rt: Runtime,
     body: kopf.Body,
@@ -409,7 +384,7 @@ async def _run_in_pool(
     namespace, name = cfg.webhook.namespace, cfg.webhook.name
     key = (namespace, name)
     consumer = cfg.nats.consumer
-    old = _pool_place(status)
+    old = poolsync.pool_place(status)
     known = old if old is not None and old[1] is not None else None
     try:
         if desired.desired_replicas(spec) == 0:
@@ -431,16 +406,16 @@ async def _run_in_pool(
                 raise kopf.TemporaryError(problem.message, delay=BUS_RETRY_SECONDS) from None
             if not rt.pools_listed.is_set():  # just started: place it once the pools are known
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(rt.pools_listed.wait(), POOLS_LISTED_WAIT_SECONDS)
+                    await asyncio.wait_for(rt.pools_listed.wait(), poolsync.POOLS_LISTED_WAIT_SECONDS)
             replica = pools.assigned_replica(consumer, rt.pool_replicas.get(pool, 0))
             await rt.directory.place(consumer, entry, pool, replica, known)
             rt.pooled[key] = (pool, replica)
-            running = _roster_running(rt, pool, replica, consumer)
+            running = poolsync.roster_running(rt, pool, replica, consumer)
             patch.status["sender"] = {
                 **pools.pool_sender_status(pool, replica, running=running),
                 "configHash": digest,
             }
-            rt.sender_seen[key] = _pool_seen(running and replica is not None)
+            rt.sender_seen[key] = poolsync.pool_seen(running and replica is not None)
     except ConsumerError as exc:
         rt.bus_problems[key] = exc.problem
         _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
@@ -450,11 +425,6 @@ async def _run_in_pool(
     verified = verification.verified_at(_verified_url(status, patch))
     ready = _ready(rt, key, spec, True, _sender_facts(status, patch))
     _write_conditions(body, status, patch, [verified, ready], generation)
-
-
-def _pool_seen(running: bool, problem: str | None = None) -> dict[str, Any]:
-    """What status.sender mirrors of a pooled Webhook's engine (a merge patch)."""
-    return {"readyReplicas": int(running), "availableReplicas": int(running), "engineProblem": problem}
 
 
 async def _stop_in_pool(
@@ -468,7 +438,7 @@ async def _stop_in_pool(
 ) -> None:
     """Take the Webhook's engine out of its pool (moved to a dedicated sender, or unverified)."""
     try:
-        await rt.directory.remove(consumer_name(*key), rt.pooled.get(key) or _pool_place(status))
+        await rt.directory.remove(consumer_name(*key), rt.pooled.get(key) or poolsync.pool_place(status))
     except ConsumerError as exc:
         rt.bus_problems[key] = exc.problem
         _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
@@ -593,122 +563,6 @@ async def sender_observed(event: Mapping[str, Any], body: kopf.Body, memo: Any, 
         rt.sender_seen[key] = seen
 
 
-# --- sender pools: replicas, rosters, and status.sender of pooled Webhooks -----------------------------
-
-
-def _pool_replicas_of(statefulset: Mapping[str, Any]) -> tuple[str | None, int]:
-    meta = statefulset.get("metadata") or {}
-    pool = (meta.get("labels") or {}).get(POOL_LABEL)
-    replicas = (statefulset.get("spec") or {}).get("replicas")
-    return pool, int(replicas) if isinstance(replicas, int) else 1
-
-
-async def pool_observed(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A pool StatefulSet was created, scaled or removed: reassign its Webhooks where that changed."""
-    rt = _runtime(memo)
-    pool, replicas = _pool_replicas_of(body)
-    if not pool:
-        return
-    if event.get("type") == "DELETED":
-        replicas = 0
-    if rt.pool_replicas.get(pool) == replicas:
-        return
-    rt.pool_replicas[pool] = replicas
-    await rebalance(rt, pool)
-
-
-async def rebalance(rt: Runtime, pool: str) -> None:
-    """Move the pool's Webhooks whose replica changed (about 1/N of them when a replica is added)."""
-    replicas = rt.pool_replicas.get(pool, 0)
-    moves = [
-        (key, old, pools.assigned_replica(consumer_name(*key), replicas))
-        for key, (where, old) in list(rt.pooled.items())
-        if where == pool
-    ]
-    moved = 0
-    for key, old, new in moves:
-        if old == new:
-            continue
-        consumer = consumer_name(*key)
-        try:
-            stored = await rt.directory.move(consumer, pool, new, old)
-        except ConsumerError as exc:
-            log.warning("pool %s: %s/%s not moved: %s; moved at its next reconcile", pool, *key, exc)
-            continue
-        if not stored:
-            continue
-        rt.pooled[key] = (pool, new)
-        running = _roster_running(rt, pool, new, consumer)
-        body = {"status": {"sender": pools.pool_sender_status(pool, new, running=running)}}
-        if await rt.api.patch(kubeapi.webhook(*key, sub="status"), body) is not None:
-            rt.sender_seen[key] = _pool_seen(running and new is not None)
-        moved += 1
-    if moved:
-        log.info("pool %s: %d replicas; %d Webhooks moved", pool, replicas, moved)
-
-
-async def list_pools(rt: Runtime) -> None:
-    """The pools there are before a pooled Webhook is placed, so a restart does not flap them."""
-    selector = ",".join(f"{k}%3D{v}" for k, v in POOL_SELECTOR.items())
-    try:
-        listing = await rt.api.get(f"/apis/apps/v1/statefulsets?labelSelector={selector}")
-        for item in (listing or {}).get("items") or []:
-            pool, replicas = _pool_replicas_of(item)
-            if pool:
-                rt.pool_replicas.setdefault(pool, replicas)  # the watch may have been first
-    except kubeapi.APIError as exc:
-        log.warning("sender pools not listed: %s; learned from the watch instead", exc)
-    finally:
-        rt.pools_listed.set()
-
-
-ROSTER_WATCH_RETRY_SECONDS = 5.0
-POOLS_LISTED_WAIT_SECONDS = 30.0
-POOL_MIRROR_TICK_SECONDS = 1.0
-
-
-async def watch_pool_rosters(rt: Runtime) -> None:
-    """Keep every pool replica's latest roster (one NATS watch for all pools)."""
-    while True:
-        try:
-            async for roster in rt.directory.rosters():
-                rt.rosters[(roster.pool, roster.replica)] = roster
-        except Exception as exc:
-            log.debug("pool rosters not watched: %s; again in %g s", exc, ROSTER_WATCH_RETRY_SECONDS)
-        await asyncio.sleep(ROSTER_WATCH_RETRY_SECONDS)
-
-
-async def mirror_pool_senders(rt: Runtime) -> None:
-    """status.sender.readyReplicas of each pooled Webhook from its replica's roster, within the
-    status write budget; webhook_seen then derives Ready from it."""
-    tick = POOL_MIRROR_TICK_SECONDS
-    budget = max(1, int(rt.config.pool_status_writes_per_second * tick))
-    while True:
-        await asyncio.sleep(tick)
-        writes = 0
-        for key, (pool, replica) in list(rt.pooled.items()):
-            if writes >= budget:
-                break
-            consumer = consumer_name(*key)
-            running = _roster_running(rt, pool, replica, consumer)
-            seen = _pool_seen(running, None if running else _roster_problem(rt, pool, replica, consumer))
-            if rt.sender_seen.get(key) == seen:
-                continue
-            writes += 1
-            try:
-                written = await rt.api.patch(
-                    kubeapi.webhook(*key, sub="status"), {"status": {"sender": seen}}
-                )
-            except kubeapi.APIError as exc:
-                log.warning("status.sender of %s/%s not written: %s; trying again", *key, exc)
-                continue
-            if written is None:
-                rt.pooled.pop(key, None)
-                continue
-            rt.sender_seen[key] = seen
-            rt.metrics.status_writes.inc()
-
-
 # --- Webhook: deletion ---------------------------------------------------------------------------------
 
 
@@ -721,8 +575,8 @@ async def webhook_deleted(
     key = (meta["namespace"], meta["name"])
     try:
         status = body.get("status") or {}
-        if key in rt.pooled or _pool_place(status) is not None:
-            await rt.directory.remove(name, rt.pooled.get(key) or _pool_place(status))
+        if key in rt.pooled or poolsync.pool_place(status) is not None:
+            await rt.directory.remove(name, rt.pooled.get(key) or poolsync.pool_place(status))
             rt.pooled.pop(key, None)
         removed = await rt.consumers.delete(name)
     except BusUnavailable as exc:
@@ -922,14 +776,14 @@ async def _resume_if_asked(
 async def start_background(memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
     # Not awaited here: Kopf logs in only after its startup handlers, and the list needs the API.
-    rt.background.append(asyncio.create_task(list_pools(rt), name="list sender pools"))
+    rt.background.append(asyncio.create_task(poolsync.list_pools(rt), name="list sender pools"))
     for job, name in (
         (expire_webhook_tests, "expire WebhookTests"),
         (watch_health_reports, "watch health reports"),
         (write_delivery_health, "write status.delivery"),
         (follow_resumes, "follow resume requests"),
-        (watch_pool_rosters, "watch pool rosters"),
-        (mirror_pool_senders, "mirror pool senders"),
+        (poolsync.watch_pool_rosters, "watch pool rosters"),
+        (poolsync.mirror_pool_senders, "mirror pool senders"),
     ):
         rt.background.append(asyncio.create_task(job(rt), name=name))
 
@@ -964,7 +818,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     on.event(*WEBHOOKS, id="observe", registry=registry)(webhook_seen)
     on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhook_deleted)
     on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(sender_observed)
-    on.event(*STATEFULSETS, id="pool", labels=POOL_SELECTOR, registry=registry)(pool_observed)
+    on.event(*poolsync.STATEFULSETS, id="pool", labels=poolsync.POOL_SELECTOR, registry=registry)(
+        poolsync.pool_observed
+    )
     for cause in (on.create, on.resume):
         cause(*TESTS, id="send", registry=registry)(webhook_test_created)
     on.event(*TESTS, id="track", registry=registry)(webhook_test_seen)

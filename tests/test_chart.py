@@ -20,7 +20,7 @@ import yaml
 
 from hookline.api import POOL_NAME_PATTERN, SenderMode
 from hookline.cli import build_parser
-from hookline.operator.handlers import POOL_LABEL, POOL_SELECTOR
+from hookline.operator.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.operator.settings import config_from_env
 from hookline.sender.natsserver import find_nats_server
 from hookline.sender.pool import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname

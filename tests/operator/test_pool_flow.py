@@ -28,7 +28,7 @@ from operator_helpers import (
 )
 from prometheus_client import CollectorRegistry
 
-from hookline.operator.handlers import POOL_LABEL, POOL_SELECTOR
+from hookline.operator.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.sender import bus
 from hookline.sender.config import consumer_name
 from hookline.sender.events import parse_event
