@@ -102,10 +102,15 @@ async def rebalance(rt: Runtime, pool: str) -> None:
             continue
         rt.pooled[key] = (pool, new)
         running = roster_running(rt, pool, new, consumer)
-        body = {"status": {"sender": pools.pool_sender_status(pool, new, running=running)}}
-        if await rt.api.patch(kubeapi.webhook(*key, sub="status"), body) is not None:
-            rt.sender_seen[key] = pool_seen(running and new is not None)
         moved += 1
+        body = {"status": {"sender": pools.pool_sender_status(pool, new, running=running)}}
+        try:
+            written = await rt.api.patch(kubeapi.webhook(*key, sub="status"), body)
+        except kubeapi.APIError as exc:  # the mirror loop writes readyReplicas; replica waits for a reconcile
+            log.warning("status.sender of %s/%s not written after its move: %s", *key, exc)
+            continue
+        if written is not None:
+            rt.sender_seen[key] = pool_seen(running and new is not None)
     if moved:
         log.info("pool %s: %d replicas; %d Webhooks moved", pool, replicas, moved)
 
