@@ -1,0 +1,95 @@
+"""nats-server CPU per acknowledged event on HOOKLINE_EVENTS with 1 and with 100 Webhook consumers.
+
+Why a pool replica over 100 Webhooks delivers less per second than one dedicated sender on a small
+machine (bench/pool.py): the server's own cost per ack grows with the consumers on the stream
+(interest retention), whoever holds them. Each run: a fresh nats-server and the stream as ingest
+makes it; `consumers` durable consumers with hookline-shaped filters; `total` events published to
+one consumer's filter (or spread over all of them); then pulled and acked, and the server's CPU time
+over the ack phase divided by the events. Loopback only.
+
+    .venv/bin/python bench/nats_ack_cost.py [--events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nats.js import api
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hookline.sender import bus  # noqa: E402
+from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(consumers: int, spread: bool, total: int) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="hookline-bench-ack-") as tmp,
+        EmbeddedNats(Path(tmp) / "n") as nats,
+    ):
+        assert nats.proc is not None
+        nc = await bus.connect(nats.url)
+        js = nc.jetstream()
+        await bus.ensure_stream(js)
+        subs = []
+        for i in range(consumers):
+            config = api.ConsumerConfig(
+                durable_name=f"c{i}",
+                ack_policy=api.AckPolicy.EXPLICIT,
+                filter_subject=f"hookline.events.open.db{i}.>",
+                max_ack_pending=10_000,
+            )
+            await js.add_consumer(bus.STREAM, config)
+            subs.append(await js.pull_subscribe_bind(f"c{i}", bus.STREAM))
+        targets = consumers if spread else 1
+        payload = b"x" * 300
+        for start in range(0, total, 500):
+            subjects = [f"hookline.events.open.db{(start + j) % targets}._" for j in range(500)]
+            await asyncio.gather(*(js.publish(subject, payload) for subject in subjects))
+
+        async def drain(sub: Any, count: int) -> None:
+            got = 0
+            while got < count:
+                for msg in await sub.fetch(min(256, count - got), timeout=10):
+                    await msg.ack()
+                    got += 1
+
+        before, started = cpu_seconds(nats.proc.pid), time.perf_counter()
+        await asyncio.gather(*(drain(subs[i], total // targets) for i in range(targets)))
+        elapsed = time.perf_counter() - started
+        used = cpu_seconds(nats.proc.pid) - before
+        await nc.close()
+    return {
+        "consumers": consumers,
+        "spread": spread,
+        "acks_per_second": round(total / elapsed),
+        "server_cpu_ms_per_ack": round(used * 1000 / total, 3),
+    }
+
+
+async def main(total: int) -> None:
+    print("| consumers on the stream | events go to | acks/s | nats-server CPU per ack |")
+    print("|---|---|---|---|")
+    for consumers, spread in ((1, False), (100, False), (100, True)):
+        row = await measure(consumers, spread, total)
+        where = f"all {consumers}" if spread else "one of them"
+        print(f"| {consumers} | {where} | {row['acks_per_second']} | {row['server_cpu_ms_per_ack']} ms |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    asyncio.run(main(parser.parse_args().events))
