@@ -66,7 +66,7 @@ from hookline.operator.webhooktest import TestOutcome, run_test, signing_key
 from hookline.sender import ownership
 from hookline.sender.attempts import HealthReport
 from hookline.sender.bus import BusUnavailable
-from hookline.sender.config import consumer_name
+from hookline.sender.config import SenderConfig, consumer_name
 from hookline.sender.pool import PoolKey, Roster
 from hookline.sender.retry import GoneState
 from hookline.sender.safehttp import SafeHTTPClient
@@ -191,6 +191,29 @@ def _ready(
         sender=sender,
         bus=rt.bus_problems.get(key),
     )
+
+
+def _held_back(
+    rt: Runtime,
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+    spec: WebhookSpec,
+    problem: BusProblem,
+    generation: int | None,
+    *,
+    delay: float | None = None,
+) -> kopf.TemporaryError:
+    """Record why the Webhook's sender cannot run, put it in Ready, and return the retry to raise
+    (a NATS limit is looked at again rarely, an outage or a missing Secret soon)."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    rt.bus_problems[key] = problem
+    _write_conditions(
+        body, status, patch, [_ready(rt, key, spec, True, _sender_facts(status, patch))], generation
+    )
+    if delay is None:
+        delay = BUS_REFUSED_RETRY_SECONDS if problem.permanent else BUS_RETRY_SECONDS
+    return kopf.TemporaryError(problem.message, delay=delay)
 
 
 # --- Webhook: reconcile --------------------------------------------------------------------------------
@@ -327,11 +350,7 @@ async def _run_sender(
     try:
         await rt.consumers.ensure(cfg)
     except ConsumerError as exc:
-        rt.bus_problems[key] = exc.problem
-        ready = _ready(rt, key, spec, True, _sender_facts(status, patch))
-        _write_conditions(body, status, patch, [ready], generation)
-        delay = BUS_REFUSED_RETRY_SECONDS if exc.problem.permanent else BUS_RETRY_SECONDS
-        raise kopf.TemporaryError(exc.problem.message, delay=delay) from None
+        raise _held_back(rt, body, status, patch, spec, exc.problem, generation) from None
     rt.bus_problems.pop(key, None)
 
     rendered = desired.render_config(cfg)
@@ -375,7 +394,7 @@ async def _run_in_pool(
     spec: WebhookSpec,
     status: kopf.Status,
     patch: kopf.Patch,
-    cfg: Any,
+    cfg: SenderConfig,
     pool: str,
     digest: str,
     generation: int | None,
@@ -401,9 +420,9 @@ async def _run_in_pool(
                     permanent=True,
                     reason=ReadyReason.SIGNING_SECRET_UNAVAILABLE,
                 )
-                rt.bus_problems[key] = problem
-                _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
-                raise kopf.TemporaryError(problem.message, delay=BUS_RETRY_SECONDS) from None
+                raise _held_back(
+                    rt, body, status, patch, spec, problem, generation, delay=BUS_RETRY_SECONDS
+                ) from None
             if not rt.pools_listed.is_set():  # just started: place it once the pools are known
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(rt.pools_listed.wait(), poolsync.POOLS_LISTED_WAIT_SECONDS)
@@ -415,11 +434,11 @@ async def _run_in_pool(
                 **pools.pool_sender_status(pool, replica, running=running),
                 "configHash": digest,
             }
-            rt.sender_seen[key] = poolsync.pool_seen(running and replica is not None)
+            rt.sender_seen[key] = pools.pool_seen(running and replica is not None)
     except ConsumerError as exc:
-        rt.bus_problems[key] = exc.problem
-        _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
-        raise kopf.TemporaryError(exc.problem.message, delay=BUS_RETRY_SECONDS) from None
+        raise _held_back(
+            rt, body, status, patch, spec, exc.problem, generation, delay=BUS_RETRY_SECONDS
+        ) from None
     rt.bus_problems.pop(key, None)
     await _remove_dedicated(rt, namespace, name, status)
     verified = verification.verified_at(_verified_url(status, patch))
@@ -440,9 +459,9 @@ async def _stop_in_pool(
     try:
         await rt.directory.remove(consumer_name(*key), rt.pooled.get(key) or poolsync.pool_place(status))
     except ConsumerError as exc:
-        rt.bus_problems[key] = exc.problem
-        _write_conditions(body, status, patch, [_ready(rt, key, spec, True, None)], generation)
-        raise kopf.TemporaryError(exc.problem.message, delay=BUS_RETRY_SECONDS) from None
+        raise _held_back(
+            rt, body, status, patch, spec, exc.problem, generation, delay=BUS_RETRY_SECONDS
+        ) from None
     rt.pooled.pop(key, None)
     rt.sender_seen.pop(key, None)
 

@@ -51,19 +51,21 @@ def assigned_replica(consumer: str, replicas: int) -> int | None:
     return replica_of(consumer, replicas) if replicas > 0 else None
 
 
+def pool_seen(running: bool, problem: str | None = None) -> dict[str, Any]:
+    """What status.sender mirrors of a pooled Webhook's engine (a merge patch)."""
+    return {"readyReplicas": int(running), "availableReplicas": int(running), "engineProblem": problem}
+
+
 def pool_sender_status(
     pool: str, replica: int | None, *, running: bool, stopped: bool = False
 ) -> dict[str, Any]:
     """status.sender of a pooled Webhook (a merge patch: a dedicated Deployment's name is dropped)."""
-    ready = 1 if running and replica is not None else 0
     return {
         "mode": SenderMode.POOL.value,
         "pool": pool,
         "replica": replica,
         "replicas": 0 if stopped else 1,
-        "readyReplicas": ready,
-        "availableReplicas": ready,
-        "engineProblem": None,
+        **pool_seen(running and replica is not None),
         "deployment": None,
     }
 

@@ -54,11 +54,6 @@ def roster_problem(rt: Runtime, pool: str, replica: int | None, consumer: str) -
     return problem[:512] if problem else None
 
 
-def pool_seen(running: bool, problem: str | None = None) -> dict[str, Any]:
-    """What status.sender mirrors of a pooled Webhook's engine (a merge patch)."""
-    return {"readyReplicas": int(running), "availableReplicas": int(running), "engineProblem": problem}
-
-
 def _pool_replicas_of(statefulset: Mapping[str, Any]) -> tuple[str | None, int]:
     meta = statefulset.get("metadata") or {}
     pool = (meta.get("labels") or {}).get(POOL_LABEL)
@@ -110,7 +105,7 @@ async def rebalance(rt: Runtime, pool: str) -> None:
             log.warning("status.sender of %s/%s not written after its move: %s", *key, exc)
             continue
         if written is not None:
-            rt.sender_seen[key] = pool_seen(running and new is not None)
+            rt.sender_seen[key] = pools.pool_seen(running and new is not None)
     if moved:
         log.info("pool %s: %d replicas; %d Webhooks moved", pool, replicas, moved)
 
@@ -159,7 +154,7 @@ async def mirror_pool_senders(rt: Runtime) -> None:
                 break
             consumer = consumer_name(*key)
             running = roster_running(rt, pool, replica, consumer)
-            seen = pool_seen(running, None if running else roster_problem(rt, pool, replica, consumer))
+            seen = pools.pool_seen(running, None if running else roster_problem(rt, pool, replica, consumer))
             if rt.sender_seen.get(key) == seen:
                 continue
             writes += 1

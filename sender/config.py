@@ -7,6 +7,7 @@ Whether ``http://`` is allowed is the egress policy's call (safehttp), not the s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -120,6 +121,7 @@ _DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 MAX_CONSUMER_NAME = 200
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the operator's loops ask for every Webhook's, every second
 def consumer_name(namespace: str, name: str) -> str:
     """``hookline_<namespace>_<name>``: stable, unique per Webhook, valid as a JetStream durable name.
 
