@@ -191,6 +191,14 @@ async def pool_env(tmp_path, nats_server) -> AsyncIterator[dict]:
             await nc.close()
 
 
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """The customer's endpoint on 127.0.0.1, recording every request."""
+    endpoint = await Receiver().start()
+    yield endpoint
+    await endpoint.stop()
+
+
 async def roster_of(js, replica: int) -> Roster | None:
     kv = await pool_bucket(js)
     try:
@@ -280,116 +288,109 @@ async def test_one_replica_serves_200_webhooks_and_a_hanging_receiver_holds_up_o
         await receiver.stop()
 
 
-async def test_a_webhook_moves_between_replicas_without_loss_or_a_restart(pool_env):
+async def test_a_webhook_moves_between_replicas_without_loss_or_a_restart(pool_env, receiver):
     nc, js, directory = pool_env["nc"], pool_env["js"], pool_env["directory"]
-    receiver = await Receiver().start()
     first, second = await pool_env["start"](0), await pool_env["start"](1)
     pids = (first.proc.pid, second.proc.pid)
     cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/moving", name="moving", database="db")
     consumer = cfg.nats.consumer
     entry = pool_entry(cfg, None, None).to_bytes()
-    try:
-        await directory.place(consumer, entry, POOL, 0, None)
-        await wait_roster(js, 0, lambda r: consumer in r.running, "the engine on replica 0")
-        published: list[str] = []
+    await directory.place(consumer, entry, POOL, 0, None)
+    await wait_roster(js, 0, lambda r: consumer in r.running, "the engine on replica 0")
+    published: list[str] = []
 
-        async def trickle(start: int, count: int) -> None:
-            for k in range(start, start + count):
-                await bus.publish_events(nc, js, [open_event(f"m-{k}", "db")])
-                published.append(f"m-{k}")
-                await asyncio.sleep(0.01)
+    async def trickle(start: int, count: int) -> None:
+        for k in range(start, start + count):
+            await bus.publish_events(nc, js, [open_event(f"m-{k}", "db")])
+            published.append(f"m-{k}")
+            await asyncio.sleep(0.01)
 
-        flow = asyncio.create_task(trickle(0, 300))
-        await wait_until(lambda: len(receiver.requests) >= 50, 60, "deliveries from replica 0")
-        assert await directory.move(consumer, POOL, 1, 0)
-        await flow
-        await wait_roster(js, 1, lambda r: consumer in r.running, "the engine on replica 1")
-        await wait_roster(js, 0, lambda r: consumer not in r.running, "replica 0 let it go")
-        await trickle(300, 50)
-        await wait_until(lambda: set(published) <= set(receiver.delivered()), 90, "every event delivered")
-        counts = Counter(receiver.ids())
-        assert set(counts) == set(published)
-        # At-least-once: a repeat only for a request in flight at the move (at most maxInFlight).
-        assert sum(n - 1 for n in counts.values()) <= cfg.spec.delivery.max_in_flight
-        assert (first.proc.poll(), second.proc.poll()) == (None, None)
-        assert (first.proc.pid, second.proc.pid) == pids
-    finally:
-        await receiver.stop()
+    flow = asyncio.create_task(trickle(0, 300))
+    await wait_until(lambda: len(receiver.requests) >= 50, 60, "deliveries from replica 0")
+    assert await directory.move(consumer, POOL, 1, 0)
+    await flow
+    await wait_roster(js, 1, lambda r: consumer in r.running, "the engine on replica 1")
+    await wait_roster(js, 0, lambda r: consumer not in r.running, "replica 0 let it go")
+    await trickle(300, 50)
+    await wait_until(lambda: set(published) <= set(receiver.delivered()), 90, "every event delivered")
+    counts = Counter(receiver.ids())
+    assert set(counts) == set(published)
+    # At-least-once: a repeat only for a request in flight at the move (at most maxInFlight).
+    assert sum(n - 1 for n in counts.values()) <= cfg.spec.delivery.max_in_flight
+    assert (first.proc.poll(), second.proc.poll()) == (None, None)
+    assert (first.proc.pid, second.proc.pid) == pids
 
 
-async def test_a_spec_change_and_a_removal_apply_in_the_running_replica(pool_env):
+async def test_a_spec_change_and_a_removal_apply_in_the_running_replica(pool_env, receiver):
     nc, js, directory = pool_env["nc"], pool_env["js"], pool_env["directory"]
-    receiver = await Receiver().start()
     replica = await pool_env["start"](0)
-    try:
-        url = f"{receiver.url}/hook"
-        form = sender_config(nc.connected_url.geturl(), url, name="hook", database="db")
-        consumer = form.nats.consumer
-        await directory.place(consumer, pool_entry(form, None, None).to_bytes(), POOL, 0, None)
-        await wait_roster(js, 0, lambda r: consumer in r.running, "the engine")
-        await bus.publish_events(nc, js, [open_event("before", "db")])
-        await wait_until(lambda: "before" in receiver.delivered(), 60, "the form delivery")
-        assert receiver.delivered()["before"].headers["Content-Type"].startswith("application/x-www-form")
+    url = f"{receiver.url}/hook"
+    form = sender_config(nc.connected_url.geturl(), url, name="hook", database="db")
+    consumer = form.nats.consumer
+    await directory.place(consumer, pool_entry(form, None, None).to_bytes(), POOL, 0, None)
+    await wait_roster(js, 0, lambda r: consumer in r.running, "the engine")
+    await bus.publish_events(nc, js, [open_event("before", "db")])
+    await wait_until(lambda: "before" in receiver.delivered(), 60, "the form delivery")
+    assert receiver.delivered()["before"].headers["Content-Type"].startswith("application/x-www-form")
 
-        as_json = sender_config(nc.connected_url.geturl(), url, name="hook", database="db", format="json")
-        await directory.place(consumer, pool_entry(as_json, None, None).to_bytes(), POOL, 0, (POOL, 0))
-        await asyncio.sleep(2)  # the replica swaps the engine in-process
-        await bus.publish_events(nc, js, [open_event("after", "db")])
-        await wait_until(lambda: "after" in receiver.delivered(), 60, "the JSON delivery")
-        assert json.loads(receiver.delivered()["after"].body)["id"] == "after"
+    as_json = sender_config(nc.connected_url.geturl(), url, name="hook", database="db", format="json")
+    await directory.place(consumer, pool_entry(as_json, None, None).to_bytes(), POOL, 0, (POOL, 0))
+    # The replica swaps the engine in-process (the old one drains first): from some event on,
+    # deliveries are JSON. Probe until one is, instead of guessing how long the swap takes.
+    as_json_ids: list[str] = []
+    for probe in range(120):
+        await bus.publish_events(nc, js, [open_event(f"after-{probe}", "db")])
+        await wait_until(lambda p=probe: f"after-{p}" in receiver.delivered(), 60, f"probe {probe}")
+        request = receiver.delivered()[f"after-{probe}"]
+        if request.headers["Content-Type"].startswith("application/json"):
+            as_json_ids.append(f"after-{probe}")
+            break
+    assert as_json_ids, "the spec change never reached the running replica"
+    assert json.loads(receiver.delivered()[as_json_ids[0]].body)["id"] == as_json_ids[0]
 
-        await directory.remove(consumer, (POOL, 0))
-        await wait_roster(js, 0, lambda r: consumer not in r.running, "the engine removed")
-        await bus.publish_events(nc, js, [open_event("kept", "db")])
-        await asyncio.sleep(1.5)
-        assert "kept" not in receiver.delivered()  # no engine: the event waits in its consumer
-        await directory.place(consumer, pool_entry(as_json, None, None).to_bytes(), POOL, 0, None)
-        await wait_until(lambda: "kept" in receiver.delivered(), 60, "the kept event after re-adding")
-        assert replica.proc.poll() is None
-    finally:
-        await receiver.stop()
+    await directory.remove(consumer, (POOL, 0))
+    await wait_roster(js, 0, lambda r: consumer not in r.running, "the engine removed")
+    await bus.publish_events(nc, js, [open_event("kept", "db")])
+    await asyncio.sleep(1.5)
+    assert "kept" not in receiver.delivered()  # no engine: the event waits in its consumer
+    await directory.place(consumer, pool_entry(as_json, None, None).to_bytes(), POOL, 0, None)
+    await wait_until(lambda: "kept" in receiver.delivered(), 60, "the kept event after re-adding")
+    assert replica.proc.poll() is None
 
 
 async def test_an_entry_the_replica_cannot_open_is_reported_in_its_roster_not_sent_unsigned(
-    pool_env, tmp_path
+    pool_env, receiver
 ):
     nc, js, directory = pool_env["nc"], pool_env["js"], pool_env["directory"]
-    receiver = await Receiver().start()
     await pool_env["start"](0)
-    try:
-        cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/h", name="foreign", database="db")
-        wrong = PoolKey("a pool key of another installation, 32+ chars")
-        entry = pool_entry(cfg, parse_secret(SECRET), wrong)
-        await directory.place(cfg.nats.consumer, entry.to_bytes(), POOL, 0, None)
-        roster = await wait_roster(js, 0, lambda r: cfg.nats.consumer in r.problems, "the refused entry")
-        assert "same pool key Secret" in roster.problems[cfg.nats.consumer]
-        assert SECRET not in json.dumps(roster.problems)
-        await bus.publish_events(nc, js, [open_event("unsigned", "db")])
-        await asyncio.sleep(1.5)
-        assert receiver.requests == []
-    finally:
-        await receiver.stop()
+    cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/h", name="foreign", database="db")
+    wrong = PoolKey("a pool key of another installation, 32+ chars")
+    entry = pool_entry(cfg, parse_secret(SECRET), wrong)
+    await directory.place(cfg.nats.consumer, entry.to_bytes(), POOL, 0, None)
+    roster = await wait_roster(js, 0, lambda r: cfg.nats.consumer in r.problems, "the refused entry")
+    assert "same pool key Secret" in roster.problems[cfg.nats.consumer]
+    assert SECRET not in json.dumps(roster.problems)
+    await bus.publish_events(nc, js, [open_event("unsigned", "db")])
+    await asyncio.sleep(1.5)
+    assert receiver.requests == []
 
 
-async def test_a_replica_killed_mid_stream_loses_nothing_once_its_pod_is_back(pool_env):
+async def test_a_replica_killed_mid_stream_loses_nothing_once_its_pod_is_back(pool_env, receiver):
     nc, js, directory = pool_env["nc"], pool_env["js"], pool_env["directory"]
-    receiver = await Receiver().start()
     replica = await pool_env["start"](0)
-    try:
-        names = [f"k-{i}" for i in range(5)]
-        for name in names:
-            cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/{name}", name=name, database=name)
-            await directory.place(cfg.nats.consumer, pool_entry(cfg, None, None).to_bytes(), POOL, 0, None)
-        await wait_roster(js, 0, lambda r: len(r.running) == 5, "five engines")
-        events = [open_event(f"{n}-{k}", n) for n in names for k in range(200)]
-        flow = asyncio.create_task(bus.publish_events(nc, js, events))
-        await wait_until(lambda: len(receiver.requests) >= 100, 60, "deliveries under way")
-        replica.proc.kill()  # SIGKILL: no drain, un-acked events stay with their consumers
-        replica.proc.wait()
-        await flow
-        stopped_at = len(receiver.delivered())
-        assert stopped_at < len(events)  # the kill did interrupt the stream
-        await pool_env["start"](0)  # the StatefulSet's pod again: it reloads its Webhooks from NATS
-        await wait_until(lambda: {e.id for e in events} <= set(receiver.delivered()), 120, "every event")
-    finally:
-        await receiver.stop()
+    receiver.delay = 0.1  # slow enough that the kill lands mid-stream on a loaded machine
+    names = [f"k-{i}" for i in range(5)]
+    for name in names:
+        cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/{name}", name=name, database=name)
+        await directory.place(cfg.nats.consumer, pool_entry(cfg, None, None).to_bytes(), POOL, 0, None)
+    await wait_roster(js, 0, lambda r: len(r.running) == 5, "five engines")
+    events = [open_event(f"{n}-{k}", n) for n in names for k in range(200)]
+    flow = asyncio.create_task(bus.publish_events(nc, js, events))
+    await wait_until(lambda: len(receiver.requests) >= 100, 60, "deliveries under way")
+    replica.proc.kill()  # SIGKILL: no drain, un-acked events stay with their consumers
+    replica.proc.wait()
+    await flow
+    stopped_at = len(receiver.delivered())
+    assert stopped_at < len(events)  # the kill did interrupt the stream
+    await pool_env["start"](0)  # the StatefulSet's pod again: it reloads its Webhooks from NATS
+    await wait_until(lambda: {e.id for e in events} <= set(receiver.delivered()), 120, "every event")
