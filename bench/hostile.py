@@ -32,7 +32,7 @@ from nats.js import api  # noqa: E402
 from run import peak_rss_mib, wait_http  # noqa: E402
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
+from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
 
 HOOKLINE = [sys.executable, "-m", "hookline.cli"]
 HEADERS = {"Content-Type": "application/json"}

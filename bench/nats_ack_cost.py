@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
+from hookline.sender.bus.natsserver import EmbeddedNats  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

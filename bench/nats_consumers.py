@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.config import consumer_name, parse_sender_config  # noqa: E402
-from hookline.sender.events import parse_event  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats, NatsCluster  # noqa: E402
+from hookline.sender.bus.natsserver import EmbeddedNats, NatsCluster  # noqa: E402
+from hookline.sender.model.config import consumer_name, parse_sender_config  # noqa: E402
+from hookline.sender.model.events import parse_event  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

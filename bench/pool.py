@@ -56,14 +56,14 @@ from run import (  # noqa: E402
     wait_http,
 )
 
-from hookline.operator.consumers import Consumers  # noqa: E402
-from hookline.operator.pools import PoolDirectory, pool_entry  # noqa: E402
+from hookline.operator.adapters.consumers import Consumers  # noqa: E402
+from hookline.operator.adapters.pools import PoolDirectory, pool_entry  # noqa: E402
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
-from hookline.sender.events import parse_event  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats, free_port  # noqa: E402
-from hookline.sender.pool import PoolKey, Roster, pool_bucket, roster_key  # noqa: E402
-from hookline.sender.signing import parse_secret  # noqa: E402
+from hookline.sender.bus.natsserver import EmbeddedNats, free_port  # noqa: E402
+from hookline.sender.cmd.pool import PoolKey, Roster, pool_bucket, roster_key  # noqa: E402
+from hookline.sender.model.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
+from hookline.sender.model.events import parse_event  # noqa: E402
+from hookline.sender.model.signing import parse_secret  # noqa: E402
 
 POOL = "default"
 POOL_KEY = "bench-pool-key-not-a-secret-0123456789abcdef"

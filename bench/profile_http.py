@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 import run as run_bench  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
-from hookline.sender.events import Event, parse_event  # noqa: E402
-from hookline.sender.natsserver import free_port  # noqa: E402
-from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient  # noqa: E402
-from hookline.sender.signing import parse_secret, request_headers  # noqa: E402
-from hookline.sender.wire import render_body, render_event  # noqa: E402
+from hookline.sender.bus.natsserver import free_port  # noqa: E402
+from hookline.sender.model.events import Event, parse_event  # noqa: E402
+from hookline.sender.model.signing import parse_secret, request_headers  # noqa: E402
+from hookline.sender.model.wire import render_body, render_event  # noqa: E402
+from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient  # noqa: E402
 
 SECRET = run_bench.SECRET
 VARIANTS = ("raw", "safe", "event")

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 import run as run_bench  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.config import load_sender_config  # noqa: E402
-from hookline.sender.events import parse_event  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
+from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
+from hookline.sender.model.config import load_sender_config  # noqa: E402
+from hookline.sender.model.events import parse_event  # noqa: E402
 
 PROFILE_HTTP = ROOT / "bench" / "profile_http.py"
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
-from hookline.sender.events import parse_event  # noqa: E402
-from hookline.sender.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
-from hookline.sender.signing import parse_secret, request_headers  # noqa: E402
-from hookline.sender.wire import render_body  # noqa: E402
+from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
+from hookline.sender.model.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
+from hookline.sender.model.events import parse_event  # noqa: E402
+from hookline.sender.model.signing import parse_secret, request_headers  # noqa: E402
+from hookline.sender.model.wire import render_body  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HOOKLINE = [sys.executable, "-m", "hookline.cli"]

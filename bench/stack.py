@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "tests" / "faults"))
 
 from harness import Attempt, Harness, Process, Receiver, Webhook, click, wait_until  # noqa: E402
 
-from hookline.sender.natsserver import EmbeddedNats  # noqa: E402
+from hookline.sender.bus.natsserver import EmbeddedNats  # noqa: E402
 
 __all__ = [
     "Attempt",

@@ -6,7 +6,7 @@ Webhook or a WebhookTest comes from here, never from a string literal of their o
 against them in both directions (every field written here is declared there, every declared field
 exists here, enums and bounds agree), so a field the API server would prune cannot be written.
 
-It sits at the bottom of the import graph: it imports only ``hookline.sender.signing`` (header rules,
+It sits at the bottom of the import graph: it imports only ``hookline.sender.model.signing`` (header rules,
 a leaf) and pydantic, so the data plane and the control plane can both depend on it.
 """
 
@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from hookline.sender.signing import header_name_problem, header_value_problem
+from hookline.sender.model.signing import header_name_problem, header_value_problem
 
 # --- names ----------------------------------------------------------------------------------------------
 

@@ -19,14 +19,18 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "operator": Command("run the Kopf operator", "hookline.operator.main", True),
-    "sender": Command("deliver one Webhook's events (reads --config)", "hookline.sender.main", True),
-    "pool": Command("one replica of a sender pool: many Webhooks' engines", "hookline.sender.pool", True),
-    "ingest": Command("accept events on POST /v1/events and publish them", "hookline.sender.ingest", False),
+    "sender": Command("deliver one Webhook's events (reads --config)", "hookline.sender.cmd.sender", True),
+    "pool": Command("one replica of a sender pool: many Webhooks' engines", "hookline.sender.cmd.pool", True),
+    "ingest": Command(
+        "accept events on POST /v1/events and publish them", "hookline.sender.ingest.service", False
+    ),
     "dev": Command("everything on one machine, no cluster", "hookline.dev", True),
     "list": Command("list Webhooks in the current kubeconfig context", "hookline.kubecli.listing", False),
     "test": Command("post test data to a Webhook through a WebhookTest", "hookline.kubecli.testing", False),
-    "redrive": Command("put a Webhook's dead letters back for delivery", "hookline.sender.redrive", False),
-    "attempts": Command("a Webhook's recent delivery attempts", "hookline.sender.attemptscli", False),
+    "redrive": Command(
+        "put a Webhook's dead letters back for delivery", "hookline.sender.cmd.redrive", False
+    ),
+    "attempts": Command("a Webhook's recent delivery attempts", "hookline.sender.cmd.attempts", False),
 }
 
 

@@ -19,10 +19,10 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from hookline.sender.health import parse_listen, run_until_signal, start_site
-from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient, SafeHTTPError
-from hookline.sender.signing import SignatureError, verify
-from hookline.sender.wire import decode_form
+from hookline.sender.model.signing import SignatureError, verify
+from hookline.sender.model.wire import decode_form
+from hookline.sender.observe.health import parse_listen, run_until_signal, start_site
+from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient, SafeHTTPError
 
 log = logging.getLogger(__name__)
 

@@ -36,21 +36,26 @@ from hookline.api import (
     WebhookSpec,
     parse_webhook_spec,
 )
+from hookline.operator.rules.status import merge_conditions, now_iso, ready_condition
+from hookline.operator.rules.verification import (
+    check_delay,
+    instructions,
+    pending_condition,
+    verified_condition,
+)
 from hookline.operator.settings import VerificationSchedule
-from hookline.operator.status import merge_conditions, now_iso, ready_condition
-from hookline.operator.verification import check_delay, instructions, pending_condition, verified_condition
 from hookline.sender import bus
-from hookline.sender.attempts import read_attempts
-from hookline.sender.config import SenderConfig, consumer_name
-from hookline.sender.health import parse_listen, run_until_signal, start_site
-from hookline.sender.ingest import Ingest, create_app
-from hookline.sender.metrics import IngestMetrics, SenderMetrics
-from hookline.sender.natsserver import EmbeddedNats
-from hookline.sender.ownership import OwnershipResult, check_ownership, new_token
-from hookline.sender.redrive import parse_since
-from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
-from hookline.sender.signing import parse_secret
-from hookline.sender.supervisor import Supervisor, prepare_streams
+from hookline.sender.bus.attempts import read_attempts
+from hookline.sender.bus.natsserver import EmbeddedNats
+from hookline.sender.cmd.redrive import parse_since
+from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
+from hookline.sender.ingest.service import Ingest, create_app
+from hookline.sender.model.config import SenderConfig, consumer_name
+from hookline.sender.model.signing import parse_secret
+from hookline.sender.observe.health import parse_listen, run_until_signal, start_site
+from hookline.sender.observe.metrics import IngestMetrics, SenderMetrics
+from hookline.sender.transport.ownership import OwnershipResult, check_ownership, new_token
+from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
 
 DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
 # The operator's schedule, shortened: the developer is placing the file right now.

@@ -16,8 +16,9 @@ from typing import Any
 import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
-from hookline.operator import handlers, kubeapi
-from hookline.operator.consumers import Consumers
+from hookline.operator.adapters import kubeapi
+from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.handlers import webhooks as handlers
 from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.settings import (
     OperatorConfig,
@@ -26,8 +27,8 @@ from hookline.operator.settings import (
     parse_replicas,
     quiet_verification_retries,
 )
-from hookline.sender.pool import PoolKey
-from hookline.sender.safehttp import SafeHTTPClient
+from hookline.sender.cmd.pool import PoolKey
+from hookline.sender.transport.safehttp import SafeHTTPClient
 
 log = logging.getLogger(__name__)
 

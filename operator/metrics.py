@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.api import ConditionType, DeliveringReason
-from hookline.sender.ownership import REASONS
+from hookline.sender.transport.ownership import REASONS
 
 CONDITION_STATUSES = ("True", "False", "Unknown")
 DELIVERING_REASONS = {str(r) for r in DeliveringReason}  # a bounded label: nothing else passes

@@ -17,8 +17,8 @@ import kopf
 
 from hookline import __version__
 from hookline.api import ANNOTATION_PREFIX, FINALIZER, SenderMode
-from hookline.sender.attempts import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
-from hookline.sender.safehttp import EgressPolicy
+from hookline.sender.bus.attempts import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
+from hookline.sender.transport.safehttp import EgressPolicy
 
 # The message of the TemporaryError that schedules the next ownership check (QuietVerificationRetries).
 NOT_VERIFIED_YET = "not verified yet"
@@ -196,7 +196,7 @@ class QuietVerificationRetries(logging.Filter):
     go to this module's logger at DEBUG instead (1,000 unverified Webhooks were 18,700 ERROR lines)."""
 
     marker = f"failed temporarily: {NOT_VERIFIED_YET}"
-    quiet = logging.getLogger("hookline.operator.verification")
+    quiet = logging.getLogger("hookline.operator.rules.verification")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and self.marker in str(record.msg):

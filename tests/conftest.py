@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from hookline.sender import bus
-from hookline.sender.natsserver import EmbeddedNats
+from hookline.sender.bus.natsserver import EmbeddedNats
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from aiohttp import web
 from nats.js import api
 
 from hookline.sender import bus
-from hookline.sender.config import SenderConfig, consumer_name, parse_sender_config
-from hookline.sender.health import bound_port, start_site
-from hookline.sender.natsserver import free_port
-from hookline.sender.wire import decode_form
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.model.config import SenderConfig, consumer_name, parse_sender_config
+from hookline.sender.model.wire import decode_form
+from hookline.sender.observe.health import bound_port, start_site
 
 
 async def add_witness(js: Any, name: str = "witness") -> None:

@@ -21,10 +21,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from hookline import api
-from hookline.operator import delivery, status, verification
-from hookline.operator.webhooktest import failed, outcome_of_response
-from hookline.sender.ownership import OwnershipResult
-from hookline.sender.retry import GoneState
+from hookline.operator.handlers.webhooktest import failed, outcome_of_response
+from hookline.operator.rules import delivery, status, verification
+from hookline.sender.delivery.retry import GoneState
+from hookline.sender.transport.ownership import OwnershipResult
 
 CRDS = Path(__file__).resolve().parent.parent / "crds"
 

@@ -16,8 +16,8 @@ import pytest
 from dataplane_helpers import SECRET, Receiver, sender_config, wait_until
 from prometheus_client import CollectorRegistry
 
-from hookline.sender import attemptscli, bus
-from hookline.sender.attempts import (
+from hookline.sender import bus
+from hookline.sender.bus.attempts import (
     ATTEMPTS_STREAM,
     SUCCESS_SAMPLE_SECONDS,
     DeliveryTally,
@@ -28,12 +28,13 @@ from hookline.sender.attempts import (
     read_attempts,
     receiver_address,
 )
-from hookline.sender.events import parse_event
-from hookline.sender.main import SenderRuntime
-from hookline.sender.metrics import SenderMetrics
-from hookline.sender.retry import classify
-from hookline.sender.safehttp import EgressPolicy
-from hookline.sender.signing import parse_secret
+from hookline.sender.cmd import attempts as attemptscli
+from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.delivery.retry import classify
+from hookline.sender.model.events import parse_event
+from hookline.sender.model.signing import parse_secret
+from hookline.sender.observe.metrics import SenderMetrics
+from hookline.sender.transport.safehttp import EgressPolicy
 
 TOKEN = "s3cret-in-the-query"
 HEADER_SECRET = "header-s3cret"
@@ -293,7 +294,7 @@ async def test_the_circuit_breaker_stops_after_only_failures_and_resumes_like_a_
 async def test_the_command_prints_the_log_and_says_what_to_do_without_nats(nats, nats_server, capsys):
     _, js = nats
     from hookline import cli
-    from hookline.sender.natsserver import free_port
+    from hookline.sender.bus.natsserver import free_port
 
     record = attempt_record(
         at=1_700_000_000.0,
@@ -306,7 +307,7 @@ async def test_the_command_prints_the_log_and_says_what_to_do_without_nats(nats,
         response=b"database down",
     )
     await health_bucket(js)
-    from hookline.sender.attempts import attempts_stream_config, attempts_subject
+    from hookline.sender.bus.attempts import attempts_stream_config, attempts_subject
 
     await js.add_stream(attempts_stream_config(3600, 1024 * 1024))
     await js.publish(attempts_subject("shop", "orders"), record.to_bytes())

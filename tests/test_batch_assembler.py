@@ -20,10 +20,10 @@ from dataplane_helpers import wait_until
 from prometheus_client import CollectorRegistry
 
 from hookline.api import parse_webhook_spec
-from hookline.sender import engine as engine_module
-from hookline.sender.engine import Engine
-from hookline.sender.metrics import SenderMetrics
-from hookline.sender.wire import decode_form
+from hookline.sender.delivery import engine as engine_module
+from hookline.sender.delivery.engine import Engine
+from hookline.sender.model.wire import decode_form
+from hookline.sender.observe.metrics import SenderMetrics
 
 STORED = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
 

@@ -11,10 +11,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookline.api import parse_webhook_spec
-from hookline.sender.delivery import Delivery, batch_id
-from hookline.sender.events import EVENT_TYPES, example_event, parse_event
-from hookline.sender.signing import parse_secret
-from hookline.sender.wire import (
+from hookline.sender.model.events import EVENT_TYPES, example_event, parse_event
+from hookline.sender.model.request import Delivery, batch_id
+from hookline.sender.model.signing import parse_secret
+from hookline.sender.model.wire import (
     batch_size,
     decode_form,
     form_view,
@@ -123,7 +123,7 @@ def test_the_demo_receiver_shows_a_batch_as_one_line(fmt):
 
 
 def test_the_batch_reaches_the_sender_through_its_config_document():
-    from hookline.sender.config import parse_sender_config
+    from hookline.sender.model.config import parse_sender_config
 
     doc = {
         "webhook": {"namespace": "shop", "name": "clicks"},

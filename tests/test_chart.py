@@ -20,10 +20,10 @@ import yaml
 
 from hookline.api import POOL_NAME_PATTERN, SenderMode
 from hookline.cli import build_parser
-from hookline.operator.poolsync import POOL_LABEL, POOL_SELECTOR
+from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.operator.settings import config_from_env
-from hookline.sender.natsserver import find_nats_server
-from hookline.sender.pool import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
+from hookline.sender.bus.natsserver import find_nats_server
+from hookline.sender.cmd.pool import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
 
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / ".tools" / "bin" / "helm"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from hookline.api import SpecError, parse_webhook_spec
-from hookline.sender.config import ConfigError, SenderConfig, consumer_name, load_sender_config
+from hookline.sender.model.config import ConfigError, SenderConfig, consumer_name, load_sender_config
 
 MINIMAL = {"url": "https://shop.example.com/hooks/copernica.php", "events": ["click"]}
 

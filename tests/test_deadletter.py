@@ -19,8 +19,7 @@ from hookline.sender.bus import (
     read_gone,
     redrive_subject,
 )
-from hookline.sender.config import consumer_name
-from hookline.sender.deadletter import (
+from hookline.sender.bus.deadletter import (
     DEAD_LETTER_STREAM,
     DeadLetter,
     DeadLetterError,
@@ -29,9 +28,10 @@ from hookline.sender.deadletter import (
     iter_dead_letters,
     publish_dead_letter,
 )
-from hookline.sender.natsserver import free_port
-from hookline.sender.redrive import parse_since
-from hookline.sender.retry import DeadLetterReason, GoneState, classify
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.cmd.redrive import parse_since
+from hookline.sender.delivery.retry import DeadLetterReason, GoneState, classify
+from hookline.sender.model.config import consumer_name
 
 FIRST = 1_750_000_000.0
 

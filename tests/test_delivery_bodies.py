@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hookline.sender.events import Event, example_event, parse_event
-from hookline.sender.wire import render_body, render_event
+from hookline.sender.model.events import Event, example_event, parse_event
+from hookline.sender.model.wire import render_body, render_event
 
 
 @pytest.mark.parametrize("event_type", ["open", "click", "bounce", "create", "update", "delete"])

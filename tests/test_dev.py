@@ -17,8 +17,8 @@ from aiohttp import web
 from dataplane_helpers import SECRET, Receiver, wait_until
 
 from hookline.dev import ManifestError, load_manifests
-from hookline.sender.health import start_site
-from hookline.sender.natsserver import free_port
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.observe.health import start_site
 
 SIGNING = {"secretRef": {"name": "hook-secret", "key": "secret"}}
 

@@ -24,12 +24,12 @@ from dataplane_helpers import SECRET, wait_until
 from standardwebhooks.webhooks import Webhook
 from test_e2e_delivery import Pipeline
 
-from hookline.sender.attempts import read_attempts
-from hookline.sender.deadletter import iter_dead_letters
-from hookline.sender.delivery import batch_id
-from hookline.sender.events import parse_event
-from hookline.sender.health import bound_port, start_site
-from hookline.sender.wire import decode_form, form_view
+from hookline.sender.bus.attempts import read_attempts
+from hookline.sender.bus.deadletter import iter_dead_letters
+from hookline.sender.model.events import parse_event
+from hookline.sender.model.request import batch_id
+from hookline.sender.model.wire import decode_form, form_view
+from hookline.sender.observe.health import bound_port, start_site
 
 pipeline = test_e2e_delivery.pipeline  # the fixture: ingest and senders in this process, real NATS
 SIGNING = {"secretRef": {"name": "hook-secret", "key": "secret"}}

@@ -20,15 +20,15 @@ from standardwebhooks.webhooks import Webhook
 
 from hookline import USER_AGENT
 from hookline.sender import bus
-from hookline.sender.events import parse_event
-from hookline.sender.health import bound_port, start_site
-from hookline.sender.ingest import Ingest, create_app
-from hookline.sender.main import SenderRuntime
-from hookline.sender.metrics import IngestMetrics, SenderMetrics, render
-from hookline.sender.natsserver import free_port
-from hookline.sender.safehttp import EgressPolicy
-from hookline.sender.signing import parse_secret
-from hookline.sender.wire import form_view
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.ingest.service import Ingest, create_app
+from hookline.sender.model.events import parse_event
+from hookline.sender.model.signing import parse_secret
+from hookline.sender.model.wire import form_view
+from hookline.sender.observe.health import bound_port, start_site
+from hookline.sender.observe.metrics import IngestMetrics, SenderMetrics, render
+from hookline.sender.transport.safehttp import EgressPolicy
 
 T = {"time": 1_700_000_000}
 MAIL = {"recipient": "anna@example.com", "database": "newsletter", "profile": 12, "tags": ["spring", "vip"]}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hookline.sender.events import (
+from hookline.sender.model.events import (
     EVENT_TYPES,
     Event,
     EventError,

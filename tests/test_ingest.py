@@ -15,10 +15,10 @@ from dataplane_helpers import add_witness, wait_until, wait_until_ready
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.health import bound_port
-from hookline.sender.ingest import Ingest, start_ingest_site
-from hookline.sender.metrics import IngestMetrics
-from hookline.sender.natsserver import free_port
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.ingest.service import Ingest, start_ingest_site
+from hookline.sender.observe.health import bound_port
+from hookline.sender.observe.metrics import IngestMetrics
 
 TOKEN = "s3cret-producer-token"
 

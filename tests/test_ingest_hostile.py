@@ -26,10 +26,10 @@ from nats.js import api
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.events import _SPECS, EVENT_TYPES, MAX_DEPTH, example_event
-from hookline.sender.health import bound_port
-from hookline.sender.ingest import MAX_REPORTED_ERRORS, Ingest, start_ingest_site
-from hookline.sender.metrics import IngestMetrics
+from hookline.sender.ingest.service import MAX_REPORTED_ERRORS, Ingest, start_ingest_site
+from hookline.sender.model.events import _SPECS, EVENT_TYPES, MAX_DEPTH, example_event
+from hookline.sender.observe.health import bound_port
+from hookline.sender.observe.metrics import IngestMetrics
 
 TOKEN = "hostile-test-token"
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
@@ -298,7 +298,7 @@ async def test_a_lone_surrogate_late_in_a_batch_publishes_nothing(target):
 
 
 async def test_an_unexpected_error_is_a_counted_500(target, monkeypatch):
-    from hookline.sender import ingest as ingest_module
+    from hookline.sender.ingest import service as ingest_module
 
     def explode(*_: Any, **__: Any) -> None:
         raise RuntimeError("boom")

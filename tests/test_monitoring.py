@@ -37,9 +37,9 @@ from operator_helpers import (
 )
 from strict_api import StrictCluster
 
-from hookline.sender.config import consumer_name
-from hookline.sender.events import example_event
-from hookline.sender.natsserver import EmbeddedNats, free_port, terminate
+from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate
+from hookline.sender.model.config import consumer_name
+from hookline.sender.model.events import example_event
 
 PROMTOOL = ROOT / ".tools" / "bin" / "promtool"
 RUNBOOK = ROOT / "docs" / "runbook.md"

@@ -11,14 +11,14 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from hookline.sender.natsserver import free_port
-from hookline.sender.ownership import (
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.transport.ownership import (
     check_ownership,
     new_token,
     verification_file_name,
     verification_locations,
 )
-from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
+from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
 
 LOOPBACK = EgressPolicy(["127.0.0.0/8"], allow_http=True)
 TOKEN = "0123456789abcdef0123456789abcdef"

@@ -19,14 +19,12 @@ from dataplane_helpers import SECRET, Receiver, sender_config, wait_until, wait_
 from standardwebhooks.webhooks import Webhook
 
 from hookline.api import SenderMode, SpecError, parse_webhook_spec
-from hookline.operator.consumers import Consumers
-from hookline.operator.pools import PoolDirectory, placement, pool_entry
+from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.adapters.pools import PoolDirectory, placement, pool_entry
 from hookline.operator.settings import OperatorConfig
 from hookline.sender import bus
-from hookline.sender.events import parse_event
-from hookline.sender.health import bound_port, start_site
-from hookline.sender.natsserver import free_port
-from hookline.sender.pool import (
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.cmd.pool import (
     PoolEntry,
     PoolError,
     PoolKey,
@@ -36,7 +34,9 @@ from hookline.sender.pool import (
     replica_of,
     roster_key,
 )
-from hookline.sender.signing import parse_secret
+from hookline.sender.model.events import parse_event
+from hookline.sender.model.signing import parse_secret
+from hookline.sender.observe.health import bound_port, start_site
 
 POOL_KEY = "k" * 16 + "pool-key-for-tests-only-0123456789"
 POOL = "default"

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 
 import pytest
 
-from hookline.sender.ratelimit import (
+from hookline.sender.delivery.ratelimit import (
     BackoffGate,
     TokenBucket,
     per_replica_in_flight,

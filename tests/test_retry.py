@@ -7,7 +7,7 @@ import email.utils
 import aiohttp
 import pytest
 
-from hookline.sender.retry import (
+from hookline.sender.delivery.retry import (
     AttemptKind,
     DeadLetterReason,
     Decision,
@@ -18,8 +18,13 @@ from hookline.sender.retry import (
     parse_retry_after,
     retry_delay,
 )
-from hookline.sender.safehttp import BlockedDestination, ConnectionFailed, InvalidURL, RequestTimeout
-from hookline.sender.settlement import Carried, settle
+from hookline.sender.delivery.settlement import Carried, settle
+from hookline.sender.transport.safehttp import (
+    BlockedDestination,
+    ConnectionFailed,
+    InvalidURL,
+    RequestTimeout,
+)
 
 NOW = 1_750_000_000.0
 HOUR = 3600.0

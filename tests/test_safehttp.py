@@ -17,8 +17,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from hookline import USER_AGENT
-from hookline.sender.natsserver import free_port
-from hookline.sender.safehttp import (
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.transport.safehttp import (
     BlockedDestination,
     ConnectionFailed,
     EgressPolicy,

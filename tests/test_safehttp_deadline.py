@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from hookline.sender.natsserver import free_port
-from hookline.sender.safehttp import EgressPolicy, RequestTimeout, SafeHTTPClient
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.transport.safehttp import EgressPolicy, RequestTimeout, SafeHTTPClient
 
 LOOPBACK = EgressPolicy(["127.0.0.0/8"], allow_http=True)
 

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from hookline import USER_AGENT
-from hookline.sender.natsserver import free_port
-from hookline.sender.safehttp import ConnectionFailed, EgressPolicy, RequestTimeout, SafeHTTPClient
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.transport.safehttp import ConnectionFailed, EgressPolicy, RequestTimeout, SafeHTTPClient
 
 LOOPBACK = EgressPolicy(["127.0.0.0/8"], allow_http=True)
 

@@ -15,8 +15,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from hookline.sender.natsserver import free_port
-from hookline.sender.safehttp import ConnectionFailed, EgressPolicy, SafeHTTPClient
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.transport.safehttp import ConnectionFailed, EgressPolicy, SafeHTTPClient
 
 # https only: plain http stays refused, loopback is allowed because the test site lives there.
 LOOPBACK_HTTPS_ONLY = EgressPolicy(["127.0.0.0/8"], allow_http=False)

@@ -23,19 +23,20 @@ from dataplane_helpers import Receiver, sender_config, wait_until, wait_until_re
 from nats.js import api
 from prometheus_client import CollectorRegistry
 
-from hookline.sender import bus, engine
-from hookline.sender.deadletter import (
+from hookline.sender import bus
+from hookline.sender.bus.deadletter import (
     DEAD_LETTER_STREAM,
     DeadLetter,
     count_dead_letters,
     iter_dead_letters,
 )
-from hookline.sender.events import parse_event
-from hookline.sender.main import SenderRuntime
-from hookline.sender.metrics import SenderMetrics
-from hookline.sender.natsserver import free_port
-from hookline.sender.retry import AttemptKind, AttemptOutcome, DeadLetterReason
-from hookline.sender.safehttp import EgressPolicy
+from hookline.sender.bus.natsserver import free_port
+from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.delivery import engine
+from hookline.sender.delivery.retry import AttemptKind, AttemptOutcome, DeadLetterReason
+from hookline.sender.model.events import parse_event
+from hookline.sender.observe.metrics import SenderMetrics
+from hookline.sender.transport.safehttp import EgressPolicy
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from dataplane_helpers import SECRET, Receiver, sender_config, wait_until, wait_
 from standardwebhooks.webhooks import Webhook
 
 from hookline.sender import bus
-from hookline.sender.events import parse_event
+from hookline.sender.model.events import parse_event
 
 
 def start_sender(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:

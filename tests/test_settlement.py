@@ -7,15 +7,15 @@ import itertools
 
 import pytest
 
-from hookline.sender.retry import (
+from hookline.sender.delivery.retry import (
     DeadLetterReason,
     Decision,
     DecisionKind,
     RetryPolicy,
     classify,
 )
-from hookline.sender.safehttp import BlockedDestination, ConnectionFailed, RequestTimeout
-from hookline.sender.settlement import Carried, Settlement, settle
+from hookline.sender.delivery.settlement import Carried, Settlement, settle
+from hookline.sender.transport.safehttp import BlockedDestination, ConnectionFailed, RequestTimeout
 
 NOW = 1_750_000_000.0
 DAY = 86400.0

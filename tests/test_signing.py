@@ -11,7 +11,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from hookline import USER_AGENT
-from hookline.sender.signing import (
+from hookline.sender.model.signing import (
     SignatureError,
     header_name_problem,
     parse_secret,

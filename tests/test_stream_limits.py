@@ -14,8 +14,10 @@ from nats.js import api
 from nats.js.errors import APIError
 
 from hookline.operator.settings import config_from_env, parse_replicas
-from hookline.sender import attempts, bus, ingest
-from hookline.sender.events import parse_event
+from hookline.sender import bus
+from hookline.sender.bus import attempts
+from hookline.sender.ingest import service as ingest
+from hookline.sender.model.events import parse_event
 
 
 def test_stream_config_sets_the_consumer_limit_and_replicas_explicitly():

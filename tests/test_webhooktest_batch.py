@@ -14,12 +14,12 @@ from dataplane_helpers import SECRET, Receiver
 from standardwebhooks.webhooks import Webhook
 
 from hookline.kubecli.testing import add_arguments, webhook_test
-from hookline.operator import kubeapi
-from hookline.operator.verification import url_fingerprint
-from hookline.operator.webhooktest import run_test
-from hookline.sender.delivery import batch_id
-from hookline.sender.safehttp import EgressPolicy, SafeHTTPClient
-from hookline.sender.wire import decode_form
+from hookline.operator.adapters import kubeapi
+from hookline.operator.handlers.webhooktest import run_test
+from hookline.operator.rules.verification import url_fingerprint
+from hookline.sender.model.request import batch_id
+from hookline.sender.model.wire import decode_form
+from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
 
 
 class FakeAPI:

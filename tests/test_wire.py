@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hookline.sender.events import EVENT_TYPES, example_event, parse_event
-from hookline.sender.wire import decode_form, encode_form, form_view, render_body
+from hookline.sender.model.events import EVENT_TYPES, example_event, parse_event
+from hookline.sender.model.wire import decode_form, encode_form, form_view, render_body
 
 NOW = 1_730_800_000
 

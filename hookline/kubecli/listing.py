@@ -19,7 +19,7 @@ from hookline.api import (
     SenderMode,
 )
 from hookline.kubecli.kube import CommandError, add_connection_arguments, api_error, connect
-from hookline.operator.status import find
+from hookline.operator.rules.status import find
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,10 +30,10 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from hookline.sender.bus import STREAM, pending_of
-from hookline.sender.config import consumer_name, parse_sender_config
-from hookline.sender.deadletter import DeadLetter, iter_dead_letters
-from hookline.sender.health import bound_port, start_site
-from hookline.sender.natsserver import EmbeddedNats, free_port, terminate
+from hookline.sender.bus.deadletter import DeadLetter, iter_dead_letters
+from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate
+from hookline.sender.model.config import consumer_name, parse_sender_config
+from hookline.sender.observe.health import bound_port, start_site
 
 LOOPBACK = "127.0.0.1"
 # Generous: a loaded 2-core CI machine runs these next to other suites.

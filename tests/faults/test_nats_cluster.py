@@ -18,8 +18,9 @@ import pytest
 from harness import Harness, click, report, wait_until
 from nats.js import api
 
-from hookline.sender import attempts, bus
-from hookline.sender.natsserver import EmbeddedNats, NatsCluster
+from hookline.sender import bus
+from hookline.sender.bus import attempts
+from hookline.sender.bus.natsserver import EmbeddedNats, NatsCluster
 
 
 async def r3_stream_accepted(cluster: NatsCluster) -> bool:

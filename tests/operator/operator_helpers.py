@@ -38,8 +38,8 @@ from kmock._internal import enums
 
 from hookline.operator.main import serve
 from hookline.operator.settings import OperatorConfig, VerificationSchedule
-from hookline.sender.natsserver import terminate
-from hookline.sender.safehttp import EgressPolicy
+from hookline.sender.bus.natsserver import terminate
+from hookline.sender.transport.safehttp import EgressPolicy
 
 WEBHOOKS = "hookline.io/v1alpha1/webhooks"
 TESTS = "hookline.io/v1alpha1/webhooktests"
@@ -426,7 +426,7 @@ async def serve_on_loopback(
 ) -> tuple[web.AppRunner, str]:
     """An aiohttp server on 127.0.0.1 and a free port answering every method and path with
     ``handle``: a customer's site. Returns the runner (clean it up) and the base URL."""
-    from hookline.sender.health import bound_port, start_site
+    from hookline.sender.observe.health import bound_port, start_site
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -24,12 +24,13 @@ from operator_helpers import (
 )
 from prometheus_client import CollectorRegistry
 
-from hookline.sender import attempts, bus
-from hookline.sender.config import parse_sender_config
-from hookline.sender.events import parse_event
-from hookline.sender.main import SenderRuntime
-from hookline.sender.metrics import SenderMetrics
-from hookline.sender.safehttp import EgressPolicy
+from hookline.sender import bus
+from hookline.sender.bus import attempts
+from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.model.config import parse_sender_config
+from hookline.sender.model.events import parse_event
+from hookline.sender.observe.metrics import SenderMetrics
+from hookline.sender.transport.safehttp import EgressPolicy
 
 TOKEN = "q-s3cret-token"
 HEADER_SECRET = "h-s3cret-value"

@@ -22,11 +22,11 @@ import pytest
 import yaml
 from operator_helpers import CONFIGMAPS, WEBHOOKS, api_path, condition, create_webhook, wait_for
 
-from hookline.operator.delivery import RESUME_ANNOTATION
+from hookline.operator.rules.delivery import RESUME_ANNOTATION
 from hookline.sender import bus
-from hookline.sender.config import consumer_name
-from hookline.sender.events import parse_event
-from hookline.sender.natsserver import free_port, terminate
+from hookline.sender.bus.natsserver import free_port, terminate
+from hookline.sender.model.config import consumer_name
+from hookline.sender.model.events import parse_event
 
 
 def open_event(event_id: str) -> Any:

@@ -10,8 +10,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.api import parse_webhook_spec
-from hookline.operator import delivery, desired, verification
+from hookline.operator.handlers.webhooktest import build_event, outcome_of_response, refusal
 from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.rules import delivery, desired, verification
+from hookline.operator.rules.status import (
+    Condition,
+    merge_conditions,
+    ready_condition,
+    transitions,
+)
 from hookline.operator.settings import (
     FINALIZER,
     OperatorConfig,
@@ -19,15 +26,8 @@ from hookline.operator.settings import (
     config_from_env,
     kopf_settings,
 )
-from hookline.operator.status import (
-    Condition,
-    merge_conditions,
-    ready_condition,
-    transitions,
-)
-from hookline.operator.webhooktest import build_event, outcome_of_response, refusal
-from hookline.sender.ownership import OwnershipResult
-from hookline.sender.retry import GoneState
+from hookline.sender.delivery.retry import GoneState
+from hookline.sender.transport.ownership import OwnershipResult
 
 URL = "https://shop.example.com/hooks/copernica.php"
 OWNER = {
@@ -332,7 +332,7 @@ def test_nats_errors_are_classified_transient_or_permanent_with_what_to_do():
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.errors import APIError, ServiceUnavailableError
 
-    from hookline.operator.consumers import classify
+    from hookline.operator.adapters.consumers import classify
 
     limit = classify(
         "creating consumer c", "NATS nats://n:4222", APIError(400, "maximum consumers limit reached", 10026)

@@ -28,14 +28,14 @@ from operator_helpers import (
 )
 from prometheus_client import CollectorRegistry
 
-from hookline.operator.poolsync import POOL_LABEL, POOL_SELECTOR
+from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.sender import bus
-from hookline.sender.config import consumer_name
-from hookline.sender.events import parse_event
-from hookline.sender.metrics import SenderMetrics
-from hookline.sender.pool import PoolKey, PoolReplica, assignment_key, pool_bucket, replica_of
-from hookline.sender.safehttp import EgressPolicy
-from hookline.sender.supervisor import Supervisor, prepare_streams
+from hookline.sender.cmd.pool import PoolKey, PoolReplica, assignment_key, pool_bucket, replica_of
+from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
+from hookline.sender.model.config import consumer_name
+from hookline.sender.model.events import parse_event
+from hookline.sender.observe.metrics import SenderMetrics
+from hookline.sender.transport.safehttp import EgressPolicy
 
 POOL_KEY = "pool key used by the operator tests, 32+ characters long"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

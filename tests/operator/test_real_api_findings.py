@@ -27,8 +27,8 @@ from operator_helpers import (
 )
 
 from hookline import api
+from hookline.operator.rules.verification import url_fingerprint
 from hookline.operator.settings import VerificationSchedule
-from hookline.operator.verification import url_fingerprint
 from hookline.sender import bus
 
 

@@ -14,8 +14,8 @@ from operator_helpers import (
     wait_for,
 )
 
-from hookline.sender.signing import verify
-from hookline.sender.wire import decode_form
+from hookline.sender.model.signing import verify
+from hookline.sender.model.wire import decode_form
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 

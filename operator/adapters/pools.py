@@ -1,0 +1,179 @@
+"""Sender pools from the operator's side: where a Webhook's engine runs (pure), and the NATS bucket
+through which pool replicas learn their Webhooks (adapter). The protocol is in sender/pool.py.
+
+For each pooled Webhook the operator keeps two values in ``HOOKLINE_POOLS``: the entry itself under
+``e.<consumer>`` (so a move or a late-appearing pool needs no Kubernetes read), and a copy under the
+assignment key of the replica that serves it. A move writes the new assignment before it removes
+the old one: for a moment both replicas pull from the same durable consumer, which JetStream shares
+out (at-least-once, as always), so nothing waits and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from hookline.api import SenderMode, WebhookSpec
+from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.settings import OperatorConfig
+from hookline.sender.cmd.pool import (
+    PoolEntry,
+    PoolKey,
+    Roster,
+    assignment_key,
+    pool_bucket,
+    replica_of,
+    roster_key,
+)
+from hookline.sender.model.config import SenderConfig
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a Webhook's engine runs: its own Deployment, or a pool (by name)."""
+
+    mode: SenderMode
+    pool: str | None = None
+
+
+def placement(spec: WebhookSpec, config: OperatorConfig) -> Placement:
+    """The spec's choice, else the installation's default; a pool name alone means Pool mode."""
+    mode = spec.sender.mode or (SenderMode.POOL if spec.sender.pool else config.default_sender_mode)
+    if mode == SenderMode.DEDICATED:
+        return Placement(SenderMode.DEDICATED)
+    return Placement(SenderMode.POOL, spec.sender.pool or config.default_sender_pool)
+
+
+def assigned_replica(consumer: str, replicas: int) -> int | None:
+    """The replica that serves `consumer` in a pool of `replicas` (None: the pool does not run)."""
+    return replica_of(consumer, replicas) if replicas > 0 else None
+
+
+def pool_seen(running: bool, problem: str | None = None) -> dict[str, Any]:
+    """What status.sender mirrors of a pooled Webhook's engine (a merge patch)."""
+    return {"readyReplicas": int(running), "availableReplicas": int(running), "engineProblem": problem}
+
+
+def pool_sender_status(
+    pool: str, replica: int | None, *, running: bool, stopped: bool = False
+) -> dict[str, Any]:
+    """status.sender of a pooled Webhook (a merge patch: a dedicated Deployment's name is dropped)."""
+    return {
+        "mode": SenderMode.POOL.value,
+        "pool": pool,
+        "replica": replica,
+        "replicas": 0 if stopped else 1,
+        **pool_seen(running and replica is not None),
+        "deployment": None,
+    }
+
+
+def pool_entry(cfg: SenderConfig, signing_key: bytes | None, key: PoolKey | None) -> PoolEntry:
+    """The pool entry of a Webhook: its config without a secret file, and its key sealed."""
+    cfg = cfg.model_copy(update={"signing_secret_file": None, "replicas": 1})
+    if signing_key is None:
+        return PoolEntry(cfg)
+    if key is None:
+        raise ValueError("signing needs the pool key: set the chart's senderPools (HOOKLINE_POOL_KEY_FILE)")
+    return PoolEntry(cfg, key.seal(signing_key, cfg.nats.consumer))
+
+
+def entry_key(consumer: str) -> str:
+    return f"e.{consumer}"
+
+
+class PoolDirectory:
+    """The operator's side of HOOKLINE_POOLS, over the operator's NATS connection (Consumers)."""
+
+    def __init__(self, consumers: Consumers) -> None:
+        self.consumers = consumers
+
+    async def place(
+        self, consumer: str, entry: bytes, pool: str, replica: int | None, old: tuple[str, int] | None
+    ) -> None:
+        """Store the entry and assign it to `replica` (None: keep it for when the pool runs); the
+        old assignment is removed after the new one exists."""
+
+        async def write(js: Any) -> None:
+            kv = await pool_bucket(js)
+            await kv.put(entry_key(consumer), entry)
+            if replica is not None:
+                await kv.put(assignment_key(pool, replica, consumer), entry)
+            if old is not None and old != (pool, replica):
+                await _delete(kv, assignment_key(old[0], old[1], consumer))
+
+        await self.consumers.call(f"assigning {consumer} to pool {pool}", write)
+
+    async def move(self, consumer: str, pool: str, replica: int | None, old: int | None) -> bool:
+        """Assign a stored entry to another replica of its pool; False when no entry is stored."""
+
+        async def write(js: Any) -> bool:
+            kv = await pool_bucket(js)
+            try:
+                entry = await kv.get(entry_key(consumer))
+            except Exception:  # KeyNotFoundError: placed before this operator stored entries
+                return False
+            if entry.value is None:
+                return False
+            if replica is not None:
+                await kv.put(assignment_key(pool, replica, consumer), entry.value)
+            if old is not None and old != replica:
+                await _delete(kv, assignment_key(pool, old, consumer))
+            return True
+
+        return await self.consumers.call(f"moving {consumer} in pool {pool}", write)
+
+    async def remove(self, consumer: str, where: tuple[str, int | None] | None) -> None:
+        """Stop the Webhook's pool engine: its assignment (where known, else wherever it is) and entry."""
+
+        async def delete(js: Any) -> None:
+            kv = await pool_bucket(js)
+            if where is not None and where[1] is not None:
+                await _delete(kv, assignment_key(where[0], where[1], consumer))
+            else:
+                for key in await _keys(kv, f"a.*.*.{consumer}"):
+                    await _delete(kv, key)
+            await _delete(kv, entry_key(consumer))
+
+        await self.consumers.call(f"removing {consumer} from its pool", delete)
+
+    async def rosters(self) -> AsyncIterator[Roster]:
+        """Every replica's roster, then each new one, until the watch breaks (the caller watches again)."""
+        js = await self.consumers.call("opening the pool bucket", _same)
+        kv = await pool_bucket(js)
+        watcher = await kv.watch("r.>")
+        try:
+            async for entry in watcher:
+                if entry is None or entry.value is None or entry.operation is not None:
+                    continue
+                try:
+                    yield Roster.from_bytes(entry.value)
+                except (ValueError, TypeError):
+                    continue
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def forget_roster(self, pool: str, replica: int) -> None:
+        async def delete(js: Any) -> None:
+            await _delete(await pool_bucket(js), roster_key(pool, replica))
+
+        await self.consumers.call(f"forgetting pool {pool} replica {replica}", delete)
+
+
+async def _same(js: Any) -> Any:
+    return js
+
+
+async def _delete(kv: Any, key: str) -> None:
+    with contextlib.suppress(Exception):  # absent already
+        await kv.delete(key)
+
+
+async def _keys(kv: Any, pattern: str) -> list[str]:
+    try:
+        return list(await kv.keys(filters=[pattern]))
+    except Exception:  # NoKeysError: none
+        return []

@@ -1,0 +1,255 @@
+"""What should exist for a verified Webhook: its sender ConfigMap and Deployment, and its labels. Pure.
+
+The sender config is rendered into the ConfigMap and its hash goes on the pod template, so any
+config change rolls the pods. Each object also carries the hash of everything the operator wants in
+it (`hookline.io/desired-hash`), so a field the operator stops setting (signing removed, resources
+dropped) is noticed and the object is replaced, not merged into (`replacement`). The signing Secret
+is mounted by reference: the operator never reads it for senders. Pods run as hardened as Kubernetes
+allows (non-root, read-only root, no capabilities, RuntimeDefault seccomp), and do not get a
+service-account token they do not need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from hookline.api import (
+    API_VERSION,
+    COLLECTION_LABEL,
+    CONFIG_HASH_ANNOTATION,
+    DATABASE_LABEL,
+    DESIRED_HASH_ANNOTATION,
+    WEBHOOK_KIND,
+    WEBHOOK_LABEL,
+    WebhookSpec,
+)
+from hookline.operator.settings import OperatorConfig
+from hookline.sender.model.config import SenderConfig, consumer_name
+
+SENDER_PORT = 8081
+CONFIG_DIR = "/etc/hookline"
+CONFIG_FILE = "sender.yaml"
+SIGNING_DIR = "/var/run/secrets/hookline/signing"
+MANAGED_BY = "hookline-operator"
+SELECTOR_LABELS = {
+    "app.kubernetes.io/name": "hookline",
+    "app.kubernetes.io/component": "sender",
+    "app.kubernetes.io/managed-by": MANAGED_BY,
+}
+
+
+def sender_name(webhook: str) -> str:
+    """``<webhook>-sender``: the Deployment and ConfigMap of one Webhook."""
+    return f"{webhook}-sender"
+
+
+def scope_labels(spec: WebhookSpec) -> dict[str, str | None]:
+    """A merge patch for the Webhook's own labels; None removes a label whose field is unset."""
+    return {DATABASE_LABEL: spec.database, COLLECTION_LABEL: spec.collection}
+
+
+def labels_patch(current: Mapping[str, str] | None, spec: WebhookSpec) -> dict[str, str | None]:
+    """Only the scope labels that differ from ``current`` (empty when they are in step)."""
+    current = current or {}
+    return {k: v for k, v in scope_labels(spec).items() if current.get(k) != v}
+
+
+def sender_labels(webhook: str) -> dict[str, str]:
+    return {**SELECTOR_LABELS, WEBHOOK_LABEL: webhook}
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner.get("kind", WEBHOOK_KIND),
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def sender_config(namespace: str, name: str, spec: WebhookSpec, config: OperatorConfig) -> SenderConfig:
+    signing_file = f"{SIGNING_DIR}/{spec.signing.secret_ref.key}" if spec.signing else None
+    return SenderConfig.model_validate(
+        {
+            "webhook": {"namespace": namespace, "name": name},
+            "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "nats": {
+                "url": config.sender_nats_url,
+                "consumer": consumer_name(namespace, name),
+                # Left out at 0 (as the stream): an upgrade does not change every sender's ConfigMap.
+                **({"replicas": config.nats_replicas} if config.nats_replicas else {}),
+            },
+            "signingSecretFile": signing_file,
+            "listen": f"0.0.0.0:{SENDER_PORT}",
+            "allowNetworks": [str(n) for n in config.egress.allow_networks],
+            "allowHttp": config.egress.allow_http,
+            # The rate limit is split across replicas; a paused Webhook keeps its configured count.
+            "replicas": max(1, spec.sender.replicas),
+        }
+    )
+
+
+def render_config(cfg: SenderConfig) -> str:
+    return yaml.safe_dump(cfg.to_document(), sort_keys=True)
+
+
+def config_hash(rendered: str) -> str:
+    return hashlib.sha256(rendered.encode()).hexdigest()[:16]
+
+
+def with_desired_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the hash of its own content in an annotation (the annotation itself excluded)."""
+    meta = obj["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != DESIRED_HASH_ANNOTATION}
+    bare = {**obj, "metadata": {**meta, "annotations": annotations}}
+    digest = hashlib.sha256(json.dumps(bare, sort_keys=True).encode()).hexdigest()[:16]
+    return {**obj, "metadata": {**meta, "annotations": {**annotations, DESIRED_HASH_ANNOTATION: digest}}}
+
+
+def replacement(want: Mapping[str, Any], have: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole object to PUT over ``have`` so that it ends up exactly as ``want``.
+
+    Everything but metadata is ``want``'s alone (a field dropped from ``want`` disappears; the API
+    server fills its defaults and keeps status). Metadata keeps what others put there (the Deployment
+    controller's revision annotation, labels added by people) under ours, and ``have``'s
+    resourceVersion, so a change made meanwhile makes the PUT fail with a Conflict instead of being lost.
+    """
+    have_meta = have.get("metadata") or {}
+    want_meta = want["metadata"]
+    meta = {k: v for k, v in have_meta.items() if k not in ("managedFields", "labels", "annotations")}
+    meta.update(
+        {k: v for k, v in want_meta.items() if k not in ("labels", "annotations")},
+        labels={**(have_meta.get("labels") or {}), **(want_meta.get("labels") or {})},
+        annotations={**(have_meta.get("annotations") or {}), **(want_meta.get("annotations") or {})},
+    )
+    return {**{k: v for k, v in want.items() if k != "metadata"}, "metadata": meta}
+
+
+def config_map(owner: Mapping[str, Any], rendered: str) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return with_desired_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": sender_name(meta["name"]),
+                "namespace": meta["namespace"],
+                "labels": sender_labels(meta["name"]),
+                "ownerReferences": [owner_reference(owner)],
+            },
+            "data": {CONFIG_FILE: rendered},
+        }
+    )
+
+
+def desired_replicas(spec: WebhookSpec) -> int:
+    return 0 if spec.paused else spec.sender.replicas
+
+
+def deployment(
+    owner: Mapping[str, Any], spec: WebhookSpec, rendered_hash: str, config: OperatorConfig
+) -> dict[str, Any]:
+    meta = owner["metadata"]
+    name = meta["name"]
+    labels = sender_labels(name)
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "config",
+            "configMap": {"name": sender_name(name), "items": [{"key": CONFIG_FILE, "path": CONFIG_FILE}]},
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if spec.signing:
+        ref = spec.signing.secret_ref
+        volumes.append(
+            {
+                "name": "signing",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": ref.key}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "signing", "mountPath": SIGNING_DIR, "readOnly": True})
+    probe = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+    container: dict[str, Any] = {
+        "name": "sender",
+        "image": config.sender_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": ["sender", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "ports": [{"name": "metrics", "containerPort": SENDER_PORT, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, **probe},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, **probe},
+        "resources": spec.sender.resources,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": int(spec.delivery.timeout_seconds) + 20,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if config.sender_service_account:
+        pod_spec["serviceAccountName"] = config.sender_service_account
+    return with_desired_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": sender_name(name),
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "ownerReferences": [owner_reference(owner)],
+            },
+            "spec": {
+                "replicas": desired_replicas(spec),
+                "revisionHistoryLimit": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: rendered_hash}},
+                    "spec": pod_spec,
+                },
+            },
+        }
+    )
+
+
+def differs(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    """Whether ``actual`` lacks any part of ``desired`` (fields the API server adds are ignored)."""
+    if isinstance(desired, Mapping):
+        if not isinstance(actual, Mapping):
+            return True
+        return any(k not in actual or differs(v, actual[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(desired) != len(actual):
+            return True
+        return any(differs(d, a) for d, a in zip(desired, actual, strict=True))
+    return json.dumps(desired) != json.dumps(actual)

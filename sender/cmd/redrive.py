@@ -1,0 +1,303 @@
+"""`hookline redrive WEBHOOK`: put a Webhook's dead letters back for delivery, to that Webhook only.
+
+Each dead letter's event is published to `HOOKLINE_EVENTS` on the per-Webhook subject
+`hookline.redrive.<namespace>.<name>`, which only that Webhook's consumer filters on (a republish on
+the original subject would reach every Webhook subscribed to it again). The event keeps its id, so
+the receiver sees the same `webhook-id`; the message gets a fresh `Nats-Msg-Id` so the stream's
+duplicate window does not swallow it. A record is deleted only after the stream confirmed its event,
+so an interrupted redrive loses nothing: running it again redrives the rest.
+
+`--resume` first lifts the stop a 410 Gone put on the Webhook (bus.clear_gone), for when its
+receiver accepts events again: the events that waited in its consumer are delivered, and the ones
+that got the 410 (dead letters with reason `gone`) are redriven.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TextIO
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from hookline.sender import bus
+from hookline.sender.bus.deadletter import (
+    StoredDeadLetter,
+    count_dead_letters,
+    delete_dead_letter,
+    iter_dead_letters,
+)
+from hookline.sender.delivery.retry import GoneState
+from hookline.sender.ingest.service import DEFAULT_NATS_URL, NATS_URL_ENV, parse_duration
+from hookline.sender.model.config import consumer_name
+
+NAMESPACE_ENV = "HOOKLINE_NAMESPACE"
+PROGRESS_EVERY = 100
+PUBLISH_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An RFC 3339 time (`2025-06-01T12:00:00Z`) or a span back from now (`90s`, `30m`, `2h`, `3d`)."""
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        pass
+    else:
+        if parsed.tzinfo is None:
+            raise argparse.ArgumentTypeError(
+                f"--since {text!r} has no time zone; add Z or an offset, e.g. 2025-06-01T12:00:00Z"
+            )
+        return parsed
+    try:
+        seconds = parse_duration(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--since {text!r} is neither an RFC 3339 time (2025-06-01T12:00:00Z) nor a span like 2h or 3d"
+        ) from None
+    return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "webhook", metavar="WEBHOOK", help="name of the Webhook whose dead letters to redrive"
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=os.environ.get(NAMESPACE_ENV, "default"),
+        help=f"the Webhook's namespace (env {NAMESPACE_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="T",
+        help="only dead letters stored at or after T: RFC 3339 time or a span back from now (2h, 3d)",
+    )
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
+        help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list what would be redriven; change nothing")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="first resume deliveries stopped by a 410 Gone (once the receiver accepts events again)",
+    )
+
+
+class RedriveError(Exception):
+    """Redrive cannot go on; the message says what to do."""
+
+
+def _no_consumer(namespace: str, name: str, durable: str) -> RedriveError:
+    return RedriveError(
+        f"Webhook {namespace}/{name} has no consumer {durable} in {bus.STREAM}; is the Webhook applied "
+        f"and Verified? (kubectl get wh -n {namespace} {name})"
+    )
+
+
+def _gone_since(state: GoneState) -> str:
+    if state.since is None:
+        return ""
+    return " since " + datetime.fromtimestamp(state.since, UTC).isoformat(timespec="seconds")
+
+
+async def resume(
+    js: JetStreamContext, namespace: str, name: str, *, dry_run: bool = False, out: TextIO
+) -> bool:
+    """Lift a 410 Gone stop from a Webhook; returns whether it was stopped."""
+    durable = consumer_name(namespace, name)
+    try:
+        state = await bus.read_gone(js, durable)
+    except NotFoundError:
+        raise _no_consumer(namespace, name, durable) from None
+    if not state.gone:
+        print(f"Webhook {namespace}/{name} is not stopped by a 410 Gone; nothing to resume", file=out)
+        return False
+    if dry_run:
+        print(f"dry run: would resume Webhook {namespace}/{name} (410 Gone{_gone_since(state)})", file=out)
+        return True
+    await bus.clear_gone(js, durable)
+    print(
+        f"resumed deliveries of Webhook {namespace}/{name} (stopped by a 410 Gone{_gone_since(state)})",
+        file=out,
+    )
+    return True
+
+
+async def _check_delivery_path(js: JetStreamContext, namespace: str, name: str) -> GoneState:
+    """Redriven events must land in the stream and reach this Webhook's consumer, not sit there unseen.
+
+    Returns the Webhook's 410 Gone state (redriven events wait while it is stopped).
+    """
+    subject = bus.redrive_subject(namespace, name)
+    try:
+        stream = await js.stream_info(bus.STREAM)
+    except NotFoundError:
+        raise RedriveError(
+            f"stream {bus.STREAM} does not exist on this NATS; start `hookline ingest` (it creates the "
+            "stream) or point --nats-url at the NATS hookline uses"
+        ) from None
+    durable = consumer_name(namespace, name)
+    try:
+        consumer = await js.consumer_info(bus.STREAM, durable)
+    except NotFoundError:
+        raise _no_consumer(namespace, name, durable) from None
+    filters = bus.filters_of(consumer.config)
+    if subject not in filters:
+        raise RedriveError(
+            f"the consumer {durable} of Webhook {namespace}/{name} does not read {subject} (its filters: "
+            f"{', '.join(filters) or 'none'}); upgrade the hookline sender so its consumer includes the "
+            "redrive subject, then run redrive again. Nothing was changed"
+        )
+    subjects = list(stream.config.subjects or [])
+    if bus.REDRIVE_STREAM_SUBJECT not in subjects:
+        # Additive and idempotent: the stream also takes redriven events from now on.
+        await js.update_stream(stream.config.evolve(subjects=[*subjects, bus.REDRIVE_STREAM_SUBJECT]))
+    return bus.gone_of(consumer)
+
+
+def _describe(stored: StoredDeadLetter) -> str:
+    record = stored.record
+    detail = record.last_error or (f"HTTP {record.last_status}" if record.last_status else "")
+    return (
+        f"{record.event_id}  {record.event.get('type', '?')}  reason={record.reason}  "
+        f"attempts={record.attempts}  {detail}".rstrip()
+    )
+
+
+async def redrive(
+    js: JetStreamContext,
+    namespace: str,
+    name: str,
+    *,
+    since: datetime | None = None,
+    dry_run: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Redrive one Webhook's dead letters; returns how many were redriven (or would be, with dry_run)."""
+    scope = f"Webhook {namespace}/{name}" + (f" since {since.isoformat()}" if since else "")
+    total = await count_dead_letters(js, namespace, name, since)
+    if total == 0:
+        print(f"no dead letters for {scope}; nothing to redrive", file=out)
+        return 0
+    if dry_run:
+        seen = 0
+        async for stored in iter_dead_letters(js, namespace, name, since):
+            seen += 1
+            print(_describe(stored), file=out)
+        print(f"dry run: would redrive {seen} dead letters of {scope}", file=out)
+        return seen
+    if (await _check_delivery_path(js, namespace, name)).gone:
+        print(
+            f"note: Webhook {namespace}/{name} is stopped by a 410 Gone; the redriven events wait until "
+            "you resume it (run this again with --resume once the receiver accepts events)",
+            file=out,
+        )
+    subject = bus.redrive_subject(namespace, name)
+    run_id = uuid.uuid4().hex[:12]
+    done = 0
+    async for stored in iter_dead_letters(js, namespace, name, since):
+        if stored.record.truncated is not None:
+            print(f"skipped (its event was too large to keep whole): {_describe(stored)}", file=out)
+            continue
+        event = stored.record.event
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        # Fresh per run, stable within it: a publish retried in this run is still stored once.
+        msg_id = f"{stored.record.event_id}~redrive-{run_id}-{stored.sequence}"
+        try:
+            await js.publish(
+                subject,
+                body,
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+                stream=bus.STREAM,
+                headers={bus.MSG_ID_HEADER: msg_id},
+            )
+            await delete_dead_letter(js, stored.sequence)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise RedriveError(
+                f"stopped after redriving {done}/{total}: NATS failed ({exc or type(exc).__name__}); "
+                "the rest are still dead letters: run the same command again"
+            ) from exc
+        done += 1
+        if done % PROGRESS_EVERY == 0 or done == total:
+            print(f"redriven {done}/{total}", file=out, flush=True)
+    if done != total:
+        print(f"redriven {done}/{total} (the others were removed or unreadable meanwhile)", file=out)
+    return done
+
+
+async def _connect(url: str, command: str) -> NATS:
+    """Few attempts, no reconnects: a command line tool should fail fast and say why.
+
+    (nats-py retries the initial connect forever unless max_reconnect_attempts is positive.)
+    """
+
+    async def _quiet(_: Exception) -> None:
+        return None
+
+    return await nats.connect(
+        url,
+        name=f"hookline-{command}",
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        error_cb=_quiet,
+    )
+
+
+async def cli_connection(command: str, namespace: str, webhook: str, url: str) -> NATS | int:
+    """For a one-shot command about one Webhook (redrive, attempts): the NATS connection, or the
+    exit code after saying on stderr what to do."""
+    try:
+        consumer_name(namespace, webhook)  # validates both names
+    except ValueError as exc:
+        print(f"hookline {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return await _connect(url, command)
+    except Exception as exc:  # nats raises NoServersError, OSError, TimeoutError, ...
+        print(
+            f"hookline {command}: cannot connect to NATS at {url} ({str(exc) or type(exc).__name__}). "
+            f"Pass --nats-url (env {NATS_URL_ENV}), or reach the cluster's NATS with "
+            "kubectl port-forward svc/<nats service> 4222",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+async def _main(args: argparse.Namespace) -> int:
+    nc = await cli_connection("redrive", args.namespace, args.webhook, args.nats_url)
+    if isinstance(nc, int):
+        return nc
+    js = nc.jetstream()
+    try:
+        if args.resume:
+            await resume(js, args.namespace, args.webhook, dry_run=args.dry_run, out=sys.stdout)
+        await redrive(js, args.namespace, args.webhook, since=args.since, dry_run=args.dry_run)
+    except RedriveError as exc:
+        print(f"hookline redrive: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await nc.close()
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))

@@ -1,0 +1,1 @@
+"""Delivering one Webhook: the engine, its supervisor, and the pure policies it follows (settlement, retry, rate limits)."""

@@ -1,0 +1,112 @@
+"""The settlement decision: what to do with the events one request carried, given how it ended.
+
+Pure (no clock, no I/O, no NATS): the engine passes the outcome, each event's attempt number and
+the time it entered the stream, the current time and the retry policy, and executes the answer. One
+request carries one event (no batch) or a batch; either way the answer is one `Decision` per event
+plus what concerns the whole sender:
+
+- 2xx: ack every event.
+- 410 Gone: dead-letter every event (reason `gone`) and stop the Webhook (`stop_gone`).
+- a destination the SSRF policy refuses: dead-letter every event (reason `blocked`).
+- anything else: retry the events together after one delay (the Standard Webhooks schedule for the
+  batch's highest attempt number, jittered once, or the Retry-After when longer), so a failed batch
+  comes back as the same events; an event past `maxAttempts`, or that would be older than the maximum
+  age at the retry, is dead-lettered on its own, with the request's answer.
+- 429/503 with a Retry-After: also pause every request of this sender (`pause_all` seconds).
+
+For a single event it is what tests/test_retry.py holds it to (the one-event retry policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hookline.sender.delivery.retry import (
+    AttemptKind,
+    AttemptOutcome,
+    DeadLetterReason,
+    Decision,
+    DecisionKind,
+    RetryPolicy,
+    parse_retry_after,
+    retry_delay,
+)
+
+__all__ = ["Carried", "Settlement", "settle"]
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """One event a request carried: its attempt number (1-based, JetStream's delivery count) and when
+    it entered the stream (Unix seconds; the age bound counts from there)."""
+
+    attempt: int
+    stored_at: float
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One decision per carried event (same order), and what the whole sender does."""
+
+    decisions: tuple[Decision, ...]
+    pause_all: float | None = None  # Retry-After on 429/503: every request of this sender waits
+    stop_gone: bool = False  # 410: stop pulling and record the stop on the consumer
+
+    def of(self, kind: DecisionKind) -> list[int]:
+        """Indexes of the events whose decision is `kind`."""
+        return [i for i, decision in enumerate(self.decisions) if decision.kind is kind]
+
+    @property
+    def retry_delay(self) -> float | None:
+        """The one delay of the retried events (None when none is retried)."""
+        for decision in self.decisions:
+            if decision.kind is DecisionKind.RETRY:
+                return decision.delay
+        return None
+
+
+_ACK = Decision.ack()
+_GONE = Decision.gone()
+_BLOCKED = Decision.dead_letter(DeadLetterReason.BLOCKED)
+_MAX_ATTEMPTS = Decision.dead_letter(DeadLetterReason.MAX_ATTEMPTS)
+_MAX_AGE = Decision.dead_letter(DeadLetterReason.MAX_AGE)
+_ACK_ONE = Settlement((_ACK,))  # the common case, made once
+
+
+def settle(
+    outcome: AttemptOutcome,
+    carried: Sequence[Carried],
+    now: float,
+    policy: RetryPolicy,
+    retry_after: str | float | None = None,
+) -> Settlement:
+    """The settlement of one request that carried `carried` and ended with `outcome`."""
+    if not carried:
+        raise ValueError("a request carries at least one event")
+    count = len(carried)
+    if outcome.succeeded:
+        return _ACK_ONE if count == 1 else Settlement((_ACK,) * count)
+    if outcome.gone:
+        return Settlement((_GONE,) * count, stop_gone=True)
+    if outcome.kind is AttemptKind.BLOCKED:
+        return Settlement((_BLOCKED,) * count)
+    attempt = max(c.attempt for c in carried)
+    delay = retry_delay(attempt, policy)
+    pause_all: float | None = None
+    if outcome.throttled:
+        wait = parse_retry_after(retry_after, now)
+        if wait is not None:
+            pause_all = min(wait, policy.retry_after_cap_seconds)
+            delay = max(delay, pause_all)
+    retry = Decision.retry(delay, backoff_all=pause_all)
+    decisions = []
+    for c in carried:
+        if c.attempt >= policy.max_attempts:
+            decisions.append(_MAX_ATTEMPTS)
+        elif now + delay - c.stored_at > policy.max_age_seconds:
+            decisions.append(_MAX_AGE)
+        else:
+            decisions.append(retry)
+    retried = any(d is retry for d in decisions)
+    return Settlement(tuple(decisions), pause_all=pause_all if retried else None)

@@ -1,0 +1,1 @@
+"""Accepting events from producers: the body rules (pure) and the HTTP handler that publishes them."""

@@ -1,0 +1,1 @@
+"""Process plumbing every service shares: metrics families, /healthz, /readyz, /metrics, sites and signals."""
