@@ -1,1 +1,2 @@
-"""The operator's decisions, pure: what should exist, what status says, when to verify, where a Webhook runs."""
+"""The operator's decisions, pure: what should exist, what status says, when to verify, where a
+Webhook runs."""

@@ -1,1 +1,2 @@
-"""Delivering one Webhook: the engine, its supervisor, and the pure policies it follows (settlement, retry, rate limits)."""
+"""Delivering one Webhook: the engine and its supervisor, and the pure policies they follow
+(settlement, retry, rate limits)."""
