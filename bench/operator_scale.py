@@ -1,7 +1,7 @@
 """Scale of the operator: N Webhooks (default 500) from creation to Ready, and the operator's peak RSS.
 
 The operator runs as a real `hookline operator` process whose kubeconfig points at the strict API
-emulator the operator tests use (tests/operator/strict_api.py: kube-apiserver's refusals, the CRDs'
+emulator the operator tests use (tests/support/strict_api.py: kube-apiserver's refusals, the CRDs'
 schemas, the chart's RBAC for the operator's ServiceAccount); one loopback site serves
 every Webhook's verification file; a real nats-server holds the consumers. The emulator has no
 Deployment controller, so this script plays it: each sender Deployment that appears gets the status a
@@ -31,7 +31,7 @@ import kmock
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "operator"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from kmock._internal import enums  # noqa: E402
 from operator_helpers import (  # noqa: E402

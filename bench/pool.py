@@ -101,7 +101,7 @@ def webhook_config(
     secret_file: Path | None = None,
     max_in_flight: int = CONCURRENCY,
 ) -> SenderConfig:
-    """A Webhook's sender config as the operator makes it (tests/dataplane_helpers.sender_config's shape)."""
+    """A Webhook's sender config as the operator makes it (tests/support/dataplane_helpers.sender_config)."""
     spec: dict[str, Any] = {"url": url, "events": ["click"], "database": database}
     doc: dict[str, Any] = {
         "webhook": {"namespace": "bench", "name": name},

@@ -1,6 +1,6 @@
 """API writes per Webhook per minute that delivery health costs, at steady state (issue 10).
 
-The operator runs in-process against the strict API emulator (tests/operator/strict_api.py) with a
+The operator runs in-process against the strict API emulator (tests/support/strict_api.py) with a
 real nats-server; N Webhooks are verified through a loopback site. Then every Webhook's "sender"
 reports a changed tally every 5 s (a busy receiver that keeps failing and recovering), as real
 senders do through the HOOKLINE_HEALTH bucket, and the writes the operator makes to the API are
@@ -25,7 +25,7 @@ import kmock
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "operator"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from operator_helpers import (  # noqa: E402
     NS,

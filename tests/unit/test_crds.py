@@ -3,25 +3,22 @@
 An API server does three things with a custom resource that these tests redo offline: fill in the
 schema's defaults, validate the structural OpenAPI schema (unknown fields rejected, as kubectl's
 default strict field validation does), and evaluate the `x-kubernetes-validations` CEL rules. The
-admission is tests/operator/kubeschema.py's, the same one the strict API emulator runs on every write.
+admission is tests/support/kubeschema.py's, the same one the strict API emulator runs on every write.
 Every bad case is also fed to `parse_webhook_spec`, so the CRD and the Python model cannot drift apart.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parent / "operator"))  # the admission, shared with the emulator
 from kubeschema import admit, load_crd, version_of
 
 from hookline.api import SpecError, parse_webhook_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 WEBHOOK_CRD = load_crd("webhooks.hookline.io")

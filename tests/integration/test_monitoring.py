@@ -22,10 +22,6 @@ import promql_parser
 import pytest
 import yaml
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
-from test_chart import CHART, ROOT, objects
-
-sys.path.insert(0, str(Path(__file__).parent / "operator"))  # the emulator, shared with bench/
 from operator_helpers import (
     WEBHOOKS,
     api_path,
@@ -35,7 +31,9 @@ from operator_helpers import (
     stop_operator_process,
     write_kubeconfig,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from strict_api import StrictCluster
+from test_chart import CHART, ROOT, objects
 
 from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate
 from hookline.sender.model.config import consumer_name

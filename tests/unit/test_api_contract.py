@@ -26,7 +26,7 @@ from hookline.operator.rules import delivery, status, verification
 from hookline.sender.delivery.retry import GoneState
 from hookline.sender.transport.ownership import OwnershipResult
 
-CRDS = Path(__file__).resolve().parent.parent / "crds"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
 
 
 def schema_of(name: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from hookline.operator.settings import config_from_env
 from hookline.sender.bus.natsserver import find_nats_server
 from hookline.sender.cmd.pool import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".tools" / "bin" / "helm"
 CHART = ROOT / "charts" / "hookline"
 RELEASE, NAMESPACE = "hk", "hookline"
