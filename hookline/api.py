@@ -2,12 +2,13 @@
 
 Everything that the operator, dev mode, the CLI, the dashboard generator and the tests say about a
 Webhook or a WebhookTest comes from here, never from a string literal of their own. The CRDs in
-``crds/`` are the contract that Kubernetes enforces; ``tests/test_api_contract.py`` holds this module
+``crds/`` are the contract that Kubernetes enforces; ``tests/unit/test_api_contract.py`` holds this module
 against them in both directions (every field written here is declared there, every declared field
 exists here, enums and bounds agree), so a field the API server would prune cannot be written.
 
-It sits at the bottom of the import graph: it imports only ``hookline.sender.model.signing`` (header rules,
-a leaf) and pydantic, so the data plane and the control plane can both depend on it.
+It sits at the bottom of the import graph: it imports only ``hookline.headers`` and
+``hookline.durations`` (leaves beside it) and pydantic, so the data plane and the control plane can both
+depend on it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from hookline.sender.model.signing import header_name_problem, header_value_problem
+from hookline.durations import DURATION_PATTERN, parse_duration
+from hookline.headers import header_name_problem, header_value_problem
 
 # --- names ----------------------------------------------------------------------------------------------
 
@@ -188,15 +190,6 @@ class Signing(CamelModel):
     secret_ref: SecretRef
 
 
-DURATION_PATTERN = r"^[1-9][0-9]{0,5}(s|m|h|d)$"
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_seconds(text: str) -> float:
-    """``30s``, ``15m``, ``2h``, ``5d`` in seconds (the pattern above is checked first)."""
-    return float(int(text[:-1]) * _UNIT_SECONDS[text[-1]])
-
-
 BATCH_MAX_EVENTS = 1000
 BATCH_MAX_WAIT_MILLISECONDS = 10_000  # well inside the consumer's ack wait (timeout + 30 s)
 # The receiver-facing byte limit of one request: nginx's default client_max_body_size (1 MiB) when
@@ -231,7 +224,7 @@ class Delivery(CamelModel):
 
     @property
     def disable_after_seconds(self) -> float | None:
-        return None if self.disable_after is None else duration_seconds(self.disable_after)
+        return None if self.disable_after is None else parse_duration(self.disable_after)
 
 
 POOL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
