@@ -12,7 +12,6 @@ import binascii
 import functools
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Mapping, Sequence
 
