@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-url", default="http://127.0.0.1:8080", help="hookline dev's ingest URL")
     parser.add_argument("--manifests", default="examples", help="where the Secret manifests are")
     args = parser.parse_args(argv)
-    from hookline.dev import ManifestError, load_manifests, secrets_by_path
+    from hookline.manifests import ManifestError, load_manifests, secrets_by_path
 
     try:
         manifests = load_manifests(args.manifests)

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -32,10 +28,8 @@ from hookline.api import (
     WEBHOOK_KIND,
     Condition,
     SenderMode,
-    SpecError,
-    WebhookSpec,
-    parse_webhook_spec,
 )
+from hookline.manifests import DevWebhook, Manifests, load_manifests, secrets_by_path
 from hookline.operator.rules.status import merge_conditions, now_iso, ready_condition
 from hookline.operator.rules.verification import (
     check_delay,
@@ -63,133 +57,9 @@ DEV_CHECK_SCHEDULE = VerificationSchedule(first_delay=1.0, factor=2.0, max_delay
 DEV_POOL = "dev"  # dev mode runs every Webhook's engine in one in-process pool
 
 
-class ManifestError(ValueError):
-    """A manifest the developer has to fix; the message names the file, the object and the field."""
-
-
 def say(message: str) -> None:
     """Progress for the developer, on stderr (stdout belongs to the demo receiver)."""
     print(f"hookline dev: {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Manifests
-
-
-@dataclass(frozen=True)
-class DevWebhook:
-    namespace: str
-    name: str
-    spec: WebhookSpec
-    source: str
-    signing_secret: str | None = None  # whsec_..., from the referenced Secret manifest
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class Manifests:
-    webhooks: list[DevWebhook]
-    ignored: list[str] = field(default_factory=list)
-
-
-def _secret_values(doc: Mapping[str, Any], where: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    data = doc.get("data") or {}
-    string_data = doc.get("stringData") or {}
-    if not isinstance(data, Mapping) or not isinstance(string_data, Mapping):
-        raise ManifestError(f"{where}: data and stringData must be maps of key to value")
-    for key, value in data.items():
-        try:
-            values[str(key)] = base64.b64decode(str(value), validate=True).decode()
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise ManifestError(
-                f"{where}: data.{key} is not base64 (use stringData for plain text)"
-            ) from None
-    for key, value in string_data.items():
-        values[str(key)] = str(value)
-    return values
-
-
-def _metadata(doc: Mapping[str, Any], where: str) -> tuple[str, str]:
-    metadata = doc.get("metadata")
-    if not isinstance(metadata, Mapping) or not metadata.get("name"):
-        raise ManifestError(f"{where}: metadata.name is required")
-    return str(metadata.get("namespace") or "default"), str(metadata["name"])
-
-
-def load_manifests(directory: str | Path) -> Manifests:
-    """Every Webhook and Secret in the YAML files of `directory`; other kinds are listed as ignored."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise ManifestError(f"--manifests {directory}: not a directory")
-    files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
-    raw_webhooks: list[tuple[str, str, str, Mapping[str, Any]]] = []
-    secrets: dict[tuple[str, str], dict[str, str]] = {}
-    ignored: list[str] = []
-    for path in files:
-        try:
-            docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"{path}: not valid YAML: {exc}") from None
-        for index, doc in enumerate(docs):
-            if doc is None:
-                continue
-            where = f"{path} (document {index + 1})"
-            if not isinstance(doc, Mapping):
-                raise ManifestError(f"{where}: a manifest must be a map with apiVersion, kind, metadata")
-            kind = doc.get("kind")
-            if kind == "Secret":
-                namespace, name = _metadata(doc, where)
-                secrets[(namespace, name)] = _secret_values(doc, f"{where} Secret {name}")
-            elif kind == WEBHOOK_KIND:
-                namespace, name = _metadata(doc, where)
-                if doc.get("apiVersion") != API_VERSION:
-                    raise ManifestError(
-                        f"{where} Webhook {name}: apiVersion must be {API_VERSION}, "
-                        f"not {doc.get('apiVersion')!r}"
-                    )
-                raw_webhooks.append((namespace, name, where, doc.get("spec") or {}))
-            else:
-                ignored.append(f"{where}: {kind or 'no kind'}")
-    webhooks: list[DevWebhook] = []
-    seen: set[tuple[str, str]] = set()
-    for namespace, name, where, raw_spec in raw_webhooks:
-        label = f"{where} Webhook {namespace}/{name}"
-        if (namespace, name) in seen:
-            raise ManifestError(f"{label}: another manifest defines the same Webhook")
-        seen.add((namespace, name))
-        try:
-            consumer_name(namespace, name)
-        except ValueError as exc:
-            raise ManifestError(f"{label}: metadata: {exc}") from None
-        try:
-            spec = parse_webhook_spec(raw_spec)
-        except SpecError as exc:
-            raise ManifestError(f"{label}: {exc}") from None
-        secret = None
-        if spec.signing is not None:
-            ref = spec.signing.secret_ref
-            values = secrets.get((namespace, ref.name))
-            if values is None:
-                raise ManifestError(
-                    f"{label}: spec.signing.secretRef.name: no Secret {ref.name!r} in namespace {namespace} "
-                    f"among the manifests in {root}; add one with stringData.{ref.key}: whsec_..."
-                )
-            if ref.key not in values:
-                raise ManifestError(
-                    f"{label}: spec.signing.secretRef.key: Secret {ref.name!r} has no key {ref.key!r} "
-                    f"(it has: {', '.join(sorted(values)) or 'none'})"
-                )
-            secret = values[ref.key].strip()
-            try:
-                parse_secret(secret)
-            except ValueError as exc:
-                raise ManifestError(f"{label}: Secret {ref.name!r} key {ref.key!r}: {exc}") from None
-        webhooks.append(DevWebhook(namespace, name, spec, where, secret))
-    return Manifests(webhooks, ignored)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -441,17 +311,6 @@ def dev_sender_config(hook: DevWebhook, nats_url: str) -> SenderConfig:
             "nats": {"url": nats_url, "consumer": consumer_name(hook.namespace, hook.name)},
         }
     )
-
-
-def secrets_by_path(webhooks: list[DevWebhook]) -> dict[str, list[str]]:
-    """The signing secrets a receiver path may be signed with (several Webhooks may share a path)."""
-    from urllib.parse import urlsplit
-
-    out: dict[str, list[str]] = {}
-    for hook in webhooks:
-        if hook.signing_secret:
-            out.setdefault(urlsplit(hook.spec.url).path or "/", []).append(hook.signing_secret)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from dataplane_helpers import SECRET, Receiver, wait_until
 
-from hookline.dev import ManifestError, load_manifests
+from hookline.manifests import ManifestError, load_manifests
 from hookline.sender.bus.natsserver import free_port
 from hookline.sender.observe.health import start_site
 
