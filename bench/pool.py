@@ -9,7 +9,7 @@
    and (full run) a restart with 1,000 entries already stored: time to a roster of 1,000 and the RSS
    of a fresh process. Beside them, what one `ssl.create_default_context()` costs in a fresh
    interpreter: what each engine paid while every SafeHTTPClient made its own (since 2026-12-01 one
-   per process, sender/safehttp.py `_shared_tls_context`: 0.90 MiB per quiet pooled Webhook before,
+   per process, sender/transport/client.py `_shared_tls_context`: 0.90 MiB per quiet pooled Webhook before,
    0.085 after).
 2. Throughput: the same backlog (signed JSON, maxInFlight and maxRequestsPerSecond as bench/run.py's
    sender row) delivered by one pool replica spread over 100 Webhooks against one dedicated
@@ -527,7 +527,7 @@ print(json.dumps({"kib_each": (rss() - before) / n, "cpu_ms_each": (time.process
 
 def tls_context_cost(count: int = 50) -> dict[str, float]:
     """RSS and CPU of one `ssl.create_default_context()` (the system CA store loaded into a new
-    context), in a fresh interpreter: sender/safehttp.py's SafeHTTPClient.start makes one per client,
+    context), in a fresh interpreter: sender/transport/client.py's SafeHTTPClient.start makes one per client,
     so a pool replica makes one per engine."""
     out = subprocess.run(
         [sys.executable, "-c", TLS_PROBE, str(count)], capture_output=True, text=True, check=True

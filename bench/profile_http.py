@@ -41,7 +41,8 @@ from hookline.sender.bus.natsserver import free_port  # noqa: E402
 from hookline.sender.model.events import Event, parse_event  # noqa: E402
 from hookline.sender.model.signing import parse_secret, request_headers  # noqa: E402
 from hookline.sender.model.wire import render_body, render_event  # noqa: E402
-from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient  # noqa: E402
+from hookline.sender.transport.client import SafeHTTPClient  # noqa: E402
+from hookline.sender.transport.egress import EgressPolicy  # noqa: E402
 
 SECRET = run_bench.SECRET
 VARIANTS = ("raw", "safe", "event")

@@ -22,7 +22,9 @@ from aiohttp import web
 from hookline.sender.model.signing import SignatureError, verify
 from hookline.sender.model.wire import decode_form
 from hookline.sender.observe.health import parse_listen, run_until_signal, start_site
-from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient, SafeHTTPError
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
+from hookline.sender.transport.errors import SafeHTTPError
 
 log = logging.getLogger(__name__)
 

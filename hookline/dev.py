@@ -48,8 +48,9 @@ from hookline.sender.model.config import SenderConfig, consumer_name
 from hookline.sender.model.signing import parse_secret
 from hookline.sender.observe.health import parse_listen, run_until_signal, start_site
 from hookline.sender.observe.metrics import IngestMetrics, SenderMetrics
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
 from hookline.sender.transport.ownership import OwnershipResult, check_ownership, new_token
-from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
 
 DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
 # The operator's schedule, shortened: the developer is placing the file right now.

@@ -28,7 +28,7 @@ from hookline.operator.settings import (
     quiet_verification_retries,
 )
 from hookline.sender.cmd.pool import PoolKey
-from hookline.sender.transport.safehttp import SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
 
 log = logging.getLogger(__name__)
 

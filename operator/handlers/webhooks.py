@@ -71,7 +71,7 @@ from hookline.sender.cmd.pool import PoolKey, Roster
 from hookline.sender.delivery.retry import GoneState
 from hookline.sender.model.config import SenderConfig, consumer_name
 from hookline.sender.transport import ownership
-from hookline.sender.transport.safehttp import SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
 
 log = logging.getLogger(__name__)
 

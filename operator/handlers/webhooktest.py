@@ -24,7 +24,8 @@ from hookline.operator.rules.verification import is_verified_for
 from hookline.sender.model.events import Event, EventError, example_event, parse_event
 from hookline.sender.model.request import Delivery
 from hookline.sender.model.signing import parse_secret
-from hookline.sender.transport.safehttp import BlockedDestination, SafeHTTPClient, SafeHTTPError
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.errors import BlockedDestination, SafeHTTPError
 
 BODY_LIMIT = 1024
 GENERATED = ("id", "time", "timestamp")

@@ -48,7 +48,7 @@ from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.model.config import ConfigError, SenderConfig, parse_sender_config
 from hookline.sender.observe.health import add_health_routes, parse_listen, run_service, start_site
 from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.safehttp import EgressPolicy
+from hookline.sender.transport.egress import EgressPolicy
 
 log = logging.getLogger("hookline.sender.cmd.pool")
 

@@ -29,7 +29,8 @@ from hookline.sender.observe.health import (
     wait_first,
 )
 from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
 
 log = logging.getLogger("hookline.sender")
 

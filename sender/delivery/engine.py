@@ -69,7 +69,7 @@ from hookline.sender.model.events import Event, EventError
 from hookline.sender.model.request import Delivery
 from hookline.sender.model.wire import batch_size
 from hookline.sender.observe.metrics import WebhookMetrics
-from hookline.sender.transport.safehttp import SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
 
 log = logging.getLogger(__name__)
 

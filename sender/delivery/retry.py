@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from hookline.sender.model.config import DEFAULT_MAX_AGE_SECONDS
-from hookline.sender.transport.safehttp import BlockedDestination, InvalidURL, RequestTimeout, SafeHTTPError
+from hookline.sender.transport.errors import BlockedDestination, InvalidURL, RequestTimeout, SafeHTTPError
 
 __all__ = [
     "DEFAULT_MAX_AGE_SECONDS",

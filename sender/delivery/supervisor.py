@@ -23,7 +23,8 @@ from hookline.sender.bus.attempts import AttemptLog, ensure_attempt_log
 from hookline.sender.delivery.engine import Engine
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
 
 log = logging.getLogger("hookline.sender.delivery.supervisor")
 

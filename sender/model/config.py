@@ -2,7 +2,7 @@
 
 Pure: parsing and validation only. Errors name the field the way a user wrote it
 (``spec.delivery.maxAttempts: ...``) so they can go straight into a condition message or a CLI error.
-Whether ``http://`` is allowed is the egress policy's call (safehttp), not the spec's.
+Whether ``http://`` is allowed is the egress policy's call (sender/transport/egress.py), not the spec's.
 """
 
 from __future__ import annotations

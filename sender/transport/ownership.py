@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from hookline.api import OwnershipReason, VerifiedReason
-from hookline.sender.transport.safehttp import (
-    BlockedDestination,
-    RedirectRefused,
-    SafeHTTPClient,
-    SafeHTTPError,
-)
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.errors import BlockedDestination, RedirectRefused, SafeHTTPError
 
 Reason = OwnershipReason
 REASONS: tuple[Reason, ...] = OwnershipReason.__args__  # type: ignore[attr-defined]

@@ -34,7 +34,7 @@ from hookline.sender.delivery.retry import classify
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.signing import parse_secret
 from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.safehttp import EgressPolicy
+from hookline.sender.transport.egress import EgressPolicy
 
 TOKEN = "s3cret-in-the-query"
 HEADER_SECRET = "header-s3cret"

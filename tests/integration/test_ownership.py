@@ -12,13 +12,14 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from hookline.sender.bus.natsserver import free_port
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
 from hookline.sender.transport.ownership import (
     check_ownership,
     new_token,
     verification_file_name,
     verification_locations,
 )
-from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
 
 LOOPBACK = EgressPolicy(["127.0.0.0/8"], allow_http=True)
 TOKEN = "0123456789abcdef0123456789abcdef"

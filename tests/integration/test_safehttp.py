@@ -18,14 +18,14 @@ from aiohttp.abc import AbstractResolver
 
 from hookline import USER_AGENT
 from hookline.sender.bus.natsserver import free_port
-from hookline.sender.transport.safehttp import (
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
+from hookline.sender.transport.errors import (
     BlockedDestination,
     ConnectionFailed,
-    EgressPolicy,
     InvalidURL,
     RedirectRefused,
     RequestTimeout,
-    SafeHTTPClient,
 )
 
 LOOPBACK = EgressPolicy(["127.0.0.0/8"], allow_http=True)

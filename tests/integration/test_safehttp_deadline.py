@@ -13,7 +13,9 @@ import pytest
 from aiohttp import web
 
 from hookline.sender.bus.natsserver import free_port
-from hookline.sender.transport.safehttp import EgressPolicy, RequestTimeout, SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
+from hookline.sender.transport.errors import RequestTimeout
 
 LOOPBACK = EgressPolicy(["127.0.0.0/8"], allow_http=True)
 

@@ -19,7 +19,9 @@ from aiohttp import web
 
 from hookline import USER_AGENT
 from hookline.sender.bus.natsserver import free_port
-from hookline.sender.transport.safehttp import ConnectionFailed, EgressPolicy, RequestTimeout, SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
+from hookline.sender.transport.errors import ConnectionFailed, RequestTimeout
 
 LOOPBACK = EgressPolicy(["127.0.0.0/8"], allow_http=True)
 

@@ -16,7 +16,9 @@ import trustme
 from aiohttp import web
 
 from hookline.sender.bus.natsserver import free_port
-from hookline.sender.transport.safehttp import ConnectionFailed, EgressPolicy, SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
+from hookline.sender.transport.errors import ConnectionFailed
 
 # https only: plain http stays refused, loopback is allowed because the test site lives there.
 LOOPBACK_HTTPS_ONLY = EgressPolicy(["127.0.0.0/8"], allow_http=False)

@@ -36,7 +36,7 @@ from hookline.sender.delivery import engine
 from hookline.sender.delivery.retry import AttemptKind, AttemptOutcome, DeadLetterReason
 from hookline.sender.model.events import parse_event
 from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.safehttp import EgressPolicy
+from hookline.sender.transport.egress import EgressPolicy
 
 
 @pytest.fixture

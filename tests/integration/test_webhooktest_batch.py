@@ -19,7 +19,8 @@ from hookline.operator.handlers.webhooktest import run_test
 from hookline.operator.rules.verification import url_fingerprint
 from hookline.sender.model.request import batch_id
 from hookline.sender.model.wire import decode_form
-from hookline.sender.transport.safehttp import EgressPolicy, SafeHTTPClient
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
 
 
 class FakeAPI:

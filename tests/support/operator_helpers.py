@@ -39,7 +39,7 @@ from kmock._internal import enums
 from hookline.operator.main import serve
 from hookline.operator.settings import OperatorConfig, VerificationSchedule
 from hookline.sender.bus.natsserver import terminate
-from hookline.sender.transport.safehttp import EgressPolicy
+from hookline.sender.transport.egress import EgressPolicy
 
 WEBHOOKS = "hookline.io/v1alpha1/webhooks"
 TESTS = "hookline.io/v1alpha1/webhooktests"

@@ -19,12 +19,7 @@ from hookline.sender.delivery.retry import (
     retry_delay,
 )
 from hookline.sender.delivery.settlement import Carried, settle
-from hookline.sender.transport.safehttp import (
-    BlockedDestination,
-    ConnectionFailed,
-    InvalidURL,
-    RequestTimeout,
-)
+from hookline.sender.transport.errors import BlockedDestination, ConnectionFailed, InvalidURL, RequestTimeout
 
 NOW = 1_750_000_000.0
 HOUR = 3600.0

@@ -15,7 +15,7 @@ from hookline.sender.delivery.retry import (
     classify,
 )
 from hookline.sender.delivery.settlement import Carried, Settlement, settle
-from hookline.sender.transport.safehttp import BlockedDestination, ConnectionFailed, RequestTimeout
+from hookline.sender.transport.errors import BlockedDestination, ConnectionFailed, RequestTimeout
 
 NOW = 1_750_000_000.0
 DAY = 86400.0

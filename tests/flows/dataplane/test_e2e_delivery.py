@@ -28,7 +28,7 @@ from hookline.sender.model.signing import parse_secret
 from hookline.sender.model.wire import form_view
 from hookline.sender.observe.health import bound_port, start_site
 from hookline.sender.observe.metrics import IngestMetrics, SenderMetrics, render
-from hookline.sender.transport.safehttp import EgressPolicy
+from hookline.sender.transport.egress import EgressPolicy
 
 T = {"time": 1_700_000_000}
 MAIL = {"recipient": "anna@example.com", "database": "newsletter", "profile": 12, "tags": ["spring", "vip"]}

@@ -30,7 +30,7 @@ from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.model.config import parse_sender_config
 from hookline.sender.model.events import parse_event
 from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.safehttp import EgressPolicy
+from hookline.sender.transport.egress import EgressPolicy
 
 TOKEN = "q-s3cret-token"
 HEADER_SECRET = "h-s3cret-value"

@@ -168,7 +168,7 @@ async def test_missing_file_is_file_not_found_and_checks_grow_apart(cluster, sit
 
 
 async def test_private_address_is_blocked_without_allow_list(cluster, site, start_operator):
-    from hookline.sender.transport.safehttp import EgressPolicy
+    from hookline.sender.transport.egress import EgressPolicy
 
     await start_operator(egress=EgressPolicy([], allow_http=True))
     await create_webhook(cluster, "private", url=site.url("/hooks/x.php"), events=["open"])

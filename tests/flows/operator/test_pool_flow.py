@@ -35,7 +35,7 @@ from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.events import parse_event
 from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.safehttp import EgressPolicy
+from hookline.sender.transport.egress import EgressPolicy
 
 POOL_KEY = "pool key used by the operator tests, 32+ characters long"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
