@@ -6,13 +6,15 @@ TOOLS  := .tools/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all run test lint format bench tools venv clean help
+.PHONY: all run test test-fast lint format bench tools venv ide clean help
 
 all: test
 
 help:
 	@echo "make run    - hookline dev on examples/ (embedded NATS, ingest :8080, demo receiver :8090)"
-	@echo "make test   - all tests (installs the virtualenv and tool binaries first)"
+	@echo "make test   - all tests, every tier (installs the virtualenv and tool binaries first)"
+	@echo "make test-fast - the quick tiers a developer runs often (unit, and integration tests not marked slow)"
+	@echo "make ide    - editable install as a link tree, so editors follow hookline.sender to sender/"
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - benchmarks; writes bench/report.md"
 	@echo "make tools  - fetch helm, kubectl and promtool into $(TOOLS)"
@@ -37,6 +39,15 @@ run: $(STAMP)
 
 test: $(STAMP) tools
 	$(BIN)/pytest
+
+test-fast: $(STAMP) tools
+	$(BIN)/pytest -m "(unit or integration) and not slow"
+
+# The default editable install maps import names to folders with an import hook that editors and type
+# checkers cannot follow; strict mode builds a tree of links (build/__editable__.*) that they can.
+# Run it again after adding a module.
+ide: $(STAMP)
+	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
