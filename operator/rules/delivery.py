@@ -20,7 +20,7 @@ from typing import Any
 
 from hookline.api import RESUME_ANNOTATION, Condition, ConditionType, DeliveringReason
 from hookline.operator.rules.status import now_iso
-from hookline.sender.delivery.retry import GoneState
+from hookline.sender.model.outcomes import GoneState
 
 
 def resume_reason(state: GoneState, url: str, request: str | None, handled: str | None) -> str | None:

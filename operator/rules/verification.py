@@ -16,7 +16,7 @@ from typing import Any
 from hookline.api import Condition, VerificationStatus, VerifiedReason
 from hookline.operator.rules.status import VERIFIED
 from hookline.operator.settings import VerificationSchedule
-from hookline.sender.delivery.retry import url_digest
+from hookline.sender.model.outcomes import url_digest
 from hookline.sender.transport.ownership import (
     OwnershipResult,
     verification_file_name,

@@ -39,8 +39,8 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from hookline.sender.delivery.retry import GoneState
 from hookline.sender.model.events import Event, encode_token, filter_subjects, subject_for
+from hookline.sender.model.outcomes import GoneState
 
 if TYPE_CHECKING:
     from hookline.sender.model.config import SenderConfig

@@ -32,8 +32,8 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from hookline.sender import bus
-from hookline.sender.delivery.retry import AttemptOutcome, GoneState
 from hookline.sender.model.events import encode_token
+from hookline.sender.model.outcomes import AttemptOutcome, GoneState
 
 ATTEMPTS_STREAM = "HOOKLINE_ATTEMPTS"
 ATTEMPTS_SUBJECT_PREFIX = "hookline.attempts"

@@ -31,7 +31,7 @@ from hookline.sender.bus import (
     dead_letter_subject,
     ensure_dead_letter_stream,
 )
-from hookline.sender.delivery.retry import AttemptOutcome, DeadLetterReason
+from hookline.sender.model.outcomes import AttemptOutcome, DeadLetterReason
 
 __all__ = [
     "DEAD_LETTER_STREAM",

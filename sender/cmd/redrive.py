@@ -36,9 +36,9 @@ from hookline.sender.bus.deadletter import (
     delete_dead_letter,
     iter_dead_letters,
 )
-from hookline.sender.delivery.retry import GoneState
 from hookline.sender.ingest.service import DEFAULT_NATS_URL, NATS_URL_ENV, parse_duration
 from hookline.sender.model.config import consumer_name
+from hookline.sender.model.outcomes import GoneState
 
 NAMESPACE_ENV = "HOOKLINE_NAMESPACE"
 PROGRESS_EVERY = 100

@@ -65,6 +65,7 @@ from hookline.sender.delivery.ratelimit import (
     per_replica_rate,
 )
 from hookline.sender.delivery.settlement import Carried, Settlement, settle
+from hookline.sender.model import outcomes
 from hookline.sender.model.events import Event, EventError
 from hookline.sender.model.request import Delivery
 from hookline.sender.model.wire import batch_size
@@ -162,7 +163,7 @@ class Engine:
         self.ready: asyncio.Queue[list[_Item] | None] = asyncio.Queue()  # assembled batches
         self.assembling: list[_Item] = []  # the batch the assembler is filling
         self.regroup: dict[int, _Group] = {}  # stream sequence -> the failed batch it belongs to
-        self.gone = retry.GoneState()
+        self.gone = outcomes.GoneState()
         self.gone_recorded = False  # the stop is on the consumer (so a missing record means a resume)
         self.watch_interval = watch_interval
         self.consumer_spec = consumer_spec  # None: a lost consumer is reported, not recreated
@@ -320,10 +321,10 @@ class Engine:
         meta = msg.metadata
         pending = self.unstored.get(meta.sequence.stream)
         if pending is None and meta.num_delivered > self.policy.max_attempts:
-            outcome = retry.AttemptOutcome(
-                retry.AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier"
+            outcome = outcomes.AttemptOutcome(
+                outcomes.AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier"
             )
-            reason = retry.DeadLetterReason.MAX_ATTEMPTS
+            reason = outcomes.DeadLetterReason.MAX_ATTEMPTS
             pending = (self._dead_letter(msg, event, outcome, reason, time.time()), 0)
         return pending
 
@@ -517,7 +518,7 @@ class Engine:
         self,
         event: Event,
         attempt: int,
-        outcome: retry.AttemptOutcome,
+        outcome: outcomes.AttemptOutcome,
         took: float,
         answer: bytes,
         now: float,
@@ -603,7 +604,7 @@ class Engine:
     async def _settle(
         self,
         carried: Sequence[Carrying],
-        outcome: retry.AttemptOutcome,
+        outcome: outcomes.AttemptOutcome,
         settlement: Settlement,
         now: float,
         batch_id: str | None = None,
@@ -658,8 +659,8 @@ class Engine:
         self,
         msg: Msg,
         event: Event,
-        outcome: retry.AttemptOutcome,
-        reason: retry.DeadLetterReason,
+        outcome: outcomes.AttemptOutcome,
+        reason: outcomes.DeadLetterReason,
         now: float,
     ) -> DeadLetter:
         meta = msg.metadata
@@ -721,7 +722,7 @@ class Engine:
         since = self.tally.failing_since
         if after is None or since is None or now - since < after or self.gone.gone:
             return
-        self._set_gone(self.gone.mark(now, event.id, self.delivery.url, cause=retry.DISABLED_CAUSE))
+        self._set_gone(self.gone.mark(now, event.id, self.delivery.url, cause=outcomes.DISABLED_CAUSE))
         log.warning(
             "%s: only failed attempts for %s (spec.delivery.disableAfter): deliveries stopped, events are "
             "kept. Resume with `hookline redrive %s -n %s --resume` once the receiver works again",
@@ -754,7 +755,7 @@ class Engine:
             return
         self.gone_recorded = True
 
-    def _set_gone(self, state: retry.GoneState) -> None:
+    def _set_gone(self, state: outcomes.GoneState) -> None:
         self.gone = state
         self.watch_now.set()  # the health report tells the operator at once
         self.metrics.gone.set(state.metric_value)
@@ -834,7 +835,7 @@ class Engine:
         elif self.gone.gone and self.gone_recorded:
             log.info("%s: the 410 Gone stop was cleared; deliveries resume", self.label)
             self.gone_recorded = False
-            self._set_gone(retry.GoneState())
+            self._set_gone(outcomes.GoneState())
         elif self.gone.gone:
             await self._record_gone()
         await self._report_health(time.time())

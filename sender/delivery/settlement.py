@@ -22,16 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hookline.sender.delivery.retry import (
-    AttemptKind,
-    AttemptOutcome,
-    DeadLetterReason,
-    Decision,
-    DecisionKind,
-    RetryPolicy,
-    parse_retry_after,
-    retry_delay,
-)
+from hookline.sender.delivery.retry import Decision, DecisionKind, RetryPolicy, parse_retry_after, retry_delay
+from hookline.sender.model.outcomes import AttemptKind, AttemptOutcome, DeadLetterReason
 
 __all__ = ["Carried", "Settlement", "settle"]
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 
 from harness import Harness, Mode, Webhook, report, wait_until
 
-from hookline.sender.delivery.retry import DeadLetterReason
+from hookline.sender.model.outcomes import DeadLetterReason
 
 
 async def test_receiver_fails_then_recovers_and_gets_every_event_once(harness: Harness):

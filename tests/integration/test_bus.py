@@ -8,8 +8,8 @@ import pytest
 from dataplane_helpers import add_witness, sender_config, wait_until
 
 from hookline.sender import bus
-from hookline.sender.delivery.retry import GoneState
 from hookline.sender.model.events import parse_event
+from hookline.sender.model.outcomes import GoneState
 
 
 def event(event_type: str = "open", **fields):

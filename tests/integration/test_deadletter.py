@@ -30,8 +30,9 @@ from hookline.sender.bus.deadletter import (
 )
 from hookline.sender.bus.natsserver import free_port
 from hookline.sender.cmd.redrive import parse_since
-from hookline.sender.delivery.retry import DeadLetterReason, GoneState, classify
+from hookline.sender.delivery.retry import classify
 from hookline.sender.model.config import consumer_name
+from hookline.sender.model.outcomes import DeadLetterReason, GoneState
 
 FIRST = 1_750_000_000.0
 

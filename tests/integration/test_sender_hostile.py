@@ -33,8 +33,8 @@ from hookline.sender.bus.deadletter import (
 from hookline.sender.bus.natsserver import free_port
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.delivery import engine
-from hookline.sender.delivery.retry import AttemptKind, AttemptOutcome, DeadLetterReason
 from hookline.sender.model.events import parse_event
+from hookline.sender.model.outcomes import AttemptKind, AttemptOutcome, DeadLetterReason
 from hookline.sender.observe.metrics import SenderMetrics
 from hookline.sender.transport.egress import EgressPolicy
 

@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 from hookline import api
 from hookline.operator.handlers.webhooktest import failed, outcome_of_response
 from hookline.operator.rules import delivery, status, verification
-from hookline.sender.delivery.retry import GoneState
+from hookline.sender.model.outcomes import GoneState
 from hookline.sender.transport.ownership import OwnershipResult
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"

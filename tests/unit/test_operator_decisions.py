@@ -26,7 +26,7 @@ from hookline.operator.settings import (
     config_from_env,
     kopf_settings,
 )
-from hookline.sender.delivery.retry import GoneState
+from hookline.sender.model.outcomes import GoneState
 from hookline.sender.transport.ownership import OwnershipResult
 
 URL = "https://shop.example.com/hooks/copernica.php"

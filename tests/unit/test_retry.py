@@ -8,17 +8,15 @@ import aiohttp
 import pytest
 
 from hookline.sender.delivery.retry import (
-    AttemptKind,
-    DeadLetterReason,
     Decision,
     DecisionKind,
-    GoneState,
     RetryPolicy,
     classify,
     parse_retry_after,
     retry_delay,
 )
 from hookline.sender.delivery.settlement import Carried, settle
+from hookline.sender.model.outcomes import AttemptKind, DeadLetterReason, GoneState
 from hookline.sender.transport.errors import BlockedDestination, ConnectionFailed, InvalidURL, RequestTimeout
 
 NOW = 1_750_000_000.0

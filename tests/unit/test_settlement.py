@@ -7,14 +7,9 @@ import itertools
 
 import pytest
 
-from hookline.sender.delivery.retry import (
-    DeadLetterReason,
-    Decision,
-    DecisionKind,
-    RetryPolicy,
-    classify,
-)
+from hookline.sender.delivery.retry import Decision, DecisionKind, RetryPolicy, classify
 from hookline.sender.delivery.settlement import Carried, Settlement, settle
+from hookline.sender.model.outcomes import DeadLetterReason
 from hookline.sender.transport.errors import BlockedDestination, ConnectionFailed, RequestTimeout
 
 NOW = 1_750_000_000.0
