@@ -299,19 +299,10 @@ class DevMode:
         if stop.is_set() or self.supervisor is None:
             return
         key = parse_secret(hook.signing_secret) if hook.signing_secret else None
-        self.supervisor.apply(dev_sender_config(hook, url), key)
+        config = SenderConfig.for_webhook(hook.namespace, hook.name, hook.spec, nats_url=url)
+        self.supervisor.apply(config, key)
         paused = " (paused: events are kept, nothing is sent)" if hook.spec.paused else ""
         say(f"{hook.key} verified at {state.verification['verifiedURL']}, sender started{paused}")
-
-
-def dev_sender_config(hook: DevWebhook, nats_url: str) -> SenderConfig:
-    return SenderConfig.model_validate(
-        {
-            "webhook": {"namespace": hook.namespace, "name": hook.name},
-            "spec": hook.spec,
-            "nats": {"url": nats_url, "consumer": consumer_name(hook.namespace, hook.name)},
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from hookline.api import (
     WebhookSpec,
 )
 from hookline.operator.settings import OperatorConfig
-from hookline.sender.model.config import SenderConfig, consumer_name
+from hookline.sender.model.config import SenderConfig
 
 SENDER_PORT = 8081
 CONFIG_DIR = "/etc/hookline"
@@ -76,24 +76,19 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def sender_config(namespace: str, name: str, spec: WebhookSpec, config: OperatorConfig) -> SenderConfig:
-    signing_file = f"{SIGNING_DIR}/{spec.signing.secret_ref.key}" if spec.signing else None
-    return SenderConfig.model_validate(
-        {
-            "webhook": {"namespace": namespace, "name": name},
-            "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "nats": {
-                "url": config.sender_nats_url,
-                "consumer": consumer_name(namespace, name),
-                # Left out at 0 (as the stream): an upgrade does not change every sender's ConfigMap.
-                **({"replicas": config.nats_replicas} if config.nats_replicas else {}),
-            },
-            "signingSecretFile": signing_file,
-            "listen": f"0.0.0.0:{SENDER_PORT}",
-            "allowNetworks": [str(n) for n in config.egress.allow_networks],
-            "allowHttp": config.egress.allow_http,
-            # The rate limit is split across replicas; a paused Webhook keeps its configured count.
-            "replicas": max(1, spec.sender.replicas),
-        }
+    """The config of a Webhook's sender as this installation runs it (a pool entry starts from it)."""
+    return SenderConfig.for_webhook(
+        namespace,
+        name,
+        spec,
+        nats_url=config.sender_nats_url,
+        nats_replicas=config.nats_replicas,
+        signing_secret_file=f"{SIGNING_DIR}/{spec.signing.secret_ref.key}" if spec.signing else None,
+        listen=f"0.0.0.0:{SENDER_PORT}",
+        allow_networks=[str(n) for n in config.egress.allow_networks],
+        allow_http=config.egress.allow_http,
+        # The rate limit is split across replicas; a paused Webhook keeps its configured count.
+        replicas=max(1, spec.sender.replicas),
     )
 
 

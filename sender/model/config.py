@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +28,7 @@ from hookline.api import CamelModel, WebhookSpec, field_errors
 # Two hours inside the event stream's default retention (72 h), so a last retry never looks for an
 # event that retention has just removed.
 DEFAULT_MAX_AGE_SECONDS = 70 * 3600
+DEFAULT_LISTEN = "0.0.0.0:8081"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ class SenderConfig(CamelModel):
     spec: WebhookSpec
     nats: NatsSettings
     signing_secret_file: str | None = None
-    listen: str = "0.0.0.0:8081"
+    listen: str = DEFAULT_LISTEN
     allow_networks: list[str] = Field(default_factory=list)
     allow_http: bool = False
     replicas: Annotated[int, Field(ge=1, le=20)] = 1
@@ -80,6 +81,41 @@ class SenderConfig(CamelModel):
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{listen!r} is not host:port, e.g. 0.0.0.0:8081")
         return listen
+
+    @classmethod
+    def for_webhook(
+        cls,
+        namespace: str,
+        name: str,
+        spec: WebhookSpec,
+        *,
+        nats_url: str,
+        nats_replicas: int = 0,
+        signing_secret_file: str | None = None,
+        listen: str = DEFAULT_LISTEN,
+        allow_networks: Sequence[str] = (),
+        allow_http: bool = False,
+        replicas: int = 1,
+    ) -> SenderConfig:
+        """The sender config of one Webhook, whoever runs its engine: the operator (a ConfigMap, or a
+        pool entry made from the same config) and dev mode. Its consumer is ``consumer_name``'s."""
+        return cls.model_validate(
+            {
+                "webhook": {"namespace": namespace, "name": name},
+                "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "nats": {
+                    "url": nats_url,
+                    "consumer": consumer_name(namespace, name),
+                    # Left out at 0 (as the stream): an upgrade does not change every sender's ConfigMap.
+                    **({"replicas": nats_replicas} if nats_replicas else {}),
+                },
+                "signingSecretFile": signing_secret_file,
+                "listen": listen,
+                "allowNetworks": list(allow_networks),
+                "allowHttp": allow_http,
+                "replicas": replicas,
+            }
+        )
 
     def to_document(self) -> dict[str, Any]:
         """The camelCase dict `load_sender_config` reads back (what the operator puts in a ConfigMap)."""
