@@ -25,12 +25,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
-from hookline.sender.bus import (
-    DEAD_LETTER_STREAM,
-    MSG_ID_HEADER,
-    dead_letter_subject,
-    ensure_dead_letter_stream,
-)
+from hookline.sender.bus.layout import DEAD_LETTER_STREAM, dead_letter_subject, ensure_dead_letter_stream
+from hookline.sender.bus.publish import MSG_ID_HEADER
 from hookline.sender.model.outcomes import AttemptOutcome, DeadLetterReason
 
 __all__ = [

@@ -1,0 +1,101 @@
+"""The connection to NATS: connect (and keep reconnecting), close quietly, and the errors that say
+NATS cannot take or confirm something now (the caller retries later).
+
+`DEFAULT_NATS_URL` and `NATS_URL_ENV` are the one place the default server and its environment
+variable are written; ingest, the CLI commands and the operator take them from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+NATS_URL_ENV = "HOOKLINE_NATS_URL"
+# How long a stopping feed waits for the server to confirm it sent its last messages.
+DRAIN_TIMEOUT_SECONDS = 5.0
+
+
+class BusUnavailable(Exception):
+    """NATS is not reachable or did not confirm in time; the caller should retry later."""
+
+
+class StoreRefused(BusUnavailable):
+    """JetStream answered a publish with an error (stream full, storage exhausted, ...)."""
+
+    def __init__(self, description: str, err_code: int | None = None) -> None:
+        super().__init__(description)
+        self.err_code = err_code
+
+
+async def connect(
+    url: str,
+    *,
+    name: str = "hookline",
+    on_state_change: Callable[[], Awaitable[None]] | None = None,
+    on_closed: Callable[[], object] | None = None,
+    connect_timeout: float = 5.0,
+    initial_attempts: int = 5,
+) -> NATS:
+    """Connect (a few tries, then BusUnavailable), then keep reconnecting forever after any loss.
+
+    A NATS restart must not kill a running sender, but a wrong URL at startup should fail visibly.
+    Some losses nats-py does not reconnect from (the server closing the connection over a protocol
+    error such as "maximum payload exceeded"): `on_closed` is called then, and the service exits
+    so that its pod is restarted, rather than answering "not connected" for good.
+    """
+
+    async def _log_error(exc: Exception) -> None:
+        log.warning("NATS connection problem: %s", exc)
+
+    async def _notify() -> None:
+        if on_state_change is not None:
+            await on_state_change()
+
+    async def _closed() -> None:
+        if on_closed is not None:
+            on_closed()
+
+    try:
+        nc = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=initial_attempts,
+            reconnect_time_wait=1,
+            allow_reconnect=True,
+            error_cb=_log_error,
+            disconnected_cb=_notify,
+            reconnected_cb=_notify,
+            closed_cb=_closed,
+        )
+    except Exception as exc:  # nats raises a variety of errors (NoServersError, OSError, TimeoutError)
+        raise BusUnavailable(
+            f"cannot connect to NATS at {url}: {exc or type(exc).__name__}; "
+            "check that nats-server runs and the URL is right"
+        ) from exc
+    nc.options["max_reconnect_attempts"] = -1  # read by nats-py on every reconnect
+    return nc
+
+
+async def close_quietly(nc: NATS, within: float = DRAIN_TIMEOUT_SECONDS) -> None:
+    """Drain when connected, else just close: a stop with NATS away (or the connection closed by the
+    server) is a clean exit, not a traceback."""
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            async with asyncio.timeout(within):
+                await nc.drain()
+            return
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.info("NATS drain did not finish (%s); closing", exc or type(exc).__name__)
+    with contextlib.suppress(Exception):
+        await nc.close()

@@ -1,0 +1,188 @@
+"""The pull feed: messages of one Webhook's durable consumer, handed to its workers as they arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from hookline.sender.bus.connection import DRAIN_TIMEOUT_SECONDS
+from hookline.sender.bus.layout import STREAM
+
+log = logging.getLogger(__name__)
+
+
+class MessageFeed:
+    """A continuous pull from one durable consumer: messages are handed over as they arrive.
+
+    nats-py's `fetch(batch)` waits for a whole batch once it has to linger, which stalls deliveries
+    at low rates. This keeps pull requests outstanding for up to `capacity` messages (the Webhook's
+    maxInFlight), puts each message on `queue` the moment it arrives, and asks for more once
+    half of the capacity is free again (`release` after each message). Status replies tell it when
+    requests expire; a reconnect or missing heartbeats make it forget its requests and ask again
+    (a message sent to a forgotten request is redelivered by JetStream after ack_wait, never lost).
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        consumer: str,
+        capacity: int,
+        *,
+        stream: str = STREAM,
+        expires: float = 30.0,
+        heartbeat: float = 5.0,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.nc = nc
+        self.consumer = consumer
+        self.capacity = capacity
+        self.queue: asyncio.Queue[Msg | None] = asyncio.Queue()  # None: a stop marker for workers
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._expires = expires
+        self._heartbeat = heartbeat
+        self._threshold = max(1, capacity // 2)
+        self._requested = 0  # asked for, not yet received
+        self._in_hand = 0  # received, not yet released
+        self._paused = False
+        self._stopping = False
+        self._last_seen = time.monotonic()
+        self._reconnects = 0
+        self._hold_until = 0.0  # after an error reply, wait a moment before asking again
+        self._wake = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._on_error = on_error  # (status, description) of an error reply, e.g. 409 Consumer Deleted
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._reconnects = self.nc.stats["reconnects"]
+        self._pump = asyncio.create_task(self._run_pump(), name=f"pull {self.consumer}")
+        self._wake.set()
+
+    async def stop(self) -> list[Msg]:
+        """Stop asking for messages; returns those received but not taken off the queue yet."""
+        self._stopping = True
+        self._wake.set()
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
+        if self._sub is not None:
+            await self._drain_subscription(self._sub)
+            self._sub = None
+        left = []
+        while not self.queue.empty():
+            msg = self.queue.get_nowait()
+            if msg is not None:
+                left.append(msg)
+        return left
+
+    async def _drain_subscription(self, sub: Subscription) -> None:
+        """Drop interest in the inbox (the server then drops our outstanding pull requests), but take
+        the messages it sent before that: unsubscribing outright would discard them unacknowledged,
+        and JetStream would hand them out again only after ack_wait."""
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_SECONDS):
+                await sub.drain()
+        except (TimeoutError, nats.errors.Error) as exc:  # NATS away: those messages come back later
+            log.info("consumer %s: inbox not drained (%s)", self.consumer, exc or type(exc).__name__)
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    def release(self, count: int = 1) -> None:
+        """`count` messages taken from the queue are finished (acked or naked)."""
+        self._in_hand -= count
+        if self._credit() >= self._threshold:
+            self._wake.set()
+
+    def pause(self, paused: bool) -> None:
+        self._paused = paused
+        self._wake.set()
+
+    def _credit(self) -> int:
+        return self.capacity - self._requested - self._in_hand
+
+    def _forget_requests(self, why: str) -> None:
+        if self._requested:
+            log.info("consumer %s: re-requesting messages (%s)", self.consumer, why)
+        self._requested = 0
+        self._wake.set()
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._last_seen = time.monotonic()
+        headers = msg.headers
+        status = headers.get("Status") if headers else None
+        if not status:
+            self._requested = max(0, self._requested - 1)
+            self._in_hand += 1
+            self.queue.put_nowait(msg)
+            return
+        if status == "100":  # idle heartbeat
+            return
+        pending = headers.get("Nats-Pending-Messages") if headers else None
+        if pending is not None:
+            # A request ended (expired, 404/408, or 409 with counts): that part will not come.
+            self._requested = max(0, self._requested - int(pending))
+            self._wake.set()
+            return
+        description = headers.get("Description", "") if headers else ""
+        if status in ("404", "408"):
+            return
+        self.last_error = f"{status} {description}".strip()
+        log.warning("consumer %s: pull request answered %s", self.consumer, self.last_error)
+        if self._on_error is not None:
+            self._on_error(status, description)
+        self._hold_until = time.monotonic() + 1.0
+        self._forget_requests(self.last_error)
+
+    async def _run_pump(self) -> None:
+        """Send pull requests whenever there is credit; watch reconnects and heartbeats."""
+        tick = min(1.0, self._heartbeat / 2)
+        while not self._stopping:
+            # Not asyncio.wait_for: on Python 3.11 it can swallow the cancellation of stop() when
+            # a wake-up lands at the same moment (hence also the `_stopping` flag).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(tick):
+                    await self._wake.wait()
+            if self._stopping:
+                return
+            self._wake.clear()
+            self._check_liveness()
+            credit = self._credit()
+            if self._paused or credit < self._threshold or not self.nc.is_connected:
+                continue
+            if time.monotonic() < self._hold_until:
+                continue
+            request = {
+                "batch": credit,
+                "expires": int(self._expires * 1e9),
+                "idle_heartbeat": int(self._heartbeat * 1e9),
+            }
+            try:
+                await self.nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
+            except nats.errors.Error as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                continue
+            self._requested += credit
+            self._last_seen = time.monotonic()
+
+    def _check_liveness(self) -> None:
+        reconnects = self.nc.stats["reconnects"]
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self._forget_requests("reconnected to NATS")
+        elif self._requested and time.monotonic() - self._last_seen > 2 * self._heartbeat + 1:
+            self._forget_requests("no heartbeat from NATS")

@@ -1,0 +1,85 @@
+"""The consumer floors: how far each Webhook's consumer got (its ack floor), kept in the key-value
+bucket `hookline-consumer-floors`, so that a lost consumer is recreated from there
+(layout.ensure_consumer) instead of from "new"."""
+
+from __future__ import annotations
+
+import contextlib
+
+import nats
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from hookline.sender.bus.connection import BusUnavailable
+from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_replicas
+
+# Floors of the Webhooks' consumers (see ensure_consumer): where to start a lost consumer again.
+FLOORS_BUCKET = "hookline-consumer-floors"
+
+
+def floor_of(info: api.ConsumerInfo) -> int:
+    """The stream sequence below which the consumer acked everything (pure)."""
+    floor = info.ack_floor
+    return int(floor.stream_seq or 0) if floor is not None else 0
+
+
+async def _floors(js: JetStreamContext, *, create: bool, replicas: int = DEFAULT_REPLICAS) -> KeyValue | None:
+    try:
+        return await js.key_value(FLOORS_BUCKET)
+    except BucketNotFoundError:
+        if not create:
+            return None
+        return await js.create_key_value(
+            api.KeyValueConfig(
+                bucket=FLOORS_BUCKET,
+                history=1,
+                storage=api.StorageType.FILE,
+                replicas=check_replicas(replicas),
+            )
+        )
+
+
+async def ensure_floors_bucket(js: JetStreamContext, replicas: int = DEFAULT_REPLICAS) -> None:
+    """Create the floors bucket with `replicas`, or move an existing one to them (ingest, at start)."""
+    await _floors(js, create=True, replicas=replicas)
+    await ensure_replicas(js, f"KV_{FLOORS_BUCKET}", replicas)
+
+
+async def record_floor(js: JetStreamContext, consumer: str, floor: int) -> None:
+    """Remember how far a consumer got, so that a lost consumer can be recreated from there."""
+    kv = await _floors(js, create=True)
+    assert kv is not None
+    await kv.put(consumer, str(int(floor)).encode())
+
+
+async def read_floor(js: JetStreamContext, consumer: str) -> int | None:
+    """The recorded floor of a consumer; None when there is none (a new Webhook).
+
+    When NATS cannot say (a timeout under load), this raises BusUnavailable instead of answering
+    None: a lost consumer made again from "new" would silently skip every event the stream holds
+    for it, so the caller must try again later rather than guess.
+    """
+    try:
+        kv = await _floors(js, create=False)
+        if kv is None:
+            return None
+        entry = await kv.get(consumer)
+    except KeyNotFoundError:
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BusUnavailable(
+            f"consumer {consumer}: its recorded floor cannot be read ({str(exc) or type(exc).__name__}); "
+            "it is not recreated until it can"
+        ) from exc
+    try:
+        return int((entry.value or b"").decode())
+    except ValueError:
+        return None
+
+
+async def forget_floor(js: JetStreamContext, consumer: str) -> None:
+    kv = await _floors(js, create=False)
+    if kv is not None:
+        with contextlib.suppress(KeyNotFoundError):
+            await kv.purge(consumer)
