@@ -40,9 +40,10 @@ from operator_helpers import (  # noqa: E402
 from strict_api import StrictCluster  # noqa: E402
 
 from hookline.sender import bus  # noqa: E402
-from hookline.sender.bus.attempts import DeliveryTally, health_bucket, health_key  # noqa: E402
+from hookline.sender.bus.attemptlog import health_bucket, health_key  # noqa: E402
 from hookline.sender.bus.natsserver import EmbeddedNats  # noqa: E402
 from hookline.sender.delivery.retry import classify  # noqa: E402
+from hookline.sender.model.deliveryhealth import DeliveryTally  # noqa: E402
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -39,7 +39,7 @@ from hookline.operator.rules.verification import (
 )
 from hookline.operator.settings import VerificationSchedule
 from hookline.sender import bus
-from hookline.sender.bus.attempts import read_attempts
+from hookline.sender.bus.attemptlog import read_attempts
 from hookline.sender.bus.natsserver import EmbeddedNats
 from hookline.sender.cmd.redrive import parse_since
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams

@@ -17,7 +17,7 @@ import kopf
 
 from hookline import __version__
 from hookline.api import ANNOTATION_PREFIX, FINALIZER, SenderMode
-from hookline.sender.bus.attempts import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
+from hookline.sender.bus.attemptlog import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
 from hookline.sender.transport.egress import EgressPolicy
 
 # The message of the TemporaryError that schedules the next ownership check (QuietVerificationRetries).

@@ -21,8 +21,9 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from hookline.operator.rules.status import BusProblem
 from hookline.sender import bus
 from hookline.sender.bus import STREAM, BusUnavailable
-from hookline.sender.bus.attempts import HealthReport, ensure_attempt_limits, health_bucket, health_key
+from hookline.sender.bus.attemptlog import ensure_attempt_limits, health_bucket, health_key
 from hookline.sender.model.config import SenderConfig
+from hookline.sender.model.deliveryhealth import HealthReport
 from hookline.sender.model.outcomes import GoneState
 
 T = TypeVar("T")

@@ -66,9 +66,9 @@ from hookline.operator.rules.status import (
 )
 from hookline.operator.settings import NOT_VERIFIED_YET, OperatorConfig
 from hookline.sender.bus import BusUnavailable
-from hookline.sender.bus.attempts import HealthReport
 from hookline.sender.cmd.pool import PoolKey, Roster
 from hookline.sender.model.config import SenderConfig, consumer_name
+from hookline.sender.model.deliveryhealth import HealthReport
 from hookline.sender.model.outcomes import GoneState
 from hookline.sender.transport import ownership
 from hookline.sender.transport.client import SafeHTTPClient

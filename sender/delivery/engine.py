@@ -55,7 +55,7 @@ from nats.js.errors import NotFoundError
 
 from hookline.api import WebhookSpec
 from hookline.sender import bus
-from hookline.sender.bus.attempts import AttemptLog, DeliveryTally, HealthReport, attempt_record
+from hookline.sender.bus.attemptlog import AttemptLog
 from hookline.sender.bus.deadletter import DeadLetter, count_dead_letters, publish_dead_letter
 from hookline.sender.delivery import retry
 from hookline.sender.delivery.ratelimit import (
@@ -66,6 +66,7 @@ from hookline.sender.delivery.ratelimit import (
 )
 from hookline.sender.delivery.settlement import Carried, Settlement, settle
 from hookline.sender.model import outcomes
+from hookline.sender.model.deliveryhealth import DeliveryTally, HealthReport, attempt_record
 from hookline.sender.model.events import Event, EventError
 from hookline.sender.model.request import Delivery
 from hookline.sender.model.wire import batch_size

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hookline.sender import bus
-from hookline.sender.bus.attempts import AttemptLog, ensure_attempt_log
+from hookline.sender.bus.attemptlog import AttemptLog, ensure_attempt_log
 from hookline.sender.delivery.engine import Engine
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.observe.metrics import SenderMetrics

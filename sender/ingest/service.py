@@ -41,7 +41,7 @@ from nats.js.errors import APIError, ServiceUnavailableError
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.bus.attempts import ensure_attempt_store
+from hookline.sender.bus.attemptlog import ensure_attempt_store
 from hookline.sender.model.events import MAX_DEPTH, Event, EventError, HugeInteger, parse_event, subject_for
 from hookline.sender.observe.health import (
     add_health_routes,

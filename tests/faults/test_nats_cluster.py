@@ -19,7 +19,7 @@ from harness import Harness, click, report, wait_until
 from nats.js import api
 
 from hookline.sender import bus
-from hookline.sender.bus import attempts
+from hookline.sender.bus import attemptlog
 from hookline.sender.bus.natsserver import EmbeddedNats, NatsCluster
 
 
@@ -93,7 +93,7 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
         nc = await nats.connect(cluster.url)
         js = nc.jetstream()
         await js.add_stream(bus.stream_config().evolve(max_consumers=None, num_replicas=1))
-        await attempts.health_bucket(js)
+        await attemptlog.health_bucket(js)
         await nc.close()
         async with Harness(tmp_path, cast(EmbeddedNats, cluster)) as harness:
 
@@ -103,7 +103,11 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
             stream = await info(lambda js: js.stream_info(bus.STREAM))
             assert stream.config.num_replicas == 3 and len(stream.cluster.replicas) == 2
             assert stream.config.max_consumers == bus.DEFAULT_MAX_CONSUMERS
-            for name in (bus.DEAD_LETTER_STREAM, attempts.ATTEMPTS_STREAM, f"KV_{attempts.HEALTH_BUCKET}"):
+            for name in (
+                bus.DEAD_LETTER_STREAM,
+                attemptlog.ATTEMPTS_STREAM,
+                f"KV_{attemptlog.HEALTH_BUCKET}",
+            ):
                 assert (await info(lambda js, n=name: js.stream_info(n))).config.num_replicas == 3, name
 
             stamp("ingest ready, streams R3")

@@ -17,20 +17,17 @@ from dataplane_helpers import SECRET, Receiver, sender_config, wait_until
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.bus.attempts import (
-    ATTEMPTS_STREAM,
+from hookline.sender.bus.attemptlog import ATTEMPTS_STREAM, health_bucket, health_key, read_attempts
+from hookline.sender.cmd import attempts as attemptscli
+from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.delivery.retry import classify
+from hookline.sender.model.deliveryhealth import (
     SUCCESS_SAMPLE_SECONDS,
     DeliveryTally,
     HealthReport,
     attempt_record,
-    health_bucket,
-    health_key,
-    read_attempts,
     receiver_address,
 )
-from hookline.sender.cmd import attempts as attemptscli
-from hookline.sender.cmd.sender import SenderRuntime
-from hookline.sender.delivery.retry import classify
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.signing import parse_secret
 from hookline.sender.observe.metrics import SenderMetrics
@@ -307,7 +304,7 @@ async def test_the_command_prints_the_log_and_says_what_to_do_without_nats(nats,
         response=b"database down",
     )
     await health_bucket(js)
-    from hookline.sender.bus.attempts import attempts_stream_config, attempts_subject
+    from hookline.sender.bus.attemptlog import attempts_stream_config, attempts_subject
 
     await js.add_stream(attempts_stream_config(3600, 1024 * 1024))
     await js.publish(attempts_subject("shop", "orders"), record.to_bytes())

@@ -15,7 +15,7 @@ from nats.js.errors import APIError
 
 from hookline.operator.settings import config_from_env, parse_replicas
 from hookline.sender import bus
-from hookline.sender.bus import attempts
+from hookline.sender.bus import attemptlog
 from hookline.sender.ingest import service as ingest
 from hookline.sender.model.events import parse_event
 
@@ -140,8 +140,8 @@ async def test_ingest_says_which_setting_a_single_server_refuses(nats_server):
         for stream in (
             bus.STREAM,
             bus.DEAD_LETTER_STREAM,
-            attempts.ATTEMPTS_STREAM,
-            f"KV_{attempts.HEALTH_BUCKET}",
+            attemptlog.ATTEMPTS_STREAM,
+            f"KV_{attemptlog.HEALTH_BUCKET}",
             f"KV_{bus.FLOORS_BUCKET}",
         ):
             assert (await js.stream_info(stream)).config.num_replicas == 1, stream

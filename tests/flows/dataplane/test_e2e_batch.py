@@ -24,7 +24,7 @@ from dataplane_helpers import SECRET, wait_until
 from standardwebhooks.webhooks import Webhook
 from test_e2e_delivery import Pipeline
 
-from hookline.sender.bus.attempts import read_attempts
+from hookline.sender.bus.attemptlog import read_attempts
 from hookline.sender.bus.deadletter import iter_dead_letters
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.request import batch_id

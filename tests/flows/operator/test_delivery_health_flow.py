@@ -25,7 +25,6 @@ from operator_helpers import (
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.bus import attempts
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.model.config import parse_sender_config
 from hookline.sender.model.events import parse_event
@@ -101,7 +100,7 @@ async def publish(js, count: int, first: int) -> None:
 
 
 async def test_delivering_moves_through_failing_and_back_with_events_and_no_secrets(
-    cluster, customer, start_operator, nats_server, monkeypatch
+    cluster, customer, start_operator, nats_server
 ):
     await start_operator(delivery_status_interval=0.5)
     url = f"{customer.base}/hooks/h.php?token={TOKEN}"
@@ -111,7 +110,7 @@ async def test_delivering_moves_through_failing_and_back_with_events_and_no_secr
     token = await wait_for(lambda: token_of(cluster, "health"), "a token")
     customer.files[f"/hooks/hookline-{token}.txt"] = token
     stop = asyncio.Event()
-    await run_sender_from_configmap(cluster, "health", stop)
+    runtime = await run_sender_from_configmap(cluster, "health", stop)
     nc = await bus.connect(nats_server.url)
     js = nc.jetstream()
     try:
@@ -150,7 +149,7 @@ async def test_delivering_moves_through_failing_and_back_with_events_and_no_secr
         assert "failingSince" not in delivery_of(cluster, "health")
 
         # Slow: events arrive faster than one request in flight drains them.
-        monkeypatch.setattr(attempts, "BACKLOG_TREND_SECONDS", 2.0)
+        runtime.engine.tally.backlog_trend_seconds = 2.0
         customer.delay = 0.2
         for batch in range(30):
             await publish(js, 20, 1000 + batch * 20)

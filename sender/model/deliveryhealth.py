@@ -1,16 +1,14 @@
-"""Delivery health: the attempt log and the per-Webhook health report. Pure records and tally here;
-the two small NATS adapters at the end.
+"""Delivery health, pure: one attempt's record, the per-Webhook tally and the health report it makes.
 
-"Why did my webhook fail?" is answered from two places:
-- the attempt log, stream ``HOOKLINE_ATTEMPTS`` on ``hookline.attempts.<ns>.<name>``: every failed
-  attempt (time, event id and type, attempt number, status code or error kind, duration, the
-  receiver's address, the first 1 KiB of its answer) and one sampled success per
-  ``SUCCESS_SAMPLE_SECONDS`` that also counts the successes it stands for. Bounded by age and bytes
-  (chart values); `hookline attempts` reads it.
-- the health report, one key per Webhook in the KV bucket ``HOOKLINE_HEALTH``: counters over a recent
-  window, last success and failure, pending events. A sender writes it only when something changed
-  (at most every watch interval, nothing while idle); the operator watches the bucket and mirrors it
-  into ``status.delivery`` at a bounded rate. The sender never calls the Kubernetes API.
+"Why did my webhook fail?" is answered from two places, both written by the sender through
+bus/attemptlog.py:
+- the attempt log: every failed attempt (time, event id and type, attempt number, status code or
+  error kind, duration, the receiver's address, the first 1 KiB of its answer) and one sampled
+  success per ``SUCCESS_SAMPLE_SECONDS`` that also counts the successes it stands for
+  (`AttemptRecord`); `hookline attempts` reads it.
+- the health report, one per Webhook: counters over a recent window, last success and failure,
+  pending events (`HealthReport`, made by `DeliveryTally`). The operator mirrors it into
+  ``status.delivery`` at a bounded rate.
 
 Neither ever holds the Webhook's URL path or query (tokens live there), a header value or a key: the
 receiver's address is its scheme, host and port.
@@ -27,34 +25,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
-
-from hookline.sender import bus
-from hookline.sender.model.events import encode_token
 from hookline.sender.model.outcomes import AttemptOutcome, GoneState
 
-ATTEMPTS_STREAM = "HOOKLINE_ATTEMPTS"
-ATTEMPTS_SUBJECT_PREFIX = "hookline.attempts"
-HEALTH_BUCKET = "HOOKLINE_HEALTH"
-DEFAULT_ATTEMPTS_MAX_AGE_SECONDS = 72 * 3600.0
-DEFAULT_ATTEMPTS_MAX_BYTES = 1024**3
 RESPONSE_EXCERPT_BYTES = 1024
 LAST_FAILURE_EXCERPT = 120  # characters of the receiver's answer in status.delivery.lastFailure
 SUCCESS_SAMPLE_SECONDS = 10.0
 WINDOW_SECONDS = 300
 BUCKET_SECONDS = 10
 BACKLOG_TREND_SECONDS = 60.0
-
-
-def attempts_subject(namespace: str, name: str) -> str:
-    return f"{ATTEMPTS_SUBJECT_PREFIX}.{encode_token(namespace)}.{encode_token(name)}"
-
-
-def health_key(namespace: str, name: str) -> str:
-    """The Webhook's key in the health bucket."""
-    return f"{encode_token(namespace)}.{encode_token(name)}"
 
 
 def receiver_address(url: str) -> str:
@@ -167,7 +145,7 @@ class HealthReport:
     last_failure: str | None = None
     failing_since: float | None = None
     consumer_missing: bool = False
-    # The 410 Gone / circuit-breaker stop as the sender's consumer records it (retry.GoneState), so
+    # The 410 Gone / circuit-breaker stop as the sender's consumer records it (outcomes.GoneState), so
     # the operator needs no NATS call per Webhook to show it.
     gone: bool = False
     gone_since: float | None = None
@@ -227,6 +205,8 @@ class DeliveryTally:
     name: str
     window: int = WINDOW_SECONDS
     bucket: int = BUCKET_SECONDS
+    # How far back the pending trend (pendingGrowthPerMinute) looks; tests pass a shorter one.
+    backlog_trend_seconds: float = BACKLOG_TREND_SECONDS
     _buckets: deque[tuple[int, int, int]] = field(default_factory=deque)  # (bucket start, attempts, failures)
     last_success_at: float | None = None
     last_failure_at: float | None = None
@@ -279,7 +259,7 @@ class DeliveryTally:
 
     def observe_pending(self, now: float, pending: int) -> None:
         self._pending.append((now, pending))
-        while len(self._pending) > 2 and self._pending[1][0] <= now - BACKLOG_TREND_SECONDS:
+        while len(self._pending) > 2 and self._pending[1][0] <= now - self.backlog_trend_seconds:
             self._pending.popleft()
 
     def report(
@@ -292,7 +272,7 @@ class DeliveryTally:
         growth = None
         if len(self._pending) >= 2:
             (t0, p0), (t1, p1) = self._pending[0], self._pending[-1]
-            if t1 - t0 >= BACKLOG_TREND_SECONDS / 2:
+            if t1 - t0 >= self.backlog_trend_seconds / 2:
                 growth = round((p1 - p0) * 60.0 / (t1 - t0))
         return HealthReport(
             namespace=self.namespace,
@@ -315,155 +295,3 @@ class DeliveryTally:
             gone_url_sha256=gone.url_sha256 if gone and gone.gone else None,
             gone_cause=gone.cause if gone and gone.gone else "gone",
         )
-
-
-# --- NATS adapters ----------------------------------------------------------------------------------------
-
-
-def attempts_stream_config(max_age_seconds: float, max_bytes: int, replicas: int = 1) -> api.StreamConfig:
-    return api.StreamConfig(
-        name=ATTEMPTS_STREAM,
-        subjects=[f"{ATTEMPTS_SUBJECT_PREFIX}.>"],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        discard=api.DiscardPolicy.OLD,  # the newest attempts matter most: the oldest make room
-        max_age=float(max_age_seconds),
-        max_bytes=int(max_bytes),
-        num_replicas=replicas,
-    )
-
-
-class AttemptLog:
-    """Publishes a Webhook's attempt records and health reports; recording never blocks delivery."""
-
-    def __init__(self, nc: NATS, js: JetStreamContext, namespace: str, name: str) -> None:
-        self.nc = nc
-        self.js = js
-        self.subject = attempts_subject(namespace, name)
-        self.key = health_key(namespace, name)
-        self._kv: Any = None
-
-    async def ensure(
-        self,
-        max_age_seconds: float = DEFAULT_ATTEMPTS_MAX_AGE_SECONDS,
-        max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
-    ) -> None:
-        """Create the stream and the bucket when absent (the operator's settings win when present)."""
-        self._kv = await ensure_attempt_log(self.js, max_age_seconds, max_bytes)
-
-    async def previous(self) -> HealthReport | None:
-        """The last report of this Webhook (an earlier sender process, another replica)."""
-        if self._kv is None:
-            self._kv = await health_bucket(self.js)
-        try:
-            entry = await self._kv.get(self.key)
-        except Exception:  # no report yet (KeyNotFoundError), or NATS away: start afresh
-            return None
-        try:
-            return HealthReport.from_bytes(entry.value) if entry.value else None
-        except (ValueError, TypeError):
-            return None
-
-    async def record(self, record: AttemptRecord) -> None:
-        """A core publish into the stream's subject: no round trip per attempt (a lost record is a
-        lost log line, never a lost event)."""
-        await self.nc.publish(self.subject, record.to_bytes())
-
-    async def report(self, report: HealthReport) -> None:
-        if self._kv is None:
-            self._kv = await health_bucket(self.js)
-        await self._kv.put(self.key, report.to_bytes())
-
-
-async def ensure_attempt_log(
-    js: JetStreamContext,
-    max_age_seconds: float = DEFAULT_ATTEMPTS_MAX_AGE_SECONDS,
-    max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
-) -> Any:
-    """The attempt log stream and the health bucket, created when absent (a sender host, once);
-    returns the bucket."""
-    await _attempt_stream(js, max_age_seconds, max_bytes)
-    return await health_bucket(js)
-
-
-async def health_bucket(js: JetStreamContext, replicas: int = 1) -> Any:
-    try:
-        return await js.key_value(HEALTH_BUCKET)
-    except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
-        return await js.create_key_value(
-            api.KeyValueConfig(bucket=HEALTH_BUCKET, history=1, ttl=7 * 24 * 3600.0, replicas=replicas)
-        )
-
-
-async def _attempt_stream(
-    js: JetStreamContext, max_age_seconds: float, max_bytes: int, replicas: int = 1
-) -> api.StreamInfo:
-    """The attempt log stream, created with these settings when absent (left as it is when present)."""
-    try:
-        return await js.stream_info(ATTEMPTS_STREAM)
-    except NotFoundError:
-        return await js.add_stream(attempts_stream_config(max_age_seconds, max_bytes, replicas))
-
-
-async def ensure_attempt_limits(js: JetStreamContext, max_age_seconds: float, max_bytes: int) -> None:
-    """The attempt log's age and size limits (chart values, applied by the operator): created with
-    them when absent, changed when they differ. Replicas are ingest's (ensure_attempt_store)."""
-    info = await _attempt_stream(js, max_age_seconds, max_bytes)
-    have = info.config
-    if have.max_age != float(max_age_seconds) or have.max_bytes != int(max_bytes):
-        await js.update_stream(have.evolve(max_age=float(max_age_seconds), max_bytes=int(max_bytes)))
-
-
-async def ensure_attempt_store(
-    js: JetStreamContext,
-    replicas: int = 1,
-    max_age_seconds: float = DEFAULT_ATTEMPTS_MAX_AGE_SECONDS,
-    max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
-) -> None:
-    """The attempt log and the health bucket with `replicas` (ingest, at start): created when absent,
-    moved to `replicas` when present with another number (other settings are left as they are)."""
-    await _attempt_stream(js, max_age_seconds, max_bytes, bus.check_replicas(replicas))
-    await bus.ensure_replicas(js, ATTEMPTS_STREAM, replicas)
-    await health_bucket(js, replicas)
-    await bus.ensure_replicas(js, f"KV_{HEALTH_BUCKET}", replicas)
-
-
-async def read_attempts(
-    js: JetStreamContext,
-    namespace: str,
-    name: str,
-    *,
-    since: datetime | None = None,
-    failed_only: bool = False,
-    limit: int = 1000,
-) -> list[AttemptRecord]:
-    """The newest ``limit`` records of one Webhook, oldest first, from an ephemeral ordered read."""
-    subject = attempts_subject(namespace, name)
-    try:
-        info = await js.stream_info(ATTEMPTS_STREAM, subjects_filter=subject)
-    except NotFoundError:
-        return []
-    total = (info.state.subjects or {}).get(subject, 0)
-    if not total:
-        return []
-    config: dict[str, Any] = {"inactive_threshold": 30.0}
-    if since is not None:
-        config["deliver_policy"] = api.DeliverPolicy.BY_START_TIME
-        config["opt_start_time"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    sub = await js.subscribe(subject, ordered_consumer=True, config=api.ConsumerConfig(**config))
-    records: deque[AttemptRecord] = deque(maxlen=limit)
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except Exception:  # nats-py's TimeoutError: nothing more to read
-                break
-            record = AttemptRecord.from_bytes(msg.data)
-            if not (failed_only and record.ok):
-                records.append(record)
-            pending = msg.metadata.num_pending if msg.metadata else 0
-            if pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
-    return list(records)
