@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.delivery.engine import Engine
+from hookline.sender.delivery.settings import DEFAULT_ENGINE_SETTINGS, EngineSettings
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams, start_engine
 from hookline.sender.model.config import ConfigError, SenderConfig, load_sender_config
 from hookline.sender.model.signing import parse_secret
@@ -74,9 +75,12 @@ class SenderRuntime:
         signing_key: bytes | None,
         *,
         label: str = "",
+        settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
     ) -> SenderRuntime:
         await prepare_streams(nc, record_attempts=cfg.record_attempts)
-        engine, client = await start_engine(nc, cfg, policy, metrics, signing_key, label=label)
+        engine, client = await start_engine(
+            nc, cfg, policy, metrics, signing_key, label=label, settings=settings
+        )
         return cls(cfg, engine, client)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import AttemptLog, ensure_attempt_log
 from hookline.sender.delivery.engine import Engine
+from hookline.sender.delivery.settings import DEFAULT_ENGINE_SETTINGS, EngineSettings
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.observe.metrics import SenderMetrics
 from hookline.sender.transport.client import SafeHTTPClient
@@ -52,6 +53,7 @@ async def start_engine(
     signing_key: bytes | None,
     *,
     label: str = "",
+    settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
 ) -> tuple[Engine, SafeHTTPClient]:
     """One Webhook's engine and its own HTTP client (sized to its maxInFlight), its consumer made or
     brought up to date first. The shared streams are the host's to make (`prepare_streams`)."""
@@ -77,6 +79,7 @@ async def start_engine(
         label=label or f"{cfg.webhook.namespace}/{cfg.webhook.name}",
         consumer_spec=bus.consumer_spec(cfg),
         attempt_log=attempt_log,
+        settings=settings,
     )
     return engine, client
 
@@ -116,12 +119,14 @@ class Supervisor:
         *,
         on_change: Callable[[], None] | None = None,
         policy_for: Callable[[SenderConfig], EgressPolicy] | None = None,
+        settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
     ) -> None:
         self.nc = nc
         self.policy = policy
         # The egress policy of one Webhook's engine (a pool replica adds what the operator allows).
         self.policy_for = policy_for or (lambda _cfg: policy)
         self.metrics = metrics
+        self.settings = settings  # every engine's
         self.slots: dict[str, Slot] = {}
         self.on_change = on_change or (lambda: None)
         self.closing = False
@@ -221,7 +226,9 @@ class Supervisor:
         label = f"{cfg.webhook.namespace}/{cfg.webhook.name}"
         try:
             policy = self.policy_for(cfg)
-            engine, client = await start_engine(self.nc, cfg, policy, self.metrics, wanted.signing_key)
+            engine, client = await start_engine(
+                self.nc, cfg, policy, self.metrics, wanted.signing_key, settings=self.settings
+            )
         except Exception as exc:
             slot.problem = f"the engine did not start: {exc or type(exc).__name__}"
             log.warning("%s: %s; trying again in %g s", label, slot.problem, restart_delay(slot.failures + 1))

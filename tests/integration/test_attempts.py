@@ -21,6 +21,7 @@ from hookline.sender.bus.attemptlog import ATTEMPTS_STREAM, health_bucket, healt
 from hookline.sender.cmd import attempts as attemptscli
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.delivery.retry import classify
+from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.deliveryhealth import (
     SUCCESS_SAMPLE_SECONDS,
     DeliveryTally,
@@ -113,6 +114,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.stop()
 
 
+WATCHED_OFTEN = EngineSettings(watch_interval_seconds=0.2)
+
+
 async def start_sender(
     nc, receiver: Receiver, name: str, stop: asyncio.Event, *, record_attempts: bool = True, **spec
 ) -> SenderRuntime:
@@ -125,8 +129,9 @@ async def start_sender(
         **spec,
     ).model_copy(update={"record_attempts": record_attempts})
     metrics = SenderMetrics(CollectorRegistry())
-    runtime = await SenderRuntime.create(nc, cfg, EgressPolicy.for_dev(), metrics, parse_secret(SECRET))
-    runtime.engine.watch_interval = 0.2
+    runtime = await SenderRuntime.create(
+        nc, cfg, EgressPolicy.for_dev(), metrics, parse_secret(SECRET), settings=WATCHED_OFTEN
+    )
     asyncio.get_running_loop().create_task(runtime.run(stop))
     await wait_until(lambda: runtime.engine.readiness() is None, what="sender running")
     return runtime
@@ -265,8 +270,8 @@ async def test_the_circuit_breaker_stops_after_only_failures_and_resumes_like_a_
     try:
         await publish(js, 3)
         # Attempts fail at once and again 5 s later: by then only failures for over 2 s trip it.
-        await wait_until(lambda: engine.gone.disabled, within=30, what="the breaker to trip")
-        await wait_until(lambda: engine.gone_recorded, within=30, what="the stop recorded on the consumer")
+        await wait_until(lambda: engine.gone.state.disabled, within=30, what="the breaker to trip")
+        await wait_until(lambda: engine.gone.recorded, within=30, what="the stop recorded on the consumer")
         state = await bus.read_gone(js, engine.consumer)
         assert state.gone and state.disabled and state.cause == "disabled"
         posts = len(receiver.requests)
@@ -279,7 +284,9 @@ async def test_the_circuit_breaker_stops_after_only_failures_and_resumes_like_a_
         # at once, the kept ones on their retry schedule.
         receiver.status = 200
         assert await bus.clear_gone(js, engine.consumer)
-        await wait_until(lambda: not engine.gone.gone, within=30, what="the sender to notice the resume")
+        await wait_until(
+            lambda: not engine.gone.state.gone, within=30, what="the sender to notice the resume"
+        )
         await publish(js, 1, start=10)
         await wait_until(lambda: "e10" in receiver.delivered(), within=30, what="a new event after resume")
         left = bus.pending_of(await js.consumer_info(bus.STREAM, engine.consumer))

@@ -32,7 +32,7 @@ from hookline.sender.bus.deadletter import (
 )
 from hookline.sender.bus.natsserver import free_port
 from hookline.sender.cmd.sender import SenderRuntime
-from hookline.sender.delivery import engine
+from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.outcomes import AttemptKind, AttemptOutcome, DeadLetterReason
 from hookline.sender.observe.metrics import SenderMetrics
@@ -64,12 +64,18 @@ class Running:
         await self.task
 
 
-async def start(nc: Any, receiver: Receiver, name: str = "shop", **spec: Any) -> Running:
+WATCHED = EngineSettings(watch_interval_seconds=1.0)
+# A dead letter NATS refused is tried again soon.
+RETRIED_SOON = EngineSettings(watch_interval_seconds=1.0, redeliver_after_failure_seconds=0.1)
+
+
+async def start(
+    nc: Any, receiver: Receiver, name: str = "shop", settings: EngineSettings = WATCHED, **spec: Any
+) -> Running:
     cfg = sender_config("unused", f"{receiver.url}/hook", name=name, **spec)
     registry = CollectorRegistry()
     metrics = SenderMetrics(registry)
-    runtime = await SenderRuntime.create(nc, cfg, EgressPolicy.for_dev(), metrics, None)
-    runtime.engine.watch_interval = 1.0
+    runtime = await SenderRuntime.create(nc, cfg, EgressPolicy.for_dev(), metrics, None, settings=settings)
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(stop))
     await wait_until(lambda: runtime.engine.readiness() is None, what="sender running")
@@ -168,13 +174,10 @@ async def test_an_event_whose_dead_letter_would_not_fit_is_posted_once_and_dead_
         await running.stop()
 
 
-async def test_a_refused_dead_letter_is_tried_a_bounded_number_of_times_and_the_event_kept(
-    nats, receiver, monkeypatch
-):
+async def test_a_refused_dead_letter_is_tried_a_bounded_number_of_times_and_the_event_kept(nats, receiver):
     nc, js = nats
-    monkeypatch.setattr(engine, "REDELIVER_AFTER_FAILURE_SECONDS", 0.1)
     receiver.status = 500
-    running = await start(nc, receiver, delivery={"maxAttempts": 1})
+    running = await start(nc, receiver, settings=RETRIED_SOON, delivery={"maxAttempts": 1})
     try:
         await js.delete_stream(DEAD_LETTER_STREAM)  # every dead-letter publish now fails
         await bus.publish_events(nc, js, [open_event("doomed")])
@@ -187,17 +190,16 @@ async def test_a_refused_dead_letter_is_tried_a_bounded_number_of_times_and_the_
         await running.stop()
 
 
-async def test_an_event_past_max_attempts_is_not_posted_again_after_a_restart(nats, receiver, monkeypatch):
+async def test_an_event_past_max_attempts_is_not_posted_again_after_a_restart(nats, receiver):
     nc, js = nats
-    monkeypatch.setattr(engine, "REDELIVER_AFTER_FAILURE_SECONDS", 0.1)
     receiver.status = 500
-    running = await start(nc, receiver, delivery={"maxAttempts": 1})
+    running = await start(nc, receiver, settings=RETRIED_SOON, delivery={"maxAttempts": 1})
     await js.delete_stream(DEAD_LETTER_STREAM)
     await bus.publish_events(nc, js, [open_event("again")])
     await wait_until(lambda: len(receiver.requests) == 1, what="first attempt")
     await running.stop()
     # The next start finds the dead-letter stream again (ensure_dead_letter_stream) and stores it.
-    running = await start(nc, receiver, delivery={"maxAttempts": 1})
+    running = await start(nc, receiver, settings=RETRIED_SOON, delivery={"maxAttempts": 1})
     try:
         await wait_until(lambda: running.sample("hookline_dead_letters_total", reason="max_attempts") == 1)
         assert len(receiver.requests) == 1
@@ -232,7 +234,7 @@ async def test_a_deleted_consumer_is_recreated_within_seconds_and_what_the_strea
     try:
         await bus.publish_events(nc, js, [open_event("before")])
         await wait_until(lambda: "before" in receiver.delivered(), what="first delivery")
-        await wait_until(lambda: running.runtime.engine.floor > 0, what="floor seen")
+        await wait_until(lambda: running.runtime.engine.watch.floor > 0, what="floor seen")
         await js.delete_consumer(bus.STREAM, consumer)
         events = [open_event(f"while-{i}") for i in range(500)]
         for start_at in range(0, 500, 100):
@@ -254,7 +256,7 @@ async def test_a_consumer_deleted_while_the_sender_was_down_is_recreated_from_it
     consumer = running.runtime.cfg.nats.consumer
     await bus.publish_events(nc, js, [open_event("first")])
     await wait_until(lambda: "first" in receiver.delivered(), what="first delivery")
-    await wait_until(lambda: running.runtime.engine.floor_recorded > 0, what="floor recorded")
+    await wait_until(lambda: running.runtime.engine.watch.floor_recorded > 0, what="floor recorded")
     await running.stop()
     await js.delete_consumer(bus.STREAM, consumer)
     await bus.publish_events(nc, js, [open_event(f"down-{i}") for i in range(50)])
@@ -268,7 +270,7 @@ async def test_a_consumer_deleted_while_the_sender_was_down_is_recreated_from_it
 async def test_a_lost_consumer_that_cannot_be_recreated_shows_in_readiness_and_the_metric(nats, receiver):
     nc, js = nats
     running = await start(nc, receiver)
-    running.runtime.engine.consumer_spec = None  # report only (as if recreating kept failing)
+    running.runtime.engine.watch.consumer_spec = None  # report only (as if recreating kept failing)
     try:
         await js.delete_consumer(bus.STREAM, running.runtime.cfg.nats.consumer)
         await wait_until(lambda: running.sample("hookline_consumer_lost") == 1, within=15, what="noticed")

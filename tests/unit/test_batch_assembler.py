@@ -1,4 +1,4 @@
-"""The batch assembler (Engine._assemble) on fake messages: no NATS, no HTTP.
+"""The batch assembler (an engine's BatchAssembler) on fake messages: no NATS, no HTTP.
 
 It hands a batch over when maxEvents is reached, when the next event would pass maxBytes, or at
 maxWait (first taking in what already arrived); the events of a failed batch coming back are sent
@@ -20,8 +20,8 @@ from dataplane_helpers import wait_until
 from prometheus_client import CollectorRegistry
 
 from hookline.api import parse_webhook_spec
-from hookline.sender.delivery import engine as engine_module
 from hookline.sender.delivery.engine import Engine
+from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.wire import decode_form
 from hookline.sender.observe.metrics import SenderMetrics
 
@@ -63,7 +63,7 @@ def msg(sequence: int, **extra: Any) -> FakeMsg:
     return FakeMsg(sequence, json.dumps({**event, **extra}, separators=(",", ":")).encode())
 
 
-def engine(fmt: str = "json", **batch: Any) -> Engine:
+def engine(fmt: str = "json", settings: EngineSettings | None = None, **batch: Any) -> Engine:
     spec = parse_webhook_spec(
         {
             "url": "https://shop.example.com/hook.php",
@@ -73,7 +73,8 @@ def engine(fmt: str = "json", **batch: Any) -> Engine:
         }
     )
     metrics = SenderMetrics(CollectorRegistry()).bind("default", "shop")
-    return Engine(None, None, "c", spec, None, metrics)  # type: ignore[arg-type]  # no NATS, no HTTP
+    settings = settings or EngineSettings()
+    return Engine(None, None, "c", spec, None, metrics, settings=settings)  # type: ignore[arg-type]  # no NATS, no HTTP
 
 
 def sequences(batch: list[Any]) -> list[int]:
@@ -81,7 +82,7 @@ def sequences(batch: list[Any]) -> list[int]:
 
 
 async def run(e: Engine, feed: FakeFeed) -> asyncio.Task[None]:
-    return asyncio.create_task(e._assemble(feed))  # type: ignore[arg-type]
+    return asyncio.create_task(e.assembler.run(feed))  # type: ignore[arg-type]
 
 
 async def stop(e: Engine, feed: FakeFeed, task: asyncio.Task[None]) -> list[Any]:
@@ -89,8 +90,8 @@ async def stop(e: Engine, feed: FakeFeed, task: asyncio.Task[None]) -> list[Any]
     feed.queue.put_nowait(None)
     await task
     out = []
-    while not e.ready.empty():
-        if (batch := e.ready.get_nowait()) is not None:
+    while not e.assembler.ready.empty():
+        if (batch := e.assembler.ready.get_nowait()) is not None:
             out.append(batch)
     return out
 
@@ -101,12 +102,12 @@ async def test_a_batch_is_handed_over_at_max_events_and_the_rest_goes_back_on_st
     for m in held:
         feed.queue.put_nowait(m)
     task = await run(e, feed)
-    await wait_until(lambda: e.ready.qsize() == 2, within=10, what="two full batches")
+    await wait_until(lambda: e.assembler.ready.qsize() == 2, within=10, what="two full batches")
     batches = await stop(e, feed, task)
     assert [sequences(b) for b in batches] == [[1, 2, 3], [4, 5, 6]]
     assert held[6].naks == [None] and all(m.naks == [] for m in held[:6])  # the open batch went back
     assert feed.released == 1  # only what the assembler gave back; the workers release the rest
-    assert e.ready.qsize() == 0
+    assert e.assembler.ready.qsize() == 0
 
 
 async def test_at_max_wait_it_first_takes_in_what_already_arrived():
@@ -114,7 +115,7 @@ async def test_at_max_wait_it_first_takes_in_what_already_arrived():
     for i in range(1, 6):
         feed.queue.put_nowait(msg(i))
     task = await run(e, feed)
-    await wait_until(lambda: e.ready.qsize() >= 1, within=10, what="a batch")
+    await wait_until(lambda: e.assembler.ready.qsize() >= 1, within=10, what="a batch")
     assert [sequences(b) for b in await stop(e, feed, task)] == [[1, 2, 3, 4, 5]]
 
 
@@ -124,7 +125,9 @@ async def test_no_batch_passes_max_bytes_and_a_larger_event_goes_alone(fmt):
     for i in range(1, 21):
         feed.queue.put_nowait(msg(i, useragent="x" * (2000 if i == 7 else 100)))
     task = await run(e, feed)
-    await wait_until(lambda: sum(len(b) for b in list(e.ready._queue)) == 20, within=10, what="all batched")  # type: ignore[attr-defined]
+    await wait_until(
+        lambda: sum(len(b) for b in list(e.assembler.ready._queue)) == 20, within=10, what="all batched"
+    )  # type: ignore[attr-defined]
     batches = await stop(e, feed, task)
     for batch in batches:
         _, body, _ = e.delivery.build_batch([i.event for i in batch], 0, [i.part for i in batch])
@@ -137,29 +140,29 @@ async def test_no_batch_passes_max_bytes_and_a_larger_event_goes_alone(fmt):
 
 async def test_a_failed_batch_comes_back_as_itself_between_fresh_events():
     e, feed = engine(maxEvents=10, maxWaitMilliseconds=10_000), FakeFeed()
-    e._remember_group([3, 1, 2], delay=0.0)  # the order the failed batch had
+    e.assembler.remember_group([3, 1, 2], delay=0.0)  # the order the failed batch had
     arrivals = [msg(10), msg(2), msg(11), msg(1), msg(3)]
     for m in arrivals:
         m.num_delivered = 2 if m.sequence < 10 else 1
         feed.queue.put_nowait(m)
     task = await run(e, feed)
-    await wait_until(lambda: e.ready.qsize() == 1, within=10, what="the failed batch again")
+    await wait_until(lambda: e.assembler.ready.qsize() == 1, within=10, what="the failed batch again")
     (again,) = await stop(e, feed, task)
     assert sequences(again) == [3, 1, 2]  # the same events in the same order, without 10 and 11
     assert [m.naks for m in arrivals] == [[None], [], [None], [], []]  # the fresh ones went back on stop
-    assert e.regroup == {}
+    assert e.assembler.regroup == {}
 
 
-async def test_what_came_back_of_a_failed_batch_goes_after_the_wait(monkeypatch):
-    monkeypatch.setattr(engine_module, "REGROUP_WAIT_SECONDS", 0.05)
-    e, feed = engine(maxEvents=10, maxWaitMilliseconds=0), FakeFeed()
-    e._remember_group([1, 2, 3], delay=0.0)
+async def test_what_came_back_of_a_failed_batch_goes_after_the_wait():
+    settings = EngineSettings(regroup_wait_seconds=0.05)
+    e, feed = engine(settings=settings, maxEvents=10, maxWaitMilliseconds=0), FakeFeed()
+    e.assembler.remember_group([1, 2, 3], delay=0.0)
     feed.queue.put_nowait(msg(1))
     feed.queue.put_nowait(msg(2))  # 3 was taken by another replica
     task = await run(e, feed)
-    await wait_until(lambda: e.ready.qsize() == 1, within=10, what="the part that came back")
+    await wait_until(lambda: e.assembler.ready.qsize() == 1, within=10, what="the part that came back")
     assert [sequences(b) for b in await stop(e, feed, task)] == [[1, 2]]
-    assert e.regroup == {}  # 3 is forgotten: if it comes back it is a fresh event
+    assert e.assembler.regroup == {}  # 3 is forgotten: if it comes back it is a fresh event
 
 
 async def test_through_a_pause_events_waiting_in_batches_are_kept_in_progress():
@@ -170,11 +173,15 @@ async def test_through_a_pause_events_waiting_in_batches_are_kept_in_progress():
         m.in_progress = lambda m=m: _note(progress, m.sequence)  # type: ignore[method-assign]
         feed.queue.put_nowait(m)
     task = await run(e, feed)
-    await wait_until(lambda: e.ready.qsize() == 2 and len(e.assembling) == 1, within=10, what="assembled")
-    await e._keep_waiting_batches()
+    await wait_until(
+        lambda: e.assembler.ready.qsize() == 2 and len(e.assembler.assembling) == 1,
+        within=10,
+        what="assembled",
+    )
+    await e.assembler.keep_waiting_batches()
     assert progress == []  # no pause: nothing to say
     e.gate.pause_for(60)
-    await e._keep_waiting_batches()
+    await e.assembler.keep_waiting_batches()
     assert sorted(progress) == [1, 2, 3, 4, 5]  # two waiting batches and the open one
     await stop(e, feed, task)
 

@@ -302,7 +302,9 @@ async def test_on_stop_the_events_of_an_unsent_batch_go_back_at_once(pipeline, r
     first = await pipeline.start_sender(receiver, "handover", format="json", delivery=batch(100, 10_000))
     events = opens(5, "h")
     await pipeline.post(events)
-    await wait_until(lambda: len(first.engine.assembling) == 5, what="the batch waiting for more events")
+    await wait_until(
+        lambda: len(first.engine.assembler.assembling) == 5, what="the batch waiting for more events"
+    )
     pipeline.stop.set()  # the batch is not sent: its events go back to the stream unacknowledged
     await asyncio.gather(*pipeline.tasks)
     assert receiver.to("handover") == []

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.config import parse_sender_config
 from hookline.sender.model.events import parse_event
 from hookline.sender.observe.metrics import SenderMetrics
@@ -79,8 +80,9 @@ async def run_sender_from_configmap(cluster, name, stop: asyncio.Event) -> Sende
     nc = await bus.connect(cfg.nats.url)
     metrics = SenderMetrics(CollectorRegistry())
     policy = EgressPolicy(["127.0.0.0/8"], allow_http=True)
-    runtime = await SenderRuntime.create(nc, cfg, policy, metrics, None)
-    runtime.engine.watch_interval = 0.2
+    runtime = await SenderRuntime.create(
+        nc, cfg, policy, metrics, None, settings=EngineSettings(watch_interval_seconds=0.2)
+    )
 
     async def run() -> None:
         try:
@@ -149,7 +151,7 @@ async def test_delivering_moves_through_failing_and_back_with_events_and_no_secr
         assert "failingSince" not in delivery_of(cluster, "health")
 
         # Slow: events arrive faster than one request in flight drains them.
-        runtime.engine.tally.backlog_trend_seconds = 2.0
+        runtime.engine.reporter.tally.backlog_trend_seconds = 2.0
         customer.delay = 0.2
         for batch in range(30):
             await publish(js, 20, 1000 + batch * 20)

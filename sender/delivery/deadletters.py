@@ -1,0 +1,137 @@
+"""One engine's dead letters: made from an event's last attempt, published, and only then acked.
+
+A dead letter NATS does not store is tried again: the event is NAKed with a delay and never POSTed
+again (it is remembered by stream sequence, and an event past maxAttempts is not POSTed after a
+restart either). After `EngineSettings.dead_letter_max_tries` the engine logs an error, counts
+`hookline_dead_letter_failures_total` and keeps the event, trying again only every
+`dead_letter_kept_delay_seconds`. The count of stored dead letters is the stream's, read again every
+`dead_letter_recount_seconds` (a redrive lowers it); in between the engine counts its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from hookline.sender.bus.deadletter import DeadLetter, count_dead_letters, publish_dead_letter
+from hookline.sender.delivery.settings import EngineSettings
+from hookline.sender.model.deliveryhealth import DeliveryTally
+from hookline.sender.model.events import Event
+from hookline.sender.model.outcomes import AttemptKind, AttemptOutcome, DeadLetterReason
+from hookline.sender.observe.metrics import WebhookMetrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeadLetterPublisher"]
+
+
+class DeadLetterPublisher:
+    """Dead letters of one Webhook; `unstored` holds those NATS did not store yet, by stream sequence."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        metrics: WebhookMetrics,
+        tally: DeliveryTally,
+        settings: EngineSettings,
+        *,
+        namespace: str,
+        name: str,
+        max_attempts: int,
+        label: str,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.metrics = metrics
+        self.tally = tally  # its dead_letters is what the health report shows
+        self.settings = settings
+        self.namespace = namespace
+        self.name = name
+        self.max_attempts = max_attempts
+        self.label = label
+        self.unstored: dict[int, tuple[DeadLetter, int]] = {}  # sequence -> (record, tries so far)
+        self.counted_at = -math.inf
+
+    def record(
+        self, msg: Msg, event: Event, outcome: AttemptOutcome, reason: DeadLetterReason, now: float
+    ) -> DeadLetter:
+        meta = msg.metadata
+        return DeadLetter.from_attempts(
+            namespace=self.namespace,
+            name=self.name,
+            event=event.payload,
+            reason=reason,
+            last_outcome=outcome,
+            attempts=meta.num_delivered,
+            first_attempt_at=meta.timestamp.timestamp(),
+            last_attempt_at=now,
+            subject=msg.subject,
+            source_sequence=meta.sequence.stream,
+        )
+
+    def left(self, msg: Msg, event: Event) -> tuple[DeadLetter, int] | None:
+        """The dead letter (and its tries so far) still to be stored for this message, if that is all
+        that is left of it: one NATS refused before, or one whose last attempt was made before a
+        restart. None: the message is to be delivered."""
+        meta = msg.metadata
+        pending = self.unstored.get(meta.sequence.stream)
+        if pending is None and meta.num_delivered > self.max_attempts:
+            outcome = AttemptOutcome(AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier")
+            pending = (self.record(msg, event, outcome, DeadLetterReason.MAX_ATTEMPTS, time.time()), 0)
+        return pending
+
+    async def store(self, msg: Msg, event: Event, record: DeadLetter, tries: int = 0) -> None:
+        """Publish the dead letter, then ack; if NATS does not store it, keep the event (not POSTed again)."""
+        sequence = msg.metadata.sequence.stream
+        settings = self.settings
+        try:
+            await publish_dead_letter(self.js, record, max_payload=self.nc.max_payload)
+        except Exception as exc:  # not stored: keep the event and try again later; nothing is lost
+            tries += 1
+            self.unstored[sequence] = (record, tries)
+            if tries % settings.dead_letter_max_tries:
+                log.warning(
+                    "%s: dead letter for %s not stored (%s); try %d of %d",
+                    self.label,
+                    event.id,
+                    exc,
+                    tries,
+                    settings.dead_letter_max_tries,
+                )
+                await msg.nak(delay=settings.redeliver_after_failure_seconds)
+                return
+            self.metrics.dead_letter_failures.inc()
+            log.error(
+                "%s: dead letter for %s not stored after %d tries (%s); the event is kept in the stream "
+                "and tried again in %.0fs",
+                self.label,
+                event.id,
+                tries,
+                exc,
+                settings.dead_letter_kept_delay_seconds,
+            )
+            await msg.nak(delay=settings.dead_letter_kept_delay_seconds)
+            return
+        self.unstored.pop(sequence, None)
+        await msg.ack()
+        self.tally.dead_letters += 1
+        reason = record.reason
+        self.metrics.deliveries["dead_lettered"].inc()
+        self.metrics.dead_letters[reason].inc()
+        log.warning("%s: event %s dead-lettered (%s: %s)", self.label, event.id, reason, record.last_error)
+
+    async def recount(self, now: float) -> None:
+        """The stream's count, when it is due: redrive takes records out, and it survives restarts."""
+        if now - self.counted_at < self.settings.dead_letter_recount_seconds:
+            return
+        try:
+            self.tally.dead_letters = await count_dead_letters(self.js, self.namespace, self.name)
+            self.counted_at = now
+        except Exception as exc:
+            log.debug("%s: dead letters not counted: %s", self.label, exc)

@@ -1,0 +1,142 @@
+"""The consumer watch of one engine: every `EngineSettings.watch_interval_seconds` (or at once when woken)
+it reads the consumer's state and acts on what changed.
+
+- `hookline_pending_events` and the tally's backlog trend come from it.
+- A 410 / circuit-breaker stop made by another replica, or a resume (`hookline redrive --resume`),
+  reaches this engine through it (`GoneSwitch.follow`).
+- A consumer deleted behind hookline's back (a pull answered "409 Consumer Deleted" wakes the watch)
+  turns `/readyz` false and `hookline_consumer_lost` to 1, and is recreated from its last ack floor
+  (bus.ensure_consumer), so the events the stream still holds for it are delivered;
+  `hookline_consumer_recreated_total` counts it. The floor is recorded as it moves, for that.
+- Each time, the delivery health is reported when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from hookline.sender import bus
+from hookline.sender.delivery.deadletters import DeadLetterPublisher
+from hookline.sender.delivery.gone import GoneSwitch
+from hookline.sender.delivery.reporting import AttemptReporter
+from hookline.sender.observe.metrics import WebhookMetrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ConsumerWatch"]
+
+
+class ConsumerWatch:
+    """Looks at one consumer; `lost` while it is missing, `floor` its last ack floor seen."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        consumer: str,
+        metrics: WebhookMetrics,
+        *,
+        gone: GoneSwitch,
+        reporter: AttemptReporter,
+        dead_letters: DeadLetterPublisher,
+        consumer_spec: bus.ConsumerSpec | None,
+        interval: float,
+        label: str,
+        tidy: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.js = js
+        self.consumer = consumer
+        self.metrics = metrics
+        self.gone = gone
+        self.reporter = reporter
+        self.dead_letters = dead_letters
+        self.consumer_spec = consumer_spec  # None: a lost consumer is reported, not recreated
+        self.interval = interval
+        self.label = label
+        self.tidy = tidy  # the batch assembler's chores, done each time the watch looks
+        self.lost = False
+        self.floor = 0  # the consumer's last ack floor seen (stream sequence)
+        self.floor_recorded = -1
+        self.now_please = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at once instead of at the next interval."""
+        self.now_please.set()
+
+    def pull_error(self, status: str, description: str) -> None:
+        """The feed's pull errors: a deleted consumer is looked at at once."""
+        if status == "409" and "deleted" in description.lower():
+            self.wake()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self.now_please.wait()
+            self.now_please.clear()
+            await self.look()
+
+    async def look(self) -> None:
+        """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive)."""
+        if self.tidy is not None:
+            await self.tidy()
+        try:
+            info = await self.js.consumer_info(bus.STREAM, self.consumer)
+        except NotFoundError:
+            await self._missing()
+            await self._report(time.time())
+            return
+        except Exception as exc:  # NATS briefly away: keep the last state
+            log.debug("%s: consumer info unavailable: %s", self.label, exc)
+            return
+        if self.lost:
+            self.lost = False
+            self.metrics.consumer_lost.set(0)
+        pending = bus.pending_of(info)
+        self.metrics.pending.set(pending)
+        self.reporter.tally.observe_pending(time.time(), pending)
+        await self._record_floor(info)
+        await self.gone.follow(bus.gone_of(info))
+        await self._report(time.time())
+
+    async def _missing(self) -> None:
+        """The consumer was deleted outside hookline: report it, and recreate it from the last floor."""
+        if not self.lost:
+            self.lost = True
+            self.metrics.consumer_lost.set(1)
+            log.error("%s: consumer %s is missing (deleted outside hookline)", self.label, self.consumer)
+        if self.consumer_spec is None:
+            return
+        try:
+            await bus.ensure_consumer(self.js, self.consumer_spec, start_after=self.floor or None)
+        except Exception as exc:  # NATS away: the watcher tries again
+            log.warning("%s: could not recreate consumer %s (%s); will retry", self.label, self.consumer, exc)
+            return
+        self.metrics.consumer_recreated.inc()
+        log.warning(
+            "%s: consumer %s recreated from stream sequence %d", self.label, self.consumer, self.floor + 1
+        )
+        await self.look()
+
+    async def _record_floor(self, info: bus.api.ConsumerInfo) -> None:
+        self.floor = max(self.floor, bus.floor_of(info))
+        if self.floor == self.floor_recorded:
+            return
+        try:
+            await bus.record_floor(self.js, self.consumer, self.floor)
+        except Exception as exc:  # a hint for recreating a lost consumer; the next watch tries again
+            log.debug("%s: consumer floor not recorded: %s", self.label, exc)
+            return
+        self.floor_recorded = self.floor
+
+    async def _report(self, now: float) -> None:
+        if not self.reporter.enabled:
+            return
+        await self.dead_letters.recount(now)
+        await self.reporter.report(now, consumer_missing=self.lost, gone=self.gone.state)
