@@ -51,7 +51,7 @@ from strict_api import StrictCluster  # noqa: E402
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR  # noqa: E402
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.bus.natsserver import EmbeddedNats  # noqa: E402
-from hookline.sender.cmd.pool import (  # noqa: E402
+from hookline.sender.bus.poolproto import (  # noqa: E402
     ROSTER_INTERVAL,
     Roster,
     parse_assignment_key,

@@ -60,7 +60,7 @@ from hookline.operator.adapters.consumers import Consumers  # noqa: E402
 from hookline.operator.adapters.pools import PoolDirectory, pool_entry  # noqa: E402
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.bus.natsserver import EmbeddedNats, free_port  # noqa: E402
-from hookline.sender.cmd.pool import PoolKey, Roster, pool_bucket, roster_key  # noqa: E402
+from hookline.sender.bus.poolproto import PoolKey, Roster, pool_bucket, roster_key  # noqa: E402
 from hookline.sender.model.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
 from hookline.sender.model.events import parse_event  # noqa: E402
 from hookline.sender.model.signing import parse_secret  # noqa: E402

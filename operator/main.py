@@ -27,7 +27,7 @@ from hookline.operator.settings import (
     parse_replicas,
     quiet_verification_retries,
 )
-from hookline.sender.cmd.pool import PoolKey
+from hookline.sender.bus.poolproto import PoolKey
 from hookline.sender.transport.client import SafeHTTPClient
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 from hookline.api import SenderMode, WebhookSpec
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.settings import OperatorConfig
-from hookline.sender.cmd.pool import (
+from hookline.sender.bus.poolproto import (
     PoolEntry,
     PoolKey,
     Roster,

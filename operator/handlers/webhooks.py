@@ -66,7 +66,7 @@ from hookline.operator.rules.status import (
 )
 from hookline.operator.settings import NOT_VERIFIED_YET, OperatorConfig
 from hookline.sender.bus import BusUnavailable
-from hookline.sender.cmd.pool import PoolKey, Roster
+from hookline.sender.bus.poolproto import PoolKey, Roster
 from hookline.sender.model.config import SenderConfig, consumer_name
 from hookline.sender.model.deliveryhealth import HealthReport
 from hookline.sender.model.outcomes import GoneState

@@ -23,7 +23,7 @@ from hookline.cli import build_parser
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.operator.settings import config_from_env
 from hookline.sender.bus.natsserver import find_nats_server
-from hookline.sender.cmd.pool import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
+from hookline.sender.bus.poolproto import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".tools" / "bin" / "helm"

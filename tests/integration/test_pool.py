@@ -24,7 +24,7 @@ from hookline.operator.adapters.pools import PoolDirectory, placement, pool_entr
 from hookline.operator.settings import OperatorConfig
 from hookline.sender import bus
 from hookline.sender.bus.natsserver import free_port
-from hookline.sender.cmd.pool import (
+from hookline.sender.bus.poolproto import (
     PoolEntry,
     PoolError,
     PoolKey,

@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry
 
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.sender import bus
-from hookline.sender.cmd.pool import PoolKey, PoolReplica, assignment_key, pool_bucket, replica_of
+from hookline.sender.bus.poolproto import PoolKey, assignment_key, pool_bucket, replica_of
+from hookline.sender.delivery.poolreplica import PoolReplica
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.events import parse_event

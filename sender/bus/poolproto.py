@@ -1,0 +1,207 @@
+"""The sender-pool protocol, shared by the operator (which assigns) and the pool replicas (which serve).
+
+How a replica learns its Webhooks, without a Kubernetes API token and without a restart: the
+operator writes one entry per pooled Webhook into the NATS KV bucket ``HOOKLINE_POOLS`` under
+``a.<pool>.<replica>.<consumer>`` (the replica from `replica_of`); each replica watches its own
+prefix (delivery/poolreplica.py). The entry is the sender config (no secret) and the Webhook's
+signing key sealed with the installation's pool key (AES-256-GCM, the consumer name as associated
+data, so an entry cannot be replayed for another Webhook). The pool key is one Secret in the release
+namespace, mounted into the operator and the pool pods: no signing secret is ever in a ConfigMap, and
+pool pods need no RBAC at all.
+
+Each replica writes its roster (``r.<pool>.<replica>``: which engines consume, which do not and
+why, and when) when it changes and every `ROSTER_INTERVAL`; the operator mirrors it into each
+Webhook's status.sender, and a roster older than `ROSTER_STALE` counts as a replica that is down.
+
+Assignment is rendezvous hashing (highest random weight): stable while Webhooks come and go, and
+when a replica is added only the Webhooks the new one wins move (about 1/N of them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nats.js import JetStreamContext, api
+
+from hookline.api import POOL_NAME_PATTERN
+from hookline.sender.model.config import ConfigError, SenderConfig, parse_sender_config
+
+POOL_BUCKET = "HOOKLINE_POOLS"
+ROSTER_INTERVAL = 10.0
+ROSTER_STALE = 35.0  # three rosters missed: the replica is down
+MIN_POOL_KEY_CHARS = 32
+_SEALED_PREFIX = "v1."
+_POOL_NAME = re.compile(POOL_NAME_PATTERN)
+
+
+class PoolError(ValueError):
+    """A pool setting or entry that cannot be used; the message names it and says what to do."""
+
+
+# --- assignment (pure) ---------------------------------------------------------------------------------
+
+
+def replica_of(consumer: str, replicas: int) -> int:
+    """The replica (0..replicas-1) that serves `consumer`: the one with the highest hash of the pair."""
+    if replicas < 1:
+        raise ValueError("a pool needs at least one replica")
+    return max(
+        range(replicas), key=lambda r: hashlib.blake2b(f"{consumer}\0{r}".encode(), digest_size=8).digest()
+    )
+
+
+def assignment_prefix(pool: str, replica: int) -> str:
+    return f"a.{pool}.{replica}"
+
+
+def assignment_key(pool: str, replica: int, consumer: str) -> str:
+    return f"{assignment_prefix(pool, replica)}.{consumer}"
+
+
+def roster_key(pool: str, replica: int) -> str:
+    return f"r.{pool}.{replica}"
+
+
+def parse_assignment_key(key: str) -> tuple[str, int, str] | None:
+    """(pool, replica, consumer) of an assignment key, or None for any other key."""
+    parts = key.split(".", 3)
+    if len(parts) != 4 or parts[0] != "a" or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2]), parts[3]
+
+
+def check_pool_name(name: str) -> str:
+    if not _POOL_NAME.fullmatch(name):
+        raise PoolError(f"pool name {name!r} must be a DNS label of at most 40 characters (a-z, 0-9, -)")
+    return name
+
+
+# --- the pool key and sealed signing keys ----------------------------------------------------------------
+
+
+class PoolKey:
+    """Seals and opens Webhooks' signing keys for pool entries (AES-256-GCM)."""
+
+    def __init__(self, secret_text: str) -> None:
+        if len(secret_text) < MIN_POOL_KEY_CHARS:
+            raise PoolError(f"the pool key must be at least {MIN_POOL_KEY_CHARS} characters")
+        self._aead = AESGCM(hashlib.sha256(secret_text.encode()).digest())
+
+    @classmethod
+    def from_file(cls, path: str) -> PoolKey:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PoolError(
+                f"cannot read the pool key file {path}: {getattr(exc, 'strerror', None) or exc}; "
+                "check the pool key Secret is mounted (chart: senderPools)"
+            ) from None
+        try:
+            return cls(text)
+        except PoolError as exc:
+            raise PoolError(f"pool key file {path}: {exc}") from None
+
+    def seal(self, signing_key: bytes, consumer: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, signing_key, consumer.encode())
+        return _SEALED_PREFIX + base64.b64encode(nonce + sealed).decode()
+
+    def open(self, sealed: str, consumer: str) -> bytes:
+        if not sealed.startswith(_SEALED_PREFIX):
+            raise PoolError("the sealed signing key has an unknown format")
+        try:
+            raw = base64.b64decode(sealed[len(_SEALED_PREFIX) :], validate=True)
+            return self._aead.decrypt(raw[:12], raw[12:], consumer.encode())
+        except (binascii.Error, ValueError, InvalidTag):
+            raise PoolError(
+                "the signing key does not open with this pool key (the operator and the pool pods "
+                "must mount the same pool key Secret)"
+            ) from None
+
+
+# --- entries and rosters ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    """One pooled Webhook as its replica needs it: the sender config and its sealed signing key."""
+
+    config: SenderConfig
+    sealed_key: str | None = None
+
+    def to_bytes(self) -> bytes:
+        doc: dict[str, Any] = {"config": self.config.to_document()}
+        if self.sealed_key is not None:
+            doc["sealedKey"] = self.sealed_key
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str) -> PoolEntry:
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise PoolError(f"{source}: not JSON: {exc}") from None
+        if not isinstance(doc, dict) or "config" not in doc:
+            raise PoolError(f"{source}: an entry is an object with config and sealedKey")
+        try:
+            config = parse_sender_config(doc["config"], source=source)
+        except ConfigError as exc:
+            raise PoolError(str(exc)) from None
+        sealed = doc.get("sealedKey")
+        return cls(config, sealed if isinstance(sealed, str) else None)
+
+
+@dataclass(frozen=True)
+class Roster:
+    """What one replica runs: consumers whose engine consumes, and those that do not, with why."""
+
+    pool: str
+    replica: int
+    at: float
+    running: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def alive(self, now: float) -> bool:
+        return now - self.at < ROSTER_STALE
+
+    @functools.cached_property
+    def consuming(self) -> frozenset[str]:
+        """`running` as a set: the operator looks every pooled Webhook up in it every second."""
+        return frozenset(self.running)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Roster:
+        return cls(**json.loads(data))
+
+
+async def pool_bucket(js: JetStreamContext, replicas: int = 1) -> Any:
+    """The assignments and rosters bucket (one value per key, no TTL: the operator removes entries)."""
+    try:
+        return await js.key_value(POOL_BUCKET)
+    except Exception:  # BucketNotFoundError or NotFoundError by nats-py version
+        return await js.create_key_value(api.KeyValueConfig(bucket=POOL_BUCKET, history=1, replicas=replicas))
+
+
+def replica_from_hostname(hostname: str) -> int:
+    """A StatefulSet pod's ordinal: the number after the last '-' of its name."""
+    _, sep, ordinal = hostname.rpartition("-")
+    if not sep or not ordinal.isdigit():
+        raise PoolError(
+            f"cannot tell the replica from the host name {hostname!r}: pass --replica N "
+            "(a StatefulSet pod is called <name>-<ordinal>)"
+        )
+    return int(ordinal)
