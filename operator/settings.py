@@ -18,12 +18,12 @@ import kopf
 from hookline import __version__
 from hookline.api import ANNOTATION_PREFIX, FINALIZER, SenderMode
 from hookline.sender.bus.attemptlog import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
+from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.transport.egress import EgressPolicy
 
 # The message of the TemporaryError that schedules the next ownership check (QuietVerificationRetries).
 NOT_VERIFIED_YET = "not verified yet"
 DEFAULT_IMAGE = f"ghcr.io/hookline/hookline:{__version__}"
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def config_from_env(
     nats_replicas: int | None = None,
 ) -> OperatorConfig:
     """The chart sets HOOKLINE_* variables (docs/internals.md); flags win over env for egress."""
-    nats_url = env.get("HOOKLINE_NATS_URL", "").strip() or DEFAULT_NATS_URL
+    nats_url = env.get(NATS_URL_ENV, "").strip() or DEFAULT_NATS_URL
     ttl = _positive(env, "HOOKLINE_WEBHOOKTEST_TTL_SECONDS", 3600.0, "a number of seconds")
     replicas_text = env.get("HOOKLINE_NATS_REPLICAS", "").strip()
     replicas = nats_replicas if nats_replicas is not None else parse_replicas(replicas_text or "0")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from hookline.sender.bus.attemptlog import read_attempts
+from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.cmd.redrive import EXIT_OK, NAMESPACE_ENV, cli_connection, parse_since
-from hookline.sender.ingest.service import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.model.deliveryhealth import AttemptRecord, one_line
 
 EXCERPT_COLUMN = 60

@@ -30,13 +30,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from hookline.sender import bus
+from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.bus.deadletter import (
     StoredDeadLetter,
     count_dead_letters,
     delete_dead_letter,
     iter_dead_letters,
 )
-from hookline.sender.ingest.service import DEFAULT_NATS_URL, NATS_URL_ENV, parse_duration
+from hookline.sender.ingest.service import parse_duration
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.outcomes import GoneState
 

@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import ensure_attempt_store
+from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.model.events import MAX_DEPTH, Event, EventError, HugeInteger, parse_event, subject_for
 from hookline.sender.observe.health import (
     add_health_routes,
@@ -72,11 +73,9 @@ HEAVY_BODY_BYTES = 64 * 1024
 MAX_HEAVY_WAITING = 8
 CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
 TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
-NATS_URL_ENV = "HOOKLINE_NATS_URL"
 STREAM_RETENTION_ENV = "HOOKLINE_STREAM_RETENTION"
 MAX_CONSUMERS_ENV = "HOOKLINE_STREAM_MAX_CONSUMERS"
 REPLICAS_ENV = "HOOKLINE_NATS_REPLICAS"
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 JSON_CONTENT_TYPES = ("application/json",)
 
 
