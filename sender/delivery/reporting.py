@@ -1,5 +1,5 @@
 """How one Webhook's deliveries go, for `hookline attempts` and the operator's Delivering condition:
-every failed attempt and a sample of successes go to the attempt log (sender/bus/attempts.py), and
+every failed attempt and a sample of successes go to the attempt log (sender/bus/attemptlog.py), and
 the tally they feed is reported when it changed. Without an attempt log only the tally is kept (the
 circuit breaker counts from its `failing_since`).
 """

@@ -57,7 +57,7 @@ class Settlement:
 
     @property
     def stop_gone(self) -> bool:
-        """Whether the Webhook stops (retry.GoneState.gone, whichever the cause)."""
+        """Whether the Webhook stops (outcomes.GoneState.gone, whichever the cause)."""
         return self.stop_cause is not None
 
     def of(self, kind: DecisionKind) -> list[int]:
