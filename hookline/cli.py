@@ -22,7 +22,7 @@ COMMANDS: dict[str, Command] = {
     "sender": Command("deliver one Webhook's events (reads --config)", "hookline.sender.cmd.sender", True),
     "pool": Command("one replica of a sender pool: many Webhooks' engines", "hookline.sender.cmd.pool", True),
     "ingest": Command(
-        "accept events on POST /v1/events and publish them", "hookline.sender.ingest.service", False
+        "accept events on POST /v1/events and publish them", "hookline.sender.cmd.ingest", False
     ),
     "dev": Command("everything on one machine, no cluster", "hookline.dev", True),
     "list": Command("list Webhooks in the current kubeconfig context", "hookline.kubecli.listing", False),

@@ -1,14 +1,17 @@
-"""The one duration grammar of hookline: Kubernetes/Go style spans such as ``90s``, ``15m``, ``1h30m``, ``3d``.
+"""The one duration grammar of hookline: Kubernetes/Go style spans such as ``90s``, ``15m``, ``1h30m``,
+``3d``.
 
-A duration is one or more ``<number><unit>`` parts, units ``d``, ``h``, ``m``, ``s`` from largest to smallest,
-each at most once, each number 1 to 999999 without a leading zero (so every duration is longer than
-zero). The CRD (``DURATION_PATTERN``, RE2 as kube-apiserver runs it), the typed API model, the CLI's
-``--since`` and every flag of ingest and the operator parse through here, so ``2h`` means the same
-everywhere and an error reads the same everywhere. Pure.
+A duration is one or more ``<number><unit>`` parts, units ``d``, ``h``, ``m``, ``s`` from largest to
+smallest, each at most once, each number 1 to 999999 without a leading zero (so every duration is longer
+than zero; a plain number is not a duration). The CRD (``DURATION_PATTERN``, RE2 as kube-apiserver runs
+it), the typed API model, the CLI's ``--since`` and every flag of ingest and the operator parse through
+here (flags with ``duration_arg``), so ``2h`` means the same everywhere and an error reads the same
+everywhere. Pure.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 
 UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -52,3 +55,11 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
+
+
+def duration_arg(text: str) -> float:
+    """`parse_duration` as an argparse `type`: argparse prints the grammar's message as a usage error."""
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from hookline.durations import EXAMPLES, DurationError, parse_duration
 from hookline.sender import bus
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.bus.deadletter import (
@@ -37,7 +38,6 @@ from hookline.sender.bus.deadletter import (
     delete_dead_letter,
     iter_dead_letters,
 )
-from hookline.sender.ingest.service import parse_duration
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.outcomes import GoneState
 
@@ -52,7 +52,8 @@ EXIT_USAGE = 2
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """An RFC 3339 time (`2025-06-01T12:00:00Z`) or a span back from now (`90s`, `30m`, `2h`, `3d`)."""
+    """An RFC 3339 time (`2025-06-01T12:00:00Z`) or a duration back from now (`90s`, `30m`, `2h`, `1h30m`,
+    `3d`: hookline/durations.py)."""
     value = text.strip()
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -66,9 +67,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         return parsed
     try:
         seconds = parse_duration(value)
-    except argparse.ArgumentTypeError:
+    except DurationError:
         raise argparse.ArgumentTypeError(
-            f"--since {text!r} is neither an RFC 3339 time (2025-06-01T12:00:00Z) nor a span like 2h or 3d"
+            f"--since {text!r} is neither an RFC 3339 time (2025-06-01T12:00:00Z) nor a duration like 2h or "
+            f"3d (whole numbers with the units d, h, m, s, e.g. {EXAMPLES})"
         ) from None
     return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from hookline.sender import bus
 from hookline.sender.bus.natsserver import free_port
 from hookline.sender.ingest.service import Ingest, start_ingest_site
+from hookline.sender.ingest.settings import IngestSettings
 from hookline.sender.observe.health import bound_port
 from hookline.sender.observe.metrics import IngestMetrics
 
@@ -53,9 +54,8 @@ async def ingest(nats) -> AsyncIterator[IngestUnderTest]:
     nc, js = nats
     await add_witness(js)
     registry = CollectorRegistry()
-    ingest = Ingest(
-        nc, js, IngestMetrics(registry), token=TOKEN.encode(), max_body_bytes=64 * 1024, publish_timeout=2
-    )
+    settings = IngestSettings(max_body_bytes=64 * 1024, publish_timeout_seconds=2)
+    ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), settings=settings)
     runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0)
     async with aiohttp.ClientSession() as http:
         yield IngestUnderTest(f"http://127.0.0.1:{bound_port(runner)}", nc, js, http)

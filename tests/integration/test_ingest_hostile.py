@@ -26,7 +26,9 @@ from nats.js import api
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
-from hookline.sender.ingest.service import MAX_REPORTED_ERRORS, Ingest, start_ingest_site
+from hookline.sender.ingest.body import MAX_REPORTED_ERRORS
+from hookline.sender.ingest.service import Ingest, start_ingest_site
+from hookline.sender.ingest.settings import IngestSettings
 from hookline.sender.model.events import _SPECS, EVENT_TYPES, MAX_DEPTH, example_event
 from hookline.sender.observe.health import bound_port
 from hookline.sender.observe.metrics import IngestMetrics
@@ -59,8 +61,9 @@ class Target:
 
 async def serve(nc: Any, js: Any, **limits: Any) -> tuple[Ingest, Any]:
     registry = CollectorRegistry()
-    ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), publish_timeout=5)
-    runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0, **limits)
+    settings = IngestSettings(publish_timeout_seconds=5, **limits)
+    ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), settings=settings)
+    runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0)
     return ingest, runner
 
 
@@ -68,7 +71,7 @@ async def serve(nc: Any, js: Any, **limits: Any) -> tuple[Ingest, Any]:
 async def target(nats) -> AsyncIterator[Target]:
     nc, js = nats
     await add_witness(js)
-    ingest, runner = await serve(nc, js, header_timeout=1.0, max_connections=50)
+    ingest, runner = await serve(nc, js, header_timeout_seconds=1.0, max_connections=50)
     port = bound_port(runner)
     async with aiohttp.ClientSession() as http:
         yield Target(f"http://127.0.0.1:{port}", ingest, js, http, port)
@@ -455,7 +458,8 @@ async def test_slow_headers_are_cut_off_and_connections_are_bounded(target):
 async def test_a_trickling_body_gets_408(nats):
     nc, js = nats
     registry = CollectorRegistry()
-    ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), body_timeout=0.5)
+    settings = IngestSettings(body_timeout_seconds=0.5)
+    ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), settings=settings)
     runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0)
     port = bound_port(runner)
     sock = await asyncio.to_thread(_connect, port)

@@ -16,7 +16,7 @@ from nats.js.errors import APIError
 from hookline.operator.settings import config_from_env, parse_replicas
 from hookline.sender import bus
 from hookline.sender.bus import attemptlog
-from hookline.sender.ingest import service as ingest
+from hookline.sender.cmd import ingest
 from hookline.sender.model.events import parse_event
 
 

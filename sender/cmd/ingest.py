@@ -1,0 +1,262 @@
+"""`hookline ingest`: producers POST events to `/v1/events`; each is validated and published to JetStream.
+
+The command: its flags (limits and timeouts become an `IngestSettings`; durations in the one grammar,
+`hookline/durations.py`), the bearer token, the streams' settings (ingest owns them:
+`ensure_bus_layout`), a worker process for large bodies, and the service until SIGTERM. The request
+handling is sender/ingest/service.py, the rules of a request sender/ingest/body.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, ServiceUnavailableError
+from prometheus_client import CollectorRegistry
+
+from hookline.durations import duration_arg, format_duration
+from hookline.sender import bus
+from hookline.sender.bus.attemptlog import ensure_attempt_store
+from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
+from hookline.sender.ingest.service import Ingest, start_ingest_site
+from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
+from hookline.sender.observe.health import parse_listen, run_service, wait_first
+from hookline.sender.observe.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
+STREAM_RETENTION_ENV = "HOOKLINE_STREAM_RETENTION"
+MAX_CONSUMERS_ENV = "HOOKLINE_STREAM_MAX_CONSUMERS"
+REPLICAS_ENV = "HOOKLINE_NATS_REPLICAS"
+
+
+def read_token(token_file: str | None, env: dict[str, str] | os._Environ[str] = os.environ) -> bytes | None:
+    """The bearer token from a file (Kubernetes Secret mount) or the environment; None leaves ingest open."""
+    if token_file:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            msg = f"hookline ingest: cannot read --token-file {token_file}: {exc.strerror}"
+            raise SystemExit(msg) from None
+        if not text:
+            raise SystemExit(f"hookline ingest: --token-file {token_file} is empty")
+        return text.encode()
+    value = env.get(TOKEN_ENV, "").strip()
+    return value.encode() if value else None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def replicas_count(text: str) -> int:
+    value = positive_int(text)
+    if value > bus.MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"{text!r}: NATS keeps at most {bus.MAX_REPLICAS} replicas")
+    return value
+
+
+def lower_priority() -> None:
+    """In the worker: large bodies get the CPU the event loop (small requests, probes) leaves over."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
+async def ensure_bus_layout(
+    js: JetStreamContext,
+    *,
+    retention: float,
+    duplicate_window: float,
+    max_bytes: int,
+    max_consumers: int,
+    replicas: int,
+    stream_retention: str = bus.DEFAULT_STREAM_RETENTION,
+) -> None:
+    """Ingest owns the streams' settings: the events stream (limits, consumer limit, replicas), and the
+    replicas of the dead letters, the attempt log and the key-value buckets. A refusal (R3 on a single
+    server: err_code 10074) is a ValueError naming the setting."""
+    try:
+        await bus.ensure_stream(
+            js,
+            retention,
+            duplicate_window,
+            max_bytes=max_bytes,
+            max_consumers=max_consumers,
+            replicas=replicas,
+            retention=stream_retention,
+        )
+        await bus.ensure_dead_letter_stream(js, replicas=replicas, update_existing=True)
+        await bus.ensure_floors_bucket(js, replicas)
+        await ensure_attempt_store(js, replicas)
+    except APIError as exc:
+        if isinstance(exc, ServiceUnavailableError):
+            raise
+        raise ValueError(
+            f"NATS refused hookline's stream settings (replicas {replicas}, max consumers {max_consumers}): "
+            f"{exc.description} (err_code {exc.err_code}); a single server takes only --nats-replicas 1"
+        ) from exc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = DEFAULT_INGEST_SETTINGS
+    parser.add_argument(
+        "--listen", default="0.0.0.0:8080", help="HOST:PORT to serve on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
+        help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--token-file",
+        help=f"file holding the bearer token producers must send (else env {TOKEN_ENV}; none: no auth)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=defaults.max_body_bytes,
+        help="largest request body accepted (default %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=duration_arg,
+        default=defaults.body_timeout_seconds,
+        help="a request body must arrive within this long, else 408 "
+        f"(default {format_duration(defaults.body_timeout_seconds)})",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=duration_arg,
+        default=defaults.header_timeout_seconds,
+        help="a connection must send a request's headers within this long, and idles at most this long "
+        f"between requests (default {format_duration(defaults.header_timeout_seconds)})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections at most; more are answered 503 and closed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--stream-max-bytes",
+        type=int,
+        default=-1,
+        help="byte limit of the events stream; when full, new events get 503 (default -1: no limit "
+        "but the server's)",
+    )
+    parser.add_argument(
+        "--stream-max-consumers",
+        type=positive_int,
+        default=os.environ.get(MAX_CONSUMERS_ENV) or str(bus.DEFAULT_MAX_CONSUMERS),  # argparse converts it
+        help="consumer limit of the events stream: one consumer per verified Webhook; a lower limit on an "
+        f"existing stream is raised, a higher one kept (env {MAX_CONSUMERS_ENV}; default %(default)s; "
+        "NATS >= 2.15 allows 1,000 without it)",
+    )
+    parser.add_argument(
+        "--nats-replicas",
+        type=replicas_count,
+        default=os.environ.get(REPLICAS_ENV) or str(bus.DEFAULT_REPLICAS),
+        help="replicas of hookline's streams and buckets: 1 on a single server, 3 on a NATS cluster; "
+        f"existing ones are moved to it (env {REPLICAS_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--stream-retention",
+        choices=tuple(bus.STREAM_RETENTIONS),
+        default=os.environ.get(STREAM_RETENTION_ENV, bus.DEFAULT_STREAM_RETENTION),
+        help="interest: the stream keeps an event until every Webhook that wants it acked it; limits: "
+        f"until --retention passes, delivered or not (env {STREAM_RETENTION_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--retention",
+        type=duration_arg,
+        default=float(bus.DEFAULT_RETENTION_SECONDS),
+        help="how long the stream keeps events, e.g. 72h (default 72h)",
+    )
+    parser.add_argument(
+        "--duplicate-window",
+        type=duration_arg,
+        default=float(bus.DEFAULT_DUPLICATE_WINDOW_SECONDS),
+        help="repeats of an event id within this window are stored once "
+        f"(default {format_duration(bus.DEFAULT_DUPLICATE_WINDOW_SECONDS)})",
+    )
+    parser.add_argument(
+        "--publish-timeout",
+        type=duration_arg,
+        default=defaults.publish_timeout_seconds,
+        help="how long to wait for NATS to confirm a batch before answering 503 "
+        f"(default {format_duration(defaults.publish_timeout_seconds)})",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> IngestSettings:
+    """The handler's limits and timeouts from the flags (the rest keep their defaults)."""
+    return IngestSettings(
+        max_body_bytes=args.max_body_bytes,
+        publish_timeout_seconds=args.publish_timeout,
+        body_timeout_seconds=args.body_timeout,
+        header_timeout_seconds=args.header_timeout,
+        max_connections=args.max_connections,
+    )
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    host, port = parse_listen(args.listen, 8080)
+    token = read_token(args.token_file)
+    closed = asyncio.Event()
+    nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set)
+    workers = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+    )
+    try:
+        js = nc.jetstream()
+        await ensure_bus_layout(
+            js,
+            retention=args.retention,
+            duplicate_window=args.duplicate_window,
+            max_bytes=args.stream_max_bytes,
+            max_consumers=args.stream_max_consumers,
+            replicas=args.nats_replicas,
+            stream_retention=args.stream_retention,
+        )
+        registry = CollectorRegistry()
+        ingest = Ingest(
+            nc, js, IngestMetrics(registry), token=token, settings=settings_from(args), workers=workers
+        )
+        runner = await start_ingest_site(ingest, registry, host, port)
+        log.info(
+            "ingest listening on %s:%d (auth %s, events up to %d bytes)",
+            host,
+            port,
+            "on" if token else "off",
+            ingest.max_event_bytes,
+        )
+        try:
+            await wait_first(stop, closed)
+        finally:
+            await runner.cleanup()
+    finally:
+        workers.shutdown(wait=False, cancel_futures=True)
+        await bus.close_quietly(nc)
+    if closed.is_set() and not stop.is_set():
+        log.error("ingest: the NATS connection was closed for good; exiting so that the pod is restarted")
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    exit_codes = {bus.BusUnavailable: 1, ValueError: 2}
+    return run_service(lambda stop: serve(args, stop), exit_codes, log)
