@@ -126,7 +126,7 @@ async def start_site(
     `max_connections` bounds open connections (more get a 503 and are closed); `idle_timeout` closes
     a connection that has not sent a whole request's headers, or sat idle between requests, that long.
     Bodies are not inflated by aiohttp (it would inflate without bound, on the event loop, even for a
-    refused request): a handler that takes compressed bodies inflates them itself (ingest.inflate).
+    refused request): a handler that takes compressed bodies inflates them itself (ingest/body.py's inflate).
     """
     options: dict[str, object] = {"access_log": None, "handle_signals": False}
     if idle_timeout is not None:

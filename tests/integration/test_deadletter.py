@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -430,3 +431,6 @@ def test_parse_since():
     assert parse_since("2h", now) == datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
     assert parse_since("2025-05-31T08:00:00Z", now) == datetime(2025, 5, 31, 8, 0, tzinfo=UTC)
     assert parse_since("2025-05-31T10:00:00+02:00", now) == datetime(2025, 5, 31, 8, 0, tzinfo=UTC)
+    assert parse_since("1h30m", now) == datetime(2025, 6, 1, 10, 30, tzinfo=UTC)
+    with pytest.raises(argparse.ArgumentTypeError, match="90s, 15m, 1h30m"):
+        parse_since("30", now)  # plain seconds are not a duration

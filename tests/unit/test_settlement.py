@@ -104,3 +104,21 @@ def test_no_pause_when_no_event_is_retried():
 def test_a_request_carries_at_least_one_event():
     with pytest.raises(ValueError, match="at least one event"):
         settle(classify(200), [], NOW, policy())
+
+
+def test_the_circuit_breaker_stops_once_only_failures_were_seen_for_disable_after():
+    def stop(outcome, failing_for):
+        since = None if failing_for is None else NOW - failing_for
+        result = settle(outcome, batch(1), NOW, policy(), failing_since=since, disable_after_seconds=DAY)
+        return result.stop_cause
+
+    assert stop(classify(500), DAY - 1) is None
+    assert stop(classify(500), None) is None
+    assert stop(classify(500), DAY) == "disabled"
+    assert stop(classify(None, ConnectionFailed("refused")), 2 * DAY) == "disabled"
+    assert stop(classify(410), 0) == "gone"
+    assert stop(classify(410), DAY) == "disabled"  # the breaker's cause is the one reported
+    ok = settle(classify(200), batch(1), NOW, policy(), failing_since=None, disable_after_seconds=DAY)
+    assert ok.stop_cause is None and not ok.stop_gone
+    no_breaker = settle(classify(500), batch(1), NOW, policy(), failing_since=NOW - 9 * DAY)
+    assert no_breaker.stop_cause is None
