@@ -1,7 +1,8 @@
 """`hookline operator`: the Kopf operator for Webhooks and WebhookTests.
 
-`serve()` runs it in the current event loop (tests and the benchmark call it with a login handler
-for the API emulator); `run()` is the command line entry point.
+`register()` puts every handler into a Kopf registry and starts and stops the background loops with
+the operator; `serve()` runs it in the current event loop (tests and the benchmark call it with a
+login handler for the API emulator); `run()` is the command line entry point.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from typing import Any
 import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
+from hookline.api import GROUP, VERSION, WEBHOOK_PLURAL, WEBHOOKTEST_PLURAL
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.consumers import Consumers
-from hookline.operator.handlers import webhooks as handlers
+from hookline.operator.handlers import webhooks, webhooktests
+from hookline.operator.loops import expiry, health, poolsync, resumes
 from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.rules.desired import MANAGED_BY
+from hookline.operator.runtime import Runtime, runtime_of
 from hookline.operator.settings import (
     OperatorConfig,
     config_from_env,
@@ -33,6 +38,54 @@ from hookline.sender.transport.client import SafeHTTPClient
 log = logging.getLogger(__name__)
 
 LoginFn = Callable[..., Any]
+
+WEBHOOKS = (GROUP, VERSION, WEBHOOK_PLURAL)
+TESTS = (GROUP, VERSION, WEBHOOKTEST_PLURAL)
+DEPLOYMENTS = ("apps", "v1", "deployments")
+SENDER_SELECTOR = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": "sender"}
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Put every handler into ``registry`` (tests run several operators, each with its own)."""
+    on = kopf.on
+    for cause in (on.create, on.resume):
+        cause(*WEBHOOKS, id="reconcile", registry=registry)(webhooks.reconcile_webhook)
+    on.update(*WEBHOOKS, id="reconcile", field="spec", registry=registry)(webhooks.reconcile_webhook)
+    on.event(*WEBHOOKS, id="observe", registry=registry)(webhooks.webhook_seen)
+    on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhooks.webhook_deleted)
+    on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(webhooks.sender_observed)
+    on.event(*poolsync.STATEFULSETS, id="pool", labels=poolsync.POOL_SELECTOR, registry=registry)(
+        poolsync.pool_observed
+    )
+    for cause in (on.create, on.resume):
+        cause(*TESTS, id="send", registry=registry)(webhooktests.webhook_test_created)
+    on.event(*TESTS, id="track", registry=registry)(webhooktests.webhook_test_seen)
+    on.startup(id="background", registry=registry)(start_background)
+    on.cleanup(id="background", registry=registry)(stop_background)
+
+
+async def start_background(memo: Any, **_: Any) -> None:
+    """The loops that serve all objects at once (no per-object timers: idle objects cost nothing)."""
+    rt = runtime_of(memo)
+    # Not awaited here: Kopf logs in only after its startup handlers, and the list needs the API.
+    rt.background.append(asyncio.create_task(poolsync.list_pools(rt), name="list sender pools"))
+    for job, name in (
+        (expiry.expire_webhook_tests, "expire WebhookTests"),
+        (health.watch_health_reports, "watch health reports"),
+        (health.write_delivery_health, "write status.delivery"),
+        (resumes.follow_resumes, "follow resume requests"),
+        (poolsync.watch_pool_rosters, "watch pool rosters"),
+        (poolsync.mirror_pool_senders, "mirror pool senders"),
+    ):
+        rt.background.append(asyncio.create_task(job(rt), name=name))
+
+
+async def stop_background(memo: Any, **_: Any) -> None:
+    rt = runtime_of(memo)
+    for task in rt.background:
+        task.cancel()
+    await asyncio.gather(*rt.background, return_exceptions=True)
+    rt.background.clear()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,15 +122,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build(
     config: OperatorConfig, *, login: LoginFn | None = None, metrics_registry: CollectorRegistry | None = None
-) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings, handlers.Runtime]:
+) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings, Runtime]:
     """Registry, settings and shared runtime of one operator instance."""
     registry = kopf.OperatorRegistry()
     settings = kopf_settings(config)
     quiet_verification_retries()
-    handlers.register(registry, config)
+    register(registry)
     # In-cluster service account, else the kubeconfig (through the kubernetes client library).
     kopf.on.login(registry=registry)(login or kopf.login_via_client)
-    runtime = handlers.Runtime(
+    runtime = Runtime(
         config=config,
         api=kubeapi.KubeAPI(settings),
         http=SafeHTTPClient(config.egress, max_response_bytes=64 * 1024),
@@ -95,7 +148,7 @@ async def serve(
     ready: asyncio.Event | None = None,
     login: LoginFn | None = None,
     metrics_registry: CollectorRegistry | None = None,
-    runtime_hook: Callable[[handlers.Runtime], None] | None = None,
+    runtime_hook: Callable[[Runtime], None] | None = None,
 ) -> None:
     """Run until ``stop`` is set. Cluster-wide unless ``config.namespaces`` names some."""
     registry, settings, runtime = build(config, login=login, metrics_registry=metrics_registry)
@@ -116,7 +169,7 @@ async def serve(
             ready_flag=ready,
         )
     finally:
-        await handlers.close(runtime)
+        await runtime.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,7 +41,58 @@ class VerificationSchedule:
 
 
 @dataclass(frozen=True)
+class ReconcileTiming:
+    """How the reconcile of one Webhook retries what it cannot finish now (Kopf runs it again)."""
+
+    bus_retry_seconds: float = 10.0
+    """A NATS outage, a pool write that failed, an unreadable signing Secret: passes by itself."""
+    bus_refused_retry_seconds: float = 60.0
+    """NATS refused the consumer (a limit, its configuration): a person must act; look now and then."""
+    replace_attempts: int = 3
+    """Reads and PUTs of a sender object that keeps changing meanwhile (409 Conflict) before a retry."""
+    replace_retry_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class HealthLoopTiming:
+    """The one loop that mirrors the senders' health reports into status.delivery."""
+
+    watch_retry_seconds: float = 5.0
+    """NATS away: the health watch starts again after this long (status.delivery stays as it is)."""
+    write_tick_seconds: float = 1.0
+    """How often the write budget is spent (delivery_status_writes_per_second per second)."""
+
+
+@dataclass(frozen=True)
+class PoolSyncTiming:
+    """The pool side of the operator: rosters watched, status.sender mirrored, pools listed."""
+
+    roster_watch_retry_seconds: float = 5.0
+    mirror_tick_seconds: float = 1.0
+    """How often the status write budget (pool_status_writes_per_second) is spent."""
+    listed_wait_seconds: float = 30.0
+    """Right after a start, how long a pooled Webhook's reconcile waits for the list of pools, so it
+    is not placed as if its pool had no replicas."""
+
+
+@dataclass(frozen=True)
+class ExpiryTiming:
+    """How often finished WebhookTests are looked at for deletion: a share of the TTL, bounded."""
+
+    ttl_share: float = 0.25
+    min_interval: float = 0.5
+    max_interval: float = 300.0
+
+    def interval(self, ttl: float) -> float:
+        return min(max(ttl * self.ttl_share, self.min_interval), self.max_interval)
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
+    """Everything one operator instance is told. The flat fields are what the chart, the environment
+    and the flags set (config_from_env); the grouped timings at the end pace the operator's own retries
+    and loops, with defaults nobody needs to change but tests may (``replace(config, reconcile=...)``)."""
+
     nats_url: str = DEFAULT_NATS_URL
     sender_nats_url: str = DEFAULT_NATS_URL
     sender_image: str = DEFAULT_IMAGE
@@ -84,6 +135,10 @@ class OperatorConfig:
     default_sender_mode: SenderMode = SenderMode.DEDICATED
     default_sender_pool: str = "default"
     pool_key_file: str | None = None
+    reconcile: ReconcileTiming = field(default_factory=ReconcileTiming)
+    health_loop: HealthLoopTiming = field(default_factory=HealthLoopTiming)
+    pool_sync: PoolSyncTiming = field(default_factory=PoolSyncTiming)
+    test_expiry: ExpiryTiming = field(default_factory=ExpiryTiming)
 
 
 def config_from_env(

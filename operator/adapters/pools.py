@@ -1,5 +1,5 @@
-"""Sender pools from the operator's side: where a Webhook's engine runs (pure), and the NATS bucket
-through which pool replicas learn their Webhooks (adapter). The protocol is in sender/pool.py.
+"""Sender pools from the operator's side: the NATS bucket through which pool replicas learn their
+Webhooks. Where a Webhook runs is decided in rules/placement.py; the protocol is sender/bus/poolproto.py's.
 
 For each pooled Webhook the operator keeps two values in ``HOOKLINE_POOLS``: the entry itself under
 ``e.<consumer>`` (so a move or a late-appearing pool needs no Kubernetes read), and a copy under the
@@ -12,62 +12,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-from hookline.api import SenderMode, WebhookSpec
 from hookline.operator.adapters.consumers import Consumers
-from hookline.operator.settings import OperatorConfig
-from hookline.sender.bus.poolproto import (
-    PoolEntry,
-    PoolKey,
-    Roster,
-    assignment_key,
-    pool_bucket,
-    replica_of,
-    roster_key,
-)
+from hookline.sender.bus.poolproto import PoolEntry, PoolKey, Roster, assignment_key, pool_bucket, roster_key
 from hookline.sender.model.config import SenderConfig
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a Webhook's engine runs: its own Deployment, or a pool (by name)."""
-
-    mode: SenderMode
-    pool: str | None = None
-
-
-def placement(spec: WebhookSpec, config: OperatorConfig) -> Placement:
-    """The spec's choice, else the installation's default; a pool name alone means Pool mode."""
-    mode = spec.sender.mode or (SenderMode.POOL if spec.sender.pool else config.default_sender_mode)
-    if mode == SenderMode.DEDICATED:
-        return Placement(SenderMode.DEDICATED)
-    return Placement(SenderMode.POOL, spec.sender.pool or config.default_sender_pool)
-
-
-def assigned_replica(consumer: str, replicas: int) -> int | None:
-    """The replica that serves `consumer` in a pool of `replicas` (None: the pool does not run)."""
-    return replica_of(consumer, replicas) if replicas > 0 else None
-
-
-def pool_seen(running: bool, problem: str | None = None) -> dict[str, Any]:
-    """What status.sender mirrors of a pooled Webhook's engine (a merge patch)."""
-    return {"readyReplicas": int(running), "availableReplicas": int(running), "engineProblem": problem}
-
-
-def pool_sender_status(
-    pool: str, replica: int | None, *, running: bool, stopped: bool = False
-) -> dict[str, Any]:
-    """status.sender of a pooled Webhook (a merge patch: a dedicated Deployment's name is dropped)."""
-    return {
-        "mode": SenderMode.POOL.value,
-        "pool": pool,
-        "replica": replica,
-        "replicas": 0 if stopped else 1,
-        **pool_seen(running and replica is not None),
-        "deployment": None,
-    }
 
 
 def pool_entry(cfg: SenderConfig, signing_key: bytes | None, key: PoolKey | None) -> PoolEntry:

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hookline.api import CONDITION_ORDER, Condition, ConditionType, ReadyReason, SenderMode
+from hookline.api import (
+    CONDITION_ORDER,
+    Condition,
+    ConditionType,
+    DeliveringReason,
+    ReadyReason,
+    SenderMode,
+    SenderStatus,
+    VerifiedReason,
+)
 
 VERIFIED = ConditionType.VERIFIED
 READY = ConditionType.READY
@@ -87,6 +96,50 @@ def transitions(
         if old is None or (old.get("status"), old.get("reason")) != now_:
             changed.append(condition)
     return changed
+
+
+# The Kubernetes Event of a condition that changed: (condition, status) -> (Event type, reason).
+_EVENT_REASONS = {
+    (VERIFIED, "True"): ("Normal", "Verified"),
+    (VERIFIED, "False"): ("Warning", "NotVerified"),
+    (READY, "True"): ("Normal", "SenderReady"),
+    (READY, "False"): ("Warning", "SenderNotReady"),
+    (DELIVERING, "True"): ("Normal", "DeliveryResumed"),
+    (DELIVERING, "False"): ("Warning", "DeliveryStopped"),  # named after the reason, see announcements
+}
+# Expected states on the way to Ready: told as Normal events, not Warnings.
+_EXPECTED = (ReadyReason.PAUSED, ReadyReason.NOT_VERIFIED, ReadyReason.SENDER_PENDING, VerifiedReason.PENDING)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A Kubernetes Event to post about the Webhook: ``kind`` is Normal or Warning."""
+
+    kind: str
+    reason: str
+    message: str
+
+
+def announcements(
+    before: Sequence[Mapping[str, Any]] | None, after: Sequence[Mapping[str, Any]]
+) -> list[Announcement]:
+    """The Events that the change from ``before`` to ``after`` deserves, in words a user acts on."""
+    out = []
+    for condition in transitions(before, after):
+        resumed = condition["type"] == DELIVERING and status_of(before, DELIVERING) == "False"
+        if condition["type"] == DELIVERING and condition["status"] == "True" and not resumed:
+            continue  # the first look at a Webhook that was never stopped: nothing happened
+        kind, reason = _EVENT_REASONS[(condition["type"], condition["status"])]
+        if condition["reason"] in _EXPECTED:
+            kind = "Normal"
+        if condition["type"] == DELIVERING and condition["status"] == "False":
+            reason = str(condition["reason"])  # Failing, Backlogged, ReceiverGone, ConsumerMissing, ...
+            if reason == DeliveringReason.PAUSED:
+                continue  # Ready=False/Paused already said so
+        elif condition["reason"] == ReadyReason.PAUSED:
+            reason = "SenderPaused"
+        out.append(Announcement(kind, reason, str(condition["message"])))
+    return out
 
 
 def ready_condition(
@@ -167,10 +220,10 @@ def pool_ready_condition(sender: Mapping[str, Any]) -> Condition:
     )
 
 
-def deployment_sender_status(deployment: Mapping[str, Any]) -> dict[str, int]:
-    """What the Webhook's status.sender mirrors from its Deployment's status."""
+def deployment_sender_status(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """What the Webhook's status.sender mirrors from its Deployment's status (a merge patch)."""
     status = deployment.get("status") or {}
-    return {
-        "readyReplicas": int(status.get("readyReplicas") or 0),
-        "availableReplicas": int(status.get("availableReplicas") or 0),
-    }
+    return SenderStatus(
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+    ).patch()

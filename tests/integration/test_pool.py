@@ -20,7 +20,8 @@ from standardwebhooks.webhooks import Webhook
 
 from hookline.api import SenderMode, SpecError, parse_webhook_spec
 from hookline.operator.adapters.consumers import Consumers
-from hookline.operator.adapters.pools import PoolDirectory, placement, pool_entry
+from hookline.operator.adapters.pools import PoolDirectory, pool_entry
+from hookline.operator.rules.placement import placement
 from hookline.operator.settings import OperatorConfig
 from hookline.sender import bus
 from hookline.sender.bus.natsserver import free_port

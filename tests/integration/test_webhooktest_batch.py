@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from hookline.kubecli.testing import add_arguments, webhook_test
 from hookline.operator.adapters import kubeapi
-from hookline.operator.handlers.webhooktest import run_test
+from hookline.operator.handlers.webhooktests import run_test
 from hookline.operator.rules.verification import url_fingerprint
 from hookline.sender.model.request import batch_id
 from hookline.sender.model.wire import decode_form

@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from hookline import api
-from hookline.operator.handlers.webhooktest import failed, outcome_of_response
 from hookline.operator.rules import delivery, status, verification
+from hookline.operator.rules.webhooktest import failed, outcome_of_response
 from hookline.sender.model.outcomes import GoneState
 from hookline.sender.transport.ownership import OwnershipResult
 

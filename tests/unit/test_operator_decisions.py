@@ -10,7 +10,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.api import parse_webhook_spec
-from hookline.operator.handlers.webhooktest import build_event, outcome_of_response, refusal
 from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.rules import delivery, desired, verification
 from hookline.operator.rules.status import (
@@ -19,6 +18,7 @@ from hookline.operator.rules.status import (
     ready_condition,
     transitions,
 )
+from hookline.operator.rules.webhooktest import build_event, outcome_of_response, refusal
 from hookline.operator.settings import (
     FINALIZER,
     OperatorConfig,

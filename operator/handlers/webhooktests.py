@@ -1,0 +1,125 @@
+"""WebhookTest: post user-entered data once to a verified Webhook, exactly as its sender would.
+
+The event is rendered and signed by the sender's own Delivery (sender/model/request.py, not the
+delivery loop) and sent through the SSRF-safe client; what to send and what the answer means are
+decided in rules/webhooktest.py. The signing Secret is read for this one request only. A finished
+WebhookTest is indexed for the expiry loop (loops/expiry.py), which deletes it after the TTL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from hookline.api import SpecError, parse_webhook_spec
+from hookline.operator.adapters import kubeapi
+from hookline.operator.adapters.secrets import signing_key
+from hookline.operator.rules.status import now_iso
+from hookline.operator.rules.webhooktest import (
+    FINISHED,
+    TestOutcome,
+    batch_size_of,
+    build_batch,
+    described,
+    failed,
+    outcome_of_response,
+    refusal,
+)
+from hookline.operator.runtime import runtime_of
+from hookline.sender.model.events import EventError
+from hookline.sender.model.request import Delivery
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.errors import BlockedDestination, SafeHTTPError
+
+
+async def webhook_test_created(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    if status.get("phase") in FINISHED:
+        return  # sent once, never again (a resume after a restart must not repeat it)
+    rt = runtime_of(memo)
+    outcome = await run_test(
+        rt.api, rt.http, meta["namespace"], dict(spec), max_timeout=rt.config.test_timeout
+    )
+    patch.status.update(outcome.status)
+    if outcome.succeeded:
+        kopf.info(body, reason="TestSucceeded", message=outcome.summary)
+    else:
+        kopf.warn(body, reason="TestFailed", message=outcome.summary)
+
+
+async def webhook_test_seen(
+    event: Mapping[str, Any], status: kopf.Status, meta: kopf.Meta, memo: Any, **_: Any
+) -> None:
+    """Keep the index of finished WebhookTests that the expiry loop reads (rebuilt from the first
+    list after a restart, like every Kopf watch)."""
+    finished = runtime_of(memo).tests.finished
+    key = (meta["namespace"], meta["name"])
+    if event.get("type") == "DELETED" or status.get("phase") not in FINISHED:
+        finished.pop(key, None)
+    else:
+        finished[key] = str(status.get("sentAt") or meta.get("creationTimestamp") or "")
+
+
+async def run_test(
+    api: kubeapi.KubeAPI,
+    http: SafeHTTPClient,
+    namespace: str,
+    test_spec: Mapping[str, Any],
+    *,
+    max_timeout: float,
+) -> TestOutcome:
+    name = str(test_spec.get("webhook", ""))
+    webhook = await api.get(kubeapi.webhook(namespace, name)) if name else None
+    refused = refusal(webhook, name)
+    if refused is not None:
+        return refused
+    assert webhook is not None
+    try:
+        spec = parse_webhook_spec(webhook.get("spec") or {})
+    except SpecError as exc:
+        return failed("InvalidWebhook", f"Webhook {name} has an invalid spec: {exc}")
+    count = batch_size_of(test_spec, spec)
+    try:
+        batch, filled = build_batch(str(test_spec.get("event")), dict(test_spec.get("data") or {}), count)
+    except (EventError, ValueError) as exc:
+        return failed("InvalidData", f"spec.data is not a valid {test_spec.get('event')} event: {exc}")
+    try:
+        key = await signing_key(api, namespace, spec)
+    except LookupError as exc:
+        return failed("SecretUnavailable", str(exc))
+    delivery = Delivery(spec, key)
+    now = time.time()
+    sent_id = batch[0].id
+    if count is None:
+        body, headers = delivery.build(batch[0], now)
+    else:
+        sent_id, body, headers = delivery.build_batch(batch, now)
+    sent_at = now_iso()
+    try:
+        response = await http.request(
+            "POST", spec.url, data=body, headers=headers, timeout=min(delivery.timeout, max_timeout)
+        )
+    except BlockedDestination as exc:
+        return failed("Blocked", str(exc), sentAt=sent_at, eventId=sent_id)
+    except SafeHTTPError as exc:
+        message = f"{exc}; check that the receiver is up"
+        return failed("RequestFailed", message, sentAt=sent_at, eventId=sent_id)
+    outcome = outcome_of_response(
+        response.status,
+        response.elapsed,
+        response.body,
+        sent_at=sent_at,
+        event_id=sent_id,
+        signed=key is not None,
+    )
+    return described(outcome, count, filled)

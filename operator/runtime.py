@@ -1,0 +1,142 @@
+"""What one operator instance shares between its handlers and loops: ``memo.runtime`` in Kopf.
+
+Kopf serializes the handlers of one object, not of different objects, and the background loops run
+beside them all; the Runtime is only ever touched from the operator's one event loop, so no lock is
+needed, but every table has few writers, named here, and readers that take what they find:
+
+- the wiring (config, api, http, consumers, metrics, directory, pool_key, new_token) is set at start
+  and only read;
+- ``senders``: ``seen`` (status.sender as last written from the sender's side) is written by
+  handlers/webhooks.py (reconcile, sender_observed) and loops/poolsync.py (rebalance, mirror), each
+  to skip a write that changes nothing; ``bus_problems`` only by the reconcile;
+- ``delivery``: ``reports`` by the health watch (loops/health.py); ``written`` by the health writer;
+  ``seen`` and ``resume_asks`` by webhook_seen, ``seen`` also by the health writer and the resume
+  follower (loops/resumes.py) after their own writes;
+- ``pools``: ``replicas`` and ``listed`` by loops/poolsync.py (pool_observed, list_pools);
+  ``placed`` by the reconcile, the deletion and rebalance; ``rosters`` by the roster watch;
+- ``tests``: ``finished`` by webhook_test_seen and the expiry loop (loops/expiry.py);
+- ``background``: main.py's startup and cleanup.
+
+A Webhook that is deleted is forgotten everywhere at once (``forget``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hookline.operator.adapters import kubeapi
+from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.adapters.pools import PoolDirectory
+from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.rules.delivery import WriteState
+from hookline.operator.rules.placement import Place
+from hookline.operator.rules.status import BusProblem
+from hookline.operator.settings import OperatorConfig
+from hookline.sender.bus.poolproto import PoolKey, Roster
+from hookline.sender.model.deliveryhealth import HealthReport
+from hookline.sender.transport import ownership
+from hookline.sender.transport.client import SafeHTTPClient
+
+WebhookKey = tuple[str, str]
+"""(namespace, name) of a Webhook (or of a WebhookTest in ``tests``)."""
+
+
+@dataclass
+class SenderMemory:
+    """What is known of each Webhook's sender between events."""
+
+    seen: dict[WebhookKey, dict[str, Any]] = field(default_factory=dict)
+    # Why a Webhook's consumer (or pool engine) could not be made, until it can: a fact for Ready.
+    bus_problems: dict[WebhookKey, BusProblem] = field(default_factory=dict)
+
+
+@dataclass
+class DeliveryMemory:
+    """The senders' latest health reports, and what of them is in each Webhook's status.delivery."""
+
+    reports: dict[WebhookKey, HealthReport] = field(default_factory=dict)
+    written: dict[WebhookKey, WriteState] = field(default_factory=dict)
+    # What webhook_seen last saw of each verified Webhook: status.delivery, and the resume
+    # annotation with spec.url (the resume follower acts on them).
+    seen: dict[WebhookKey, dict[str, Any]] = field(default_factory=dict)
+    resume_asks: dict[WebhookKey, tuple[str | None, str]] = field(default_factory=dict)
+
+
+@dataclass
+class PoolMemory:
+    """Sender pools: replicas of each pool (its StatefulSet's spec.replicas), where each pooled
+    Webhook is placed (replica None: its pool does not run), and each replica's latest roster."""
+
+    replicas: dict[str, int] = field(default_factory=dict)
+    placed: dict[WebhookKey, Place] = field(default_factory=dict)
+    rosters: dict[tuple[str, int], Roster] = field(default_factory=dict)
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def running(self, pool: str, replica: int | None, consumer: str) -> bool:
+        """Whether the replica's roster says it runs this engine now."""
+        roster = self.rosters.get((pool, replica)) if replica is not None else None
+        return roster is not None and roster.alive(time.time()) and consumer in roster.consuming
+
+    def problem(self, pool: str, replica: int | None, consumer: str) -> str | None:
+        """Why the replica does not run this engine, as its roster says (or that it reports nothing)."""
+        if replica is None:
+            return None
+        roster = self.rosters.get((pool, replica))
+        if roster is None or not roster.alive(time.time()):
+            return f"replica {replica} of pool {pool} reports nothing (down, or not started)"
+        problem = roster.problems.get(consumer)
+        return problem[:512] if problem else None
+
+
+@dataclass
+class TestMemory:
+    """Finished WebhookTests and when they finished, for the one expiry loop."""
+
+    finished: dict[WebhookKey, str] = field(default_factory=dict)
+
+
+@dataclass
+class Runtime:
+    """Everything handlers and loops share; see the module docstring for who writes what."""
+
+    config: OperatorConfig
+    api: kubeapi.KubeAPI
+    http: SafeHTTPClient
+    consumers: Consumers
+    metrics: OperatorMetrics
+    new_token: Callable[[], str] = ownership.new_token
+    pool_key: PoolKey | None = None
+    senders: SenderMemory = field(default_factory=SenderMemory)
+    delivery: DeliveryMemory = field(default_factory=DeliveryMemory)
+    pools: PoolMemory = field(default_factory=PoolMemory)
+    tests: TestMemory = field(default_factory=TestMemory)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    directory: PoolDirectory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.directory = PoolDirectory(self.consumers)
+
+    def forget(self, key: WebhookKey) -> None:
+        """A Webhook was deleted: nothing of it is kept."""
+        for table in (
+            self.senders.seen,
+            self.senders.bus_problems,
+            self.pools.placed,
+            self.delivery.reports,
+            self.delivery.written,
+            self.delivery.seen,
+            self.delivery.resume_asks,
+        ):
+            table.pop(key, None)  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        await asyncio.gather(self.http.close(), self.consumers.close())
+
+
+def runtime_of(memo: Any) -> Runtime:
+    """The Runtime in Kopf's memo (main.serve puts it there)."""
+    return memo.runtime  # type: ignore[no-any-return]
