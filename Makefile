@@ -6,7 +6,7 @@ TOOLS  := .tools/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all run test test-fast lint format bench tools venv ide clean help
+.PHONY: all run test test-fast lint format bench tools k8s-assets venv ide clean help
 
 all: test
 
@@ -18,6 +18,7 @@ help:
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - benchmarks; writes bench/report.md"
 	@echo "make tools  - fetch helm, kubectl and promtool into $(TOOLS)"
+	@echo "make k8s-assets - unpack etcd, kube-apiserver, kube-controller-manager for tests/realapi into .tools/k8s"
 
 venv: $(STAMP)
 
@@ -34,10 +35,15 @@ tools: $(TOOLS)/helm $(TOOLS)/kubectl $(TOOLS)/promtool
 $(TOOLS)/helm $(TOOLS)/kubectl $(TOOLS)/promtool: hack/fetch_tools.py | $(STAMP)
 	$(BIN)/python hack/fetch_tools.py
 
+# The real control plane of tests/realapi, unpacked from ../shared/k8s-assets (or HOOKLINE_K8S_ASSETS, a
+# folder of binaries, as envtest's KUBEBUILDER_ASSETS). Without either, that tier is deselected with a note.
+k8s-assets: | $(STAMP)
+	@$(BIN)/python tests/support/kubeassets.py unpack
+
 run: $(STAMP)
 	$(BIN)/hookline dev --manifests examples --demo-receiver 127.0.0.1:8090
 
-test: $(STAMP) tools
+test: $(STAMP) tools k8s-assets
 	$(BIN)/pytest
 
 test-fast: $(STAMP) tools

@@ -130,9 +130,11 @@ class Identity:
 ADMIN = Identity("kubernetes-admin")
 
 
-def render_chart(*flags: str) -> list[dict[str, Any]]:
+def render_chart(
+    *flags: str, release: str = RELEASE, namespace: str = RELEASE_NAMESPACE
+) -> list[dict[str, Any]]:
     """The chart as the real helm renders it (the Makefile installs .tools/bin/helm)."""
-    command = [str(HELM), "template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, *flags]
+    command = [str(HELM), "template", release, str(CHART), "--namespace", namespace, *flags]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stderr}"
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -1,0 +1,163 @@
+"""The real-API tier: the operator and the chart against a real kube-apiserver, not the emulator.
+
+The emulator (tests/support/strict_api.py) is fast and runs everywhere, and it refuses what
+kube-apiserver refuses as far as we know it. This tier is how we find out where we are wrong: one
+etcd, kube-apiserver and kube-controller-manager (garbage collector on, Deployment controller off)
+per test run on loopback, the CRDs from crds/ and the chart's RBAC applied, the operator logged in
+with a TokenRequest token of the chart's ServiceAccount. Where the emulator and the real server
+disagree, the real server wins: fix the emulator (or the code), never the test here.
+
+Without the binaries (tests/support/kubeassets.py says where it looks) the tier is deselected with
+one line saying how to get them; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from controlplane import ControlPlane
+from kubeassets import HOW_TO_GET, available
+from operator_helpers import (
+    WEBHOOKS,
+    RunningOperator,
+    Site,
+    StartOperator,
+    api_path,
+    operator_config,
+    serve_on_loopback,
+)
+from realapi_helpers import (
+    KubeClient,
+    OperatorComplaints,
+    RealCluster,
+    apply_server_side,
+    kubectl,
+    operator_rbac,
+    service_account_of,
+)
+from strict_api import render_chart
+
+HERE = Path(__file__).resolve().parent
+CRDS = HERE.parent.parent / "crds"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """No binaries, no tier: deselect it (CI must show no skips) and say so in one line."""
+    if available():
+        return
+    mine = [item for item in items if HERE in item.path.parents]
+    if not mine:
+        return
+    items[:] = [item for item in items if HERE not in item.path.parents]
+    config.hook.pytest_deselected(items=mine)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(f"tests/realapi: {len(mine)} tests deselected, {HOW_TO_GET}")
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
+    """One control plane per run, with the CRDs and the operator's RBAC from the chart."""
+    plane = ControlPlane(tmp_path_factory.mktemp("k8s"))
+    plane.start()
+    try:
+        config = plane.admin_kubeconfig
+        crds = [doc for path in sorted(CRDS.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
+        apply_server_side(config, crds)
+        names = [f"crd/{crd['metadata']['name']}" for crd in crds]
+        kubectl(config, "wait", "--for=condition=Established", "--timeout=30s", *names)
+        plane.wait_cached([list_path(crd) for crd in crds])
+        # The garbage collector discovers resources when it starts: the CRDs are served by now.
+        plane.start_controllers()
+        rbac = operator_rbac(render_chart())
+        namespace, account = service_account_of(rbac)
+        kubectl(config, "create", "namespace", namespace)
+        apply_server_side(config, rbac)
+        token = plane.service_account_token(namespace, account)
+        yield RealCluster(plane, namespace, account, token)
+    finally:
+        plane.stop()
+
+
+def list_path(crd: dict[str, Any]) -> str:
+    """Where the API server lists a CRD's objects in all namespaces."""
+    spec = crd["spec"]
+    return f"/apis/{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"
+
+
+@pytest.fixture
+async def admin(real_cluster: RealCluster) -> AsyncIterator[KubeClient]:
+    """The test's own client: cluster-admin (system:masters)."""
+    async with real_cluster.admin() as client:
+        yield client
+
+
+@pytest.fixture
+async def namespace(request: pytest.FixtureRequest, admin: KubeClient) -> AsyncIterator[str]:
+    """A fresh namespace per test. Afterwards its Webhooks lose their finalizers and go, so the next
+    test's operator (cluster-wide, on a new NATS) never finds them."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:5]}"
+    await admin.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    yield name
+    with contextlib.suppress(AssertionError):
+        for webhook in (await admin.call("GET", api_path(WEBHOOKS, name)))["items"]:
+            patch = {"metadata": {"finalizers": None}}
+            await admin.request(
+                "PATCH",
+                api_path(WEBHOOKS, name, webhook["metadata"]["name"]),
+                patch,
+                "application/merge-patch+json",
+            )
+        await admin.request("DELETE", api_path(WEBHOOKS, name))
+        await admin.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    """The customer's web server on loopback."""
+    site = Site()
+    runner, site.base = await serve_on_loopback(site.handle)
+    yield site
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def start_operator(
+    real_cluster: RealCluster, nats_server: Any, namespace: str
+) -> AsyncIterator[StartOperator]:
+    """The operator in-process, cluster-wide, as the chart's ServiceAccount. A test fails at teardown
+    when the operator logged that the API server refused it, even if its own assertions passed."""
+    running: list[RunningOperator] = []
+
+    def login(**_: Any) -> Any:
+        import kopf
+
+        return kopf.ConnectionInfo(
+            server=real_cluster.url,
+            ca_path=str(real_cluster.ca),
+            token=real_cluster.operator_token,
+            default_namespace=namespace,
+        )
+
+    async def start(**overrides: Any) -> RunningOperator:
+        handle = RunningOperator(operator_config(nats_server.url, **overrides), login)
+        running.append(handle)
+        return await handle.start()
+
+    with OperatorComplaints() as complaints:
+        yield start
+        for handle in running:
+            with contextlib.suppress(Exception):
+                await handle.stop()
+    assert not complaints.records, "the real API server refused the operator:\n" + "\n".join(
+        complaints.lines()
+    )
