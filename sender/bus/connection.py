@@ -1,8 +1,8 @@
 """The connection to NATS: connect (and keep reconnecting), close quietly, and the errors that say
 NATS cannot take or confirm something now (the caller retries later).
 
-`DEFAULT_NATS_URL` and `NATS_URL_ENV` are the one place the default server and its environment
-variable are written; ingest, the CLI commands and the operator take them from here.
+`DEFAULT_NATS_URL` and `NATS_URL_ENV` come from the sender config's model (sender/model/config.py),
+the one place they are written; ingest, the CLI commands and the operator take them from here.
 """
 
 from __future__ import annotations
@@ -15,10 +15,20 @@ from collections.abc import Awaitable, Callable
 import nats
 from nats.aio.client import Client as NATS
 
+from hookline.sender.model.config import DEFAULT_NATS_URL, NATS_URL_ENV
+
+__all__ = [
+    "DEFAULT_NATS_URL",
+    "NATS",
+    "NATS_URL_ENV",
+    "BusUnavailable",
+    "StoreRefused",
+    "close_quietly",
+    "connect",
+]
+
 log = logging.getLogger(__name__)
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-NATS_URL_ENV = "HOOKLINE_NATS_URL"
 # How long a stopping feed waits for the server to confirm it sent its last messages.
 DRAIN_TIMEOUT_SECONDS = 5.0
 

@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 
 from hookline.sender.bus.floors import forget_floor, read_floor
 from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_replicas
+from hookline.sender.model.config import EVENTS_STREAM
 from hookline.sender.model.events import encode_token, filter_subjects
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STREAM = "HOOKLINE_EVENTS"
+STREAM = EVENTS_STREAM
 REDRIVE_STREAM_SUBJECT = "hookline.redrive.>"
 STREAM_SUBJECTS = ("hookline.events.>", REDRIVE_STREAM_SUBJECT)
 DEAD_LETTER_STREAM = "HOOKLINE_DEAD_LETTERS"

@@ -28,6 +28,11 @@ from hookline.api import CamelModel, WebhookSpec, field_errors
 # Two hours inside the event stream's default retention (72 h), so a last retry never looks for an
 # event that retention has just removed.
 DEFAULT_MAX_AGE_SECONDS = 70 * 3600
+# The one place the default NATS server, its environment variable and the events stream are named:
+# the sender config defaults to them, and the bus, ingest, the CLI commands and the operator import them.
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+NATS_URL_ENV = "HOOKLINE_NATS_URL"
+EVENTS_STREAM = "HOOKLINE_EVENTS"
 DEFAULT_LISTEN = "0.0.0.0:8081"
 
 
@@ -41,8 +46,8 @@ class WebhookRef(CamelModel):
 
 
 class NatsSettings(CamelModel):
-    url: Annotated[str, Field(min_length=1)] = "nats://127.0.0.1:4222"
-    stream: Annotated[str, Field(min_length=1)] = "HOOKLINE_EVENTS"
+    url: Annotated[str, Field(min_length=1)] = DEFAULT_NATS_URL
+    stream: Annotated[str, Field(min_length=1)] = EVENTS_STREAM
     consumer: Annotated[str, Field(min_length=1)]
     # The consumer's replicas; 0: as many as the stream (the operator sets it from HOOKLINE_NATS_REPLICAS).
     replicas: Annotated[int, Field(ge=0, le=5)] = 0
