@@ -28,6 +28,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from hookline.sender.bus.layout import DEAD_LETTER_STREAM, dead_letter_subject, ensure_dead_letter_stream
 from hookline.sender.bus.publish import MSG_ID_HEADER
 from hookline.sender.model.outcomes import AttemptOutcome, DeadLetterReason
+from hookline.timestamps import parse_rfc3339, rfc3339
 
 __all__ = [
     "DEAD_LETTER_STREAM",
@@ -66,20 +67,13 @@ class DeadLetterError(ValueError):
     """A stored record that is not a dead letter; the message names the field."""
 
 
-def rfc3339(unix_seconds: float) -> str:
-    return datetime.fromtimestamp(unix_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _parse_time(value: Any, field_name: str) -> float:
     if not isinstance(value, str):
         raise DeadLetterError(f"dead letter field {field_name} must be an RFC 3339 time string")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise DeadLetterError(f"dead letter field {field_name} is not an RFC 3339 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise DeadLetterError(f"dead letter field {field_name} has no time zone: {value!r}")
-    return parsed.timestamp()
+        return parse_rfc3339(value).timestamp()
+    except ValueError as exc:
+        raise DeadLetterError(f"dead letter field {field_name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -153,8 +147,8 @@ class DeadLetter:
             "lastStatusCode": self.last_status,
             "lastError": _cap(self.last_error),
             "attempts": self.attempts,
-            "firstAttemptAt": rfc3339(self.first_attempt_at),
-            "lastAttemptAt": rfc3339(self.last_attempt_at),
+            "firstAttemptAt": rfc3339(self.first_attempt_at, milliseconds=True),
+            "lastAttemptAt": rfc3339(self.last_attempt_at, milliseconds=True),
             "subject": self.subject,
             "sourceSequence": self.source_sequence,
             "event": self.event,

@@ -8,12 +8,12 @@ senders and the operator learn of it; `clear_gone` resumes.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from nats.js import JetStreamContext, api
 
 from hookline.sender.bus.layout import STREAM, own_metadata
 from hookline.sender.model.outcomes import GoneState
+from hookline.timestamps import parse_rfc3339, rfc3339
 
 # Consumer metadata of a Webhook stopped by a 410 Gone (see read_gone / mark_gone / clear_gone).
 GONE_SINCE_KEY = "hookline.io/gone-since"
@@ -31,7 +31,7 @@ def gone_of(info: api.ConsumerInfo) -> GoneState:
     if since is None:
         return GoneState()
     try:
-        when: float | None = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+        when: float | None = parse_rfc3339(since).timestamp()
     except ValueError:
         when = None
     return GoneState(
@@ -44,9 +44,8 @@ def gone_of(info: api.ConsumerInfo) -> GoneState:
 
 
 def gone_metadata(state: GoneState) -> dict[str, str]:
-    since = datetime.fromtimestamp(state.since if state.since is not None else time.time(), UTC)
     return {
-        GONE_SINCE_KEY: since.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        GONE_SINCE_KEY: rfc3339(state.since if state.since is not None else time.time()),
         GONE_EVENT_KEY: state.event_id or "",
         GONE_URL_KEY: state.url_sha256 or "",
         GONE_CAUSE_KEY: state.cause,

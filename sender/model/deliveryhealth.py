@@ -21,11 +21,11 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from hookline.sender.model.outcomes import AttemptOutcome, GoneState
+from hookline.timestamps import rfc3339
 
 RESPONSE_EXCERPT_BYTES = 1024
 LAST_FAILURE_EXCERPT = 120  # characters of the receiver's answer in status.delivery.lastFailure
@@ -49,10 +49,6 @@ def receiver_address(url: str) -> str:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def one_line(text: str, limit: int) -> str:
@@ -90,7 +86,7 @@ class AttemptRecord:
 
     def to_json(self) -> dict[str, Any]:
         """camelCase, the time in RFC 3339: what `hookline attempts -o json` and dev mode show."""
-        fields = {**asdict(self), "at": iso(self.at)}
+        fields = {**asdict(self), "at": rfc3339(self.at)}
         return {_camel(k): v for k, v in fields.items()}
 
 
@@ -178,7 +174,7 @@ class HealthReport:
         """The ``status.delivery`` fields this report sets (hookline.api.DeliveryStatus names)."""
 
         def when(value: float | None) -> str | None:
-            return None if value is None else iso(value)
+            return None if value is None else rfc3339(value)
 
         return {
             "lastSuccessAt": when(self.last_success_at),
