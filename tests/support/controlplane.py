@@ -8,6 +8,7 @@ the logs are in the caller's folder, and a component that does not come up fails
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import subprocess
 import time
@@ -21,13 +22,29 @@ from typing import IO, Any
 from kubeassets import ensure_assets
 from kubecerts import kubeconfig, make_certificates
 
-from hookline.sender.bus.natsserver import free_port, terminate
-
 SERVICE_RANGE = "10.96.0.0/12"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
 LOG_TAIL = 40
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the component binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds (an apiserver without etcd can hang stopping)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class ControlPlaneError(RuntimeError):
@@ -47,8 +64,7 @@ class Component:
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a few seconds (an apiserver without etcd can hang stopping)."""
-        terminate(self.process, timeout=STOP_TIMEOUT)
+        terminate(self.process)
         self.log.close()
 
 
