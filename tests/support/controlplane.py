@@ -69,7 +69,7 @@ class Component:
 
 
 class ControlPlane:
-    """etcd, kube-apiserver and (with ``controllers``) kube-controller-manager in ``workdir``.
+    """etcd, kube-apiserver and kube-controller-manager, their certificates and logs in ``workdir``.
 
     `start()` brings up etcd and the API server and waits for /readyz; `start_controllers()` starts
     kube-controller-manager (separately, so CRDs the garbage collector must know are there first).
@@ -81,6 +81,7 @@ class ControlPlane:
         self.binaries = binaries or ensure_assets()
         self.certs = make_certificates(workdir / "pki")
         self.components: list[Component] = []
+        self.etcd_url = ""
         self.url = ""
         self.admin_kubeconfig = workdir / "admin.kubeconfig"
 
