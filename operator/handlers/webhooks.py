@@ -89,12 +89,15 @@ async def _reconcile(
     logger: kopf.Logger,
 ) -> None:
     facts = _gather(rt, body, raw_spec, status, meta)
+    # 1. The Webhook alone: generation, labels, instructions; hold the sender of an unverified URL.
     intake = reconcile.intake(facts)
     _write(body, status, patch, intake.write, facts.generation)
     _raise(intake.retry)
+    assert facts.spec is not None  # an invalid spec ended the pass above
     if intake.hold is not None:
         await _hold(rt, facts, intake.hold)
         _write(body, status, patch, intake.hold.write, facts.generation)
+    # 2. The ownership check, while spec.url is not verified.
     if intake.check_due:
         result = await ownership.check_ownership(
             rt.http, facts.spec.url, facts.token, per_location_timeout=rt.config.check_timeout
@@ -109,6 +112,7 @@ async def _reconcile(
         )
         _write(body, status, patch, checked.write, facts.generation)
         _raise(checked.retry)
+    # 3. The sender of a verified Webhook.
     engine = await _gather_engine(rt, facts)
     plan = reconcile.sender_plan(
         facts,

@@ -1,4 +1,4 @@
-"""WebhookTest batches (operator/webhooktest.py, `hookline test --batch N`): the test data as a batch
+"""WebhookTest batches (handlers/webhooktests.py, `hookline test --batch N`): the test data as a batch
 in the batch wire format, signed like a delivery, to a real aiohttp receiver on 127.0.0.1; the API
 server is a dict (the operator flows in tests/operator cover the handler around run_test)."""
 
