@@ -86,6 +86,9 @@ async def stop_background(memo: Any, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*rt.background, return_exceptions=True)
     rt.background.clear()
+    # The NATS client's reader, flusher and ping tasks would otherwise outlive Kopf's root tasks, and
+    # Kopf waits 5 s for such "hung" tasks before it returns (serve() closes the rest afterwards).
+    await rt.consumers.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
