@@ -30,7 +30,7 @@ from hookline.api import (
     SenderMode,
 )
 from hookline.manifests import DevWebhook, Manifests, load_manifests, secrets_by_path
-from hookline.operator.rules.status import merge_conditions, now_iso, ready_condition
+from hookline.operator.rules.status import merge_conditions, ready_condition
 from hookline.operator.rules.verification import (
     check_delay,
     instructions,
@@ -51,6 +51,7 @@ from hookline.sender.observe.metrics import IngestMetrics, SenderMetrics
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.egress import EgressPolicy
 from hookline.sender.transport.ownership import OwnershipResult, check_ownership, new_token
+from hookline.timestamps import rfc3339
 
 DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
 # The operator's schedule, shortened: the developer is placing the file right now.
@@ -116,11 +117,11 @@ class WebhookState:
             desired_replicas=self.webhook.spec.sender.replicas,
             sender=self.sender(),
         )
-        self.conditions = merge_conditions(self.conditions, [*updates, ready], generation=1, now=now_iso())
+        self.conditions = merge_conditions(self.conditions, [*updates, ready], generation=1, now=rfc3339())
 
     def checked(self, result: OwnershipResult, next_delay: float | None) -> None:
         if result.verified:
-            self.verification.update(verifiedURL=result.verified_url, verifiedAt=now_iso(), lastError=None)
+            self.verification.update(verifiedURL=result.verified_url, verifiedAt=rfc3339(), lastError=None)
         else:
             self.verification["lastError"] = result.message
         self._set([verified_condition(result, next_delay)])

@@ -13,7 +13,8 @@ from typing import Any
 import kopf
 
 from hookline.api import Condition
-from hookline.operator.rules.status import Announcement, announcements, merge_conditions, now_iso
+from hookline.operator.rules.status import Announcement, announcements, merge_conditions
+from hookline.timestamps import rfc3339
 
 
 def post(body: Any, announcement: Announcement) -> None:
@@ -28,7 +29,7 @@ def write_conditions(
     generation: int | None,
 ) -> None:
     before = patch.status.get("conditions") or status.get("conditions")
-    after = merge_conditions(before, updates, generation=generation, now=now_iso())
+    after = merge_conditions(before, updates, generation=generation, now=rfc3339())
     if after != list(before or []):
         patch.status["conditions"] = after
         for announcement in announcements(before, after):

@@ -17,7 +17,6 @@ import kopf
 from hookline.api import SpecError, parse_webhook_spec
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.secrets import signing_key
-from hookline.operator.rules.status import now_iso
 from hookline.operator.rules.webhooktest import (
     FINISHED,
     TestOutcome,
@@ -33,6 +32,7 @@ from hookline.sender.model.events import EventError
 from hookline.sender.model.request import Delivery
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.errors import BlockedDestination, SafeHTTPError
+from hookline.timestamps import rfc3339
 
 
 async def webhook_test_created(
@@ -104,7 +104,7 @@ async def run_test(
         body, headers = delivery.build(batch[0], now)
     else:
         sent_id, body, headers = delivery.build_batch(batch, now)
-    sent_at = now_iso()
+    sent_at = rfc3339()
     try:
         response = await http.request(
             "POST", spec.url, data=body, headers=headers, timeout=min(delivery.timeout, max_timeout)

@@ -15,9 +15,9 @@ from typing import Any
 
 from hookline.operator.adapters import kubeapi
 from hookline.operator.rules import delivery
-from hookline.operator.rules.status import now_iso
 from hookline.operator.runtime import DeliveryMemory, Runtime
 from hookline.sender.model.deliveryhealth import HealthReport
+from hookline.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def report_delivery(memory: DeliveryMemory, report: HealthReport) -> dict[str, A
     (a stop that went away without the operator was lifted by `hookline redrive --resume`)."""
     key = (report.namespace, report.name)
     mine = delivery.gone_part(memory.seen.get(key, {}))
-    stop = delivery.delivery_status(mine, report.gone_state(), request=None, resumed=None, now=now_iso())
+    stop = delivery.delivery_status(mine, report.gone_state(), request=None, resumed=None, now=rfc3339())
     return {**report.delivery_status(), **dict.fromkeys(mine), **stop}
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from hookline.operator.adapters import kubeapi
 from hookline.operator.rules import delivery
-from hookline.operator.rules.status import now_iso
 from hookline.operator.runtime import Runtime, WebhookKey
 from hookline.sender.bus import BusUnavailable
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.outcomes import GoneState
+from hookline.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ async def _resume_if_asked(
         log.debug("%s/%s: stop not read: %s; again next round", *key, exc)
         return
     mine = delivery.gone_part(current)
-    fresh = delivery.delivery_status(mine, state, request=request, resumed=why, now=now_iso())
+    fresh = delivery.delivery_status(mine, state, request=request, resumed=why, now=rfc3339())
     if fresh == mine:
         return
     patch = {**dict.fromkeys(mine), **fresh}  # a merge patch keeps keys it does not mention

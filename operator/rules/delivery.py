@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from hookline.api import RESUME_ANNOTATION, Condition, ConditionType, DeliveringReason
-from hookline.operator.rules.status import now_iso
 from hookline.sender.model.outcomes import GoneState
+from hookline.timestamps import rfc3339
 
 
 def resume_reason(state: GoneState, url: str, request: str | None, handled: str | None) -> str | None:
@@ -61,7 +60,7 @@ def delivery_status(
     if state.disabled:
         out["disabled"] = True
     if state.gone:
-        since = None if state.since is None else now_iso(datetime.fromtimestamp(state.since, UTC))
+        since = None if state.since is None else rfc3339(state.since)
         key = "disabledSince" if state.disabled else "goneSince"
         out[key] = since or current.get(key) or now
     if request is not None:

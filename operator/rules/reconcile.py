@@ -41,12 +41,12 @@ from hookline.operator.rules.status import (
     Announcement,
     BusProblem,
     find,
-    now_iso,
     ready_condition,
 )
 from hookline.operator.settings import NOT_VERIFIED_YET, OperatorConfig, ReconcileTiming, VerificationSchedule
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.transport.ownership import OwnershipResult
+from hookline.timestamps import rfc3339
 
 
 @dataclass(frozen=True)
@@ -217,9 +217,9 @@ def checked(
     url = facts.spec.url
     checks = verification.checks_so_far(facts.status, url) + 1
     delay = None if result.verified else verification.check_delay(checks, schedule)
-    next_at = None if delay is None else now_iso(now + timedelta(seconds=delay))
+    next_at = None if delay is None else rfc3339(now + timedelta(seconds=delay))
     fields = verification.result_fields(
-        result, url=url, now=now_iso(now), checks=checks, next_check_at=next_at
+        result, url=url, now=rfc3339(now), checks=checks, next_check_at=next_at
     )
     ready = _ready(facts.spec, result.verified, sender, facts.bus_problem)
     write = WebhookWrite(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from hookline.api import (
@@ -27,10 +26,6 @@ from hookline.api import (
 VERIFIED = ConditionType.VERIFIED
 READY = ConditionType.READY
 DELIVERING = ConditionType.DELIVERING
-
-
-def now_iso(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
