@@ -16,7 +16,8 @@ from typing import Any
 from hookline.api import WebhookSpec
 from hookline.operator.rules.status import VERIFIED, status_of
 from hookline.operator.rules.verification import is_verified_for
-from hookline.sender.model.events import Event, example_event, parse_event
+from hookline.sender.model.events import Event, parse_event
+from hookline.sender.model.examples import example_event
 
 BODY_LIMIT = 1024
 GENERATED = ("id", "time", "timestamp")

@@ -21,7 +21,7 @@ from nats.js.errors import NotFoundError
 
 from hookline.sender.bus.replicas import check_replicas, ensure_replicas
 from hookline.sender.model.deliveryhealth import AttemptRecord, HealthReport
-from hookline.sender.model.events import encode_token
+from hookline.sender.model.subjects import encode_token
 
 ATTEMPTS_STREAM = "HOOKLINE_ATTEMPTS"
 ATTEMPTS_SUBJECT_PREFIX = "hookline.attempts"

@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 from hookline.sender.bus.floors import forget_floor, read_floor
 from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_replicas
 from hookline.sender.model.config import EVENTS_STREAM
-from hookline.sender.model.events import encode_token, filter_subjects
+from hookline.sender.model.subjects import encode_token, filter_subjects
 
 if TYPE_CHECKING:
     from hookline.sender.model.config import SenderConfig

@@ -15,7 +15,8 @@ from nats.js import JetStreamContext
 
 from hookline.sender.bus.connection import BusUnavailable, StoreRefused
 from hookline.sender.bus.layout import STREAM
-from hookline.sender.model.events import Event, subject_for
+from hookline.sender.model.events import Event
+from hookline.sender.model.subjects import subject_for
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 

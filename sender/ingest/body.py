@@ -4,7 +4,7 @@ it must carry, how its body is inflated and decoded, and the events it must hold
 A request is all or nothing: every event is validated and encoded before any is published. Limits
 hold wherever input enters, each refusal naming the field and the limit: an encoded event must fit
 the bus with room for its dead letter (`max_event_bytes`), values are bounded
-(`events.value_problems`), a request holds at most `max_events` events, gzip/deflate bodies inflate to
+(`values.value_problems`), a request holds at most `max_events` events, gzip/deflate bodies inflate to
 at most the body limit, and error bodies list the first `MAX_REPORTED_ERRORS` errors and a count.
 """
 
@@ -16,7 +16,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from hookline.sender.model.events import MAX_DEPTH, Event, EventError, HugeInteger, parse_event, subject_for
+from hookline.sender.model.events import Event, EventError, parse_event
+from hookline.sender.model.subjects import subject_for
+from hookline.sender.model.values import MAX_DEPTH, HugeInteger
 
 __all__ = [
     "CONTENT_ENCODINGS",
@@ -57,7 +59,7 @@ class Rejection(Exception):
 
 def decode_document(body: bytes) -> Any:
     """The JSON document of a body: strict UTF-8 (no UTF-16/32 guessing), bounded nesting, numbers
-    kept as written so that `events.value_problems` can name a non-finite or oversized one."""
+    kept as written so that `values.value_problems` can name a non-finite or oversized one."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

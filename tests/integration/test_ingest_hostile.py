@@ -25,11 +25,14 @@ from dataplane_helpers import add_witness
 from nats.js import api
 from prometheus_client import CollectorRegistry
 
+from hookline.api import EVENT_TYPES
 from hookline.sender import bus
 from hookline.sender.ingest.body import MAX_REPORTED_ERRORS
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import IngestSettings
-from hookline.sender.model.events import _SPECS, EVENT_TYPES, MAX_DEPTH, example_event
+from hookline.sender.model.events import _SPECS
+from hookline.sender.model.examples import example_event
+from hookline.sender.model.values import MAX_DEPTH
 from hookline.sender.observe.health import bound_port
 from hookline.sender.observe.metrics import IngestMetrics
 

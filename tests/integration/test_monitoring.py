@@ -37,7 +37,7 @@ from test_chart import CHART, ROOT, objects
 
 from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate
 from hookline.sender.model.config import consumer_name
-from hookline.sender.model.events import example_event
+from hookline.sender.model.examples import example_event
 
 PROMTOOL = ROOT / ".tools" / "bin" / "promtool"
 RUNBOOK = ROOT / "docs" / "runbook.md"

@@ -54,7 +54,7 @@ RANKS: dict[str, int] = {
 OPERATOR_FORBIDDEN = ("hookline.sender.delivery", "hookline.sender.ingest", "hookline.sender.cmd")
 MAX_LINES = 500
 # Pure tables may be longer (a reader scans them, not reasons through them).
-TABLES = {"hookline.sender.model.events"}
+TABLES: set[str] = set()
 
 
 @dataclass(frozen=True)

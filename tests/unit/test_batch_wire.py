@@ -10,8 +10,9 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from hookline.api import parse_webhook_spec
-from hookline.sender.model.events import EVENT_TYPES, example_event, parse_event
+from hookline.api import EVENT_TYPES, parse_webhook_spec
+from hookline.sender.model.events import parse_event
+from hookline.sender.model.examples import example_event
 from hookline.sender.model.request import Delivery, batch_id
 from hookline.sender.model.signing import parse_secret
 from hookline.sender.model.wire import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hookline.sender.model.events import Event, example_event, parse_event
+from hookline.sender.model.events import Event, parse_event
+from hookline.sender.model.examples import example_event
 from hookline.sender.model.wire import render_body, render_event
 
 

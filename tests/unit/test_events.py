@@ -8,18 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hookline.sender.model.events import (
-    EVENT_TYPES,
-    Event,
-    EventError,
-    decode_token,
-    encode_token,
-    example_event,
-    filter_subjects,
-    format_timestamp,
-    parse_event,
-    subject_for,
-)
+from hookline.api import EVENT_TYPES
+from hookline.sender.model.events import Event, EventError, format_timestamp, parse_event
+from hookline.sender.model.examples import example_event
+from hookline.sender.model.subjects import decode_token, encode_token, filter_subjects, subject_for
 
 NOW = 1_730_800_000  # 2024-11-05 09:46:40 UTC
 NOW_TS = "2024-11-05 09:46:40"

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from hookline.sender.model.events import EVENT_TYPES, example_event, parse_event
+from hookline.api import EVENT_TYPES
+from hookline.sender.model.events import parse_event
+from hookline.sender.model.examples import example_event
 from hookline.sender.model.wire import decode_form, encode_form, form_view, render_body
 
 NOW = 1_730_800_000
