@@ -31,6 +31,8 @@ from hookline.api import (
     ReadyReason,
     SenderMode,
     SpecError,
+    WebhookStatus,
+    checked_status,
     parse_webhook_spec,
 )
 from hookline.operator.adapters import kubeapi
@@ -311,7 +313,8 @@ def _write(
     for part, value in write.status.items():
         if part == "verification":
             value = {**(patch.status.get("verification") or {}), **value}
-        patch.status[part] = value
+        # Through the typed status model: a field the CRD does not declare fails here, not in the API.
+        patch.status[part] = checked_status(WebhookStatus, {part: value})[part]
     if write.conditions:
         write_conditions(body, status, patch, write.conditions, generation)
 

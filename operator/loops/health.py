@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from hookline.api import DeliveryStatus, checked_status
 from hookline.operator.adapters import kubeapi
 from hookline.operator.rules import delivery
 from hookline.operator.runtime import DeliveryMemory, Runtime
@@ -48,7 +49,7 @@ def report_delivery(memory: DeliveryMemory, report: HealthReport) -> dict[str, A
     key = (report.namespace, report.name)
     mine = delivery.gone_part(memory.seen.get(key, {}))
     stop = delivery.delivery_status(mine, report.gone_state(), request=None, resumed=None, now=rfc3339())
-    return {**report.delivery_status(), **dict.fromkeys(mine), **stop}
+    return checked_status(DeliveryStatus, {**report.delivery_status(), **dict.fromkeys(mine), **stop})
 
 
 def report_reason(report: HealthReport) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from hookline.api import DeliveryStatus, checked_status
 from hookline.operator.adapters import kubeapi
 from hookline.operator.rules import delivery
 from hookline.operator.runtime import Runtime, WebhookKey
@@ -52,7 +53,8 @@ async def _resume_if_asked(
     fresh = delivery.delivery_status(mine, state, request=request, resumed=why, now=rfc3339())
     if fresh == mine:
         return
-    patch = {**dict.fromkeys(mine), **fresh}  # a merge patch keeps keys it does not mention
+    # A merge patch keeps keys it does not mention; the typed model refuses a field the CRD lacks.
+    patch = checked_status(DeliveryStatus, {**dict.fromkeys(mine), **fresh})
     try:
         written = await rt.api.patch(kubeapi.webhook(*key, sub="status"), {"status": {"delivery": patch}})
     except kubeapi.APIError as exc:
