@@ -1,7 +1,7 @@
 """The rules of a `POST /v1/events` request, pure (no I/O, no clock but the one passed in): the headers
 it must carry, how its body is inflated and decoded, and the events it must hold.
 
-A request is all or nothing: every event is validated and encoded before any is published. Limits
+Validation is all or nothing: every event is validated and encoded before any is published. Limits
 hold wherever input enters, each refusal naming the field and the limit: an encoded event must fit
 the bus with room for its dead letter (`max_event_bytes`), values are bounded
 (`values.value_problems`), a request holds at most `max_events` events, gzip/deflate bodies inflate to

@@ -1,12 +1,12 @@
 """Ingest's HTTP service: `POST /v1/events` validates a request's events (body.py) and publishes them to
 JetStream; `/healthz`, `/readyz` and `/metrics` beside it. The command that runs it is sender/cmd/ingest.py.
 
-A request is all or nothing as far as the producer can tell: every event is validated and encoded
-before any is published, and the request succeeds (202) only when the stream confirmed every event.
-If NATS is down, slow or full the answer is 503 (with Retry-After) and some events of the batch may
-already be stored; the producer retries the same batch and, because each event is published with its
-id as `Nats-Msg-Id`, the stream drops the repeats within its duplicate window (default 2 minutes).
-Producers that want safe retries therefore send their own `id`s (ingest fills in a random one
+Validation is all or nothing: every event is validated and encoded before any is published, so a 400
+publishes nothing. The request succeeds (202) only when the stream confirmed every event. If NATS is
+down, slow or full part-way, the answer is 503 (with Retry-After) saying per event what the stream holds
+(answer.py: `accepted`, `notAccepted`, `unknown`). Each event is published with its id as `Nats-Msg-Id`,
+so a producer that retries with the same ids is stored once within the duplicate window (default 2
+minutes); producers that want safe retries therefore send their own `id`s (ingest fills in a random one
 otherwise and returns it).
 
 The limits are `IngestSettings` (settings.py): an encoded event must fit the bus with room for its
@@ -30,6 +30,8 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
+from hookline.sender.bus.publish import publish_reporting
+from hookline.sender.ingest.answer import publish_answer
 from hookline.sender.ingest.body import (
     Outgoing,
     Rejection,
@@ -177,32 +179,43 @@ class Ingest:
         settings = self.settings
         started = time.perf_counter()
         try:
-            duplicates = await bus.publish_encoded(
+            report = await publish_reporting(
                 self.nc,
                 [(o.subject, o.id, o.data) for o in batch],
                 ack_timeout=settings.publish_timeout_seconds,
             )
-        except bus.BusUnavailable as exc:
-            if isinstance(exc, bus.StoreRefused):
-                self.refusing_until = time.monotonic() + settings.store_refusal_hold_seconds
-                self.refusal = str(exc)
-                self.metrics.store_refusing.set(1)
-            log.warning("ingest: answering 503, %s", exc)
+        except Exception:
+            log.exception("ingest: unexpected error while publishing; answering 500")
             raise Rejection(
-                503,
-                f"the event bus is unavailable ({exc}); nothing was accepted, retry the same request "
-                "later (events with the same id are stored once)",
-                retry_after=settings.retry_after_seconds,
-            ) from exc
-        if self.refusing_until:
+                500,
+                "internal error while publishing; some events may be stored: retry the same request with "
+                "the same ids (events with the same id are stored once)",
+            ) from None
+        problem = report.problem
+        if isinstance(problem, bus.StoreRefused):
+            self.refusing_until = time.monotonic() + settings.store_refusal_hold_seconds
+            self.refusal = str(problem)
+            self.metrics.store_refusing.set(1)
+        elif problem is None and self.refusing_until:
             self.refusing_until = 0.0
             self.metrics.store_refusing.set(0)
-        self.metrics.publish_duration.observe(time.perf_counter() - started)
-        dup_ids = [o.id for o, dup in zip(batch, duplicates, strict=True) if dup]
-        self.metrics.event_outcomes["accepted"].inc(len(batch) - len(dup_ids))
-        if dup_ids:
-            self.metrics.event_outcomes["duplicate"].inc(len(dup_ids))
-        return web.json_response({"accepted": [o.id for o in batch], "duplicates": dup_ids}, status=202)
+        answer = publish_answer(
+            [o.id for o in batch],
+            report.fates,
+            None if problem is None else str(problem),
+            retry_after=settings.retry_after_seconds,
+        )
+        if answer.status == 202:
+            self.metrics.publish_duration.observe(time.perf_counter() - started)
+        else:
+            log.warning("ingest: answering %d, %s", answer.status, answer.body["error"])
+        self.metrics.event_outcomes["accepted"].inc(answer.stored)
+        if answer.duplicates:
+            self.metrics.event_outcomes["duplicate"].inc(answer.duplicates)
+        response = web.json_response(answer.body, status=answer.status)
+        if answer.retry_after is not None:
+            response.headers["Retry-After"] = str(answer.retry_after)
+        return response
 
 
 def create_app(ingest: Ingest, registry: CollectorRegistry) -> web.Application:
