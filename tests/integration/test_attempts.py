@@ -152,6 +152,7 @@ async def health_of(js, name: str) -> HealthReport | None:
     return HealthReport.from_bytes(entry.value)
 
 
+@pytest.mark.slow
 async def test_failures_are_logged_with_status_and_answer_and_reported_then_recover(nats, receiver):
     nc, js = nats
     stop = asyncio.Event()
@@ -259,6 +260,7 @@ async def test_recording_can_be_switched_off(nats, receiver):
         stop.set()
 
 
+@pytest.mark.slow
 async def test_the_circuit_breaker_stops_after_only_failures_and_resumes_like_a_410(nats, receiver):
     nc, js = nats
     stop = asyncio.Event()

@@ -98,6 +98,7 @@ async def test_consumer_of_an_older_sender_gets_the_higher_ack_pending_limit(nat
     assert info.config.max_ack_pending == bus.MAX_ACK_PENDING
 
 
+@pytest.mark.slow
 async def test_a_410_stop_is_kept_on_the_consumer_until_cleared(nats):
     nc, js = nats
     cfg = sender_config("nats://unused", "http://127.0.0.1:1/", events=["open"])

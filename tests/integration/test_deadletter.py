@@ -261,6 +261,7 @@ async def fetch_all(sub, expected: int) -> list:
     return msgs
 
 
+@pytest.mark.slow
 async def test_redrive_puts_events_back_for_that_webhook_only(nats_server):
     nc = await nats.connect(nats_server.url)
     try:

@@ -546,6 +546,7 @@ async def operator_process(
         assert not faults, "the API refused the operator or pruned its fields:\n" + "\n".join(faults)
 
 
+@pytest.mark.slow
 async def test_metrics_exist_in_real_scrapes(nats_server: EmbeddedNats, receiver, operator_process, tmp_path):
     """Every metric the alerts and the dashboard query is served by a real process's /metrics."""
     url, received = receiver

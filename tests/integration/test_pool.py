@@ -289,6 +289,7 @@ async def test_one_replica_serves_200_webhooks_and_a_hanging_receiver_holds_up_o
         await receiver.stop()
 
 
+@pytest.mark.slow
 async def test_a_webhook_moves_between_replicas_without_loss_or_a_restart(pool_env, receiver):
     nc, js, directory = pool_env["nc"], pool_env["js"], pool_env["directory"]
     first, second = await pool_env["start"](0), await pool_env["start"](1)
@@ -376,6 +377,7 @@ async def test_an_entry_the_replica_cannot_open_is_reported_in_its_roster_not_se
     assert receiver.requests == []
 
 
+@pytest.mark.slow
 async def test_a_replica_killed_mid_stream_loses_nothing_once_its_pod_is_back(pool_env, receiver):
     nc, js, directory = pool_env["nc"], pool_env["js"], pool_env["directory"]
     replica = await pool_env["start"](0)

@@ -98,6 +98,7 @@ async def test_sender_process_delivers_signed_events_and_serves_health_and_metri
     assert SECRET.removeprefix("whsec_") not in log
 
 
+@pytest.mark.slow
 async def test_sigterm_finishes_in_flight_requests_and_loses_nothing(tmp_path, nats_server, nats, receiver):
     nc, js = nats
     receiver.delay = 0.3  # a slow customer: requests are in flight when SIGTERM arrives
