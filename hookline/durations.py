@@ -4,8 +4,8 @@
 A duration is one or more ``<number><unit>`` parts, units ``d``, ``h``, ``m``, ``s`` from largest to
 smallest, each at most once, each number 1 to 999999 without a leading zero (so every duration is longer
 than zero; a plain number is not a duration). The CRD (``DURATION_PATTERN``, RE2 as kube-apiserver runs
-it), the typed API model, the CLI's ``--since`` and every flag of ingest and the operator parse through
-here (flags with ``duration_arg``), so ``2h`` means the same everywhere and an error reads the same
+it), the typed API model, the CLI's ``--since`` and every duration flag of ingest parse through here
+(flags with ``duration_arg``), so ``2h`` means the same everywhere and an error reads the same
 everywhere. Pure.
 """
 

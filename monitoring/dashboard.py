@@ -2,7 +2,8 @@
 
 Run `.venv/bin/python monitoring/dashboard.py` after editing; it rewrites
 charts/hookline/files/dashboards/hookline.json (the chart ships that file in a ConfigMap for the Grafana
-sidecar, and tests/test_monitoring.py checks that the committed JSON is what this script produces).
+sidecar, and tests/integration/test_monitoring.py checks that the committed JSON is what this script
+produces).
 Metric names come from docs/internals.md; queries must not use any other.
 """
 

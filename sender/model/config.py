@@ -63,7 +63,8 @@ class SenderConfig(CamelModel):
     allow_http: bool = False
     replicas: Annotated[int, Field(ge=1, le=20)] = 1
     max_age_seconds: Annotated[float, Field(gt=0)] = DEFAULT_MAX_AGE_SECONDS
-    # The attempt log and health reports (sender/attempts.py); off only to measure what they cost.
+    # The attempt log and health reports (sender/model/deliveryhealth.py, sender/bus/attemptlog.py); off
+    # only to measure what they cost.
     record_attempts: bool = True
 
     @field_validator("allow_networks")

@@ -1,6 +1,6 @@
 """A CustomResourceDefinition's admission, done the way kube-apiserver does it, offline.
 
-One implementation for two users: tests/test_crds.py admits manifests with it, and the strict API
+One implementation for two users: tests/unit/test_crds.py admits manifests with it, and the strict API
 emulator (strict_api.py) runs it on every write to a hookline custom resource. What kube-apiserver
 does with a write to a structural-schema CRD, in its order:
 

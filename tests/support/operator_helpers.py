@@ -9,9 +9,9 @@ and PUT replaces an object (409 Conflict when its resourceVersion is not the cur
 Deployment controller: tests that need Ready patch the Deployment's status the way the controller
 would (`make_available`).
 
-`Cluster` is the lenient base. What the tests, tests/test_monitoring.py and bench/operator_scale.py
-run on is `strict_api.StrictCluster`, built on it: kube-apiserver's refusals (typed query parameters,
-CRD pruning, schema and CEL validation, status-subresource rules, 409s, 410 Gone) and the chart's RBAC
+`Cluster` is the lenient base. What the tests, tests/integration/test_monitoring.py and
+bench/operator_scale.py run on is `strict_api.StrictCluster`, built on it: kube-apiserver's refusals
+(typed query parameters, CRD pruning, schema and CEL validation, status-subresource rules, 409s, 410 Gone) and the chart's RBAC
 for the operator, which authenticates with OPERATOR_TOKEN; `call` uses ADMIN_TOKEN.
 """
 
@@ -346,7 +346,7 @@ async def make_available(cluster: Cluster, name: str, replicas: int) -> None:
     await cluster.call("PATCH", api_path(DEPLOYMENTS, name=name, sub="status"), {"status": status})
 
 
-# --- the operator as a process (bench/operator_scale.py, tests/test_monitoring.py) ------------------------
+# --- the operator as a process (bench/operator_scale.py, tests/integration/test_monitoring.py) -------
 
 TOKEN_FILE = re.compile(r"/hookline-([0-9a-f]{32})\.txt$")
 

@@ -15,7 +15,7 @@ front of that store, driven by the project's own contracts, read when the emulat
 - **custom resources** from crds/: on create, PUT, merge patch and JSON patch, undeclared fields are
   pruned (silently, as the API server does; `fieldValidation=Strict` makes them a 400), defaults are
   applied, the schema and the CEL rules (transition rules with `oldSelf` included) are validated with
-  a 422 `Invalid` Status naming each field (kubeschema.py, shared with tests/test_crds.py).
+  a 422 `Invalid` Status naming each field (kubeschema.py, shared with tests/unit/test_crds.py).
 - **the status subresource**: on create and on the main resource `status` is ignored; on `/status`
   everything but `status` is (metadata included: the stored object is kept and only its status
   replaced); `metadata.generation` grows only when something other than metadata and status changes.

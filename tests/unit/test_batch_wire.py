@@ -1,6 +1,6 @@
-"""Batch bodies (sender/wire.py, sender/delivery.py): a JSON array of the event objects, a PHP-style
-form `events[0][type]=...&events[1][...]` that decodes back into the list of events, one batch id per
-set of events, and one Standard Webhooks signature over the whole body (reference library)."""
+"""Batch bodies (sender/model/wire.py, sender/model/request.py): a JSON array of the event objects, a
+PHP-style form `events[0][type]=...&events[1][...]` that decodes back into the list of events, one batch
+id per set of events, and one Standard Webhooks signature over the whole body (reference library)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The settlement decision (sender/settlement.py): one test per outcome, for one event and a batch,
+"""The settlement decision (sender/delivery/settlement.py): one test per outcome, for one event and a batch,
 and the single-event policy in test_retry.py. Pure: no NATS, no HTTP, no clock."""
 
 from __future__ import annotations
