@@ -11,8 +11,9 @@ would (`make_available`).
 
 `Cluster` is the lenient base. What the tests, tests/integration/test_monitoring.py and
 bench/operator_scale.py run on is `strict_api.StrictCluster`, built on it: kube-apiserver's refusals
-(typed query parameters, CRD pruning, schema and CEL validation, status-subresource rules, 409s, 410 Gone) and the chart's RBAC
-for the operator, which authenticates with OPERATOR_TOKEN; `call` uses ADMIN_TOKEN.
+(typed query parameters, CRD pruning, schema and CEL validation, status-subresource rules, 409s, 410
+Gone) and the chart's RBAC for the operator, which authenticates with OPERATOR_TOKEN; `call` uses
+ADMIN_TOKEN.
 """
 
 from __future__ import annotations
