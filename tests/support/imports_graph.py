@@ -175,6 +175,21 @@ def depth() -> int:
     return max(longest(name) for name in graph)
 
 
+def room_depth() -> int:
+    """The longest chain of imports between rooms (how many floors a change can travel through)."""
+    edges: dict[str, set[str]] = {}
+    for name, module in modules().items():
+        edges.setdefault(room_of(name), set()).update(
+            room_of(target) for target in module.imports if room_of(target) != room_of(name)
+        )
+
+    @cache
+    def longest(room: str) -> int:
+        return 1 + max((longest(other) for other in edges.get(room, ())), default=0)
+
+    return max(longest(room) for room in edges)
+
+
 def oversized() -> list[tuple[str, int]]:
     return sorted(
         ((n, m.lines) for n, m in modules().items() if m.lines > MAX_LINES and n not in TABLES),
@@ -185,7 +200,9 @@ def oversized() -> list[tuple[str, int]]:
 def main() -> int:
     mods = modules()
     largest = sorted(mods.values(), key=lambda m: -m.lines)[:5]
-    print(f"{len(mods)} modules; import depth {depth()}; cycles {len(cycles())}")
+    print(
+        f"{len(mods)} modules; import depth {depth()} modules, {room_depth()} rooms; cycles {len(cycles())}"
+    )
     for component in cycles():
         print("  cycle:", " <-> ".join(component))
     for problem in upward_imports():
