@@ -9,7 +9,11 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 import subprocess
+import time
+import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from hookline.api import POOL_NAME_PATTERN, SenderMode
 from hookline.cli import build_parser
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.operator.settings import config_from_env
-from hookline.sender.bus.natsserver import find_nats_server
+from hookline.sender.bus.natsserver import find_nats_server, free_port
 from hookline.sender.bus.poolproto import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,6 +127,15 @@ SCENARIOS: dict[str, list[str]] = {
         "poolKey.secretKey=pool.key",
     ],
     "no-pools": ["--set-json", "senderPools=[]", "--set", "monitoring.enabled=true", *MONITORING_API],
+    "nats-volume": ["--set", "nats.persistence.size=50Gi"],
+    "small-nats-volume": [
+        "--set",
+        "nats.persistence.size=1.5Gi",
+        "--set",
+        "nats.streamMaxBytes=1073741824",
+        "--set",
+        "attempts.maxBytes=104857600",
+    ],
 }
 
 
@@ -560,6 +573,127 @@ def test_nats_without_persistence_uses_an_empty_dir():
     nats = one("no-persistence", "StatefulSet", "hk-hookline-nats")
     assert "volumeClaimTemplates" not in nats["spec"]
     assert {"name": "data", "emptyDir": {}} in nats["spec"]["template"]["spec"]["volumes"]
+
+
+# Kubernetes quantity suffixes, in bytes.
+QUANTITY_FACTORS = {
+    "": 1,
+    **{suffix: 1000 ** (n + 1) for n, suffix in enumerate(("k", "M", "G", "T", "P", "E"))},
+    **{suffix: 1024 ** (n + 1) for n, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+}
+
+
+def documented_max_file_store(size: str) -> int:
+    """The documented formula (values.yaml, docs/install.md): the volume less a tenth of it, in bytes."""
+    number, suffix = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", size).groups()  # type: ignore[union-attr]
+    size_bytes = int(Decimal(number) * QUANTITY_FACTORS[suffix])
+    return size_bytes - size_bytes // 10
+
+
+def nats_config(scenario: str) -> str:
+    return one(scenario, "ConfigMap", "hk-hookline-nats-config")["data"]["nats-server.conf"]
+
+
+def rendered_max_file_store(scenario: str) -> int:
+    (value,) = re.findall(r"^\s*max_file_store:\s*(\d+)\s*$", nats_config(scenario), re.MULTILINE)
+    return int(value)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "size", "expected"),
+    [
+        ("defaults", "10Gi", 9_663_676_416),  # 9 GiB: the 8 GiB stream and the 1 GiB attempt log fit
+        ("nats-volume", "50Gi", 48_318_382_080),
+        ("small-nats-volume", "1.5Gi", 1_449_551_463),
+        ("no-persistence", "10Gi", 9_663_676_416),  # the emptyDir keeps the same limit
+    ],
+)
+def test_the_nats_store_limit_is_the_volume_less_a_tenth(scenario, size, expected):
+    assert documented_max_file_store(size) == expected
+    assert rendered_max_file_store(scenario) == expected
+    nats = one(scenario, "StatefulSet", "hk-hookline-nats")
+    if "volumeClaimTemplates" in nats["spec"]:
+        (claim,) = nats["spec"]["volumeClaimTemplates"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == size
+    # The server reads the rendered file: mounted from the ConfigMap, passed with --config, and a new
+    # config rolls the pod (the server reads it only when it starts).
+    c = container(nats)
+    config_path = c["args"][c["args"].index("--config") + 1]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "config"]
+    assert config_path == f"{mount['mountPath']}/nats-server.conf" and mount["readOnly"] is True
+    assert volume(nats, "config")["configMap"]["name"] == "hk-hookline-nats-config"
+    # The store folder is the -sd flag only: nats-server refuses a store_dir given both ways.
+    assert "store_dir" not in nats_config(scenario)
+    assert c["args"][c["args"].index("-sd") + 1] == "/data"
+    annotations = nats["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["checksum/config"]) == 64
+
+
+def test_a_new_nats_config_rolls_the_server():
+    def checksum(scenario: str) -> str:
+        return one(scenario, "StatefulSet", "hk-hookline-nats")["spec"]["template"]["metadata"][
+            "annotations"
+        ]["checksum/config"]
+
+    assert checksum("defaults") == checksum("no-persistence")  # same size, same config
+    assert checksum("defaults") != checksum("nats-volume")
+
+
+def test_external_nats_renders_no_server_config():
+    assert not [c for c in objects("external-nats", "ConfigMap") if "nats" in c["metadata"]["name"]]
+
+
+def test_stream_limits_that_do_not_fit_the_nats_store_are_refused():
+    small = ["--set", "nats.persistence.size=5Gi"]
+    result = helm("template", RELEASE, str(CHART), *small, check=False)
+    assert result.returncode != 0
+    assert "nats.streamMaxBytes (8589934592) and attempts.maxBytes (1073741824)" in result.stderr
+    assert "max_file_store 4831838208" in result.stderr and "raise nats.persistence.size" in result.stderr
+    # An external NATS has its own limits; the chart does not size it.
+    helm("template", RELEASE, str(CHART), *small, "--set", f"nats.url={EXTERNAL_NATS}")
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "small-nats-volume"])
+def test_the_rendered_nats_config_is_what_the_real_server_runs_with(scenario, tmp_path):
+    """`nats-server -t` takes the file, and the server started with the StatefulSet's own arguments
+    (ports, store and name moved to loopback and a temporary folder) reports that store limit."""
+    config = tmp_path / "nats-server.conf"
+    config.write_text(nats_config(scenario))
+    tested = subprocess.run([find_nats_server(), "-c", str(config), "-t"], capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stderr
+    client_port, monitor_port = free_port(), free_port()
+    moved = {
+        "/etc/nats/nats-server.conf": str(config),
+        "/data": str(tmp_path / "data"),
+        "4222": str(client_port),
+        "8222": str(monitor_port),
+        "$(POD_NAME)": "hookline-nats-0",
+    }
+    args = [
+        moved.get(arg, arg) for arg in container(one(scenario, "StatefulSet", "hk-hookline-nats"))["args"]
+    ]
+    server = subprocess.Popen(
+        [find_nats_server(), *args, "-a", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/varz", timeout=2) as answer:
+                    varz = json.load(answer)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "nats-server did not serve /varz"
+                time.sleep(0.1)
+        jetstream = varz["jetstream"]["config"]
+        assert jetstream["max_storage"] == rendered_max_file_store(scenario)
+        assert jetstream["store_dir"].startswith(str(tmp_path / "data"))
+        assert varz["server_name"] == "hookline-nats-0"
+        print(f"\n[{scenario}] nats-server -t: valid; /varz max_storage {jetstream['max_storage']}")
+    finally:
+        server.terminate()
+        server.wait(15)
 
 
 def test_external_nats_replaces_the_embedded_server():
