@@ -1,5 +1,6 @@
 """Ingest's HTTP service: `POST /v1/events` validates a request's events (body.py) and publishes them to
-JetStream; `/healthz`, `/readyz` and `/metrics` beside it. The command that runs it is sender/cmd/ingest.py.
+JetStream; `GET /v1/schema` (schema.py), `/healthz`, `/readyz` and `/metrics` beside it. The command
+that runs it is sender/cmd/ingest.py.
 
 Validation is all or nothing: every event is validated and encoded before any is published, so a 400
 publishes nothing. The request succeeds (202) only when the stream confirmed every event. If NATS is
@@ -40,6 +41,7 @@ from hookline.sender.ingest.body import (
     check_content_type,
     prepare_body,
 )
+from hookline.sender.ingest.schema import add_schema_route
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
 from hookline.sender.observe.health import add_health_routes, start_site
 from hookline.sender.observe.metrics import IngestMetrics
@@ -222,6 +224,7 @@ def create_app(ingest: Ingest, registry: CollectorRegistry) -> web.Application:
     # The body limit is enforced by read_limited with a clear message; aiohttp's own cap stays above it.
     app = web.Application(client_max_size=ingest.settings.max_body_bytes + 1024)
     app.router.add_post("/v1/events", ingest.handle_events)
+    add_schema_route(app, ingest.settings.max_events_per_request)
     add_health_routes(app, registry, ingest.readiness, liveness=ingest.liveness)
     return app
 

@@ -14,32 +14,34 @@ Field names follow Copernica's webhook documentation (DESIGN.md, "Events"). Deci
   ``timestamp``. Everything else marked required in DESIGN.md is required.
 - A profile event carrying ``subprofile`` must carry ``collection`` and vice versa; ``collection``
   always requires ``database`` (the Webhook scope is database, then collection).
+
+The per-type tables (required, optional, defaults, each field's kind) are eventtypes.py's: the same
+tables build the JSON Schema (schema.py) and docs/events.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from hookline.api import EVENT_TYPES, FieldError
+from hookline.sender.model.eventtypes import (
+    ENVELOPE,
+    ENVELOPE_KINDS,
+    EVENT_SPECS,
+    MAX_UNIX_TIME,
+    TIMESTAMP,
+    parse_timestamp,
+)
 from hookline.sender.model.subjects import subject_for
 from hookline.sender.model.values import json_type, value_problems
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
-ID_MAX_LENGTH = 128
-MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a timestamp can show
-# Bounds on every value of an event, checked where it enters (ingest): receivers in PHP and
-# JavaScript read these, and the sender and dead letters re-encode them.
-
-_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-# ASCII digits only: \d would also match fullwidth or Arabic-Indic digits, which int() accepts.
-_TIMESTAMP_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
 
 
 class EventError(ValueError):
@@ -50,156 +52,17 @@ class EventError(ValueError):
         super().__init__("; ".join(str(e) for e in self.errors) or "invalid event")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Field kinds: a check returns None when the value is fine, else a message.
-
-Check = Callable[[Any], str | None]
-
-
-def _is_str(v: Any) -> str | None:
-    return None if isinstance(v, str) else f"must be a string, got {json_type(v)}"
-
-
-def _is_nonempty_str(v: Any) -> str | None:
-    if not isinstance(v, str):
-        return f"must be a string, got {json_type(v)}"
-    return None if v.strip() else "must not be empty"
-
-
-def _is_int(v: Any) -> str | None:
-    ok = isinstance(v, int) and not isinstance(v, bool)
-    return None if ok else f"must be an integer, got {json_type(v)}"
-
-
-def _is_ref(v: Any) -> str | None:
-    """Copernica ids and names (profile, database, ...) arrive as numbers or strings."""
-    if isinstance(v, bool) or not isinstance(v, (int, str)):
-        return f"must be a string or an integer, got {json_type(v)}"
-    if isinstance(v, str) and not v.strip():
-        return "must not be empty"
-    return None
-
-
-def _is_str_or_int(v: Any) -> str | None:
-    if isinstance(v, bool) or not isinstance(v, (int, str)):
-        return f"must be a string or an integer, got {json_type(v)}"
-    return None
-
-
-def _is_str_list(v: Any) -> str | None:
-    if not isinstance(v, list):
-        return f"must be a list of strings, got {json_type(v)}"
-    return None
-
-
-def _is_object(v: Any) -> str | None:
-    return None if isinstance(v, dict) else f"must be an object, got {json_type(v)}"
-
-
-def _is_timestamp(v: Any) -> str | None:
-    if not isinstance(v, str):
-        return f"must be a string 'YYYY-MM-DD HH:MM:SS', got {json_type(v)}"
-    parsed = _parse_timestamp(v)
-    if parsed is None:
-        return f"must be 'YYYY-MM-DD HH:MM:SS' (UTC, ASCII digits), got {_shown(v)}"
-    if parsed.timestamp() < 0:
-        return f"must be at or after 1970-01-01 00:00:00 (time is Unix seconds), got {_shown(v)}"
-    return None
-
-
-def _shown(v: str, limit: int = 64) -> str:
-    """A value quoted for an error message, cut short (error bodies stay small)."""
-    return repr(v if len(v) <= limit else v[:limit] + "...")
-
-
-def _parse_timestamp(v: str) -> datetime | None:
-    match = _TIMESTAMP_RE.fullmatch(v)
-    if match is None:
-        return None
-    try:
-        return datetime(*map(int, match.groups()), tzinfo=UTC)  # type: ignore[misc]
-    except ValueError:  # no such date or time, e.g. 2024-02-30
-        return None
-
-
 def format_timestamp(unix_seconds: int) -> str:
     """Copernica's ``timestamp``: UTC, ``YYYY-MM-DD HH:MM:SS``."""
     return datetime.fromtimestamp(unix_seconds, UTC).strftime(TIMESTAMP_FORMAT)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Per-type field tables. `required` must be present; `optional` may be; `defaults` are filled when absent.
-
-_CONTEXT: dict[str, Check] = {
-    "database": _is_ref,
-    "collection": _is_ref,
-    "profile": _is_ref,
-    "subprofile": _is_ref,
-}
-_MAIL_BASE: dict[str, Check] = {"recipient": _is_nonempty_str}
-_MAIL_OPTIONAL: dict[str, Check] = {**_CONTEXT, "tags": _is_str_list}
+def _a(word: str) -> str:
+    """The indefinite article for a type name: "an open event", "a click event"."""
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
 
-@dataclass(frozen=True)
-class _TypeSpec:
-    required: dict[str, Check]
-    optional: dict[str, Check]
-    defaults: dict[str, Callable[[], Any]] = field(default_factory=dict)
-    profile_event: bool = False  # create/update/delete: subprofile and collection come together
-
-    @property
-    def allowed(self) -> frozenset[str]:
-        return frozenset(self.required) | frozenset(self.optional) | _ENVELOPE
-
-
-_ENVELOPE = frozenset({"id", "type", "timestamp", "time"})
-_TAGS_DEFAULT: dict[str, Callable[[], Any]] = {"tags": list}
-
-_SPECS: dict[str, _TypeSpec] = {
-    "open": _TypeSpec(
-        {**_MAIL_BASE, "ip": _is_str},
-        {**_MAIL_OPTIONAL, "useragent": _is_str, "referer": _is_str},
-        _TAGS_DEFAULT,
-    ),
-    "click": _TypeSpec(
-        {**_MAIL_BASE, "ip": _is_str, "original": _is_nonempty_str},
-        {**_MAIL_OPTIONAL, "useragent": _is_str, "referer": _is_str},
-        _TAGS_DEFAULT,
-    ),
-    "bounce": _TypeSpec(
-        {**_MAIL_BASE, "envelope": _is_str, "mime": _is_str},
-        dict(_MAIL_OPTIONAL),
-        _TAGS_DEFAULT,
-    ),
-    "failure": _TypeSpec(
-        {**_MAIL_BASE, "action": _is_str, "state": _is_str},
-        {**_MAIL_OPTIONAL, "code": _is_str_or_int, "extended": _is_str, "description": _is_str},
-        _TAGS_DEFAULT,
-    ),
-    "delivery": _TypeSpec(dict(_MAIL_BASE), dict(_MAIL_OPTIONAL), _TAGS_DEFAULT),
-}
-for _name in ("create", "update"):
-    _SPECS[_name] = _TypeSpec(
-        {"profile": _is_ref, "database": _is_ref},
-        {
-            "subprofile": _is_ref,
-            "collection": _is_ref,
-            "created": _is_timestamp,
-            "modified": _is_timestamp,
-            "fields": _is_object,
-            "interests": _is_str_list,
-            "parameters": _is_object,
-        },
-        {"fields": dict, "interests": list, "parameters": dict},
-        profile_event=True,
-    )
-_SPECS["delete"] = _TypeSpec(
-    {"profile": _is_ref, "database": _is_ref},
-    {"subprofile": _is_ref, "collection": _is_ref, "fields": _is_object},
-    {"fields": dict},
-    profile_event=True,
-)
-_ALLOWED: dict[str, frozenset[str]] = {name: spec.allowed for name, spec in _SPECS.items()}
+_ALLOWED: dict[str, frozenset[str]] = {name: spec.allowed for name, spec in EVENT_SPECS.items()}
 
 
 def _scalar_problem(v: Any) -> str | None:
@@ -257,7 +120,7 @@ class Event:
         errors = []
         if not isinstance(event_id, str):
             errors.append(FieldError("id", "missing or not a string"))
-        if not isinstance(event_type, str) or event_type not in _SPECS:
+        if not isinstance(event_type, str) or event_type not in EVENT_SPECS:
             errors.append(FieldError("type", f"unknown event type {event_type!r}"))
         if errors:
             raise EventError(errors)
@@ -320,12 +183,12 @@ def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
     event_type = obj.get("type")
     if event_type is None:
         raise EventError([FieldError("type", f"is required; one of {', '.join(EVENT_TYPES)}")])
-    if not isinstance(event_type, str) or event_type not in _SPECS:
+    if not isinstance(event_type, str) or event_type not in EVENT_SPECS:
         shown = event_type if isinstance(event_type, str) else json_type(event_type)
         raise EventError(
             [FieldError("type", f"unknown event type {shown!r}; one of {', '.join(EVENT_TYPES)}")]
         )
-    spec = _SPECS[event_type]
+    spec = EVENT_SPECS[event_type]
     allowed = _ALLOWED[event_type]
     errors.extend(value_problems(obj))
 
@@ -336,18 +199,18 @@ def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
                     str(key), f"unknown field for a {event_type} event; allowed: {', '.join(sorted(allowed))}"
                 )
             )
-    for name, check in spec.required.items():
+    for name, kind in spec.required.items():
         if name not in obj or obj[name] is None:
-            errors.append(FieldError(name, f"is required for a {event_type} event"))
+            errors.append(FieldError(name, f"is required for {_a(event_type)} event"))
             continue
-        problem = check(obj[name])
+        problem = kind.check(obj[name])
         if problem:
             errors.append(FieldError(name, problem))
         else:
             _check_nested(name, obj[name], errors)
-    for name, check in spec.optional.items():
+    for name, kind in spec.optional.items():
         if name in obj and obj[name] is not None:
-            problem = check(obj[name])
+            problem = kind.check(obj[name])
             if problem:
                 errors.append(FieldError(name, problem))
             else:
@@ -356,12 +219,10 @@ def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
     event_id = obj.get("id")
     if event_id is None:
         event_id = uuid.uuid4().hex
-    elif not isinstance(event_id, str) or not _ID_RE.fullmatch(event_id):
-        errors.append(
-            FieldError(
-                "id", f"must be 1..{ID_MAX_LENGTH} characters of letters, digits, '_', '.', ':' or '-'"
-            )
-        )
+    else:
+        problem = ENVELOPE_KINDS["id"].check(event_id)
+        if problem:
+            errors.append(FieldError("id", problem))
 
     unix_time, timestamp = _resolve_time(obj.get("time"), obj.get("timestamp"), now, errors)
 
@@ -379,14 +240,13 @@ def parse_event(obj: Any, *, now: float | datetime | None = None) -> Event:
 
     payload: dict[str, Any] = {"id": event_id, "type": event_type, "timestamp": timestamp, "time": unix_time}
     for key, value in obj.items():
-        if key not in _ENVELOPE and value is not None:
+        if key not in ENVELOPE and value is not None:
             payload[key] = value
     for key, make in spec.defaults.items():
         if key not in payload:
             payload[key] = make()
-    if event_type in ("create", "update"):
-        payload.setdefault("created", timestamp)
-        payload.setdefault("modified", timestamp)
+    for key in spec.from_timestamp:
+        payload.setdefault(key, timestamp)
     return Event(
         event_id, event_type, _ref_str(obj.get("database")), _ref_str(obj.get("collection")), payload
     )
@@ -399,7 +259,7 @@ def _resolve_time(
     unix_time: int | None = None
     parsed: datetime | None = None
     if raw_time is not None:
-        if _is_int(raw_time) is None:
+        if isinstance(raw_time, int) and not isinstance(raw_time, bool):
             unix_time = raw_time
             if unix_time < 0:
                 errors.append(FieldError("time", "must not be negative (Unix seconds)"))
@@ -410,11 +270,11 @@ def _resolve_time(
         else:
             errors.append(FieldError("time", f"must be an integer (Unix seconds), got {json_type(raw_time)}"))
     if raw_timestamp is not None:
-        problem = _is_timestamp(raw_timestamp)
+        problem = TIMESTAMP.check(raw_timestamp)
         if problem:
             errors.append(FieldError("timestamp", problem))
         else:
-            parsed = _parse_timestamp(raw_timestamp)
+            parsed = parse_timestamp(raw_timestamp)
     if unix_time is not None and parsed is not None:
         if int(parsed.timestamp()) != unix_time:
             errors.append(

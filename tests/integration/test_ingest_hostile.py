@@ -30,7 +30,7 @@ from hookline.sender import bus
 from hookline.sender.ingest.body import MAX_REPORTED_ERRORS
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import IngestSettings
-from hookline.sender.model.events import _SPECS
+from hookline.sender.model.eventtypes import EVENT_SPECS
 from hookline.sender.model.examples import example_event
 from hookline.sender.model.values import MAX_DEPTH
 from hookline.sender.observe.health import bound_port
@@ -254,14 +254,14 @@ _WRONG: dict[str, Any] = {
     "_is_timestamp": 5,
 }
 for _type in EVENT_TYPES:
-    _spec = _SPECS[_type]
+    _spec = EVENT_SPECS[_type]
     for _name, _check in _spec.required.items():
         _missing = _valid(_type)
         _missing.pop(_name, None)
         case(f"{_type}-{_name}-missing", enc(_missing), _name)
         case(f"{_type}-{_name}-null", enc(_valid(_type, **{_name: None})), _name)
     for _name, _check in {**_spec.required, **_spec.optional}.items():
-        case(f"{_type}-{_name}-mistyped", enc(_valid(_type, **{_name: _WRONG[_check.__name__]})), _name)
+        case(f"{_type}-{_name}-mistyped", enc(_valid(_type, **{_name: _WRONG[_check.check.__name__]})), _name)
 
 
 def test_the_corpus_is_large_enough():
