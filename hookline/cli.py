@@ -1,4 +1,4 @@
-"""The one `hookline` command. Each subcommand lives in its own module, imported only when used."""
+"""The one `hookline` command; each subcommand is a module of its own (COMMANDS), imported only when used."""
 
 from __future__ import annotations
 
@@ -17,21 +17,37 @@ class Command(NamedTuple):
     outbound: bool  # takes the outbound safety flags
 
 
+# In the order `hookline --help` lists them: the commands for people first, then the processes the chart runs.
 COMMANDS: dict[str, Command] = {
-    "operator": Command("run the Kopf operator", "hookline.operator.main", True),
-    "sender": Command("deliver one Webhook's events (reads --config)", "hookline.sender.cmd.sender", True),
-    "pool": Command("one replica of a sender pool: many Webhooks' engines", "hookline.sender.cmd.pool", True),
+    "list": Command(
+        "list Webhooks and their state (-n, -A, -l, -o, -w as kubectl)", "hookline.kubecli.listing", False
+    ),
+    "test": Command(
+        "send a test event to a Webhook and print the receiver's answer", "hookline.kubecli.testing", False
+    ),
+    "attempts": Command(
+        "show a Webhook's recent delivery attempts and why they failed", "hookline.kubecli.attempts", False
+    ),
+    "redrive": Command("deliver a Webhook's dead letters again", "hookline.kubecli.redrive", False),
+    "dev": Command("run everything on this machine, no cluster (needs hookline[dev])", "hookline.dev", True),
+    "operator": Command(
+        "run the operator (in the cluster; the Helm chart starts it)", "hookline.operator.main", True
+    ),
     "ingest": Command(
-        "accept events on POST /v1/events and publish them", "hookline.sender.cmd.ingest", False
+        "run the event intake, POST /v1/events (the chart starts it)", "hookline.sender.cmd.ingest", False
     ),
-    "dev": Command("everything on one machine, no cluster", "hookline.dev", True),
-    "list": Command("list Webhooks in the current kubeconfig context", "hookline.kubecli.listing", False),
-    "test": Command("post test data to a Webhook through a WebhookTest", "hookline.kubecli.testing", False),
-    "redrive": Command(
-        "put a Webhook's dead letters back for delivery", "hookline.sender.cmd.redrive", False
+    "sender": Command(
+        "run one Webhook's sender (the operator starts it)", "hookline.sender.cmd.sender", True
     ),
-    "attempts": Command("a Webhook's recent delivery attempts", "hookline.sender.cmd.attempts", False),
+    "pool": Command(
+        "run one replica of a sender pool (the operator starts it)", "hookline.sender.cmd.pool", True
+    ),
 }
+
+DESCRIPTION = """hookline: webhook delivery on Kubernetes.
+
+The first commands are for people and use your kubeconfig, as kubectl does; the last ones are the
+processes that run in the cluster. `hookline COMMAND --help` shows a command's flags."""
 
 
 def add_outbound_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +71,9 @@ def add_outbound_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every subcommand is listed; only the chosen one's module is imported (kopf is slow to load)."""
-    parser = argparse.ArgumentParser(prog="hookline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="hookline", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"hookline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -18,6 +18,14 @@ from hookline.sender import bus
 from hookline.sender.bus.natsserver import EmbeddedNats
 
 
+@pytest.fixture(autouse=True)
+def no_personal_kubeconfig(monkeypatch, tmp_path_factory) -> None:
+    """The CLI under test never reaches the cluster of whoever runs the tests: no kubeconfig and no
+    namespace from the environment unless a test gives them."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path_factory.getbasetemp() / "no-kubeconfig"))
+    monkeypatch.delenv("HOOKLINE_NAMESPACE", raising=False)
+
+
 @pytest.fixture
 def nats_server(tmp_path) -> Iterator[EmbeddedNats]:
     """A real JetStream-enabled nats-server on a free loopback port with its own store."""

@@ -1,18 +1,16 @@
-"""The kubeconfig-backed client both commands use, and the shared flags."""
+"""What every command for people shares: the kubeconfig flags and the namespace a command acts on."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
 
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
+from hookline.kubecli.errors import CommandError
+from hookline.kubecli.kubeconfig import KubeConfig, load_kubeconfig, no_kubeconfig_error
 
-from hookline.api import GROUP
-
-
-class CommandError(Exception):
-    """A problem the user can fix; printed without a traceback."""
+NAMESPACE_ENV = "HOOKLINE_NAMESPACE"
+DEFAULT_NAMESPACE = "default"
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,33 +18,30 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
     )
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
-    parser.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        help=f"namespace (default: ${NAMESPACE_ENV}, else the kubeconfig context's, else "
+        f"{DEFAULT_NAMESPACE})",
+    )
 
 
-@dataclass
-class Kube:
-    api: client.CustomObjectsApi
-    namespace: str
+def kube_config(args: argparse.Namespace, *, required: bool = True) -> KubeConfig | None:
+    """The kubeconfig context of --kubeconfig/--context; without any kubeconfig, an error when
+    ``required``, else None (the NATS commands can work without the cluster's API)."""
+    config = load_kubeconfig(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+    if config is None and required:
+        raise no_kubeconfig_error()
+    return config
 
 
-def connect(args: argparse.Namespace) -> Kube:
-    try:
-        config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-        _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
-    except (ConfigException, OSError) as exc:
-        raise CommandError(
-            f"cannot use the kubeconfig: {exc}; check --kubeconfig/--context or KUBECONFIG"
-        ) from None
-    if args.context:
-        contexts, _ = config.list_kube_config_contexts(config_file=args.kubeconfig)
-        active = next((c for c in contexts if c["name"] == args.context), active)
-    namespace = args.namespace or (active or {}).get("context", {}).get("namespace") or "default"
-    return Kube(client.CustomObjectsApi(), namespace)
-
-
-def api_error(exc: client.ApiException, what: str) -> CommandError:
-    if exc.status == 404:
-        return CommandError(f"{what}: not found (are the hookline CRDs installed? is the name right?)")
-    if exc.status == 403:
-        return CommandError(f"{what}: forbidden; ask for RBAC permission on {GROUP} resources")
-    return CommandError(f"{what}: the API server answered {exc.status} {exc.reason}")
+def command_namespace(
+    args: argparse.Namespace, config: KubeConfig | None, env: Mapping[str, str] = os.environ
+) -> str:
+    """The namespace a command acts on, the same for every command: -n, else $HOOKLINE_NAMESPACE, else
+    the kubeconfig context's namespace (as kubectl), else ``default``."""
+    namespace = getattr(args, "namespace", None) or env.get(NAMESPACE_ENV)
+    namespace = namespace or (config.namespace if config else None) or DEFAULT_NAMESPACE
+    if not namespace.strip():
+        raise CommandError("the namespace is empty; pass -n NAMESPACE", exit_code=2)
+    return namespace

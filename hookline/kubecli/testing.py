@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from kubernetes import client
-
-from hookline.api import (
-    API_VERSION,
-    BATCH_MAX_EVENTS,
-    GROUP,
-    VERSION,
-    WEBHOOK_PLURAL,
-    WEBHOOKTEST_KIND,
-    WEBHOOKTEST_PLURAL,
-)
-from hookline.kubecli.kube import CommandError, add_connection_arguments, api_error, connect
+from hookline.api import API_VERSION, BATCH_MAX_EVENTS, WEBHOOK_PLURAL, WEBHOOKTEST_KIND, WEBHOOKTEST_PLURAL
+from hookline.kubecli.client import KubeClient
+from hookline.kubecli.errors import EXIT_USAGE, CommandError, report
+from hookline.kubecli.kube import add_connection_arguments, command_namespace, kube_config
 
 FINISHED = ("Succeeded", "Failed")
 
@@ -55,7 +48,10 @@ def parse_data(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise CommandError(f"--data {pair!r}: expected KEY=VALUE, e.g. --data recipient=a@b.example")
+            raise CommandError(
+                f"--data {pair!r}: expected KEY=VALUE, e.g. --data recipient=a@b.example",
+                exit_code=EXIT_USAGE,
+            )
         try:
             value: Any = json.loads(raw)
             if isinstance(value, str):
@@ -67,7 +63,10 @@ def parse_data(pairs: Sequence[str]) -> dict[str, Any]:
         for parent in parents:
             nested = target.setdefault(parent, {})
             if not isinstance(nested, dict):
-                raise CommandError(f"--data {pair!r}: {parent} is already a value, not a group of fields")
+                raise CommandError(
+                    f"--data {pair!r}: {parent} is already a value, not a group of fields",
+                    exit_code=EXIT_USAGE,
+                )
             target = nested
         target[leaf] = value
     return data
@@ -85,7 +84,7 @@ def webhook_test(webhook: str, event: str, data: dict[str, Any], batch: int | No
     }
 
 
-def report(status: dict[str, Any], out: TextIO) -> None:
+def report_result(status: dict[str, Any], out: TextIO) -> None:
     response = status.get("response") or {}
     out.write(f"{status.get('phase')}: {status.get('message') or status.get('error') or ''}\n")
     if response:
@@ -94,52 +93,46 @@ def report(status: dict[str, Any], out: TextIO) -> None:
             out.write(f"{response['body']}\n")
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    try:
-        data = parse_data(args.data)
-        batch = getattr(args, "batch", None)
-        if batch is not None and not 1 <= batch <= BATCH_MAX_EVENTS:
-            raise CommandError(f"--batch {batch}: send between 1 and {BATCH_MAX_EVENTS} events")
-        kube = connect(args)
-        try:
-            webhook = kube.api.get_namespaced_custom_object(
-                GROUP, VERSION, kube.namespace, WEBHOOK_PLURAL, args.webhook
-            )
-        except client.ApiException as exc:
-            raise api_error(exc, f"Webhook {args.webhook} in namespace {kube.namespace}") from None
+async def _test(args: argparse.Namespace, data: dict[str, Any], batch: int | None, out: TextIO) -> int:
+    config = kube_config(args)
+    assert config is not None
+    namespace = command_namespace(args, config)
+    async with KubeClient(config) as kube:
+        webhook = await kube.get(WEBHOOK_PLURAL, namespace, args.webhook)
         events = (webhook.get("spec") or {}).get("events") or []
         event = args.event or (events[0] if events else None)
         if not event:
-            raise CommandError(f"Webhook {args.webhook} has no events; pass --event TYPE")
-        try:
-            created = kube.api.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                kube.namespace,
-                WEBHOOKTEST_PLURAL,
-                webhook_test(args.webhook, event, data, batch),
-            )
-        except client.ApiException as exc:
-            raise api_error(exc, "creating the WebhookTest") from None
+            raise CommandError(f"Webhook {namespace}/{args.webhook} has no events; pass --event TYPE")
+        created = await kube.create(
+            WEBHOOKTEST_PLURAL, namespace, webhook_test(args.webhook, event, data, batch)
+        )
         name = created["metadata"]["name"]
         what = f"a batch of {batch} {event} events" if batch else f"a {event} event"
         out.write(f"WebhookTest {name}: posting {what} to {args.webhook}...\n")
+        out.flush()
         deadline = time.monotonic() + args.timeout
         while True:
-            current = kube.api.get_namespaced_custom_object(
-                GROUP, VERSION, kube.namespace, WEBHOOKTEST_PLURAL, name
-            )
+            current = await kube.get(WEBHOOKTEST_PLURAL, namespace, name)
             status = current.get("status") or {}
             if status.get("phase") in FINISHED:
-                report(status, out)
+                report_result(status, out)
                 return 0 if status["phase"] == "Succeeded" else 1
             if time.monotonic() > deadline:
                 raise CommandError(
                     f"no result within {args.timeout:g} s; is the hookline operator running? "
-                    f"See `kubectl describe webhooktest {name} -n {kube.namespace}`"
+                    f"See `kubectl describe webhooktest {name} -n {namespace}`"
                 )
-            time.sleep(0.25)
+            await asyncio.sleep(0.25)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        data = parse_data(args.data)
+        batch = getattr(args, "batch", None)
+        if batch is not None and not 1 <= batch <= BATCH_MAX_EVENTS:
+            raise CommandError(
+                f"--batch {batch}: send between 1 and {BATCH_MAX_EVENTS} events", exit_code=EXIT_USAGE
+            )
+        return asyncio.run(_test(args, data, batch, out or sys.stdout))
     except CommandError as exc:
-        print(f"hookline test: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)

@@ -8,29 +8,22 @@ the start of its answer; sampled successes show how many deliveries they stand f
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+import yaml
+
 from hookline.sender.bus.attemptlog import read_attempts
-from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
-from hookline.sender.cmd.redrive import EXIT_OK, NAMESPACE_ENV, cli_connection, parse_since
+from hookline.sender.cmd.redrive import EXIT_OK, add_nats_url_argument, cli_connection, parse_since
 from hookline.sender.model.deliveryhealth import AttemptRecord, one_line
 
 EXCERPT_COLUMN = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("webhook", metavar="WEBHOOK", help="name of the Webhook")
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        default=os.environ.get(NAMESPACE_ENV, "default"),
-        help=f"the Webhook's namespace (env {NAMESPACE_ENV}; default %(default)s)",
-    )
+    """The attempts flags; the Webhook, its namespace and the kubeconfig flags are hookline.kubecli's."""
     parser.add_argument("--failed", action="store_true", help="only failed attempts")
     parser.add_argument(
         "--since",
@@ -39,12 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only attempts at or after T: RFC 3339 time or a span back from now (2h, 3d)",
     )
     parser.add_argument("--limit", type=int, default=200, help="the newest N attempts (default %(default)s)")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument(
-        "--nats-url",
-        default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
-        help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
+        "-o", "--output", choices=("table", "json", "yaml"), default="table", help="default %(default)s"
     )
+    add_nats_url_argument(parser)
 
 
 def table(records: Sequence[AttemptRecord]) -> str:
@@ -67,20 +58,23 @@ def render(records: Sequence[AttemptRecord], output: str, what: str, out: TextIO
     if output == "json":
         json.dump([r.to_json() for r in records], out, indent=2, ensure_ascii=False)
         out.write("\n")
+    elif output == "yaml":
+        yaml.safe_dump([r.to_json() for r in records], out, sort_keys=False, allow_unicode=True)
     elif not records:
         print(f"no {what} recorded", file=out)
     else:
         print(table(records), file=out)
 
 
-async def _main(args: argparse.Namespace) -> int:
-    nc = await cli_connection("attempts", args.namespace, args.webhook, args.nats_url)
+async def main(args: argparse.Namespace, namespace: str, *, find_consumer: str | None = None) -> int:
+    """`hookline attempts` once hookline.kubecli has settled the namespace and how the Webhook is found."""
+    nc = await cli_connection("attempts", namespace, args.webhook, args.nats_url, find_consumer=find_consumer)
     if isinstance(nc, int):
         return nc
     try:
         records = await read_attempts(
             nc.jetstream(),
-            args.namespace,
+            namespace,
             args.webhook,
             since=args.since,
             failed_only=args.failed,
@@ -88,10 +82,6 @@ async def _main(args: argparse.Namespace) -> int:
         )
     finally:
         await nc.close()
-    what = f"{'failed ' if args.failed else ''}attempts for Webhook {args.namespace}/{args.webhook}"
+    what = f"{'failed ' if args.failed else ''}attempts for Webhook {namespace}/{args.webhook}"
     render(records, args.output, what, sys.stdout)
     return EXIT_OK
-
-
-def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_main(args))

@@ -15,7 +15,6 @@ that got the 410 (dead letters with reason `gone`) are redriven.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -41,7 +40,6 @@ from hookline.sender.bus.deadletter import (
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.outcomes import GoneState
 
-NAMESPACE_ENV = "HOOKLINE_NAMESPACE"
 PROGRESS_EVERY = 100
 PUBLISH_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -75,27 +73,23 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
 
 
+def add_nats_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
+        help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "webhook", metavar="WEBHOOK", help="name of the Webhook whose dead letters to redrive"
-    )
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        default=os.environ.get(NAMESPACE_ENV, "default"),
-        help=f"the Webhook's namespace (env {NAMESPACE_ENV}; default %(default)s)",
-    )
+    """The redrive flags; the Webhook, its namespace and the kubeconfig flags are hookline.kubecli's."""
     parser.add_argument(
         "--since",
         type=parse_since,
         metavar="T",
         help="only dead letters stored at or after T: RFC 3339 time or a span back from now (2h, 3d)",
     )
-    parser.add_argument(
-        "--nats-url",
-        default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
-        help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
-    )
+    add_nats_url_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="list what would be redriven; change nothing")
     parser.add_argument(
         "--resume",
@@ -265,42 +259,62 @@ async def _connect(url: str, command: str) -> NATS:
     )
 
 
-async def cli_connection(command: str, namespace: str, webhook: str, url: str) -> NATS | int:
+async def cli_connection(
+    command: str, namespace: str, webhook: str, url: str, *, find_consumer: str | None = None
+) -> NATS | int:
     """For a one-shot command about one Webhook (redrive, attempts): the NATS connection, or the
-    exit code after saying on stderr what to do."""
+    exit code after saying on stderr what to do.
+
+    ``find_consumer``: why the Webhook's consumer in NATS decides whether the Webhook exists (None when
+    the Kubernetes API already said it does); no consumer is then "not found", exit 1."""
     try:
-        consumer_name(namespace, webhook)  # validates both names
+        durable = consumer_name(namespace, webhook)  # validates both names
     except ValueError as exc:
-        print(f"hookline {command}: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return await _connect(url, command)
+        nc = await _connect(url, command)
     except Exception as exc:  # nats raises NoServersError, OSError, TimeoutError, ...
         print(
-            f"hookline {command}: cannot connect to NATS at {url} ({str(exc) or type(exc).__name__}). "
-            f"Pass --nats-url (env {NATS_URL_ENV}), or reach the cluster's NATS with "
+            f"error: cannot connect to NATS at {url} ({str(exc) or type(exc).__name__}); "
+            f"pass --nats-url (env {NATS_URL_ENV}), or reach the cluster's NATS with "
             "kubectl port-forward svc/<nats service> 4222",
             file=sys.stderr,
         )
         return EXIT_FAILED
+    if find_consumer is None:
+        return nc
+    try:
+        await nc.jetstream().consumer_info(bus.STREAM, durable)
+    except NotFoundError:
+        await nc.close()
+        print(
+            f"error: webhook {namespace}/{webhook} not found (no consumer {durable} in {bus.STREAM} at "
+            f"{url}; checked NATS: {find_consumer}); is it applied and Verified? "
+            f"(kubectl get wh -n {namespace} {webhook})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except (nats.errors.Error, TimeoutError) as exc:
+        await nc.close()
+        print(f"error: NATS at {url} did not answer ({exc or type(exc).__name__})", file=sys.stderr)
+        return EXIT_FAILED
+    return nc
 
 
-async def _main(args: argparse.Namespace) -> int:
-    nc = await cli_connection("redrive", args.namespace, args.webhook, args.nats_url)
+async def main(args: argparse.Namespace, namespace: str, *, find_consumer: str | None = None) -> int:
+    """`hookline redrive` once hookline.kubecli has settled the namespace and how the Webhook is found."""
+    nc = await cli_connection("redrive", namespace, args.webhook, args.nats_url, find_consumer=find_consumer)
     if isinstance(nc, int):
         return nc
     js = nc.jetstream()
     try:
         if args.resume:
-            await resume(js, args.namespace, args.webhook, dry_run=args.dry_run, out=sys.stdout)
-        await redrive(js, args.namespace, args.webhook, since=args.since, dry_run=args.dry_run)
+            await resume(js, namespace, args.webhook, dry_run=args.dry_run, out=sys.stdout)
+        await redrive(js, namespace, args.webhook, since=args.since, dry_run=args.dry_run)
     except RedriveError as exc:
-        print(f"hookline redrive: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await nc.close()
     return EXIT_OK
-
-
-def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_main(args))

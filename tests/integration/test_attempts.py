@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+import yaml
 from dataplane_helpers import SECRET, Receiver, sender_config, wait_until
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +23,7 @@ from hookline.sender.cmd import attempts as attemptscli
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.delivery.retry import classify
 from hookline.sender.delivery.settings import EngineSettings
+from hookline.sender.model.config import consumer_name
 from hookline.sender.model.deliveryhealth import (
     SUCCESS_SAMPLE_SECONDS,
     DeliveryTally,
@@ -317,6 +319,9 @@ async def test_the_command_prints_the_log_and_says_what_to_do_without_nats(nats,
 
     await js.add_stream(attempts_stream_config(3600, 1024 * 1024))
     await js.publish(attempts_subject("shop", "orders"), record.to_bytes())
+    # Without a kubeconfig, the Webhook's consumer in NATS tells that the Webhook exists.
+    orders = bus.ConsumerSpec(consumer_name("shop", "orders"), ("hookline.events.>",), 10, 30.0)
+    await bus.ensure_consumer(js, orders)
     code = await asyncio.to_thread(
         cli.main, ["attempts", "orders", "-n", "shop", "--failed", "--nats-url", nats_server.url]
     )
@@ -326,6 +331,16 @@ async def test_the_command_prints_the_log_and_says_what_to_do_without_nats(nats,
         cli.main, ["attempts", "orders", "-n", "shop", "-o", "json", "--nats-url", nats_server.url]
     )
     assert code == 0 and json.loads(capsys.readouterr().out)[0]["attempt"] == 3
+    code = await asyncio.to_thread(
+        cli.main, ["attempts", "orders", "-n", "shop", "-o", "yaml", "--nats-url", nats_server.url]
+    )
+    assert code == 0 and "database down" in yaml.safe_load(capsys.readouterr().out)[0]["response"]
+    code = await asyncio.to_thread(
+        cli.main, ["attempts", "nobody", "-n", "shop", "--nats-url", nats_server.url]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: webhook shop/nobody not found") and "checked NATS" in err
+    assert err.count("\n") == 1
     dead = f"nats://127.0.0.1:{free_port()}"
     assert await asyncio.to_thread(cli.main, ["attempts", "orders", "--nats-url", dead]) == 1
     assert "cannot connect to NATS" in capsys.readouterr().err

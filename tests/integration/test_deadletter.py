@@ -391,6 +391,11 @@ async def test_since_limits_the_redrive_to_recent_dead_letters(nats_server):
 
 
 async def test_nothing_to_redrive_says_so(nats_server):
+    nc = await nats.connect(nats_server.url)
+    try:
+        await webhook_consumer(nc.jetstream())  # without a kubeconfig, the consumer says the Webhook exists
+    finally:
+        await nc.close()
     code, out, err = await redrive_cli("orders", "-n", "shop", "--nats-url", nats_server.url)
     assert code == 0 and err == ""
     assert "no dead letters for Webhook shop/orders" in out

@@ -1,36 +1,41 @@
-"""`hookline list` and `hookline test` through a kubeconfig that points at the API emulator."""
+"""The commands for people (`hookline list`, `test`, `attempts`, `redrive`) through a kubeconfig that points
+at the strict API emulator: output formats, selectors, watch, the namespace rule and one-line errors."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import yaml
 from operator_helpers import ADMIN_TOKEN, TESTS, WEBHOOKS, api_path, condition, create_webhook, wait_for
+from strict_api import Identity, Rule
 
 from hookline.cli import main
-from hookline.kubecli.kube import CommandError
+from hookline.kubecli.errors import CommandError
 from hookline.kubecli.testing import parse_data
 
 
-@pytest.fixture
-def kubeconfig(cluster, tmp_path):
-    path = tmp_path / "kubeconfig"
+def write_kubeconfig(path, server: str, *, token: str = ADMIN_TOKEN, namespace: str | None = "shop") -> str:
+    context = {"cluster": "emulator", "user": "me", **({"namespace": namespace} if namespace else {})}
     path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "emulator", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-                "users": [{"name": "me", "user": {"token": ADMIN_TOKEN}}],
-                "contexts": [
-                    {"name": "shop", "context": {"cluster": "emulator", "user": "me", "namespace": "shop"}}
-                ],
+                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                "users": [{"name": "me", "user": {"token": token}}],
+                "contexts": [{"name": "shop", "context": context}],
                 "current-context": "shop",
             }
         )
     )
     return str(path)
+
+
+@pytest.fixture
+def kubeconfig(cluster, tmp_path):
+    return write_kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
 
 
 async def hookline(*argv):
@@ -114,8 +119,8 @@ async def test_test_command_sends_and_prints_the_answer(cluster, site, start_ope
 
 
 async def test_test_command_names_a_missing_webhook(cluster, kubeconfig, capsys):
-    assert await hookline("test", "nope", "--kubeconfig", kubeconfig, "--data", "a=b") == 2
-    assert "Webhook nope in namespace shop: not found" in capsys.readouterr().err
+    assert await hookline("test", "nope", "--kubeconfig", kubeconfig, "--data", "a=b") == 1
+    assert capsys.readouterr().err == "error: webhook shop/nope not found\n"
 
 
 def test_data_pairs_nest_and_parse_json():
@@ -127,3 +132,125 @@ def test_data_pairs_nest_and_parse_json():
     }
     with pytest.raises(CommandError, match="expected KEY=VALUE"):
         parse_data(["recipient"])
+
+
+async def create_in(cluster, namespace: str, name: str, labels: dict[str, str] | None = None) -> None:
+    body = {
+        "apiVersion": "hookline.io/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {"url": f"https://{name}.example/h", "events": ["open"]},
+    }
+    await cluster.call("POST", api_path(WEBHOOKS, namespace=namespace), body)
+
+
+async def test_list_prints_json_yaml_names_and_wide_and_filters_by_label(cluster, kubeconfig, capsys):
+    await create_in(cluster, "shop", "a", {"team": "mail"})
+    await create_in(cluster, "shop", "b", {"team": "web"})
+
+    assert await hookline("list", "--kubeconfig", kubeconfig, "-o", "json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["kind"] == "List" and listed["apiVersion"] == "v1"
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["a", "b"]
+    assert {(i["apiVersion"], i["kind"]) for i in listed["items"]} == {("hookline.io/v1alpha1", "Webhook")}
+    assert listed["items"][0]["spec"]["url"] == "https://a.example/h"
+
+    assert await hookline("list", "--kubeconfig", kubeconfig, "-o", "yaml", "-l", "team=web") == 0
+    listed = yaml.safe_load(capsys.readouterr().out)
+    assert listed["kind"] == "List" and [i["metadata"]["name"] for i in listed["items"]] == ["b"]
+
+    assert await hookline("list", "--kubeconfig", kubeconfig, "-o", "name", "--selector", "team!=web") == 0
+    assert capsys.readouterr().out == "webhook.hookline.io/a\n"
+
+    assert await hookline("list", "--kubeconfig", kubeconfig, "-o", "wide") == 0
+    head, *rows = capsys.readouterr().out.splitlines()
+    assert head.split()[-4:] == ["DELIVERING", "PENDING", "LAST-SUCCESS", "AGE"] and len(rows) == 2
+
+    assert await hookline("list", "--kubeconfig", kubeconfig, "-l", "team=none") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "No Webhooks found in the shop namespace.\n"
+    assert await hookline("list", "--kubeconfig", kubeconfig, "-l", "team=none", "-o", "json") == 0
+    assert json.loads(capsys.readouterr().out)["items"] == []
+
+
+async def test_the_namespace_follows_the_kubeconfig_context(cluster, tmp_path, monkeypatch, capsys):
+    await create_in(cluster, "billing", "invoices")
+    await create_in(cluster, "shop", "orders")
+    server = str(cluster.url).rstrip("/")
+    billing = write_kubeconfig(tmp_path / "billing", server, namespace="billing")
+    no_namespace = write_kubeconfig(tmp_path / "plain", server, namespace=None)
+
+    assert await hookline("list", "--kubeconfig", billing, "-o", "name") == 0
+    assert capsys.readouterr().out == "webhook.hookline.io/invoices\n"
+    assert await hookline("list", "--kubeconfig", billing, "-n", "shop", "-o", "name") == 0
+    assert capsys.readouterr().out == "webhook.hookline.io/orders\n"
+    assert await hookline("list", "--kubeconfig", no_namespace) == 0  # no namespace in the context: default
+    assert "in the default namespace" in capsys.readouterr().err
+    monkeypatch.setenv("KUBECONFIG", billing)  # as kubectl: $KUBECONFIG when there is no --kubeconfig
+    assert await hookline("list", "-o", "name") == 0
+    assert capsys.readouterr().out == "webhook.hookline.io/invoices\n"
+    monkeypatch.setenv("HOOKLINE_NAMESPACE", "shop")
+    assert await hookline("list", "-o", "name") == 0
+    assert capsys.readouterr().out == "webhook.hookline.io/orders\n"
+    monkeypatch.delenv("HOOKLINE_NAMESPACE")
+
+    # attempts and redrive take the same namespace: the API finds billing/invoices, then NATS is asked
+    # (here nothing listens), and an unknown Webhook is named with the namespace it was looked for in.
+    from hookline.sender.bus.natsserver import free_port
+
+    dead = f"nats://127.0.0.1:{free_port()}"
+    assert await hookline("attempts", "invoices", "--nats-url", dead) == 1
+    assert "cannot connect to NATS" in capsys.readouterr().err
+    for command in ("attempts", "redrive"):
+        assert await hookline(command, "orders", "--nats-url", dead) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: webhook billing/orders not found (asked the Kubernetes API")
+        assert err.count("\n") == 1
+        assert await hookline(command, "orders", "--nats-url", dead, "--nats-only") == 1
+        assert "cannot connect to NATS" in capsys.readouterr().err
+
+
+async def test_watch_prints_each_change_until_its_timeout(cluster, kubeconfig, capsys):
+    await create_in(cluster, "shop", "a")
+
+    async def later():
+        await asyncio.sleep(1.0)
+        await create_in(cluster, "shop", "b")
+        await cluster.call("PATCH", api_path(WEBHOOKS, name="a"), {"metadata": {"labels": {"team": "mail"}}})
+
+    changes = asyncio.create_task(later())
+    code = await hookline("list", "--kubeconfig", kubeconfig, "-w", "--timeout", "3", "-o", "name")
+    await changes
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "webhook.hookline.io/a",
+        "webhook.hookline.io/b",
+        "webhook.hookline.io/a",
+    ]
+    assert await hookline("list", "--kubeconfig", kubeconfig, "--timeout", "3") == 2
+    assert capsys.readouterr().err == "error: --timeout goes with --watch\n"
+
+
+async def test_refusals_are_one_line_that_names_what_is_missing(cluster, tmp_path, capsys):
+    server = str(cluster.url).rstrip("/")
+    await create_in(cluster, "shop", "orders")
+    stranger = write_kubeconfig(tmp_path / "stranger", server, token="nobody-knows-this")
+    assert await hookline("list", "--kubeconfig", stranger) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the Kubernetes API at {server} did not accept the credentials of user")
+    assert "401 Unauthorized" in err and err.count("\n") == 1
+
+    reader = Rule(frozenset({"hookline.io"}), frozenset({"webhooks"}), frozenset({"get"}))
+    cluster.identities["reader-token"] = Identity("reader", (reader,))
+    viewer = write_kubeconfig(tmp_path / "viewer", server, token="reader-token")
+    assert await hookline("list", "--kubeconfig", viewer) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: forbidden: you may not list webhooks.hookline.io -n shop")
+    assert "kubectl auth can-i list webhooks.hookline.io -n shop" in err and err.count("\n") == 1
+    assert await hookline("test", "orders", "--kubeconfig", viewer) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: forbidden: you may not create webhooktests.hookline.io -n shop")
+
+    cluster.identities["reader-token"] = Identity("reader", ())
+    assert await hookline("list", "--kubeconfig", viewer, "-A") == 1
+    assert "you may not list webhooks.hookline.io --all-namespaces" in capsys.readouterr().err
