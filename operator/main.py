@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from hookline.api import GROUP, VERSION, WEBHOOK_PLURAL, WEBHOOKTEST_PLURAL
 from hookline.operator.adapters import kubeapi
+from hookline.operator.adapters import login as operator_login
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.handlers import webhooks, webhooktests
 from hookline.operator.loops import expiry, health, poolsync, resumes
@@ -131,8 +132,8 @@ def build(
     settings = kopf_settings(config)
     quiet_verification_retries()
     register(registry)
-    # In-cluster service account, else the kubeconfig (through the kubernetes client library).
-    kopf.on.login(registry=registry)(login or kopf.login_via_client)
+    # In-cluster service account, else the kubeconfig (adapters/login.py; no kubernetes client library).
+    kopf.on.login(registry=registry)(login or operator_login.login)
     runtime = Runtime(
         config=config,
         api=kubeapi.KubeAPI(settings),
