@@ -1,8 +1,10 @@
 """One engine's dead letters: made from an event's last attempt, published, and only then acked.
 
-A dead letter NATS does not store is tried again: the event is NAKed with a delay and never POSTed
-again (it is remembered by stream sequence, and an event past maxAttempts is not POSTed after a
-restart either). After `EngineSettings.dead_letter_max_tries` the engine logs an error, counts
+A dead letter's attempt count and last answer are what receivers answered (ledger.py), never how
+often JetStream handed the event out. A dead letter NATS does not store is tried again: the event is
+NAKed with a delay and never POSTed again (it is remembered by stream sequence, and an event whose
+recorded failed attempts reached maxAttempts is not POSTed after a restart either). After
+`EngineSettings.dead_letter_max_tries` the engine logs an error, counts
 `hookline_dead_letter_failures_total` and keeps the event, trying again only every
 `dead_letter_kept_delay_seconds`. The count of stored dead letters is the stream's, read again every
 `dead_letter_recount_seconds` (a redrive lowers it); in between the engine counts its own.
@@ -12,17 +14,17 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from hookline.sender.bus.deadletter import DeadLetter, count_dead_letters, publish_dead_letter
+from hookline.sender.bus.failedattempts import FailedAttempts
 from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.deliveryhealth import DeliveryTally
 from hookline.sender.model.events import Event
-from hookline.sender.model.outcomes import AttemptKind, AttemptOutcome, DeadLetterReason
+from hookline.sender.model.outcomes import AttemptOutcome, DeadLetterReason
 from hookline.sender.observe.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,15 @@ class DeadLetterPublisher:
         self.counted_at = -math.inf
 
     def record(
-        self, msg: Msg, event: Event, outcome: AttemptOutcome, reason: DeadLetterReason, now: float
+        self,
+        msg: Msg,
+        event: Event,
+        outcome: AttemptOutcome,
+        reason: DeadLetterReason,
+        now: float,
+        attempts: int,
     ) -> DeadLetter:
+        """The dead letter of an event whose `attempts` failed attempts ended with `outcome` at `now`."""
         meta = msg.metadata
         return DeadLetter.from_attempts(
             namespace=self.namespace,
@@ -68,26 +77,27 @@ class DeadLetterPublisher:
             event=event.payload,
             reason=reason,
             last_outcome=outcome,
-            attempts=meta.num_delivered,
+            attempts=attempts,
             first_attempt_at=meta.timestamp.timestamp(),
             last_attempt_at=now,
             subject=msg.subject,
             source_sequence=meta.sequence.stream,
         )
 
-    def left(self, msg: Msg, event: Event) -> tuple[DeadLetter, int] | None:
+    def left(self, msg: Msg, event: Event, failed: FailedAttempts | None) -> tuple[DeadLetter, int] | None:
         """The dead letter (and its tries so far) still to be stored for this message, if that is all
-        that is left of it: one NATS refused before, or one whose last attempt was made before a
-        restart. None: the message is to be delivered."""
-        meta = msg.metadata
-        pending = self.unstored.get(meta.sequence.stream)
-        if pending is None and meta.num_delivered > self.max_attempts:
-            outcome = AttemptOutcome(AttemptKind.HTTP_ERROR, None, "dead letter not stored earlier")
-            pending = (self.record(msg, event, outcome, DeadLetterReason.MAX_ATTEMPTS, time.time()), 0)
+        that is left of it: one NATS refused before, or one whose last failed attempt (`failed`, the
+        recorded count) was made before a restart. None: the message is to be delivered."""
+        pending = self.unstored.get(msg.metadata.sequence.stream)
+        if pending is None and failed is not None and failed.count >= self.max_attempts:
+            reason = DeadLetterReason.MAX_ATTEMPTS
+            record = self.record(msg, event, failed.last_outcome, reason, failed.at, failed.count)
+            pending = (record, 0)
         return pending
 
-    async def store(self, msg: Msg, event: Event, record: DeadLetter, tries: int = 0) -> None:
-        """Publish the dead letter, then ack; if NATS does not store it, keep the event (not POSTed again)."""
+    async def store(self, msg: Msg, event: Event, record: DeadLetter, tries: int = 0) -> bool:
+        """Publish the dead letter, then ack (True); if NATS does not store it, keep the event (not
+        POSTed again) and answer False."""
         sequence = msg.metadata.sequence.stream
         settings = self.settings
         try:
@@ -105,7 +115,7 @@ class DeadLetterPublisher:
                     settings.dead_letter_max_tries,
                 )
                 await msg.nak(delay=settings.redeliver_after_failure_seconds)
-                return
+                return False
             self.metrics.dead_letter_failures.inc()
             log.error(
                 "%s: dead letter for %s not stored after %d tries (%s); the event is kept in the stream "
@@ -117,14 +127,22 @@ class DeadLetterPublisher:
                 settings.dead_letter_kept_delay_seconds,
             )
             await msg.nak(delay=settings.dead_letter_kept_delay_seconds)
-            return
+            return False
         self.unstored.pop(sequence, None)
         await msg.ack()
         self.tally.dead_letters += 1
         reason = record.reason
         self.metrics.deliveries["dead_lettered"].inc()
         self.metrics.dead_letters[reason].inc()
-        log.warning("%s: event %s dead-lettered (%s: %s)", self.label, event.id, reason, record.last_error)
+        log.warning(
+            "%s: event %s dead-lettered after %d failed attempts (%s: %s)",
+            self.label,
+            event.id,
+            record.attempts,
+            reason,
+            record.last_error,
+        )
+        return True
 
     async def recount(self, now: float) -> None:
         """The stream's count, when it is due: redrive takes records out, and it survives restarts."""

@@ -4,7 +4,12 @@ what `settlement.settle` says: ack, retry later, dead-letter, or stop the Webhoo
 Workers (this replica's share of `maxInFlight`) share one SafeHTTPClient (one keep-alive session).
 Before each request a worker passes the Retry-After gate (a 429/503 pauses every worker) and takes a
 slot of the token bucket (this replica's share of `maxRequestsPerSecond`). Only a 2xx, or a dead letter
-durably stored, acks; anything else leaves the event in JetStream, so a crash loses nothing.
+durably stored, acks; anything else leaves the event in JetStream, so a crash loses nothing. A 2xx is
+acknowledged before anything else is done with it: a crash can forget only a 2xx whose answer had not
+been read yet (the receiver then gets the event again, with the same id).
+
+An event's attempt number is 1 + the attempts receivers failed before (ledger.py, kept in NATS), never
+JetStream's delivery count: an event handed out again after a crash or a stop was not a failed attempt.
 
 Without `spec.delivery.batch` each event is a request of its own; with it the batch assembler
 (batching.py) groups them and each request carries a batch. Either way one path sends a request:
@@ -36,10 +41,13 @@ from nats.js import JetStreamContext
 from hookline.api import WebhookSpec
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import AttemptLog
+from hookline.sender.bus.deadletter import DeadLetter
+from hookline.sender.bus.failedattempts import FailedAttemptStore
 from hookline.sender.delivery import retry
 from hookline.sender.delivery.batching import BatchAssembler, Item
 from hookline.sender.delivery.deadletters import DeadLetterPublisher
 from hookline.sender.delivery.gone import GoneSwitch
+from hookline.sender.delivery.ledger import AttemptLedger
 from hookline.sender.delivery.ratelimit import (
     BackoffGate,
     TokenBucket,
@@ -117,6 +125,12 @@ class Engine:
             name=self.name,
             max_attempts=self.policy.max_attempts,
             label=self.label,
+        )
+        # Each event's failed attempts as receivers answered them (the attempt number), kept in NATS.
+        self.ledger = AttemptLedger(
+            None if js is None else FailedAttemptStore(js, consumer),
+            label=self.label,
+            limit=settings.failed_attempts_remembered,
         )
         self.gone = GoneSwitch(
             js,
@@ -248,14 +262,31 @@ class Engine:
             log.error("%s: dropping undecodable message on %s: %s", self.label, msg.subject, exc)
             await msg.term()
             return
+        try:
+            failed = await self.ledger.arrived(msg)
+        except bus.BusUnavailable as exc:
+            await self._hand_back_uncounted(msg, exc)
+            return
         items = (Item(msg, event),)
         if not await self._clear_to_send(items):
             return
-        pending = self.dead_letters.left(msg, event)
+        pending = self.dead_letters.left(msg, event, failed)
         if pending is not None:
-            await self.dead_letters.store(msg, event, *pending)
+            await self._store_dead_letter(msg, event, *pending)
             return
         await self._send(items, batched=False)
+
+    async def _hand_back_uncounted(self, msg: Msg, exc: BaseException) -> None:
+        """An event whose failed attempts NATS cannot tell now is not sent: a guess too high would
+        dead-letter it early, one too low would send it more than maxAttempts times."""
+        log.warning("%s: %s; the event is tried again later", self.label, exc)
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=self.settings.redeliver_after_failure_seconds)
+
+    async def _store_dead_letter(self, msg: Msg, event: Event, record: DeadLetter, tries: int = 0) -> None:
+        """Store the dead letter (then it is acked), and drop the event's failed-attempt record."""
+        if await self.dead_letters.store(msg, event, record, tries):
+            await self.ledger.settled((msg,))
 
     async def _deliver_batch(self, items: Sequence[Item]) -> None:
         if await self._clear_to_send(items):
@@ -272,11 +303,17 @@ class Engine:
                 await msg.term()
             feed.release()
             return None
-        pending = self.dead_letters.left(msg, event)
+        try:
+            failed = await self.ledger.arrived(msg)
+        except bus.BusUnavailable as exc:
+            await self._hand_back_uncounted(msg, exc)
+            feed.release()
+            return None
+        pending = self.dead_letters.left(msg, event, failed)
         if pending is None:
             return event
         try:
-            await self.dead_letters.store(msg, event, *pending)
+            await self._store_dead_letter(msg, event, *pending)
         except Exception:
             log.exception("%s: unexpected error storing a dead letter; it will be retried", self.label)
             with contextlib.suppress(Exception):
@@ -338,13 +375,20 @@ class Engine:
             body, headers = self.delivery.build(events[0], time.time())
         status, retry_after, error, answer, took = await self._post(body, headers)
         outcome = retry.classify(status, error)
+        msgs = [item.msg for item in items]
+        if outcome.succeeded:  # at once: until the server has the ack, a crash forgets the 2xx
+            for msg in msgs:
+                await msg.ack()
         metrics = self.metrics
         metrics.attempts[outcome.kind].inc()
         metrics.request_events.observe(len(items))
         now = time.time()
-        metas = [item.msg.metadata for item in items]
-        carried = [Carried(meta.num_delivered, meta.timestamp.timestamp()) for meta in metas]
+        carried = [
+            Carried(self.ledger.failed_before(msg) + 1, msg.metadata.timestamp.timestamp()) for msg in msgs
+        ]
         attempt = max(c.attempt for c in carried)
+        if not outcome.succeeded:  # counted in NATS before it is acted on: a crash after it still counts it
+            await self.ledger.failed(msgs, outcome, now)
         await self.reporter.note(events, attempt, outcome, took, answer, now, batch_id)
         settlement = settle(
             outcome,
@@ -409,8 +453,7 @@ class Engine:
         for item, one, decision in zip(items, carried, settlement.decisions, strict=True):
             msg, event = item.msg, item.event
             kind = decision.kind
-            if kind is retry.DecisionKind.ACK:
-                await msg.ack()
+            if kind is retry.DecisionKind.ACK:  # acked in _send, as soon as the 2xx was read
                 self.metrics.deliveries["delivered"].inc()
                 self.metrics.latency.observe(max(0.0, now - one.stored_at))
             elif kind is retry.DecisionKind.RETRY:
@@ -419,7 +462,7 @@ class Engine:
                         "%s: event %s attempt %d failed (%s), retry in %.0fs",
                         self.label,
                         event.id,
-                        msg.metadata.num_delivered,
+                        one.attempt,
                         outcome.detail,
                         decision.delay,
                     )
@@ -427,8 +470,10 @@ class Engine:
                 retried.append(msg.metadata.sequence.stream)
             else:
                 assert decision.reason is not None
-                record = self.dead_letters.record(msg, event, outcome, decision.reason, now)
-                await self.dead_letters.store(msg, event, record)
+                record = self.dead_letters.record(msg, event, outcome, decision.reason, now, one.attempt)
+                await self._store_dead_letter(msg, event, record)
+        if outcome.succeeded:
+            await self.ledger.settled([item.msg for item in items])
         if batch_id is not None and retried:
             assert self.assembler is not None
             delay = settlement.retry_delay or 0.0

@@ -29,6 +29,8 @@ class EngineSettings:
     batch_feed_limit: int = bus.MAX_ACK_PENDING // 2
     # How long the first returning event of a failed batch waits for the others (at least maxWait).
     regroup_wait_seconds: float = 1.0
+    # Failed-attempt counts an engine remembers (ledger.py); an event it forgot is read from NATS.
+    failed_attempts_remembered: int = 10_000
     # The consumer is looked at this often (pending events, a stop or resume made elsewhere, a lost
     # consumer); a pull answered "409 Consumer Deleted" or a stop of this engine looks at once.
     watch_interval_seconds: float = 5.0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import AttemptLog, ensure_attempt_log
+from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.delivery.engine import Engine
 from hookline.sender.delivery.settings import DEFAULT_ENGINE_SETTINGS, EngineSettings
 from hookline.sender.model.config import SenderConfig
@@ -89,6 +90,7 @@ async def prepare_streams(nc: bus.NATS, *, record_attempts: bool = True) -> None
     js = nc.jetstream()
     await bus.ensure_stream(js, update_existing=False)
     await bus.ensure_dead_letter_stream(js)
+    await ensure_failed_attempts_stream(js)
     if record_attempts:
         await ensure_attempt_log(js)
 
