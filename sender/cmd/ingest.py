@@ -25,6 +25,7 @@ from hookline.durations import duration_arg, format_duration
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import ensure_attempt_store
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
+from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
 from hookline.sender.observe.health import parse_listen, run_service, wait_first
@@ -87,7 +88,8 @@ async def ensure_bus_layout(
     stream_retention: str = bus.DEFAULT_STREAM_RETENTION,
 ) -> None:
     """Ingest owns the streams' settings: the events stream (limits, consumer limit, replicas), and the
-    replicas of the dead letters, the attempt log and the key-value buckets. A refusal (R3 on a single
+    replicas of the dead letters, the failed-attempt counts, the attempt log and the key-value buckets
+    (the failed-attempt counts also take the retention). A refusal (R3 on a single
     server: err_code 10074) is a ValueError naming the setting."""
     try:
         await bus.ensure_stream(
@@ -101,6 +103,7 @@ async def ensure_bus_layout(
         )
         await bus.ensure_dead_letter_stream(js, replicas=replicas, update_existing=True)
         await bus.ensure_floors_bucket(js, replicas)
+        await ensure_failed_attempts_stream(js, retention, replicas=replicas, update_existing=True)
         await ensure_attempt_store(js, replicas)
     except APIError as exc:
         if isinstance(exc, ServiceUnavailableError):
