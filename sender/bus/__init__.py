@@ -11,6 +11,7 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   publish      publishing events, each settled by the server's answer
   feed         MessageFeed, the continuous pull from one consumer
   deadletter   dead letters: records, publish, read, redrive support
+  failedattempts  each event's failed attempts as receivers answered them (imported by its own path)
   attemptlog   the attempt log stream and the health bucket (records: sender/model/deliveryhealth.py)
   poolproto    the sender-pool protocol shared by the operator and pool replicas
   natsserver   a local nats-server for dev mode and tests
