@@ -39,8 +39,9 @@ __all__ = ["Carried", "Settlement", "settle"]
 
 @dataclass(frozen=True, slots=True)
 class Carried:
-    """One event a request carried: its attempt number (1-based, JetStream's delivery count) and when
-    it entered the stream (Unix seconds; the age bound counts from there)."""
+    """One event a request carried: its attempt number (1-based: 1 + the attempts receivers failed
+    before, ledger.py; never JetStream's delivery count) and when it entered the stream (Unix
+    seconds; the age bound counts from there)."""
 
     attempt: int
     stored_at: float
