@@ -20,21 +20,17 @@ class Command(NamedTuple):
 # In the order `hookline --help` lists them: the commands for people first, then the processes the chart runs.
 COMMANDS: dict[str, Command] = {
     "list": Command(
-        "list Webhooks and their state (-n, -A, -l, -o, -w as kubectl)", "hookline.kubecli.listing", False
+        "list Webhooks and their state (-A, -l, -o, -w as kubectl)", "hookline.kubecli.listing", False
     ),
-    "test": Command(
-        "send a test event to a Webhook and print the receiver's answer", "hookline.kubecli.testing", False
-    ),
+    "test": Command("send a test event to a Webhook, print the answer", "hookline.kubecli.testing", False),
     "attempts": Command(
-        "show a Webhook's recent delivery attempts and why they failed", "hookline.kubecli.attempts", False
+        "show a Webhook's delivery attempts and their errors", "hookline.kubecli.attempts", False
     ),
     "redrive": Command("deliver a Webhook's dead letters again", "hookline.kubecli.redrive", False),
-    "dev": Command("run everything on this machine, no cluster (needs hookline[dev])", "hookline.dev", True),
-    "operator": Command(
-        "run the operator (in the cluster; the Helm chart starts it)", "hookline.operator.main", True
-    ),
+    "dev": Command("run it all on this machine, no cluster (hookline[dev])", "hookline.dev", True),
+    "operator": Command("run the operator (the Helm chart starts it)", "hookline.operator.main", True),
     "ingest": Command(
-        "run the event intake, POST /v1/events (the chart starts it)", "hookline.sender.cmd.ingest", False
+        "run event intake, POST /v1/events (the chart starts it)", "hookline.sender.cmd.ingest", False
     ),
     "sender": Command(
         "run one Webhook's sender (the operator starts it)", "hookline.sender.cmd.sender", True
