@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -254,3 +257,32 @@ async def test_refusals_are_one_line_that_names_what_is_missing(cluster, tmp_pat
     cluster.identities["reader-token"] = Identity("reader", ())
     assert await hookline("list", "--kubeconfig", viewer, "-A") == 1
     assert "you may not list webhooks.hookline.io --all-namespaces" in capsys.readouterr().err
+
+
+async def test_watch_runs_until_ctrl_c_and_stops_without_a_traceback(cluster, kubeconfig):
+    await create_in(cluster, "shop", "a")
+    hookline_script = str(Path(sys.executable).parent / "hookline")
+    proc = await asyncio.create_subprocess_exec(
+        hookline_script,
+        "list",
+        "-w",
+        "-o",
+        "name",
+        "--kubeconfig",
+        kubeconfig,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd="/",
+    )
+    try:
+        async with asyncio.timeout(30):
+            assert await proc.stdout.readline() == b"webhook.hookline.io/a\n"
+            await create_in(cluster, "shop", "b")
+            assert await proc.stdout.readline() == b"webhook.hookline.io/b\n"
+            proc.send_signal(signal.SIGINT)
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130 and err == b""
