@@ -5,13 +5,19 @@ BIN    := $(VENV)/bin
 TOOLS  := .tools/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
+# make run: ingest's port, the demo receiver's HOST:PORT (the examples' host `demo-receiver` follows it),
+# and the manifests (empty: the examples shipped with hookline, hookline/examples, linked as examples/).
+PORT      ?= 8080
+RECEIVER  ?= 127.0.0.1:8090
+MANIFESTS ?=
 
 .PHONY: all run test test-fast lint format bench tools k8s-assets venv ide clean help
 
 all: test
 
 help:
-	@echo "make run    - hookline dev on examples/ (embedded NATS, ingest :8080, demo receiver :8090)"
+	@echo "make run    - hookline dev on examples/ (embedded NATS, ingest :8080, demo receiver :8090;"
+	@echo "             PORT=8081 RECEIVER=127.0.0.1:9090 MANIFESTS=dir move or change them)"
 	@echo "make test   - all tests, every tier (installs the virtualenv and tool binaries first)"
 	@echo "make test-fast - the quick tiers a developer runs often (unit, and integration tests not marked slow)"
 	@echo "make ide    - editable install as a link tree, so editors follow hookline.sender to sender/"
@@ -41,7 +47,7 @@ k8s-assets: | $(STAMP)
 	@$(BIN)/python tests/support/kubeassets.py unpack
 
 run: $(STAMP)
-	$(BIN)/hookline dev --manifests examples --demo-receiver 127.0.0.1:8090
+	$(BIN)/hookline dev --port $(PORT) --demo-receiver $(RECEIVER) $(if $(MANIFESTS),--manifests $(MANIFESTS))
 
 test: $(STAMP) tools k8s-assets
 	$(BIN)/pytest

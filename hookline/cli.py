@@ -28,6 +28,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "redrive": Command("deliver a Webhook's dead letters again", "hookline.kubecli.redrive", False),
     "dev": Command("run it all on this machine, no cluster (hookline[dev])", "hookline.dev", True),
+    "demo-receiver": Command(
+        "run the demo receiver: serves ownership files, prints each delivery", "hookline.demo_receiver", False
+    ),
     "operator": Command("run the operator (the Helm chart starts it)", "hookline.operator.main", True),
     "ingest": Command(
         "run event intake, POST /v1/events (the chart starts it)", "hookline.sender.cmd.ingest", False

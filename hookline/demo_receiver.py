@@ -1,9 +1,11 @@
 """The demo receiver of `make run`: a stand-in for a customer's server.
 
-It learns the Webhooks' ownership files from dev mode's `GET /v1/webhooks` and serves them (so
-verification succeeds), and prints one line per delivery: event type, key fields and whether the
-Standard Webhooks signature checks out with the Secret from the manifests. Run on its own with
-`python -m hookline.demo_receiver --dev-url http://127.0.0.1:8080 --manifests examples`.
+It serves the Webhooks' ownership files (so verification succeeds) and prints one line per delivery:
+event type, key fields and whether the Standard Webhooks signature checks out. Beside dev mode it
+learns the files from `GET /v1/webhooks` and the signing keys from the manifests' Secrets. In a cluster
+(`hookline demo-receiver --files DIR --secret-file FILE`, examples/kind/) it serves the files someone
+placed in DIR, as a customer would, and checks signatures with the key in FILE. On its own beside dev
+mode: `hookline demo-receiver --dev-url http://127.0.0.1:8080`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from aiohttp import web
 
-from hookline.sender.model.signing import SignatureError, verify
+from hookline.sender.model.signing import SignatureError, parse_secret, verify
 from hookline.sender.model.wire import decode_form
 from hookline.sender.observe.health import parse_listen, run_until_signal, start_site
 from hookline.sender.transport.client import SafeHTTPClient
@@ -105,14 +108,18 @@ def describe_request(path: str, headers: Mapping[str, str], body: bytes, secrets
 class DemoReceiver:
     def __init__(
         self,
-        dev_url: str,
+        dev_url: str | None,
         secrets_by_path: Mapping[str, list[str]],
         *,
+        files_dir: Path | None = None,
+        secrets: Sequence[str] = (),
         out: TextIO = sys.stdout,
         poll_interval: float = 1.0,
     ) -> None:
-        self.dev_url = dev_url.rstrip("/")
+        self.dev_url = dev_url.rstrip("/") if dev_url else None  # None: no dev mode to learn files from
         self.secrets_by_path = dict(secrets_by_path)
+        self.files_dir = files_dir  # ownership files placed by hand (in a cluster)
+        self.secrets = list(secrets)  # signing keys for every path
         self.out = out
         self.poll_interval = poll_interval
         self.files: dict[str, str] = {}
@@ -129,8 +136,9 @@ class DemoReceiver:
         app.router.add_post("/{path:.*}", self._receive)
         await self._client.start()
         self._runner = await start_site(app, host, port)
-        await self.sync()
-        self._poller = asyncio.create_task(self._poll(), name="demo receiver poll")
+        if self.dev_url is not None:
+            await self.sync()
+            self._poller = asyncio.create_task(self._poll(), name="demo receiver poll")
 
     async def stop(self) -> None:
         if self._poller is not None:
@@ -143,6 +151,8 @@ class DemoReceiver:
 
     async def sync(self) -> None:
         """Learn (again) which ownership files to serve."""
+        if self.dev_url is None:
+            return
         try:
             response = await self._client.request("GET", f"{self.dev_url}/v1/webhooks", timeout=5)
             items = json.loads(response.body).get("items", [])
@@ -161,9 +171,20 @@ class DemoReceiver:
             await asyncio.sleep(self.poll_interval)
             await self.sync()
 
+    def _placed(self, name: str) -> str | None:
+        """A file placed in `files_dir` (a plain name: no path, nothing hidden)."""
+        if self.files_dir is None or not name or name.startswith(".") or "\\" in name:
+            return None
+        try:
+            return (self.files_dir / name).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+
     async def _serve_file(self, request: web.Request) -> web.Response:
         name = request.path.rsplit("/", 1)[-1]
         content = self.files.get(name)
+        if content is None:
+            content = self._placed(name)
         if content is None:
             return web.Response(status=404, text="not found\n")
         self._print(f"GET {request.path}  ownership file served")
@@ -171,29 +192,65 @@ class DemoReceiver:
 
     async def _receive(self, request: web.Request) -> web.Response:
         body = await request.read()
-        secrets = self.secrets_by_path.get(request.path, [])
+        secrets = [*self.secrets_by_path.get(request.path, []), *self.secrets]
         self._print(describe_request(request.path, request.headers, body, secrets))
         return web.Response(text="ok\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hookline.demo_receiver", description=__doc__)
-    parser.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT (default %(default)s)")
-    parser.add_argument("--dev-url", default="http://127.0.0.1:8080", help="hookline dev's ingest URL")
-    parser.add_argument("--manifests", default="examples", help="where the Secret manifests are")
-    args = parser.parse_args(argv)
-    from hookline.manifests import ManifestError, load_manifests, secrets_by_path
+DEFAULT_DEV_URL = "http://127.0.0.1:8080"
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT (default %(default)s)")
+    parser.add_argument(
+        "--dev-url",
+        help=f"hookline dev's ingest URL, to learn the ownership files from (default {DEFAULT_DEV_URL}, "
+        "unless --files is given)",
+    )
+    parser.add_argument(
+        "--files",
+        type=Path,
+        metavar="DIR",
+        help="serve the ownership files placed in DIR (a file hookline-<token>.txt answers any path ending "
+        "in that name)",
+    )
+    parser.add_argument(
+        "--manifests",
+        type=Path,
+        metavar="DIR",
+        help="check signatures with the Secrets of the Webhook manifests in DIR, by URL path (default: the "
+        "examples shipped with hookline, unless --files is given)",
+    )
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="check signatures on every path with the whsec_ key in FILE (repeatable)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from hookline.manifests import EXAMPLES, ManifestError, load_manifests, secrets_by_path
+
+    beside_dev = args.files is None
+    manifests_dir = args.manifests or (EXAMPLES if beside_dev else None)
     try:
-        manifests = load_manifests(args.manifests)
-    except ManifestError as exc:
+        by_path = secrets_by_path(load_manifests(manifests_dir).webhooks) if manifests_dir else {}
+        secrets = [path.read_text(encoding="utf-8").strip() for path in args.secret_file]
+        for secret in secrets:
+            parse_secret(secret)
+        host, port = parse_listen(args.listen, 8090)
+    except (ManifestError, OSError, ValueError) as exc:
         print(f"demo receiver: {exc}", file=sys.stderr)
         return 2
-    host, port = parse_listen(args.listen, 8090)
+    dev_url = args.dev_url or (DEFAULT_DEV_URL if beside_dev else None)
 
     async def serve(stop: asyncio.Event) -> int:
-        receiver = DemoReceiver(args.dev_url, secrets_by_path(manifests.webhooks))
+        receiver = DemoReceiver(dev_url, by_path, files_dir=args.files, secrets=secrets)
         await receiver.start(host, port)
+        print(f"[demo-receiver] listening on {host}:{port}", file=sys.stderr, flush=True)
         try:
             await stop.wait()
         finally:
@@ -201,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_until_signal(serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hookline.demo_receiver", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

