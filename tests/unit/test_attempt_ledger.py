@@ -17,7 +17,9 @@ from prometheus_client import CollectorRegistry
 from hookline.sender.bus.failedattempts import FailedAttempts, failed_attempts_subject
 from hookline.sender.delivery.deadletters import DeadLetterPublisher
 from hookline.sender.delivery.ledger import ASK_STORE, AttemptLedger, Held, recall
+from hookline.sender.delivery.retry import SCHEDULE_SECONDS, DecisionKind, RetryPolicy
 from hookline.sender.delivery.settings import EngineSettings
+from hookline.sender.delivery.settlement import Carried, settle
 from hookline.sender.model.deliveryhealth import DeliveryTally
 from hookline.sender.model.events import Event
 from hookline.sender.model.outcomes import AttemptKind, AttemptOutcome, DeadLetterReason
@@ -152,6 +154,18 @@ async def test_after_a_crash_the_count_is_read_once_not_taken_from_the_delivery_
     assert await book.arrived(never_answered) is None  # type: ignore[arg-type]
     assert book.failed_before(never_answered) == 0  # type: ignore[arg-type]
     assert store.reads == [5, 6]
+
+
+async def test_the_retry_schedule_and_max_attempts_follow_the_true_count():
+    store = FakeStore({5: FailedAttempts.first(HTTP_500, 10.0)})
+    book = ledger(store)
+    msg = FakeMsg(5, num_delivered=4)  # handed out four times (two crashes), failed once
+    await book.arrived(msg)  # type: ignore[arg-type]
+    carried = [Carried(book.failed_before(msg) + 1, 0.0)]  # type: ignore[arg-type]  # as the engine does
+    settlement = settle(HTTP_500, carried, 1.0, RetryPolicy(max_attempts=3, jitter=0))
+    assert settlement.retry_delay == SCHEDULE_SECONDS[2]  # after the second failed attempt, not the fourth
+    settlement = settle(HTTP_500, carried, 1.0, RetryPolicy(max_attempts=2, jitter=0))
+    assert settlement.decisions[0].kind is DecisionKind.DEAD_LETTER  # this was attempt 2 of 2
 
 
 async def test_a_batch_is_counted_per_event():
