@@ -183,11 +183,11 @@ def room_depth() -> int:
             room_of(target) for target in module.imports if room_of(target) != room_of(name)
         )
 
-    @cache
-    def longest(room: str) -> int:
-        return 1 + max((longest(other) for other in edges.get(room, ())), default=0)
+    def longest(room: str, seen: frozenset[str]) -> int:
+        # Rooms of one rank may import each other (operator.settings and operator.rules): count once.
+        return 1 + max((longest(o, seen | {o}) for o in edges.get(room, ()) if o not in seen), default=0)
 
-    return max(longest(room) for room in edges)
+    return max(longest(room, frozenset({room})) for room in edges)
 
 
 def oversized() -> list[tuple[str, int]]:
