@@ -379,6 +379,7 @@ class Engine:
         if outcome.succeeded:  # at once: until the server has the ack, a crash forgets the 2xx
             for msg in msgs:
                 await msg.ack()
+            await asyncio.sleep(0)  # the client's flusher writes them now, before anything else of ours
         metrics = self.metrics
         metrics.attempts[outcome.kind].inc()
         metrics.request_events.observe(len(items))
