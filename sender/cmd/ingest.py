@@ -29,6 +29,7 @@ from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
 from hookline.sender.observe.health import parse_listen, run_service, wait_first
+from hookline.sender.observe.logs import add_log_format_argument
 from hookline.sender.observe.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ async def ensure_bus_layout(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DEFAULT_INGEST_SETTINGS
+    add_log_format_argument(parser)
     parser.add_argument(
         "--listen", default="0.0.0.0:8080", help="HOST:PORT to serve on (default %(default)s)"
     )
@@ -262,4 +264,4 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 def run(args: argparse.Namespace) -> int:
     exit_codes = {bus.BusUnavailable: 1, ValueError: 2}
-    return run_service(lambda stop: serve(args, stop), exit_codes, log)
+    return run_service(lambda stop: serve(args, stop), exit_codes, log, args.log_format)

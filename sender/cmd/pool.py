@@ -26,6 +26,7 @@ from hookline.sender.delivery.poolreplica import PoolReplica
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.observe.health import add_health_routes, parse_listen, run_service, start_site
+from hookline.sender.observe.logs import add_log_format_argument
 from hookline.sender.observe.metrics import SenderMetrics
 from hookline.sender.transport.egress import EgressPolicy
 
@@ -34,6 +35,7 @@ log = logging.getLogger("hookline.sender.cmd.pool")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", required=True, help="the pool's name (chart: senderPools[].name)")
+    add_log_format_argument(parser)
     parser.add_argument(
         "--replica",
         type=int,
@@ -103,4 +105,5 @@ def _closed(nc: bus.NATS) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_service(lambda stop: serve(args, stop), {PoolError: 2, bus.BusUnavailable: 2}, log)
+    exit_codes = {PoolError: 2, bus.BusUnavailable: 2}
+    return run_service(lambda stop: serve(args, stop), exit_codes, log, args.log_format)

@@ -29,6 +29,7 @@ from hookline.sender.observe.health import (
     start_site,
     wait_first,
 )
+from hookline.sender.observe.logs import add_log_format_argument
 from hookline.sender.observe.metrics import SenderMetrics
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.egress import EgressPolicy
@@ -94,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="sender config (YAML or JSON)")
     parser.add_argument("--listen", help="HOST:PORT for /metrics, /healthz, /readyz (default: config)")
     parser.add_argument("--nats-url", help="NATS URL (default: the config's nats.url)")
+    add_log_format_argument(parser)
 
 
 async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event) -> int:
@@ -147,4 +149,6 @@ def _closed_reason(nc: bus.NATS) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     exit_codes = {ConfigError: 2, StartupError: 2, bus.BusUnavailable: 2, ValueError: 2}
-    return run_service(lambda stop: serve(load_sender_config(args.config), args, stop), exit_codes, log)
+    return run_service(
+        lambda stop: serve(load_sender_config(args.config), args, stop), exit_codes, log, args.log_format
+    )

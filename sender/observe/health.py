@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from hookline.sender.observe.logs import configure_logging
 from hookline.sender.observe.metrics import CONTENT_TYPE_LATEST, render
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 Readiness = Callable[[], str | None]
 """Returns None when ready, else a short reason shown in the /readyz body."""
@@ -178,10 +178,16 @@ def run_service(
     main: Callable[[asyncio.Event], Awaitable[int]],
     exit_codes: Mapping[type[Exception], int],
     log: logging.Logger,
+    log_format: str | None = None,
 ) -> int:
-    """`run_until_signal` for a service command: INFO logging, and an expected error (its message says
-    what to fix) logged as one line and turned into the exit code of its first matching type."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    """`run_until_signal` for a service command: INFO logging in ``log_format`` (--log-format, else
+    HOOKLINE_LOG_FORMAT), and an expected error (its message says what to fix) logged as one line
+    and turned into the exit code of its first matching type."""
+    try:
+        configure_logging(log_format)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return run_until_signal(main)
     except tuple(exit_codes) as exc:
