@@ -2,7 +2,8 @@
 
 `register()` puts every handler into a Kopf registry and starts and stops the background loops with
 the operator; `serve()` runs it in the current event loop (tests and the benchmark call it with a
-login handler for the API emulator); `run()` is the command line entry point.
+login handler for the API emulator), behind leader election when the config asks for it (several
+replicas: only the Lease holder runs Kopf, loops/leader.py); `run()` is the command line entry point.
 """
 
 from __future__ import annotations
@@ -10,20 +11,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import kopf
+from aiohttp import web
 from prometheus_client import CollectorRegistry, start_http_server
 
 from hookline.api import GROUP, VERSION, WEBHOOK_PLURAL, WEBHOOKTEST_PLURAL
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters import login as operator_login
 from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.adapters.leases import LeaseAPI
 from hookline.operator.handlers import webhooks, webhooktests
 from hookline.operator.loops import expiry, health, poolsync, resumes
-from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.loops.leader import LeaderElector
+from hookline.operator.metrics import OperatorMetrics, leader_gauge
 from hookline.operator.rules.desired import MANAGED_BY
 from hookline.operator.runtime import Runtime, runtime_of
 from hookline.operator.settings import (
@@ -34,6 +40,8 @@ from hookline.operator.settings import (
     quiet_verification_retries,
 )
 from hookline.sender.bus.poolproto import PoolKey
+from hookline.sender.observe.health import start_site
+from hookline.sender.observe.logs import add_log_format_argument, configure_logging
 from hookline.sender.transport.client import SafeHTTPClient
 
 log = logging.getLogger(__name__)
@@ -83,13 +91,28 @@ async def start_background(memo: Any, **_: Any) -> None:
 
 async def stop_background(memo: Any, **_: Any) -> None:
     rt = runtime_of(memo)
-    for task in rt.background:
-        task.cancel()
-    await asyncio.gather(*rt.background, return_exceptions=True)
+    await cancel_until_done(rt.background)
     rt.background.clear()
     # The NATS client's reader, flusher and ping tasks would otherwise outlive Kopf's root tasks, and
     # Kopf waits 5 s for such "hung" tasks before it returns (serve() closes the rest afterwards).
     await rt.consumers.close()
+
+
+async def cancel_until_done(tasks: list[asyncio.Task[None]], *, every: float = 0.5, rounds: int = 20) -> None:
+    """Cancel ``tasks`` and wait; cancel again those still running. On Python 3.11 asyncio.wait_for
+    (nats-py's watchers use it) loses a cancellation that arrives as its inner wait completes, and
+    such a task would run on, holding Kopf's shutdown (and the process) forever."""
+    for _ in range(rounds):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=every)
+    stuck = [task.get_name() for task in tasks if not task.done()]
+    if stuck:
+        log.warning("background tasks still running after %g s: %s", every * rounds, ", ".join(stuck))
+    await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,10 +129,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--standalone",
         action="store_true",
         default=True,
-        help="no peering: this is the only operator instance (default; the chart runs one replica)",
+        help="no Kopf peering: this is the only operator instance, or leader election picks one (default)",
     )
     group.add_argument(
         "--peering", metavar="NAME", help="coordinate with other instances through this KopfPeering"
+    )
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        help="run Kopf only while holding the Lease HOOKLINE_LEADER_ELECTION_LEASE in HOOKLINE_POD_NAMESPACE "
+        "(default: on when that variable is set, as the chart does)",
     )
     parser.add_argument("--health-port", type=int, default=8080, help="GET /healthz port (default 8080)")
     parser.add_argument(
@@ -122,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(env HOOKLINE_NATS_REPLICAS; default: as many as the stream)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    add_log_format_argument(parser)
 
 
 def build(
@@ -153,12 +183,96 @@ async def serve(
     login: LoginFn | None = None,
     metrics_registry: CollectorRegistry | None = None,
     runtime_hook: Callable[[Runtime], None] | None = None,
+    on_lost_leadership: Callable[[str], None] | None = None,
 ) -> None:
-    """Run until ``stop`` is set. Cluster-wide unless ``config.namespaces`` names some."""
+    """Run until ``stop`` is set. Cluster-wide unless ``config.namespaces`` names some.
+
+    With leader election, wait for the Lease first (a standby answers /healthz meanwhile) and stop
+    Kopf when it is lost; ``on_lost_leadership`` is then called first (the command exits there)."""
+    metrics_registry = metrics_registry or CollectorRegistry()
+    if config.leader_election is None:
+        await operate(
+            config,
+            stop=stop,
+            ready=ready,
+            login=login,
+            metrics_registry=metrics_registry,
+            runtime_hook=runtime_hook,
+            liveness=True,
+        )
+        return
+    leases = LeaseAPI(login or operator_login.login, kopf_settings(config))
+    elector = LeaderElector(leases, config.leader_election)
+    leading = leader_gauge(metrics_registry)
+    health = await _serve_health(config.health_port) if config.health_port else None
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        if not await elector.acquire(stop):
+            return
+        leading.set(1)
+        working = asyncio.Event()  # Kopf's stop flag
+        keeper = asyncio.create_task(elector.keep(), name="keep the Lease")
+        stopped = asyncio.create_task(stop.wait(), name="wait for stop")
+        kopf_task = asyncio.create_task(
+            operate(
+                config,
+                stop=working,
+                ready=ready,
+                login=login,
+                metrics_registry=metrics_registry,
+                runtime_hook=runtime_hook,
+                liveness=False,
+            ),
+            name="kopf",
+        )
+        tasks = [keeper, stopped, kopf_task]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if keeper.done():
+            leading.set(0)
+            reason = keeper.result()
+            log.error("leader election: leadership lost (%s); stopping the operator", reason)
+            if on_lost_leadership is not None:
+                on_lost_leadership(reason)
+        working.set()
+        await kopf_task
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await elector.release()
+        leading.set(0)
+        await leases.close()
+        if health is not None:
+            await health.cleanup()
+
+
+async def _serve_health(port: int) -> web.AppRunner:
+    """/healthz of a replica under leader election, standby or leading (Kopf's own endpoint would
+    exist only while it leads, and a standby must not be restarted for waiting)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    return await start_site(app, "0.0.0.0", port)
+
+
+async def operate(
+    config: OperatorConfig,
+    *,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None,
+    login: LoginFn | None,
+    metrics_registry: CollectorRegistry,
+    runtime_hook: Callable[[Runtime], None] | None,
+    liveness: bool,
+) -> None:
+    """Kopf with hookline's handlers until ``stop`` is set."""
     registry, settings, runtime = build(config, login=login, metrics_registry=metrics_registry)
     if runtime_hook is not None:
         runtime_hook(runtime)
-    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    endpoint = f"http://0.0.0.0:{config.health_port}/healthz" if liveness and config.health_port else None
     try:
         await kopf.operator(
             registry=registry,
@@ -167,7 +281,7 @@ async def serve(
             peering_name=config.peering,
             clusterwide=not config.namespaces,
             namespaces=list(config.namespaces),
-            liveness_endpoint=liveness,
+            liveness_endpoint=endpoint,
             memo=kopf.Memo(runtime=runtime),
             stop_flag=stop,
             ready_flag=ready,
@@ -177,10 +291,11 @@ async def serve(
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        log_format = configure_logging(args.log_format, level=logging.DEBUG if args.verbose else logging.INFO)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         config = config_from_env(
             allow_networks=args.allow_network,
@@ -190,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
             health_port=args.health_port or None,
             metrics_port=args.metrics_port or None,
             nats_replicas=None if args.nats_replicas is None else parse_replicas(str(args.nats_replicas)),
+            leader_election=args.leader_election,
+            log_format=log_format,
         )
         if config.pool_key_file:
             PoolKey.from_file(config.pool_key_file)  # unreadable: say so now, not at the first Webhook
@@ -207,11 +324,23 @@ async def _main(config: OperatorConfig, metrics_registry: CollectorRegistry) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    election = config.leader_election
     log.info(
-        "hookline operator: NATS %s, sender image %s, %s",
+        "hookline operator: NATS %s, sender image %s, %s, %s",
         config.nats_url,
         config.sender_image,
         f"namespaces {', '.join(config.namespaces)}" if config.namespaces else "all namespaces",
+        f"leader election as {election.identity} (Lease {election.namespace}/{election.name})"
+        if election
+        else "standalone",
     )
-    await serve(config, stop=stop, metrics_registry=metrics_registry)
+    await serve(config, stop=stop, metrics_registry=metrics_registry, on_lost_leadership=_exit_now)
     return 0
+
+
+def _exit_now(reason: str) -> None:
+    """A replica that lost the Lease stops at once, before a standby may start: a handler still
+    running must not write beside the new leader. Kubernetes restarts it as a standby."""
+    log.critical("exiting at once: %s", reason)
+    logging.shutdown()
+    os._exit(1)

@@ -9,11 +9,11 @@ namespace, Webhook and spec.database (as kube-state-metrics does per object), ne
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -118,11 +118,46 @@ class WebhookConditions(Collector):
         yield delivering
 
 
+ReplicaReport = tuple[str, int, bool]
+"""(pool, replica, whether its roster is fresh): one per replica its StatefulSet asks for."""
+
+
+class PoolReplicas(Collector):
+    """`hookline_pool_replica_reporting{pool, replica}`: 1 while the replica's roster is fresh, 0 for
+    a replica its StatefulSet asks for that reports nothing (down, crash-looping, cut off from NATS).
+    Computed at scrape time from ``reports`` (the Runtime's pool memory), so nothing is kept here."""
+
+    def __init__(self) -> None:
+        self.reports: Callable[[], Iterable[ReplicaReport]] = tuple
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "hookline_pool_replica_reporting",
+            "1 when a sender pool replica reported its roster within the last 35 s, 0 when a replica "
+            "the pool's StatefulSet asks for reports nothing, as seen by the leading operator",
+            labels=["pool", "replica"],
+        )
+        for pool, replica, fresh in sorted(self.reports()):
+            family.add_metric([pool, str(replica)], 1 if fresh else 0)
+        yield family
+
+
+def leader_gauge(registry: CollectorRegistry) -> Gauge:
+    """`hookline_operator_leader`: 1 on the replica that holds the Lease (leader election only)."""
+    return Gauge(
+        "hookline_operator_leader",
+        "1 while this operator replica holds the leader election Lease and runs the handlers",
+        registry=registry,
+    )
+
+
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.webhooks = WebhookConditions()
         registry.register(self.webhooks)
+        self.pool_replicas = PoolReplicas()
+        registry.register(self.pool_replicas)
         self.checks = Counter(
             "hookline_verification_checks",
             "Ownership checks of Webhook URLs, by result",

@@ -81,6 +81,17 @@ class PoolMemory:
         roster = self.rosters.get((pool, replica)) if replica is not None else None
         return roster is not None and roster.alive(time.time()) and consumer in roster.consuming
 
+    def reports(self) -> list[tuple[str, int, bool]]:
+        """Each replica every pool should have, and whether its roster is fresh (metrics, at scrape
+        time: from another thread, so the tables are copied first)."""
+        now = time.time()
+        rosters = dict(self.rosters)
+        return [
+            (pool, replica, (roster := rosters.get((pool, replica))) is not None and roster.alive(now))
+            for pool, count in dict(self.replicas).items()
+            for replica in range(count)
+        ]
+
     def problem(self, pool: str, replica: int | None, consumer: str) -> str | None:
         """Why the replica does not run this engine, as its roster says (or that it reports nothing)."""
         if replica is None:
@@ -119,6 +130,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.directory = PoolDirectory(self.consumers)
+        self.metrics.pool_replicas.reports = self.pools.reports
 
     def forget(self, key: WebhookKey) -> None:
         """A Webhook was deleted: nothing of it is kept."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,8 +18,11 @@ import kopf
 
 from hookline import __version__
 from hookline.api import ANNOTATION_PREFIX, FINALIZER, SenderMode
+from hookline.operator.rules.leadership import LeaseTiming
+from hookline.operator.rules.senderpod import POD_TEMPLATE_ENV, SenderPodTemplate, parse_pod_template
 from hookline.sender.bus.attemptlog import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
+from hookline.sender.observe.logs import log_format_of
 from hookline.sender.transport.egress import EgressPolicy
 
 # The message of the TemporaryError that schedules the next ownership check (QuietVerificationRetries).
@@ -88,6 +92,16 @@ class ExpiryTiming:
 
 
 @dataclass(frozen=True)
+class LeaderElection:
+    """Several operator replicas, one working: only the holder of this Lease runs Kopf's handlers."""
+
+    namespace: str
+    name: str
+    identity: str  # this replica (its pod name): the Lease's holderIdentity
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     """Everything one operator instance is told. The flat fields are what the chart, the environment
     and the flags set (config_from_env); the grouped timings at the end pace the operator's own retries
@@ -126,7 +140,12 @@ class OperatorConfig:
     connect_timeout: float = 30.0
     request_timeout: float = 60.0
     sender_service_account: str | None = None
-    image_pull_policy: str = "IfNotPresent"
+    # What every dedicated sender pod gets besides the Webhook's own settings (chart values sender.*).
+    sender_pod: SenderPodTemplate = field(default_factory=SenderPodTemplate)
+    # None: this is the only operator (standalone); else the Lease its replicas share.
+    leader_election: LeaderElection | None = None
+    # text or json (HOOKLINE_LOG_FORMAT, --log-format): the operator's own and its senders' logs.
+    log_format: str = "text"
     # Replicas of each Webhook's consumer (HOOKLINE_NATS_REPLICAS, chart nats.replicas); 0: as many as
     # the stream has (the server's default), which ingest sets from the same chart value.
     nats_replicas: int = 0
@@ -151,6 +170,8 @@ def config_from_env(
     health_port: int | None = 8080,
     metrics_port: int | None = 9090,
     nats_replicas: int | None = None,
+    leader_election: bool | None = None,
+    log_format: str | None = None,
 ) -> OperatorConfig:
     """The chart sets HOOKLINE_* variables (docs/internals.md); flags win over env for egress."""
     nats_url = env.get(NATS_URL_ENV, "").strip() or DEFAULT_NATS_URL
@@ -187,6 +208,33 @@ def config_from_env(
         default_sender_mode=parse_sender_mode(env.get("HOOKLINE_DEFAULT_SENDER_MODE", "").strip()),
         default_sender_pool=env.get("HOOKLINE_DEFAULT_SENDER_POOL", "").strip() or "default",
         pool_key_file=env.get("HOOKLINE_POOL_KEY_FILE", "").strip() or None,
+        sender_pod=parse_pod_template(env.get(POD_TEMPLATE_ENV, "")),
+        leader_election=leader_election_from_env(env, leader_election),
+        log_format=log_format_of(log_format, env),
+    )
+
+
+def leader_election_from_env(env: Mapping[str, str], enabled: bool | None) -> LeaderElection | None:
+    """HOOKLINE_LEADER_ELECTION_LEASE (the chart: <fullname>-operator) turns it on; the flag
+    --leader-election (or --no-leader-election) wins. The Lease is in HOOKLINE_POD_NAMESPACE and held
+    under HOOKLINE_POD_NAME (the chart sets both from the downward API)."""
+    lease = env.get("HOOKLINE_LEADER_ELECTION_LEASE", "").strip()
+    if enabled is None:
+        enabled = bool(lease)
+    if not enabled:
+        return None
+    identity = env.get("HOOKLINE_POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+    seconds = "a number of seconds"
+    timing = LeaseTiming(
+        lease_seconds=_positive(env, "HOOKLINE_LEASE_DURATION_SECONDS", 15.0, seconds),
+        renew_deadline_seconds=_positive(env, "HOOKLINE_LEASE_RENEW_DEADLINE_SECONDS", 10.0, seconds),
+        retry_seconds=_positive(env, "HOOKLINE_LEASE_RETRY_PERIOD_SECONDS", 2.0, seconds),
+    )
+    return LeaderElection(
+        namespace=env.get("HOOKLINE_POD_NAMESPACE", "").strip() or "default",
+        name=lease or "hookline-operator",
+        identity=identity,
+        timing=timing,
     )
 
 

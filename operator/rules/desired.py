@@ -6,7 +6,9 @@ it (`hookline.io/desired-hash`), so a field the operator stops setting (signing 
 dropped) is noticed and the object is replaced, not merged into (`replacement`). The signing Secret
 is mounted by reference: the operator never reads it for senders. Pods run as hardened as Kubernetes
 allows (non-root, read-only root, no capabilities, RuntimeDefault seccomp), and do not get a
-service-account token they do not need.
+service-account token they do not need. What the installation adds to every sender pod (pull
+secrets, scheduling, labels, default resources: chart values sender.*) comes from
+``config.sender_pod`` (rules/senderpod.py); the Webhook's own settings and the operator's labels win.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from hookline.api import (
 )
 from hookline.operator.settings import OperatorConfig
 from hookline.sender.model.config import SenderConfig
+from hookline.sender.observe.logs import LOG_FORMAT_ENV
 
 SENDER_PORT = 8081
 CONFIG_DIR = "/etc/hookline"
@@ -155,6 +158,7 @@ def deployment(
     meta = owner["metadata"]
     name = meta["name"]
     labels = sender_labels(name)
+    template = config.sender_pod
     volumes: list[dict[str, Any]] = [
         {
             "name": "config",
@@ -183,12 +187,12 @@ def deployment(
     container: dict[str, Any] = {
         "name": "sender",
         "image": config.sender_image,
-        "imagePullPolicy": config.image_pull_policy,
+        "imagePullPolicy": template.image_pull_policy,
         "args": ["sender", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
         "ports": [{"name": "metrics", "containerPort": SENDER_PORT, "protocol": "TCP"}],
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, **probe},
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, **probe},
-        "resources": spec.sender.resources,
+        "resources": template.container_resources(spec.sender.resources),
         "securityContext": {
             "runAsNonRoot": True,
             "readOnlyRootFilesystem": True,
@@ -198,6 +202,8 @@ def deployment(
         },
         "volumeMounts": mounts,
     }
+    if config.log_format != "text":
+        container["env"] = [{"name": LOG_FORMAT_ENV, "value": config.log_format}]
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -211,6 +217,7 @@ def deployment(
         "terminationGracePeriodSeconds": int(spec.delivery.timeout_seconds) + 20,
         "containers": [container],
         "volumes": volumes,
+        **template.pod_fields(),
     }
     if config.sender_service_account:
         pod_spec["serviceAccountName"] = config.sender_service_account
@@ -229,7 +236,10 @@ def deployment(
                 "revisionHistoryLimit": 3,
                 "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: rendered_hash}},
+                    "metadata": {
+                        "labels": {**template.pod_labels, **labels},
+                        "annotations": {**template.pod_annotations, CONFIG_HASH_ANNOTATION: rendered_hash},
+                    },
                     "spec": pod_spec,
                 },
             },

@@ -49,6 +49,7 @@ STATEFULSETS = "apps/v1/statefulsets"
 CONFIGMAPS = "v1/configmaps"
 SECRETS = "v1/secrets"
 EVENTS = "v1/events"
+LEASES = "coordination.k8s.io/v1/leases"
 NS = "shop"
 TIMEOUT = 60.0
 REQUEST_LOG = 64
@@ -366,6 +367,7 @@ def declare_resources(cluster: Cluster) -> None:
         (EVENTS, "Event", True, set()),
         ("v1/namespaces", "Namespace", False, set()),
         ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, set()),
+        (LEASES, "Lease", True, set()),  # leader election (operator replicas)
     ]:
         cluster.resources[resource] = info(kind=kind, namespaced=namespaced, verbs=every, subresources=sub)
 

@@ -1,0 +1,93 @@
+"""What the installation adds to every dedicated sender pod: the chart's `sender` values. Pure.
+
+A cluster may need pull secrets, a node pool, tolerations, a priority class, cost labels or a
+sidecar annotation on every pod; the operator builds the sender Deployments, so it applies them
+(rules/desired.py). The chart passes them as JSON in HOOKLINE_SENDER_POD_TEMPLATE; a key the model
+does not know is an error at start, not a field silently dropped. Unset parts add nothing, so an
+installation without them keeps the exact Deployments (and desired hashes) it had.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from hookline.api import CamelModel
+
+POD_TEMPLATE_ENV = "HOOKLINE_SENDER_POD_TEMPLATE"
+# The operator's own pod labels (selector, component, Webhook): an extra label may not replace them.
+RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", "hookline.io/")
+
+
+class LocalObjectReference(CamelModel):
+    name: str = Field(min_length=1)
+
+
+class SenderPodTemplate(CamelModel):
+    """The pod-level settings of every dedicated sender (chart values `sender.*`)."""
+
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # Secrets of these names must exist in each Webhook's namespace (a pod reads its own namespace's).
+    image_pull_secrets: tuple[LocalObjectReference, ...] = ()
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    priority_class_name: str = ""
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    # Requests and limits for a Webhook whose spec.sender.resources leaves them out (the spec wins per key).
+    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _own_labels_stay(cls, labels: dict[str, str]) -> dict[str, str]:
+        taken = sorted(k for k in labels if k.startswith(RESERVED_LABEL_PREFIXES))
+        if taken:
+            owned = "labels under app.kubernetes.io/ and hookline.io/ are the operator's"
+            raise ValueError(f"{', '.join(taken)}: {owned}")
+        return labels
+
+    @field_validator("resources")
+    @classmethod
+    def _requests_and_limits(cls, resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = sorted(set(resources) - {"requests", "limits"})
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: resources has requests and limits only")
+        return resources
+
+    def container_resources(self, spec_resources: dict[str, Any]) -> dict[str, Any]:
+        """The Webhook's spec.sender.resources over these defaults, per key (requests.cpu, ...)."""
+        merged: dict[str, Any] = dict(spec_resources)
+        for part, defaults in self.resources.items():
+            if defaults:
+                merged[part] = {**defaults, **(spec_resources.get(part) or {})}
+        return merged
+
+    def pod_fields(self) -> dict[str, Any]:
+        """Pod spec fields for what is set (nothing for what is not)."""
+        fields: dict[str, Any] = {}
+        if self.image_pull_secrets:
+            fields["imagePullSecrets"] = [{"name": s.name} for s in self.image_pull_secrets]
+        if self.node_selector:
+            fields["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            fields["tolerations"] = [dict(t) for t in self.tolerations]
+        if self.affinity:
+            fields["affinity"] = dict(self.affinity)
+        if self.priority_class_name:
+            fields["priorityClassName"] = self.priority_class_name
+        return fields
+
+
+def parse_pod_template(text: str) -> SenderPodTemplate:
+    """HOOKLINE_SENDER_POD_TEMPLATE (JSON, the chart's `sender` values); empty: nothing added."""
+    if not text.strip():
+        return SenderPodTemplate()
+    try:
+        return SenderPodTemplate.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'the value'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"{POD_TEMPLATE_ENV} (chart values sender.*): {problems}") from None
