@@ -22,9 +22,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hookline.api import POOL_NAME_PATTERN, SenderMode
+from hookline.api import POOL_NAME_PATTERN, SenderMode, parse_webhook_spec
 from hookline.cli import build_parser
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
+from hookline.operator.rules import desired
 from hookline.operator.settings import config_from_env
 from hookline.sender.bus.natsserver import find_nats_server, free_port
 from hookline.sender.bus.poolproto import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
@@ -40,6 +41,27 @@ DIGEST = "sha256:" + "ab" * 32
 # Oldest supported (Chart.yaml kubeVersion; the CRDs use CEL rules with reason and fieldPath, new in
 # 1.28) and the newest schemas kubernetes-validate knows.
 KUBE_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
+
+# Everything a cluster may need on every dedicated sender pod (chart values sender.*).
+SENDER_VALUES: dict[str, Any] = {
+    "imagePullPolicy": "Always",
+    "imagePullSecrets": [{"name": "regcred"}],
+    "nodeSelector": {"pool": "senders"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "senders", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["eu-1a"]}]}
+                ]
+            }
+        }
+    },
+    "priorityClassName": "webhooks",
+    "podLabels": {"team": "crm"},
+    "podAnnotations": {"sidecar.istio.io/inject": "false"},
+    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+}
 
 SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
@@ -72,6 +94,42 @@ SCENARIOS: dict[str, list[str]] = {
         *MONITORING_API,
     ],
     "monitoring-without-api": ["--set", "monitoring.enabled=true"],
+    "monitoring-checked-without-api": [
+        "--set",
+        "monitoring.enabled=true",
+        "--set",
+        "monitoring.checkAPI=true",
+    ],
+    "alerts-tuned": [
+        "--set",
+        "monitoring.enabled=true",
+        "--set",
+        "monitoring.alerts.HooklineWebhookUnverified.enabled=false",
+        "--set",
+        "monitoring.alerts.HooklineDeadLetters.severity=critical",
+        "--set-json",
+        'monitoring.serviceMonitors.relabelings=[{"targetLabel":"cluster","replacement":"eu-1"}]',
+        "--set-json",
+        'monitoring.serviceMonitors.metricRelabelings=[{"sourceLabels":["__name__"],"regex":"go_.*",'
+        '"action":"drop"}]',
+        "--set-json",
+        'monitoring.podMonitor.relabelings=[{"targetLabel":"cluster","replacement":"eu-1"}]',
+        "--set-json",
+        'monitoring.podMonitor.metricRelabelings=[{"sourceLabels":["__name__"],"regex":"go_.*",'
+        '"action":"drop"}]',
+    ],
+    "sender-pod": [
+        "--set-json",
+        f"sender={json.dumps(SENDER_VALUES)}",
+        "--set",
+        "logFormat=json",
+    ],
+    "single-operator": [
+        "--set",
+        "operator.replicas=1",
+        "--set",
+        "operator.leaderElection.enabled=false",
+    ],
     "crds-off": ["--set", "crds.install=false"],
     "existing-token": ["--set", "ingest.auth.existingSecret=producer-token"],
     "auth-off": ["--set", "ingest.auth.enabled=false"],
@@ -155,8 +213,17 @@ _METADATA = _strict(
     {"name": _STRING, "namespace": {"const": NAMESPACE}, "labels": _LABELS}, ["name", "namespace"]
 )
 _SELECTOR = _strict({"matchLabels": {**_LABELS, "minProperties": 1}}, ["matchLabels"])
+_RELABELINGS = {"type": "array", "items": {"type": "object", "minProperties": 1}}
 _ENDPOINT = _strict(
-    {"port": _STRING, "path": _STRING, "interval": _DURATION, "honorLabels": {"type": "boolean"}}, ["port"]
+    {
+        "port": _STRING,
+        "path": _STRING,
+        "interval": _DURATION,
+        "honorLabels": {"type": "boolean"},
+        "relabelings": _RELABELINGS,
+        "metricRelabelings": _RELABELINGS,
+    },
+    ["port"],
 )
 _RULE = _strict(
     {
@@ -355,6 +422,24 @@ def test_chart_installs_on_oldest_supported_kubernetes():
     ("flags", "named"),
     [
         (["--set", "operater.resources.limits.memory=1Gi"], "operater"),
+        (["--set", "operator.resources.limits.memory=abc"], "/operator/resources/limits/memory"),
+        (["--set", "ingest.resources.requests.cpu=lots"], "/ingest/resources/requests/cpu"),
+        (["--set", "senderPools[0].resources.limits.memory=2 GB"], "/senderPools/0/resources/limits/memory"),
+        (["--set", "sender.resources.requests.memory=64MB"], "/sender/resources/requests/memory"),
+        (["--set", "sender.imagePullPolicy=always"], "/sender/imagePullPolicy"),
+        (["--set", "sender.podLabels.hookline\\.io/webhook=x"], "/sender/podLabels/hookline.io~1webhook"),
+        (["--set", "logFormat=yaml"], "/logFormat"),
+        (["--set", "monitoring.alerts.HooklineDeadLetter.enabled=false"], "HooklineDeadLetter"),
+        (
+            ["--set", "monitoring.alerts.HooklineDeadLetters.severity=page"],
+            "/monitoring/alerts/HooklineDeadLetters",
+        ),
+        (["--set", "operator.replicas=0"], "/operator/replicas"),
+        (["--set", "operator.leaderElection.enabled=false"], "needs operator.leaderElection.enabled=true"),
+        (
+            ["--set", "operator.leaderElection.renewDeadlineSeconds=20"],
+            "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+        ),
         (["--set", "nats.persistense.enabled=false"], "persistense"),
         (["--set", "ingest.replicas=0"], "/ingest/replicas"),
         (["--set", "nats.url=nats.messaging.svc:4222"], "/nats/url"),
@@ -494,10 +579,51 @@ def test_only_hookline_pods_may_reach_nats():
 # --- operator ---------------------------------------------------------------------------------------
 
 
-def test_operator_runs_once_and_exposes_health_and_metrics():
+def test_operator_runs_two_replicas_with_leader_election_and_exposes_health_and_metrics():
     deployment = operator("defaults")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    variables = env(deployment)
+    assert variables["HOOKLINE_LEADER_ELECTION_LEASE"] == "hk-hookline-operator"
+    assert variables["HOOKLINE_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert variables["HOOKLINE_POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    election = config_from_env(
+        {**{k: v for k, v in variables.items() if isinstance(v, str)}, "HOOKLINE_POD_NAME": "op-a"}
+    ).leader_election
+    assert election is not None
+    assert (election.name, election.identity) == ("hk-hookline-operator", "op-a")
+    timing = election.timing
+    assert (timing.lease_seconds, timing.renew_deadline_seconds, timing.retry_seconds) == (15, 10, 2)
+    # Replicas spread over nodes, and a drain keeps one.
+    term = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ][0]["podAffinityTerm"]
+    assert matches(term["labelSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+    budget = one("defaults", "PodDisruptionBudget", "hk-hookline-operator")
+    assert budget["spec"]["minAvailable"] == 1
+    assert matches(
+        budget["spec"]["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"]
+    )
+    # The Lease is the operator's to get, create and update in its own namespace, and no other Lease.
+    role = one("defaults", "Role", "hk-hookline-operator-leader")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["hk-hookline-operator"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    binding = one("defaults", "RoleBinding", "hk-hookline-operator-leader")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "hk-hookline-operator", "namespace": NAMESPACE}
+    ]
     c = container(deployment)
     assert c["args"] == ["operator"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -507,6 +633,19 @@ def test_operator_runs_once_and_exposes_health_and_metrics():
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
     ]
+
+
+def test_without_leader_election_one_operator_runs_with_recreate():
+    deployment = operator("single-operator")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "HOOKLINE_LEADER_ELECTION_LEASE" not in env(deployment)
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
+    assert not [
+        b for b in objects("single-operator", "PodDisruptionBudget") if "operator" in b["metadata"]["name"]
+    ]
+    assert not objects("single-operator", "Role")
+    assert config_from_env({}).leader_election is None
 
 
 def test_senders_get_the_chart_image_unless_told_otherwise():
@@ -723,7 +862,9 @@ def test_ingest_serves_events_with_probes():
         pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"]
     )
     # A PodDisruptionBudget that one replica can never satisfy would block every node drain.
-    assert not objects("single-ingest", "PodDisruptionBudget")
+    assert not [
+        b for b in objects("single-ingest", "PodDisruptionBudget") if "ingest" in b["metadata"]["name"]
+    ]
 
 
 def test_the_stream_byte_limit_is_a_chart_value_ingest_applies():
@@ -775,13 +916,33 @@ def test_the_default_pool_is_one_statefulset_the_operator_finds():
     (statefulset,) = pools("defaults")
     assert statefulset["metadata"]["name"] == "hk-hookline-pool-default"
     assert statefulset["metadata"]["labels"][POOL_LABEL] == "default"
-    assert statefulset["spec"]["replicas"] == 2
+    # Dedicated is the default mode: the pool is defined but runs no idle pods.
+    assert statefulset["spec"]["replicas"] == 0
     # The pods carry the same labels, so the PodMonitor and the NATS policy see them as pool pods.
     pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
     assert matches(POOL_SELECTOR, pod_labels) and pod_labels[POOL_LABEL] == "default"
     # Stable selector: nothing that changes with the chart version (a StatefulSet's selector is immutable).
     selector = statefulset["spec"]["selector"]["matchLabels"]
     assert selector == {**POOL_SELECTOR, "app.kubernetes.io/instance": RELEASE, POOL_LABEL: "default"}
+
+
+def test_a_pool_without_replicas_runs_two_when_pools_are_the_default_mode():
+    out = helm("template", RELEASE, str(CHART), "--set", "operator.defaultSenderMode=Pool").stdout
+    (statefulset,) = [
+        d
+        for d in yaml.safe_load_all(out)
+        if d and d["kind"] == "StatefulSet" and "pool" in d["metadata"]["name"]
+    ]
+    assert statefulset["spec"]["replicas"] == 2
+    explicit = helm(
+        "template", RELEASE, str(CHART), "--set-json", 'senderPools=[{"name":"default","replicas":3}]'
+    ).stdout
+    (statefulset,) = [
+        d
+        for d in yaml.safe_load_all(explicit)
+        if d and d["kind"] == "StatefulSet" and "pool" in d["metadata"]["name"]
+    ]
+    assert statefulset["spec"]["replicas"] == 3
 
 
 def test_every_pool_has_its_statefulset_and_headless_service():
@@ -873,7 +1034,7 @@ def test_pool_pods_have_no_kubernetes_access_and_are_hardened():
     # No role is bound to anything but the operator's ServiceAccount.
     subjects = [s for b in objects("two-pools", "ClusterRoleBinding") for s in b["subjects"]]
     subjects += [s for b in objects("two-pools", "RoleBinding") for s in b["subjects"]]
-    assert [s["name"] for s in subjects] == ["hk-hookline-operator"]
+    assert {s["name"] for s in subjects} == {"hk-hookline-operator"}
 
 
 def test_operator_and_pools_mount_the_same_generated_pool_key():
@@ -1028,7 +1189,21 @@ def test_monitoring_objects_need_the_switch_and_the_api():
         return {d["kind"] for d in render(scenario) if d["apiVersion"].startswith("monitoring.coreos.com/")}
 
     assert monitoring_kinds("monitoring") == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
-    assert monitoring_kinds("monitoring-without-api") == set()
+    # Switched on, they are rendered; an install without the Prometheus Operator fails naming the kinds.
+    assert monitoring_kinds("monitoring-without-api") == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    # monitoring.checkAPI: only where the cluster serves the API.
+    assert monitoring_kinds("monitoring-checked-without-api") == set()
+    checked = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "monitoring.enabled=true",
+        "--set",
+        "monitoring.checkAPI=true",
+        *MONITORING_API,
+    ).stdout
+    assert "kind: PrometheusRule" in checked
     assert monitoring_kinds("defaults") == set()
     off = helm("template", RELEASE, str(CHART), *MONITORING_API).stdout
     assert "monitoring.coreos.com" not in off
@@ -1098,5 +1273,96 @@ def test_notes_tell_the_next_step():
 
 
 def test_notes_warn_when_monitoring_cannot_be_installed():
-    assert "does not serve monitoring.coreos.com/v1" in notes("--set", "monitoring.enabled=true")
+    checked = ("--set", "monitoring.enabled=true", "--set", "monitoring.checkAPI=true")
+    assert "does not serve monitoring.coreos.com/v1" in notes(*checked)
     assert "does not serve" not in notes()
+    assert "does not serve" not in notes("--set", "monitoring.enabled=true")
+
+
+# --- dedicated sender pods, log format, alerts one by one --------------------------------------------
+
+
+def operator_config_of(scenario: str) -> Any:
+    """The operator's config as it reads it from the rendered Deployment's environment."""
+    variables = {k: v for k, v in env(operator(scenario)).items() if isinstance(v, str)}
+    return config_from_env(variables)
+
+
+def test_the_sender_pod_values_reach_the_operator_and_its_deployments():
+    config = operator_config_of("sender-pod")
+    assert config.sender_pod.model_dump(by_alias=True, mode="json") == SENDER_VALUES
+    # What the operator then builds for a Webhook: the pure builder, checked against Kubernetes' schema.
+    spec = parse_webhook_spec({"url": "https://shop.example.com/hook", "events": ["open"]})
+    owner = {"metadata": {"name": "orders", "namespace": "shop", "uid": "u-1"}}
+    deployment = desired.deployment(owner, spec, "h", config)
+    pod = deployment["spec"]["template"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["spec"]["nodeSelector"] == {"pool": "senders"}
+    assert pod["spec"]["tolerations"] == SENDER_VALUES["tolerations"]
+    assert pod["spec"]["affinity"] == SENDER_VALUES["affinity"]
+    assert pod["spec"]["priorityClassName"] == "webhooks"
+    assert pod["metadata"]["labels"]["team"] == "crm"
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    (sender,) = pod["spec"]["containers"]
+    assert sender["imagePullPolicy"] == "Always"
+    assert sender["resources"] == SENDER_VALUES["resources"]
+    assert {"name": "HOOKLINE_LOG_FORMAT", "value": "json"} in sender["env"]
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(deployment, version, strict=True)
+
+
+def test_without_sender_values_the_operator_adds_nothing_but_the_pull_policy():
+    config = operator_config_of("defaults")
+    assert env(operator("defaults"))["HOOKLINE_SENDER_POD_TEMPLATE"] == '{"imagePullPolicy":"IfNotPresent"}'
+    assert config.sender_pod.pod_fields() == {}
+    assert config.log_format == "text"
+
+
+def test_the_log_format_reaches_every_process():
+    for scenario, expected in (("defaults", "text"), ("sender-pod", "json")):
+        for workload in (operator(scenario), ingest(scenario), *pools(scenario)):
+            assert env(workload)["HOOKLINE_LOG_FORMAT"] == expected, workload["metadata"]["name"]
+    assert operator_config_of("sender-pod").log_format == "json"
+
+
+def test_alerts_can_be_switched_off_and_regraded_one_by_one():
+    (rule,) = objects("alerts-tuned", "PrometheusRule")
+    by_name = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "HooklineWebhookUnverified" not in by_name
+    assert by_name["HooklineDeadLetters"]["labels"]["severity"] == "critical"
+    assert by_name["HooklineDeadLetterFailures"]["labels"]["severity"] == "warning"
+    # Every alert the chart has is in the values map, so each can be switched.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    (everything,) = objects("monitoring", "PrometheusRule")
+    names = {r["alert"] for g in everything["spec"]["groups"] for r in g["rules"]}
+    assert names == set(values["monitoring"]["alerts"])
+    for name, rendered in (
+        (n, r) for g in everything["spec"]["groups"] for r in g["rules"] for n in [r["alert"]]
+    ):
+        assert rendered["labels"]["severity"] == values["monitoring"]["alerts"][name]["severity"]
+
+
+def test_every_alert_off_renders_no_rule_at_all():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    flags = [
+        f
+        for name in values["monitoring"]["alerts"]
+        for f in ("--set", f"monitoring.alerts.{name}.enabled=false")
+    ]
+    out = helm("template", RELEASE, str(CHART), "--set", "monitoring.enabled=true", *flags).stdout
+    assert "kind: PrometheusRule" not in out
+    assert "kind: ServiceMonitor" in out
+
+
+def test_relabelings_reach_every_monitor():
+    relabel = [{"targetLabel": "cluster", "replacement": "eu-1"}]
+    drop = [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]
+    endpoints = [e for m in objects("alerts-tuned", "ServiceMonitor") for e in m["spec"]["endpoints"]]
+    endpoints += [e for m in objects("alerts-tuned", "PodMonitor") for e in m["spec"]["podMetricsEndpoints"]]
+    assert len(endpoints) == 4  # operator, ingest, senders, pools
+    for endpoint in endpoints:
+        assert endpoint["relabelings"] == relabel
+        assert endpoint["metricRelabelings"] == drop
+    for monitor in objects("monitoring", "ServiceMonitor") + objects("monitoring", "PodMonitor"):
+        for endpoint in monitor["spec"].get("endpoints", []) + monitor["spec"].get("podMetricsEndpoints", []):
+            assert "relabelings" not in endpoint and "metricRelabelings" not in endpoint

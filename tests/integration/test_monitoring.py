@@ -23,6 +23,7 @@ import pytest
 import yaml
 from aiohttp import web
 from operator_helpers import (
+    STATEFULSETS,
     WEBHOOKS,
     api_path,
     declare_resources,
@@ -252,6 +253,34 @@ PROMTOOL_TESTS: list[dict[str, Any]] = [
                 "15m", "HooklineDeadLetters", {**SHOP_ORDERS, "reason": "max_attempts", "severity": "warning"}
             ),
             alert_case("40m", "HooklineDeadLetters"),
+        ],
+    },
+    {  # NATS refuses the dead letters of "orders" for 5 minutes; "billing" stores its own.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_dead_letter_failures_total", "0x5 1 2 3 4 5x30", **SHOP_ORDERS),
+            series("hookline_dead_letter_failures_total", "0x35", namespace="shop", webhook="billing"),
+        ],
+        "alert_rule_test": [
+            alert_case("4m", "HooklineDeadLetterFailures"),
+            alert_case("8m", "HooklineDeadLetterFailures", {**SHOP_ORDERS, "severity": "warning"}),
+            alert_case("25m", "HooklineDeadLetterFailures"),  # stored again: clears after 10 minutes
+        ],
+    },
+    {  # Replica 1 of pool "bulk" stops reporting; replica 0 keeps reporting; "vip" is scaled to 0.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_pool_replica_reporting", "1x30", pool="bulk", replica="0", pod="op-a"),
+            series("hookline_pool_replica_reporting", "1x5 0x25", pool="bulk", replica="1", pod="op-a"),
+            series("hookline_pool_replica_reporting", "1x30", pool="vip", replica="0", pod="op-a"),
+        ],
+        "alert_rule_test": [
+            alert_case("8m", "HooklinePoolReplicaNotReporting"),  # not yet: `for: 5m`
+            alert_case(
+                "15m",
+                "HooklinePoolReplicaNotReporting",
+                {"pool": "bulk", "replica": "1", "severity": "warning"},
+            ),
         ],
     },
     {  # A receiver said 410 Gone.
@@ -511,6 +540,22 @@ def operator_has_worked(text: str) -> bool:
     return checks > 0 and reconciles > 0 and verified
 
 
+NAMESPACE_OF_POOLS = "hookline"
+POOL_STATEFULSET = {
+    "apiVersion": "apps/v1",
+    "kind": "StatefulSet",
+    "metadata": {
+        "name": "hookline-pool-default",
+        "labels": {
+            "app.kubernetes.io/name": "hookline",
+            "app.kubernetes.io/component": "sender-pool",
+            "hookline.io/pool": "default",
+        },
+    },
+    "spec": {"replicas": 1, "serviceName": "hookline-pool-default"},
+}
+
+
 @pytest.fixture
 async def operator_process(
     nats_server: EmbeddedNats, tmp_path: Path
@@ -538,6 +583,8 @@ async def operator_process(
                 "spec": {"url": f"{base}/hooks/orders", "events": ["click"], "database": "newsletter"},
             }
             await cluster.call("POST", api_path(WEBHOOKS, "shop"), body)
+            # A sender pool of one replica that never reports: the operator exports it as such.
+            await cluster.call("POST", api_path(STATEFULSETS, NAMESPACE_OF_POOLS), POOL_STATEFULSET)
             yield proc, log_path, metrics_port
         finally:
             stop_operator_process(proc, log)

@@ -125,10 +125,40 @@ qualified name (senders run in other namespaces).
 {{- default (include "hookline.componentName" (list . "ingest-token")) .Values.ingest.auth.existingSecret }}
 {{- end }}
 
-{{/* Prometheus Operator objects: rendered only when switched on and the API exists. Call with (list $ .Values.monitoring.xxx). */}}
+{{/*
+Prometheus Operator objects: rendered when monitoring.enabled and the item are on. With
+monitoring.checkAPI only when the cluster serves monitoring.coreos.com/v1 too (helm template:
+--api-versions monitoring.coreos.com/v1). Call with (list $ .Values.monitoring.xxx).
+*/}}
 {{- define "hookline.monitoringOn" -}}
 {{- $root := index . 0 }}{{- $item := index . 1 }}
-{{- if and $root.Values.monitoring.enabled $item.enabled ($root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}true{{ end }}
+{{- $served := or (not $root.Values.monitoring.checkAPI) ($root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}
+{{- if and $root.Values.monitoring.enabled $item.enabled $served }}true{{ end }}
+{{- end }}
+
+{{/*
+Replicas of one sender pool (call with (list $ pool)): its own replicas when given, else 2 when pools
+are the default mode (operator.defaultSenderMode=Pool) and 0 when they are not, so an installation
+that uses only dedicated senders runs no idle pool pods.
+*/}}
+{{- define "hookline.poolReplicas" -}}
+{{- $root := index . 0 }}{{- $pool := index . 1 }}
+{{- if hasKey $pool "replicas" }}{{ $pool.replicas }}{{ else }}{{ ternary 2 0 (eq $root.Values.operator.defaultSenderMode "Pool") }}{{ end }}
+{{- end }}
+
+{{/*
+What the operator adds to every dedicated sender pod (sender.* values), as JSON for
+HOOKLINE_SENDER_POD_TEMPLATE (operator/rules/senderpod.py); the pull policy defaults to image.pullPolicy.
+*/}}
+{{- define "hookline.senderPodTemplate" -}}
+{{- $sender := .Values.sender }}
+{{- $template := dict "imagePullPolicy" (default .Values.image.pullPolicy $sender.imagePullPolicy) }}
+{{- range $key := list "imagePullSecrets" "nodeSelector" "tolerations" "affinity" "priorityClassName" "podLabels" "podAnnotations" "resources" }}
+{{- with index $sender $key }}
+{{- $_ := set $template $key . }}
+{{- end }}
+{{- end }}
+{{- toJson $template }}
 {{- end }}
 
 {{/* Hardened security contexts shared by every pod and container. */}}
