@@ -230,7 +230,7 @@ async def serve(
         if keeper.done():
             leading.set(0)
             reason = keeper.result()
-            log.error("leader election: leadership lost (%s); stopping the operator", reason)
+            log.warning("leader election: leadership lost (%s); stopping the operator", reason)
             if on_lost_leadership is not None:
                 on_lost_leadership(reason)
         working.set()

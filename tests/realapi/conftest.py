@@ -148,10 +148,10 @@ async def start_operator(
             default_namespace=namespace,
         )
 
-    async def start(**overrides: Any) -> RunningOperator:
+    async def start(*, wait_ready: bool = True, **overrides: Any) -> RunningOperator:
         handle = RunningOperator(operator_config(nats_server.url, **overrides), login)
         running.append(handle)
-        return await handle.start()
+        return await handle.start(wait_ready=wait_ready)
 
     with OperatorComplaints() as complaints:
         yield start

@@ -3,7 +3,8 @@
 Applied with server-side apply (what `helm upgrade` and GitOps tools converge on): every object is
 validated by the real server's schemas, defaulting and admission, and applying the same manifests a
 second time changes nothing (no resourceVersion moves), so a GitOps tool never sees a perpetual diff.
-Monitoring objects that need the Prometheus Operator's CRDs are not rendered (no --api-versions); the
+Monitoring objects that need the Prometheus Operator's CRDs are not rendered (monitoring.checkAPI and no
+--api-versions; without checkAPI this server, which lacks those CRDs, would refuse them by kind); the
 dashboard ConfigMap is.
 """
 
@@ -22,7 +23,7 @@ POOLS_AND_MONITORING = {
         {"name": "bulk", "replicas": 3, "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}},
         {"name": "quiet", "replicas": 0, "nodeSelector": {"kubernetes.io/os": "linux"}},
     ],
-    "monitoring": {"enabled": True, "dashboard": {"enabled": True}},
+    "monitoring": {"enabled": True, "checkAPI": True, "dashboard": {"enabled": True}},
     "ingest": {"ingress": {"enabled": True, "className": "nginx", "tls": []}},
     "nats": {"persistence": {"enabled": False}},
 }

@@ -274,13 +274,29 @@ class RunningOperator:
 
         await serve(self.config, stop=self._stop, ready=ready, login=self._login, runtime_hook=keep)
 
-    async def start(self) -> RunningOperator:
+    async def start(self, *, wait_ready: bool = True) -> RunningOperator:
+        """Start it; with ``wait_ready``, until Kopf is ready (a standby under leader election never is)."""
         self._thread.start()
+        if not wait_ready:
+            await asyncio.to_thread(lambda: self._ready.wait(0.2))
+            return self
         await asyncio.to_thread(self._ready.wait, TIMEOUT)
         if self._error is not None:
             raise self._error
         assert self._ready.is_set(), "the operator did not start"
         return self
+
+    def freeze(self) -> threading.Event:
+        """Stop its event loop dead, as SIGSTOP or a stalled node would (nothing runs, nothing is
+        released); it runs on from where it was once the returned event is set."""
+        assert self._loop is not None
+        thawed = threading.Event()
+        self._loop.call_soon_threadsafe(thawed.wait)
+        return thawed
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     async def stop(self) -> None:
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
