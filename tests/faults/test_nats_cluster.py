@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import aiohttp
 import nats
 import pytest
-from harness import Harness, click, report, wait_until
+from harness import NATS_NOT_ANSWERING, Harness, click, report, wait_until
 from nats.js import api
 
 from hookline.sender import bus
@@ -38,6 +39,36 @@ async def r3_stream_accepted(cluster: NatsCluster) -> bool:
         return False
     finally:
         await nc.close()
+
+
+async def eventually(
+    read: Callable[[], Awaitable[Any]], holds: Callable[[Any], bool], *, what: str, within: float = 60
+) -> Any:
+    """What `read()` returns once `holds` it. A cluster reaches these states only after an election (a
+    stream or consumer gets its leader some time after the request that made or moved it was answered;
+    after a node is lost, the leaders it held are elected again elsewhere), later on a loaded machine;
+    meanwhile a read may go unanswered (timeout, no responders, 503), which is polled through too."""
+    seen: list[Any] = []
+
+    async def check() -> bool:
+        try:
+            seen[:] = [await read()]
+        except NATS_NOT_ANSWERING as exc:
+            seen[:] = [exc]
+            return False
+        return holds(seen[0])
+
+    await wait_until(
+        check, within=within, what=what, diagnostics=lambda: f"last seen: {seen[0] if seen else None!r}"
+    )
+    return seen[0]
+
+
+def led_with_two_replicas(info: Any) -> bool:
+    """A leader and the other two copies listed. A stream moved R1 -> R3 gets a new raft group whose
+    election ends after the update was answered (until then its members answer leaderless, listing
+    all three); a new consumer's group likewise."""
+    return bool(info.cluster.leader) and len(info.cluster.replicas or ()) == 2
 
 
 class Producer:
@@ -100,7 +131,12 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
             async def info(call: Any) -> Any:
                 return await harness._js_call(call)
 
-            stream = await info(lambda js: js.stream_info(bus.STREAM))
+            async def stream_info() -> Any:
+                return await info(lambda js: js.stream_info(bus.STREAM))
+
+            stream = await eventually(
+                stream_info, led_with_two_replicas, what="the events stream on three nodes, with a leader"
+            )
             assert stream.config.num_replicas == 3 and len(stream.cluster.replicas) == 2
             assert stream.config.max_consumers == bus.DEFAULT_MAX_CONSUMERS
             for name in (
@@ -116,7 +152,11 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
             webhook = await harness.webhook(
                 "orders", receiver, maxInFlight=10, timeoutSeconds=1, maxRequestsPerSecond=2000
             )
-            consumer = await info(lambda js: js.consumer_info(bus.STREAM, webhook.consumer))
+            consumer = await eventually(
+                lambda: info(lambda js: js.consumer_info(bus.STREAM, webhook.consumer)),
+                led_with_two_replicas,
+                what="the consumer on three nodes, with a leader",
+            )
             assert len(consumer.cluster.replicas) == 2  # the consumer has the stream's three copies
 
             stamp("sender ready")
@@ -124,9 +164,13 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
             producer.start()
             try:
                 await wait_until(lambda: receiver.successes >= 200, what="deliveries under way")
-                leader = cluster.names.index(stream.cluster.leader)
-                cluster.kill(leader)
-                stamp(f"killed {stream.cluster.leader} after {len(producer.accepted)} accepted")
+                # The leader now, not the one seen at startup: a loaded cluster may have moved it since.
+                leading = await eventually(
+                    stream_info, lambda s: bool(s.cluster.leader), what="the events stream's leader"
+                )
+                killed = leading.cluster.leader
+                cluster.kill(cluster.names.index(killed))
+                stamp(f"killed {killed} after {len(producer.accepted)} accepted")
                 accepted_at_kill = len(producer.accepted)
                 delivered_at_kill = receiver.successes
                 # Ingest accepts again on the two nodes left, and the sender delivers what it accepts.
@@ -139,8 +183,11 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
             finally:
                 await producer.stop()
             stamp(f"{len(producer.accepted) - accepted_at_kill} more accepted since the kill")
-            after = await info(lambda js: js.stream_info(bus.STREAM))
-            assert after.cluster.leader != stream.cluster.leader
+            # Answered by the stream's leader (a member answers only while there is none, then with none).
+            after = await eventually(
+                stream_info, lambda s: bool(s.cluster.leader), what="the events stream's new leader"
+            )
+            assert after.cluster.leader != killed
             try:
                 accounting = await harness.settled(webhook, producer.accepted, within=90)
             except AssertionError as failure:
@@ -153,7 +200,7 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
                 ) from None
             stamp("all delivered")
             report(
-                f"R3 stream, leader {stream.cluster.leader} SIGKILLed; refusals {producer.refusals}",
+                f"R3 stream, leader {killed} SIGKILLed; refusals {producer.refusals}",
                 accounting,
             )
             assert accounting.lost == 0 and accounting.dead_lettered == 0

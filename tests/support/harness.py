@@ -25,6 +25,8 @@ from typing import Any
 
 import aiohttp
 import nats
+import nats.errors
+import nats.js.errors
 import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,6 +41,15 @@ LOOPBACK = "127.0.0.1"
 # Generous: a loaded 2-core CI machine runs these next to other suites.
 WAIT_SECONDS = 120.0
 STARTUP_SECONDS = 60.0
+# NATS cannot answer just now, which a wait polls through: a cluster electing leaders after losing a
+# node (its JetStream meta leader, which creates the consumers that read dead letters, can come seconds
+# after the streams' leaders), a server restarting. Anything else (a stream gone, a refusal) still fails.
+NATS_NOT_ANSWERING: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.NoServersError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 async def wait_until(
@@ -476,16 +487,23 @@ class Harness:
         """Wait until every accepted event is delivered or dead-lettered, then account for them."""
         accepted_ids = set(accepted)
         last: list[Accounting] = []
+        unanswered: list[str] = []  # why the last look could not be taken (NATS not answering)
 
         async def done() -> bool:
-            last[:] = [await self.account(webhook, accepted_ids)]
-            return last[0].lost == 0
+            try:
+                accounting = await self.account(webhook, accepted_ids)
+            except NATS_NOT_ANSWERING as exc:  # e.g. no meta leader yet after a node was killed
+                unanswered[:] = [f"NATS not answering: {type(exc).__name__} {exc}"]
+                return False
+            last[:] = [accounting]
+            unanswered.clear()
+            return accounting.lost == 0
 
         await wait_until(
             done,
             within=within,
             what=f"every accepted event of {webhook.name} delivered or dead-lettered",
-            diagnostics=lambda: f"{last[0] if last else ''}\n{self.diagnostics()}",
+            diagnostics=lambda: f"{last[0] if last else ''} {''.join(unanswered)}\n{self.diagnostics()}",
             interval=0.5,
         )
         assert not last[0].both, f"delivered and also dead-lettered: {last[0].both[:5]}"
