@@ -36,9 +36,14 @@ async def test_the_operator_creates_sender_pods_with_the_installations_settings(
         "a token in status",
     )
     site.files[f"/hooks/{status['fileName']}"] = status["content"]
-    deployment = await wait_for(lambda: cluster.get(DEPLOYMENTS, "tenant-sender"), "the sender Deployment")
-    webhook = cluster.get("hookline.io/v1alpha1/webhooks", "tenant")
-    assert condition(webhook, "Verified").get("status") == "True"
+    deployment = await wait_for(
+        lambda: (
+            condition(cluster.get("hookline.io/v1alpha1/webhooks", "tenant"), "Verified").get("status")
+            == "True"
+            and cluster.get(DEPLOYMENTS, "tenant-sender")
+        ),
+        "Verified and the sender Deployment",
+    )
 
     pod = deployment["spec"]["template"]
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
