@@ -45,6 +45,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports. Every socket stays bound until all are chosen: picked one at a time,
+    a port just released can be handed out again (a cluster node once got the same port for clients
+    and routes, and could not start)."""
+    with contextlib.ExitStack() as held:
+        sockets = [
+            held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,8 +155,8 @@ class NatsCluster:
         self.root = Path(root)
         self.host = host
         self.names = [f"n{i}" for i in range(size)]
-        self.ports = [free_port(host) for _ in range(size)]
-        self.cluster_ports = [free_port(host) for _ in range(size)]
+        ports = free_ports(2 * size, host)  # client and route ports, all distinct
+        self.ports, self.cluster_ports = ports[:size], ports[size:]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
 
     def node_url(self, index: int) -> str:
@@ -177,6 +190,10 @@ class NatsCluster:
         return path
 
     def start_node(self, index: int, timeout: float = 15.0) -> None:
+        self._launch(index)
+        self._wait_listening(index, timeout)
+
+    def _launch(self, index: int) -> None:
         config = self._config(index)
         log = open(self.root / self.names[index] / "nats.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
@@ -187,11 +204,28 @@ class NatsCluster:
         )
         log.close()
         self.procs[index] = proc
-        _wait_for_port(self.host, self.ports[index], proc, timeout)
+
+    def _wait_listening(self, index: int, timeout: float) -> None:
+        proc = self.procs[index]
+        if proc is None:
+            raise RuntimeError(f"{self.names[index]} was not started")
+        try:
+            _wait_for_port(self.host, self.ports[index], proc, timeout)
+        except RuntimeError as exc:  # exited: say why (its log's last line, e.g. a port in use)
+            lines = (self.root / self.names[index] / "nats.log").read_text(errors="replace").splitlines()
+            raise RuntimeError(f"{self.names[index]}: {exc}: {lines[-1] if lines else '(no log)'}") from None
 
     def start(self, timeout: float = 15.0) -> NatsCluster:
-        for index in range(len(self.names)):
-            self.start_node(index, timeout)
+        """Every node launched before any is waited for: their ports, chosen free, are bound at once.
+        If one does not come up, the others are stopped (no server outlives a failed start)."""
+        try:
+            for index in range(len(self.names)):
+                self._launch(index)
+            for index in range(len(self.names)):
+                self._wait_listening(index, timeout)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def kill(self, index: int) -> None:
