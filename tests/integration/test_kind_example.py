@@ -3,7 +3,8 @@ kind walkthrough applies. The chart renders with the values; every object of the
 Kubernetes (kubernetes-validate, strict); the pieces fit: the receiver runs the chart's image, the
 Webhook's URL is the receiver's Service, and the chart lets the operator and the senders reach it
 (kind's service network allowed, plain http allowed). The real API server takes them in
-tests/realapi/test_kind_example_realapi.py; the receiver's own behaviour is tests/integration/test_demo_receiver.py.
+tests/realapi/test_kind_example_realapi.py; the receiver's own behaviour is
+tests/integration/test_demo_receiver.py.
 """
 
 from __future__ import annotations
