@@ -133,6 +133,9 @@ class DeliveringReason(StrEnum):
     """False: spec.paused (or no sender replicas); events are kept."""
     CONSUMER_MISSING = "ConsumerMissing"
     """False: the Webhook's JetStream consumer was deleted; the sender recreates it."""
+    EVENTS_LOST = "EventsLost"
+    """False for a day after events were lost: its consumer was deleted and the recovery window no
+    longer held what it was owed (status.delivery.eventsLost counts them)."""
     DISABLED = "Disabled"
     """False: only failures for spec.delivery.disableAfter; resume like a 410 stop."""
 
@@ -451,6 +454,8 @@ class DeliveryStatus(StatusModel):
     recent_failures: Annotated[int, Field(ge=0)] | None = None
     window_seconds: Annotated[int, Field(ge=1)] | None = None
     consumer_missing: bool | None = None
+    events_lost: Annotated[int, Field(ge=0)] | None = None
+    events_lost_at: str | None = None
     reported_at: str | None = None
 
 

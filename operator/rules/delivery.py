@@ -6,7 +6,8 @@ is derived from that dict by the same handler that derives Ready. Resuming is a 
 annotation ``hookline.io/resume-delivery`` (any new value) or ``hookline redrive --resume``; pointing
 spec.url at a new, verified URL resumes as well.
 
-The rest of ``status.delivery`` comes from the senders' health reports (sender/attempts.py), which
+The rest of ``status.delivery`` comes from the senders' health reports (sender/model/deliveryhealth.py,
+sender/bus/attemptlog.py), which
 the operator mirrors at a bounded rate (``due_writes``); ``delivering_condition`` turns all of it into
 one condition. Pure functions only.
 """
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hookline.api import RESUME_ANNOTATION, Condition, ConditionType, DeliveringReason
+from hookline.sender.model.deliveryhealth import LOSS_SHOWN_SECONDS
 from hookline.sender.model.outcomes import GoneState
-from hookline.timestamps import rfc3339
+from hookline.timestamps import parse_rfc3339, rfc3339
 
 
 def resume_reason(state: GoneState, url: str, request: str | None, handled: str | None) -> str | None:
@@ -37,6 +39,19 @@ def resume_reason(state: GoneState, url: str, request: str | None, handled: str 
 GONE_KEYS = ("gone", "goneSince", "disabled", "disabledSince", "resumeHandled", "resumedAt", "resumeReason")
 FAILING_MIN_ATTEMPTS = 3  # fewer recent attempts say too little to call a receiver failing
 BACKLOG_MIN_PENDING = 100  # a smaller backlog is a burst, not a receiver that cannot keep up
+
+
+def lost_recently(delivery: Mapping[str, Any]) -> bool:
+    """Whether the last report came less than LOSS_SHOWN_SECONDS after events were found lost (the
+    sender reports again when that time passes)."""
+    lost_at, reported_at = delivery.get("eventsLostAt"), delivery.get("reportedAt")
+    if not delivery.get("eventsLost") or not isinstance(lost_at, str) or not isinstance(reported_at, str):
+        return False
+    try:
+        age = (parse_rfc3339(reported_at) - parse_rfc3339(lost_at)).total_seconds()
+    except ValueError:
+        return False
+    return age < LOSS_SHOWN_SECONDS
 
 
 def gone_part(delivery: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,7 +134,18 @@ def delivering_condition(
             "False",
             DeliveringReason.CONSUMER_MISSING,
             "the Webhook's JetStream consumer was deleted outside hookline; the sender is recreating it "
-            "from its last acknowledged event, so the events the stream still holds are delivered",
+            "and puts back the events it had not acknowledged from the recovery stream",
+        )
+    if lost_recently(delivery):
+        return Condition(
+            ConditionType.DELIVERING,
+            "False",
+            DeliveringReason.EVENTS_LOST,
+            f"{delivery.get('eventsLost')} events (at most) were lost, the last at "
+            f"{delivery.get('eventsLostAt')}: the Webhook's JetStream consumer was deleted outside "
+            "hookline and the recovery window (ingest --recovery-window) no longer held the events it had "
+            "not acknowledged, so they cannot be delivered (hookline_events_lost_total counts them). "
+            "Deliveries go on; this shows for a day",
         )
     attempts = int(delivery.get("recentAttempts") or 0)
     failures = int(delivery.get("recentFailures") or 0)

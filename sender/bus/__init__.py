@@ -6,7 +6,10 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   replicas     how many copies of a stream or bucket: the bound, and moving an existing one
   layout       the events and dead-letter streams, the per-Webhook consumer (spec, config,
                ensure_consumer, delete_consumer, whether it needs an update)
-  floors       the consumers' ack floors (key-value bucket), from which a lost consumer is recreated
+  floors       the consumers' ack floors (key-value bucket), from which a lost consumer is recreated,
+               and what a recreated consumer is still owed (RecoveryDebt)
+  recovery     the recovery stream: a bounded mirror of the events stream (interest retention)
+  replay       paying a recreated consumer's debt from the recovery stream, counting what is lost
   stoprecord   the 410 Gone / circuit-breaker stop, kept on the consumer's metadata
   publish      publishing events, each settled by the server's answer
   feed         MessageFeed, the continuous pull from one consumer
@@ -16,8 +19,8 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   poolproto    the sender-pool protocol shared by the operator and pool replicas
   natsserver   a local nats-server for dev mode and tests
 
-The modules import each other directly, never this package face; deadletter, attemptlog, poolproto
-and natsserver are imported by their own path.
+The modules import each other directly, never this package face; deadletter, attemptlog, poolproto,
+replay and natsserver are imported by their own path.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from hookline.sender.bus.connection import BusUnavailable, StoreRefused, close_q
 from hookline.sender.bus.feed import MessageFeed
 from hookline.sender.bus.floors import (
     FLOORS_BUCKET,
+    RecoveryDebt,
     ensure_floors_bucket,
     floor_of,
     forget_floor,
+    read_debt,
     read_floor,
     record_floor,
 )
@@ -65,6 +70,12 @@ from hookline.sender.bus.layout import (
     stream_config,
 )
 from hookline.sender.bus.publish import MSG_ID_HEADER, max_event_bytes, publish_encoded, publish_events
+from hookline.sender.bus.recovery import (
+    DEFAULT_RECOVERY_MAX_BYTES,
+    DEFAULT_RECOVERY_WINDOW_SECONDS,
+    RECOVERY_STREAM,
+    ensure_recovery_stream,
+)
 from hookline.sender.bus.replicas import DEFAULT_REPLICAS, MAX_REPLICAS, check_replicas, ensure_replicas
 from hookline.sender.bus.stoprecord import clear_gone, gone_metadata, gone_of, mark_gone, read_gone
 
@@ -73,6 +84,8 @@ __all__ = [
     "DEAD_LETTER_STREAM",
     "DEFAULT_DUPLICATE_WINDOW_SECONDS",
     "DEFAULT_MAX_CONSUMERS",
+    "DEFAULT_RECOVERY_MAX_BYTES",
+    "DEFAULT_RECOVERY_WINDOW_SECONDS",
     "DEFAULT_REPLICAS",
     "DEFAULT_RETENTION_SECONDS",
     "DEFAULT_STREAM_RETENTION",
@@ -81,6 +94,7 @@ __all__ = [
     "MAX_REPLICAS",
     "MSG_ID_HEADER",
     "NATS",
+    "RECOVERY_STREAM",
     "REDRIVE_STREAM_SUBJECT",
     "SERVER_DEFAULT_MAX_CONSUMERS",
     "STREAM",
@@ -88,6 +102,7 @@ __all__ = [
     "BusUnavailable",
     "ConsumerSpec",
     "MessageFeed",
+    "RecoveryDebt",
     "StoreRefused",
     "ack_wait_seconds",
     "api",
@@ -104,6 +119,7 @@ __all__ = [
     "ensure_consumer",
     "ensure_dead_letter_stream",
     "ensure_floors_bucket",
+    "ensure_recovery_stream",
     "ensure_replicas",
     "ensure_stream",
     "filters_of",
@@ -116,6 +132,7 @@ __all__ = [
     "pending_of",
     "publish_encoded",
     "publish_events",
+    "read_debt",
     "read_floor",
     "read_gone",
     "record_floor",

@@ -5,6 +5,7 @@ bucket `hookline-consumer-floors`, so that a lost consumer is recreated from the
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import nats
 from nats.js import JetStreamContext, api
@@ -83,3 +84,69 @@ async def forget_floor(js: JetStreamContext, consumer: str) -> None:
     if kv is not None:
         with contextlib.suppress(KeyNotFoundError):
             await kv.purge(consumer)
+
+
+# A lost consumer recreated under interest retention owes its Webhook the events between its last
+# floor and its recreation (replay.py puts them back from the recovery stream). The debt is written
+# before the consumer is made again and removed only once paid, so a crash in between repeats the
+# replay (duplicates, never a loss). Kept beside the floor: it must outlive the consumer.
+DEBT_PREFIX = "recovery."
+
+
+@dataclass(frozen=True)
+class RecoveryDebt:
+    """Stream sequences `first`..`last` (both included) a recreated consumer did not get; `last` is None
+    while the consumer is being made again (its start is then not known yet)."""
+
+    first: int
+    last: int | None = None
+
+    def to_bytes(self) -> bytes:
+        return f"{self.first} {'' if self.last is None else self.last}".strip().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RecoveryDebt | None:
+        parts = data.decode(errors="replace").split()
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            return None
+        if len(numbers) == 1:
+            return cls(numbers[0])
+        if len(numbers) == 2:
+            return cls(numbers[0], numbers[1])
+        return None
+
+    def merged(self, first: int) -> RecoveryDebt:
+        """The debt after another loss from `first` on: the older unpaid part is kept."""
+        return RecoveryDebt(min(self.first, first))
+
+
+async def read_debt(js: JetStreamContext, consumer: str) -> RecoveryDebt | None:
+    """What a recreated consumer is still owed; None when nothing (raises BusUnavailable when NATS
+    cannot say: a debt taken for paid would be a silent loss)."""
+    try:
+        kv = await _floors(js, create=False)
+        if kv is None:
+            return None
+        entry = await kv.get(DEBT_PREFIX + consumer)
+    except KeyNotFoundError:
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BusUnavailable(
+            f"consumer {consumer}: its recovery record cannot be read ({str(exc) or type(exc).__name__})"
+        ) from exc
+    return RecoveryDebt.from_bytes(entry.value or b"")
+
+
+async def write_debt(js: JetStreamContext, consumer: str, debt: RecoveryDebt) -> None:
+    kv = await _floors(js, create=True)
+    assert kv is not None
+    await kv.put(DEBT_PREFIX + consumer, debt.to_bytes())
+
+
+async def forget_debt(js: JetStreamContext, consumer: str) -> None:
+    kv = await _floors(js, create=False)
+    if kv is not None:
+        with contextlib.suppress(KeyNotFoundError):
+            await kv.purge(DEBT_PREFIX + consumer)

@@ -9,8 +9,10 @@ sender both call `ensure_consumer`, which is idempotent and updates the filters 
 Retention is interest-based: an event stays in the stream while some consumer has not acked it, so a
 delivered event holds no space, and a byte limit (`max_bytes`, discard "new": a full stream refuses
 new events instead of dropping undelivered ones) bounds the store. A new consumer starts at events
-published after its creation (deliver policy "new"); a consumer that was lost is recreated from its
-recorded ack floor (floors.py), so events the stream still holds are delivered.
+published after its creation (deliver policy "new"). A consumer that was lost is made again: under
+interest retention at the stream's end, owing its Webhook the events from its recorded ack floor
+(floors.py) to there, which replay.py puts back from the recovery stream (recovery.py); under limits
+retention (every event kept) from its floor in this stream.
 """
 
 from __future__ import annotations
@@ -21,9 +23,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
-from hookline.sender.bus.floors import forget_floor, read_floor
+from hookline.sender.bus.floors import (
+    RecoveryDebt,
+    forget_debt,
+    forget_floor,
+    read_debt,
+    read_floor,
+    write_debt,
+)
+from hookline.sender.bus.recovery import (
+    DEFAULT_RECOVERY_MAX_BYTES,
+    DEFAULT_RECOVERY_WINDOW_SECONDS,
+    RECOVERY_STREAM,
+    ensure_recovery_stream,
+    remove_recovery_stream,
+)
 from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_replicas
 from hookline.sender.model.config import EVENTS_STREAM
 from hookline.sender.model.subjects import encode_token, filter_subjects
@@ -42,8 +58,9 @@ DEFAULT_RETENTION_SECONDS = 72 * 3600
 DEFAULT_DUPLICATE_WINDOW_SECONDS = 120
 # The events stream's consumer limit: one consumer per verified Webhook. Set explicitly because
 # nats-server >= 2.15 caps a stream without one at 1,000 consumers (err_code 10026 for the 1,001st).
-# Sized for 10,000 Webhooks with room to double; each consumer costs ~50 KiB of server memory
-# (bench/nats_consumers.py), so the limit is a guard, not a reservation.
+# Sized for 10,000 Webhooks with room to double (the recovery stream's reader takes one more); each
+# consumer costs ~50 KiB of server memory (bench/nats_consumers.py), so the limit is a guard, not a
+# reservation.
 DEFAULT_MAX_CONSUMERS = 20_000
 # What the server applies to a stream whose max_consumers is unset (-1 or 0), measured on 2.15.1.
 SERVER_DEFAULT_MAX_CONSUMERS = 1_000
@@ -118,8 +135,12 @@ async def ensure_stream(
     replicas: int = DEFAULT_REPLICAS,
     retention: str = DEFAULT_STREAM_RETENTION,
     update_existing: bool = True,
+    recovery_window_seconds: float = DEFAULT_RECOVERY_WINDOW_SECONDS,
+    recovery_max_bytes: int = DEFAULT_RECOVERY_MAX_BYTES,
 ) -> api.StreamInfo:
     """Create the events stream if absent; bring retention, limits and duplicate window up to date if not.
+    Under interest retention its recovery stream (recovery.py) is made too (`update_existing`: brought to
+    `recovery_window_seconds` and `recovery_max_bytes`); ingest moving it to limits retention removes it.
 
     Senders pass `update_existing=False`: they only need the stream to exist and must not undo the
     limits ingest was configured with (its subjects are still completed). A stream made by an older
@@ -138,12 +159,29 @@ async def ensure_stream(
     try:
         info = await js.stream_info(STREAM)
     except NotFoundError:
-        return await js.add_stream(wanted)
-    have = info.config
-    changes = stream_changes(have, wanted, update_existing=update_existing)
-    if not changes:
-        return info
-    return await js.update_stream(have.evolve(**changes))
+        info = await js.add_stream(wanted)
+    else:
+        changes = stream_changes(info.config, wanted, update_existing=update_existing)
+        if changes:
+            info = await js.update_stream(info.config.evolve(**changes))
+    if info.config.retention == api.RetentionPolicy.INTEREST:
+        try:
+            await ensure_recovery_stream(
+                js,
+                recovery_window_seconds,
+                recovery_max_bytes,
+                replicas=replicas,
+                update_existing=update_existing,
+            )
+        except APIError as exc:
+            if update_existing:  # ingest: its settings are refused, it says so and stops
+                raise
+            # A sender or the operator only makes it when missing: deliveries go on without it (a
+            # deleted consumer's events it would have held are then counted lost, no_recovery_stream).
+            log.warning("the recovery stream %s could not be made: %s", RECOVERY_STREAM, exc)
+    elif update_existing:
+        await remove_recovery_stream(js)
+    return info
 
 
 def stream_changes(
@@ -290,6 +328,8 @@ async def ensure_consumer(
         recorded = await read_floor(js, spec.name)
         floors = [f for f in (recorded, start_after) if f is not None]
         floor = max(floors) if floors else None
+        if floor is not None and spec.stream == STREAM and await _interest_retention(js):
+            return await _recreate_owing(js, spec, floor)
         if floor is not None:
             log.warning("consumer %s is missing; recreating it from stream sequence %d", spec.name, floor + 1)
         return await js.add_consumer(spec.stream, consumer_config(spec, floor))
@@ -307,11 +347,43 @@ async def ensure_consumer(
     )
 
 
+async def _interest_retention(js: JetStreamContext) -> bool:
+    """Whether the events stream drops what no consumer wants (a lost consumer is then owed a replay)."""
+    return (await js.stream_info(STREAM)).config.retention == api.RetentionPolicy.INTEREST
+
+
+async def _recreate_owing(js: JetStreamContext, spec: ConsumerSpec, floor: int) -> api.ConsumerInfo:
+    """Make a lost consumer again at the stream's end, owing its Webhook the events after `floor`.
+
+    Under interest retention the stream dropped the events only this consumer wanted when it was
+    deleted, and stored none of the later ones for it; the recovery stream holds them all (replay.py
+    puts them back, or counts them lost when it does not hold them any more). The debt is
+    written first (a crash leaves a debt, never a silent gap), the consumer is made with deliver policy
+    "new" (the server fixes its start and no event falls between), then the debt gets its end.
+    """
+    owed = await read_debt(js, spec.name)
+    debt = owed.merged(floor + 1) if owed is not None else RecoveryDebt(floor + 1)
+    await write_debt(js, spec.name, debt)
+    info = await js.add_consumer(spec.stream, consumer_config(spec))
+    start = int(info.delivered.stream_seq or 0) if info.delivered is not None else 0
+    await write_debt(js, spec.name, RecoveryDebt(debt.first, start))
+    log.warning(
+        "consumer %s is missing; recreated after stream sequence %d, its events %d..%d are put back "
+        "from the recovery stream",
+        spec.name,
+        start,
+        debt.first,
+        start,
+    )
+    return info
+
+
 async def delete_consumer(js: JetStreamContext, name: str, *, stream: str = STREAM) -> bool:
-    """Remove a Webhook's consumer (and its recorded floor: a Webhook made again later starts anew);
-    False if it was already gone."""
+    """Remove a Webhook's consumer (and its recorded floor and recovery debt: a Webhook made again later
+    starts anew); False if it was already gone."""
     with contextlib.suppress(Exception):  # no bucket yet, or NATS away: the floor is only a hint
         await forget_floor(js, name)
+        await forget_debt(js, name)
     try:
         return await js.delete_consumer(stream, name)
     except NotFoundError:

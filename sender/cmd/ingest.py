@@ -87,6 +87,8 @@ async def ensure_bus_layout(
     max_consumers: int,
     replicas: int,
     stream_retention: str = bus.DEFAULT_STREAM_RETENTION,
+    recovery_window: float = bus.DEFAULT_RECOVERY_WINDOW_SECONDS,
+    recovery_max_bytes: int = bus.DEFAULT_RECOVERY_MAX_BYTES,
 ) -> None:
     """Ingest owns the streams' settings: the events stream (limits, consumer limit, replicas), and the
     replicas of the dead letters, the failed-attempt counts, the attempt log and the key-value buckets
@@ -101,6 +103,8 @@ async def ensure_bus_layout(
             max_consumers=max_consumers,
             replicas=replicas,
             retention=stream_retention,
+            recovery_window_seconds=recovery_window,
+            recovery_max_bytes=recovery_max_bytes,
         )
         await bus.ensure_dead_letter_stream(js, replicas=replicas, update_existing=True)
         await bus.ensure_floors_bucket(js, replicas)
@@ -186,6 +190,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"until --retention passes, delivered or not (env {STREAM_RETENTION_ENV}; default %(default)s)",
     )
     parser.add_argument(
+        "--recovery-window",
+        type=duration_arg,
+        default=float(bus.DEFAULT_RECOVERY_WINDOW_SECONDS),
+        help="interest retention: how long the recovery stream keeps a copy of every event, so that a "
+        "Webhook whose consumer was deleted gets the events it had not acknowledged "
+        f"(default {format_duration(bus.DEFAULT_RECOVERY_WINDOW_SECONDS)})",
+    )
+    parser.add_argument(
+        "--recovery-max-bytes",
+        type=int,
+        default=bus.DEFAULT_RECOVERY_MAX_BYTES,
+        help="byte limit of the recovery stream; when full its oldest events go first, shortening the "
+        "window (default %(default)s; -1: no limit but the server's)",
+    )
+    parser.add_argument(
         "--retention",
         type=duration_arg,
         default=float(bus.DEFAULT_RETENTION_SECONDS),
@@ -236,6 +255,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             max_consumers=args.stream_max_consumers,
             replicas=args.nats_replicas,
             stream_retention=args.stream_retention,
+            recovery_window=args.recovery_window,
+            recovery_max_bytes=args.recovery_max_bytes,
         )
         registry = CollectorRegistry()
         ingest = Ingest(

@@ -4,10 +4,14 @@ it reads the consumer's state and acts on what changed.
 - `hookline_pending_events` and the tally's backlog trend come from it.
 - A 410 / circuit-breaker stop made by another replica, or a resume (`hookline redrive --resume`),
   reaches this engine through it (`GoneSwitch.follow`).
-- A consumer deleted behind hookline's back (a pull answered "409 Consumer Deleted" wakes the watch)
-  turns `/readyz` false and `hookline_consumer_lost` to 1, and is recreated from its last ack floor
-  (bus.ensure_consumer), so the events the stream still holds for it are delivered;
+- A consumer deleted behind hookline's back (a pull answered 503 or "409 Consumer Deleted" wakes the watch)
+  turns `/readyz` false and `hookline_consumer_lost` to 1, and is recreated (bus.ensure_consumer);
   `hookline_consumer_recreated_total` counts it. The floor is recorded as it moves, for that.
+- A recreated consumer (by this watch, another replica or the operator: its creation time changed)
+  is owed the events from its last floor to its recreation: they are put back from the recovery
+  stream (bus/replay.py, `hookline_events_recovered_total`); what the window no longer held is
+  counted in `hookline_events_lost_total` and the health report (status.delivery.eventsLost, the
+  Delivering condition EventsLost).
 - Each time, the delivery health is reported when it changed.
 """
 
@@ -23,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from hookline.sender import bus
+from hookline.sender.bus.replay import pay_debt
 from hookline.sender.delivery.deadletters import DeadLetterPublisher
 from hookline.sender.delivery.gone import GoneSwitch
 from hookline.sender.delivery.reporting import AttemptReporter
@@ -63,6 +68,8 @@ class ConsumerWatch:
         self.lost = False
         self.floor = 0  # the consumer's last ack floor seen (stream sequence)
         self.floor_recorded = -1
+        self.created: object = None  # the consumer's creation time last seen: a change means made again
+        self.owed = True  # look for a recovery debt (at start, and whenever the consumer was made again)
         self.now_please = asyncio.Event()
 
     def wake(self) -> None:
@@ -70,8 +77,9 @@ class ConsumerWatch:
         self.now_please.set()
 
     def pull_error(self, status: str, description: str) -> None:
-        """The feed's pull errors: a deleted consumer is looked at at once."""
-        if status == "409" and "deleted" in description.lower():
+        """The feed's pull errors: a deleted consumer is looked at at once. nats-server 2.15 answers a
+        pull on a deleted consumer with 503 (no responders), older ones with 409 Consumer Deleted."""
+        if status == "503" or (status == "409" and "deleted" in description.lower()):
             self.wake()
 
     async def run(self) -> None:
@@ -98,6 +106,10 @@ class ConsumerWatch:
         if self.lost:
             self.lost = False
             self.metrics.consumer_lost.set(0)
+        if info.created != self.created:
+            self.created, self.owed = info.created, True
+        if self.owed:
+            await self._pay_debt()
         pending = bus.pending_of(info)
         self.metrics.pending.set(pending)
         self.reporter.tally.observe_pending(time.time(), pending)
@@ -120,9 +132,41 @@ class ConsumerWatch:
             return
         self.metrics.consumer_recreated.inc()
         log.warning(
-            "%s: consumer %s recreated from stream sequence %d", self.label, self.consumer, self.floor + 1
+            "%s: consumer %s recreated (its floor: stream sequence %d)", self.label, self.consumer, self.floor
         )
+        self.owed = True
         await self.look()
+
+    async def _pay_debt(self) -> None:
+        """Put back what the consumer is owed since it was made again; count what cannot be."""
+        if self.consumer_spec is None:
+            return
+        try:
+            replay = await pay_debt(self.js, self.consumer_spec)
+        except Exception as exc:  # NATS away: the debt stays, the next watch pays it
+            log.warning(
+                "%s: recovering the events of consumer %s failed (%s); will retry",
+                self.label,
+                self.consumer,
+                exc,
+            )
+            return
+        self.owed = replay is not None and not replay.paid
+        if replay is None:
+            return
+        if replay.replayed:
+            self.metrics.events_recovered.inc(replay.replayed)
+            log.warning("%s: %d events put back from the recovery stream", self.label, replay.replayed)
+        if replay.lost:
+            self.metrics.events_lost[replay.reason].inc(replay.lost)
+            self.reporter.tally.lost(time.time(), replay.lost)
+            log.error(
+                "%s: %d events (at most) of consumer %s are lost (%s): not in the recovery window any more",
+                self.label,
+                replay.lost,
+                self.consumer,
+                replay.reason,
+            )
 
     async def _record_floor(self, info: bus.api.ConsumerInfo) -> None:
         self.floor = max(self.floor, bus.floor_of(info))

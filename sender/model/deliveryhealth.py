@@ -20,7 +20,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +33,9 @@ SUCCESS_SAMPLE_SECONDS = 10.0
 WINDOW_SECONDS = 300
 BUCKET_SECONDS = 10
 BACKLOG_TREND_SECONDS = 60.0
+# How long after events were lost (a consumer deleted outside hookline, past the recovery window) the
+# Delivering condition says so; status.delivery.eventsLost keeps the count after that.
+LOSS_SHOWN_SECONDS = 24 * 3600
 
 
 def receiver_address(url: str) -> str:
@@ -148,6 +151,12 @@ class HealthReport:
     gone_event_id: str | None = None
     gone_url_sha256: str | None = None
     gone_cause: str = "gone"
+    # Events owed after a lost consumer that could not be put back (cumulative, carried over restarts),
+    # and when the last were found lost; `loss_recent` while that is under LOSS_SHOWN_SECONDS ago (its
+    # change makes a new report, so the Delivering condition stops saying it in time).
+    events_lost: int = 0
+    events_lost_at: float | None = None
+    loss_recent: bool = False
 
     def gone_state(self) -> GoneState:
         return GoneState(
@@ -163,7 +172,9 @@ class HealthReport:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HealthReport:
-        return cls(**json.loads(data))
+        """A report; fields a newer sender added are left out (the operator may be older)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(data).items() if k in known})
 
     def same_as(self, other: HealthReport | None) -> bool:
         """Equal but for the time of the report (``==`` leaves reported_at out): the operator asks
@@ -188,6 +199,8 @@ class HealthReport:
             "recentFailures": self.recent_failures,
             "windowSeconds": self.window_seconds,
             "consumerMissing": self.consumer_missing,
+            "eventsLost": self.events_lost or None,
+            "eventsLostAt": when(self.events_lost_at),
             "reportedAt": when(self.reported_at),
         }
 
@@ -212,6 +225,8 @@ class DeliveryTally:
     _pending: deque[tuple[float, int]] = field(default_factory=deque)
     _sampled_at: float = -math.inf
     _unsampled: int = 0
+    events_lost: int = 0
+    events_lost_at: float | None = None
 
     def record(self, now: float, outcome: AttemptOutcome, response: bytes = b"") -> None:
         start = int(now // self.bucket) * self.bucket
@@ -240,6 +255,14 @@ class DeliveryTally:
         self.last_failure_at = report.last_failure_at
         self.last_failure = report.last_failure
         self.failing_since = report.failing_since
+        self.events_lost = report.events_lost
+        self.events_lost_at = report.events_lost_at
+
+    def lost(self, now: float, count: int) -> None:
+        """Events the Webhook was owed that cannot be delivered any more (a lost consumer's debt)."""
+        if count > 0:
+            self.events_lost += count
+            self.events_lost_at = now
 
     def sample_success(self, now: float) -> int:
         """0 when this success is not recorded; else how many successes its record stands for."""
@@ -290,4 +313,7 @@ class DeliveryTally:
             gone_event_id=gone.event_id if gone and gone.gone else None,
             gone_url_sha256=gone.url_sha256 if gone and gone.gone else None,
             gone_cause=gone.cause if gone and gone.gone else "gone",
+            events_lost=self.events_lost,
+            events_lost_at=self.events_lost_at,
+            loss_recent=self.events_lost_at is not None and now - self.events_lost_at < LOSS_SHOWN_SECONDS,
         )

@@ -92,3 +92,11 @@ class GoneState:
     @property
     def metric_value(self) -> int:
         return 1 if self.gone else 0
+
+
+class LossReason(StrEnum):
+    """Why events a Webhook was owed could not be put back after its consumer was deleted outside
+    hookline; the `reason` label of hookline_events_lost_total (sender/bus/replay.py)."""
+
+    WINDOW_PASSED = "window_passed"  # the recovery window no longer held them
+    NO_RECOVERY_STREAM = "no_recovery_stream"  # there was no recovery stream to put them back from

@@ -18,6 +18,7 @@ __all__ = [
     "ATTEMPT_OUTCOMES",
     "CONTENT_TYPE_LATEST",
     "DEAD_LETTER_REASONS",
+    "EVENTS_LOST_REASONS",
     "FINAL_OUTCOMES",
     "IngestMetrics",
     "SenderMetrics",
@@ -28,6 +29,7 @@ __all__ = [
 ATTEMPT_OUTCOMES = ("success", "http_error", "timeout", "connection_error", "blocked")
 FINAL_OUTCOMES = ("delivered", "dead_lettered")
 DEAD_LETTER_REASONS = ("max_attempts", "max_age", "gone", "blocked")
+EVENTS_LOST_REASONS = ("window_passed", "no_recovery_stream")  # model/outcomes.LossReason
 INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
 WEBHOOK_LABELS = ("namespace", "webhook", "database")
 
@@ -59,6 +61,8 @@ class WebhookMetrics:
     latency: Histogram
     consumer_lost: Gauge
     consumer_recreated: Counter
+    events_recovered: Counter
+    events_lost: dict[str, Counter]
     dead_letter_failures: Counter
     request_events: Histogram
 
@@ -129,6 +133,20 @@ class SenderMetrics:
             labels,
             registry=registry,
         )
+        self.events_recovered = Counter(
+            "hookline_events_recovered",
+            "Events put back from the recovery stream after the Webhook's consumer was deleted",
+            labels,
+            registry=registry,
+        )
+        self.events_lost = Counter(
+            "hookline_events_lost",
+            "Events the Webhook was owed after its consumer was deleted that could not be put back, by "
+            "reason (window_passed: older than the recovery window; at most, other Webhooks' events of "
+            "those stream sequences count too)",
+            (*labels, "reason"),
+            registry=registry,
+        )
         self.dead_letter_failures = Counter(
             "hookline_dead_letter_failures",
             "Dead letters NATS did not store after every try (the event is kept and tried again later)",
@@ -158,6 +176,8 @@ class SenderMetrics:
             latency=self.latency.labels(*ids),
             consumer_lost=self.consumer_lost.labels(*ids),
             consumer_recreated=self.consumer_recreated.labels(*ids),
+            events_recovered=self.events_recovered.labels(*ids),
+            events_lost={r: self.events_lost.labels(*ids, r) for r in EVENTS_LOST_REASONS},
             dead_letter_failures=self.dead_letter_failures.labels(*ids),
             request_events=self.request_events.labels(*ids),
         )
@@ -172,6 +192,7 @@ class SenderMetrics:
             (self.attempts, ATTEMPT_OUTCOMES),
             (self.deliveries, FINAL_OUTCOMES),
             (self.dead_letters, DEAD_LETTER_REASONS),
+            (self.events_lost, EVENTS_LOST_REASONS),
         ):
             for value in extra:
                 family.remove(*ids, value)
@@ -183,6 +204,7 @@ class SenderMetrics:
             self.latency,
             self.consumer_lost,
             self.consumer_recreated,
+            self.events_recovered,
             self.dead_letter_failures,
             self.request_events,
         ):
