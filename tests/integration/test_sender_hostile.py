@@ -20,7 +20,6 @@ import aiohttp
 import pytest
 import yaml
 from dataplane_helpers import Receiver, sender_config, wait_until, wait_until_ready
-from nats.js import api
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
@@ -31,6 +30,7 @@ from hookline.sender.bus.deadletter import (
     iter_dead_letters,
 )
 from hookline.sender.bus.natsserver import free_port
+from hookline.sender.bus.recovery import remove_recovery_stream
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.events import parse_event
@@ -212,46 +212,54 @@ async def test_an_event_past_max_attempts_is_not_posted_again_after_a_restart(na
 # Item 6: a lost consumer is noticed, reported and recreated; what the stream holds is delivered
 
 
-async def add_other_webhook(js: Any) -> None:
-    """Another Webhook on the same events (interest retention keeps what it has not acked)."""
-    await js.add_consumer(
-        bus.STREAM,
-        api.ConsumerConfig(
-            durable_name="hookline_default_other",
-            ack_policy=api.AckPolicy.EXPLICIT,
-            filter_subject="hookline.events.open.*.*",
-        ),
-    )
+@pytest.fixture
+async def healthy_receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    yield r
+    await r.stop()
 
 
-async def test_a_deleted_consumer_is_recreated_within_seconds_and_what_the_stream_holds_is_delivered(
-    nats, receiver
+async def start_other_webhook(nc: Any, receiver: Receiver) -> Running:
+    """Another Webhook on the same events whose receiver takes everything at once: it acknowledges what
+    it gets, so interest retention keeps nothing for the first Webhook's sake."""
+    return await start(nc, receiver, name="other")
+
+
+async def test_a_deleted_consumer_is_recreated_within_seconds_and_every_event_is_delivered(
+    nats, receiver, healthy_receiver
 ):
     nc, js = nats
-    await add_other_webhook(js)
+    other = await start_other_webhook(nc, healthy_receiver)
+    receiver.delay = 0.005  # slower than the other Webhook: its events wait when the consumer goes
     running = await start(nc, receiver)
     consumer = running.runtime.cfg.nats.consumer
     try:
         await bus.publish_events(nc, js, [open_event("before")])
         await wait_until(lambda: "before" in receiver.delivered(), what="first delivery")
         await wait_until(lambda: running.runtime.engine.watch.floor > 0, what="floor seen")
-        await js.delete_consumer(bus.STREAM, consumer)
         events = [open_event(f"while-{i}") for i in range(500)]
-        for start_at in range(0, 500, 100):
+        await bus.publish_events(nc, js, events[:100])
+        await js.delete_consumer(bus.STREAM, consumer)
+        for start_at in range(100, 500, 100):
             await bus.publish_events(nc, js, events[start_at : start_at + 100])
         await wait_until(
             lambda: running.sample("hookline_consumer_recreated_total") >= 1, within=15, what="recreated"
         )
         await wait_until(lambda: len(receiver.delivered()) == 501, what="every event delivered")
+        await wait_until(lambda: len(healthy_receiver.delivered()) == 501, what="the other Webhook's too")
         assert running.runtime.engine.readiness() is None
         assert running.sample("hookline_consumer_lost") == 0
+        assert running.sample("hookline_events_lost_total", reason="window_passed") == 0
     finally:
         await running.stop()
+        await other.stop()
 
 
-async def test_a_consumer_deleted_while_the_sender_was_down_is_recreated_from_its_floor(nats, receiver):
+async def test_a_consumer_deleted_while_the_sender_was_down_is_recreated_from_its_floor(
+    nats, receiver, healthy_receiver
+):
     nc, js = nats
-    await add_other_webhook(js)
+    other = await start_other_webhook(nc, healthy_receiver)
     running = await start(nc, receiver)
     consumer = running.runtime.cfg.nats.consumer
     await bus.publish_events(nc, js, [open_event("first")])
@@ -260,9 +268,41 @@ async def test_a_consumer_deleted_while_the_sender_was_down_is_recreated_from_it
     await running.stop()
     await js.delete_consumer(bus.STREAM, consumer)
     await bus.publish_events(nc, js, [open_event(f"down-{i}") for i in range(50)])
+    await wait_until(
+        lambda: len(healthy_receiver.delivered()) == 51, what="the other Webhook acknowledged all"
+    )
     running = await start(nc, receiver)
     try:
         await wait_until(lambda: len(receiver.delivered()) == 51, what="events of the downtime delivered")
+        assert running.sample("hookline_events_recovered_total") == 50
+    finally:
+        await running.stop()
+        await other.stop()
+
+
+async def test_without_the_recovery_stream_a_deleted_consumers_events_are_counted_lost(nats, receiver):
+    nc, js = nats
+    running = await start(nc, receiver)
+    watch = running.runtime.engine.watch
+    spec, watch.consumer_spec = watch.consumer_spec, None  # hold the recreation until the events are in
+    try:
+        await bus.publish_events(nc, js, [open_event("first")])
+        await wait_until(lambda: "first" in receiver.delivered(), what="first delivery")
+        await wait_until(lambda: watch.floor_recorded > 0, what="floor recorded")
+        await remove_recovery_stream(js)  # removed by hand (or the server refused it)
+        await js.delete_consumer(bus.STREAM, running.runtime.cfg.nats.consumer)
+        await bus.publish_events(nc, js, [open_event(f"gone-{i}") for i in range(20)])  # nobody wants them
+        await wait_until(lambda: running.sample("hookline_consumer_lost") == 1, within=15, what="noticed")
+        watch.consumer_spec = spec
+        watch.wake()
+        await wait_until(
+            lambda: running.sample("hookline_events_lost_total", reason="no_recovery_stream") == 20,
+            within=15,
+            what="the loss counted",
+        )
+        await bus.publish_events(nc, js, [open_event("after")])
+        await wait_until(lambda: "after" in receiver.delivered(), what="deliveries go on")
+        assert running.runtime.engine.reporter.tally.events_lost == 20
     finally:
         await running.stop()
 

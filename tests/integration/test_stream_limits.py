@@ -120,7 +120,8 @@ async def test_an_unset_limit_stops_at_1000_and_ingest_raises_it(nats_server):
         assert raised.config.max_consumers == 30_000
         assert raised.state.consumer_count == 1_000
         await js.add_consumer(bus.STREAM, extra)
-        assert (await js.stream_info(bus.STREAM)).state.consumer_count == 1_001
+        mirror_reader = 1  # ingest made the recovery stream's reader once the limit allowed it
+        assert (await js.stream_info(bus.STREAM)).state.consumer_count == 1_001 + mirror_reader
         await js.delete_stream(bus.STREAM)  # else the server takes its 10 s grace to stop
     finally:
         await nc.close()
@@ -168,12 +169,13 @@ async def test_1500_verified_webhooks_get_their_consumers_on_one_stream(nats):
     for cfg in configs:
         await bus.ensure_consumer(js, cfg)
     info = await js.stream_info(bus.STREAM)
-    assert info.state.consumer_count == webhooks
+    mirror_reader = 1  # the recovery stream's reader on the events stream is a consumer too
+    assert info.state.consumer_count == webhooks + mirror_reader
     assert info.config.max_consumers == bus.DEFAULT_MAX_CONSUMERS
     # Idempotent: a second pass (every sender restarting) changes nothing.
     for cfg in configs[:100]:
         await bus.ensure_consumer(js, cfg)
-    assert (await js.stream_info(bus.STREAM)).state.consumer_count == webhooks
+    assert (await js.stream_info(bus.STREAM)).state.consumer_count == webhooks + mirror_reader
     targets = (0, 777, webhooks - 1)
     events = [
         parse_event({"type": "open", "recipient": "a@example.com", "ip": "192.0.2.1", "database": f"db-{i}"})

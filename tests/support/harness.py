@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -306,9 +306,10 @@ def click(event_id: str) -> dict[str, Any]:
 class Harness:
     """NATS + ingest + senders + receivers for one test; use `async with Harness(tmp_path, nats_server)`."""
 
-    def __init__(self, tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    def __init__(self, tmp_path: Path, nats_server: EmbeddedNats, ingest_args: Sequence[str] = ()) -> None:
         self.tmp = tmp_path
         self.nats = nats_server
+        self.ingest_args = list(ingest_args)  # extra `hookline ingest` flags
         self.ingest: Process | None = None
         self.receivers: list[Receiver] = []
         self.webhooks: list[Webhook] = []
@@ -319,7 +320,7 @@ class Harness:
         port = free_port()
         self.ingest = Process(
             "ingest",
-            ["ingest", "--listen", f"{LOOPBACK}:{port}", "--nats-url", self.nats.url],
+            ["ingest", "--listen", f"{LOOPBACK}:{port}", "--nats-url", self.nats.url, *self.ingest_args],
             self.tmp / "ingest.log",
             port,
         )

@@ -160,6 +160,7 @@ def test_condition_types_and_reasons_are_those_the_printer_columns_and_design_na
     for condition in api.ConditionType:
         assert f'@.type=="{condition}"' in columns[str(condition)]
     design = {"Delivering", "Failing", "Backlogged", "ReceiverGone", "Paused", "ConsumerMissing", "Disabled"}
+    design.add("EventsLost")  # issue 17: a deleted consumer's events past the recovery window
     assert {str(r) for r in api.DeliveringReason} == design
     assert set(api.OwnershipReason.__args__) < {str(r) for r in api.VerifiedReason}
     enum = WEBHOOK["properties"]["spec"]["properties"]["events"]["items"]["enum"]
