@@ -193,6 +193,8 @@ SCENARIOS: dict[str, list[str]] = {
         "nats.streamMaxBytes=1073741824",
         "--set",
         "attempts.maxBytes=104857600",
+        "--set",
+        "nats.recoveryMaxBytes=209715200",
     ],
 }
 
@@ -741,7 +743,7 @@ def rendered_max_file_store(scenario: str) -> int:
 @pytest.mark.parametrize(
     ("scenario", "size", "expected"),
     [
-        ("defaults", "10Gi", 9_663_676_416),  # 9 GiB: the 8 GiB stream and the 1 GiB attempt log fit
+        ("defaults", "10Gi", 9_663_676_416),  # 9 GiB: the 7 GiB stream, 1 GiB recovery, 1 GiB attempt log
         ("nats-volume", "50Gi", 48_318_382_080),
         ("small-nats-volume", "1.5Gi", 1_449_551_463),
         ("no-persistence", "10Gi", 9_663_676_416),  # the emptyDir keeps the same limit
@@ -786,7 +788,10 @@ def test_stream_limits_that_do_not_fit_the_nats_store_are_refused():
     small = ["--set", "nats.persistence.size=5Gi"]
     result = helm("template", RELEASE, str(CHART), *small, check=False)
     assert result.returncode != 0
-    assert "nats.streamMaxBytes (8589934592) and attempts.maxBytes (1073741824)" in result.stderr
+    assert (
+        "nats.streamMaxBytes (7516192768), nats.recoveryMaxBytes (1073741824) and attempts.maxBytes "
+        "(1073741824) reserve 9663676416 bytes"
+    ) in result.stderr
     assert "max_file_store 4831838208" in result.stderr and "raise nats.persistence.size" in result.stderr
     # An external NATS has its own limits; the chart does not size it.
     helm("template", RELEASE, str(CHART), *small, "--set", f"nats.url={EXTERNAL_NATS}")
@@ -872,10 +877,22 @@ def test_the_stream_byte_limit_is_a_chart_value_ingest_applies():
         args = container(ingest(scenario))["args"]
         return args[args.index("--stream-max-bytes") + 1]
 
-    assert limit("defaults") == "8589934592"  # 8 GiB, below the 10Gi volume
+    assert limit("defaults") == "7516192768"  # 7 GiB: with the recovery stream and the attempt log, 9 GiB
     assert limit("stream-limit") == "1073741824"
     args = container(ingest("defaults"))["args"]
     assert args[args.index("--stream-retention") + 1] == "interest"
+    # The recovery stream (a deleted consumer's unacknowledged events come back from it): ingest applies it.
+    assert args[args.index("--recovery-window") + 1] == "1h"
+    assert args[args.index("--recovery-max-bytes") + 1] == "1073741824"
+
+
+def test_the_recovery_stream_counts_against_the_nats_store_only_under_interest_retention():
+    full = ["--set", "nats.streamMaxBytes=8589934592"]  # 8 + 1 + 1 GiB: more than the 9 GiB store
+    result = helm("template", RELEASE, str(CHART), *full, check=False)
+    assert result.returncode != 0 and "nats.recoveryMaxBytes (1073741824)" in result.stderr
+    helm("template", RELEASE, str(CHART), *full, "--set", "nats.streamRetention=limits")  # no recovery stream
+    refused = helm("template", RELEASE, str(CHART), "--set", "nats.recoveryWindow=90", check=False)
+    assert refused.returncode != 0 and "recoveryWindow" in refused.stderr  # a duration, not a number
 
 
 def test_ingest_token_comes_from_a_generated_secret():

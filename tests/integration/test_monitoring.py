@@ -309,6 +309,24 @@ PROMTOOL_TESTS: list[dict[str, Any]] = [
             alert_case("30m", "HooklineConsumerLost"),
         ],
     },
+    {  # The recreated consumer of "orders" was owed 150 events the recovery window no longer held.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_events_lost_total", "0x5 150x30", reason="window_passed", **SHOP_ORDERS),
+            series(
+                "hookline_events_lost_total",
+                "0x35",
+                reason="window_passed",
+                namespace="shop",
+                webhook="billing",
+            ),
+        ],
+        "alert_rule_test": [
+            alert_case("4m", "HooklineEventsLost"),
+            alert_case("8m", "HooklineEventsLost", {**SHOP_ORDERS, "severity": "critical"}),
+            alert_case("25m", "HooklineEventsLost"),  # nothing lost since: clears after 10 minutes
+        ],
+    },
     {  # The event stream fills up for 10 minutes.
         "interval": "1m",
         "input_series": [
