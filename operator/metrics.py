@@ -109,8 +109,8 @@ class WebhookConditions(Collector):
         delivering = GaugeMetricFamily(
             "hookline_webhook_delivering_reason",
             "1 for the reason of each Webhook's Delivering condition (Delivering, Failing, Backlogged, "
-            "ReceiverGone, Paused, ConsumerMissing, Disabled; Unknown before the first report), as last "
-            "seen by the operator",
+            "ReceiverGone, Paused, ConsumerMissing, EventsLost, Disabled; Unknown before the first "
+            "report), as last seen by the operator",
             labels=["namespace", "webhook", "database", "reason"],
         )
         for (namespace, name), webhook in sorted(seen.items()):
