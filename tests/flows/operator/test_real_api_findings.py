@@ -106,7 +106,8 @@ async def test_a_nats_consumer_limit_is_a_permanent_reason_that_does_not_flap(
     flipped between BusUnavailable and SenderPending with an Event each time."""
     nc = await bus.connect(nats_server.url)
     try:
-        await nc.jetstream().add_stream(bus.stream_config().evolve(max_consumers=1))
+        # Room for the recovery stream's reader (bus/recovery.py) and one Webhook's consumer.
+        await nc.jetstream().add_stream(bus.stream_config().evolve(max_consumers=2))
     finally:
         await nc.close()
     await start_operator()
