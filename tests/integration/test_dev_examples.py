@@ -105,6 +105,7 @@ def banner_commands(stderr: str) -> list[str]:
     return [line.strip().split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 async def test_dev_runs_the_shipped_examples_with_the_receiver_where_it_is_told(tmp_path):
     receiver_port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "HOOKLINE_NATS_URL"}

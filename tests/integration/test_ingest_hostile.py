@@ -458,6 +458,7 @@ async def test_slow_headers_are_cut_off_and_connections_are_bounded(target):
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 async def test_a_trickling_body_gets_408(nats):
     nc, js = nats
     registry = CollectorRegistry()

@@ -169,6 +169,7 @@ async def test_a_bus_down_before_the_request_lists_every_event_as_not_accepted(n
 @pytest.mark.parametrize(
     "how", [signal.SIGTERM, signal.SIGKILL, signal.SIGSTOP], ids=["sigterm", "sigkill", "sigstop"]
 )
+@pytest.mark.slow
 async def test_a_server_stopped_part_way_answers_503_whose_lists_match_the_stream(
     nats_server, monkeypatch, how
 ):

@@ -83,6 +83,7 @@ def test_a_credential_plugin_that_is_not_installed_is_named(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_the_nats_commands_say_in_one_line_that_nats_is_unreachable(tmp_path):
     dead = f"nats://127.0.0.1:{free_port()}"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}

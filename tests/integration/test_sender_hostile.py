@@ -225,6 +225,7 @@ async def start_other_webhook(nc: Any, receiver: Receiver) -> Running:
     return await start(nc, receiver, name="other")
 
 
+@pytest.mark.slow
 async def test_a_deleted_consumer_is_recreated_within_seconds_and_every_event_is_delivered(
     nats, receiver, healthy_receiver
 ):
