@@ -8,7 +8,6 @@ the logs are in the caller's folder, and a component that does not come up fails
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import time
@@ -22,29 +21,13 @@ from typing import IO, Any
 from kubeassets import ensure_assets
 from kubecerts import kubeconfig, make_certificates
 
+from hookline.sender.bus.natsserver import free_ports, terminate
+
 SERVICE_RANGE = "10.96.0.0/12"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
 LOG_TAIL = 40
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the component binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def terminate(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` seconds (an apiserver without etcd can hang stopping)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class ControlPlaneError(RuntimeError):
@@ -64,7 +47,7 @@ class Component:
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
-        terminate(self.process)
+        terminate(self.process, STOP_TIMEOUT)
         self.log.close()
 
 
@@ -139,7 +122,7 @@ class ControlPlane:
         )
 
     def _start_etcd(self) -> None:
-        client, peer = free_port(), free_port()
+        client, peer = free_ports(2)  # held together: one at a time, both could be the same port
         self.etcd_url = f"http://127.0.0.1:{client}"
         etcd = self._spawn(
             "etcd",
@@ -156,7 +139,7 @@ class ControlPlane:
         self._wait(etcd, f"{self.etcd_url}/health")
 
     def _start_apiserver(self) -> None:
-        port = free_port()
+        (port,) = free_ports(1)
         self.url = f"https://127.0.0.1:{port}"
         c = self.certs
         apiserver = self._spawn(
@@ -192,7 +175,7 @@ class ControlPlane:
             cert=c.controller_manager,
             key=c.controller_manager_key,
         )
-        port = free_port()
+        (port,) = free_ports(1)
         kcm = self._spawn(
             "kube-controller-manager",
             [

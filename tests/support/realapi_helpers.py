@@ -165,20 +165,37 @@ class KubeClient:
         status, payload = await self.request("GET", api_path(resource, namespace, name))
         if status == 404:
             return None
+        if status in BUSY_STATUSES:
+            raise NotAnswering(f"GET {resource} {namespace}/{name} answered {status}: {payload}")
         assert status < 400, f"GET {resource} {namespace}/{name} answered {status}: {payload}"
         return payload
 
 
+# A real kube-apiserver answers these while it is busy (429 "storage is (re)initializing" right after
+# CRDs are established, 5xx during a restart of its etcd watch): a wait polls again, it does not fail.
+BUSY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class NotAnswering(Exception):
+    """The API server did not answer this time (busy, or the connection dropped): not yet, not a no."""
+
+
 async def eventually(probe: Callable[[], Awaitable[T]], what: str, within: float = TIMEOUT) -> T:
-    """Poll the async ``probe`` until it returns something truthy; fail naming ``what``."""
+    """Poll the async ``probe`` until it returns something truthy; fail naming ``what`` (and the last
+    time the server did not answer, if it did not)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
+    silent: BaseException | None = None
     while True:
-        value = await probe()
+        try:
+            value = await probe()
+        except (NotAnswering, aiohttp.ClientConnectionError) as exc:
+            value, silent = None, exc
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+            last = f" (last: the server did not answer: {silent})" if silent is not None else ""
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}{last}")
         await asyncio.sleep(0.1)
 
 
