@@ -1,6 +1,6 @@
 """Which extra headers a Webhook may set: the rule the API validates and the sender applies.
 
-It sits with hookline/api.py at the bottom of the import graph, because the spec's validation
+It sits with hookline/api/ at the bottom of the import graph, because the spec's validation
 (``spec.headers``) and the sender's request building must refuse the same names for the same reasons.
 """
 

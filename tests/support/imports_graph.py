@@ -54,7 +54,8 @@ RANKS: dict[str, int] = {
 OPERATOR_FORBIDDEN = ("hookline.sender.delivery", "hookline.sender.ingest", "hookline.sender.cmd")
 MAX_LINES = 500
 # Pure tables may be longer (a reader scans them, not reasons through them).
-# hookline.api is the one typed home of the Webhook API: declarations (names, enums, models), no logic.
+# hookline.api is the one typed home of the Webhook API: declarations (names, enums, models), no logic;
+# its submodules (hookline.api.policy, hookline.api.domain, ...) hold the other kinds.
 TABLES = {"hookline.api"}
 
 
