@@ -28,12 +28,25 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENV_ALLOW_NETWORKS = "HOOKLINE_ALLOW_NETWORKS"
 ENV_ALLOW_HTTP = "HOOKLINE_ALLOW_HTTP"
 
-# Cloud instance metadata endpoints: refused even inside an allow-listed network unless the allow-list
+# Cloud instance metadata and credential endpoints, and what each is: refused even inside an
+# allow-listed network (or a public one: Azure's WireServer is a public address) unless the allow-list
 # names the address itself (/32 or /128); allowing a pod network must not expose node credentials.
-METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
-    ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "fd00:ec2::23")
-)
+METADATA_ENDPOINTS: dict[IPAddress, str] = {
+    ipaddress.ip_address(address): what
+    for address, what in (
+        ("169.254.169.254", "instance metadata (AWS, Azure IMDS, GCP, OpenStack, DigitalOcean, ...)"),
+        ("fd00:ec2::254", "AWS instance metadata (IPv6)"),
+        ("169.254.170.2", "AWS ECS task metadata and credentials"),
+        ("169.254.170.23", "AWS EKS Pod Identity agent"),
+        ("fd00:ec2::23", "AWS EKS Pod Identity agent (IPv6)"),
+        ("fd20:ce::254", "GCP metadata server (IPv6)"),
+        ("168.63.129.16", "Azure WireServer (a public address)"),
+        ("100.100.100.200", "Alibaba Cloud instance metadata"),
+        ("192.0.0.192", "Oracle Cloud instance metadata (legacy address)"),
+        ("169.254.0.23", "Tencent Cloud instance metadata"),
+    )
+}
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(METADATA_ENDPOINTS)
 
 _SPECIAL_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
     (ipaddress.ip_network(net), label)
@@ -84,6 +97,11 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     if ip in _NAT64 or ip in _IPV4_TRANSLATED:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
+
+
+def metadata_endpoint(ip: IPAddress) -> str | None:
+    """Which cloud metadata or credential endpoint an address is (IPv6 forms of IPv4 included), or None."""
+    return METADATA_ENDPOINTS.get(_embedded_ipv4(ip) or ip) or METADATA_ENDPOINTS.get(ip)
 
 
 def special_address_kind(ip: IPAddress) -> str | None:
@@ -175,7 +193,10 @@ class EgressPolicy:
             if effective in self._allow_hosts or ip in self._allow_hosts:
                 return None
             exact = f"{effective}/{effective.max_prefixlen}"
-            return f"{ip} is a cloud metadata endpoint; it is allowed only by naming it exactly ({exact})"
+            return (
+                f"{ip} is a cloud metadata endpoint ({metadata_endpoint(ip)}); it is allowed only by "
+                f"naming it exactly ({exact})"
+            )
         if self._allowed(effective) or self._allowed(ip):
             return None
         kind = special_address_kind(effective)
@@ -245,8 +266,10 @@ __all__ = [
     "ENV_ALLOW_HTTP",
     "ENV_ALLOW_NETWORKS",
     "METADATA_ADDRESSES",
+    "METADATA_ENDPOINTS",
     "EgressPolicy",
     "IPAddress",
     "IPNetwork",
+    "metadata_endpoint",
     "special_address_kind",
 ]
