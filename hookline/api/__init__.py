@@ -21,16 +21,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
-from pydantic.alias_generators import to_camel
 
+from hookline.api.base import CamelModel as CamelModel
+from hookline.api.base import SecretRef as SecretRef
+from hookline.api.base import StatusModel as StatusModel
+from hookline.api.credentials import ClientTLS, SecretHeader, Signing, SigningStatus, secret_header_problem
 from hookline.durations import DURATION_PATTERN, parse_duration
 from hookline.headers import header_name_problem, header_value_problem
 
@@ -172,27 +173,6 @@ class FieldError:
 MAX_URL_LENGTH = 2048
 
 
-class CamelModel(BaseModel):
-    """camelCase on the outside (CRD, YAML), snake_case in Python; unknown keys are errors."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        str_strip_whitespace=False,
-    )
-
-
-class SecretRef(CamelModel):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-    key: Annotated[str, Field(min_length=1, max_length=253)]
-
-
-class Signing(CamelModel):
-    secret_ref: SecretRef
-
-
 BATCH_MAX_EVENTS = 1000
 BATCH_MAX_WAIT_MILLISECONDS = 10_000  # well inside the consumer's ack wait (timeout + 30 s)
 # The receiver-facing byte limit of one request: nginx's default client_max_body_size (1 MiB) when
@@ -293,6 +273,8 @@ class WebhookSpec(CamelModel):
     format: Literal["form", "json"] = "form"
     signing: Signing | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    secret_headers: Annotated[list[SecretHeader], Field(max_length=16)] | None = None
+    tls: ClientTLS | None = None
     paused: StrictBool = False  # the CRD takes only true/false; so do we ("yes" is an error)
     delivery: Delivery = Field(default_factory=Delivery)
     sender: SenderSpec = Field(default_factory=SenderSpec)
@@ -327,6 +309,14 @@ class WebhookSpec(CamelModel):
             seen.add(name.lower())
         if problems:
             raise ValueError("; ".join(problems))
+        return headers
+
+    @field_validator("secret_headers")
+    @classmethod
+    def _check_secret_headers(cls, headers: list[SecretHeader] | None, info: ValidationInfo) -> Any:
+        problem = secret_header_problem(headers or [], info.data.get("headers") or {})
+        if problem:
+            raise ValueError(problem)
         return headers
 
     @field_validator("database", "collection")
@@ -385,16 +375,6 @@ def parse_webhook_spec(obj: Mapping[str, Any], *, prefix: str = "spec") -> Webho
 
 
 # --- status -----------------------------------------------------------------------------------------------
-
-
-class StatusModel(CamelModel):
-    """A part of a status: ``patch()`` is the merge patch that writes the fields that were set.
-
-    A field set to None deletes it (merge-patch semantics); a field never set is left alone.
-    """
-
-    def patch(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 class ConditionStatusModel(StatusModel):
@@ -465,6 +445,7 @@ class WebhookStatus(StatusModel):
     conditions: list[ConditionStatusModel] | None = None
     sender: SenderStatus | None = None
     delivery: DeliveryStatus | None = None
+    signing: SigningStatus | None = None
 
 
 class TestResponse(StatusModel):
