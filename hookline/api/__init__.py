@@ -96,6 +96,17 @@ class VerifiedReason(StrEnum):
     """False: the server did not answer (DNS, connection, TLS, timeout)."""
     BLOCKED = "Blocked"
     """False: the URL resolves to an address the egress policy refuses (private, metadata, ...)."""
+    RECORD_MATCHED = "RecordMatched"
+    """True: the TXT record _hookline-challenge.<host> holds the token (spec.verification.method DNS)."""
+    RECORD_NOT_FOUND = "RecordNotFound"
+    """False: no TXT record at _hookline-challenge.<host> (NXDOMAIN, or the name has no TXT)."""
+    RECORD_MISMATCH = "RecordMismatch"
+    """False: TXT records are there but none holds the token (status.verification.recordsFound)."""
+    DOMAIN_VERIFIED = "DomainVerified"
+    """True: the URL's host is on a verified WebhookDomain of the Webhook's own namespace."""
+    OWNERSHIP_LAPSED = "OwnershipLapsed"
+    """False: re-checks of a proof failed for longer than the grace period; deliveries pause (events
+    kept) until the proof is back."""
 
 
 class ReadyReason(StrEnum):
@@ -142,8 +153,12 @@ class DeliveringReason(StrEnum):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-OwnershipReason = Literal["FileMatched", "FileNotFound", "ContentMismatch", "Unreachable", "Blocked"]
-"""What one ownership check found (the Verified reasons but Pending)."""
+OwnershipReason = Literal[
+    "FileMatched", "FileNotFound", "ContentMismatch", "Unreachable", "Blocked",
+    "RecordMatched", "RecordNotFound", "RecordMismatch", "DomainVerified",
+]  # fmt: skip
+"""What one ownership check found (the Verified reasons but Pending and OwnershipLapsed)."""
+ProofMethod = Literal["File", "DNS", "Domain"]  # how a proof was made (Domain: by a WebhookDomain)
 
 
 @dataclass(frozen=True)
@@ -261,6 +276,13 @@ SCOPE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
 _SCOPE_NAME = re.compile(SCOPE_NAME_PATTERN)
 
 
+class VerificationSpec(CamelModel):
+    """``spec.verification``: the proof (a file, or a DNS TXT record) and how often it is re-checked."""
+
+    method: Literal["File", "DNS"] = "File"
+    recheck_interval: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None  # unset: the operator's
+
+
 class WebhookSpec(CamelModel):
     """The Webhook custom resource's ``spec`` with the CRD's defaults."""
 
@@ -278,6 +300,7 @@ class WebhookSpec(CamelModel):
     paused: StrictBool = False  # the CRD takes only true/false; so do we ("yes" is an error)
     delivery: Delivery = Field(default_factory=Delivery)
     sender: SenderSpec = Field(default_factory=SenderSpec)
+    verification: VerificationSpec = Field(default_factory=VerificationSpec)
 
     @field_validator("url")
     @classmethod
@@ -401,6 +424,11 @@ class VerificationStatus(StatusModel):
     last_result: OwnershipReason | None = None
     next_check_at: str | None = None
     last_error: str | None = None
+    method: ProofMethod | None = None  # what proved it (or, unverified, what was looked for)
+    record: str | None = None  # the TXT record name (DNS), or the WebhookDomain's name (Domain)
+    records_found: Annotated[list[str], Field(max_length=10)] | None = None  # TXT strings seen instead
+    failing_since: str | None = None  # first failed re-check of a verified proof (the grace starts)
+    lapsed_at: str | None = None  # the grace passed: Verified=False/OwnershipLapsed until the proof is back
 
 
 class SenderStatus(StatusModel):

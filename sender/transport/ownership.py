@@ -13,12 +13,15 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from hookline.api import OwnershipReason, VerifiedReason
+from hookline.api import OwnershipReason, ProofMethod, VerifiedReason
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.errors import BlockedDestination, RedirectRefused, SafeHTTPError
 
 Reason = OwnershipReason
 REASONS: tuple[Reason, ...] = OwnershipReason.__args__  # type: ignore[attr-defined]
+VERIFIED_REASONS: frozenset[str] = frozenset(
+    {VerifiedReason.FILE_MATCHED, VerifiedReason.RECORD_MATCHED, VerifiedReason.DOMAIN_VERIFIED}
+)
 FILE_PREFIX = "hookline-"
 DEFAULT_CHECK_TIMEOUT = 10.0
 _TOKEN_RE = re.compile(r"[0-9a-f]{32}")
@@ -61,16 +64,21 @@ def verification_locations(url: str, file_name: str) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class OwnershipResult:
     """The answer of one check. ``message`` tells the user what to do next; ``location_errors`` maps each
-    location that did not match to a short reason (``HTTP 404``, ``timeout``, ``content mismatch``)."""
+    location that did not match to a short reason (``HTTP 404``, ``timeout``, ``content mismatch``).
+    A DNS proof names its ``record`` and the TXT strings it found instead (``records_found``); a
+    domain proof names the WebhookDomain in ``record``."""
 
     reason: Reason
     verified_url: str | None
     message: str
     location_errors: dict[str, str] = field(default_factory=dict)
+    method: ProofMethod = "File"
+    record: str | None = None
+    records_found: tuple[str, ...] = ()
 
     @property
     def verified(self) -> bool:
-        return self.reason == VerifiedReason.FILE_MATCHED
+        return self.reason in VERIFIED_REASONS
 
 
 # Outcome of one location, ranked: when no location matches, the highest rank decides the reason.
@@ -99,12 +107,22 @@ async def _check_location(
     return "FileNotFound", f"HTTP {response.status}"
 
 
-async def check_ownership(
-    client: SafeHTTPClient, url: str, token: str, *, per_location_timeout: float = DEFAULT_CHECK_TIMEOUT
+def domain_file_locations(domain: str, file_name: str, *, allow_http: bool) -> list[str]:
+    """Where a WebhookDomain's file may be: its web root over https (and http when the egress policy
+    allows plain http)."""
+    host = domain.strip().rstrip(".").lower()
+    return [f"https://{host}/{file_name}"] + ([f"http://{host}/{file_name}"] if allow_http else [])
+
+
+async def check_file_at(
+    client: SafeHTTPClient,
+    locations: list[str],
+    token: str,
+    *,
+    per_location_timeout: float = DEFAULT_CHECK_TIMEOUT,
 ) -> OwnershipResult:
-    """Look for the verification file at each location; the first match wins."""
+    """Look for the token file at each of ``locations``; the first match wins (a WebhookDomain's)."""
     file_name = verification_file_name(token)
-    locations = verification_locations(url, file_name)
     errors: dict[str, str] = {}
     worst: Reason = "FileNotFound"
     blocked_message = ""
@@ -120,6 +138,14 @@ async def check_ownership(
     return OwnershipResult(
         worst, None, _advice(worst, file_name, token, locations, errors, blocked_message), errors
     )
+
+
+async def check_ownership(
+    client: SafeHTTPClient, url: str, token: str, *, per_location_timeout: float = DEFAULT_CHECK_TIMEOUT
+) -> OwnershipResult:
+    """Look for the verification file at each location; the first match wins."""
+    locations = verification_locations(url, verification_file_name(token))
+    return await check_file_at(client, locations, token, per_location_timeout=per_location_timeout)
 
 
 def _advice(
