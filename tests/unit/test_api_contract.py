@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from hookline import api
+from hookline.api import domain as domain_api
 from hookline.operator.rules import delivery, status, verification
 from hookline.operator.rules.webhooktest import failed, outcome_of_response
 from hookline.sender.model.outcomes import GoneState
@@ -38,12 +39,15 @@ def schema_of(name: str) -> dict[str, Any]:
 
 WEBHOOK = schema_of("webhooks.hookline.io")
 WEBHOOKTEST = schema_of("webhooktests.hookline.io")
+DOMAIN = schema_of("webhookdomains.hookline.io")
 
 PAIRS = [
     ("Webhook.spec", api.WebhookSpec, WEBHOOK["properties"]["spec"]),
     ("Webhook.status", api.WebhookStatus, WEBHOOK["properties"]["status"]),
     ("WebhookTest.spec", api.WebhookTestSpec, WEBHOOKTEST["properties"]["spec"]),
     ("WebhookTest.status", api.WebhookTestStatus, WEBHOOKTEST["properties"]["status"]),
+    ("WebhookDomain.spec", domain_api.WebhookDomainSpec, DOMAIN["properties"]["spec"]),
+    ("WebhookDomain.status", domain_api.DomainStatus, DOMAIN["properties"]["status"]),
 ]
 OPENAPI_TYPE = {
     str: "string",
