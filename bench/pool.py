@@ -216,7 +216,7 @@ async def memory(tmp: Path, counts: list[int], settle_seconds: float, restart: b
         await bus.ensure_stream(js, max_consumers=max(bus.DEFAULT_MAX_CONSUMERS, max(counts) + 100))
         kv = await pool_bucket(js)
         consumers = Consumers(nats.url, timeout=30)
-        directory = PoolDirectory(consumers)
+        directory = PoolDirectory(consumers, PoolKey(POOL_KEY))
         replica = Replica(tmp, nats.url, "memory")
         want: set[str] = set()
         try:
@@ -232,7 +232,7 @@ async def memory(tmp: Path, counts: list[int], settle_seconds: float, restart: b
                 began = time.monotonic()
                 for cfg in cfgs:  # the operator's order: the consumer first, then the entry
                     await consumers.ensure(cfg)
-                    entry = pool_entry(cfg, None, None).to_bytes()
+                    entry = pool_entry(cfg, None, PoolKey(POOL_KEY)).to_bytes()
                     await directory.place(cfg.nats.consumer, entry, POOL, 0, None)
                     want.add(cfg.nats.consumer)
                 written = time.monotonic() - began
@@ -329,7 +329,7 @@ async def pool_throughput(
     nc = await bus.connect(nats.url)
     js = nc.jetstream(timeout=30)
     consumers = Consumers(nats.url, timeout=30)
-    directory = PoolDirectory(consumers)
+    directory = PoolDirectory(consumers, PoolKey(POOL_KEY))
     try:
         await bus.ensure_stream(js)
         for cfg in cfgs:

@@ -129,7 +129,7 @@ class Runtime:
     directory: PoolDirectory = field(init=False)
 
     def __post_init__(self) -> None:
-        self.directory = PoolDirectory(self.consumers)
+        self.directory = PoolDirectory(self.consumers, self.pool_key)
         self.metrics.pool_replicas.reports = self.pools.reports
 
     def forget(self, key: WebhookKey) -> None:

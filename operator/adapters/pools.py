@@ -5,7 +5,8 @@ For each pooled Webhook the operator keeps two values in ``HOOKLINE_POOLS``: the
 ``e.<consumer>`` (so a move or a late-appearing pool needs no Kubernetes read), and a copy under the
 assignment key of the replica that serves it. A move writes the new assignment before it removes
 the old one: for a moment both replicas pull from the same durable consumer, which JetStream shares
-out (at-least-once, as always), so nothing waits and nothing is lost.
+out (at-least-once, as always), so nothing waits and nothing is lost. Each value is authenticated for
+its own key (`PoolKey.sign_record`), so a move opens the stored copy and signs it again for the new key.
 """
 
 from __future__ import annotations
@@ -15,18 +16,45 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hookline.operator.adapters.consumers import Consumers
-from hookline.sender.bus.poolproto import PoolEntry, PoolKey, Roster, assignment_key, pool_bucket, roster_key
+from hookline.sender.bus.poolproto import (
+    PoolEntry,
+    PoolError,
+    PoolKey,
+    Roster,
+    assignment_key,
+    pool_bucket,
+    roster_key,
+)
 from hookline.sender.model.config import SenderConfig
+from hookline.sender.model.credentials import Credentials
+
+NO_POOL_KEY = "pool entries need the pool key: set the chart's senderPools (HOOKLINE_POOL_KEY_FILE)"
 
 
-def pool_entry(cfg: SenderConfig, signing_key: bytes | None, key: PoolKey | None) -> PoolEntry:
-    """The pool entry of a Webhook: its config without a secret file, and its key sealed."""
-    cfg = cfg.model_copy(update={"signing_secret_file": None, "replicas": 1})
-    if signing_key is None:
-        return PoolEntry(cfg)
+def pool_entry(
+    cfg: SenderConfig, signing_key: Credentials | bytes | None, key: PoolKey | None, *, uid: str = ""
+) -> PoolEntry:
+    """The pool entry of a Webhook (uid: its metadata.uid): its config without a secret file or egress
+    (the replica's own settings decide that), and its key sealed for its identity and URL."""
+    cfg = cfg.model_copy(
+        update={
+            "signing_secret_file": None,
+            "signing_secret_files": None,
+            "secret_header_files": None,
+            "tls_files": None,
+            "replicas": 1,
+            "allow_networks": [],
+            "allow_http": False,
+        }
+    )
     if key is None:
-        raise ValueError("signing needs the pool key: set the chart's senderPools (HOOKLINE_POOL_KEY_FILE)")
-    return PoolEntry(cfg, key.seal(signing_key, cfg.nats.consumer))
+        raise ValueError(NO_POOL_KEY)
+    entry = PoolEntry(cfg, webhook_uid=uid)
+    if not signing_key:  # no keys, secret headers or client certificate: nothing to seal
+        return entry
+    # Everything secret, sealed together (sender/model/credentials.py); bytes: one HMAC key, as before.
+    raw = signing_key.to_bytes() if isinstance(signing_key, Credentials) else signing_key
+    return PoolEntry(cfg, key.seal(raw, entry.binding), uid)
 
 
 def entry_key(consumer: str) -> str:
@@ -36,8 +64,14 @@ def entry_key(consumer: str) -> str:
 class PoolDirectory:
     """The operator's side of HOOKLINE_POOLS, over the operator's NATS connection (Consumers)."""
 
-    def __init__(self, consumers: Consumers) -> None:
+    def __init__(self, consumers: Consumers, key: PoolKey | None = None) -> None:
         self.consumers = consumers
+        self.key = key
+
+    def _signed(self, kv_key: str, payload: bytes) -> bytes:
+        if self.key is None:
+            raise ValueError(NO_POOL_KEY)
+        return self.key.sign_record(kv_key, payload)
 
     async def place(
         self, consumer: str, entry: bytes, pool: str, replica: int | None, old: tuple[str, int] | None
@@ -47,9 +81,10 @@ class PoolDirectory:
 
         async def write(js: Any) -> None:
             kv = await pool_bucket(js)
-            await kv.put(entry_key(consumer), entry)
+            await kv.put(entry_key(consumer), self._signed(entry_key(consumer), entry))
             if replica is not None:
-                await kv.put(assignment_key(pool, replica, consumer), entry)
+                at = assignment_key(pool, replica, consumer)
+                await kv.put(at, self._signed(at, entry))
             if old is not None and old != (pool, replica):
                 await _delete(kv, assignment_key(old[0], old[1], consumer))
 
@@ -64,10 +99,15 @@ class PoolDirectory:
                 entry = await kv.get(entry_key(consumer))
             except Exception:  # KeyNotFoundError: placed before this operator stored entries
                 return False
-            if entry.value is None:
+            if entry.value is None or self.key is None:
+                return False
+            try:  # not ours (forged, or written before entries were authenticated): placed again
+                payload = self.key.open_record(entry_key(consumer), entry.value)
+            except PoolError:
                 return False
             if replica is not None:
-                await kv.put(assignment_key(pool, replica, consumer), entry.value)
+                at = assignment_key(pool, replica, consumer)
+                await kv.put(at, self._signed(at, payload))
             if old is not None and old != replica:
                 await _delete(kv, assignment_key(pool, old, consumer))
             return True

@@ -169,7 +169,8 @@ async def _gather_engine(rt: Runtime, facts: Facts) -> EngineFacts:
     assert place.pool is not None
     try:
         secret = await signing_key(rt.api, facts.namespace, facts.spec)
-        entry = pool_entry(cfg, secret, rt.pool_key).to_bytes()
+        uid = str((facts.owner.get("metadata") or {}).get("uid") or "")
+        entry = pool_entry(cfg, secret, rt.pool_key, uid=uid).to_bytes()
     except (LookupError, ValueError) as exc:
         problem = BusProblem(
             f"{exc}; the pool engine starts once it can be read",

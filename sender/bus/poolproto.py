@@ -4,10 +4,17 @@ How a replica learns its Webhooks, without a Kubernetes API token and without a 
 operator writes one entry per pooled Webhook into the NATS KV bucket ``HOOKLINE_POOLS`` under
 ``a.<pool>.<replica>.<consumer>`` (the replica from `replica_of`); each replica watches its own
 prefix (delivery/poolreplica.py). The entry is the sender config (no secret) and the Webhook's
-signing key sealed with the installation's pool key (AES-256-GCM, the consumer name as associated
-data, so an entry cannot be replayed for another Webhook). The pool key is one Secret in the release
-namespace, mounted into the operator and the pool pods: no signing secret is ever in a ConfigMap, and
-pool pods need no RBAC at all.
+signing key sealed with the installation's pool key (AES-256-GCM; the associated data is the Webhook's
+identity, namespace/name/uid, and its URL, so a sealed key replayed in an entry with another URL or for
+another Webhook does not open). The pool key is one Secret in the release namespace, mounted into the
+operator and the pool pods: no signing secret is ever in a ConfigMap, and pool pods need no RBAC at all.
+
+Every record written with the pool key is authenticated as a whole (`PoolKey.sign_record`): an HMAC-SHA256
+over the KV key and the exact bytes, with a subkey derived from the pool key (HKDF, label
+``hookline pool record mac``). Anyone who can write the bucket but does not hold the pool key cannot
+forge an entry, change one field of it (its URL, headers, sealed key) or move it under another key; the
+replica refuses such a record and says so in its roster. Egress never comes from an entry: the replica's
+own flags (and the tenant's grant) decide what it may reach.
 
 Each replica writes its roster (``r.<pool>.<replica>``: which engines consume, which do not and
 why, and when) when it changes and every `ROSTER_INTERVAL`; the operator mirrors it into each
@@ -23,6 +30,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -31,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nats.js import JetStreamContext, api
 
 from hookline.api import POOL_NAME_PATTERN
@@ -42,6 +52,7 @@ ROSTER_INTERVAL = 10.0
 ROSTER_STALE = 35.0  # three rosters missed: the replica is down
 MIN_POOL_KEY_CHARS = 32
 _SEALED_PREFIX = "v1."
+_MAC_LABEL = b"hookline pool record mac"
 _POOL_NAME = re.compile(POOL_NAME_PATTERN)
 
 
@@ -90,13 +101,55 @@ def check_pool_name(name: str) -> str:
 # --- the pool key and sealed signing keys ----------------------------------------------------------------
 
 
+def seal_binding(namespace: str, name: str, uid: str, url: str) -> str:
+    """What a sealed signing key is bound to (its associated data): the Webhook's identity and URL."""
+    return f"{namespace}/{name}/{uid}\n{url}"
+
+
 class PoolKey:
-    """Seals and opens Webhooks' signing keys for pool entries (AES-256-GCM)."""
+    """Seals and opens Webhooks' signing keys for pool entries (AES-256-GCM) and authenticates the
+    records of the pool bucket (HMAC-SHA256 with a subkey of its own)."""
 
     def __init__(self, secret_text: str) -> None:
         if len(secret_text) < MIN_POOL_KEY_CHARS:
             raise PoolError(f"the pool key must be at least {MIN_POOL_KEY_CHARS} characters")
         self._aead = AESGCM(hashlib.sha256(secret_text.encode()).digest())
+        self._mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_MAC_LABEL).derive(
+            secret_text.encode()
+        )
+
+    def mac(self, kv_key: str, payload: bytes) -> str:
+        """The record's MAC: HMAC-SHA256 over its KV key and its bytes (base64url, no padding)."""
+        digest = hmac.new(self._mac_key, kv_key.encode() + b"\0" + payload, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def check_mac(self, kv_key: str, payload: bytes, mac: str) -> bool:
+        """Whether `mac` is this record's under this key (constant-time)."""
+        return hmac.compare_digest(self.mac(kv_key, payload), mac)
+
+    def sign_record(self, kv_key: str, payload: bytes) -> bytes:
+        """The value to store under `kv_key`: the payload and its MAC (``{"mac", "record"}``)."""
+        doc = {"mac": self.mac(kv_key, payload), "record": payload.decode()}
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def open_record(self, kv_key: str, value: bytes) -> bytes:
+        """The payload of a value `sign_record` made for `kv_key`; PoolError when it is not authentic."""
+        try:
+            doc = json.loads(value)
+            payload, mac = doc["record"].encode(), doc["mac"]
+            if not isinstance(mac, str):
+                raise TypeError
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise PoolError(
+                f"{kv_key}: not an authenticated record (no MAC): refused; only the operator writes "
+                "pool entries"
+            ) from None
+        if not self.check_mac(kv_key, payload, mac):
+            raise PoolError(
+                f"{kv_key}: the record's MAC does not match (forged, changed, or copied from another "
+                "key; or the operator and the pool pods mount different pool keys): refused"
+            )
+        return payload
 
     @classmethod
     def from_file(cls, path: str) -> PoolKey:
@@ -112,21 +165,23 @@ class PoolKey:
         except PoolError as exc:
             raise PoolError(f"pool key file {path}: {exc}") from None
 
-    def seal(self, signing_key: bytes, consumer: str) -> str:
+    def seal(self, signing_key: bytes, binding: str) -> str:
+        """The signing key sealed for `binding` (`seal_binding`: the Webhook's identity and URL)."""
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, signing_key, consumer.encode())
+        sealed = self._aead.encrypt(nonce, signing_key, binding.encode())
         return _SEALED_PREFIX + base64.b64encode(nonce + sealed).decode()
 
-    def open(self, sealed: str, consumer: str) -> bytes:
+    def open(self, sealed: str, binding: str) -> bytes:
         if not sealed.startswith(_SEALED_PREFIX):
             raise PoolError("the sealed signing key has an unknown format")
         try:
             raw = base64.b64decode(sealed[len(_SEALED_PREFIX) :], validate=True)
-            return self._aead.decrypt(raw[:12], raw[12:], consumer.encode())
+            return self._aead.decrypt(raw[:12], raw[12:], binding.encode())
         except (binascii.Error, ValueError, InvalidTag):
             raise PoolError(
-                "the signing key does not open with this pool key (the operator and the pool pods "
-                "must mount the same pool key Secret)"
+                "the signing key does not open for this Webhook and URL with this pool key (sealed for "
+                "another Webhook or URL; or the operator and the pool pods must mount the same pool key "
+                "Secret)"
             ) from None
 
 
@@ -135,13 +190,20 @@ class PoolKey:
 
 @dataclass(frozen=True)
 class PoolEntry:
-    """One pooled Webhook as its replica needs it: the sender config and its sealed signing key."""
+    """One pooled Webhook as its replica needs it: the sender config, the Webhook's uid and its sealed
+    signing key (sealed for `binding`)."""
 
     config: SenderConfig
     sealed_key: str | None = None
+    webhook_uid: str = ""
+
+    @property
+    def binding(self) -> str:
+        ref = self.config.webhook
+        return seal_binding(ref.namespace, ref.name, self.webhook_uid, self.config.spec.url)
 
     def to_bytes(self) -> bytes:
-        doc: dict[str, Any] = {"config": self.config.to_document()}
+        doc: dict[str, Any] = {"config": self.config.to_document(), "webhookUid": self.webhook_uid}
         if self.sealed_key is not None:
             doc["sealedKey"] = self.sealed_key
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
@@ -159,7 +221,8 @@ class PoolEntry:
         except ConfigError as exc:
             raise PoolError(str(exc)) from None
         sealed = doc.get("sealedKey")
-        return cls(config, sealed if isinstance(sealed, str) else None)
+        uid = doc.get("webhookUid")
+        return cls(config, sealed if isinstance(sealed, str) else None, uid if isinstance(uid, str) else "")
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     policy = EgressPolicy.from_cli(list(args.allow_network), args.allow_http)
 
     def policy_for(cfg: SenderConfig) -> EgressPolicy:
-        """What the operator allows for this Webhook (its entry, as in a dedicated sender's config)
-        on top of this replica's own flags."""
-        if not cfg.allow_networks and not cfg.allow_http:
-            return policy
-        allow_http = True if cfg.allow_http else args.allow_http
-        return EgressPolicy.from_cli([*cfg.allow_networks, *args.allow_network], allow_http)
+        """This replica's own flags: an entry's allowNetworks/allowHttp never widen them (an entry is
+        data in NATS; the replica drops those fields before they get here)."""
+        return policy
 
     registry = CollectorRegistry()
     closed = asyncio.Event()

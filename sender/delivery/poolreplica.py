@@ -1,5 +1,10 @@
 """One replica of a sender pool at run time: it follows its assignments in the pool bucket (protocol:
-bus/poolproto.py), keeps its supervisor's engines in step with them, and writes its roster."""
+bus/poolproto.py), keeps its supervisor's engines in step with them, and writes its roster.
+
+An assignment is used only when its MAC holds for its key, its config is for the consumer the key
+names, and its sealed signing key opens for the Webhook's identity and URL; anything else is refused
+(nothing sent, its reason in the roster's problems). The entry's egress fields are ignored: what a
+Webhook may reach comes from this replica's settings (and the tenant's grant), never from NATS."""
 
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from hookline.sender.bus.poolproto import (
     roster_key,
 )
 from hookline.sender.delivery.supervisor import Supervisor
+from hookline.sender.model.config import consumer_name
+from hookline.sender.model.credentials import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +69,13 @@ class PoolReplica:
                 log.info("pool %s replica %d: %s removed", self.pool, self.replica, consumer)
             return
         try:
-            entry = PoolEntry.from_bytes(value, source=f"pool entry {key}")
-            if entry.config.nats.consumer != consumer:
+            payload = self.key.open_record(key, value)
+            entry = PoolEntry.from_bytes(payload, source=f"pool entry {key}")
+            ref = entry.config.webhook
+            if consumer_name(ref.namespace, ref.name) != consumer or entry.config.nats.consumer != consumer:
                 raise PoolError(f"pool entry {key}: its config is for consumer {entry.config.nats.consumer}")
-            signing_key = None if entry.sealed_key is None else self.key.open(entry.sealed_key, consumer)
+            sealed = None if entry.sealed_key is None else self.key.open(entry.sealed_key, entry.binding)
+            signing_key = None if sealed is None else Credentials.from_bytes(sealed)
         except PoolError as exc:
             log.error("pool %s replica %d: %s", self.pool, self.replica, exc)
             self.unusable[consumer] = str(exc)
@@ -73,7 +83,8 @@ class PoolReplica:
             self.changed.set()
             return
         self.unusable.pop(consumer, None)
-        outcome = self.supervisor.apply(entry.config, signing_key)
+        config = entry.config.model_copy(update={"allow_networks": [], "allow_http": False})
+        outcome = self.supervisor.apply(config, signing_key)
         if outcome != "unchanged":
             log.info("pool %s replica %d: %s %s", self.pool, self.replica, consumer, outcome)
 

@@ -34,6 +34,7 @@ from hookline.sender.bus.poolproto import (
     replica_from_hostname,
     replica_of,
     roster_key,
+    seal_binding,
 )
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.signing import parse_secret
@@ -41,6 +42,7 @@ from hookline.sender.observe.health import bound_port, start_site
 
 POOL_KEY = "k" * 16 + "pool-key-for-tests-only-0123456789"
 POOL = "default"
+KEY = PoolKey(POOL_KEY)
 
 
 # --- assignment --------------------------------------------------------------------------------------------
@@ -92,13 +94,19 @@ def test_placement_follows_the_spec_then_the_installation_default():
 def test_a_sealed_signing_key_opens_only_with_the_same_pool_key_for_the_same_webhook():
     key = PoolKey(POOL_KEY)
     signing = parse_secret(SECRET)
-    sealed = key.seal(signing, "hookline_default_shop")
+    shop = seal_binding("default", "shop", "uid-1", "https://shop.example/h")
+    sealed = key.seal(signing, shop)
     assert SECRET.removeprefix("whsec_") not in sealed and signing.hex() not in sealed
-    assert key.open(sealed, "hookline_default_shop") == signing
+    assert key.open(sealed, shop) == signing
     with pytest.raises(PoolError, match="same pool key Secret"):
-        PoolKey("another pool key of at least thirty-two chars").open(sealed, "hookline_default_shop")
-    with pytest.raises(PoolError, match="does not open"):  # replayed for another Webhook
-        key.open(sealed, "hookline_default_other")
+        PoolKey("another pool key of at least thirty-two chars").open(sealed, shop)
+    for replayed in (
+        seal_binding("default", "other", "uid-1", "https://shop.example/h"),  # another Webhook
+        seal_binding("default", "shop", "uid-2", "https://shop.example/h"),  # deleted and made again
+        seal_binding("default", "shop", "uid-1", "https://attacker.example/h"),  # another URL
+    ):
+        with pytest.raises(PoolError, match="does not open"):
+            key.open(sealed, replayed)
     with pytest.raises(PoolError, match="at least 32 characters"):
         PoolKey("short")
 
@@ -110,13 +118,16 @@ def test_an_entry_carries_no_secret_in_clear_and_reads_back(tmp_path):
     assert b"whsec_" not in data and b"/var/run/x/secret" not in data
     back = PoolEntry.from_bytes(data, source="pool entry a.default.0.x")
     assert back.config.spec == cfg.spec and back.config.signing_secret_file is None
-    assert PoolKey(POOL_KEY).open(back.sealed_key or "", cfg.nats.consumer) == parse_secret(SECRET)
+    assert PoolKey(POOL_KEY).open(back.sealed_key or "", back.binding) == parse_secret(SECRET)
+    assert not back.config.allow_networks and not back.config.allow_http  # egress is never in an entry
     with pytest.raises(PoolError, match=r"a\.default\.0\.x: not JSON"):
         PoolEntry.from_bytes(b"{", source="pool entry a.default.0.x")
     with pytest.raises(PoolError, match="spec"):
         PoolEntry.from_bytes(b'{"config": {"webhook": {"namespace": "a", "name": "b"}}}', source="entry")
     with pytest.raises(ValueError, match="pool key"):
         pool_entry(cfg, parse_secret(SECRET), None)  # signing without a pool key: refused, not sent unsigned
+    with pytest.raises(ValueError, match="pool key"):
+        pool_entry(cfg, None, None)  # no entry without a pool key: it could not be authenticated
 
 
 # --- replicas as processes ---------------------------------------------------------------------------------
@@ -125,7 +136,7 @@ def test_an_entry_carries_no_secret_in_clear_and_reads_back(tmp_path):
 class PoolProcess:
     """One `hookline pool` replica as a real process; its log is kept for the failure message."""
 
-    def __init__(self, tmp_path: Path, nats_url: str, replica: int) -> None:
+    def __init__(self, tmp_path: Path, nats_url: str, replica: int, *, loopback: bool = True) -> None:
         self.port = free_port()
         self.log_path = tmp_path / f"pool-{replica}.log"
         key_file = tmp_path / "pool-key"
@@ -147,6 +158,7 @@ class PoolProcess:
                 str(key_file),
                 "--listen",
                 f"127.0.0.1:{self.port}",
+                *(["--allow-network", "127.0.0.0/8", "--allow-http"] if loopback else []),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -177,14 +189,20 @@ async def pool_env(tmp_path, nats_server) -> AsyncIterator[dict]:
     procs: list[PoolProcess] = []
     async with aiohttp.ClientSession() as http:
 
-        async def start(replica: int) -> PoolProcess:
-            proc = PoolProcess(tmp_path, nats_server.url, replica)
+        async def start(replica: int, *, loopback: bool = True) -> PoolProcess:
+            proc = PoolProcess(tmp_path, nats_server.url, replica, loopback=loopback)
             procs.append(proc)
             await wait_until_ready(http, f"{proc.base}/readyz", proc.proc)
             return proc
 
         try:
-            yield {"nc": nc, "js": js, "directory": PoolDirectory(consumers), "start": start, "http": http}
+            yield {
+                "nc": nc,
+                "js": js,
+                "directory": PoolDirectory(consumers, PoolKey(POOL_KEY)),
+                "start": start,
+                "http": http,
+            }
         finally:
             for proc in procs:
                 proc.stop()
@@ -296,7 +314,7 @@ async def test_a_webhook_moves_between_replicas_without_loss_or_a_restart(pool_e
     pids = (first.proc.pid, second.proc.pid)
     cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/moving", name="moving", database="db")
     consumer = cfg.nats.consumer
-    entry = pool_entry(cfg, None, None).to_bytes()
+    entry = pool_entry(cfg, None, KEY).to_bytes()
     await directory.place(consumer, entry, POOL, 0, None)
     await wait_roster(js, 0, lambda r: consumer in r.running, "the engine on replica 0")
     published: list[str] = []
@@ -329,14 +347,14 @@ async def test_a_spec_change_and_a_removal_apply_in_the_running_replica(pool_env
     url = f"{receiver.url}/hook"
     form = sender_config(nc.connected_url.geturl(), url, name="hook", database="db")
     consumer = form.nats.consumer
-    await directory.place(consumer, pool_entry(form, None, None).to_bytes(), POOL, 0, None)
+    await directory.place(consumer, pool_entry(form, None, KEY).to_bytes(), POOL, 0, None)
     await wait_roster(js, 0, lambda r: consumer in r.running, "the engine")
     await bus.publish_events(nc, js, [open_event("before", "db")])
     await wait_until(lambda: "before" in receiver.delivered(), 60, "the form delivery")
     assert receiver.delivered()["before"].headers["Content-Type"].startswith("application/x-www-form")
 
     as_json = sender_config(nc.connected_url.geturl(), url, name="hook", database="db", format="json")
-    await directory.place(consumer, pool_entry(as_json, None, None).to_bytes(), POOL, 0, (POOL, 0))
+    await directory.place(consumer, pool_entry(as_json, None, KEY).to_bytes(), POOL, 0, (POOL, 0))
     # The replica swaps the engine in-process (the old one drains first): from some event on,
     # deliveries are JSON. Probe until one is, instead of guessing how long the swap takes.
     as_json_ids: list[str] = []
@@ -355,7 +373,7 @@ async def test_a_spec_change_and_a_removal_apply_in_the_running_replica(pool_env
     await bus.publish_events(nc, js, [open_event("kept", "db")])
     await asyncio.sleep(1.5)
     assert "kept" not in receiver.delivered()  # no engine: the event waits in its consumer
-    await directory.place(consumer, pool_entry(as_json, None, None).to_bytes(), POOL, 0, None)
+    await directory.place(consumer, pool_entry(as_json, None, KEY).to_bytes(), POOL, 0, None)
     await wait_until(lambda: "kept" in receiver.delivered(), 60, "the kept event after re-adding")
     assert replica.proc.poll() is None
 
@@ -385,7 +403,7 @@ async def test_a_replica_killed_mid_stream_loses_nothing_once_its_pod_is_back(po
     names = [f"k-{i}" for i in range(5)]
     for name in names:
         cfg = sender_config(nc.connected_url.geturl(), f"{receiver.url}/{name}", name=name, database=name)
-        await directory.place(cfg.nats.consumer, pool_entry(cfg, None, None).to_bytes(), POOL, 0, None)
+        await directory.place(cfg.nats.consumer, pool_entry(cfg, None, KEY).to_bytes(), POOL, 0, None)
     await wait_roster(js, 0, lambda r: len(r.running) == 5, "five engines")
     events = [open_event(f"{n}-{k}", n) for n in names for k in range(200)]
     flow = asyncio.create_task(bus.publish_events(nc, js, events))
