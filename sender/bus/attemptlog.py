@@ -19,7 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from hookline.sender.bus.replicas import check_replicas, ensure_replicas
+from hookline.sender.bus.replicas import check_replicas, ensure_direct, ensure_replicas
 from hookline.sender.model.deliveryhealth import AttemptRecord, HealthReport
 from hookline.sender.model.subjects import encode_token
 
@@ -110,7 +110,9 @@ async def health_bucket(js: JetStreamContext, replicas: int = 1) -> Any:
         return await js.key_value(HEALTH_BUCKET)
     except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
         return await js.create_key_value(
-            api.KeyValueConfig(bucket=HEALTH_BUCKET, history=1, ttl=7 * 24 * 3600.0, replicas=replicas)
+            api.KeyValueConfig(
+                bucket=HEALTH_BUCKET, history=1, ttl=7 * 24 * 3600.0, replicas=replicas, direct=True
+            )
         )
 
 
@@ -145,6 +147,7 @@ async def ensure_attempt_store(
     await ensure_replicas(js, ATTEMPTS_STREAM, replicas)
     await health_bucket(js, replicas)
     await ensure_replicas(js, f"KV_{HEALTH_BUCKET}", replicas)
+    await ensure_direct(js, f"KV_{HEALTH_BUCKET}")
 
 
 async def read_attempts(

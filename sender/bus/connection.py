@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 
 import nats
 from nats.aio.client import Client as NATS
@@ -18,9 +21,12 @@ from nats.aio.client import Client as NATS
 from hookline.sender.model.config import DEFAULT_NATS_URL, NATS_URL_ENV
 
 __all__ = [
+    "CREDS_ENV",
     "DEFAULT_NATS_URL",
     "NATS",
     "NATS_URL_ENV",
+    "TLS_CA_ENV",
+    "BusAuth",
     "BusUnavailable",
     "StoreRefused",
     "close_quietly",
@@ -31,6 +37,65 @@ log = logging.getLogger(__name__)
 
 # How long a stopping feed waits for the server to confirm it sent its last messages.
 DRAIN_TIMEOUT_SECONDS = 5.0
+
+
+CREDS_ENV = "HOOKLINE_NATS_CREDS"  # the path of a .creds file (never the credentials themselves)
+TLS_CA_ENV = "HOOKLINE_NATS_CA"  # the path of the CA bundle that signed the NATS server's certificate
+
+
+@dataclass(frozen=True)
+class BusAuth:
+    """How a process proves who it is to NATS and checks the server: paths of mounted files only (a
+    credential never sits in a ConfigMap, an env var value or a log line), and the reply-subject prefix
+    its permissions allow (`natsperms.inbox_prefix`)."""
+
+    creds_file: str | None = None
+    tls_ca_file: str | None = None
+    inbox_prefix: str | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        creds_file: str | None = None,
+        tls_ca_file: str | None = None,
+        inbox_prefix: str | None = None,
+    ) -> BusAuth:
+        """Flags first, then HOOKLINE_NATS_CREDS / HOOKLINE_NATS_CA (paths)."""
+        return cls(
+            creds_file=creds_file or environ.get(CREDS_ENV, "").strip() or None,
+            tls_ca_file=tls_ca_file or environ.get(TLS_CA_ENV, "").strip() or None,
+            inbox_prefix=inbox_prefix,
+        )
+
+    def with_inbox(self, prefix: str | None) -> BusAuth:
+        """Use `prefix` for replies when credentials are given (without them any inbox works)."""
+        return replace(self, inbox_prefix=prefix) if self.creds_file and prefix else self
+
+    def options(self) -> dict[str, object]:
+        """nats-py connect options; a missing file is an error naming the setting."""
+        out: dict[str, object] = {}
+        if self.creds_file:
+            if not os.path.isfile(self.creds_file):
+                raise BusUnavailable(
+                    f"NATS credentials file {self.creds_file} ({CREDS_ENV} / --nats-creds) does not exist; "
+                    "check the Secret is mounted"
+                )
+            out["user_credentials"] = self.creds_file
+        if self.inbox_prefix:
+            out["inbox_prefix"] = self.inbox_prefix
+        if self.tls_ca_file:
+            try:
+                out["tls"] = ssl.create_default_context(cafile=self.tls_ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise BusUnavailable(
+                    f"NATS CA file {self.tls_ca_file} ({TLS_CA_ENV} / --nats-ca) unusable: {exc}"
+                ) from None
+        return out
+
+
+NO_AUTH = BusAuth()
 
 
 class BusUnavailable(Exception):
@@ -53,6 +118,7 @@ async def connect(
     on_closed: Callable[[], object] | None = None,
     connect_timeout: float = 5.0,
     initial_attempts: int = 5,
+    auth: BusAuth = NO_AUTH,
 ) -> NATS:
     """Connect (a few tries, then BusUnavailable), then keep reconnecting forever after any loss.
 
@@ -73,6 +139,7 @@ async def connect(
         if on_closed is not None:
             on_closed()
 
+    options = auth.options()
     try:
         nc = await nats.connect(
             url,
@@ -85,6 +152,7 @@ async def connect(
             disconnected_cb=_notify,
             reconnected_cb=_notify,
             closed_cb=_closed,
+            **options,  # type: ignore[arg-type]
         )
     except Exception as exc:  # nats raises a variety of errors (NoServersError, OSError, TimeoutError)
         raise BusUnavailable(

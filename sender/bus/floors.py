@@ -13,7 +13,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from hookline.sender.bus.connection import BusUnavailable
-from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_replicas
+from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_direct, ensure_replicas
 
 # Floors of the Webhooks' consumers (see ensure_consumer): where to start a lost consumer again.
 FLOORS_BUCKET = "hookline-consumer-floors"
@@ -37,6 +37,7 @@ async def _floors(js: JetStreamContext, *, create: bool, replicas: int = DEFAULT
                 history=1,
                 storage=api.StorageType.FILE,
                 replicas=check_replicas(replicas),
+                direct=True,  # per-key reads (replicas.ensure_direct)
             )
         )
 
@@ -45,6 +46,7 @@ async def ensure_floors_bucket(js: JetStreamContext, replicas: int = DEFAULT_REP
     """Create the floors bucket with `replicas`, or move an existing one to them (ingest, at start)."""
     await _floors(js, create=True, replicas=replicas)
     await ensure_replicas(js, f"KV_{FLOORS_BUCKET}", replicas)
+    await ensure_direct(js, f"KV_{FLOORS_BUCKET}")
 
 
 async def record_floor(js: JetStreamContext, consumer: str, floor: int) -> None:

@@ -91,8 +91,10 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int | None = None,
         log_file: str | os.PathLike[str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.config_file = str(config_file) if config_file else None  # e.g. accounts (auth.conf)
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hookline-nats-")
             store_dir = self._tmp.name
@@ -108,6 +110,8 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         args = [find_nats_server(), "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
+        if self.config_file:
+            args += ["-c", self.config_file]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         # Its own session: a terminal's Ctrl-C reaches only our process, which drains the senders
         # (their last acks) before it stops the server.

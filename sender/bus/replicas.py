@@ -26,3 +26,14 @@ async def ensure_replicas(js: JetStreamContext, stream: str, replicas: int) -> b
         return False
     await js.update_stream(info.config.evolve(num_replicas=replicas))
     return True
+
+
+async def ensure_direct(js: JetStreamContext, stream: str) -> bool:
+    """Let a key-value bucket's stream answer direct gets (`$JS.API.DIRECT.GET.<stream>.<subject>`): the
+    subject names the key, so a least-privileged user may read its own key and no other
+    (natsperms.py); a plain message get names the key in its body, which permissions cannot see."""
+    info = await js.stream_info(stream)
+    if info.config.allow_direct:
+        return False
+    await js.update_stream(info.config.evolve(allow_direct=True))
+    return True

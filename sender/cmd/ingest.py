@@ -26,6 +26,8 @@ from hookline.sender import bus
 from hookline.sender.bus.attemptlog import ensure_attempt_store
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
+from hookline.sender.bus.natsperms import inbox_prefix
+from hookline.sender.cmd.natsurl import add_nats_auth_arguments, nats_auth_of
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
 from hookline.sender.observe.health import parse_listen, run_service, wait_first
@@ -122,6 +124,13 @@ async def ensure_bus_layout(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DEFAULT_INGEST_SETTINGS
     add_log_format_argument(parser)
+    add_nats_auth_arguments(parser)
+    parser.add_argument(
+        "--layout-only",
+        action="store_true",
+        help="make or update the streams and buckets, then exit (the chart's init step, with the layout "
+        "credentials; with --nats-creds the service itself may only publish events and skips this)",
+    )
     parser.add_argument(
         "--listen", default="0.0.0.0:8080", help="HOST:PORT to serve on (default %(default)s)"
     )
@@ -241,23 +250,31 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     host, port = parse_listen(args.listen, 8080)
     token = read_token(args.token_file)
     closed = asyncio.Event()
-    nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set)
+    layout_only = bool(getattr(args, "layout_only", False))
+    auth = nats_auth_of(args).with_inbox(inbox_prefix("layout" if layout_only else "ingest"))
+    nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set, auth=auth)
     workers = ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
     )
     try:
         js = nc.jetstream()
-        await ensure_bus_layout(
-            js,
-            retention=args.retention,
-            duplicate_window=args.duplicate_window,
-            max_bytes=args.stream_max_bytes,
-            max_consumers=args.stream_max_consumers,
-            replicas=args.nats_replicas,
-            stream_retention=args.stream_retention,
-            recovery_window=args.recovery_window,
-            recovery_max_bytes=args.recovery_max_bytes,
-        )
+        # With credentials (the chart's auth) the layout is the init step's (--layout-only): the
+        # service's own user may publish events and nothing else (natsperms.ingest_permissions).
+        if layout_only or not auth.creds_file:
+            await ensure_bus_layout(
+                js,
+                retention=args.retention,
+                duplicate_window=args.duplicate_window,
+                max_bytes=args.stream_max_bytes,
+                max_consumers=args.stream_max_consumers,
+                replicas=args.nats_replicas,
+                stream_retention=args.stream_retention,
+                recovery_window=args.recovery_window,
+                recovery_max_bytes=args.recovery_max_bytes,
+            )
+        if layout_only:
+            log.info("ingest --layout-only: the streams and buckets are in place")
+            return 0
         registry = CollectorRegistry()
         ingest = Ingest(
             nc, js, IngestMetrics(registry), token=token, settings=settings_from(args), workers=workers

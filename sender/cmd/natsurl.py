@@ -8,12 +8,14 @@ copied from its output. It writes the file when NATS is up and removes it when i
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
+from hookline.sender.bus.connection import CREDS_ENV, TLS_CA_ENV, BusAuth
 from hookline.sender.model.config import DEFAULT_NATS_URL, NATS_URL_ENV
 
 DEV_STATE_DIR = ".hookline-dev"  # hookline dev's default --state-dir, relative to where it runs
@@ -70,3 +72,32 @@ def cli_nats_url(
         )
         return url
     return DEFAULT_NATS_URL
+
+
+def add_nats_auth_arguments(parser: argparse.ArgumentParser) -> None:
+    """--nats-creds and --nats-ca: paths of mounted files, never the credentials themselves."""
+    parser.add_argument(
+        "--nats-creds",
+        metavar="FILE",
+        help=f"NATS user credentials (.creds: JWT and seed; default: env {CREDS_ENV}; none: anonymous)",
+    )
+    parser.add_argument(
+        "--nats-ca",
+        metavar="FILE",
+        help=f"CA bundle that signed the NATS server's TLS certificate (env {TLS_CA_ENV})",
+    )
+
+
+def nats_auth_of(
+    args: argparse.Namespace,
+    *,
+    creds_file: str | None = None,
+    tls_ca_file: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> BusAuth:
+    """Flags, then the given defaults (a config's), then the env vars."""
+    return BusAuth.from_env(
+        environ,
+        creds_file=getattr(args, "nats_creds", None) or creds_file,
+        tls_ca_file=getattr(args, "nats_ca", None) or tls_ca_file,
+    )

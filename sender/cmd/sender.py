@@ -11,17 +11,18 @@ import argparse
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
+from hookline.sender.bus.natsperms import inbox_prefix
+from hookline.sender.cmd.natsurl import add_nats_auth_arguments, nats_auth_of
+from hookline.sender.delivery.credfiles import CredentialFileError, read_credentials
 from hookline.sender.delivery.engine import Engine
 from hookline.sender.delivery.settings import DEFAULT_ENGINE_SETTINGS, EngineSettings
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams, start_engine
 from hookline.sender.model.config import ConfigError, SenderConfig, load_sender_config
-from hookline.sender.model.signing import parse_secret
 from hookline.sender.observe.health import (
     add_health_routes,
     parse_listen,
@@ -39,22 +40,6 @@ log = logging.getLogger("hookline.sender")
 
 class StartupError(Exception):
     """Something the user has to fix before the sender can run; the message says what."""
-
-
-def read_signing_key(path: str | None) -> bytes | None:
-    """The HMAC key from the mounted Secret file; errors name the file, never its content."""
-    if not path:
-        return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StartupError(
-            f"cannot read signingSecretFile {path}: {exc.strerror or exc}; check the Secret is mounted"
-        ) from None
-    try:
-        return parse_secret(text.strip())
-    except ValueError as exc:
-        raise StartupError(f"signingSecretFile {path}: {exc}") from None
 
 
 @dataclass
@@ -95,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="sender config (YAML or JSON)")
     parser.add_argument("--listen", help="HOST:PORT for /metrics, /healthz, /readyz (default: config)")
     parser.add_argument("--nats-url", help="NATS URL (default: the config's nats.url)")
+    add_nats_auth_arguments(parser)
     add_log_format_argument(parser)
 
 
@@ -103,20 +89,30 @@ async def serve(cfg: SenderConfig, args: argparse.Namespace, stop: asyncio.Event
     policy = EgressPolicy.from_cli(
         [*cfg.allow_networks, *args.allow_network], True if cfg.allow_http else args.allow_http
     )
-    key = read_signing_key(cfg.signing_secret_file)
+    try:  # signing keys, secret header values, spec.tls: from the mounted Secret files
+        key = read_credentials(cfg)
+    except CredentialFileError as exc:
+        raise StartupError(str(exc)) from None
     registry = CollectorRegistry()
     metrics = SenderMetrics(registry)
     name = f"{cfg.webhook.namespace}/{cfg.webhook.name}"
     closed = asyncio.Event()
+    auth = nats_auth_of(args, creds_file=cfg.nats.creds_file, tls_ca_file=cfg.nats.tls_ca_file).with_inbox(
+        inbox_prefix(cfg.nats.consumer)
+    )
     nc = await bus.connect(
-        args.nats_url or cfg.nats.url, name=f"hookline-sender {name}", on_closed=closed.set
+        args.nats_url or cfg.nats.url, name=f"hookline-sender {name}", on_closed=closed.set, auth=auth
     )
     # The engine stops on SIGTERM, or when the connection is closed for good (the pod is restarted).
     done = asyncio.Event()
     watcher = asyncio.create_task(_set_when_any(done, stop, closed))
-    supervisor = Supervisor(nc, policy, metrics)
+    # Least-privilege credentials: the operator makes the streams and the consumer (natsperms.py).
+    least_privilege = auth.creds_file is not None
+    settings = EngineSettings(manage_consumer=not least_privilege)
+    supervisor = Supervisor(nc, policy, metrics, settings=settings)
     try:
-        await prepare_streams(nc, record_attempts=cfg.record_attempts)
+        if not least_privilege:
+            await prepare_streams(nc, record_attempts=cfg.record_attempts)
         # The same runtime as a pool replica's and dev mode's, with one Webhook in it.
         supervisor.apply(cfg, key)
         app = web.Application()

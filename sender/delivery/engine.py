@@ -58,6 +58,7 @@ from hookline.sender.delivery.reporting import AttemptReporter
 from hookline.sender.delivery.settings import DEFAULT_ENGINE_SETTINGS, EngineSettings
 from hookline.sender.delivery.settlement import Carried, Settlement, settle
 from hookline.sender.delivery.watch import ConsumerWatch
+from hookline.sender.model.credentials import Credentials
 from hookline.sender.model.events import Event, EventError
 from hookline.sender.model.outcomes import AttemptOutcome
 from hookline.sender.model.request import Delivery
@@ -81,7 +82,7 @@ class Engine:
         client: SafeHTTPClient,
         metrics: WebhookMetrics,
         *,
-        signing_key: bytes | None = None,
+        signing_key: Credentials | bytes | None = None,
         namespace: str = "default",
         name: str = "",
         replicas: int = 1,
@@ -143,6 +144,7 @@ class Engine:
             namespace=namespace,
             disable_after=limits.disable_after,
             on_change=self._wake_watch,
+            record_on_consumer=settings.manage_consumer,
         )
         # Messages in hand: one per worker, or with batches every worker's batch and one being assembled.
         self.assembler: BatchAssembler | None = None

@@ -40,8 +40,10 @@ class GoneSwitch:
         namespace: str,
         disable_after: str | None,
         on_change: Callable[[], None],
+        record_on_consumer: bool = True,
     ) -> None:
         self.js = js
+        self.record_on_consumer = record_on_consumer  # False: least-privilege credentials (natsperms)
         self.consumer = consumer
         self.metrics = metrics
         self.url = url
@@ -85,6 +87,8 @@ class GoneSwitch:
         await self.record()
 
     async def record(self) -> None:
+        if not self.record_on_consumer:  # may not update its consumer: the health report carries it
+            return
         try:
             await bus.mark_gone(self.js, self.consumer, self.state)
         except Exception as exc:  # the watcher tries again

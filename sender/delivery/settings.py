@@ -34,6 +34,10 @@ class EngineSettings:
     # The consumer is looked at this often (pending events, a stop or resume made elsewhere, a lost
     # consumer); a pull answered "409 Consumer Deleted" or a stop of this engine looks at once.
     watch_interval_seconds: float = 5.0
+    # False for a sender with least-privilege NATS credentials (natsperms.sender_permissions): it waits
+    # for the operator to make its consumer, neither makes nor remakes it, pays no recovery debt, and
+    # keeps a 410 stop in its health report instead of the consumer's metadata.
+    manage_consumer: bool = True
 
 
 DEFAULT_ENGINE_SETTINGS = EngineSettings()

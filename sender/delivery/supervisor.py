@@ -24,9 +24,11 @@ from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.delivery.engine import Engine
 from hookline.sender.delivery.settings import DEFAULT_ENGINE_SETTINGS, EngineSettings
 from hookline.sender.model.config import SenderConfig
+from hookline.sender.model.credentials import Credentials, as_credentials
 from hookline.sender.observe.metrics import SenderMetrics
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.egress import EgressPolicy
+from hookline.sender.transport.tlsmaterial import client_tls_context
 
 log = logging.getLogger("hookline.sender.delivery.supervisor")
 
@@ -43,7 +45,7 @@ class Wanted:
     """What one Webhook's engine should run with (equal values: nothing to do)."""
 
     cfg: SenderConfig
-    signing_key: bytes | None
+    signing_key: Credentials | bytes | None  # the Webhook's credentials (bytes: one HMAC key, as before)
 
 
 async def start_engine(
@@ -51,7 +53,7 @@ async def start_engine(
     cfg: SenderConfig,
     policy: EgressPolicy,
     metrics: SenderMetrics,
-    signing_key: bytes | None,
+    signing_key: Credentials | bytes | None,
     *,
     label: str = "",
     settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
@@ -59,9 +61,14 @@ async def start_engine(
     """One Webhook's engine and its own HTTP client (sized to its maxInFlight), its consumer made or
     brought up to date first. The shared streams are the host's to make (`prepare_streams`)."""
     js = nc.jetstream()
-    await bus.ensure_consumer(js, cfg)
+    if settings.manage_consumer:
+        await bus.ensure_consumer(js, cfg)
+    else:  # the operator makes it; not there yet: the supervisor tries again
+        await js.consumer_info(cfg.nats.stream, cfg.nats.consumer)
     spec = cfg.spec
-    client = await SafeHTTPClient(policy, limit=spec.delivery.max_in_flight).start()
+    creds = as_credentials(signing_key)
+    tls = client_tls_context(creds.tls if creds else None)  # spec.tls: client certificate, extra CAs
+    client = await SafeHTTPClient(policy, limit=spec.delivery.max_in_flight, ssl=tls).start()
     attempt_log = None
     if cfg.record_attempts:
         attempt_log = AttemptLog(nc, js, cfg.webhook.namespace, cfg.webhook.name)
@@ -72,13 +79,13 @@ async def start_engine(
         spec,
         client,
         metrics.bind(cfg.webhook.namespace, cfg.webhook.name, spec.database),
-        signing_key=signing_key,
+        signing_key=creds,
         namespace=cfg.webhook.namespace,
         name=cfg.webhook.name,
         replicas=cfg.replicas,
         max_age_seconds=cfg.max_age_seconds,
         label=label or f"{cfg.webhook.namespace}/{cfg.webhook.name}",
-        consumer_spec=bus.consumer_spec(cfg),
+        consumer_spec=bus.consumer_spec(cfg) if settings.manage_consumer else None,
         attempt_log=attempt_log,
         settings=settings,
     )
@@ -135,7 +142,7 @@ class Supervisor:
 
     # --- what the host wants ---------------------------------------------------------------------
 
-    def apply(self, cfg: SenderConfig, signing_key: bytes | None) -> str:
+    def apply(self, cfg: SenderConfig, signing_key: Credentials | bytes | None) -> str:
         """Run this Webhook's engine with `cfg`: 'added', 'updated' or 'unchanged'."""
         wanted = Wanted(cfg, signing_key)
         consumer = cfg.nats.consumer

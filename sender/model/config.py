@@ -51,6 +51,16 @@ class NatsSettings(CamelModel):
     consumer: Annotated[str, Field(min_length=1)]
     # The consumer's replicas; 0: as many as the stream (the operator sets it from HOOKLINE_NATS_REPLICAS).
     replicas: Annotated[int, Field(ge=0, le=5)] = 0
+    # Paths of mounted files (the operator's Secret of this Webhook's NATS user; the CA of a TLS NATS):
+    # never the credentials themselves. With credentials the sender runs least-privileged.
+    creds_file: str | None = None
+    tls_ca_file: str | None = None
+
+
+class TLSFiles(CamelModel):
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
 
 
 class SenderConfig(CamelModel):
@@ -58,6 +68,11 @@ class SenderConfig(CamelModel):
     spec: WebhookSpec
     nats: NatsSettings
     signing_secret_file: str | None = None
+    # Mounted Secret files, never their content (sender/delivery/credfiles.py): every live signing key of
+    # spec.signing.secretRefs/generate, each spec.secretHeaders value by header name, spec.tls.
+    signing_secret_files: list[str] | None = None
+    secret_header_files: dict[str, str] | None = None
+    tls_files: TLSFiles | None = None
     listen: str = DEFAULT_LISTEN
     allow_networks: list[str] = Field(default_factory=list)
     allow_http: bool = False

@@ -1,0 +1,116 @@
+"""A real nats-server in the chart's auth mode: accounts and users minted by hookline's own code
+(AuthKeys), the server config the way the chart renders it (its nats-server.conf including the
+auth.conf the operator writes into the auth Secret), and clients that collect the server's refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.subscription import Subscription
+
+from hookline.sender.bus.natsaccounts import SERVER_CONFIG_FILE, AuthKeys
+from hookline.sender.bus.natsperms import SenderIdentity, inbox_prefix
+from hookline.sender.bus.natsserver import EmbeddedNats
+from hookline.sender.model.config import consumer_name
+
+# What the chart's ConfigMap holds besides its jetstream block: the accounts from the Secret's file.
+CHART_INCLUDE = f"include ./auth/{SERVER_CONFIG_FILE}\n"
+
+
+@dataclass
+class AuthedNats:
+    """The server, its keys, the component credentials' files and a folder for more."""
+
+    server: EmbeddedNats
+    keys: AuthKeys
+    folder: Path
+    creds: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def sender_creds(self, namespace: str, name: str, uid: str = "uid-1") -> tuple[SenderIdentity, Path]:
+        who = SenderIdentity(namespace, name, consumer_name(namespace, name))
+        path = self.folder / f"sender-{namespace}-{name}.creds"
+        path.write_text(self.keys.sender_creds(who, uid))
+        return who, path
+
+    def log(self) -> str:
+        return (self.folder / "nats.log").read_text(errors="replace")
+
+
+def start_authed_nats(folder: Path, server_conf: str | None = None) -> AuthedNats:
+    """`server_conf`: the chart-rendered nats-server.conf (default: just the include)."""
+    keys = AuthKeys.generate()
+    (folder / "auth").mkdir(parents=True, exist_ok=True)
+    (folder / "auth" / SERVER_CONFIG_FILE).write_text(keys.server_config(str(folder / "jwt")))
+    config = folder / "nats-server.conf"
+    config.write_text(server_conf or CHART_INCLUDE)
+    creds: dict[str, Path] = {}
+    for file, text in keys.component_creds().items():
+        path = folder / file
+        path.write_text(text)
+        creds[file.removesuffix(".creds")] = path
+    server = EmbeddedNats(folder / "store", config_file=config, log_file=folder / "nats.log").start()
+    return AuthedNats(server, keys, folder, creds)
+
+
+class Client:
+    """A connection that records the server's permission refusals (nats-py reports them to error_cb)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.reported = asyncio.Event()
+        self.nc: Any = None
+
+    async def connect(self, url: str, creds: Path | None, inbox: str | None = None) -> Client:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
+            self.reported.set()
+
+        options: dict[str, Any] = {}
+        if creds is not None:
+            options["user_credentials"] = str(creds)
+        if inbox:
+            options["inbox_prefix"] = inbox_prefix(inbox)
+        self.nc = await nats.connect(
+            url,
+            error_cb=on_error,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=3,
+            **options,
+        )
+        return self
+
+    async def refused(self, what: str, action: Callable[[], Awaitable[Any]], within: float = 3.0) -> str:
+        """Run `action`; it must fail (an error, or no answer) AND the server must report a permissions
+        violation for it. Returns that report."""
+        before = len(self.errors)
+        succeeded = False
+        with contextlib.suppress(Exception):
+            result = await asyncio.wait_for(action(), within)
+            # A core publish or a subscription gets no answer: the server's report is the refusal.
+            succeeded = result is not None and not isinstance(result, Subscription)
+        await self.nc.flush(timeout=within)
+        if len(self.errors) == before:
+            self.reported.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reported.wait(), within)
+        reports = [e for e in self.errors[before:] if "permissions violation" in e.lower()]
+        assert reports, (
+            f"{what}: not refused by the server (succeeded={succeeded}, errors={self.errors[before:]})"
+        )
+        assert not succeeded, f"{what}: the operation succeeded"
+        return reports[0]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.close()
