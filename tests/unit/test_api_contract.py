@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 
 from hookline import api
 from hookline.api import domain as domain_api
+from hookline.api import policy as policy_api
 from hookline.operator.rules import delivery, status, verification
 from hookline.operator.rules.webhooktest import failed, outcome_of_response
 from hookline.sender.model.outcomes import GoneState
@@ -40,6 +41,7 @@ def schema_of(name: str) -> dict[str, Any]:
 WEBHOOK = schema_of("webhooks.hookline.io")
 WEBHOOKTEST = schema_of("webhooktests.hookline.io")
 DOMAIN = schema_of("webhookdomains.hookline.io")
+POLICY = schema_of("webhookpolicies.hookline.io")
 
 PAIRS = [
     ("Webhook.spec", api.WebhookSpec, WEBHOOK["properties"]["spec"]),
@@ -48,6 +50,8 @@ PAIRS = [
     ("WebhookTest.status", api.WebhookTestStatus, WEBHOOKTEST["properties"]["status"]),
     ("WebhookDomain.spec", domain_api.WebhookDomainSpec, DOMAIN["properties"]["spec"]),
     ("WebhookDomain.status", domain_api.DomainStatus, DOMAIN["properties"]["status"]),
+    ("WebhookPolicy.spec", policy_api.WebhookPolicySpec, POLICY["properties"]["spec"]),
+    ("WebhookPolicy.status", policy_api.WebhookPolicyStatus, POLICY["properties"]["status"]),
 ]
 OPENAPI_TYPE = {
     str: "string",
