@@ -150,7 +150,9 @@ def load_manifests(directory: str | Path, *, receiver: str | None = None) -> Man
             raise ManifestError(f"{label}: {exc}") from None
         secret = None
         if spec.signing is not None:
-            ref = spec.signing.secret_ref
+            if not spec.signing.refs():
+                raise ManifestError(f"{label}: spec.signing.generate needs the operator; name a secretRef")
+            ref = spec.signing.refs()[0]  # dev mode signs with the first key (HMAC) only
             values = secrets.get((namespace, ref.name))
             if values is None:
                 raise ManifestError(

@@ -28,10 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hookline.api import WebhookSpec
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.pools import PoolDirectory
+from hookline.operator.adapters.proofs import OwnershipMemory
 from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.rules.credmounts import referenced_names
 from hookline.operator.rules.delivery import WriteState
 from hookline.operator.rules.placement import Place
 from hookline.operator.rules.status import BusProblem
@@ -40,6 +43,7 @@ from hookline.sender.bus.poolproto import PoolKey, Roster
 from hookline.sender.model.deliveryhealth import HealthReport
 from hookline.sender.transport import ownership
 from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.dnsproof import TxtResolver
 
 WebhookKey = tuple[str, str]
 """(namespace, name) of a Webhook (or of a WebhookTest in ``tests``)."""
@@ -104,6 +108,34 @@ class PoolMemory:
 
 
 @dataclass
+class CredentialMemory:
+    """Which Secrets (and CA ConfigMaps) each Webhook reads, so the Secret watch wakes only those
+    Webhooks, and each Webhook's status.signing, the source of the JWKS endpoint."""
+
+    by_object: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (ns, name) -> Webhooks
+    named: dict[WebhookKey, set[str]] = field(default_factory=dict)
+    public: dict[WebhookKey, dict[str, Any]] = field(default_factory=dict)
+
+    def watch(self, namespace: str, webhook: str, spec: WebhookSpec) -> None:
+        self.forget((namespace, webhook))
+        names = referenced_names(webhook, spec)
+        self.named[(namespace, webhook)] = names
+        for name in names:
+            self.by_object.setdefault((namespace, name), set()).add(webhook)
+
+    def webhooks_reading(self, namespace: str, name: str) -> set[str]:
+        return set(self.by_object.get((namespace, name), ()))
+
+    def forget(self, key: WebhookKey) -> None:
+        for name in self.named.pop(key, ()):
+            readers = self.by_object.get((key[0], name))
+            if readers is not None:
+                readers.discard(key[1])
+                if not readers:
+                    del self.by_object[(key[0], name)]
+
+
+@dataclass
 class TestMemory:
     """Finished WebhookTests and when they finished, for the one expiry loop."""
 
@@ -125,15 +157,22 @@ class Runtime:
     delivery: DeliveryMemory = field(default_factory=DeliveryMemory)
     pools: PoolMemory = field(default_factory=PoolMemory)
     tests: TestMemory = field(default_factory=TestMemory)
+    credentials: CredentialMemory = field(default_factory=CredentialMemory)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    ownership: OwnershipMemory = field(default_factory=OwnershipMemory)
     directory: PoolDirectory = field(init=False)
+    dns: TxtResolver = field(init=False)  # DNS TXT proofs, through config.dns_nameservers
 
     def __post_init__(self) -> None:
         self.directory = PoolDirectory(self.consumers, self.pool_key)
         self.metrics.pool_replicas.reports = self.pools.reports
+        self.dns = TxtResolver(self.config.dns_nameservers, timeout=self.config.dns_timeout)
 
     def forget(self, key: WebhookKey) -> None:
         """A Webhook was deleted: nothing of it is kept."""
+        self.ownership.forget_webhook(*key)
+        self.credentials.forget(key)
+        self.credentials.public.pop(key, None)
         for table in (
             self.senders.seen,
             self.senders.bus_problems,

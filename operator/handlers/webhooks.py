@@ -38,7 +38,7 @@ from hookline.api import (
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.consumers import ConsumerError
 from hookline.operator.adapters.pools import pool_entry
-from hookline.operator.adapters.secrets import signing_key
+from hookline.operator.handlers.credentials import gather_credentials
 from hookline.operator.handlers.events import post, write_conditions
 from hookline.operator.rules import desired, reconcile, verification
 from hookline.operator.rules.placement import assigned_replica, placement, pool_place
@@ -115,7 +115,7 @@ async def _reconcile(
         _write(body, status, patch, checked.write, facts.generation)
         _raise(checked.retry)
     # 3. The sender of a verified Webhook.
-    engine = await _gather_engine(rt, facts)
+    engine = await _gather_engine(rt, facts, body, patch)
     plan = reconcile.sender_plan(
         facts,
         engine,
@@ -152,14 +152,18 @@ def _gather(rt: Runtime, body: kopf.Body, raw_spec: kopf.Spec, status: kopf.Stat
     )
 
 
-async def _gather_engine(rt: Runtime, facts: Facts) -> EngineFacts:
+async def _gather_engine(rt: Runtime, facts: Facts, body: kopf.Body, patch: kopf.Patch) -> EngineFacts:
     """Make the consumer; for a pooled Webhook read its signing key, seal its entry and find its
     replica. The first thing that fails ends the gathering: the plan holds the sender back."""
     assert facts.spec is not None
     key = (facts.namespace, facts.name)
     cfg = desired.sender_config(facts.namespace, facts.name, facts.spec, rt.config)
     place = placement(facts.spec, rt.config)
-    engine = EngineFacts(cfg, place, place=_pool_place(rt, key, facts.status))
+    creds = await gather_credentials(rt, facts, body)  # generate, read, status.signing
+    shown = {k: v for k, v in creds.status.items() if v is not None}
+    if shown != dict(facts.status.get("signing") or {}):
+        patch.status["signing"] = creds.status or None
+    engine = EngineFacts(cfg, place, place=_pool_place(rt, key, facts.status), secrets_digest=creds.digest)
     try:
         await rt.consumers.ensure(cfg)
     except ConsumerError as exc:
@@ -168,7 +172,9 @@ async def _gather_engine(rt: Runtime, facts: Facts) -> EngineFacts:
         return engine
     assert place.pool is not None
     try:
-        secret = await signing_key(rt.api, facts.namespace, facts.spec)
+        if creds.problem is not None:
+            raise LookupError(creds.problem)
+        secret = creds.credentials
         uid = str((facts.owner.get("metadata") or {}).get("uid") or "")
         entry = pool_entry(cfg, secret, rt.pool_key, uid=uid).to_bytes()
     except (LookupError, ValueError) as exc:

@@ -32,6 +32,7 @@ from hookline.sender.model.events import EventError
 from hookline.sender.model.request import Delivery
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.errors import BlockedDestination, SafeHTTPError
+from hookline.sender.transport.tlsmaterial import client_tls_context
 from hookline.timestamps import rfc3339
 
 
@@ -94,7 +95,7 @@ async def run_test(
     except (EventError, ValueError) as exc:
         return failed("InvalidData", f"spec.data is not a valid {test_spec.get('event')} event: {exc}")
     try:
-        key = await signing_key(api, namespace, spec)
+        key = await signing_key(api, namespace, spec, name)
     except LookupError as exc:
         return failed("SecretUnavailable", str(exc))
     delivery = Delivery(spec, key)
@@ -105,21 +106,29 @@ async def run_test(
     else:
         sent_id, body, headers = delivery.build_batch(batch, now)
     sent_at = rfc3339()
+    client = http
     try:
-        response = await http.request(
+        if key is not None and key.tls is not None:  # spec.tls: a client of this Webhook's own
+            client = await SafeHTTPClient(http.policy, ssl=client_tls_context(key.tls)).start()
+        response = await client.request(
             "POST", spec.url, data=body, headers=headers, timeout=min(delivery.timeout, max_timeout)
         )
+    except ValueError as exc:
+        return failed("SecretUnavailable", str(exc))
     except BlockedDestination as exc:
         return failed("Blocked", str(exc), sentAt=sent_at, eventId=sent_id)
     except SafeHTTPError as exc:
         message = f"{exc}; check that the receiver is up"
         return failed("RequestFailed", message, sentAt=sent_at, eventId=sent_id)
+    finally:
+        if client is not http:
+            await client.close()
     outcome = outcome_of_response(
         response.status,
         response.elapsed,
         response.body,
         sent_at=sent_at,
         event_id=sent_id,
-        signed=key is not None,
+        signed=bool(key and key.keys),
     )
     return described(outcome, count, filled)

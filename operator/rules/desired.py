@@ -30,14 +30,15 @@ from hookline.api import (
     WEBHOOK_LABEL,
     WebhookSpec,
 )
+from hookline.operator.rules.credmounts import SIGNING_DIR as SIGNING_DIR
+from hookline.operator.rules.credmounts import credential_mounts
 from hookline.operator.settings import OperatorConfig
-from hookline.sender.model.config import SenderConfig
+from hookline.sender.model.config import SenderConfig, parse_sender_config
 from hookline.sender.observe.logs import LOG_FORMAT_ENV
 
 SENDER_PORT = 8081
 CONFIG_DIR = "/etc/hookline"
 CONFIG_FILE = "sender.yaml"
-SIGNING_DIR = "/var/run/secrets/hookline/signing"
 MANAGED_BY = "hookline-operator"
 SELECTOR_LABELS = {
     "app.kubernetes.io/name": "hookline",
@@ -80,19 +81,20 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
 
 def sender_config(namespace: str, name: str, spec: WebhookSpec, config: OperatorConfig) -> SenderConfig:
     """The config of a Webhook's sender as this installation runs it (a pool entry starts from it)."""
-    return SenderConfig.for_webhook(
+    cfg = SenderConfig.for_webhook(
         namespace,
         name,
         spec,
         nats_url=config.sender_nats_url,
         nats_replicas=config.nats_replicas,
-        signing_secret_file=f"{SIGNING_DIR}/{spec.signing.secret_ref.key}" if spec.signing else None,
         listen=f"0.0.0.0:{SENDER_PORT}",
         allow_networks=[str(n) for n in config.egress.allow_networks],
         allow_http=config.egress.allow_http,
         # The rate limit is split across replicas; a paused Webhook keeps its configured count.
         replicas=max(1, spec.sender.replicas),
     )
+    files = credential_mounts(name, spec).config  # the mounted Secret files' paths (rules/credmounts.py)
+    return parse_sender_config({**cfg.to_document(), **files}) if files else cfg
 
 
 def render_config(cfg: SenderConfig) -> str:
@@ -170,19 +172,9 @@ def deployment(
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if spec.signing:
-        ref = spec.signing.secret_ref
-        volumes.append(
-            {
-                "name": "signing",
-                "secret": {
-                    "secretName": ref.name,
-                    "items": [{"key": ref.key, "path": ref.key}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
-        mounts.append({"name": "signing", "mountPath": SIGNING_DIR, "readOnly": True})
+    creds = credential_mounts(name, spec)  # signing keys, secret headers, spec.tls: Secret volumes
+    volumes += creds.volumes
+    mounts += creds.mounts
     probe = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
     container: dict[str, Any] = {
         "name": "sender",

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from hookline.api import Condition, ReadyReason, SenderMode, WebhookSpec
 from hookline.operator.rules import delivery, desired, verification
+from hookline.operator.rules.domains import DomainEntry
 from hookline.operator.rules.placement import (
     Place,
     Placement,
@@ -65,6 +66,7 @@ class Facts:
     token_is_new: bool = False
     place: Place | None = None  # where its pool engine runs: the operator's memory, else status
     bus_problem: BusProblem | None = None  # why its consumer could not be made, on an earlier pass
+    domain: DomainEntry | None = None  # the verified WebhookDomain of its namespace covering spec.url
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class EngineFacts:
     entry_problem: BusProblem | None = None
     replica: int | None = None  # the pool replica that serves it (None: the pool has no replicas)
     running: bool = False  # that replica's roster says it runs the engine
+    # A digest of the Secrets the Webhook reads (adapters/secrets.py): in a dedicated sender's config
+    # hash, so a changed Secret rolls its pods (they drain first) within seconds of the Secret watch.
+    secrets_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,11 +188,20 @@ def intake(facts: Facts) -> Intake:
     current = dict(facts.status.get("verification") or {})
     if facts.token_is_new or any(current.get(k) != v for k, v in info.items()):
         parts["verification"] = dict(info)
-    pending = (verification.pending_condition(facts.token, spec.url),) if facts.token_is_new else ()
+    method = spec.verification.method
+    pending = (verification.pending_condition(facts.token, spec.url, method),) if facts.token_is_new else ()
     write = WebhookWrite(desired.labels_patch(facts.labels, spec), parts, pending)
-    if verification.is_verified_for(facts.status, spec.url):
+    if verification.is_verified_for(facts.status, spec.url) and _proof_stands(facts, current):
         return Intake(write)
     return Intake(write, hold=_hold(facts), check_due=True)
+
+
+def _proof_stands(facts: Facts, current: Mapping[str, Any]) -> bool:
+    """A Webhook proven by a domain stays proven while that domain covers it verified; one proven by
+    its own file or record stays so until the re-check loop says it lapsed."""
+    if current.get("method") != "Domain":
+        return True
+    return facts.domain is not None and facts.domain.name == current.get("record")
 
 
 def _hold(facts: Facts) -> Hold | None:
@@ -218,13 +232,14 @@ def checked(
     checks = verification.checks_so_far(facts.status, url) + 1
     delay = None if result.verified else verification.check_delay(checks, schedule)
     next_at = None if delay is None else rfc3339(now + timedelta(seconds=delay))
+    lapsed = not result.verified and verification.was_verified_for(facts.status, url)
+    lapsed_at = (facts.status.get("verification") or {}).get("lapsedAt") or rfc3339(now) if lapsed else None
     fields = verification.result_fields(
-        result, url=url, now=rfc3339(now), checks=checks, next_check_at=next_at
+        result, url=url, now=rfc3339(now), checks=checks, next_check_at=next_at, lapsed_at=lapsed_at
     )
     ready = _ready(facts.spec, result.verified, sender, facts.bus_problem)
-    write = WebhookWrite(
-        status={"verification": fields}, conditions=(verification.verified_condition(result, delay), ready)
-    )
+    verified = verification.verified_condition(result, delay, lapsed=lapsed)
+    write = WebhookWrite(status={"verification": fields}, conditions=(verified, ready))
     # Kopf's only way to run a handler again later; settings.QuietVerificationRetries keeps this
     # expected state out of the ERROR log and the Events.
     retry = None if delay is None else Retry(f"{NOT_VERIFIED_YET} ({result.reason})", delay)
@@ -241,23 +256,26 @@ def sender_plan(
     config: OperatorConfig,
     sender: Mapping[str, Any],
     verified_url: str | None,
+    proof: Mapping[str, Any] | None = None,
 ) -> SenderPlan:
     """The sender of a verified Webhook: where it runs, what exists for it, what status says.
 
-    ``sender`` is status.sender as this pass has it so far (the intake may have held the sender).
+    ``sender`` is status.sender as this pass has it so far (the intake may have held the sender);
+    ``proof`` status.verification so far (what proved it: the Verified condition says so).
     """
+    proof = dict(proof or {"verifiedURL": verified_url})
     if engine.consumer_problem is not None:
         return held_back(facts, engine.consumer_problem, sender=sender, timing=config.reconcile)
     if engine.placement.mode == SenderMode.POOL:
-        return _pool_plan(facts, engine, config=config, sender=sender, verified_url=verified_url)
+        return _pool_plan(facts, engine, config=config, sender=sender, proof=proof)
     assert facts.spec is not None
     spec = facts.spec
     rendered = desired.render_config(engine.config)
-    digest = desired.config_hash(rendered)
+    digest = desired.config_hash(rendered + engine.secrets_digest)
     want = desired.deployment(facts.owner, spec, digest, config)
     part = dedicated_sender_status(want["metadata"]["name"], desired.desired_replicas(spec), digest)
     return SenderPlan(
-        _running(facts, part, verified_url),
+        _running(facts, part, proof),
         pool_step=None if engine.place is None else PoolRemove(engine.config.nats.consumer, engine.place),
         objects=(
             ApplyObject("ConfigMap", desired.config_map(facts.owner, rendered)),
@@ -272,7 +290,7 @@ def _pool_plan(
     *,
     config: OperatorConfig,
     sender: Mapping[str, Any],
-    verified_url: str | None,
+    proof: Mapping[str, Any],
 ) -> SenderPlan:
     """A pooled Webhook: its entry in HOOKLINE_POOLS, assigned to a replica; no Deployment."""
     assert facts.spec is not None and engine.placement.pool is not None
@@ -300,15 +318,15 @@ def _pool_plan(
         part = pool_sender_status(pool, engine.replica, running=engine.running, config_hash=digest)
     had_deployment = (facts.status.get("sender") or {}).get("deployment")
     objects = (RemoveSender(facts.namespace, facts.name),) if had_deployment else ()
-    return SenderPlan(_running(facts, part, verified_url), pool_step=step, objects=objects)
+    return SenderPlan(_running(facts, part, proof), pool_step=step, objects=objects)
 
 
-def _running(facts: Facts, part: dict[str, Any], verified_url: str | None) -> WebhookWrite:
+def _running(facts: Facts, part: dict[str, Any], proof: Mapping[str, Any]) -> WebhookWrite:
     """status.sender becomes ``part``; Verified and Ready say so (the consumer exists: no bus problem)."""
     assert facts.spec is not None
     after = {**(facts.status.get("sender") or {}), **part}
     ready = _ready(facts.spec, True, after, None)
-    return WebhookWrite(status={"sender": part}, conditions=(verification.verified_at(verified_url), ready))
+    return WebhookWrite(status={"sender": part}, conditions=(verification.verified_by(proof), ready))
 
 
 def held_back(

@@ -16,8 +16,12 @@ import hashlib
 from collections.abc import Sequence
 
 from hookline.api import Batch, WebhookSpec
+from hookline.api.credentials import SigningScheme
+from hookline.sender.model.credentials import Credentials, as_credentials
 from hookline.sender.model.events import Event
+from hookline.sender.model.httpsig import signature_headers
 from hookline.sender.model.signing import request_headers
+from hookline.sender.model.signingkeys import sign_standard
 from hookline.sender.model.wire import content_type_of, join_batch, render_batch_part, render_event
 
 __all__ = ["BATCH_ID_PREFIX", "Delivery", "batch_id"]
@@ -32,22 +36,40 @@ def batch_id(event_ids: Sequence[str]) -> str:
 
 
 class Delivery:
-    """Everything about one Webhook's requests that is fixed: URL, format, headers, key, timeout."""
+    """Everything about one Webhook's requests that is fixed: URL, format, headers, keys, timeout.
 
-    def __init__(self, spec: WebhookSpec, signing_key: bytes | None) -> None:
+    ``credentials`` are the Webhook's signing keys and secret header values (or, as before, one HMAC
+    key as bytes); every live key signs every request, in the scheme ``spec.signing.scheme`` names.
+    """
+
+    def __init__(self, spec: WebhookSpec, credentials: Credentials | bytes | None) -> None:
+        creds = as_credentials(credentials)
         self.url = spec.url
         self.format = spec.format
-        self.extra_headers = dict(spec.headers)
-        self.key = signing_key
+        self.extra_headers = {**spec.headers, **dict(creds.headers if creds else ())}
+        self.keys = creds.keys if creds else ()
+        self.http_signatures = bool(
+            spec.signing and spec.signing.scheme == SigningScheme.HTTP_MESSAGE_SIGNATURES
+        )
         self.timeout = float(spec.delivery.timeout_seconds)
         self.batch: Batch | None = spec.delivery.batch
         self.content_type = content_type_of(spec.format)
 
+    def _headers(self, ident: str, now: float, content_type: str, body: bytes) -> dict[str, str]:
+        timestamp = int(now)
+        headers = request_headers(ident, timestamp, content_type, body, None, self.extra_headers)
+        if not self.keys:
+            return headers
+        if self.http_signatures:
+            headers.update(signature_headers(self.keys, "POST", self.url, ident, timestamp, body))
+        else:
+            headers["webhook-signature"] = sign_standard(self.keys, ident, timestamp, body)
+        return headers
+
     def build(self, event: Event, now: float) -> tuple[bytes, dict[str, str]]:
         """One event per request (no batch): the body is the event, `webhook-id` its id."""
         content_type, body = render_event(event, self.format)
-        headers = request_headers(event.id, int(now), content_type, body, self.key, self.extra_headers)
-        return body, headers
+        return body, self._headers(event.id, now, content_type, body)
 
     def part(self, event: Event, index: int) -> bytes:
         """Event number `index` of a batch body, rendered (see wire.render_batch_part)."""
@@ -61,5 +83,4 @@ class Delivery:
             parts = [self.part(event, index) for index, event in enumerate(events)]
         body = join_batch(list(parts), self.format)
         ident = batch_id([event.id for event in events])
-        headers = request_headers(ident, int(now), self.content_type, body, self.key, self.extra_headers)
-        return ident, body, headers
+        return ident, body, self._headers(ident, now, self.content_type, body)

@@ -513,7 +513,7 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
         | grants("apps", ["deployments"], ["get", "list", "watch", "create", "patch", "update", "delete"])
         | grants("apps", ["statefulsets"], ["get", "list", "watch"])  # sender pools: replica counts
         | grants("", ["configmaps"], ["get", "list", "watch", "create", "patch", "update", "delete"])
-        | grants("", ["secrets"], ["get"])
+        | grants("", ["secrets"], ["get", "list", "watch", "create"])  # credentials, Secret watch, generate
         | grants("", ["events"], ["create", "patch"])
         | grants("events.k8s.io", ["events"], ["create", "patch"])
         | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"])

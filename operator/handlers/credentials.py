@@ -1,0 +1,49 @@
+"""The reconcile's credential step: make the key Secret ``signing.generate`` asks for, read every
+Secret the Webhook names, and say what status.signing shows. A dedicated sender mounts the Secrets
+itself; the operator reads them for the key ids, for the digest that rolls the sender when one of
+them changes, and for a pooled Webhook's sealed entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from hookline.api.credentials import generated_secret_name
+from hookline.operator.adapters.secrets import ensure_generated_key, read_credentials
+from hookline.operator.rules.reconcile import Facts
+from hookline.operator.rules.signingstatus import signing_status
+from hookline.operator.runtime import Runtime
+from hookline.sender.model.credentials import Credentials
+
+
+@dataclass(frozen=True)
+class Gathered:
+    credentials: Credentials | None
+    digest: str  # of the Secrets read ("" when none): part of a dedicated sender's config hash
+    problem: str | None  # why they cannot be read (the message names field, Secret and key)
+    status: dict[str, Any]  # status.signing
+
+
+async def gather_credentials(rt: Runtime, facts: Facts, body: kopf.Body) -> Gathered:
+    assert facts.spec is not None
+    spec = facts.spec
+    creds, digest, problem = None, "", None
+    try:
+        if await ensure_generated_key(rt.api, dict(body), spec):
+            kopf.info(
+                body,
+                reason="SigningKeyGenerated",
+                message=f"created Secret {generated_secret_name(facts.name)} with a new signing key",
+            )
+        creds, digest = await read_credentials(rt.api, facts.namespace, facts.name, spec)
+    except LookupError as exc:
+        problem = str(exc)
+    rt.credentials.watch(facts.namespace, facts.name, spec)
+    status = signing_status(facts.name, spec, creds, problem)
+    if status:
+        rt.credentials.public[(facts.namespace, facts.name)] = status
+    else:
+        rt.credentials.public.pop((facts.namespace, facts.name), None)
+    return Gathered(creds, digest, problem, status)
