@@ -26,11 +26,12 @@ from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters import login as operator_login
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.leases import LeaseAPI
-from hookline.operator.handlers import webhooks, webhooktests
-from hookline.operator.loops import expiry, health, poolsync, resumes
+from hookline.operator.handlers import ownership, webhooks, webhooktests
+from hookline.operator.loops import expiry, health, poolsync, recheck, resumes
 from hookline.operator.loops.leader import LeaderElector
 from hookline.operator.metrics import OperatorMetrics, leader_gauge
 from hookline.operator.rules.desired import MANAGED_BY
+from hookline.operator.rules.domains import PROOF_CHANGED_ANNOTATION
 from hookline.operator.runtime import Runtime, runtime_of
 from hookline.operator.settings import (
     OperatorConfig,
@@ -60,6 +61,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
     for cause in (on.create, on.resume):
         cause(*WEBHOOKS, id="reconcile", registry=registry)(webhooks.reconcile_webhook)
     on.update(*WEBHOOKS, id="reconcile", field="spec", registry=registry)(webhooks.reconcile_webhook)
+    # A proof that changed outside the reconcile (a WebhookDomain, a lapse found by loops/recheck.py).
+    proof_changed = ("metadata", "annotations", PROOF_CHANGED_ANNOTATION)
+    on.update(*WEBHOOKS, id="proof", field=proof_changed, registry=registry)(webhooks.reconcile_webhook)
+    kopf.index(*ownership.DOMAINS, id=ownership.DOMAIN_INDEX, registry=registry)(ownership.index_domain)
+    for cause in (on.create, on.resume):
+        cause(*ownership.DOMAINS, id="domain", registry=registry)(ownership.domain_reconcile)
+    on.update(*ownership.DOMAINS, id="domain", field="spec", registry=registry)(ownership.domain_reconcile)
+    on.event(*ownership.DOMAINS, id="domain-seen", registry=registry)(ownership.domain_seen)
     on.event(*WEBHOOKS, id="observe", registry=registry)(webhooks.webhook_seen)
     on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhooks.webhook_deleted)
     on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(webhooks.sender_observed)
@@ -85,6 +94,7 @@ async def start_background(memo: Any, **_: Any) -> None:
         (resumes.follow_resumes, "follow resume requests"),
         (poolsync.watch_pool_rosters, "watch pool rosters"),
         (poolsync.mirror_pool_senders, "mirror pool senders"),
+        (recheck.recheck_proofs, "re-check ownership proofs"),
     ):
         rt.background.append(asyncio.create_task(job(rt), name=name))
 

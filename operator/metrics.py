@@ -21,6 +21,8 @@ from hookline.api import CONDITION_ORDER as CONDITION_TYPES
 from hookline.api import ConditionType, DeliveringReason
 from hookline.sender.transport.ownership import REASONS
 
+PROOF_KINDS = ("Webhook", "WebhookDomain")
+
 CONDITION_STATUSES = ("True", "False", "Unknown")
 DELIVERING_REASONS = {str(r) for r in DeliveringReason}  # a bounded label: nothing else passes
 
@@ -166,6 +168,27 @@ class OperatorMetrics:
         )
         for reason in REASONS:
             self.checks.labels(reason=reason)
+        # Periodic re-verification (operator/loops/recheck.py); kind is Webhook or WebhookDomain.
+        self.recheck_failures = Counter(
+            "hookline_ownership_recheck_failures",
+            "Re-checks of a verified ownership proof (file, TXT record, WebhookDomain) that did not find it",
+            ["kind"],
+            registry=registry,
+        )
+        self.in_grace = Gauge(
+            "hookline_ownership_in_grace",
+            "Proofs whose re-checks fail, in their grace period: deliveries pause when it ends",
+            ["kind"],
+            registry=registry,
+        )
+        self.lapsed = Gauge(
+            "hookline_ownership_lapsed",
+            "Proofs that lapsed (Verified=False, OwnershipLapsed): their Webhooks' deliveries are paused",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in PROOF_KINDS:
+            self.recheck_failures.labels(kind=kind)
         self.status_writes = Counter(
             "hookline_delivery_status_writes",
             "status.delivery writes from the senders' health reports (bounded by the write budget)",

@@ -33,7 +33,7 @@ from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.pools import PoolDirectory
 from hookline.operator.adapters.proofs import OwnershipMemory
-from hookline.operator.metrics import OperatorMetrics
+from hookline.operator.metrics import PROOF_KINDS, OperatorMetrics
 from hookline.operator.rules.credmounts import referenced_names
 from hookline.operator.rules.delivery import WriteState
 from hookline.operator.rules.placement import Place
@@ -167,6 +167,9 @@ class Runtime:
         self.directory = PoolDirectory(self.consumers, self.pool_key)
         self.metrics.pool_replicas.reports = self.pools.reports
         self.dns = TxtResolver(self.config.dns_nameservers, timeout=self.config.dns_timeout)
+        for kind in PROOF_KINDS:  # read at scrape time
+            self.metrics.in_grace.labels(kind=kind).set_function(lambda k=kind: self.ownership.in_grace(k))
+            self.metrics.lapsed.labels(kind=kind).set_function(lambda k=kind: self.ownership.lapsed_count(k))
 
     def forget(self, key: WebhookKey) -> None:
         """A Webhook was deleted: nothing of it is kept."""

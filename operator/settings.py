@@ -18,7 +18,9 @@ import kopf
 
 from hookline import __version__
 from hookline.api import ANNOTATION_PREFIX, FINALIZER, SenderMode
+from hookline.durations import parse_duration
 from hookline.operator.rules.leadership import LeaseTiming
+from hookline.operator.rules.recheck import RecheckSchedule
 from hookline.operator.rules.senderpod import POD_TEMPLATE_ENV, SenderPodTemplate, parse_pod_template
 from hookline.sender.bus.attemptlog import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
@@ -113,6 +115,11 @@ class OperatorConfig:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     verification: VerificationSchedule = field(default_factory=VerificationSchedule)
     check_timeout: float = 10.0  # per verification location
+    # DNS TXT proofs: the resolvers asked (IP[:PORT]; empty: the system's), and the whole lookup's time.
+    dns_nameservers: tuple[str, ...] = ()
+    dns_timeout: float = 5.0
+    # Periodic re-verification of every proof (chart values verification.*).
+    recheck: RecheckSchedule = field(default_factory=RecheckSchedule)
     test_timeout: float = 10.0  # upper bound for one WebhookTest request
     test_ttl: float = 3600.0  # finished WebhookTests are deleted after this many seconds
     consumer_delete_attempts: int = 3  # then deletion goes ahead with a warning event
@@ -210,8 +217,38 @@ def config_from_env(
         pool_key_file=env.get("HOOKLINE_POOL_KEY_FILE", "").strip() or None,
         sender_pod=parse_pod_template(env.get(POD_TEMPLATE_ENV, "")),
         leader_election=leader_election_from_env(env, leader_election),
+        dns_nameservers=tuple(
+            n for n in env.get("HOOKLINE_DNS_NAMESERVERS", "").replace(" ", "").split(",") if n
+        ),
+        dns_timeout=_positive(env, "HOOKLINE_DNS_TIMEOUT_SECONDS", 5.0, "a number of seconds"),
+        recheck=recheck_from_env(env),
         log_format=log_format_of(log_format, env),
     )
+
+
+def recheck_from_env(env: Mapping[str, str]) -> RecheckSchedule:
+    """HOOKLINE_RECHECK_INTERVAL and HOOKLINE_RECHECK_GRACE_PERIOD (durations such as 24h, 3d) and
+    HOOKLINE_RECHECKS_PER_SECOND (chart values verification.recheckInterval, gracePeriod,
+    rechecksPerSecond)."""
+    default = RecheckSchedule()
+    return RecheckSchedule(
+        interval=_duration(env, "HOOKLINE_RECHECK_INTERVAL", default.interval),
+        grace=_duration(env, "HOOKLINE_RECHECK_GRACE_PERIOD", default.grace),
+        grace_retry=_duration(env, "HOOKLINE_RECHECK_GRACE_RETRY", default.grace_retry),
+        checks_per_second=_positive(
+            env, "HOOKLINE_RECHECKS_PER_SECOND", 1.0, "a number of checks per second"
+        ),
+    )
+
+
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}={text!r}: {exc}") from None
 
 
 def leader_election_from_env(env: Mapping[str, str], enabled: bool | None) -> LeaderElection | None:

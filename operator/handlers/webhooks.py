@@ -38,9 +38,12 @@ from hookline.api import (
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.consumers import ConsumerError
 from hookline.operator.adapters.pools import pool_entry
+from hookline.operator.adapters.proofs import check_webhook
 from hookline.operator.handlers.credentials import gather_credentials
 from hookline.operator.handlers.events import post, write_conditions
+from hookline.operator.handlers.ownership import DOMAIN_INDEX, domains_in, webhook_proof_seen
 from hookline.operator.rules import desired, reconcile, verification
+from hookline.operator.rules.domains import covering, domain_result
 from hookline.operator.rules.placement import assigned_replica, placement, pool_place
 from hookline.operator.rules.reconcile import (
     ApplyObject,
@@ -58,7 +61,7 @@ from hookline.operator.rules.status import BusProblem, deployment_sender_status
 from hookline.operator.runtime import Runtime, WebhookKey, runtime_of
 from hookline.sender.bus import BusUnavailable
 from hookline.sender.model.config import consumer_name
-from hookline.sender.transport import ownership
+from hookline.sender.transport.ownership import OwnershipResult
 
 # --- Webhook: reconcile --------------------------------------------------------------------------------
 
@@ -71,12 +74,12 @@ async def reconcile_webhook(
     patch: kopf.Patch,
     memo: Any,
     logger: kopf.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     rt = runtime_of(memo)
     started = time.perf_counter()
     try:
-        await _reconcile(rt, body, spec, status, meta, patch, logger)
+        await _reconcile(rt, body, spec, status, meta, patch, logger, kwargs.get(DOMAIN_INDEX))
     finally:
         rt.metrics.reconcile.observe(time.perf_counter() - started)
 
@@ -89,8 +92,14 @@ async def _reconcile(
     meta: kopf.Meta,
     patch: kopf.Patch,
     logger: kopf.Logger,
+    domain_index: Any = None,
 ) -> None:
     facts = _gather(rt, body, raw_spec, status, meta)
+    facts = (
+        replace(facts, domain=covering(domains_in(domain_index, facts.namespace), facts.spec.url))
+        if facts.spec
+        else facts
+    )
     # 1. The Webhook alone: generation, labels, instructions; hold the sender of an unverified URL.
     intake = reconcile.intake(facts)
     _write(body, status, patch, intake.write, facts.generation)
@@ -101,9 +110,7 @@ async def _reconcile(
         _write(body, status, patch, intake.hold.write, facts.generation)
     # 2. The ownership check, while spec.url is not verified.
     if intake.check_due:
-        result = await ownership.check_ownership(
-            rt.http, facts.spec.url, facts.token, per_location_timeout=rt.config.check_timeout
-        )
+        result = await _check_proof(rt, facts)
         rt.metrics.checks.labels(reason=result.reason).inc()
         checked = reconcile.checked(
             facts,
@@ -122,8 +129,25 @@ async def _reconcile(
         config=rt.config,
         sender=_sender_so_far(status, patch),
         verified_url=_verified_url(status, patch),
+        proof=_proof_so_far(status, patch),
     )
     await _apply_sender(rt, body, status, patch, facts, plan, logger)
+
+
+async def _check_proof(rt: Runtime, facts: Facts) -> OwnershipResult:
+    """A verified domain of the namespace covering spec.url proves it without a request; else the
+    Webhook's own method (spec.verification.method): the file, or the TXT record."""
+    assert facts.spec is not None
+    if facts.domain is not None:
+        return domain_result(facts.domain)
+    method = facts.spec.verification.method
+    return await check_webhook(
+        rt.http, rt.dns, facts.spec.url, facts.token, method, check_timeout=rt.config.check_timeout
+    )
+
+
+def _proof_so_far(status: Mapping[str, Any], patch: kopf.Patch) -> dict[str, Any]:
+    return {**(status.get("verification") or {}), **(patch.status.get("verification") or {})}
 
 
 def _gather(rt: Runtime, body: kopf.Body, raw_spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta) -> Facts:
@@ -372,6 +396,7 @@ async def webhook_seen(
         parsed = parse_webhook_spec(dict(spec))
     except SpecError:
         return  # the reconcile reports it
+    webhook_proof_seen(rt, namespace, name, str(meta.get("uid") or ""), parsed, status)
     if not reconcile.verified_now(status, parsed):
         return  # the reconcile owns Ready until the Webhook is verified
     rt.delivery.seen[key] = dict(status.get("delivery") or {})

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from hookline.api import Condition, ReadyReason, SenderMode, WebhookSpec
+from hookline.api.policy import Grant
 from hookline.operator.rules import delivery, desired, verification
 from hookline.operator.rules.domains import DomainEntry
 from hookline.operator.rules.placement import (
@@ -66,6 +67,8 @@ class Facts:
     token_is_new: bool = False
     place: Place | None = None  # where its pool engine runs: the operator's memory, else status
     bus_problem: BusProblem | None = None  # why its consumer could not be made, on an earlier pass
+    stopped: str | None = None  # why its namespace's grant does not let it run (rules/tenancy.py)
+    grant: Grant | None = None  # its namespace's grant (None: tenancy not enforced)
     domain: DomainEntry | None = None  # the verified WebhookDomain of its namespace covering spec.url
 
 
@@ -237,7 +240,7 @@ def checked(
     fields = verification.result_fields(
         result, url=url, now=rfc3339(now), checks=checks, next_check_at=next_at, lapsed_at=lapsed_at
     )
-    ready = _ready(facts.spec, result.verified, sender, facts.bus_problem)
+    ready = _ready(facts.spec, result.verified, sender, facts.bus_problem, facts.stopped)
     verified = verification.verified_condition(result, delay, lapsed=lapsed)
     write = WebhookWrite(status={"verification": fields}, conditions=(verified, ready))
     # Kopf's only way to run a handler again later; settings.QuietVerificationRetries keeps this
@@ -325,7 +328,7 @@ def _running(facts: Facts, part: dict[str, Any], proof: Mapping[str, Any]) -> We
     """status.sender becomes ``part``; Verified and Ready say so (the consumer exists: no bus problem)."""
     assert facts.spec is not None
     after = {**(facts.status.get("sender") or {}), **part}
-    ready = _ready(facts.spec, True, after, None)
+    ready = _ready(facts.spec, True, after, None, facts.stopped)
     return WebhookWrite(status={"sender": part}, conditions=(verification.verified_by(proof), ready))
 
 
@@ -342,7 +345,7 @@ def held_back(
     assert facts.spec is not None
     if delay is None:
         delay = timing.bus_refused_retry_seconds if problem.permanent else timing.bus_retry_seconds
-    write = WebhookWrite(conditions=(_ready(facts.spec, True, sender, problem),))
+    write = WebhookWrite(conditions=(_ready(facts.spec, True, sender, problem, facts.stopped),))
     return SenderPlan(write, Retry(problem.message, delay), bus_problem=problem)
 
 
@@ -356,12 +359,30 @@ def sender_event(outcome: str, deployment: str, digest: str) -> Announcement | N
 
 
 def _ready(
-    spec: WebhookSpec, verified: bool, sender: Mapping[str, Any] | None, bus: BusProblem | None
+    spec: WebhookSpec,
+    verified: bool,
+    sender: Mapping[str, Any] | None,
+    bus: BusProblem | None,
+    stopped: str | None = None,
 ) -> Condition:
-    """Ready from every fact, for every stage: the spec, verification, the bus, the sender."""
+    """Ready from every fact, for every stage: the grant, the spec, verification, the bus, the sender."""
     return ready_condition(
-        verified=verified, paused=spec.paused, desired_replicas=spec.sender.replicas, sender=sender, bus=bus
+        verified=verified,
+        paused=spec.paused,
+        desired_replicas=spec.sender.replicas,
+        sender=sender,
+        bus=bus,
+        stopped=stopped,
     )
+
+
+def not_allowed(facts: Facts) -> Intake:
+    """Its namespace's grant does not let it run: its sender stops as if paused (its consumer and the
+    events are kept, so it resumes where it stopped once granted); Ready says ScopeNotAllowed and why.
+    No ownership check either: a namespace without a grant gets nothing, not even a request out."""
+    assert facts.stopped is not None
+    ready = Condition(READY, "False", ReadyReason.SCOPE_NOT_ALLOWED, facts.stopped)
+    return Intake(WebhookWrite(conditions=(ready,)), hold=_hold(facts))
 
 
 # --- every event: Ready and Delivering from status ---------------------------------------------------------
@@ -378,13 +399,18 @@ def verified_now(status: Mapping[str, Any], spec: WebhookSpec) -> bool:
 
 
 def observed(
-    namespace: str, name: str, spec: WebhookSpec, status: Mapping[str, Any], bus: BusProblem | None
+    namespace: str,
+    name: str,
+    spec: WebhookSpec,
+    status: Mapping[str, Any],
+    bus: BusProblem | None,
+    stopped: str | None = None,
 ) -> list[Condition]:
     """Ready and Delivering of a verified Webhook from the facts in its status, where they changed
     (a new status.sender from the sender's side, a new status.delivery from its health reports)."""
     conditions = status.get("conditions")
-    derived = [_ready(spec, True, status.get("sender"), bus)]
-    paused = spec.paused or spec.sender.replicas == 0
+    derived = [_ready(spec, True, status.get("sender"), bus, stopped)]
+    paused = spec.paused or spec.sender.replicas == 0 or stopped is not None
     if status.get("delivery") is not None or paused:  # something is known about the deliveries
         facts = status.get("delivery") or {}
         derived.append(delivery.delivering_condition(facts, namespace, name, paused=paused))

@@ -2,9 +2,16 @@
 
 The token is made once and lives in status.verification.content for the Webhook's whole life: a
 restart of the operator or an edit of spec.url never changes the file the customer has placed.
-status.verification.verifiedFor records which spec.url the match was for, so a verified Webhook is
-never checked again until its URL changes. It holds a fingerprint of the URL, not the URL: customers
-put tokens in queries, and status is for everyone who may read the Webhook's state.
+status.verification.verifiedFor records which spec.url the match was for, so the reconcile does not
+check a verified Webhook again until its URL changes (the re-check loop, rules/recheck.py, does, on its
+schedule). It holds a fingerprint of the URL, not the URL: customers put tokens in queries, and status is
+for everyone who may read the Webhook's state.
+
+Three proofs (``status.verification.method``): File (the file beside the URL or at the root), DNS (a
+TXT record ``_hookline-challenge.<host>``, spec.verification.method DNS) and Domain (a verified
+WebhookDomain of the namespace covers the host; no outbound check of its own). A proof that was valid
+for spec.url and is gone past its grace period has lapsed (``lapsedAt``): Verified=False with reason
+OwnershipLapsed until a check finds a proof again.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from hookline.api import Condition, VerificationStatus, VerifiedReason
 from hookline.operator.rules.status import VERIFIED
 from hookline.operator.settings import VerificationSchedule
 from hookline.sender.model.outcomes import url_digest
+from hookline.sender.transport.dnsproof import challenge_record
 from hookline.sender.transport.ownership import (
     OwnershipResult,
     verification_file_name,
@@ -39,10 +48,16 @@ def ensure_token(status: Mapping[str, Any] | None, new_token: Callable[[], str])
 
 
 def instructions(token: str, url: str) -> dict[str, Any]:
-    """What the customer needs to place: file name, content and the two places it may be."""
+    """What the customer needs to place: file name, content and the two places it may be (the DNS
+    method's record is named by the Pending condition and, once checked, status.verification.record)."""
     name = verification_file_name(token)
     locations = verification_locations(url, name)
     return VerificationStatus(file_name=name, content=token, locations=locations).patch()
+
+
+def dns_record_for(url: str) -> str:
+    """The TXT record that proves spec.url's host."""
+    return challenge_record(urlsplit(url).hostname or "")
 
 
 def url_fingerprint(url: str) -> str:
@@ -55,8 +70,16 @@ def _is_for(recorded: object, url: str) -> bool:
 
 
 def is_verified_for(status: Mapping[str, Any] | None, url: str) -> bool:
+    """A proof holds for ``url`` now: it matched (a file, a record or a domain) and has not lapsed."""
     verification = (status or {}).get("verification") or {}
-    return bool(verification.get("verifiedURL")) and _is_for(verification.get("verifiedFor"), url)
+    proven = bool(verification.get("verifiedURL")) or verification.get("method") in ("DNS", "Domain")
+    return proven and _is_for(verification.get("verifiedFor"), url) and not verification.get("lapsedAt")
+
+
+def was_verified_for(status: Mapping[str, Any] | None, url: str) -> bool:
+    """``url`` had a proof that lapsed (or whose domain is gone): a failed check is OwnershipLapsed."""
+    verification = (status or {}).get("verification") or {}
+    return _is_for(verification.get("verifiedFor"), url)
 
 
 def check_delay(checks_done: int, schedule: VerificationSchedule) -> float:
@@ -75,38 +98,88 @@ def checks_so_far(status: Mapping[str, Any] | None, url: str) -> int:
 
 
 def result_fields(
-    result: OwnershipResult, *, url: str, now: str, checks: int, next_check_at: str | None
+    result: OwnershipResult,
+    *,
+    url: str,
+    now: str,
+    checks: int,
+    next_check_at: str | None,
+    lapsed_at: str | None = None,
 ) -> dict[str, Any]:
-    """The status.verification merge patch that records one check (token fields are set separately)."""
+    """The status.verification merge patch that records one check (token fields are set separately).
+    ``lapsed_at``: the URL had a proof that is gone (kept until a proof is found again)."""
     verified = result.verified
-    return VerificationStatus(
+    fields = VerificationStatus(
         verified_url=result.verified_url if verified else None,
         verified_at=now if verified else None,
-        verified_for=url_fingerprint(url) if verified else None,
+        verified_for=url_fingerprint(url) if verified or lapsed_at else None,
         last_checked_at=now,
         checked_for=url_fingerprint(url),
         checks=checks,
         last_result=result.reason,
         next_check_at=None if verified else next_check_at,
         last_error=None if verified else result.message,
+        method=result.method,
+        record=result.record,
+        records_found=list(result.records_found) or None,
+        lapsed_at=None if verified else lapsed_at,
     ).patch()
+    if verified:
+        fields["failingSince"] = None
+    return fields
 
 
 def verified_at(url: str | None) -> Condition:
     return Condition(VERIFIED, "True", VerifiedReason.FILE_MATCHED, f"ownership verified at {url}")
 
 
-def verified_condition(result: OwnershipResult, next_delay: float | None = None) -> Condition:
+def verified_by(verification: Mapping[str, Any]) -> Condition:
+    """Verified=True as status.verification says it was proven (a file, a TXT record, a domain)."""
+    method, record = verification.get("method"), verification.get("record")
+    if method == "DNS":
+        return Condition(
+            VERIFIED, "True", VerifiedReason.RECORD_MATCHED, f"ownership verified by the TXT record {record}"
+        )
+    if method == "Domain":
+        return Condition(
+            VERIFIED,
+            "True",
+            VerifiedReason.DOMAIN_VERIFIED,
+            f"ownership verified by WebhookDomain {record} of this namespace (the URL's host is on it)",
+        )
+    return verified_at(verification.get("verifiedURL"))
+
+
+def verified_condition(
+    result: OwnershipResult, next_delay: float | None = None, *, lapsed: bool = False
+) -> Condition:
     if result.verified:
-        return verified_at(result.verified_url)
+        return verified_by(
+            {"method": result.method, "record": result.record, "verifiedURL": result.verified_url}
+        )
     message = result.message
     if next_delay is not None and result.reason != VerifiedReason.BLOCKED:
         message = f"{message}. Next check in {_human(next_delay)}"
+    if lapsed:
+        return Condition(
+            VERIFIED,
+            "False",
+            VerifiedReason.OWNERSHIP_LAPSED,
+            "the proof of ownership lapsed: deliveries are paused and events kept until it is back. "
+            + message,
+        )
     return Condition(VERIFIED, "False", result.reason, message)
 
 
-def pending_condition(token: str, url: str) -> Condition:
+def pending_condition(token: str, url: str, method: str = "File") -> Condition:
     info = instructions(token, url)
+    if method == "DNS":
+        return Condition(
+            VERIFIED,
+            "False",
+            VerifiedReason.PENDING,
+            f"publish a TXT record {dns_record_for(url)} holding {token}; it is checked shortly",
+        )
     where = " or ".join(info["locations"])
     return Condition(
         VERIFIED,
