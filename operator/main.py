@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -22,12 +23,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, start_http_server
 
 from hookline.api import GROUP, VERSION, WEBHOOK_PLURAL, WEBHOOKTEST_PLURAL
+from hookline.api.policy import GRANT_ANNOTATION, POLICY_PLURAL
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters import login as operator_login
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.leases import LeaseAPI
-from hookline.operator.handlers import ownership, webhooks, webhooktests
-from hookline.operator.loops import expiry, health, poolsync, recheck, resumes
+from hookline.operator.adapters.natsauth import minter_of
+from hookline.operator.handlers import credentials, grants, ownership, webhooks, webhooktests
+from hookline.operator.handlers.jwks import keys_app
+from hookline.operator.loops import backlog, expiry, health, natsauth, poolsync, recheck, resumes
+from hookline.operator.loops import grants as grants_loop
 from hookline.operator.loops.leader import LeaderElector
 from hookline.operator.metrics import OperatorMetrics, leader_gauge
 from hookline.operator.rules.desired import MANAGED_BY
@@ -40,6 +45,7 @@ from hookline.operator.settings import (
     parse_replicas,
     quiet_verification_retries,
 )
+from hookline.sender.bus.connection import BusAuth
 from hookline.sender.bus.poolproto import PoolKey
 from hookline.sender.observe.health import start_site
 from hookline.sender.observe.logs import add_log_format_argument, configure_logging
@@ -51,11 +57,12 @@ LoginFn = Callable[..., Any]
 
 WEBHOOKS = (GROUP, VERSION, WEBHOOK_PLURAL)
 TESTS = (GROUP, VERSION, WEBHOOKTEST_PLURAL)
+POLICIES = (GROUP, VERSION, POLICY_PLURAL)
 DEPLOYMENTS = ("apps", "v1", "deployments")
 SENDER_SELECTOR = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": "sender"}
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, *, tenancy: bool = False) -> None:
     """Put every handler into ``registry`` (tests run several operators, each with its own)."""
     on = kopf.on
     for cause in (on.create, on.resume):
@@ -69,7 +76,15 @@ def register(registry: kopf.OperatorRegistry) -> None:
         cause(*ownership.DOMAINS, id="domain", registry=registry)(ownership.domain_reconcile)
     on.update(*ownership.DOMAINS, id="domain", field="spec", registry=registry)(ownership.domain_reconcile)
     on.event(*ownership.DOMAINS, id="domain-seen", registry=registry)(ownership.domain_seen)
+    # A Secret a Webhook reads changed (handlers/credentials.py): the same reconcile, at once.
+    changed = ("metadata", "annotations", credentials.SECRETS_CHANGED_ANNOTATION)
+    on.update(*WEBHOOKS, id="secrets", field=changed, registry=registry)(webhooks.reconcile_webhook)
+    on.event("", "v1", "secrets", id="secrets", registry=registry)(credentials.secret_changed)
     on.event(*WEBHOOKS, id="observe", registry=registry)(webhooks.webhook_seen)
+    if tenancy:  # the grants (handlers/grants.py); a changed standing runs the same reconcile
+        grants.register(registry, WEBHOOKS, POLICIES)
+        standing = ("metadata", "annotations", GRANT_ANNOTATION)
+        on.update(*WEBHOOKS, id="grant", field=standing, registry=registry)(webhooks.reconcile_webhook)
     on.delete(*WEBHOOKS, id="consumer", registry=registry)(webhooks.webhook_deleted)
     on.event(*DEPLOYMENTS, id="sender", labels=SENDER_SELECTOR, registry=registry)(webhooks.sender_observed)
     on.event(*poolsync.STATEFULSETS, id="pool", labels=poolsync.POOL_SELECTOR, registry=registry)(
@@ -87,6 +102,10 @@ async def start_background(memo: Any, **_: Any) -> None:
     rt = runtime_of(memo)
     # Not awaited here: Kopf logs in only after its startup handlers, and the list needs the API.
     rt.background.append(asyncio.create_task(poolsync.list_pools(rt), name="list sender pools"))
+    if natsauth.bootstraps(rt.config.nats_auth):
+        rt.background.append(asyncio.create_task(natsauth.load_auth_secret(rt), name="NATS accounts"))
+    if rt.config.tenancy_enforce:
+        rt.background.append(asyncio.create_task(grants_loop.follow_grants(rt), name="apply grants"))
     for job, name in (
         (expiry.expire_webhook_tests, "expire WebhookTests"),
         (health.watch_health_reports, "watch health reports"),
@@ -95,6 +114,7 @@ async def start_background(memo: Any, **_: Any) -> None:
         (poolsync.watch_pool_rosters, "watch pool rosters"),
         (poolsync.mirror_pool_senders, "mirror pool senders"),
         (recheck.recheck_proofs, "re-check ownership proofs"),
+        (backlog.move_backlogs, "move stuck backlogs aside"),
     ):
         rt.background.append(asyncio.create_task(job(rt), name=name))
 
@@ -155,6 +175,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=9090, help="Prometheus /metrics port; 0: off (default 9090)"
     )
     parser.add_argument(
+        "--keys-port",
+        type=int,
+        default=8082,
+        help="JWKS of the Webhooks' public signing keys (/.well-known/jwks.json, /v1/keys/NS/NAME); 0: off",
+    )
+    parser.add_argument(
         "--nats-replicas",
         type=int,
         help="replicas of each Webhook's JetStream consumer: 1 on a single server, 3 on a cluster "
@@ -171,14 +197,23 @@ def build(
     registry = kopf.OperatorRegistry()
     settings = kopf_settings(config)
     quiet_verification_retries()
-    register(registry)
+    register(registry, tenancy=config.tenancy_enforce)
     # In-cluster service account, else the kubeconfig (adapters/login.py; no kubernetes client library).
     kopf.on.login(registry=registry)(login or operator_login.login)
+    nats_auth = config.nats_auth
     runtime = Runtime(
         config=config,
         api=kubeapi.KubeAPI(settings),
         http=SafeHTTPClient(config.egress, max_response_bytes=64 * 1024),
-        consumers=Consumers(config.nats_url, timeout=config.nats_connect_timeout),
+        consumers=Consumers(
+            config.nats_url,
+            timeout=config.nats_connect_timeout,
+            auth=BusAuth(creds_file=nats_auth.creds_file, tls_ca_file=nats_auth.ca_file),
+            auth_pending=natsauth.bootstraps(nats_auth),
+        ),
+        nats_minter=minter_of(
+            Path(nats_auth.keys_dir) if nats_auth.keys_dir else None, config.nats_url, nats_auth.ca_file
+        ),
         metrics=OperatorMetrics(metrics_registry or CollectorRegistry()),
         pool_key=PoolKey.from_file(config.pool_key_file) if config.pool_key_file else None,
     )
@@ -283,6 +318,7 @@ async def operate(
     if runtime_hook is not None:
         runtime_hook(runtime)
     endpoint = f"http://0.0.0.0:{config.health_port}/healthz" if liveness and config.health_port else None
+    keys = await start_site(keys_app(runtime), "0.0.0.0", config.keys_port) if config.keys_port else None
     try:
         await kopf.operator(
             registry=registry,
@@ -297,6 +333,8 @@ async def operate(
             ready_flag=ready,
         )
     finally:
+        if keys is not None:
+            await keys.cleanup()
         await runtime.close()
 
 
@@ -314,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
             peering=args.peering,
             health_port=args.health_port or None,
             metrics_port=args.metrics_port or None,
+            keys_port=args.keys_port or None,
             nats_replicas=None if args.nats_replicas is None else parse_replicas(str(args.nats_replicas)),
             leader_election=args.leader_election,
             log_format=log_format,

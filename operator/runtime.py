@@ -31,6 +31,7 @@ from typing import Any
 from hookline.api import WebhookSpec
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.adapters.natsauth import NatsMinter
 from hookline.operator.adapters.pools import PoolDirectory
 from hookline.operator.adapters.proofs import OwnershipMemory
 from hookline.operator.metrics import PROOF_KINDS, OperatorMetrics
@@ -136,6 +137,20 @@ class CredentialMemory:
 
 
 @dataclass
+class TenancyMemory:
+    """Grants (handlers/grants.py): Kopf's live indexes of WebhookPolicies, Namespaces and Webhooks,
+    kept by every tenancy handler; each Webhook's grant digest and why it may not run, written by its
+    reconcile (webhook_seen reads ``stopped`` for Ready); ``dirty`` wakes the grants loop."""
+
+    indexes: dict[str, Any] = field(default_factory=dict)
+    digests: dict[WebhookKey, str] = field(default_factory=dict)
+    stopped: dict[WebhookKey, str] = field(default_factory=dict)
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    compiled: dict[str, str] | None = None  # what the grants ConfigMap holds, as last written
+    counted: dict[str, tuple[int, int]] = field(default_factory=dict)  # each policy's status, as written
+
+
+@dataclass
 class TestMemory:
     """Finished WebhookTests and when they finished, for the one expiry loop."""
 
@@ -157,8 +172,11 @@ class Runtime:
     delivery: DeliveryMemory = field(default_factory=DeliveryMemory)
     pools: PoolMemory = field(default_factory=PoolMemory)
     tests: TestMemory = field(default_factory=TestMemory)
+    tenancy: TenancyMemory = field(default_factory=TenancyMemory)
     credentials: CredentialMemory = field(default_factory=CredentialMemory)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    # Mints dedicated senders' NATS users (None: NATS without auth, or no signing key given).
+    nats_minter: NatsMinter | None = None
     ownership: OwnershipMemory = field(default_factory=OwnershipMemory)
     directory: PoolDirectory = field(init=False)
     dns: TxtResolver = field(init=False)  # DNS TXT proofs, through config.dns_nameservers
@@ -184,6 +202,8 @@ class Runtime:
             self.delivery.written,
             self.delivery.seen,
             self.delivery.resume_asks,
+            self.tenancy.digests,
+            self.tenancy.stopped,
         ):
             table.pop(key, None)  # type: ignore[attr-defined]
 

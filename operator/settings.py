@@ -19,7 +19,9 @@ import kopf
 from hookline import __version__
 from hookline.api import ANNOTATION_PREFIX, FINALIZER, SenderMode
 from hookline.durations import parse_duration
+from hookline.operator.rules.backlog import BacklogSettings
 from hookline.operator.rules.leadership import LeaseTiming
+from hookline.operator.rules.natscreds import NatsAuthSettings, nats_auth_from_env
 from hookline.operator.rules.recheck import RecheckSchedule
 from hookline.operator.rules.senderpod import POD_TEMPLATE_ENV, SenderPodTemplate, parse_pod_template
 from hookline.sender.bus.attemptlog import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
@@ -140,6 +142,8 @@ class OperatorConfig:
     peering: str | None = None  # None: standalone
     health_port: int | None = 8080
     metrics_port: int | None = 9090
+    # The JWKS endpoint of the Webhooks' public signing keys (handlers/jwks.py); None: off.
+    keys_port: int | None = None
     # Whole seconds: Kopf sends it as the watch's timeoutSeconds, which the API server parses as an
     # integer ("300.0" is refused with 400 and no watch ever starts).
     watch_server_timeout: int = 300
@@ -161,6 +165,17 @@ class OperatorConfig:
     default_sender_mode: SenderMode = SenderMode.DEDICATED
     default_sender_pool: str = "default"
     pool_key_file: str | None = None
+    # Tenancy (chart tenancy.*): only what a WebhookPolicy grants a namespace runs (on by default);
+    # the ConfigMap "NAMESPACE/NAME" the operator compiles the grants into for the admission policy.
+    tenancy_enforce: bool = True
+    grants_configmap: str | None = None
+    grants_debounce_seconds: float = 0.5
+    # Stuck Webhooks' backlogs moved to their dead letters before the shared stream fills (chart
+    # operator.backlog.*), and the outbound client's share per namespace (operator.outboundPerNamespace).
+    backlog: BacklogSettings = field(default_factory=BacklogSettings)
+    # NATS users (chart nats.auth): the operator's own, and the senders' it mints (rules/natscreds.py).
+    nats_auth: NatsAuthSettings = field(default_factory=NatsAuthSettings)
+    outbound_per_namespace: int = 4
     reconcile: ReconcileTiming = field(default_factory=ReconcileTiming)
     health_loop: HealthLoopTiming = field(default_factory=HealthLoopTiming)
     pool_sync: PoolSyncTiming = field(default_factory=PoolSyncTiming)
@@ -176,6 +191,7 @@ def config_from_env(
     peering: str | None = None,
     health_port: int | None = 8080,
     metrics_port: int | None = 9090,
+    keys_port: int | None = None,
     nats_replicas: int | None = None,
     leader_election: bool | None = None,
     log_format: str | None = None,
@@ -196,6 +212,7 @@ def config_from_env(
         peering=peering,
         health_port=health_port,
         metrics_port=metrics_port,
+        keys_port=keys_port,
         sender_service_account=env.get("HOOKLINE_SENDER_SERVICE_ACCOUNT", "").strip() or None,
         delivery_status_interval=_positive(
             env, "HOOKLINE_DELIVERY_STATUS_INTERVAL_SECONDS", 30.0, "a number of seconds"
@@ -215,6 +232,9 @@ def config_from_env(
         default_sender_mode=parse_sender_mode(env.get("HOOKLINE_DEFAULT_SENDER_MODE", "").strip()),
         default_sender_pool=env.get("HOOKLINE_DEFAULT_SENDER_POOL", "").strip() or "default",
         pool_key_file=env.get("HOOKLINE_POOL_KEY_FILE", "").strip() or None,
+        tenancy_enforce=env.get("HOOKLINE_TENANCY_ENFORCE", "true").strip().lower()
+        not in ("0", "false", "no"),
+        grants_configmap=env.get("HOOKLINE_GRANTS_CONFIGMAP", "").strip() or None,
         sender_pod=parse_pod_template(env.get(POD_TEMPLATE_ENV, "")),
         leader_election=leader_election_from_env(env, leader_election),
         dns_nameservers=tuple(
@@ -223,6 +243,27 @@ def config_from_env(
         dns_timeout=_positive(env, "HOOKLINE_DNS_TIMEOUT_SECONDS", 5.0, "a number of seconds"),
         recheck=recheck_from_env(env),
         log_format=log_format_of(log_format, env),
+        backlog=backlog_from_env(env),
+        nats_auth=nats_auth_from_env(env),
+        outbound_per_namespace=int(
+            _positive(env, "HOOKLINE_OUTBOUND_PER_NAMESPACE", 4, "a number of concurrent requests")
+        ),
+    )
+
+
+def backlog_from_env(env: Mapping[str, str]) -> BacklogSettings:
+    """HOOKLINE_BACKLOG_* (chart operator.backlog.*); HOOKLINE_BACKLOG_MAX_PENDING 0 is no cap."""
+    seconds = "a number of seconds"
+    cap = env.get("HOOKLINE_BACKLOG_MAX_PENDING", "").strip() or "0"
+    if not cap.isdigit():
+        raise ValueError(f"HOOKLINE_BACKLOG_MAX_PENDING={cap!r} is not a whole number of events (0: no cap)")
+    return BacklogSettings(
+        enabled=env.get("HOOKLINE_BACKLOG_ENABLED", "1").strip().lower() not in ("0", "false", "no"),
+        high_water=_positive(env, "HOOKLINE_BACKLOG_HIGH_WATER_PERCENT", 60, "a percentage") / 100,
+        max_pending=int(cap),
+        stalled_seconds=_positive(env, "HOOKLINE_BACKLOG_STALLED_SECONDS", 300, seconds),
+        moves_per_tick=int(_positive(env, "HOOKLINE_BACKLOG_MOVES_PER_TICK", 2000, "a number of events")),
+        tick_seconds=_positive(env, "HOOKLINE_BACKLOG_TICK_SECONDS", 10, seconds),
     )
 
 

@@ -5,17 +5,22 @@ them changes, and for a pooled Webhook's sealed entry."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from hookline.api.credentials import generated_secret_name
+from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.secrets import ensure_generated_key, read_credentials
 from hookline.operator.rules.reconcile import Facts
 from hookline.operator.rules.signingstatus import signing_status
-from hookline.operator.runtime import Runtime
+from hookline.operator.runtime import Runtime, runtime_of
 from hookline.sender.model.credentials import Credentials
+
+# "<Secret>@<resourceVersion>" that woke it; not under hookline.io/, where Kopf hides annotations from diffs
+SECRETS_CHANGED_ANNOTATION = "secrets.hookline.io/changed"
 
 
 @dataclass(frozen=True)
@@ -47,3 +52,19 @@ async def gather_credentials(rt: Runtime, facts: Facts, body: kopf.Body) -> Gath
     else:
         rt.credentials.public.pop((facts.namespace, facts.name), None)
     return Gathered(creds, digest, problem, status)
+
+
+async def secret_changed(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A Secret changed: each Webhook that reads it gets its reconcile again (through an annotation
+    that the reconcile is registered for), which re-reads the Secrets: a pooled Webhook gets a new
+    entry, a dedicated sender a new config hash (its pods roll, draining first). Any other Secret
+    costs a dictionary lookup."""
+    rt = runtime_of(memo)
+    meta = body.get("metadata") or {}
+    readers = rt.credentials.webhooks_reading(meta.get("namespace", ""), meta.get("name", ""))
+    if not readers or event.get("type") is None:  # None: the initial listing, already reconciled
+        return
+    version = f"{meta.get('name')}@{meta.get('resourceVersion')}"
+    for webhook in sorted(readers):
+        patch = {"metadata": {"annotations": {SECRETS_CHANGED_ANNOTATION: version}}}
+        await rt.api.patch(kubeapi.webhook(meta["namespace"], webhook), patch)

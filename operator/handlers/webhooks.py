@@ -37,8 +37,10 @@ from hookline.api import (
 )
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.consumers import ConsumerError
+from hookline.operator.adapters.natsauth import ensure_sender_secret, revoke_sender
 from hookline.operator.adapters.pools import pool_entry
 from hookline.operator.adapters.proofs import check_webhook
+from hookline.operator.handlers import grants
 from hookline.operator.handlers.credentials import gather_credentials
 from hookline.operator.handlers.events import post, write_conditions
 from hookline.operator.handlers.ownership import DOMAIN_INDEX, domains_in, webhook_proof_seen
@@ -79,7 +81,8 @@ async def reconcile_webhook(
     rt = runtime_of(memo)
     started = time.perf_counter()
     try:
-        await _reconcile(rt, body, spec, status, meta, patch, logger, kwargs.get(DOMAIN_INDEX))
+        domains = kwargs.get(DOMAIN_INDEX)
+        await _reconcile(rt, body, spec, status, meta, patch, logger, domains, indexes=kwargs)
     finally:
         rt.metrics.reconcile.observe(time.perf_counter() - started)
 
@@ -93,8 +96,10 @@ async def _reconcile(
     patch: kopf.Patch,
     logger: kopf.Logger,
     domain_index: Any = None,
+    indexes: Mapping[str, Any] | None = None,
 ) -> None:
     facts = _gather(rt, body, raw_spec, status, meta)
+    facts = _granted(rt, facts, indexes or {})
     facts = (
         replace(facts, domain=covering(domains_in(domain_index, facts.namespace), facts.spec.url))
         if facts.spec
@@ -108,6 +113,13 @@ async def _reconcile(
     if intake.hold is not None:
         await _hold(rt, facts, intake.hold)
         _write(body, status, patch, intake.hold.write, facts.generation)
+    if facts.stopped is not None:  # outside its grant: stopped like a pause, Ready says why
+        blocked = reconcile.not_allowed(facts)
+        if blocked.hold is not None:
+            await _hold(rt, facts, blocked.hold)
+            _write(body, status, patch, blocked.hold.write, facts.generation)
+        _write(body, status, patch, blocked.write, facts.generation)
+        return
     # 2. The ownership check, while spec.url is not verified.
     if intake.check_due:
         result = await _check_proof(rt, facts)
@@ -176,12 +188,22 @@ def _gather(rt: Runtime, body: kopf.Body, raw_spec: kopf.Spec, status: kopf.Stat
     )
 
 
+def _granted(rt: Runtime, facts: Facts, indexes: Mapping[str, Any]) -> Facts:
+    """The facts with the namespace's grant and, outside it, why the Webhook may not run."""
+    if facts.spec is None:
+        return facts
+    verdict = grants.verdict_for(rt, facts.namespace, facts.name, facts.spec, indexes)
+    if verdict is None:
+        return facts
+    return replace(facts, grant=verdict.grant, stopped=verdict.problem)
+
+
 async def _gather_engine(rt: Runtime, facts: Facts, body: kopf.Body, patch: kopf.Patch) -> EngineFacts:
     """Make the consumer; for a pooled Webhook read its signing key, seal its entry and find its
     replica. The first thing that fails ends the gathering: the plan holds the sender back."""
     assert facts.spec is not None
     key = (facts.namespace, facts.name)
-    cfg = desired.sender_config(facts.namespace, facts.name, facts.spec, rt.config)
+    cfg = desired.sender_config(facts.namespace, facts.name, facts.spec, rt.config, facts.grant)
     place = placement(facts.spec, rt.config)
     creds = await gather_credentials(rt, facts, body)  # generate, read, status.signing
     shown = {k: v for k, v in creds.status.items() if v is not None}
@@ -299,6 +321,8 @@ async def _apply_object(
     if step.kind == "ConfigMap":
         await _create_or_replace(rt, kubeapi.configmaps(meta["namespace"]), step.want)
         return
+    if rt.nats_minter is not None:  # the sender's own NATS user, before the pods that mount it
+        await ensure_sender_secret(rt.api, rt.nats_minter, dict(body))
     outcome = await _create_or_replace(rt, kubeapi.deployments(meta["namespace"]), step.want)
     event = reconcile.sender_event(outcome, meta["name"], step.config_hash)
     if event is not None:
@@ -385,6 +409,7 @@ async def webhook_seen(
     if event.get("type") == "DELETED":
         rt.metrics.webhooks.forget(namespace, name)
         rt.forget(key)
+        rt.tenancy.dirty.set()  # under maxWebhooks, a newer one may start now
         return
     database = spec.get("database")
     rt.metrics.webhooks.observe(
@@ -396,12 +421,16 @@ async def webhook_seen(
         parsed = parse_webhook_spec(dict(spec))
     except SpecError:
         return  # the reconcile reports it
+    rt.credentials.watch(namespace, name, parsed)  # the Secrets it reads wake it (handlers/credentials.py)
+    if status.get("signing"):
+        rt.credentials.public[key] = dict(status["signing"])  # the JWKS endpoint's source
     webhook_proof_seen(rt, namespace, name, str(meta.get("uid") or ""), parsed, status)
     if not reconcile.verified_now(status, parsed):
         return  # the reconcile owns Ready until the Webhook is verified
     rt.delivery.seen[key] = dict(status.get("delivery") or {})
     rt.delivery.resume_asks[key] = ((meta.get("annotations") or {}).get(RESUME_ANNOTATION), parsed.url)
-    changed = reconcile.observed(namespace, name, parsed, status, rt.senders.bus_problems.get(key))
+    stopped = rt.tenancy.stopped.get(key)
+    changed = reconcile.observed(namespace, name, parsed, status, rt.senders.bus_problems.get(key), stopped)
     if changed:
         write_conditions(body, status, patch, changed, meta.get("generation"))
 
@@ -453,5 +482,7 @@ async def webhook_deleted(
         )
         return
     logger.info(f"consumer {name} {'removed' if removed else 'was already gone'}")
+    if rt.nats_minter is not None:  # a copied creds file stops working now, not at garbage collection
+        await revoke_sender(rt.nats_minter, body)
     with contextlib.suppress(BusUnavailable):
         await rt.consumers.forget_health(meta["namespace"], meta["name"])
