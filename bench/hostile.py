@@ -236,7 +236,7 @@ async def measure(seconds: float = 6.0, rate: float = 200.0, slow: int = 300) ->
 
 def _spawn_ingest(port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
-        command = [*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}"]
+        command = [*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}", "--insecure-no-auth"]
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 

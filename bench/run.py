@@ -254,7 +254,9 @@ async def ingest_throughput(tmp: Path, nats: EmbeddedNats, total: int, batch: in
     port = free_port()
     env = {**os.environ, "HOOKLINE_NATS_URL": nats.url}
     env.pop("HOOKLINE_INGEST_TOKEN", None)
-    proc = spawn([*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}"], tmp / "ingest.log", env)
+    proc = spawn(
+        [*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}", "--insecure-no-auth"], tmp / "ingest.log", env
+    )
     bodies = [
         json.dumps([sample_event(i, f"ingest-{start}") for i in range(start, start + batch)]).encode()
         for start in range(0, total, batch)

@@ -55,6 +55,7 @@ from hookline.sender.bus.natsserver import EmbeddedNats, NatsServerNotFound, fin
 from hookline.sender.cmd.natsurl import DEV_STATE_DIR, remove_dev_nats_url, write_dev_nats_url
 from hookline.sender.cmd.redrive import parse_since
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
+from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.service import Ingest, create_app
 from hookline.sender.model.config import SenderConfig, consumer_name
 from hookline.sender.model.signing import parse_secret
@@ -265,7 +266,8 @@ class DevMode:
             js = nc.jetstream()
             await bus.ensure_stream(js)
             await prepare_streams(nc)
-            ingest = Ingest(nc, js, IngestMetrics(self.registry))
+            # Dev mode serves on 127.0.0.1 only, for this machine's user: no producer token, on purpose.
+            ingest = Ingest(nc, js, IngestMetrics(self.registry), auth=ProducerAuth.open())
             app = create_app(ingest, self.registry)
             app.router.add_get("/v1/webhooks", self.list_webhooks)
             app.router.add_get("/v1/webhooks/{namespace}/{name}/attempts", self.list_attempts)

@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, ServiceUnavailableError
@@ -27,6 +26,7 @@ from hookline.sender.bus.attemptlog import ensure_attempt_store
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.bus.natsperms import inbox_prefix
+from hookline.sender.cmd.ingestauth import add_producer_arguments, producer_auth_of, tls_context_of
 from hookline.sender.cmd.natsurl import add_nats_auth_arguments, nats_auth_of
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
@@ -36,25 +36,9 @@ from hookline.sender.observe.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
 STREAM_RETENTION_ENV = "HOOKLINE_STREAM_RETENTION"
 MAX_CONSUMERS_ENV = "HOOKLINE_STREAM_MAX_CONSUMERS"
 REPLICAS_ENV = "HOOKLINE_NATS_REPLICAS"
-
-
-def read_token(token_file: str | None, env: dict[str, str] | os._Environ[str] = os.environ) -> bytes | None:
-    """The bearer token from a file (Kubernetes Secret mount) or the environment; None leaves ingest open."""
-    if token_file:
-        try:
-            text = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            msg = f"hookline ingest: cannot read --token-file {token_file}: {exc.strerror}"
-            raise SystemExit(msg) from None
-        if not text:
-            raise SystemExit(f"hookline ingest: --token-file {token_file} is empty")
-        return text.encode()
-    value = env.get(TOKEN_ENV, "").strip()
-    return value.encode() if value else None
 
 
 def positive_int(text: str) -> int:
@@ -139,10 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
         help=f"NATS server URL (env {NATS_URL_ENV}; default %(default)s)",
     )
-    parser.add_argument(
-        "--token-file",
-        help=f"file holding the bearer token producers must send (else env {TOKEN_ENV}; none: no auth)",
-    )
+    add_producer_arguments(parser)
     parser.add_argument(
         "--max-body-bytes",
         type=int,
@@ -248,9 +229,11 @@ def settings_from(args: argparse.Namespace) -> IngestSettings:
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     host, port = parse_listen(args.listen, 8080)
-    token = read_token(args.token_file)
     closed = asyncio.Event()
     layout_only = bool(getattr(args, "layout_only", False))
+    # Before NATS: a start without producer tokens (and without --insecure-no-auth) fails right away.
+    producers = None if layout_only else producer_auth_of(args, log)
+    tls = None if layout_only else tls_context_of(args)
     auth = nats_auth_of(args).with_inbox(inbox_prefix("layout" if layout_only else "ingest"))
     nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set, auth=auth)
     workers = ProcessPoolExecutor(
@@ -277,14 +260,15 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             return 0
         registry = CollectorRegistry()
         ingest = Ingest(
-            nc, js, IngestMetrics(registry), token=token, settings=settings_from(args), workers=workers
+            nc, js, IngestMetrics(registry), auth=producers, settings=settings_from(args), workers=workers
         )
-        runner = await start_ingest_site(ingest, registry, host, port)
+        runner = await start_ingest_site(ingest, registry, host, port, ssl_context=tls)
         log.info(
-            "ingest listening on %s:%d (auth %s, events up to %d bytes)",
+            "ingest listening on %s:%d (%s; producers: %s; events up to %d bytes)",
             host,
             port,
-            "on" if token else "off",
+            "https" if tls else "http",
+            ", ".join(p.name for p in ingest.auth.producers) or "anyone (auth off)",
             ingest.max_event_bytes,
         )
         try:

@@ -10,7 +10,6 @@ at most the body limit, and error bodies list the first `MAX_REPORTED_ERRORS` er
 
 from __future__ import annotations
 
-import hmac
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ __all__ = [
     "MAX_REPORTED_ERRORS",
     "Outgoing",
     "Rejection",
-    "check_bearer",
     "check_content_encoding",
     "check_content_type",
     "decode_document",
@@ -146,6 +144,7 @@ class Outgoing(NamedTuple):
     id: str
     subject: str
     data: bytes
+    database: str | None = None  # what producer tokens are checked against (producers.py)
 
 
 def prepare_body(
@@ -155,7 +154,7 @@ def prepare_body(
     or a Rejection. Large bodies run this in a worker process (see service.Ingest), small ones inline."""
     inflated = inflate(raw, encoding, max_body_bytes)
     batch = parse_events_body(inflated, max_events=max_events, max_event_bytes=max_event_bytes)
-    return [Outgoing(event.id, subject_for(event), data) for event, data in batch]
+    return [Outgoing(event.id, subject_for(event), data, event.database) for event, data in batch]
 
 
 def _size_message(event: Event, size: int, limit: int) -> str:
@@ -175,17 +174,6 @@ def _dotted(name: str) -> str:
 def _json_type(value: object) -> str:
     names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "an array"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def check_bearer(header: str | None, token: bytes | None) -> None:
-    """Constant-time comparison of `Authorization: Bearer <token>`; no token configured means open."""
-    if token is None:
-        return
-    scheme, _, given = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise Rejection(401, "missing bearer token: send 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(given.strip().encode(), token):
-        raise Rejection(401, "wrong bearer token")
 
 
 def check_content_type(content_type: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from concurrent.futures import Executor
 from typing import Any
@@ -36,11 +37,11 @@ from hookline.sender.ingest.answer import publish_answer
 from hookline.sender.ingest.body import (
     Outgoing,
     Rejection,
-    check_bearer,
     check_content_encoding,
     check_content_type,
     prepare_body,
 )
+from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.schema import add_schema_route
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
 from hookline.sender.observe.health import add_health_routes, start_site
@@ -49,6 +50,8 @@ from hookline.sender.observe.metrics import IngestMetrics
 log = logging.getLogger(__name__)
 
 __all__ = ["Ingest", "create_app", "read_limited", "start_ingest_site"]
+
+_PRODUCER = web.RequestKey("hookline_producer", str)  # the producer token name, for the metric
 
 
 def _prepare_in_worker(
@@ -91,15 +94,18 @@ class Ingest:
         metrics: IngestMetrics,
         *,
         token: bytes | None = None,
+        auth: ProducerAuth | None = None,
         settings: IngestSettings = DEFAULT_INGEST_SETTINGS,
         workers: Executor | None = None,
     ) -> None:
+        """`auth`: the producer tokens (`token`: the one shared token of earlier versions; neither:
+        no auth, which only the command's --insecure-no-auth and dev mode ask for)."""
         self.nc = nc
         self.workers = workers  # large bodies are prepared there (None: inline)
         self.heavy_waiting = 0
         self.js = js
         self.metrics = metrics
-        self.token = token
+        self.auth = auth or (ProducerAuth.single(token) if token else ProducerAuth.open())
         self.settings = settings
         self.refusing_until = 0.0  # monotonic time until which the store is taken to refuse writes
         self.refusal = ""
@@ -139,18 +145,24 @@ class Ingest:
             # Refused before the body was read: close rather than read (and drain) what is left.
             response.force_close()
         self.metrics.requests.labels(str(response.status)).inc()
+        if not self.auth.insecure:
+            producer = request.get(_PRODUCER, "unknown")
+            self.metrics.producer_requests.labels(producer, str(response.status)).inc()
         return response
 
     async def _accept(self, request: web.Request) -> tuple[web.Response, bool]:
-        check_bearer(request.headers.get("Authorization"), self.token)
+        producer = self.auth.identify(request.headers.get("Authorization"))
+        if producer is not None:
+            request[_PRODUCER] = producer.name
         check_content_type(request.content_type)
         encoding = check_content_encoding(request.headers.get("Content-Encoding"))
         settings = self.settings
         raw = await read_limited(request, settings.max_body_bytes, settings.body_timeout_seconds)
         try:
             batch = await self._prepare(raw, encoding)
+            self.auth.check_databases(producer, batch)  # all or nothing, as a 400
         except Rejection as rejection:
-            if rejection.status == 400:
+            if rejection.status in (400, 403):
                 self.metrics.event_outcomes["rejected"].inc(rejection.rejected_events or 1)
             raise
         return await self._publish(batch), True
@@ -230,9 +242,15 @@ def create_app(ingest: Ingest, registry: CollectorRegistry) -> web.Application:
 
 
 async def start_ingest_site(
-    ingest: Ingest, registry: CollectorRegistry, host: str, port: int
+    ingest: Ingest,
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
-    """Serve ingest with its connection limits (its settings); bodies stay compressed until `inflate`."""
+    """Serve ingest with its connection limits (its settings), over TLS when given a context; bodies
+    stay compressed until `inflate`."""
     settings = ingest.settings
     return await start_site(
         create_app(ingest, registry),
@@ -240,4 +258,5 @@ async def start_ingest_site(
         port,
         max_connections=settings.max_connections,
         idle_timeout=settings.header_timeout_seconds,
+        ssl_context=ssl_context,
     )

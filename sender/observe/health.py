@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -120,6 +121,7 @@ async def start_site(
     max_connections: int | None = None,
     idle_timeout: float | None = None,
     auto_decompress: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
     """Start serving `app` on host:port; the caller cleans up with `await runner.cleanup()`.
 
@@ -138,7 +140,7 @@ async def start_site(
     else:
         runner = web.AppRunner(app, **options)  # type: ignore[arg-type]
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     return runner
 

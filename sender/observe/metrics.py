@@ -231,6 +231,14 @@ class IngestMetrics:
             registry=registry,
         )
         self.event_outcomes = {o: self.events.labels(o) for o in INGEST_OUTCOMES}
+        # By the producer token's NAME (never the token): who sends what, and who is refused (401s,
+        # which have no producer, are counted under "unknown").
+        self.producer_requests = Counter(
+            "hookline_ingest_producer_requests",
+            "Ingest requests by producer token name and HTTP status code",
+            ("producer", "code"),
+            registry=registry,
+        )
         self.store_refusing = Gauge(
             "hookline_ingest_store_refusing",
             "1 while JetStream refuses new events (stream full or storage exhausted); /readyz is false",

@@ -85,6 +85,7 @@ def test_ingest_logs_json_while_it_serves(tmp_path):
                     f"127.0.0.1:{port}",
                     "--log-format",
                     "json",
+                    "--insecure-no-auth",
                 ],
                 env={k: v for k, v in os.environ.items() if k != "HOOKLINE_INGEST_TOKEN"},
                 stdout=log,

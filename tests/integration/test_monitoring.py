@@ -637,6 +637,7 @@ async def test_metrics_exist_in_real_scrapes(nats_server: EmbeddedNats, receiver
         f"127.0.0.1:{ingest_port}",
         "--nats-url",
         nats_server.url,
+        "--insecure-no-auth",
     )
     sender = Process(tmp_path / "sender.log", "sender", "--config", str(config))
     try:

@@ -348,7 +348,9 @@ async def _exit_code(proc: subprocess.Popen[bytes]) -> int:
 async def test_sigterm_after_nats_went_away_exits_cleanly(nats_server, tmp_path, receiver):
     ingest_port = free_port()
     ingest = _spawn(
-        ["ingest", "--listen", f"127.0.0.1:{ingest_port}"], tmp_path / "ingest.log", nats_server.url
+        ["ingest", "--listen", f"127.0.0.1:{ingest_port}", "--insecure-no-auth"],
+        tmp_path / "ingest.log",
+        nats_server.url,
     )
     cfg = sender_config(nats_server.url, f"{receiver.url}/hook")
     config_path = tmp_path / "sender.yaml"

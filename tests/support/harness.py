@@ -315,12 +315,18 @@ class Harness:
         self.webhooks: list[Webhook] = []
         self.http: aiohttp.ClientSession | None = None
 
+    def _auth_args(self) -> list[str]:
+        """The extra flags, and --insecure-no-auth unless they give producer tokens (ingest refuses to
+        start with neither)."""
+        tokens = {"--token-file", "--tokens-file"} & set(self.ingest_args)
+        return [*self.ingest_args, *([] if tokens else ["--insecure-no-auth"])]
+
     async def __aenter__(self) -> Harness:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         port = free_port()
         self.ingest = Process(
             "ingest",
-            ["ingest", "--listen", f"{LOOPBACK}:{port}", "--nats-url", self.nats.url, *self.ingest_args],
+            ["ingest", "--listen", f"{LOOPBACK}:{port}", "--nats-url", self.nats.url, *self._auth_args()],
             self.tmp / "ingest.log",
             port,
         )
@@ -370,9 +376,11 @@ class Harness:
         *,
         replicas: int = 1,
         namespace: str = "shop",
+        scope: dict[str, str] | None = None,
         **delivery: Any,
     ) -> Webhook:
-        """Write the sender config (as the operator would) and start `replicas` senders; wait until ready."""
+        """Write the sender config (as the operator would) and start `replicas` senders; wait until ready.
+        `scope`: spec.database / spec.collection (default: every click)."""
         path = self.tmp / f"{namespace}-{name}-sender.yaml"
         webhook = Webhook(namespace, name, receiver, path)
         for index in range(replicas):
@@ -384,6 +392,7 @@ class Harness:
                     "events": ["click"],
                     "format": "json",
                     "delivery": {"timeoutSeconds": 2, "maxAttempts": 10, **delivery},
+                    **(scope or {}),
                 },
                 "nats": {"url": self.nats.url, "consumer": webhook.consumer},
                 "listen": f"{LOOPBACK}:{port}",
