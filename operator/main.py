@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from hookline.operator.runtime import Runtime, runtime_of
 from hookline.operator.settings import (
     OperatorConfig,
     config_from_env,
+    dns_nameservers_from,
     kopf_settings,
     parse_replicas,
     quiet_verification_retries,
@@ -185,6 +187,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="replicas of each Webhook's JetStream consumer: 1 on a single server, 3 on a cluster "
         "(env HOOKLINE_NATS_REPLICAS; default: as many as the stream)",
+    )
+    parser.add_argument(
+        "--dns-nameserver",
+        action="append",
+        default=[],
+        metavar="IP[:PORT]",
+        help="DNS server for TXT ownership proofs (repeatable; env HOOKLINE_DNS_NAMESERVERS; default: the "
+        "system resolver)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     add_log_format_argument(parser)
@@ -357,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
             leader_election=args.leader_election,
             log_format=log_format,
         )
+        if args.dns_nameserver:
+            config = dataclasses.replace(config, dns_nameservers=dns_nameservers_from(args.dns_nameserver))
         if config.pool_key_file:
             PoolKey.from_file(config.pool_key_file)  # unreadable: say so now, not at the first Webhook
     except ValueError as exc:

@@ -37,6 +37,7 @@ class WebhookSnapshot:
     database: str
     conditions: Mapping[str, str]
     delivering_reason: str = "Unknown"  # the Delivering condition's reason; Unknown before there is one
+    ready_reason: str = ""  # the Ready condition's reason (not a label: the backlog loop reads it)
 
 
 def snapshot(database: str | None, conditions: Sequence[Mapping[str, Any]] | None) -> WebhookSnapshot:
@@ -49,6 +50,7 @@ def snapshot(database: str | None, conditions: Sequence[Mapping[str, Any]] | Non
         database=database or "",
         conditions={t: s if s in CONDITION_STATUSES else "Unknown" for t, s in statuses.items()},
         delivering_reason=str(delivering) if delivering in DELIVERING_REASONS else "Unknown",
+        ready_reason=str(reasons.get(ConditionType.READY) or ""),
     )
 
 
@@ -88,6 +90,10 @@ class WebhookConditions(Collector):
 
     def forget(self, namespace: str, name: str) -> None:
         self._seen.pop((namespace, name), None)
+
+    def snapshots(self) -> dict[WebhookKey, WebhookSnapshot]:
+        """Every Webhook the operator watches as last seen (a copy; the backlog loop reads it)."""
+        return dict(self._seen)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         seen = dict(self._seen)  # handlers may change it while a scrape thread reads it
@@ -198,5 +204,17 @@ class OperatorMetrics:
             "hookline_reconcile_duration_seconds",
             "Time to reconcile one Webhook (verification and sender), in seconds",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.moved_aside = Counter(
+            "hookline_events_moved_aside",
+            "Events of a stuck or over-cap Webhook moved to its dead letters (reason backlog_limit) so "
+            "the shared stream keeps room for the others; redrivable with hookline redrive",
+            ["namespace", "webhook"],
+            registry=registry,
+        )
+        self.moves_refused = Counter(
+            "hookline_backlog_moves_refused",
+            "Backlog moves stopped because NATS did not store the dead letters (the events stay)",
             registry=registry,
         )

@@ -27,6 +27,7 @@ from hookline.operator.rules.senderpod import POD_TEMPLATE_ENV, SenderPodTemplat
 from hookline.sender.bus.attemptlog import DEFAULT_ATTEMPTS_MAX_AGE_SECONDS, DEFAULT_ATTEMPTS_MAX_BYTES
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.observe.logs import log_format_of
+from hookline.sender.transport.dnsproof import parse_nameserver
 from hookline.sender.transport.egress import EgressPolicy
 
 # The message of the TemporaryError that schedules the next ownership check (QuietVerificationRetries).
@@ -237,9 +238,7 @@ def config_from_env(
         grants_configmap=env.get("HOOKLINE_GRANTS_CONFIGMAP", "").strip() or None,
         sender_pod=parse_pod_template(env.get(POD_TEMPLATE_ENV, "")),
         leader_election=leader_election_from_env(env, leader_election),
-        dns_nameservers=tuple(
-            n for n in env.get("HOOKLINE_DNS_NAMESERVERS", "").replace(" ", "").split(",") if n
-        ),
+        dns_nameservers=dns_nameservers_from(env.get("HOOKLINE_DNS_NAMESERVERS", "").split(",")),
         dns_timeout=_positive(env, "HOOKLINE_DNS_TIMEOUT_SECONDS", 5.0, "a number of seconds"),
         recheck=recheck_from_env(env),
         log_format=log_format_of(log_format, env),
@@ -265,6 +264,14 @@ def backlog_from_env(env: Mapping[str, str]) -> BacklogSettings:
         moves_per_tick=int(_positive(env, "HOOKLINE_BACKLOG_MOVES_PER_TICK", 2000, "a number of events")),
         tick_seconds=_positive(env, "HOOKLINE_BACKLOG_TICK_SECONDS", 10, seconds),
     )
+
+
+def dns_nameservers_from(values: Sequence[str]) -> tuple[str, ...]:
+    """HOOKLINE_DNS_NAMESERVERS (comma-separated) or --dns-nameserver: each IP[:PORT], checked now."""
+    found = tuple(v.strip() for v in values if v.strip())
+    for value in found:
+        parse_nameserver(value)
+    return found
 
 
 def recheck_from_env(env: Mapping[str, str]) -> RecheckSchedule:

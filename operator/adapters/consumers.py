@@ -22,6 +22,8 @@ from hookline.operator.rules.status import BusProblem
 from hookline.sender import bus
 from hookline.sender.bus import STREAM, BusUnavailable
 from hookline.sender.bus.attemptlog import ensure_attempt_limits, health_bucket, health_key
+from hookline.sender.bus.connection import BusAuth
+from hookline.sender.bus.natsperms import inbox_prefix
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.model.deliveryhealth import HealthReport
 from hookline.sender.model.outcomes import GoneState
@@ -73,18 +75,34 @@ async def _same(js: JetStreamContext) -> JetStreamContext:
 
 
 class Consumers:
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, auth: BusAuth | None = None, auth_pending: bool = False
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        # The operator's NATS user (natsauth.py); `auth_pending`: read from the auth Secret once the
+        # API answers (startup), connections wait for it (bounded by each call's time limit).
+        self.auth = (auth or BusAuth()).with_inbox(inbox_prefix("operator"))
+        self.auth_ready = asyncio.Event()
+        if not auth_pending:
+            self.auth_ready.set()
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._stream_ready = False
         self._lock = asyncio.Lock()
 
+    def use_auth(self, auth: BusAuth) -> None:
+        """The operator's user, once known (connections waiting for it go ahead)."""
+        self.auth = auth.with_inbox(inbox_prefix("operator"))
+        self.auth_ready.set()
+
     async def _jetstream(self) -> JetStreamContext:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
-                self._nc = await bus.connect(self.url, name="hookline-operator", connect_timeout=self.timeout)
+                await self.auth_ready.wait()
+                self._nc = await bus.connect(
+                    self.url, name="hookline-operator", connect_timeout=self.timeout, auth=self.auth
+                )
                 self._js = self._nc.jetstream(timeout=self.timeout)
                 self._stream_ready = False
             if not self._nc.is_connected:
@@ -93,13 +111,18 @@ class Consumers:
             assert self._js is not None
             return self._js
 
-    async def call(self, what: str, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
-        """Run `fn` on the JetStream context, bounded in time; failures come out as ConsumerError."""
-        return await self._call(what, fn)
+    async def call(
+        self, what: str, fn: Callable[[JetStreamContext], Awaitable[T]], *, within: float | None = None
+    ) -> T:
+        """Run `fn` on the JetStream context, bounded in time (`within` seconds, default twice the
+        request timeout); failures come out as ConsumerError."""
+        return await self._call(what, fn, within=within)
 
-    async def _call(self, what: str, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+    async def _call(
+        self, what: str, fn: Callable[[JetStreamContext], Awaitable[T]], *, within: float | None = None
+    ) -> T:
         try:
-            async with asyncio.timeout(self.timeout * 2):
+            async with asyncio.timeout(within or self.timeout * 2):
                 js = await self._jetstream()
                 if not self._stream_ready:
                     # The stream exists before any consumer; ingest owns its retention settings.

@@ -232,6 +232,8 @@ async def ensure_dead_letter_stream(
                 subjects=list(DEAD_LETTER_SUBJECTS),
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
+                # A byte or message limit set on it later refuses new records, never drops stored ones.
+                discard=api.DiscardPolicy.NEW,
                 max_age=float(retention_seconds),
                 num_replicas=check_replicas(replicas),
             )

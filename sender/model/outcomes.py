@@ -29,6 +29,9 @@ class DeadLetterReason(StrEnum):
     MAX_AGE = "max_age"
     GONE = "gone"
     BLOCKED = "blocked"
+    # Moved aside by the operator: the Webhook was stuck while the shared stream filled, or over its
+    # backlog cap (operator/rules/backlog.py); no delivery was attempted for it then.
+    BACKLOG_LIMIT = "backlog_limit"
 
 
 @dataclass(frozen=True)

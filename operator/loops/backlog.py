@@ -1,0 +1,148 @@
+"""Capacity isolation: stuck Webhooks' backlogs moved to their dead letters before the stream fills.
+
+One loop for all Webhooks. Every tick it reads the events stream's fill (one request); below the
+high-water mark it lists every consumer only every ``scan_seconds`` (pages of 256: the ack floors that
+tell a stuck Webhook from a slow one, and what is over the per-Webhook cap), above it every tick.
+rules/backlog.decide picks the moves, at most ``moves_per_tick`` events per tick in all; each
+becomes dead letters with reason ``backlog_limit`` through sender/bus/backlog.move_aside, counted
+(hookline_events_moved_aside_total), announced (an Event on the Webhook) and shown
+(status.delivery.deadLetters). A move the dead-letter stream refuses stops the tick: the events
+stay, hookline_backlog_moves_refused_total and a warning say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import kopf
+
+from hookline.operator.adapters import kubeapi
+from hookline.operator.adapters.backlog import BacklogBus
+from hookline.operator.adapters.consumers import ConsumerError
+from hookline.operator.metrics import OperatorMetrics, WebhookSnapshot
+from hookline.operator.rules.backlog import (
+    BacklogSettings,
+    Move,
+    Progress,
+    WebhookKey,
+    decide,
+    stop_of,
+    track_progress,
+)
+from hookline.operator.runtime import Runtime
+from hookline.sender.bus.backlog import MoveResult
+from hookline.sender.bus.deadletter import count_dead_letters
+from hookline.sender.model.config import consumer_name
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[Move, MoveResult], Awaitable[None]]
+
+
+class BacklogMover:
+    """The loop's state between ticks: each consumer's ack-floor progress and the last full scan."""
+
+    def __init__(
+        self,
+        bus: BacklogBus,
+        settings: BacklogSettings,
+        metrics: OperatorMetrics,
+        webhooks: Callable[[], Mapping[WebhookKey, WebhookSnapshot]],
+        report: Report | None = None,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.metrics = metrics
+        self.webhooks = webhooks
+        self.report = report
+        self.progress: dict[str, Progress] = {}
+        self.scanned_at = -math.inf
+
+    async def tick(self, now: float | None = None) -> list[tuple[Move, MoveResult]]:
+        """One tick: read, decide, move (bounded); what was moved, per Webhook."""
+        now = time.time() if now is None else now
+        settings = self.settings
+        fill = await self.bus.fill()
+        if not fill.above(settings.high_water) and now - self.scanned_at < settings.scan_seconds:
+            return []
+        snapshots = self.webhooks()
+        known = {consumer_name(*key): key for key in snapshots}
+        stopped = {key: why for key, snap in snapshots.items() if (why := stop_of(snap.ready_reason))}
+        states = await self.bus.states(known, stopped)
+        self.scanned_at = now
+        self.progress = track_progress(self.progress, states, now)
+        done: list[tuple[Move, MoveResult]] = []
+        for move in decide(fill, states, self.progress, now, settings):
+            try:
+                result = await self.bus.move(move)
+            except ConsumerError as exc:
+                result = MoveResult(0, str(exc))
+            done.append((move, result))
+            namespace, name = move.webhook
+            if result.moved:
+                self.metrics.moved_aside.labels(namespace, name).inc(result.moved)
+                log.warning(
+                    "%s/%s: %d events moved to its dead letters (backlog_limit): %s",
+                    namespace,
+                    name,
+                    result.moved,
+                    move.why,
+                )
+            if result.moved and self.report is not None:
+                await self.report(move, result)
+            if result.refused:
+                self.metrics.moves_refused.inc()
+                log.warning("%s/%s: backlog not moved aside: %s", namespace, name, result.refused)
+                break  # the dead letters have no room: the next tick looks again
+        return done
+
+
+def runtime_reporter(rt: Runtime) -> Report:
+    """An Event on the Webhook and its status.delivery.deadLetters (no sender may be running to
+    recount them: a paused or gone Webhook)."""
+
+    async def report(move: Move, result: MoveResult) -> None:
+        namespace, name = move.webhook
+        try:
+            count = await rt.consumers.call(
+                f"counting the dead letters of {namespace}/{name}",
+                lambda js: count_dead_letters(js, namespace, name),
+            )
+            body = await rt.api.get(kubeapi.webhook(namespace, name))
+            if body is None:
+                return
+            message = (
+                f"{result.moved} events moved to this Webhook's dead letters (reason backlog_limit): "
+                f"{move.why}; hookline redrive {name} -n {namespace} delivers them again"
+            )
+            kopf.event(body, type="Warning", reason="BacklogMovedAside", message=message[:1000])
+            patch = {"status": {"delivery": {"deadLetters": count}}}
+            await rt.api.patch(kubeapi.webhook(namespace, name, sub="status"), patch)
+        except (ConsumerError, kubeapi.APIError, LookupError) as exc:
+            log.warning("move of %s/%s not reported: %s", namespace, name, exc)
+
+    return report
+
+
+async def move_backlogs(rt: Runtime) -> None:
+    """The operator's backlog loop (main.start_background)."""
+    settings = rt.config.backlog
+    if not settings.enabled:
+        return
+    mover = BacklogMover(
+        BacklogBus(rt.consumers),
+        settings,
+        rt.metrics,
+        rt.metrics.webhooks.snapshots,
+        runtime_reporter(rt),
+    )
+    while True:
+        await asyncio.sleep(settings.tick_seconds)
+        try:
+            await mover.tick()
+        except ConsumerError as exc:  # NATS away: the next tick tries again
+            log.debug("backlog not checked: %s", exc)

@@ -1,0 +1,105 @@
+"""The backlog policy (operator/rules/backlog.py): which Webhooks' backlogs are moved aside, and how many."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookline.operator.rules.backlog import (
+    BacklogSettings,
+    ConsumerState,
+    Progress,
+    StreamFill,
+    decide,
+    stop_of,
+    track_progress,
+    webhook_of_consumer,
+)
+from hookline.operator.settings import backlog_from_env
+from hookline.sender.model.config import consumer_name
+
+MIB = 1024 * 1024
+SETTINGS = BacklogSettings(high_water=0.6, stalled_seconds=300, moves_per_tick=1_000)
+
+
+def state(name: str, pending: int, floor: int = 0, *, ack_pending: int = 0, stopped: str | None = None):
+    return ConsumerState(consumer_name(name, "hook"), (name, "hook"), pending, ack_pending, floor, stopped)
+
+
+def test_below_the_high_water_mark_nothing_moves_even_a_stopped_webhook():
+    fill = StreamFill(int(0.59 * 100 * MIB), 100 * MIB)
+    assert decide(fill, [state("a", 5_000, stopped="Paused")], {}, 0.0, SETTINGS) == []
+
+
+def test_above_the_mark_a_stopped_webhook_is_moved_and_a_progressing_one_is_not():
+    fill = StreamFill(70 * MIB, 100 * MIB)
+    paused = state("a", 400, floor=10, stopped="Paused")
+    healthy = state("b", 300, floor=5)
+    progress = track_progress({}, [paused, healthy], now=0.0)
+    moves = decide(fill, [paused, healthy], progress, 10.0, SETTINGS)
+    assert [(m.webhook, m.count) for m in moves] == [(("a", "hook"), 400)]
+    assert "70% of its byte limit" in moves[0].why and "stopped (Paused)" in moves[0].why
+    assert not moves[0].resume  # a spec.paused consumer is not paused in NATS
+
+
+def test_a_webhook_without_ack_progress_for_stalled_seconds_counts_as_stuck():
+    fill = StreamFill(90 * MIB, 100 * MIB)
+    hanging = state("a", 200, floor=7, ack_pending=5)
+    progress = track_progress({}, [hanging], now=0.0)
+    assert decide(fill, [hanging], progress, 299.0, SETTINGS) == []
+    progress = track_progress(progress, [hanging], now=301.0)  # the floor did not move
+    (move,) = decide(fill, [hanging], progress, 301.0, SETTINGS)
+    assert move.count == 200 and "acknowledged nothing for 301 s" in move.why
+    moved_on = state("a", 200, floor=8, ack_pending=5)
+    assert track_progress(progress, [moved_on], now=302.0)[moved_on.consumer] == Progress(8, 302.0)
+
+
+def test_gone_and_disabled_consumers_are_resumed_for_the_move():
+    fill = StreamFill(61 * MIB, 100 * MIB)
+    (move,) = decide(fill, [state("a", 10, stopped="gone")], {}, 0.0, SETTINGS)
+    assert move.resume
+
+
+def test_the_oldest_holder_goes_first_and_the_tick_budget_bounds_the_work():
+    fill = StreamFill(95 * MIB, 100 * MIB)
+    states = [state("young", 900, floor=500, stopped="Paused"), state("old", 800, floor=3, stopped="gone")]
+    moves = decide(fill, states, {}, 0.0, SETTINGS)
+    assert [(m.webhook[0], m.count) for m in moves] == [("old", 800), ("young", 200)]
+    assert sum(m.count for m in moves) == SETTINGS.moves_per_tick
+
+
+def test_the_per_webhook_cap_moves_only_the_excess_at_any_fill():
+    settings = BacklogSettings(max_pending=1_000, moves_per_tick=10_000)
+    fill = StreamFill(1 * MIB, -1)  # no byte limit: the cap still applies
+    moves = decide(fill, [state("big", 1_500, floor=1), state("small", 999)], {}, 0.0, settings)
+    assert [(m.webhook[0], m.count) for m in moves] == [("big", 500)]
+    assert "over the backlog cap of 1000" in moves[0].why
+
+
+def test_nothing_moves_when_disabled():
+    settings = BacklogSettings(enabled=False, max_pending=1)
+    assert decide(StreamFill(99, 100), [state("a", 50, stopped="Paused")], {}, 0.0, settings) == []
+
+
+def test_stops_the_operator_knows_of_come_from_the_ready_reason():
+    assert stop_of("Paused") == "Paused" and stop_of("ScopeNotAllowed") == "ScopeNotAllowed"
+    assert stop_of("SenderAvailable") is None and stop_of("") is None
+
+
+def test_consumers_map_back_to_their_webhooks():
+    assert webhook_of_consumer(consumer_name("team-a", "orders.eu"), {}) == ("team-a", "orders.eu")
+    long_name = "x" * 200
+    hashed = consumer_name("team-a", long_name)
+    assert webhook_of_consumer(hashed, {}) is None
+    assert webhook_of_consumer(hashed, {hashed: ("team-a", long_name)}) == ("team-a", long_name)
+    assert webhook_of_consumer("HOOKLINE_EVENTS_RECOVERY_reader", {}) is None
+
+
+def test_settings_from_the_environment_name_the_variable_on_error():
+    settings = backlog_from_env(
+        {"HOOKLINE_BACKLOG_HIGH_WATER_PERCENT": "75", "HOOKLINE_BACKLOG_MAX_PENDING": "5"}
+    )
+    assert settings.high_water == 0.75 and settings.max_pending == 5
+    with pytest.raises(ValueError, match="HOOKLINE_BACKLOG_MAX_PENDING"):
+        backlog_from_env({"HOOKLINE_BACKLOG_MAX_PENDING": "-3"})
+    with pytest.raises(ValueError, match="high-water"):
+        backlog_from_env({"HOOKLINE_BACKLOG_HIGH_WATER_PERCENT": "150"})
