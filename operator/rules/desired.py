@@ -30,6 +30,8 @@ from hookline.api import (
     WEBHOOK_LABEL,
     WebhookSpec,
 )
+from hookline.api.policy import Grant
+from hookline.operator.rules import natscreds, tenancy
 from hookline.operator.rules.credmounts import SIGNING_DIR as SIGNING_DIR
 from hookline.operator.rules.credmounts import credential_mounts
 from hookline.operator.settings import OperatorConfig
@@ -79,8 +81,13 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def sender_config(namespace: str, name: str, spec: WebhookSpec, config: OperatorConfig) -> SenderConfig:
-    """The config of a Webhook's sender as this installation runs it (a pool entry starts from it)."""
+def sender_config(
+    namespace: str, name: str, spec: WebhookSpec, config: OperatorConfig, grant: Grant | None = None
+) -> SenderConfig:
+    """The config of a Webhook's sender as this installation runs it (a pool entry starts from it):
+    with its namespace's grant (tenancy), the grant's extra egress and its rate ceiling."""
+    networks, allow_http = tenancy.egress_of(grant, config.egress)
+    spec = tenancy.within_ceiling(spec, grant)
     cfg = SenderConfig.for_webhook(
         namespace,
         name,
@@ -88,12 +95,16 @@ def sender_config(namespace: str, name: str, spec: WebhookSpec, config: Operator
         nats_url=config.sender_nats_url,
         nats_replicas=config.nats_replicas,
         listen=f"0.0.0.0:{SENDER_PORT}",
-        allow_networks=[str(n) for n in config.egress.allow_networks],
-        allow_http=config.egress.allow_http,
+        allow_networks=networks,
+        allow_http=allow_http,
         # The rate limit is split across replicas; a paused Webhook keeps its configured count.
         replicas=max(1, spec.sender.replicas),
     )
     files = credential_mounts(name, spec).config  # the mounted Secret files' paths (rules/credmounts.py)
+    if config.nats_auth.enabled:  # its own NATS user, minted into a Secret (rules/natscreds.py)
+        doc = cfg.to_document()
+        doc["nats"] = {**doc["nats"], **natscreds.config_fields(tls=bool(config.nats_auth.ca_file))}
+        return parse_sender_config({**doc, **files})
     return parse_sender_config({**cfg.to_document(), **files}) if files else cfg
 
 
@@ -175,6 +186,10 @@ def deployment(
     creds = credential_mounts(name, spec)  # signing keys, secret headers, spec.tls: Secret volumes
     volumes += creds.volumes
     mounts += creds.mounts
+    if config.nats_auth.enabled:
+        volume, mount = natscreds.pod_volume(name)
+        volumes.append(volume)
+        mounts.append(mount)
     probe = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
     container: dict[str, Any] = {
         "name": "sender",

@@ -132,25 +132,36 @@ class AuthKeys:
     def sender_creds(self, who: SenderIdentity, uid: str) -> str:
         return self.user_creds(self.sender_user(who, uid), who.user_name, sender_permissions(who))
 
-    def server_config(self, resolver_dir: str, revocations: dict[str, int] | None = None) -> str:
-        """nats-server's auth block: trust this operator, the system account, and the full (NATS-based)
-        resolver that stores account JWTs pushed to it (revocations) in `resolver_dir`."""
-        return (
+    def server_config(
+        self, resolver_dir: str | None = None, revocations: dict[str, int] | None = None
+    ) -> str:
+        """nats-server's accounts: trust this operator and the system account, and preload both
+        accounts' JWTs. The resolver block (where pushed JWTs, i.e. revocations, are kept) is the
+        chart's (`resolver_block`, on the server's volume); with `resolver_dir` it is added here."""
+        text = (
             "# hookline's NATS accounts (generated; the seeds are in the same Secret, not here).\n"
             f"operator: {self.operator_jwt()}\n"
             f"system_account: {self.system.public}\n"
-            "resolver: {\n"
-            "  type: full\n"
-            f"  dir: {json.dumps(resolver_dir)}\n"
-            "  allow_delete: false\n"
-            '  interval: "2m"\n'
-            '  timeout: "5s"\n'
-            "}\n"
             "resolver_preload: {\n"
             f"  {self.system.public}: {self.system_jwt()}\n"
             f"  {self.account.public}: {self.account_jwt(revocations)}\n"
             "}\n"
         )
+        return text + resolver_block(resolver_dir) if resolver_dir else text
+
+
+def resolver_block(resolver_dir: str) -> str:
+    """The full (NATS-based) resolver: account JWTs pushed to `$SYS.REQ.CLAIMS.UPDATE` are stored in
+    `resolver_dir` and outlive a restart (deletes refused)."""
+    return (
+        "resolver: {\n"
+        "  type: full\n"
+        f"  dir: {json.dumps(resolver_dir)}\n"
+        "  allow_delete: false\n"
+        '  interval: "2m"\n'
+        '  timeout: "5s"\n'
+        "}\n"
+    )
 
 
 class RevocationRefused(Exception):

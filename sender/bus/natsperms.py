@@ -137,7 +137,10 @@ def pool_permissions(pool: str) -> Permissions:
             "$JS.API.STREAM.INFO.*",
             f"$KV.{POOL_BUCKET}.{pool}.>",
             f"$JS.API.DIRECT.GET.KV_{POOL_BUCKET}.$KV.{POOL_BUCKET}.{pool}.>",
-            f"$JS.API.CONSUMER.CREATE.KV_{POOL_BUCKET}.*.$KV.{POOL_BUCKET}.{pool}.>",
+            # Its watch of the bucket (an ordered consumer; the create subject need not name the filter).
+            f"$JS.API.CONSUMER.CREATE.KV_{POOL_BUCKET}",
+            f"$JS.API.CONSUMER.CREATE.KV_{POOL_BUCKET}.>",
+            f"$JS.FC.KV_{POOL_BUCKET}.>",
             f"$JS.API.CONSUMER.DELETE.KV_{POOL_BUCKET}.*",
             f"$KV.{HEALTH_BUCKET}.>",
             f"$JS.API.DIRECT.GET.KV_{HEALTH_BUCKET}.>",
@@ -149,7 +152,7 @@ def pool_permissions(pool: str) -> Permissions:
             f"$JS.API.STREAM.MSG.GET.{FAILED_ATTEMPTS_STREAM}",
             f"$JS.API.STREAM.PURGE.{FAILED_ATTEMPTS_STREAM}",
         ),
-        sub=(f"{inbox_prefix('pool-' + pool)}.>",),
+        sub=(f"{inbox_prefix('pool.' + pool)}.>",),  # "*": any pool's replica
     )
 
 

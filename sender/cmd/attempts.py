@@ -16,6 +16,7 @@ from typing import TextIO
 import yaml
 
 from hookline.sender.bus.attemptlog import read_attempts
+from hookline.sender.cmd.natsurl import nats_auth_of
 from hookline.sender.cmd.redrive import EXIT_OK, add_nats_url_argument, cli_connection, parse_since
 from hookline.sender.model.deliveryhealth import AttemptRecord, one_line
 
@@ -68,7 +69,14 @@ def render(records: Sequence[AttemptRecord], output: str, what: str, out: TextIO
 
 async def main(args: argparse.Namespace, namespace: str, *, find_consumer: str | None = None) -> int:
     """`hookline attempts` once hookline.kubecli has settled the namespace and how the Webhook is found."""
-    nc = await cli_connection("attempts", namespace, args.webhook, args.nats_url, find_consumer=find_consumer)
+    nc = await cli_connection(
+        "attempts",
+        namespace,
+        args.webhook,
+        args.nats_url,
+        find_consumer=find_consumer,
+        auth=nats_auth_of(args),
+    )
     if isinstance(nc, int):
         return nc
     try:

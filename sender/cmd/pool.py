@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.bus.connection import DEFAULT_NATS_URL
+from hookline.sender.bus.natsperms import inbox_prefix
 from hookline.sender.bus.poolproto import (
     PoolError,
     PoolKey,
@@ -22,7 +23,9 @@ from hookline.sender.bus.poolproto import (
     pool_bucket,
     replica_from_hostname,
 )
+from hookline.sender.cmd.natsurl import add_nats_auth_arguments, nats_auth_of
 from hookline.sender.delivery.poolreplica import PoolReplica
+from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.observe.health import add_health_routes, parse_listen, run_service, start_site
@@ -42,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="this replica's number (default: the StatefulSet pod ordinal from the host name)",
     )
     parser.add_argument("--nats-url", default=DEFAULT_NATS_URL, help="NATS URL")
+    add_nats_auth_arguments(parser)
     parser.add_argument("--pool-key-file", required=True, metavar="FILE", help="the mounted pool key")
     parser.add_argument("--listen", default="0.0.0.0:8081", help="HOST:PORT for /metrics, /healthz, /readyz")
 
@@ -60,12 +64,24 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
     registry = CollectorRegistry()
     closed = asyncio.Event()
-    nc = await bus.connect(args.nats_url, name=f"hookline-pool {pool}-{replica}", on_closed=closed.set)
-    supervisor = Supervisor(nc, policy, SenderMetrics(registry), policy_for=policy_for)
+    auth = nats_auth_of(args).with_inbox(inbox_prefix(f"pool.{pool}"))
+    nc = await bus.connect(
+        args.nats_url, name=f"hookline-pool {pool}-{replica}", on_closed=closed.set, auth=auth
+    )
+    # With its pool's NATS user (natsperms.pool_permissions) the operator makes streams and consumers.
+    least_privilege = auth.creds_file is not None
+    supervisor = Supervisor(
+        nc,
+        policy,
+        SenderMetrics(registry),
+        policy_for=policy_for,
+        settings=EngineSettings(manage_consumer=not least_privilege),
+    )
     member = PoolReplica(nc, pool, replica, key, supervisor)
     tasks: list[asyncio.Task[None]] = []
     try:
-        await prepare_streams(nc)
+        if not least_privilege:
+            await prepare_streams(nc)
         kv = await pool_bucket(nc.jetstream())
         app = web.Application()
         add_health_routes(app, registry, member.readiness, liveness=lambda: _closed(nc))

@@ -29,14 +29,14 @@ from nats.js.errors import NotFoundError
 
 from hookline.durations import EXAMPLES, DurationError, parse_duration
 from hookline.sender import bus
-from hookline.sender.bus.connection import NATS_URL_ENV
+from hookline.sender.bus.connection import NATS_URL_ENV, BusAuth
 from hookline.sender.bus.deadletter import (
     StoredDeadLetter,
     count_dead_letters,
     delete_dead_letter,
     iter_dead_letters,
 )
-from hookline.sender.cmd.natsurl import NATS_URL_HELP, cli_nats_url
+from hookline.sender.cmd.natsurl import NATS_URL_HELP, add_nats_auth_arguments, cli_nats_url, nats_auth_of
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.outcomes import GoneState
 
@@ -78,6 +78,7 @@ def add_nats_url_argument(parser: argparse.ArgumentParser) -> None:
         "--nats-url",
         help=NATS_URL_HELP,
     )
+    add_nats_auth_arguments(parser)  # --nats-creds, --nats-ca (a NATS with auth: the operator's user)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,7 +240,7 @@ async def redrive(
     return done
 
 
-async def _connect(url: str, command: str) -> NATS:
+async def _connect(url: str, command: str, auth: BusAuth | None = None) -> NATS:
     """Few attempts, no reconnects: a command line tool should fail fast and say why.
 
     (nats-py retries the initial connect forever unless max_reconnect_attempts is positive.)
@@ -255,11 +256,18 @@ async def _connect(url: str, command: str) -> NATS:
         allow_reconnect=False,
         max_reconnect_attempts=1,
         error_cb=_quiet,
+        **(auth or BusAuth()).options(),  # type: ignore[arg-type]
     )
 
 
 async def cli_connection(
-    command: str, namespace: str, webhook: str, url: str | None, *, find_consumer: str | None = None
+    command: str,
+    namespace: str,
+    webhook: str,
+    url: str | None,
+    *,
+    find_consumer: str | None = None,
+    auth: BusAuth | None = None,
 ) -> NATS | int:
     """For a one-shot command about one Webhook (redrive, attempts): the NATS connection, or the
     exit code after saying on stderr what to do.
@@ -273,7 +281,7 @@ async def cli_connection(
         return EXIT_USAGE
     url = cli_nats_url(url, command)  # --nats-url, else the environment, else hookline dev's
     try:
-        nc = await _connect(url, command)
+        nc = await _connect(url, command, auth)
     except Exception as exc:  # nats raises NoServersError, OSError, TimeoutError, ...
         print(
             f"error: cannot connect to NATS at {url} ({str(exc) or type(exc).__name__}); "
@@ -304,7 +312,14 @@ async def cli_connection(
 
 async def main(args: argparse.Namespace, namespace: str, *, find_consumer: str | None = None) -> int:
     """`hookline redrive` once hookline.kubecli has settled the namespace and how the Webhook is found."""
-    nc = await cli_connection("redrive", namespace, args.webhook, args.nats_url, find_consumer=find_consumer)
+    nc = await cli_connection(
+        "redrive",
+        namespace,
+        args.webhook,
+        args.nats_url,
+        find_consumer=find_consumer,
+        auth=nats_auth_of(args),
+    )
     if isinstance(nc, int):
         return nc
     js = nc.jetstream()

@@ -14,13 +14,16 @@ from typing import Any
 import nats
 from nats.aio.subscription import Subscription
 
-from hookline.sender.bus.natsaccounts import SERVER_CONFIG_FILE, AuthKeys
+from hookline.sender.bus.natsaccounts import SERVER_CONFIG_FILE, AuthKeys, resolver_block
 from hookline.sender.bus.natsperms import SenderIdentity, inbox_prefix
 from hookline.sender.bus.natsserver import EmbeddedNats
 from hookline.sender.model.config import consumer_name
 
-# What the chart's ConfigMap holds besides its jetstream block: the accounts from the Secret's file.
-CHART_INCLUDE = f"include ./auth/{SERVER_CONFIG_FILE}\n"
+
+def chart_like_config(folder: Path) -> str:
+    """What the chart's nats-server.conf holds besides its jetstream block: the accounts from the auth
+    Secret's file, and the full resolver on the server's volume (here: `folder`)."""
+    return f"include ./auth/{SERVER_CONFIG_FILE}\n" + resolver_block(str(folder / "jwt"))
 
 
 @dataclass
@@ -50,9 +53,9 @@ def start_authed_nats(folder: Path, server_conf: str | None = None) -> AuthedNat
     """`server_conf`: the chart-rendered nats-server.conf (default: just the include)."""
     keys = AuthKeys.generate()
     (folder / "auth").mkdir(parents=True, exist_ok=True)
-    (folder / "auth" / SERVER_CONFIG_FILE).write_text(keys.server_config(str(folder / "jwt")))
+    (folder / "auth" / SERVER_CONFIG_FILE).write_text(keys.server_config())
     config = folder / "nats-server.conf"
-    config.write_text(server_conf or CHART_INCLUDE)
+    config.write_text(server_conf or chart_like_config(folder))
     creds: dict[str, Path] = {}
     for file, text in keys.component_creds().items():
         path = folder / file
