@@ -13,12 +13,15 @@ domains as last seen.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from hookline.api.domain import WebhookDomainSpec
+from hookline.operator.adapters import kubeapi
 from hookline.operator.rules.domains import DomainEntry, WebhookProofFacts
 from hookline.operator.rules.recheck import Proof, ProofKey
 from hookline.sender.transport.client import SafeHTTPClient
@@ -30,6 +33,8 @@ from hookline.sender.transport.ownership import (
     domain_file_locations,
     verification_file_name,
 )
+
+log = logging.getLogger(__name__)
 
 
 async def check_webhook(
@@ -55,6 +60,28 @@ async def check_domain(
         return txt_result(await dns.txt(challenge_record(spec.domain)), token)
     locations = domain_file_locations(spec.domain, verification_file_name(token), allow_http=allow_http)
     return await check_file_at(http, locations, token, per_location_timeout=check_timeout)
+
+
+async def post_event(
+    api: kubeapi.KubeAPI, ref: Mapping[str, Any], kind: str, reason: str, message: str
+) -> None:
+    """A Kubernetes Event about ``ref`` from a background loop (kopf.event works only inside Kopf's
+    handlers), shaped as Kopf posts its own; a failure is logged, never raised."""
+    meta = ref["metadata"]
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "metadata": {"namespace": meta["namespace"], "generateName": "hookline-event-"},
+        "action": "Verify", "type": kind, "reason": reason, "message": message[:1024],
+        "reportingComponent": "hookline-operator", "reportingInstance": "hookline-operator",
+        "source": {"component": "hookline-operator"},
+        "involvedObject": {"apiVersion": ref["apiVersion"], "kind": ref["kind"], "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid") or ""},
+        "firstTimestamp": now, "lastTimestamp": now, "eventTime": now,
+    }  # fmt: skip
+    try:
+        await api.create(kubeapi.path("", "v1", "events", meta["namespace"]), body)
+    except kubeapi.APIError as exc:
+        log.warning("Event %s about %s/%s not posted: %s", reason, meta["namespace"], meta["name"], exc)
 
 
 @dataclass

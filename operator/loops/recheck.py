@@ -18,12 +18,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import kopf
-
 from hookline.api import API_VERSION, WEBHOOK_KIND, WebhookStatus, checked_status
 from hookline.api.domain import DomainStatus
 from hookline.operator.adapters import kubeapi
-from hookline.operator.adapters.proofs import check_domain, check_webhook
+from hookline.operator.adapters.proofs import check_domain, check_webhook, post_event
 from hookline.operator.handlers.ownership import domain_path, domain_ref, poke
 from hookline.operator.rules import domains
 from hookline.operator.rules.recheck import Proof, ProofKey, TokenBucket, after_recheck, due_now, rfc3339_at
@@ -94,9 +92,9 @@ async def _recheck(rt: Runtime, proof: Proof) -> None:
         rt.ownership.proofs[proof.key] = replace(proof, last_checked=now)
 
 
-def _post(ref: dict[str, Any], event: Announcement | None) -> None:
+async def _post(rt: Runtime, ref: dict[str, Any], event: Announcement | None) -> None:
     if event is not None:
-        kopf.event(ref, type=event.kind, reason=event.reason, message=event.message)
+        await post_event(rt.api, ref, event.kind, event.reason, event.message)
 
 
 async def _webhook_rechecked(rt: Runtime, proof: Proof, result: OwnershipResult, now: float) -> None:
@@ -113,7 +111,7 @@ async def _webhook_rechecked(rt: Runtime, proof: Proof, result: OwnershipResult,
         "kind": WEBHOOK_KIND,
         "metadata": {"namespace": proof.namespace, "name": proof.name, "uid": proof.uid},
     }
-    _post(ref, outcome.event)
+    await _post(rt, ref, outcome.event)
     if outcome.lapsed:
         rt.ownership.proofs.pop(proof.key, None)  # the reconcile pauses it and checks until it is back
         rt.ownership.lapsed[proof.key] = True
@@ -143,12 +141,12 @@ async def _domain_rechecked(rt: Runtime, proof: Proof, result: OwnershipResult, 
         if after != list(before or []):
             fields["conditions"] = after
             for announcement in announcements(before, after):
-                _post(ref, announcement)
+                await _post(rt, ref, announcement)
     patch = DomainStatus.model_validate(fields).patch()
     patch.update({k: None for k, v in fields.items() if v is None})
     if await rt.api.patch(domain_path(proof.namespace, proof.name, "status"), {"status": patch}) is None:
         rt.ownership.proofs.pop(proof.key, None)
         return
-    _post(ref, event)
+    await _post(rt, ref, event)
     checks = proof.checks if result.verified else proof.checks + 1
     rt.ownership.proofs[proof.key] = replace(proof, last_checked=now, checks=checks)

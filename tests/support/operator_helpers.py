@@ -44,6 +44,7 @@ from hookline.sender.transport.egress import EgressPolicy
 
 WEBHOOKS = "hookline.io/v1alpha1/webhooks"
 TESTS = "hookline.io/v1alpha1/webhooktests"
+DOMAINS = "hookline.io/v1alpha1/webhookdomains"
 DEPLOYMENTS = "apps/v1/deployments"
 STATEFULSETS = "apps/v1/statefulsets"
 CONFIGMAPS = "v1/configmaps"
@@ -376,6 +377,7 @@ def declare_resources(cluster: Cluster) -> None:
     for resource, kind, namespaced, sub in [
         (WEBHOOKS, "Webhook", True, {"status"}),
         (TESTS, "WebhookTest", True, {"status"}),
+        (DOMAINS, "WebhookDomain", True, {"status"}),
         (DEPLOYMENTS, "Deployment", True, {"status"}),
         (STATEFULSETS, "StatefulSet", True, {"status"}),
         (CONFIGMAPS, "ConfigMap", True, set()),

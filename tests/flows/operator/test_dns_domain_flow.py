@@ -1,0 +1,146 @@
+"""DNS TXT proofs and verified domains through the operator: the strict API emulator, nats-server, a real
+DNS server on loopback (dnslib) the operator is pointed at (--dns-nameserver), and a customer's site
+that records every GET (a domain-proven Webhook must cost it nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dnsserver import LoopbackDNS
+from operator_helpers import DOMAINS, WEBHOOKS, api_path, condition, wait_for
+
+OTHER_NS = "other"
+
+
+@pytest.fixture
+def dns() -> Iterator[LoopbackDNS]:
+    server = LoopbackDNS().start()
+    yield server
+    server.stop()
+
+
+async def create(
+    cluster: Any, resource: str, kind: str, name: str, namespace: str = "shop", **spec: Any
+) -> None:
+    body = {
+        "apiVersion": "hookline.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    await cluster.call("POST", api_path(resource, namespace=namespace), body)
+
+
+def verified(cluster: Any, resource: str, name: str, namespace: str = "shop") -> dict[str, Any]:
+    return condition(cluster.get(resource, name, namespace), "Verified")
+
+
+def token(cluster: Any, name: str) -> str | None:
+    return ((cluster.get(WEBHOOKS, name) or {}).get("status") or {}).get("verification", {}).get("content")
+
+
+async def test_a_txt_record_verifies_a_webhook_and_status_says_what_was_found(cluster, start_operator, dns):
+    await start_operator(dns_nameservers=(dns.nameserver,), dns_timeout=2.0)
+    record = "_hookline-challenge.api.shop.example"
+    dns.zone[record] = ["v=spf1 -all"]  # a record is there, without the token
+    await create(cluster, WEBHOOKS, "Webhook", "by-dns", url="https://api.shop.example/hook", events=["open"],
+                 verification={"method": "DNS"})  # fmt: skip
+    mismatch = await wait_for(
+        lambda: (
+            verified(cluster, WEBHOOKS, "by-dns").get("reason") == "RecordMismatch"
+            and verified(cluster, WEBHOOKS, "by-dns")
+        ),
+        "Verified=False/RecordMismatch",
+    )
+    assert record in mismatch["message"] and "v=spf1 -all" in mismatch["message"]
+    found = cluster.get(WEBHOOKS, "by-dns")["status"]["verification"]
+    assert (found["method"], found["record"], found["recordsFound"]) == ("DNS", record, ["v=spf1 -all"])
+
+    dns.zone[record] = ["v=spf1 -all", token(cluster, "by-dns")]
+    done = await wait_for(
+        lambda: (
+            verified(cluster, WEBHOOKS, "by-dns").get("status") == "True"
+            and verified(cluster, WEBHOOKS, "by-dns")
+        ),
+        "Verified=True by the TXT record",
+    )
+    assert done["reason"] == "RecordMatched" and record in done["message"]
+    assert cluster.get(WEBHOOKS, "by-dns")["status"]["verification"]["method"] == "DNS"
+
+
+async def test_missing_and_nxdomain_records_are_not_found(cluster, start_operator, dns):
+    await start_operator(dns_nameservers=(dns.nameserver,), dns_timeout=2.0)
+    dns.zone["_hookline-challenge.empty.shop.example"] = []  # the name exists, no TXT
+    for name, host in (("empty", "empty.shop.example"), ("nowhere", "nowhere.shop.example")):
+        await create(cluster, WEBHOOKS, "Webhook", name, url=f"https://{host}/hook", events=["open"],
+                     verification={"method": "DNS"})  # fmt: skip
+    for name, words in (("empty", "has no TXT record"), ("nowhere", "NXDOMAIN")):
+        found = await wait_for(
+            lambda n=name: (
+                verified(cluster, WEBHOOKS, n).get("reason") == "RecordNotFound"
+                and verified(cluster, WEBHOOKS, n)
+            ),
+            f"{name}: Verified=False/RecordNotFound",
+        )
+        assert words in found["message"]
+
+
+async def test_a_verified_domain_covers_its_namespace_and_subdomains_and_no_other_namespace(
+    cluster, start_operator, dns, site
+):
+    await start_operator(dns_nameservers=(dns.nameserver,), dns_timeout=2.0)
+    await create(
+        cluster, DOMAINS, "WebhookDomain", "shop-example", domain="shop.example", includeSubdomains=True
+    )
+    domain_token = await wait_for(
+        lambda: ((cluster.get(DOMAINS, "shop-example") or {}).get("status") or {}).get("token"),
+        "a domain token",
+    )
+    pending = verified(cluster, DOMAINS, "shop-example")
+    assert pending.get("reason") in ("Pending", "RecordNotFound")
+    assert cluster.get(DOMAINS, "shop-example")["status"]["record"] == "_hookline-challenge.shop.example"
+    dns.zone["_hookline-challenge.shop.example"] = [domain_token]
+    await wait_for(
+        lambda: verified(cluster, DOMAINS, "shop-example").get("status") == "True", "the domain verified"
+    )
+    assert verified(cluster, DOMAINS, "shop-example")["reason"] == "RecordMatched"
+    asked = len(dns.queries)
+
+    # A Webhook on a subdomain, in the domain's namespace: verified by it, no file, no request.
+    await create(
+        cluster, WEBHOOKS, "Webhook", "covered", url="https://api.shop.example/hooks/x.php", events=["open"]
+    )
+    done = await wait_for(
+        lambda: (
+            verified(cluster, WEBHOOKS, "covered").get("status") == "True"
+            and verified(cluster, WEBHOOKS, "covered")
+        ),
+        "Verified=True by the domain",
+    )
+    assert done["reason"] == "DomainVerified" and "WebhookDomain shop-example" in done["message"]
+    status = cluster.get(WEBHOOKS, "covered")["status"]["verification"]
+    assert (status["method"], status["record"]) == ("Domain", "shop-example")
+    # ...and a host that only ends like it is not on it.
+    lookalike = "https://evilshop.example/hook"
+    await create(cluster, WEBHOOKS, "Webhook", "lookalike", url=lookalike, events=["open"],
+                 verification={"method": "DNS"})  # fmt: skip
+    # The same host in another namespace: the domain is not honoured there (its own proof is looked for).
+    await create(cluster, WEBHOOKS, "Webhook", "elsewhere", namespace=OTHER_NS, url="https://api.shop.example/hook",
+                 events=["open"], verification={"method": "DNS"})  # fmt: skip
+    for name, namespace in (("lookalike", "shop"), ("elsewhere", OTHER_NS)):
+        refused = await wait_for(
+            lambda n=name, ns=namespace: (
+                verified(cluster, WEBHOOKS, n, ns).get("reason") == "RecordNotFound"
+                and verified(cluster, WEBHOOKS, n, ns)
+            ),
+            f"{name}: not verified by the domain",
+        )
+        assert refused["status"] == "False"
+    assert site.gets() == []
+    # Each refused Webhook asked for its own record; the covered one asked nothing.
+    own = {q for q, _ in dns.queries[asked:]}
+    assert own == {"_hookline-challenge.evilshop.example", "_hookline-challenge.api.shop.example"}
+    assert dns.queries_for("_hookline-challenge.shop.example") == 1
