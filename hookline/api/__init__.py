@@ -130,6 +130,9 @@ class ReadyReason(StrEnum):
     """False: a pooled Webhook's signing Secret cannot be read (the message says what is wrong)."""
     POOL_NOT_FOUND = "PoolNotFound"
     """False: spec.sender.pool names a pool the installation does not run (or it has no replicas)."""
+    SCOPE_NOT_ALLOWED = "ScopeNotAllowed"
+    """False: no WebhookPolicy grants this scope to the namespace (or more Webhooks than it allows);
+    its sender is stopped, events are kept; it starts again once granted."""
 
 
 class DeliveringReason(StrEnum):

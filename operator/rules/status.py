@@ -144,8 +144,12 @@ def ready_condition(
     desired_replicas: int,
     sender: Mapping[str, Any] | None,
     bus: BusProblem | None = None,
+    stopped: str | None = None,
 ) -> Condition:
-    """Ready from every fact there is, in words a user can act on; the first problem wins."""
+    """Ready from every fact there is, in words a user can act on; the first problem wins.
+    ``stopped``: why the namespace's grant does not let it run (ScopeNotAllowed)."""
+    if stopped is not None:
+        return Condition(READY, "False", ReadyReason.SCOPE_NOT_ALLOWED, stopped)
     if not verified:
         return Condition(
             READY,

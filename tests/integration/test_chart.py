@@ -133,6 +133,17 @@ SCENARIOS: dict[str, list[str]] = {
     "crds-off": ["--set", "crds.install=false"],
     "existing-token": ["--set", "ingest.auth.existingSecret=producer-token"],
     "auth-off": ["--set", "ingest.auth.enabled=false"],
+    "ingest-producers-tls": [
+        "--set",
+        "ingest.auth.tokensSecret=producer-tokens",
+        "--set",
+        "ingest.auth.singleToken=false",
+        "--set",
+        "ingest.tls.secretName=ingest-tls",
+        *MONITORING_API,
+        "--set",
+        "monitoring.enabled=true",
+    ],
     "no-persistence": [
         "--set",
         "nats.persistence.enabled=false",
@@ -224,6 +235,22 @@ _ENDPOINT = _strict(
         "honorLabels": {"type": "boolean"},
         "relabelings": _RELABELINGS,
         "metricRelabelings": _RELABELINGS,
+        "scheme": {"enum": ["http", "https"]},
+        "tlsConfig": _strict(
+            {
+                "serverName": _STRING,
+                "ca": _strict(
+                    {
+                        "secret": _strict(
+                            {"name": _STRING, "key": _STRING, "optional": {"type": "boolean"}},
+                            ["name", "key"],
+                        )
+                    },
+                    ["secret"],
+                ),
+            },
+            [],
+        ),
     },
     ["port"],
 )
@@ -407,10 +434,20 @@ def test_every_object_is_valid_kubernetes(scenario):
             jsonschema.validate(doc, PROMETHEUS_OPERATOR_SCHEMAS[doc["kind"]])
             continue
         for version in KUBE_VERSIONS:
+            if doc["kind"].startswith("ValidatingAdmissionPolicy") and version == KUBE_VERSIONS[0]:
+                continue  # GA in 1.30: rendered only there (test_admission_policy_needs_kubernetes_1_30)
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as error:
                 pytest.fail(f"{doc['kind']} {meta['name']} invalid for Kubernetes {version}: {error}")
+
+
+def test_admission_policy_needs_kubernetes_1_30():
+    kinds = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    old = helm("template", RELEASE, str(CHART), "--kube-version", "1.29.0").stdout
+    new = helm("template", RELEASE, str(CHART), "--kube-version", "1.30.0").stdout
+    assert not kinds & {d["kind"] for d in yaml.safe_load_all(old) if d}
+    assert kinds <= {d["kind"] for d in yaml.safe_load_all(new) if d}
 
 
 def test_chart_installs_on_oldest_supported_kubernetes():
@@ -493,7 +530,9 @@ def test_no_role_grants_a_wildcard(scenario):
 
 
 def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
-    (role,) = objects("defaults", "ClusterRole")
+    (role,) = [
+        r for r in objects("defaults", "ClusterRole") if r["metadata"]["name"] == "hk-hookline-operator"
+    ]
     granted = {
         (group, resource, verb)
         for rule in role["rules"]
@@ -518,6 +557,8 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
         | grants("events.k8s.io", ["events"], ["create", "patch"])
         | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"])
         | grants("", ["namespaces"], ["get", "list", "watch"])
+        | grants("hookline.io", ["webhookpolicies"], ["get", "list", "watch"])  # tenancy: read the grants
+        | grants("hookline.io", ["webhookpolicies/status"], ["get", "patch"])  # and count what they cover
     )
     assert granted == expected
     (binding,) = objects("defaults", "ClusterRoleBinding")
@@ -526,6 +567,18 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
     sa = one("defaults", "ServiceAccount", subject["name"])
     assert sa["metadata"]["namespace"] == subject["namespace"] == NAMESPACE
     assert operator("defaults")["spec"]["template"]["spec"]["serviceAccountName"] == subject["name"]
+
+
+def test_tenants_get_aggregated_roles_without_any_grant():
+    roles = {r["metadata"]["name"]: r for r in objects("defaults", "ClusterRole")}
+    edit, view = roles["hookline-edit"], roles["hookline-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    for role in (edit, view):
+        resources = {r for rule in role["rules"] for r in rule["resources"]}
+        assert "webhookpolicies" not in resources and {"webhooks", "webhooktests"} <= resources
+    assert {"create", "delete", "patch"} <= {v for rule in edit["rules"] for v in rule["verbs"]}
+    assert {v for rule in view["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
 
 
 def test_operator_binding_follows_a_preexisting_service_account():
@@ -893,6 +946,30 @@ def test_the_recovery_stream_counts_against_the_nats_store_only_under_interest_r
     helm("template", RELEASE, str(CHART), *full, "--set", "nats.streamRetention=limits")  # no recovery stream
     refused = helm("template", RELEASE, str(CHART), "--set", "nats.recoveryWindow=90", check=False)
     assert refused.returncode != 0 and "recoveryWindow" in refused.stderr  # a duration, not a number
+
+
+def test_ingest_producer_tokens_and_tls_come_from_secrets_and_auth_off_is_explicit():
+    c = container(ingest("ingest-producers-tls"))
+    args = c["args"]
+    tokens = args[args.index("--tokens-file") + 1]
+    assert tokens == "/var/run/secrets/hookline/ingest-tokens/tokens.yaml"
+    assert args[args.index("--tls-cert") + 1].startswith("/var/run/secrets/hookline/ingest-tls/")
+    assert "HOOKLINE_INGEST_TOKEN" not in env(ingest("ingest-producers-tls"))  # singleToken=false
+    assert not [s for s in objects("ingest-producers-tls", "Secret") if "ingest" in s["metadata"]["name"]]
+    volumes = {v["name"]: v for v in ingest("ingest-producers-tls")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["producer-tokens"]["secret"]["secretName"] == "producer-tokens"
+    assert volumes["tls"]["secret"]["secretName"] == "ingest-tls"
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    monitor = one("ingest-producers-tls", "ServiceMonitor", "hk-hookline-ingest")
+    assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
+    # The command takes exactly these flags.
+    parsed = build_parser().parse_args(args)
+    assert parsed.tokens_file == tokens and parsed.tls_key.endswith("tls.key")
+    # Auth off is said on the command line (ingest logs a WARNING at every start); on by default.
+    assert "--insecure-no-auth" in container(ingest("auth-off"))["args"]
+    assert "--insecure-no-auth" not in container(ingest("defaults"))["args"]
+    refused = helm("template", RELEASE, str(CHART), "--set", "ingest.auth.singleToken=false", check=False)
+    assert refused.returncode != 0 and "singleToken=false needs tokensSecret" in refused.stderr
 
 
 def test_ingest_token_comes_from_a_generated_secret():

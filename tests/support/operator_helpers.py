@@ -325,6 +325,9 @@ def operator_config(nats_url: str, **overrides: Any) -> OperatorConfig:
         nats_connect_timeout=2.0,
         health_port=None,
         metrics_port=None,
+        # The operator's flow tests create Webhooks without WebhookPolicies: tenancy is off unless a
+        # test turns it on (tests/flows/operator/test_tenancy_flow.py), as the chart has it.
+        tenancy_enforce=False,
     )
     return replace(base, **overrides)
 
@@ -431,6 +434,7 @@ def start_operator_process(
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     """`hookline operator` allowed to reach loopback over http; a port of 0 turns that server off."""
     log = log_path.open("wb")
+    env = {"HOOKLINE_TENANCY_ENFORCE": "false", **env}  # no WebhookPolicies in these tests
     command = [str(Path(sys.executable).parent / "hookline"), "operator", "--allow-network", "127.0.0.0/8"]
     command += ["--allow-http", "--health-port", str(health_port), "--metrics-port", str(metrics_port)]
     return subprocess.Popen(command, env=dict(env), stdout=log, stderr=subprocess.STDOUT), log
