@@ -963,7 +963,7 @@ def test_ingest_producer_tokens_and_tls_come_from_secrets_and_auth_off_is_explic
     monitor = one("ingest-producers-tls", "ServiceMonitor", "hk-hookline-ingest")
     assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
     # The command takes exactly these flags.
-    parsed = build_parser().parse_args(args)
+    parsed = build_parser("ingest").parse_args(args)
     assert parsed.tokens_file == tokens and parsed.tls_key.endswith("tls.key")
     # Auth off is said on the command line (ingest logs a WARNING at every start); on by default.
     assert "--insecure-no-auth" in container(ingest("auth-off"))["args"]
