@@ -5,12 +5,15 @@ that records every GET (a domain-proven Webhook must cost it nothing).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from dnsserver import LoopbackDNS
 from operator_helpers import DOMAINS, WEBHOOKS, api_path, condition, wait_for
+
+from hookline.operator.rules.recheck import RecheckSchedule
 
 OTHER_NS = "other"
 
@@ -144,3 +147,48 @@ async def test_a_verified_domain_covers_its_namespace_and_subdomains_and_no_othe
     own = {q for q, _ in dns.queries[asked:]}
     assert own == {"_hookline-challenge.evilshop.example", "_hookline-challenge.api.shop.example"}
     assert dns.queries_for("_hookline-challenge.shop.example") == 1
+
+
+async def test_webhooks_on_verified_domains_cost_one_proof_per_domain(cluster, start_operator, dns, site):
+    """100 Webhooks on 10 verified domains: 10 TXT lookups, no request per Webhook, and a re-check round
+    costs 10 lookups again (bench/ownership_cost.py runs the same with 1,000 Webhooks)."""
+    schedule = RecheckSchedule(interval=3.0, grace=60.0, checks_per_second=50, burst=50, jitter=0, tick=0.2)
+    operator = await start_operator(dns_nameservers=(dns.nameserver,), dns_timeout=2.0, recheck=schedule)
+    domains = [f"d{i}.example" for i in range(10)]
+    for i, domain in enumerate(domains):
+        await create(cluster, DOMAINS, "WebhookDomain", f"d{i}", domain=domain)
+    for i, domain in enumerate(domains):
+        token = await wait_for(
+            lambda n=f"d{i}": ((cluster.get(DOMAINS, n) or {}).get("status") or {}).get("token"), "a token"
+        )
+        dns.zone[f"_hookline-challenge.{domain}"] = [token]
+    for i in range(10):
+        await wait_for(
+            lambda n=f"d{i}": verified(cluster, DOMAINS, n).get("status") == "True", f"d{i} verified"
+        )
+    proofs = len(dns.queries)
+    names = [f"wh-{i:03d}" for i in range(100)]
+    await asyncio.gather(
+        *(
+            create(
+                cluster,
+                WEBHOOKS,
+                "Webhook",
+                name,
+                url=f"https://{domains[i % 10]}/hooks/{name}.php",
+                events=["open"],
+                paused=True,
+            )
+            for i, name in enumerate(names)
+        )
+    )
+    await wait_for(
+        lambda: all(verified(cluster, WEBHOOKS, n).get("reason") == "DomainVerified" for n in names),
+        "all 100 Webhooks verified by their domains",
+    )
+    assert len(dns.queries) == proofs  # the Webhooks asked nothing
+    assert site.gets() == []
+    assert not [p for p in operator.runtime.ownership.proofs if p[0] == "Webhook"]
+    # One re-check round: each domain once more, not each Webhook.
+    await wait_for(lambda: len(dns.queries) >= proofs + 10, "a re-check round of the 10 domains", within=20)
+    assert {q for q, _ in dns.queries[proofs:]} == {f"_hookline-challenge.{d}" for d in domains}
