@@ -27,6 +27,11 @@ COMMANDS: dict[str, Command] = {
         "show a Webhook's delivery attempts and their errors", "hookline.kubecli.attempts", False
     ),
     "redrive": Command("deliver a Webhook's dead letters again", "hookline.kubecli.redrive", False),
+    "keys": Command(
+        "show a Webhook's live signing keys (key ids, ed25519 public keys, -o jwks)",
+        "hookline.kubecli.keys",
+        False,
+    ),
     "dev": Command("run it all on this machine, no cluster (hookline[dev])", "hookline.dev", True),
     "demo-receiver": Command(
         "run the demo receiver: serves ownership files, prints each delivery", "hookline.demo_receiver", False
