@@ -214,7 +214,7 @@ def build(
     runtime = Runtime(
         config=config,
         api=kubeapi.KubeAPI(settings),
-        http=SafeHTTPClient(config.egress, max_response_bytes=64 * 1024),
+        http=SafeHTTPClient(config.egress, max_response_bytes=64 * 1024, limit=config.outbound_connections),
         consumers=Consumers(
             config.nats_url,
             timeout=config.nats_connect_timeout,

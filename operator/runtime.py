@@ -34,6 +34,7 @@ from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.natsauth import NatsMinter
 from hookline.operator.adapters.pools import PoolDirectory
 from hookline.operator.adapters.proofs import OwnershipMemory
+from hookline.operator.adapters.shares import NamespaceShares
 from hookline.operator.metrics import PROOF_KINDS, OperatorMetrics
 from hookline.operator.rules.credmounts import referenced_names
 from hookline.operator.rules.delivery import WriteState
@@ -180,9 +181,12 @@ class Runtime:
     ownership: OwnershipMemory = field(default_factory=OwnershipMemory)
     directory: PoolDirectory = field(init=False)
     dns: TxtResolver = field(init=False)  # DNS TXT proofs, through config.dns_nameservers
+    # Each namespace's share of ``http`` (config.outbound_per_namespace operations at once).
+    shares: NamespaceShares = field(init=False)
 
     def __post_init__(self) -> None:
         self.directory = PoolDirectory(self.consumers, self.pool_key)
+        self.shares = NamespaceShares(self.config.outbound_per_namespace)
         self.metrics.pool_replicas.reports = self.pools.reports
         self.dns = TxtResolver(self.config.dns_nameservers, timeout=self.config.dns_timeout)
         for kind in PROOF_KINDS:  # read at scrape time

@@ -177,6 +177,7 @@ class OperatorConfig:
     # NATS users (chart nats.auth): the operator's own, and the senders' it mints (rules/natscreds.py).
     nats_auth: NatsAuthSettings = field(default_factory=NatsAuthSettings)
     outbound_per_namespace: int = 4
+    outbound_connections: int = 100  # the outbound client's connections, all namespaces together
     reconcile: ReconcileTiming = field(default_factory=ReconcileTiming)
     health_loop: HealthLoopTiming = field(default_factory=HealthLoopTiming)
     pool_sync: PoolSyncTiming = field(default_factory=PoolSyncTiming)

@@ -197,6 +197,9 @@ BATCH_MAX_WAIT_MILLISECONDS = 10_000  # well inside the consumer's ack wait (tim
 # maxBytes is absent; at most PHP's default post_max_size (8 MiB).
 BATCH_DEFAULT_MAX_BYTES = 1024 * 1024
 BATCH_MAX_BYTES = 8 * 1024 * 1024
+# A WebhookTest's spec.data as JSON, and data x batch: checked before any event is built.
+WEBHOOKTEST_MAX_DATA_BYTES = 256 * 1024
+WEBHOOKTEST_MAX_BATCH_BYTES = BATCH_MAX_BYTES
 BATCH_MIN_BYTES = 1024
 
 

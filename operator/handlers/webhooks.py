@@ -41,7 +41,7 @@ from hookline.operator.adapters.natsauth import ensure_sender_secret, revoke_sen
 from hookline.operator.adapters.pools import pool_entry
 from hookline.operator.adapters.proofs import check_webhook
 from hookline.operator.handlers import grants
-from hookline.operator.handlers.credentials import gather_credentials
+from hookline.operator.handlers.credentials import gather_credentials, ownership_client
 from hookline.operator.handlers.events import post, write_conditions
 from hookline.operator.handlers.ownership import DOMAIN_INDEX, domains_in, webhook_proof_seen
 from hookline.operator.rules import desired, reconcile, verification
@@ -153,9 +153,11 @@ async def _check_proof(rt: Runtime, facts: Facts) -> OwnershipResult:
     if facts.domain is not None:
         return domain_result(facts.domain)
     method = facts.spec.verification.method
-    return await check_webhook(
-        rt.http, rt.dns, facts.spec.url, facts.token, method, check_timeout=rt.config.check_timeout
-    )
+    # One tenant's hanging receivers cannot hold the client; spec.tls: its client certificate and CAs.
+    async with rt.shares.slot(facts.namespace), ownership_client(rt, facts) as http:
+        return await check_webhook(
+            http, rt.dns, facts.spec.url, facts.token, method, check_timeout=rt.config.check_timeout
+        )
 
 
 def _proof_so_far(status: Mapping[str, Any], patch: kopf.Patch) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from hookline.operator.rules.webhooktest import (
     failed,
     outcome_of_response,
     refusal,
+    size_problem,
 )
 from hookline.operator.runtime import runtime_of
 from hookline.sender.model.events import EventError
@@ -48,9 +49,14 @@ async def webhook_test_created(
     if status.get("phase") in FINISHED:
         return  # sent once, never again (a resume after a restart must not repeat it)
     rt = runtime_of(memo)
-    outcome = await run_test(
-        rt.api, rt.http, meta["namespace"], dict(spec), max_timeout=rt.config.test_timeout
-    )
+    too_large = size_problem(spec)  # before anything is built or fetched
+    if too_large is not None:
+        outcome = failed("TooLarge", too_large)
+    else:
+        async with rt.shares.slot(meta["namespace"]):  # the namespace's share of the outbound client
+            outcome = await run_test(
+                rt.api, rt.http, meta["namespace"], dict(spec), max_timeout=rt.config.test_timeout
+            )
     patch.status.update(outcome.status)
     if outcome.succeeded:
         kopf.info(body, reason="TestSucceeded", message=outcome.summary)
@@ -79,6 +85,9 @@ async def run_test(
     *,
     max_timeout: float,
 ) -> TestOutcome:
+    too_large = size_problem(test_spec)
+    if too_large is not None:
+        return failed("TooLarge", too_large)
     name = str(test_spec.get("webhook", ""))
     webhook = await api.get(kubeapi.webhook(namespace, name)) if name else None
     refused = refusal(webhook, name)

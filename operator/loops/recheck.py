@@ -60,15 +60,16 @@ async def recheck_proofs(rt: Runtime) -> None:
 async def check_proof(rt: Runtime, proof: Proof) -> OwnershipResult:
     """The one outbound check of a proof (a file's GETs, or one TXT lookup)."""
     timeout = rt.config.check_timeout
-    if proof.kind == "Webhook":
-        return await check_webhook(
-            rt.http, rt.dns, proof.target, proof.token, proof.method, check_timeout=timeout
+    async with rt.shares.slot(proof.namespace):  # the namespace's share of the outbound client
+        if proof.kind == "Webhook":
+            return await check_webhook(
+                rt.http, rt.dns, proof.target, proof.token, proof.method, check_timeout=timeout
+            )
+        seen = rt.ownership.domains[(proof.namespace, proof.name)]
+        allow_http = rt.config.egress.allow_http
+        return await check_domain(
+            rt.http, rt.dns, seen.spec, proof.token, allow_http=allow_http, check_timeout=timeout
         )
-    seen = rt.ownership.domains[(proof.namespace, proof.name)]
-    allow_http = rt.config.egress.allow_http
-    return await check_domain(
-        rt.http, rt.dns, seen.spec, proof.token, allow_http=allow_http, check_timeout=timeout
-    )
 
 
 async def _recheck(rt: Runtime, proof: Proof) -> None:

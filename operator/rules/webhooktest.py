@@ -9,11 +9,12 @@ says what to do, and the receiver's answer cut to its first KiB.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
-from hookline.api import WebhookSpec
+from hookline.api import WEBHOOKTEST_MAX_BATCH_BYTES, WEBHOOKTEST_MAX_DATA_BYTES, WebhookSpec
 from hookline.operator.rules.status import VERIFIED, status_of
 from hookline.operator.rules.verification import is_verified_for
 from hookline.sender.model.events import Event, parse_event
@@ -107,5 +108,52 @@ def refusal(webhook: Mapping[str, Any] | None, name: str) -> TestOutcome | None:
             "NotVerified",
             f"Webhook {name} is not verified; tests are only sent to verified URLs. "
             f"See `kubectl describe webhook {name}` for the file to place",
+        )
+    return None
+
+
+_END = object()
+
+
+def json_size(value: Any, limit: int) -> int:
+    """At least the size of ``value`` as compact JSON, counted without building it (escapes left
+    out); counting stops once past ``limit``. Iterators, not copies: a long list costs no memory."""
+    total = 0
+    stack: list[Iterator[Any]] = [iter((value,))]
+    while stack and total <= limit:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, str):
+            total += 2 + (len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass")))
+        elif isinstance(item, Mapping):
+            total += 2 * len(item) + 1  # braces, colons and commas
+            stack.append(chain.from_iterable((str(k), v) for k, v in item.items()))
+        elif isinstance(item, list | tuple):
+            total += len(item) + 1  # brackets and commas
+            stack.append(iter(item))
+        elif item is None or isinstance(item, bool):
+            total += 5
+        else:
+            total += len(repr(item))  # a number
+    return total
+
+
+def size_problem(test_spec: Mapping[str, Any]) -> str | None:
+    """Why the test is too large to build, naming the field and the limit, or None. Checked first:
+    spec.data x spec.batch events would otherwise be built in the operator's memory."""
+    size = json_size(test_spec.get("data") or {}, WEBHOOKTEST_MAX_DATA_BYTES)
+    if size > WEBHOOKTEST_MAX_DATA_BYTES:
+        return (
+            f"spec.data is over {WEBHOOKTEST_MAX_DATA_BYTES} bytes as JSON (256 KiB, the limit for a "
+            "WebhookTest); send a smaller sample"
+        )
+    batch = test_spec.get("batch")
+    count = batch if isinstance(batch, int) and batch > 1 else 1
+    if size * count > WEBHOOKTEST_MAX_BATCH_BYTES:
+        return (
+            f"spec.data ({size} bytes as JSON) x spec.batch ({count}) is {size * count} bytes, over the "
+            f"limit of {WEBHOOKTEST_MAX_BATCH_BYTES} bytes (8 MiB, the largest batch hookline sends); "
+            f"lower spec.batch to at most {max(1, WEBHOOKTEST_MAX_BATCH_BYTES // size)}"
         )
     return None
