@@ -5,7 +5,8 @@ them changes, and for a pooled Webhook's sealed entry."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from hookline.operator.rules.reconcile import Facts
 from hookline.operator.rules.signingstatus import signing_status
 from hookline.operator.runtime import Runtime, runtime_of
 from hookline.sender.model.credentials import Credentials
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.tlsmaterial import client_tls_context
 
 # "<Secret>@<resourceVersion>" that woke it; not under hookline.io/, where Kopf hides annotations from diffs
 SECRETS_CHANGED_ANNOTATION = "secrets.hookline.io/changed"
@@ -68,3 +71,27 @@ async def secret_changed(event: Mapping[str, Any], body: kopf.Body, memo: Any, *
     for webhook in sorted(readers):
         patch = {"metadata": {"annotations": {SECRETS_CHANGED_ANNOTATION: version}}}
         await rt.api.patch(kubeapi.webhook(meta["namespace"], webhook), patch)
+
+
+@contextlib.asynccontextmanager
+async def ownership_client(rt: Runtime, facts: Facts) -> AsyncIterator[SafeHTTPClient]:
+    """The client of the ownership check: the shared one, or for a Webhook with spec.tls one that
+    presents its client certificate and trusts its CA bundle (a Secret it cannot read yet: the shared
+    client, and the check says why the receiver refused)."""
+    spec = facts.spec
+    if spec is None or spec.tls is None:
+        yield rt.http
+        return
+    try:
+        creds, _digest = await read_credentials(rt.api, facts.namespace, facts.name, spec)
+        context = client_tls_context(creds.tls if creds else None)
+    except (LookupError, ValueError):
+        yield rt.http
+        return
+    client = await SafeHTTPClient(
+        rt.http.policy, max_response_bytes=rt.http.max_response_bytes, ssl=context
+    ).start()
+    try:
+        yield client
+    finally:
+        await client.close()
