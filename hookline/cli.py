@@ -27,6 +27,11 @@ COMMANDS: dict[str, Command] = {
         "show a Webhook's delivery attempts and their errors", "hookline.kubecli.attempts", False
     ),
     "redrive": Command("deliver a Webhook's dead letters again", "hookline.kubecli.redrive", False),
+    "verify": Command(
+        "check a Webhook's or WebhookDomain's ownership proof now: each file, TXT record and domain",
+        "hookline.kubecli.verify",
+        True,
+    ),
     "keys": Command(
         "show a Webhook's live signing keys (key ids, ed25519 public keys, -o jwks)",
         "hookline.kubecli.keys",

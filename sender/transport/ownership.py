@@ -107,6 +107,14 @@ async def _check_location(
     return "FileNotFound", f"HTTP {response.status}"
 
 
+async def check_location(
+    client: SafeHTTPClient, location: str, token: str, *, per_location_timeout: float = DEFAULT_CHECK_TIMEOUT
+) -> tuple[Reason, str]:
+    """One location's answer: ``("FileMatched", "")`` or the reason and a short detail (``HTTP 404``);
+    `hookline verify` prints every location's."""
+    return await _check_location(client, location, token, per_location_timeout)
+
+
 def domain_file_locations(domain: str, file_name: str, *, allow_http: bool) -> list[str]:
     """Where a WebhookDomain's file may be: its web root over https (and http when the egress policy
     allows plain http)."""
