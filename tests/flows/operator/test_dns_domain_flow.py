@@ -192,3 +192,63 @@ async def test_webhooks_on_verified_domains_cost_one_proof_per_domain(cluster, s
     # One re-check round: each domain once more, not each Webhook.
     await wait_for(lambda: len(dns.queries) >= proofs + 10, "a re-check round of the 10 domains", within=20)
     assert {q for q, _ in dns.queries[proofs:]} == {f"_hookline-challenge.{d}" for d in domains}
+
+
+async def test_a_lapsed_domain_pauses_its_webhooks_and_its_return_resumes_them(cluster, start_operator, dns):
+    fast = {"checks_per_second": 50, "burst": 50, "jitter": 0, "tick": 0.2}
+    schedule = RecheckSchedule(interval=1.0, grace=2.0, grace_retry=0.5, **fast)
+    await start_operator(dns_nameservers=(dns.nameserver,), dns_timeout=2.0, recheck=schedule)
+    await create(
+        cluster, DOMAINS, "WebhookDomain", "shop-example", domain="shop.example", includeSubdomains=True
+    )
+    domain_token = await wait_for(
+        lambda: ((cluster.get(DOMAINS, "shop-example") or {}).get("status") or {}).get("token"),
+        "a domain token",
+    )
+    record = "_hookline-challenge.shop.example"
+    dns.zone[record] = [domain_token]
+    await wait_for(
+        lambda: verified(cluster, DOMAINS, "shop-example").get("status") == "True", "the domain verified"
+    )
+    url = "https://api.shop.example/hook"
+    await create(
+        cluster, WEBHOOKS, "Webhook", "covered", url=url, events=["open"], verification={"method": "DNS"}
+    )
+    await wait_for(
+        lambda: verified(cluster, WEBHOOKS, "covered").get("reason") == "DomainVerified", "DomainVerified"
+    )
+
+    def replicas() -> Any:
+        return ((cluster.get("apps/v1/deployments", "covered-sender") or {}).get("spec") or {}).get(
+            "replicas"
+        )
+
+    await wait_for(lambda: replicas() == 1, "the sender Deployment")
+
+    del dns.zone[record]  # the domain's record is gone: grace, then lapsed, then its Webhooks pause
+    await wait_for(
+        lambda: "OwnershipRecheckFailed" in {e["reason"] for e in cluster.events_for("shop-example")},
+        "an OwnershipRecheckFailed Event on the domain",
+    )
+    await wait_for(
+        lambda: verified(cluster, DOMAINS, "shop-example").get("reason") == "OwnershipLapsed",
+        "the domain lapsed",
+    )
+    lapsed = await wait_for(
+        lambda: (
+            verified(cluster, WEBHOOKS, "covered").get("reason") == "OwnershipLapsed"
+            and verified(cluster, WEBHOOKS, "covered")
+        ),
+        "the covered Webhook lapsed with it",
+    )
+    assert lapsed["status"] == "False"
+    await wait_for(lambda: replicas() == 0, "its sender scaled to 0")
+
+    dns.zone[record] = [domain_token]  # back: the domain and then its Webhook are verified again
+    await wait_for(
+        lambda: verified(cluster, DOMAINS, "shop-example").get("status") == "True", "the domain back"
+    )
+    await wait_for(
+        lambda: verified(cluster, WEBHOOKS, "covered").get("reason") == "DomainVerified", "the Webhook back"
+    )
+    await wait_for(lambda: replicas() == 1, "its sender scaled back up")
