@@ -374,6 +374,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["nats_consumers"] = await nats_consumers(args)
             if args.pool_events > 0:
                 results["pool"] = await sender_pool(args)
+            if args.signing_events >= 0:
+                results["signing"] = await signing_cost(args)
         finally:
             stop(receiver)
     return results
@@ -457,6 +459,22 @@ async def sender_pool(args: argparse.Namespace) -> dict:
     return result
 
 
+async def signing_cost(args: argparse.Namespace) -> dict:
+    """Signatures/s and deliveries/s per signing scheme, from bench/signing.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from signing import measure as measure_signing
+
+    return await measure_signing(args.signing_events)
+
+
+def signing_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    from signing import report_rows
+
+    return report_rows(result)
+
+
 async def hostile(args: argparse.Namespace) -> dict:
     """Ingest p99s beside hostile clients, from bench/hostile.py."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -513,6 +531,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             *hostile_rows(r.get("hostile")),
             *nats_consumer_rows(r.get("nats_consumers")),
             *pool_rows(r.get("pool")),
+            *signing_rows(r.get("signing")),
             "| sender peak RSS during the delivery run (VmHWM) | "
             + (f"{r['sender_peak_rss_mib']:.0f} MiB |" if r.get("sender_peak_rss_mib") else "n/a |"),
             "",
@@ -671,6 +690,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="events of the sender-pool throughput runs (spread over 100 Webhooks: fewer than ~200 each "
         "measure connection set-up more than delivery), after its 1/100/1,000-Webhook memory run "
         "(0 skips; bench/pool.py runs the full variant)",
+    )
+    parser.add_argument(
+        "--signing-events",
+        type=int,
+        default=5000,
+        help="deliveries per signing scheme (bench/signing.py); 0: signatures/s only; -1 skips",
     )
     parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
     return parser.parse_args(argv)
