@@ -85,12 +85,18 @@ async def rebalance(rt: Runtime, pool: str) -> None:
 async def list_pools(rt: Runtime) -> None:
     """The pools there are before a pooled Webhook is placed, so a restart does not flap them."""
     selector = ",".join(f"{k}%3D{v}" for k, v in POOL_SELECTOR.items())
+    # Serving listed namespaces (chart operator.watchNamespaces: Roles, no cluster-wide list), each
+    # of them; glob patterns are left to the watch.
+    scopes = [f"namespaces/{ns}/" for ns in rt.config.namespaces if not any(c in ns for c in "*?[")]
+    if not rt.config.namespaces:
+        scopes = [""]
     try:
-        listing = await rt.api.get(f"/apis/apps/v1/statefulsets?labelSelector={selector}")
-        for item in (listing or {}).get("items") or []:
-            pool, replicas = _pool_replicas_of(item)
-            if pool:
-                rt.pools.replicas.setdefault(pool, replicas)  # the watch may have been first
+        for scope in scopes:
+            listing = await rt.api.get(f"/apis/apps/v1/{scope}statefulsets?labelSelector={selector}")
+            for item in (listing or {}).get("items") or []:
+                pool, replicas = _pool_replicas_of(item)
+                if pool:
+                    rt.pools.replicas.setdefault(pool, replicas)  # the watch may have been first
     except kubeapi.APIError as exc:
         log.warning("sender pools not listed: %s; learned from the watch instead", exc)
     finally:
