@@ -338,6 +338,22 @@ PROMTOOL_TESTS: list[dict[str, Any]] = [
             alert_case("24m", "HooklineIngestStoreFull"),
         ],
     },
+    {  # A proof's re-checks fail for 20 minutes (in its grace), then it lapses for 10; then it is back.
+        "interval": "1m",
+        "input_series": [
+            series("hookline_ownership_in_grace", "0x5 1x20 0x30", kind="Webhook", pod="operator-a"),
+            series("hookline_ownership_lapsed", "0x25 1x10 0x20", kind="Webhook", pod="operator-a"),
+            series("hookline_ownership_in_grace", "0x55", kind="WebhookDomain", pod="operator-a"),
+        ],
+        "alert_rule_test": [
+            alert_case("15m", "HooklineOwnershipRecheckFailing"),  # not yet: `for: 15m`
+            alert_case("22m", "HooklineOwnershipRecheckFailing", {"kind": "Webhook", "severity": "warning"}),
+            alert_case("24m", "HooklineOwnershipLapsed"),
+            alert_case("27m", "HooklineOwnershipLapsed", {"kind": "Webhook", "severity": "critical"}),
+            alert_case("40m", "HooklineOwnershipRecheckFailing"),
+            alert_case("40m", "HooklineOwnershipLapsed"),  # the proof is back: paused no more
+        ],
+    },
     {  # "orders" stays unverified (Unknown at first, then False); "quick" is verified after 30 minutes.
         "interval": "1m",
         "input_series": [
