@@ -9,6 +9,8 @@ installation without them keeps the exact Deployments (and desired hashes) it ha
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -57,11 +59,26 @@ class SenderPodTemplate(CamelModel):
         return resources
 
     def container_resources(self, spec_resources: dict[str, Any]) -> dict[str, Any]:
-        """The Webhook's spec.sender.resources over these defaults, per key (requests.cpu, ...)."""
+        """The Webhook's spec.sender.resources over these defaults, per key (requests.cpu, ...). A
+        default that would contradict the Webhook's own values is left out: a default request above
+        the Webhook's limit, or a default limit below its request (the API server refuses a request
+        over its limit; Kubernetes then takes the limit as the request)."""
         merged: dict[str, Any] = dict(spec_resources)
+        own_requests = spec_resources.get("requests") or {}
+        own_limits = spec_resources.get("limits") or {}
         for part, defaults in self.resources.items():
-            if defaults:
-                merged[part] = {**defaults, **(spec_resources.get(part) or {})}
+            if not defaults:
+                continue
+            kept = {}
+            for name, value in defaults.items():
+                if part == "requests" and _exceeds(value, own_limits.get(name)):
+                    continue
+                if part == "limits" and _exceeds(own_requests.get(name), value):
+                    continue
+                kept[name] = value
+            combined = {**kept, **(spec_resources.get(part) or {})}
+            if combined:
+                merged[part] = combined
         return merged
 
     def pod_fields(self) -> dict[str, Any]:
@@ -78,6 +95,44 @@ class SenderPodTemplate(CamelModel):
         if self.priority_class_name:
             fields["priorityClassName"] = self.priority_class_name
         return fields
+
+
+_SUFFIXES = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+_QUANTITY = re.compile(r"([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+
+
+def quantity(value: Any) -> Decimal | None:
+    """A Kubernetes quantity (``50m``, ``64Mi``, ``1``) as a number, or None when it is not one."""
+    match = _QUANTITY.fullmatch(str(value).strip()) if value is not None else None
+    if match is None:
+        return None
+    try:
+        return Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""]
+    except InvalidOperation:
+        return None
+
+
+def _exceeds(first: Any, second: Any) -> bool:
+    """Whether quantity `first` is more than `second` (False when either is absent or unreadable)."""
+    a, b = quantity(first), quantity(second)
+    return a is not None and b is not None and a > b
 
 
 def parse_pod_template(text: str) -> SenderPodTemplate:

@@ -24,9 +24,11 @@ import yaml
 
 from hookline.api import POOL_NAME_PATTERN, SenderMode, parse_webhook_spec
 from hookline.cli import build_parser
+from hookline.operator.adapters.natsauth import auth_secret_data
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.operator.rules import desired
 from hookline.operator.settings import config_from_env
+from hookline.sender.bus.natsaccounts import AuthKeys
 from hookline.sender.bus.natsserver import find_nats_server, free_port
 from hookline.sender.bus.poolproto import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
 
@@ -65,11 +67,13 @@ SENDER_VALUES: dict[str, Any] = {
 
 SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
-    "external-nats": ["--set", f"nats.url={EXTERNAL_NATS}"],
+    "external-nats": ["--set", f"nats.url={EXTERNAL_NATS}", "--set", "nats.auth.existingSecret=nats-creds"],
     "stream-limit": ["--set", "nats.streamMaxBytes=1073741824"],
     "nats-cluster": [
         "--set",
         f"nats.url={EXTERNAL_NATS}",
+        "--set",
+        "nats.auth.existingSecret=nats-creds",
         "--set",
         "nats.replicas=3",
         "--set",
@@ -549,10 +553,14 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
         | grants("hookline.io", ["webhooktests"], ["delete"])  # finished tests expire
         | grants("hookline.io", ["webhooks/status", "webhooktests/status"], ["get", "patch", "update"])
         | grants("hookline.io", ["webhooks/finalizers"], ["update"])
+        # WebhookDomains: tokens and instructions, the index, their proofs' status (issue 21)
+        | grants("hookline.io", ["webhookdomains"], ["get", "list", "watch", "patch", "update"])
+        | grants("hookline.io", ["webhookdomains/status"], ["get", "patch", "update"])
         | grants("apps", ["deployments"], ["get", "list", "watch", "create", "patch", "update", "delete"])
         | grants("apps", ["statefulsets"], ["get", "list", "watch"])  # sender pools: replica counts
         | grants("", ["configmaps"], ["get", "list", "watch", "create", "patch", "update", "delete"])
         | grants("", ["secrets"], ["get", "list", "watch", "create"])  # credentials, Secret watch, generate
+        | grants("", ["secrets"], ["update"])  # a sender's NATS user minted again (nats.auth)
         | grants("", ["events"], ["create", "patch"])
         | grants("events.k8s.io", ["events"], ["create", "patch"])
         | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"])
@@ -617,18 +625,68 @@ def test_ingest_and_nats_service_accounts_carry_no_token():
         assert one("defaults", "ServiceAccount", name)["automountServiceAccountToken"] is False
 
 
-def test_only_hookline_pods_may_reach_nats():
+def admitted(peers: list[dict], namespace_labels: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    """Whether a pod with these labels, in a namespace with these labels, matches one of the peers."""
+    for peer in peers:
+        ns = peer.get("namespaceSelector")
+        ns_ok = ns is not None and matches(ns.get("matchLabels") or {}, namespace_labels)
+        pod_ok = matches((peer.get("podSelector") or {}).get("matchLabels") or {}, pod_labels)
+        if ns_ok and pod_ok:
+            return True
+    return False
+
+
+def test_nats_admits_hooklines_own_components_by_namespace_and_senders_by_credentials():
     policy = one("defaults", "NetworkPolicy", "hk-hookline-nats")
     nats = one("defaults", "StatefulSet", "hk-hookline-nats")
     assert matches(
         policy["spec"]["podSelector"]["matchLabels"], nats["spec"]["template"]["metadata"]["labels"]
     )
     client_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "client")
-    (peer,) = client_rule["from"]
-    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "hookline"}
+    peers = client_rule["from"]
+    home = {"kubernetes.io/metadata.name": "hookline"}
+    tenant = {"kubernetes.io/metadata.name": "team-a"}
     for workload in (operator("defaults"), ingest("defaults"), *pools("defaults")):
-        assert matches(peer["podSelector"]["matchLabels"], workload["spec"]["template"]["metadata"]["labels"])
-    assert not objects("no-persistence", "NetworkPolicy")
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert admitted(peers, home, labels)
+        # The same labels set by a tenant on a pod of its own namespace: not admitted by them.
+        if labels.get("app.kubernetes.io/component") != "sender":
+            assert not admitted(peers, tenant, labels)
+    # A tenant pod that only claims to be hookline (the old rule): refused.
+    assert not admitted(peers, tenant, {"app.kubernetes.io/name": "hookline"})
+    # Dedicated senders in tenant namespaces: admitted to the port; NATS auth is the boundary.
+    sender = {"app.kubernetes.io/component": "sender", "app.kubernetes.io/managed-by": "hookline-operator"}
+    assert admitted(peers, tenant, sender)
+    assert not objects("no-persistence", "NetworkPolicy") or all(
+        p["metadata"]["name"] != "hk-hookline-nats" for p in objects("no-persistence", "NetworkPolicy")
+    )
+
+
+def test_ingest_admits_only_the_producers_a_value_names():
+    policy = one("defaults", "NetworkPolicy", "hk-hookline-ingest")
+    assert matches(
+        policy["spec"]["podSelector"]["matchLabels"],
+        ingest("defaults")["spec"]["template"]["metadata"]["labels"],
+    )
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {}}]  # its own namespace only, until producers are named
+    shop = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}
+    rendered = [
+        d
+        for d in yaml.safe_load_all(
+            helm(
+                "template",
+                RELEASE,
+                str(CHART),
+                "--namespace",
+                "hookline",
+                "--set-json",
+                f"ingest.networkPolicy.from={json.dumps([shop])}",
+            ).stdout
+        )
+        if d and d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "hk-hookline-ingest"
+    ]
+    assert rendered[0]["spec"]["ingress"][0]["from"] == [{"podSelector": {}}, shop]
 
 
 # --- operator ---------------------------------------------------------------------------------------
@@ -847,15 +905,33 @@ def test_stream_limits_that_do_not_fit_the_nats_store_are_refused():
     ) in result.stderr
     assert "max_file_store 4831838208" in result.stderr and "raise nats.persistence.size" in result.stderr
     # An external NATS has its own limits; the chart does not size it.
-    helm("template", RELEASE, str(CHART), *small, "--set", f"nats.url={EXTERNAL_NATS}")
+    helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        *small,
+        "--set",
+        f"nats.url={EXTERNAL_NATS}",
+        "--set",
+        "nats.auth.enabled=false",
+    )
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "small-nats-volume"])
 def test_the_rendered_nats_config_is_what_the_real_server_runs_with(scenario, tmp_path):
     """`nats-server -t` takes the file, and the server started with the StatefulSet's own arguments
     (ports, store and name moved to loopback and a temporary folder) reports that store limit."""
-    config = tmp_path / "nats-server.conf"
-    config.write_text(nats_config(scenario))
+    # As the pod has them: the ConfigMap's file beside the auth Secret's auth.conf (made by the operator's
+    # own code), the full resolver's folder on the volume (here: the temporary one).
+    config = tmp_path / "etc" / "nats" / "nats-server.conf"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        nats_config(scenario).replace('"/data/jwt"', json.dumps(str(tmp_path / "data" / "jwt")))
+    )
+    (tmp_path / "etc" / "nats-auth").mkdir()
+    (tmp_path / "etc" / "nats-auth" / "auth.conf").write_text(
+        auth_secret_data(AuthKeys.generate())["auth.conf"]
+    )
     tested = subprocess.run([find_nats_server(), "-c", str(config), "-t"], capture_output=True, text=True)
     assert tested.returncode == 0, tested.stderr
     client_port, monitor_port = free_port(), free_port()
@@ -898,7 +974,9 @@ def test_external_nats_replaces_the_embedded_server():
         "hk-hookline-pool-default"
     ]
     assert not [s for s in objects("external-nats", "Service") if "nats" in s["metadata"]["name"]]
-    assert not objects("external-nats", "NetworkPolicy")
+    assert [p["metadata"]["name"] for p in objects("external-nats", "NetworkPolicy")] == [
+        "hk-hookline-ingest"
+    ]
     assert env(operator("external-nats"))["HOOKLINE_NATS_URL"] == EXTERNAL_NATS
     assert env(operator("external-nats"))["HOOKLINE_SENDER_NATS_URL"] == EXTERNAL_NATS
     assert ingest_nats_url("external-nats") == EXTERNAL_NATS
@@ -1405,11 +1483,42 @@ def test_the_sender_pod_values_reach_the_operator_and_its_deployments():
         kubernetes_validate.validate(deployment, version, strict=True)
 
 
-def test_without_sender_values_the_operator_adds_nothing_but_the_pull_policy():
+def test_without_sender_values_the_operator_adds_the_pull_policy_and_default_resources():
     config = operator_config_of("defaults")
-    assert env(operator("defaults"))["HOOKLINE_SENDER_POD_TEMPLATE"] == '{"imagePullPolicy":"IfNotPresent"}'
+    assert json.loads(env(operator("defaults"))["HOOKLINE_SENDER_POD_TEMPLATE"]) == {
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
     assert config.sender_pod.pod_fields() == {}
     assert config.log_format == "text"
+    # Every dedicated sender pod has requests (Burstable, not BestEffort) unless its Webhook says more.
+    owner = {"metadata": {"name": "orders", "namespace": "shop", "uid": "u-1"}}
+    plain = parse_webhook_spec({"url": "https://shop.example.com/hook", "events": ["open"]})
+    (sender,) = desired.deployment(owner, plain, "h", config)["spec"]["template"]["spec"]["containers"]
+    assert sender["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    small = parse_webhook_spec(
+        {
+            "url": "https://shop.example.com/hook",
+            "events": ["open"],
+            "sender": {"resources": {"limits": {"memory": "32Mi"}}},
+        }
+    )
+    (sender,) = desired.deployment(owner, small, "h", config)["spec"]["template"]["spec"]["containers"]
+    # The Webhook's own limit wins; the default memory request above it is left out (the API server
+    # would refuse a request over the limit); the default CPU request stays.
+    assert sender["resources"] == {"requests": {"cpu": "50m"}, "limits": {"memory": "32Mi"}}
+    big = parse_webhook_spec(
+        {
+            "url": "https://shop.example.com/hook",
+            "events": ["open"],
+            "sender": {"resources": {"requests": {"memory": "1Gi"}}},
+        }
+    )
+    (sender,) = desired.deployment(owner, big, "h", config)["spec"]["template"]["spec"]["containers"]
+    assert sender["resources"] == {"requests": {"cpu": "50m", "memory": "1Gi"}}
 
 
 def test_the_log_format_reaches_every_process():
