@@ -38,9 +38,9 @@ POLICY_KIND = "WebhookPolicy"
 POLICY_PLURAL = "webhookpolicies"
 POLICY_SHORT_NAME = "whp"
 ALL = "*"
-GRANT_ANNOTATION = (
-    "hookline.io/grant"  # on a Webhook: the operator's digest of its grant (a change reconciles)
-)
+# On a Webhook: its grant's digest as the operator last saw it change (a new value reconciles it). Not
+# under hookline.io/: Kopf leaves its own prefix out of the diffs that run handlers.
+GRANT_ANNOTATION = "tenancy.hookline.io/grant"
 GRANT_NAME_PATTERN = r"^(\*|" + SCOPE_NAME_PATTERN[1:-1] + r")$"
 MAX_POLICY_NETWORKS = 32
 CIDR_PATTERN = r"^[0-9a-fA-F.:]+/[0-9]{1,3}$"

@@ -5,8 +5,8 @@ within what egress and rate? The decisions are rules/tenancy.py's.
 Kopf fills every index from a full list before it runs any handler, so an operator that starts never
 sees a Webhook before the grants: a restart does not stop what is granted. A change of a grant (a
 policy, or a namespace's labels, or a Webhook gone under maxWebhooks) wakes loops/grants.py, which
-bumps the annotation ``hookline.io/grant`` of each Webhook whose standing changed; that change runs its
-reconcile (main.py registers it), which stops or starts its sender.
+bumps the annotation ``tenancy.hookline.io/grant`` of each Webhook whose standing changed; that change
+runs its reconcile (main.py registers it), which stops or starts its sender.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The grants loop: after a WebhookPolicy, a namespace's labels or a namespace's Webhooks changed,
-(1) bump ``hookline.io/grant`` on every Webhook whose standing changed, so its reconcile stops or
+(1) bump ``tenancy.hookline.io/grant`` on every Webhook whose standing changed, so its reconcile stops or
 starts its sender within seconds; (2) compile every namespace's grant into the ConfigMap the chart's
 ValidatingAdmissionPolicy reads (CEL cannot take a union over several objects); (3) count each
 policy's namespaces and Webhooks into its status. Woken by handlers/grants.py, coalesced over
@@ -71,7 +71,8 @@ async def _compile(rt: Runtime) -> None:
     assert rt.config.grants_configmap
     namespace, _, name = rt.config.grants_configmap.partition("/")
     data: dict[str, str] = {}
-    for ns in list(rt.tenancy.indexes[NAMESPACES]):
+    named = {ns for _, spec in policies(rt) for ns in spec.namespaces}
+    for ns in sorted(set(rt.tenancy.indexes[NAMESPACES]) | set(rt.tenancy.indexes[WEBHOOKS]) | named):
         data.update(grant_record(ns, grant_of(rt, ns)))
     if data == rt.tenancy.compiled:
         return

@@ -36,6 +36,7 @@ import kmock
 import yaml
 from aiohttp import web
 from kmock._internal import enums
+from kmock._internal import parsing as kmock_parsing
 
 from hookline.operator.main import serve
 from hookline.operator.settings import OperatorConfig, VerificationSchedule
@@ -58,6 +59,22 @@ REQUEST_LOG = 64
 # the hookline CLI) and the operator's ServiceAccount, which has the chart's RBAC rules and no more.
 ADMIN_TOKEN = "emulator-admin"
 OPERATOR_TOKEN = "emulator-hookline-operator"
+
+
+_kmock_parse_path = kmock_parsing.parse_path
+
+
+def _parse_path(path: str) -> Any:
+    """kmock reads /api/v1/namespaces[/NAME] as a namespace prefix with nothing after it and fails (a
+    500); an API server serves the Namespace objects there (the operator watches their labels)."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        name = parts[3] if len(parts) == 4 else None
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, name, None)
+    return _kmock_parse_path(path)
+
+
+kmock_parsing.parse_path = _parse_path
 
 
 class Cluster(kmock.KubernetesEmulator):
