@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
 from operator_helpers import (
     CONFIGMAPS,
     NS,
@@ -22,13 +22,27 @@ from operator_helpers import (
     token_of,
     wait_for,
 )
-from test_pool_flow import pool_key_file, replicas, statefulset, webhook  # noqa: F401 (fixtures)
+from test_pool_flow import POOL_KEY, Replicas, statefulset, webhook
 
 from hookline.sender import bus
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.events import parse_event
 
 POLICIES = "/apis/hookline.io/v1alpha1/webhookpolicies"
+
+
+@pytest.fixture
+async def replicas(nats_server) -> AsyncIterator[Replicas]:
+    handle = Replicas(nats_server.url)
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture
+def pool_key_file(tmp_path) -> str:
+    path = tmp_path / "pool-key"
+    path.write_text(POOL_KEY)
+    return str(path)
 
 
 def grant(*databases: str) -> dict[str, Any]:
@@ -55,7 +69,7 @@ async def test_a_revoked_grant_stops_deliveries_and_a_new_one_resumes_them_losin
     start_operator,
     replicas,
     nats_server,
-    pool_key_file,  # noqa: F811
+    pool_key_file,
 ):
     await cluster.call("POST", POLICIES, grant("newsletter"))
     await cluster.call("POST", api_path(STATEFULSETS), statefulset("default", 1))
