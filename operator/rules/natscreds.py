@@ -139,5 +139,6 @@ def nats_auth_from_env(env: Mapping[str, str]) -> NatsAuthSettings:
         keys_dir=keys_dir,
         creds_file=creds or (f"{keys_dir}/operator.creds" if keys_dir else None),
         ca_file=env.get("HOOKLINE_NATS_CA", "").strip() or None,
-        namespace=env.get("HOOKLINE_POD_NAMESPACE", "").strip() or "default",
+        namespace=(env.get("HOOKLINE_NATS_AUTH_NAMESPACE") or env.get("HOOKLINE_POD_NAMESPACE") or "").strip()
+        or "default",
     )

@@ -741,7 +741,7 @@ def test_operator_runs_two_replicas_with_leader_election_and_exposes_health_and_
     assert c["args"] == ["operator"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"health": 8080, "metrics": 9090}
+    assert ports == {"health": 8080, "metrics": 9090, "keys": 8082}  # keys: the JWKS endpoint
     service = one("defaults", "Service", "hk-hookline-operator-metrics")
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}

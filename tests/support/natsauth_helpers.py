@@ -6,18 +6,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nats
+import yaml
 from nats.aio.subscription import Subscription
 
+from hookline.operator.adapters.natsauth import auth_secret_data
 from hookline.sender.bus.natsaccounts import SERVER_CONFIG_FILE, AuthKeys, resolver_block
 from hookline.sender.bus.natsperms import SenderIdentity, inbox_prefix
 from hookline.sender.bus.natsserver import EmbeddedNats
 from hookline.sender.model.config import consumer_name
+
+ROOT = Path(__file__).resolve().parents[2]
+HELM = ROOT / ".tools" / "bin" / "helm"
+CHART = ROOT / "charts" / "hookline"
+
+
+@functools.cache
+def render_chart(*values: str) -> tuple[dict[str, Any], ...]:
+    """`helm template` of the chart (release hk in namespace hookline) with `--set` values."""
+    args = [str(HELM), "template", "hk", str(CHART), "--namespace", "hookline"]
+    for value in values:
+        args += ["--set", value]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+def chart_nats_config(folder: Path) -> Path:
+    """The chart's nats-server.conf (defaults: auth on) laid out as in the NATS pod: the ConfigMap's
+    file in etc/nats, the auth Secret's auth.conf beside it in etc/nats-auth (written by the caller),
+    the volume's /data in `folder`/data. Returns the config file's path."""
+    (config_map,) = [
+        d
+        for d in render_chart()
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "hk-hookline-nats-config"
+    ]
+    text = config_map["data"]["nats-server.conf"]
+    assert "include ../nats-auth/auth.conf" in text, "the chart's NATS config does not include the accounts"
+    config = folder / "etc" / "nats" / "nats-server.conf"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    (folder / "etc" / "nats-auth").mkdir(parents=True, exist_ok=True)
+    config.write_text(text.replace('"/data/jwt"', json.dumps(str(folder / "data" / "jwt"))))
+    return config
 
 
 def chart_like_config(folder: Path) -> str:
@@ -50,14 +87,23 @@ class AuthedNats:
 
 
 def start_authed_nats(folder: Path, server_conf: str | None = None) -> AuthedNats:
-    """`server_conf`: the chart-rendered nats-server.conf (default: just the include)."""
+    """The server as the chart runs it (`server_conf` None: the chart's rendered nats-server.conf and
+    the auth Secret's files as the operator makes them); `server_conf`: a config of the caller's."""
     keys = AuthKeys.generate()
-    (folder / "auth").mkdir(parents=True, exist_ok=True)
-    (folder / "auth" / SERVER_CONFIG_FILE).write_text(keys.server_config())
-    config = folder / "nats-server.conf"
-    config.write_text(server_conf or chart_like_config(folder))
+    if server_conf is None:  # the chart's own config and the Secret's files made by the operator's code
+        config = chart_nats_config(folder)
+        data = auth_secret_data(keys)
+        (folder / "etc" / "nats-auth" / SERVER_CONFIG_FILE).write_text(data[SERVER_CONFIG_FILE])
+    else:
+        (folder / "auth").mkdir(parents=True, exist_ok=True)
+        (folder / "auth" / SERVER_CONFIG_FILE).write_text(keys.server_config())
+        config = folder / "nats-server.conf"
+        config.write_text(server_conf)
+        data = keys.component_creds()
     creds: dict[str, Path] = {}
-    for file, text in keys.component_creds().items():
+    for file, text in data.items():
+        if not file.endswith(".creds"):
+            continue
         path = folder / file
         path.write_text(text)
         creds[file.removesuffix(".creds")] = path
