@@ -41,6 +41,11 @@ COMMANDS: dict[str, Command] = {
     "demo-receiver": Command(
         "run the demo receiver: serves ownership files, prints each delivery", "hookline.demo_receiver", False
     ),
+    "nats-auth": Command(
+        "make NATS accounts and credentials for an external NATS (nats.auth.existingSecret)",
+        "hookline.sender.cmd.natsauth",
+        False,
+    ),
     "operator": Command("run the operator (the Helm chart starts it)", "hookline.operator.main", True),
     "ingest": Command(
         "run event intake, POST /v1/events (the chart starts it)", "hookline.sender.cmd.ingest", False

@@ -23,7 +23,7 @@ from hookline.operator.adapters import kubeapi
 from hookline.operator.rules import desired, natscreds
 from hookline.sender import bus
 from hookline.sender.bus.connection import BusAuth
-from hookline.sender.bus.natsaccounts import SEED_FILES, SERVER_CONFIG_FILE, AuthKeys, revoke_users
+from hookline.sender.bus.natsaccounts import SEED_FILES, AuthKeys, revoke_users
 from hookline.sender.bus.natsperms import SenderIdentity, inbox_prefix, sender_permissions
 from hookline.sender.model.config import consumer_name
 
@@ -34,7 +34,7 @@ MANAGED_LABELS = {"app.kubernetes.io/name": "hookline", "app.kubernetes.io/compo
 
 def auth_secret_data(keys: AuthKeys) -> dict[str, str]:
     """Everything the install's auth Secret holds (seeds, component creds, the server's auth.conf)."""
-    return {**keys.files(), **keys.component_creds(), SERVER_CONFIG_FILE: keys.server_config()}
+    return keys.secret_files()
 
 
 def auth_secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:

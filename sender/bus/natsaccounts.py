@@ -121,6 +121,10 @@ class AuthKeys:
         out["system.creds"] = self.user_creds(new_key("user"), "system", system_permissions(), system=True)
         return out
 
+    def secret_files(self) -> dict[str, str]:
+        """Everything the install's auth Secret holds: seeds, components' creds, the server's auth.conf."""
+        return {**self.files(), **self.component_creds(), SERVER_CONFIG_FILE: self.server_config()}
+
     def sender_user(self, who: SenderIdentity, uid: str) -> KeyPair:
         """The sender's nkey, derived from the signing key and the Webhook's uid (a Webhook made again
         under the same name gets another key; the old one stays revoked)."""
