@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from operator_helpers import (
     CONFIGMAPS,
+    DEPLOYMENTS,
     NS,
     SECRETS,
     STATEFULSETS,
@@ -42,6 +43,7 @@ from operator_helpers import (
 from prometheus_client import CollectorRegistry
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from hookline.api import CONFIG_HASH_ANNOTATION
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR
 from hookline.sender import bus
 from hookline.sender.bus.natsserver import free_port
@@ -286,3 +288,17 @@ async def test_rotation_secret_watch_generated_key_jwks_and_a_secret_header_that
         await nc.close()
     assert TOKEN not in render(replica.registry).decode()
     assert TOKEN not in caplog.text and OLD not in caplog.text and NEW not in caplog.text
+
+    # A dedicated sender: a changed Secret it reads rolls its pods (a new config hash on the template).
+    def template_hash() -> str:
+        deployment = cluster.get(DEPLOYMENTS, "dedicated-sender") or {}
+        annotations = (
+            deployment.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+        )
+        return str(annotations.get(CONFIG_HASH_ANNOTATION, ""))
+
+    before = await wait_for(template_hash, "the dedicated sender's Deployment")
+    await cluster.call(
+        "PATCH", api_path(SECRETS, name="receiver-token"), {"data": {"token": b64(TOKEN + "-2")}}
+    )
+    await wait_for(lambda: template_hash() not in ("", before), "the dedicated sender rolled", within=15)
