@@ -15,6 +15,8 @@
 7. Sender pools (bench/pool.py, short variant): `hookline pool` RSS with 1, 100 and 1,000 quiet
    Webhooks and MiB per Webhook; deliveries/s of one pool replica over 100 Webhooks against one
    dedicated sender.
+8. NATS auth on vs off (bench/nats_auth_cost.py): connect latency, a sender's first delivery and
+   its deliveries/s.
 
 Bounded in count and time (defaults take well under a minute); `--help` for the knobs.
 """
@@ -372,6 +374,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["hostile"] = await hostile(args)
             if args.nats_consumers > 0:
                 results["nats_consumers"] = await nats_consumers(args)
+            if args.auth_events > 0:
+                results["nats_auth"] = await nats_auth(args)
             if args.pool_events > 0:
                 results["pool"] = await sender_pool(args)
             if args.signing_events >= 0:
@@ -446,6 +450,24 @@ async def nats_consumers(args: argparse.Namespace) -> dict:
     result = await measure_consumers(args.nats_consumers, 10_000)
     print(f"  {result['rss_mib']} MiB, {result['publish_events_per_s']} events/s", flush=True)
     return result
+
+
+async def nats_auth(args: argparse.Namespace) -> dict:
+    """Connect and first-delivery latency, deliveries/s, NATS auth on and off (bench/nats_auth_cost.py)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from nats_auth_cost import measure as measure_auth
+
+    print(f"NATS auth on / off, {args.auth_events} events ...", flush=True)
+    return await measure_auth(args.auth_events)
+
+
+def nats_auth_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    sys.path.insert(0, str(ROOT / "bench"))
+    from nats_auth_cost import report_rows
+
+    return report_rows(result)
 
 
 async def sender_pool(args: argparse.Namespace) -> dict:
@@ -530,6 +552,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             *ratelimit_rows(r.get("ratelimit")),
             *hostile_rows(r.get("hostile")),
             *nats_consumer_rows(r.get("nats_consumers")),
+            *nats_auth_rows(r.get("nats_auth")),
             *pool_rows(r.get("pool")),
             *signing_rows(r.get("signing")),
             "| sender peak RSS during the delivery run (VmHWM) | "
@@ -682,6 +705,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1000,
         help="Webhook consumers on one nats-server for the RSS/publish-rate run (0 skips; "
         "bench/nats_consumers.py measures 10,000)",
+    )
+    parser.add_argument(
+        "--auth-events",
+        type=int,
+        default=5000,
+        help="events of the NATS auth on/off run (bench/nats_auth_cost.py; 0 skips)",
     )
     parser.add_argument(
         "--pool-events",
