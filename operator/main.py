@@ -222,7 +222,10 @@ def build(
             auth_pending=natsauth.bootstraps(nats_auth),
         ),
         nats_minter=minter_of(
-            Path(nats_auth.keys_dir) if nats_auth.keys_dir else None, config.nats_url, nats_auth.ca_file
+            Path(nats_auth.keys_dir) if nats_auth.keys_dir else None,
+            config.nats_url,
+            nats_auth.ca_file,
+            nats_auth.user_lifetime,
         ),
         metrics=OperatorMetrics(metrics_registry or CollectorRegistry()),
         pool_key=PoolKey.from_file(config.pool_key_file) if config.pool_key_file else None,

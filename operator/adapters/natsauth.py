@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,17 @@ def write_private(files: dict[str, str]) -> Path:
 class NatsMinter:
     """Mints each dedicated sender's user and revokes it when the Webhook goes."""
 
-    def __init__(self, keys: AuthKeys, url: str, *, system_creds: str | None, ca_file: str | None) -> None:
+    def __init__(
+        self,
+        keys: AuthKeys,
+        url: str,
+        *,
+        system_creds: str | None,
+        ca_file: str | None,
+        lifetime: int = natscreds.DEFAULT_USER_LIFETIME_SECONDS,
+    ) -> None:
         self.keys = keys
+        self.lifetime = lifetime  # the senders' user JWTs; their revocations are kept as long
         self.url = url
         self.system_creds = system_creds
         self.ca_file = ca_file
@@ -103,7 +113,9 @@ class NatsMinter:
     def mint(self, namespace: str, name: str, uid: str) -> natscreds.MintedUser:
         who = self.identity(namespace, name)
         public, digest = self.planned(namespace, name, uid)
-        return natscreds.MintedUser(self.keys.sender_creds(who, uid), public, digest)
+        expires = int(time.time()) + self.lifetime if self.lifetime else None
+        creds = self.keys.sender_creds(who, uid, expires_at=expires)
+        return natscreds.MintedUser(creds, public, digest, expires)
 
     async def revoke(self, namespace: str, name: str, uid: str) -> None:
         """Push the account's revocations with this sender's user added (a copied creds file stops
@@ -119,13 +131,18 @@ class NatsMinter:
         )
         nc = await bus.connect(self.url, name="hookline-operator-system", auth=auth, initial_attempts=2)
         try:
-            await revoke_users(nc, self.keys, [user])
+            await revoke_users(nc, self.keys, [user], lifetime=self.lifetime or None)
         finally:
             await bus.close_quietly(nc)
         log.info("sender %s/%s: NATS user %s revoked", namespace, name, user)
 
 
-def minter_of(folder: Path | None, url: str, ca_file: str | None) -> NatsMinter | None:
+def minter_of(
+    folder: Path | None,
+    url: str,
+    ca_file: str | None,
+    lifetime: int = natscreds.DEFAULT_USER_LIFETIME_SECONDS,
+) -> NatsMinter | None:
     """A minter when the folder holds the seeds (an external NATS's Secret may hold creds only)."""
     if folder is None:
         return None
@@ -142,6 +159,7 @@ def minter_of(folder: Path | None, url: str, ca_file: str | None) -> NatsMinter 
         url,
         system_creds=str(system) if system.is_file() else None,
         ca_file=ca_file,
+        lifetime=lifetime,
     )
 
 
@@ -152,7 +170,7 @@ async def ensure_sender_secret(api: kubeapi.KubeAPI, minter: NatsMinter, owner: 
     url = kubeapi.secret(namespace, natscreds.secret_name(name))
     have = await api.get(url)
     public, digest = minter.planned(namespace, name, uid)
-    if not natscreds.needs_mint(have, public, digest, minter.ca):
+    if not natscreds.needs_mint(have, public, digest, minter.ca, now=time.time(), lifetime=minter.lifetime):
         return "unchanged"
     user = minter.mint(namespace, name, uid)
     labels = desired.sender_labels(name)

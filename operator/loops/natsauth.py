@@ -32,6 +32,6 @@ async def load_auth_secret(rt: Runtime) -> None:
             log.info("NATS auth Secret %s not read yet (%s); retrying", settings.auth_secret, exc)
             await asyncio.sleep(RETRY_SECONDS)
     folder = write_private(files)
-    rt.nats_minter = minter_of(folder, rt.config.nats_url, settings.ca_file)
+    rt.nats_minter = minter_of(folder, rt.config.nats_url, settings.ca_file, settings.user_lifetime)
     rt.consumers.use_auth(BusAuth(creds_file=str(folder / "operator.creds"), tls_ca_file=settings.ca_file))
     log.info("NATS accounts loaded from Secret %s/%s", settings.namespace, settings.auth_secret)

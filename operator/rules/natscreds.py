@@ -26,6 +26,10 @@ CA_KEY = "ca.crt"
 VOLUME = "nats-credentials"
 USER_ANNOTATION = "hookline.io/nats-user"
 PERMISSIONS_ANNOTATION = "hookline.io/nats-permissions"
+EXPIRES_ANNOTATION = "hookline.io/nats-expires"  # unix seconds: the user JWT's expiry
+# A sender's user JWT lives this long and is minted again when a third of it is left (the kubelet
+# updates the mounted file; nats-py reads it at its next connect). Revocations are kept as long.
+DEFAULT_USER_LIFETIME_SECONDS = 90 * 86400
 SECRET_TYPE = "hookline.io/nats-credentials"
 
 
@@ -46,18 +50,35 @@ class MintedUser:
     creds: str
     public: str
     permissions: str
+    expires_at: int | None = None
 
     def __repr__(self) -> str:  # never the creds in a log line
         return f"MintedUser(public={self.public!r})"
 
 
-def needs_mint(have: Mapping[str, Any] | None, public: str, permissions: str, ca: str | None) -> bool:
-    """Whether the Secret must be written: absent, another user or permissions, or another CA."""
+def needs_mint(
+    have: Mapping[str, Any] | None,
+    public: str,
+    permissions: str,
+    ca: str | None,
+    *,
+    now: float = 0.0,
+    lifetime: int | None = None,
+) -> bool:
+    """Whether the Secret must be written: absent, another user or permissions, another CA, or (with
+    a `lifetime`) a third or less of its JWT's life left."""
     if have is None:
         return True
     notes = (have.get("metadata") or {}).get("annotations") or {}
     if notes.get(USER_ANNOTATION) != public or notes.get(PERMISSIONS_ANNOTATION) != permissions:
         return True
+    if lifetime:
+        try:
+            expires = int(notes.get(EXPIRES_ANNOTATION, ""))
+        except ValueError:
+            return True
+        if expires - now < lifetime / 3:
+            return True
     data = have.get("data") or {}
     if CREDS_KEY not in data:
         return True
@@ -84,7 +105,11 @@ def secret(
             "name": secret_name(webhook),
             "namespace": namespace,
             "labels": dict(labels),
-            "annotations": {USER_ANNOTATION: user.public, PERMISSIONS_ANNOTATION: user.permissions},
+            "annotations": {
+                USER_ANNOTATION: user.public,
+                PERMISSIONS_ANNOTATION: user.permissions,
+                **({EXPIRES_ANNOTATION: str(user.expires_at)} if user.expires_at else {}),
+            },
             "ownerReferences": [dict(owner_ref)],
         },
         "data": data,
@@ -124,6 +149,7 @@ class NatsAuthSettings:
     creds_file: str | None = None
     ca_file: str | None = None
     namespace: str = "default"  # the operator's own (HOOKLINE_POD_NAMESPACE): where auth_secret lives
+    user_lifetime: int = DEFAULT_USER_LIFETIME_SECONDS  # senders' user JWTs (0: no expiry)
 
     @property
     def enabled(self) -> bool:
@@ -141,4 +167,7 @@ def nats_auth_from_env(env: Mapping[str, str]) -> NatsAuthSettings:
         ca_file=env.get("HOOKLINE_NATS_CA", "").strip() or None,
         namespace=(env.get("HOOKLINE_NATS_AUTH_NAMESPACE") or env.get("HOOKLINE_POD_NAMESPACE") or "").strip()
         or "default",
+        user_lifetime=int(
+            env.get("HOOKLINE_NATS_SENDER_USER_LIFETIME_SECONDS", "").strip() or DEFAULT_USER_LIFETIME_SECONDS
+        ),
     )

@@ -133,8 +133,18 @@ class AuthKeys:
         ).digest()
         return key_from_seed(nkeys.encode_seed(material, nkeys.PREFIX_BYTE_USER).decode())
 
-    def sender_creds(self, who: SenderIdentity, uid: str) -> str:
-        return self.user_creds(self.sender_user(who, uid), who.user_name, sender_permissions(who))
+    def sender_creds(self, who: SenderIdentity, uid: str, *, expires_at: int | None = None) -> str:
+        """The sender's `.creds`; `expires_at` bounds how long a copy stays useful (and how long its
+        revocation must be kept: `prune_revocations`)."""
+        user = self.sender_user(who, uid)
+        claims = user_claims(
+            user.public,
+            who.user_name,
+            sender_permissions(who),
+            issuer_account=self.account.public,
+            expires_at=expires_at,
+        )
+        return creds_file(encode_jwt(claims, self.signer), user)
 
     def server_config(
         self, resolver_dir: str | None = None, revocations: dict[str, int] | None = None
@@ -172,15 +182,29 @@ class RevocationRefused(Exception):
     """The server did not take the account JWT with the new revocations."""
 
 
-async def revoke_users(nc: NATS, keys: AuthKeys, users: list[str], *, within: float = 5.0) -> dict[str, int]:
+def prune_revocations(revocations: dict[str, int], now: int, lifetime: int | None) -> dict[str, int]:
+    """Drop the revocations no JWT needs any more: a revocation at T refuses JWTs issued up to T, and
+    a sender's JWT lives `lifetime` seconds, so after T + lifetime every JWT it refuses has expired.
+    This bounds the account JWT (10,000 revocations are ~0.94 MB, near NATS's 1 MiB max payload) by
+    the Webhooks deleted within one lifetime, not by all ever deleted."""
+    if not lifetime:
+        return dict(revocations)
+    return {user: at for user, at in revocations.items() if at + lifetime > now}
+
+
+async def revoke_users(
+    nc: NATS, keys: AuthKeys, users: list[str], *, within: float = 5.0, lifetime: int | None = None
+) -> dict[str, int]:
     """Add `users` to HOOKLINE's revocations on the running server (over a system-account connection):
-    read the account JWT the server holds, add them, sign it again, push it. Returns the revocations."""
+    read the account JWT the server holds, add them, drop the expired ones (`lifetime`: the users'
+    JWT lifetime), sign it again, push it. Returns the revocations."""
     lookup = await nc.request(f"$SYS.REQ.ACCOUNT.{keys.account.public}.CLAIMS.LOOKUP", b"", timeout=within)
     current: dict[str, int] = {}
     if lookup.data:
         with_claims = decode_jwt(lookup.data.decode())
         current = dict(with_claims.get("nats", {}).get("revocations") or {})
     now = int(time.time())
+    current = prune_revocations(current, now, lifetime)
     current.update({user: now for user in users})
     token = keys.account_jwt(current, issued_at=now)
     reply = await nc.request("$SYS.REQ.CLAIMS.UPDATE", token.encode(), timeout=within)
