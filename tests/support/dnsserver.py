@@ -72,8 +72,12 @@ class LoopbackDNS:
         return self
 
     def stop(self) -> None:
-        for server in self._servers:
-            server.stop()
+        """Both servers at once (each shutdown waits for its poll interval, 0.5 s)."""
+        stoppers = [threading.Thread(target=server.stop) for server in self._servers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper, server in zip(stoppers, self._servers, strict=True):
+            stopper.join()
             server.server.server_close()
         self._servers.clear()
 

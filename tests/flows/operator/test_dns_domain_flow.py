@@ -194,6 +194,7 @@ async def test_webhooks_on_verified_domains_cost_one_proof_per_domain(cluster, s
     assert {q for q, _ in dns.queries[proofs:]} == {f"_hookline-challenge.{d}" for d in domains}
 
 
+@pytest.mark.slow
 async def test_a_lapsed_domain_pauses_its_webhooks_and_its_return_resumes_them(cluster, start_operator, dns):
     fast = {"checks_per_second": 50, "burst": 50, "jitter": 0, "tick": 0.2}
     schedule = RecheckSchedule(interval=1.0, grace=2.0, grace_retry=0.5, **fast)

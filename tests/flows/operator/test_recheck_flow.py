@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from operator_helpers import CONFIGMAPS, DEPLOYMENTS, WEBHOOKS, condition, create_webhook, token_of, wait_for
 
@@ -79,6 +80,7 @@ def open_event(event_id: str) -> Any:
     return parse_event({"id": event_id, "type": "open", "recipient": "a@shop.example", "ip": "192.0.2.1"})
 
 
+@pytest.mark.slow
 async def test_a_removed_file_pauses_deliveries_after_the_grace_and_its_return_resumes_them(
     cluster, site, start_operator, nats_server, tmp_path
 ):
