@@ -53,6 +53,7 @@ from hookline.sender import bus  # noqa: E402
 from hookline.sender.bus.natsserver import EmbeddedNats  # noqa: E402
 from hookline.sender.bus.poolproto import (  # noqa: E402
     ROSTER_INTERVAL,
+    PoolKey,
     Roster,
     parse_assignment_key,
     pool_bucket,
@@ -60,6 +61,7 @@ from hookline.sender.bus.poolproto import (  # noqa: E402
 )
 
 NS = "bench"
+POOL_KEY = "a pool key for the operator bench, 32+ characters"
 
 
 class BenchCluster(StrictCluster):
@@ -105,6 +107,7 @@ async def play_deployment_controller(cluster: BenchCluster) -> None:
 
 async def play_pool_replicas(nats_url: str, pool: str, replicas: int) -> None:
     """Report every assigned Webhook as running in its replica, as `hookline pool` replicas would."""
+    key = PoolKey(POOL_KEY)
     nc = await bus.connect(nats_url)
     try:
         kv = await pool_bucket(nc.jetstream())
@@ -123,7 +126,8 @@ async def play_pool_replicas(nats_url: str, pool: str, replicas: int) -> None:
                 for replica in list(dirty):
                     dirty.discard(replica)
                     roster = Roster(pool, replica, time.time(), sorted(running[replica]))
-                    await kv.put(roster_key(pool, replica), roster.to_bytes())
+                    at = roster_key(pool, replica)
+                    await kv.put(at, key.sign_record(at, roster.to_bytes()))
 
         writer = asyncio.create_task(write())
         try:
@@ -177,7 +181,7 @@ async def bench(
             }
             if pool_replicas:
                 key_file = Path(tmp) / "pool-key"
-                key_file.write_text("a pool key for the operator bench, 32+ characters")
+                key_file.write_text(POOL_KEY)
                 env |= {"HOOKLINE_DEFAULT_SENDER_MODE": "Pool", "HOOKLINE_POOL_KEY_FILE": str(key_file)}
                 labels = {**POOL_SELECTOR, POOL_LABEL: "default"}
                 statefulset = {

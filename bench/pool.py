@@ -170,7 +170,7 @@ async def read_roster(kv: Any) -> Roster | None:
         entry = await kv.get(roster_key(POOL, 0))
     except Exception:  # no roster yet
         return None
-    return Roster.from_bytes(entry.value) if entry.value else None
+    return Roster.from_bytes(PoolKey(POOL_KEY).open_record(entry.key, entry.value)) if entry.value else None
 
 
 async def wait_running(

@@ -12,6 +12,7 @@ its own key (`PoolKey.sign_record`), so a move opens the stored copy and signs i
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +29,7 @@ from hookline.sender.bus.poolproto import (
 from hookline.sender.model.config import SenderConfig
 from hookline.sender.model.credentials import Credentials
 
+log = logging.getLogger(__name__)
 NO_POOL_KEY = "pool entries need the pool key: set the chart's senderPools (HOOKLINE_POOL_KEY_FILE)"
 
 
@@ -129,7 +131,8 @@ class PoolDirectory:
         await self.consumers.call(f"removing {consumer} from its pool", delete)
 
     async def rosters(self) -> AsyncIterator[Roster]:
-        """Every replica's roster, then each new one, until the watch breaks (the caller watches again)."""
+        """Every replica's roster, then each new one, until the watch breaks (the caller watches again).
+        A roster whose MAC does not hold (not written by a replica with the pool key) is ignored."""
         js = await self.consumers.call("opening the pool bucket", _same)
         kv = await pool_bucket(js)
         watcher = await kv.watch("r.>")
@@ -137,8 +140,12 @@ class PoolDirectory:
             async for entry in watcher:
                 if entry is None or entry.value is None or entry.operation is not None:
                     continue
+                if self.key is None:
+                    continue
                 try:
-                    yield Roster.from_bytes(entry.value)
+                    yield Roster.from_bytes(self.key.open_record(entry.key, entry.value))
+                except PoolError as exc:
+                    log.warning("pool roster %s ignored: %s", entry.key, exc)
                 except (ValueError, TypeError):
                     continue
         finally:

@@ -17,7 +17,8 @@ replica refuses such a record and says so in its roster. Egress never comes from
 own flags (and the tenant's grant) decide what it may reach.
 
 Each replica writes its roster (``r.<pool>.<replica>``: which engines consume, which do not and
-why, and when) when it changes and every `ROSTER_INTERVAL`; the operator mirrors it into each
+why, and when; authenticated as the entries are, since only replicas hold the pool key) when it
+changes and every `ROSTER_INTERVAL`; the operator mirrors it into each
 Webhook's status.sender, and a roster older than `ROSTER_STALE` counts as a replica that is down.
 
 Assignment is rendezvous hashing (highest random weight): stable while Webhooks come and go, and

@@ -142,7 +142,7 @@ class PoolReplica:
             if facts == last and now - last_at < ROSTER_INTERVAL:
                 continue
             try:
-                await kv.put(key, roster.to_bytes())
+                await kv.put(key, self.key.sign_record(key, roster.to_bytes()))
             except Exception as exc:
                 log.debug("pool %s replica %d: roster not written: %s", self.pool, self.replica, exc)
                 continue
@@ -150,7 +150,8 @@ class PoolReplica:
 
     async def say_stopped(self, kv: Any) -> None:
         """An empty roster on the way out, so the operator need not wait for this one to go stale."""
+        key = roster_key(self.pool, self.replica)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
-                kv.put(roster_key(self.pool, self.replica), self.roster(time.time()).to_bytes()), 2
+                kv.put(key, self.key.sign_record(key, self.roster(time.time()).to_bytes())), 2
             )

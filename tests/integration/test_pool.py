@@ -224,7 +224,7 @@ async def roster_of(js, replica: int) -> Roster | None:
         entry = await kv.get(roster_key(POOL, replica))
     except Exception:
         return None
-    return Roster.from_bytes(entry.value) if entry.value else None
+    return Roster.from_bytes(KEY.open_record(entry.key, entry.value)) if entry.value else None
 
 
 async def wait_roster(js, replica: int, want, what: str, within: float = 90.0) -> Roster:

@@ -7,6 +7,7 @@ the receiver. An entry's egress fields never widen what the replica may reach.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -107,7 +108,7 @@ async def roster(kv) -> Roster | None:
         entry = await kv.get(roster_key(POOL, 0))
     except Exception:
         return None
-    return Roster.from_bytes(entry.value) if entry.value else None
+    return Roster.from_bytes(PoolKey(POOL_KEY).open_record(entry.key, entry.value)) if entry.value else None
 
 
 async def poll(check, within: float, what: str) -> None:
@@ -247,3 +248,30 @@ async def test_an_entry_cannot_widen_the_replicas_egress(env):
 
     await poll(both_blocked, 30, "both deliveries refused as blocked by the replica's own policy")
     assert receiver.requests == []
+
+
+async def test_the_operator_ignores_a_roster_not_written_with_the_pool_key(env):
+    """A forged roster (claiming a Webhook consumes) would make its status Ready: only rosters
+    authenticated with the pool key reach the operator."""
+    kv, directory = env["kv"], env["directory"]
+    forged = Roster(POOL, 0, 1e12, ["hookline_shop_orders"])
+    await kv.put(roster_key(POOL, 0), forged.to_bytes())
+    other = PoolKey("someone else's key, also 32 characters long")
+    await kv.put(roster_key(POOL, 1), other.sign_record(roster_key(POOL, 1), forged.to_bytes()))
+    genuine = Roster(POOL, 2, 1e12, ["hookline_shop_real"])
+    await kv.put(roster_key(POOL, 2), PoolKey(POOL_KEY).sign_record(roster_key(POOL, 2), genuine.to_bytes()))
+    seen: list[Roster] = []
+
+    async def collect() -> None:
+        async for found in directory.rosters():
+            seen.append(found)
+
+    task = asyncio.create_task(collect())
+    try:
+        # the watch delivers the stored values in the order they were written: 0 and 1 came first
+        await poll(lambda: asyncio.sleep(0, result=bool(seen)), 10, "the genuine roster")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [r.replica for r in seen] == [2]
