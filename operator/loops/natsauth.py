@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
-from hookline.operator.adapters.natsauth import minter_of, read_or_make_auth_secret, write_private
+from hookline.operator.adapters import kubeapi
+from hookline.operator.adapters.natsauth import (
+    ensure_sender_secret,
+    minter_of,
+    read_or_make_auth_secret,
+    write_private,
+)
+from hookline.operator.rules import natscreds
 from hookline.operator.rules.natscreds import NatsAuthSettings
 from hookline.operator.runtime import Runtime
 from hookline.sender.bus.connection import BusAuth
@@ -35,3 +43,44 @@ async def load_auth_secret(rt: Runtime) -> None:
     rt.nats_minter = minter_of(folder, rt.config.nats_url, settings.ca_file, settings.user_lifetime)
     rt.consumers.use_auth(BusAuth(creds_file=str(folder / "operator.creds"), tls_ca_file=settings.ca_file))
     log.info("NATS accounts loaded from Secret %s/%s", settings.namespace, settings.auth_secret)
+
+
+async def renew_sender_users(rt: Runtime) -> None:
+    """Mint again the senders' users whose JWTs have a third of their life left (a reconcile does it
+    too, but a Webhook nobody touches is reconciled only when the operator restarts)."""
+    while True:
+        await asyncio.sleep(rt.config.nats_auth.renew_every_seconds)
+        if rt.nats_minter is None or not rt.nats_minter.lifetime:
+            continue
+        try:
+            renewed = await renew_due(rt)
+        except Exception as exc:  # the API away: next time
+            log.warning("NATS users not renewed this time: %s", exc)
+            continue
+        if renewed:
+            log.info("NATS users of %d senders minted again (their JWTs were a third from expiry)", renewed)
+
+
+async def renew_due(rt: Runtime) -> int:
+    minter = rt.nats_minter
+    assert minter is not None
+    listed = await rt.api.get(f"/api/v1/secrets?labelSelector={natscreds.CREDENTIALS_LABEL}%3Dsender")
+    renewed = 0
+    now = time.time()
+    for item in (listed or {}).get("items") or []:
+        notes = (item.get("metadata") or {}).get("annotations") or {}
+        try:
+            expires = int(notes.get(natscreds.EXPIRES_ANNOTATION, "0"))
+        except ValueError:
+            expires = 0
+        if expires - now >= minter.lifetime / 3:
+            continue
+        owners = [o for o in item["metadata"].get("ownerReferences") or [] if o.get("kind") == "Webhook"]
+        if not owners:
+            continue
+        webhook = await rt.api.get(kubeapi.webhook(item["metadata"]["namespace"], owners[0]["name"]))
+        if webhook is None or webhook["metadata"].get("uid") != owners[0].get("uid"):
+            continue
+        if await ensure_sender_secret(rt.api, minter, webhook) != "unchanged":
+            renewed += 1
+    return renewed

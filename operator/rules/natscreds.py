@@ -31,6 +31,7 @@ EXPIRES_ANNOTATION = "hookline.io/nats-expires"  # unix seconds: the user JWT's 
 # updates the mounted file; nats-py reads it at its next connect). Revocations are kept as long.
 DEFAULT_USER_LIFETIME_SECONDS = 90 * 86400
 SECRET_TYPE = "hookline.io/nats-credentials"
+CREDENTIALS_LABEL = "hookline.io/nats-credentials"  # = "sender": the renewal lists them by it
 
 
 def secret_name(webhook: str) -> str:
@@ -104,7 +105,7 @@ def secret(
         "metadata": {
             "name": secret_name(webhook),
             "namespace": namespace,
-            "labels": dict(labels),
+            "labels": {**labels, CREDENTIALS_LABEL: "sender"},
             "annotations": {
                 USER_ANNOTATION: user.public,
                 PERMISSIONS_ANNOTATION: user.permissions,
@@ -150,6 +151,7 @@ class NatsAuthSettings:
     ca_file: str | None = None
     namespace: str = "default"  # the operator's own (HOOKLINE_POD_NAMESPACE): where auth_secret lives
     user_lifetime: int = DEFAULT_USER_LIFETIME_SECONDS  # senders' user JWTs (0: no expiry)
+    renew_every_seconds: float = 6 * 3600.0  # how often the senders' users near expiry are looked for
 
     @property
     def enabled(self) -> bool:

@@ -6,6 +6,7 @@ on the server when the Webhook is deleted."""
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,7 +53,9 @@ def secret_files(secret: dict) -> dict[str, str]:
 async def test_the_operator_makes_the_accounts_mints_each_senders_user_and_revokes_it(
     cluster, site, start_operator, nats_server, tmp_path: Path
 ):
-    await start_operator(nats_auth=NatsAuthSettings(auth_secret=AUTH_SECRET, namespace=NS))
+    await start_operator(
+        nats_auth=NatsAuthSettings(auth_secret=AUTH_SECRET, namespace=NS, renew_every_seconds=0.5)
+    )
     auth = await wait_for(lambda: cluster.get(SECRETS, AUTH_SECRET), "the install's NATS auth Secret")
     files = secret_files(auth)
     assert {"operator.creds", "ingest.creds", "layout.creds", "pool.creds", "auth.conf"} <= set(files)
@@ -100,6 +103,24 @@ async def test_the_operator_makes_the_accounts_mints_each_senders_user_and_revok
     text = yaml.safe_dump(config)
     seed = creds.split("-----BEGIN USER NKEY SEED-----\n", 1)[1].split("\n", 1)[0]
     assert seed.startswith("SU") and seed not in text and jwt_of_creds(creds) not in text
+
+    # A third of its life left: the renewal (a loop every few hours) mints it again, same user.
+    expires = int(secret["metadata"]["annotations"]["hookline.io/nats-expires"])
+    assert expires > time.time() + 80 * 86400
+    await cluster.call(
+        "PATCH",
+        api_path(SECRETS, name="tenant-sender-nats"),
+        {"metadata": {"annotations": {"hookline.io/nats-expires": str(int(time.time()) + 60)}}},
+    )
+    again = await wait_for(
+        lambda: (
+            (s := cluster.get(SECRETS, "tenant-sender-nats"))
+            and int(s["metadata"]["annotations"]["hookline.io/nats-expires"]) > time.time() + 80 * 86400
+            and s
+        ),
+        "the sender's NATS user minted again",
+    )
+    assert again["metadata"]["annotations"]["hookline.io/nats-user"] == claims["sub"]
 
     # The minted user reads its own consumer (made by the operator's own user).
     path = tmp_path / "tenant.creds"
