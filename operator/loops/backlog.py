@@ -17,8 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-
-import kopf
+from typing import Any
 
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.backlog import BacklogBus
@@ -37,6 +36,7 @@ from hookline.operator.runtime import Runtime
 from hookline.sender.bus.backlog import MoveResult
 from hookline.sender.bus.deadletter import count_dead_letters
 from hookline.sender.model.config import consumer_name
+from hookline.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ class BacklogMover:
 
 
 def runtime_reporter(rt: Runtime) -> Report:
-    """An Event on the Webhook and its status.delivery.deadLetters (no sender may be running to
-    recount them: a paused or gone Webhook)."""
+    """status.delivery.deadLetters recounted (a paused or gone Webhook has no sender to recount them)
+    and a Warning Event on the Webhook (posted directly: Kopf's event queue serves handlers only)."""
 
     async def report(move: Move, result: MoveResult) -> None:
         namespace, name = move.webhook
@@ -112,20 +112,44 @@ def runtime_reporter(rt: Runtime) -> Report:
                 f"counting the dead letters of {namespace}/{name}",
                 lambda js: count_dead_letters(js, namespace, name),
             )
-            body = await rt.api.get(kubeapi.webhook(namespace, name))
-            if body is None:
-                return
+            patch = {"status": {"delivery": {"deadLetters": count}}}
+            webhook = await rt.api.patch(kubeapi.webhook(namespace, name, sub="status"), patch)
+            if webhook is None:
+                return  # deleted meanwhile
             message = (
                 f"{result.moved} events moved to this Webhook's dead letters (reason backlog_limit): "
                 f"{move.why}; hookline redrive {name} -n {namespace} delivers them again"
             )
-            kopf.event(body, type="Warning", reason="BacklogMovedAside", message=message[:1000])
-            patch = {"status": {"delivery": {"deadLetters": count}}}
-            await rt.api.patch(kubeapi.webhook(namespace, name, sub="status"), patch)
-        except (ConsumerError, kubeapi.APIError, LookupError) as exc:
+            await rt.api.create(kubeapi.path("", "v1", "events", namespace), warning(webhook, message))
+        except (ConsumerError, kubeapi.APIError) as exc:
             log.warning("move of %s/%s not reported: %s", namespace, name, exc)
 
     return report
+
+
+def warning(webhook: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """A core/v1 Warning Event ``BacklogMovedAside`` about the Webhook (what kopf.event would post)."""
+    meta = webhook.get("metadata") or {}
+    now = rfc3339()
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": "hookline-backlog-", "namespace": meta.get("namespace")},
+        "type": "Warning",
+        "reason": "BacklogMovedAside",
+        "message": message[:1000],
+        "source": {"component": "hookline-operator"},
+        "involvedObject": {
+            "apiVersion": webhook.get("apiVersion", "hookline.io/v1alpha1"),
+            "kind": "Webhook",
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        },
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 async def move_backlogs(rt: Runtime) -> None:
