@@ -73,7 +73,7 @@ assert EventType.__args__ == EVENT_TYPES  # type: ignore[attr-defined]
 
 class ConditionType(StrEnum):
     VERIFIED = "Verified"
-    """The customer proved ownership of spec.url with the verification file."""
+    """The customer proved ownership of spec.url: the file, a DNS TXT record, or a WebhookDomain."""
     READY = "Ready"
     """A sender runs for the Webhook and is consuming its events."""
     DELIVERING = "Delivering"
