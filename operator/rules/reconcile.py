@@ -38,6 +38,7 @@ from hookline.operator.rules.placement import (
     scaled_sender_status,
 )
 from hookline.operator.rules.status import (
+    DELIVERING,
     READY,
     VERIFIED,
     Announcement,
@@ -242,7 +243,8 @@ def checked(
     )
     ready = _ready(facts.spec, result.verified, sender, facts.bus_problem, facts.stopped)
     verified = verification.verified_condition(result, delay, lapsed=lapsed)
-    write = WebhookWrite(status={"verification": fields}, conditions=(verified, ready))
+    paused = (verification.lapsed_delivering(),) if lapsed else ()
+    write = WebhookWrite(status={"verification": fields}, conditions=(verified, ready, *paused))
     # Kopf's only way to run a handler again later; settings.QuietVerificationRetries keeps this
     # expected state out of the ERROR log and the Events.
     retry = None if delay is None else Retry(f"{NOT_VERIFIED_YET} ({result.reason})", delay)
@@ -329,7 +331,20 @@ def _running(facts: Facts, part: dict[str, Any], proof: Mapping[str, Any]) -> We
     assert facts.spec is not None
     after = {**(facts.status.get("sender") or {}), **part}
     ready = _ready(facts.spec, True, after, None, facts.stopped)
-    return WebhookWrite(status={"sender": part}, conditions=(verification.verified_by(proof), ready))
+    conditions = (verification.verified_by(proof), ready, *_resumed(facts))
+    return WebhookWrite(status={"sender": part}, conditions=conditions)
+
+
+def _resumed(facts: Facts) -> tuple[Condition, ...]:
+    """Delivering again from the facts once a lapsed proof is back (webhook_seen derives it only when
+    status.delivery exists)."""
+    assert facts.spec is not None
+    current = find(facts.status.get("conditions"), DELIVERING) or {}
+    if current.get("message") != verification.LAPSED_DELIVERING:
+        return ()
+    paused = facts.spec.paused or facts.spec.sender.replicas == 0
+    facts_now = facts.status.get("delivery") or {}
+    return (delivery.delivering_condition(facts_now, facts.namespace, facts.name, paused=paused),)
 
 
 def held_back(

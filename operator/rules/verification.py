@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from hookline.api import Condition, VerificationStatus, VerifiedReason
+from hookline.api import Condition, ConditionType, DeliveringReason, VerificationStatus, VerifiedReason
 from hookline.operator.rules.status import VERIFIED
 from hookline.operator.settings import VerificationSchedule
 from hookline.sender.model.outcomes import url_digest
@@ -169,6 +169,17 @@ def verified_condition(
             + message,
         )
     return Condition(VERIFIED, "False", result.reason, message)
+
+
+LAPSED_DELIVERING = (
+    "deliveries are paused: the proof of ownership lapsed (the Verified condition says what was found); "
+    "events are kept within the stream's retention and delivered once the proof is back"
+)
+
+
+def lapsed_delivering() -> Condition:
+    """Delivering while the proof is lapsed: stopped like a paused Webhook (its sender is held)."""
+    return Condition(ConditionType.DELIVERING, "False", DeliveringReason.PAUSED, LAPSED_DELIVERING)
 
 
 def pending_condition(token: str, url: str, method: str = "File") -> Condition:

@@ -137,6 +137,8 @@ async def test_a_removed_file_pauses_deliveries_after_the_grace_and_its_return_r
         await wait_for(lambda: replicas() == 0, "the sender Deployment scaled to 0")
         await wait_for(lambda: "OwnershipLapsed" in reasons(), "an OwnershipLapsed Event")
         assert condition(webhook(), "Ready")["status"] == "False"
+        paused = condition(webhook(), "Delivering")
+        assert (paused["status"], paused["reason"]) == ("False", "Paused") and "lapsed" in paused["message"]
         sender.stop()  # as the Deployment controller does at 0 replicas
         seen = set(delivered())
 
@@ -158,6 +160,7 @@ async def test_a_removed_file_pauses_deliveries_after_the_grace_and_its_return_r
         await wait_for(lambda: replicas() == 1, "the sender Deployment scaled back to 1")
         await sender.start()
         await wait_for(lambda: set(meanwhile) <= set(delivered()), "the events published meanwhile delivered")
+        await wait_for(lambda: condition(webhook(), "Delivering").get("status") == "True", "Delivering=True")
         expected = {"before", *meanwhile} | ({"in-grace"} if "in-grace" in delivered() else set())
         assert set(delivered()) == expected and len(delivered()) >= len(expected)
     finally:
