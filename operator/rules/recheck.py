@@ -18,6 +18,7 @@ second a day later. A re-check that finds what the last one found writes one tim
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class Proof:
         return (self.kind, self.namespace, self.name)
 
 
+@functools.lru_cache(maxsize=65_536)  # the loop asks for every proof every tick
 def jitter_share(key: ProofKey) -> float:
     """A stable number in [0, 1) for an object: where in its jitter window its re-check falls."""
     digest = hashlib.sha256("/".join(key).encode()).digest()
