@@ -34,6 +34,7 @@ def consumer_state(
         ack_pending=int(info.num_ack_pending or 0),
         ack_floor=int(info.ack_floor.stream_seq or 0) if info.ack_floor is not None else 0,
         stopped=why,
+        delivered=int(info.delivered.stream_seq or 0) if info.delivered is not None else 0,
     )
 
 

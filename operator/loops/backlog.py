@@ -61,6 +61,7 @@ class BacklogMover:
         self.report = report
         self.progress: dict[str, Progress] = {}
         self.scanned_at = -math.inf
+        self.moved: set[str] = set()
 
     async def tick(self, now: float | None = None) -> list[tuple[Move, MoveResult]]:
         """One tick: read, decide, move (bounded); what was moved, per Webhook."""
@@ -74,7 +75,8 @@ class BacklogMover:
         stopped = {key: why for key, snap in snapshots.items() if (why := stop_of(snap.ready_reason))}
         states = await self.bus.states(known, stopped)
         self.scanned_at = now
-        self.progress = track_progress(self.progress, states, now)
+        self.progress = track_progress(self.progress, states, now, self.moved)
+        self.moved = set()
         done: list[tuple[Move, MoveResult]] = []
         for move in decide(fill, states, self.progress, now, settings):
             try:
@@ -82,6 +84,7 @@ class BacklogMover:
             except ConsumerError as exc:
                 result = MoveResult(0, str(exc))
             done.append((move, result))
+            self.moved.add(move.consumer)  # its mark moves by our fetches and acks, not its sender's
             namespace, name = move.webhook
             if result.moved:
                 self.metrics.moved_aside.labels(namespace, name).inc(result.moved)

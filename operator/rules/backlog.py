@@ -19,7 +19,7 @@ at most ``moves_per_tick`` events per tick, so its work is bounded whatever the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from hookline.sender.model.config import MAX_CONSUMER_NAME, consumer_name
@@ -77,6 +77,13 @@ class ConsumerState:
     ack_pending: int  # delivered, not acknowledged (in flight, or waiting for a retry)
     ack_floor: int  # stream sequence up to which all is acknowledged
     stopped: str | None = None  # why no sender takes its events ("gone", "disabled", "paused", ...)
+    delivered: int = 0  # the highest stream sequence handed out (a sender still taking new events)
+
+    @property
+    def progress_mark(self) -> tuple[int, int]:
+        """What moves while a Webhook makes progress: its ack floor, or new events handed out (one
+        event retrying for hours holds the floor of a Webhook that delivers everything else)."""
+        return self.ack_floor, self.delivered
 
     @property
     def backlog(self) -> int:
@@ -96,21 +103,29 @@ class Move:
 
 @dataclass(frozen=True)
 class Progress:
-    """A consumer's ack floor when last seen, and since when it has not moved with events waiting."""
+    """A consumer's progress mark when last seen, and since when it has not moved with events waiting."""
 
-    floor: int
+    mark: tuple[int, int]
     since: float
 
 
 def track_progress(
-    before: Mapping[str, Progress], states: Iterable[ConsumerState], now: float
+    before: Mapping[str, Progress],
+    states: Iterable[ConsumerState],
+    now: float,
+    moved: Collection[str] = (),
 ) -> dict[str, Progress]:
-    """The progress table after a scan: a floor that moved (or nothing waiting) starts a new period."""
+    """The progress table after a scan: a mark that moved (or nothing waiting) starts a new period,
+    unless the loop itself moved it (``moved``: consumers it moved events of since the last scan;
+    fetching and acknowledging them moves the mark without the Webhook doing anything)."""
     after: dict[str, Progress] = {}
     for state in states:
         seen = before.get(state.consumer)
-        if seen is None or seen.floor != state.ack_floor or state.backlog == 0:
-            after[state.consumer] = Progress(state.ack_floor, now)
+        if seen is None or state.backlog == 0:
+            after[state.consumer] = Progress(state.progress_mark, now)
+        elif seen.mark != state.progress_mark:
+            since = seen.since if state.consumer in moved else now
+            after[state.consumer] = Progress(state.progress_mark, since)
         else:
             after[state.consumer] = seen
     return after

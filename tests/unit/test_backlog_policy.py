@@ -50,7 +50,31 @@ def test_a_webhook_without_ack_progress_for_stalled_seconds_counts_as_stuck():
     (move,) = decide(fill, [hanging], progress, 301.0, SETTINGS)
     assert move.count == 200 and "acknowledged nothing for 301 s" in move.why
     moved_on = state("a", 200, floor=8, ack_pending=5)
-    assert track_progress(progress, [moved_on], now=302.0)[moved_on.consumer] == Progress(8, 302.0)
+    assert track_progress(progress, [moved_on], now=302.0)[moved_on.consumer] == Progress((8, 0), 302.0)
+
+
+def test_the_loops_own_moves_do_not_count_as_progress():
+    fill = StreamFill(90 * MIB, 100 * MIB)
+    stuck = state("a", 500, floor=7)
+    progress = track_progress({}, [stuck], now=0.0)
+    progress = track_progress(progress, [stuck], now=301.0)
+    assert decide(fill, [stuck], progress, 301.0, SETTINGS)[0].count == 500
+    after_move = ConsumerState(stuck.consumer, stuck.webhook, 300, 0, 207, delivered=207)
+    progress = track_progress(progress, [after_move], now=311.0, moved={stuck.consumer})
+    assert progress[stuck.consumer] == Progress((207, 207), 0.0)  # still stuck since 0
+    assert decide(fill, [after_move], progress, 311.0, SETTINGS)[0].count == 300
+    assert track_progress(progress, [after_move], now=312.0)[stuck.consumer].since == 0.0
+    progressed = ConsumerState(stuck.consumer, stuck.webhook, 290, 0, 217, delivered=217)
+    assert track_progress(progress, [progressed], now=320.0)[stuck.consumer].since == 320.0
+
+
+def test_a_webhook_taking_new_events_is_not_stuck_while_one_event_holds_its_floor():
+    fill = StreamFill(90 * MIB, 100 * MIB)
+    retrying = ConsumerState(consumer_name("a", "hook"), ("a", "hook"), 50, 3, 7, delivered=1_000)
+    progress = track_progress({}, [retrying], now=0.0)
+    later = ConsumerState(consumer_name("a", "hook"), ("a", "hook"), 50, 3, 7, delivered=1_400)
+    progress = track_progress(progress, [later], now=400.0)
+    assert decide(fill, [later], progress, 400.0, SETTINGS) == []
 
 
 def test_gone_and_disabled_consumers_are_resumed_for_the_move():
