@@ -78,7 +78,7 @@ async def _recheck(rt: Runtime, proof: Proof) -> None:
         result = await check_proof(rt, proof)
     except Exception as exc:  # a bug or a vanished domain: log it, try again next time it is due
         log.warning("re-check of %s failed to run: %s", "/".join(proof.key), exc)
-        rt.ownership.proofs[proof.key] = replace(proof, last_checked=now)
+        _keep(rt, replace(proof, last_checked=now))
         return
     rt.metrics.checks.labels(reason=result.reason).inc()
     if not result.verified:
@@ -90,7 +90,14 @@ async def _recheck(rt: Runtime, proof: Proof) -> None:
             await _domain_rechecked(rt, proof, result, now)
     except kubeapi.APIError as exc:
         log.warning("re-check of %s not written: %s; again when due", "/".join(proof.key), exc)
-        rt.ownership.proofs[proof.key] = replace(proof, last_checked=now)
+        _keep(rt, replace(proof, last_checked=now))
+
+
+def _keep(rt: Runtime, proof: Proof) -> None:
+    """Remember a re-checked proof, unless its object went meanwhile (deleted, or handed to its
+    reconcile): a late re-check must not bring it back."""
+    if proof.key in rt.ownership.proofs:
+        rt.ownership.proofs[proof.key] = proof
 
 
 async def _post(rt: Runtime, ref: dict[str, Any], event: Announcement | None) -> None:
@@ -106,7 +113,7 @@ async def _webhook_rechecked(rt: Runtime, proof: Proof, result: OwnershipResult,
         rt.ownership.forget_webhook(proof.namespace, proof.name)
         return
     failing = None if result.verified else (proof.failing_since or now)
-    rt.ownership.proofs[proof.key] = replace(proof, last_checked=now, failing_since=failing)
+    _keep(rt, replace(proof, last_checked=now, failing_since=failing))
     ref = {
         "apiVersion": API_VERSION,
         "kind": WEBHOOK_KIND,
@@ -150,4 +157,4 @@ async def _domain_rechecked(rt: Runtime, proof: Proof, result: OwnershipResult, 
         return
     await _post(rt, ref, event)
     checks = proof.checks if result.verified else proof.checks + 1
-    rt.ownership.proofs[proof.key] = replace(proof, last_checked=now, checks=checks)
+    _keep(rt, replace(proof, last_checked=now, checks=checks))
