@@ -514,11 +514,12 @@ def test_the_operator_identity_is_the_charts_service_account():
             'in API group "hookline.io" in the namespace "shop"',
         ),
         (
-            "GET",
-            api_path(SECRETS),
+            # Secrets: get/list/watch/create/update (credentials, the Secret watch), never delete.
+            "DELETE",
+            api_path(SECRETS, name="hook-secret"),
             None,
-            'secrets is forbidden: User "system:serviceaccount:hookline:hookline-operator" '
-            'cannot list resource "secrets" in API group "" in the namespace "shop"',
+            'secrets "hook-secret" is forbidden: User "system:serviceaccount:hookline:hookline-operator" '
+            'cannot delete resource "secrets" in API group "" in the namespace "shop"',
         ),
         (
             "PATCH",
