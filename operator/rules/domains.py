@@ -146,13 +146,15 @@ def affected(
     after: DomainEntry | None,
 ) -> list[tuple[str, str]]:
     """Webhooks of ``namespace`` to re-evaluate after a domain changed from ``before`` to ``after``:
-    those it proves and may no longer, and the unverified ones it now covers."""
+    those it proves and no longer covers verified (lapsed, deleted, subdomains dropped, another
+    domain), and the unverified ones it now covers."""
     out = []
     for (ns, name), facts in webhooks.items():
         if ns != namespace:
             continue
         name_of = (after or before).name if (after or before) else None
-        lost = facts.by_domain is not None and facts.by_domain == name_of and not (after and after.verified)
+        still = after is not None and covering([after], facts.url) is not None  # verified and covering
+        lost = facts.by_domain is not None and facts.by_domain == name_of and not still
         gained = (
             after is not None
             and after.verified

@@ -127,3 +127,5 @@ def test_a_domain_change_touches_the_webhooks_it_proves_or_now_covers_in_its_nam
     assert affected(webhooks, "shop", None, verified) == [("shop", "waiting")]
     assert affected(webhooks, "shop", verified, lapsed) == [("shop", "proven")]
     assert affected(webhooks, "shop", verified, None) == [("shop", "proven")]
+    narrowed = DomainEntry("d", "shop.example", False, True)  # includeSubdomains dropped
+    assert affected(webhooks, "shop", verified, narrowed) == [("shop", "proven")]
