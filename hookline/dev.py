@@ -58,7 +58,6 @@ from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.service import Ingest, create_app
 from hookline.sender.model.config import SenderConfig, consumer_name
-from hookline.sender.model.signing import parse_secret
 from hookline.sender.observe.health import parse_listen, run_until_signal, start_site
 from hookline.sender.observe.metrics import IngestMetrics, SenderMetrics
 from hookline.sender.transport.client import SafeHTTPClient
@@ -369,7 +368,7 @@ class DevMode:
                     await asyncio.wait_for(stop.wait(), delay)
         if stop.is_set() or self.supervisor is None:
             return
-        key = parse_secret(hook.signing_secret) if hook.signing_secret else None
+        key = hook.credentials  # every signing key and secret header value from the Secret manifests
         config = SenderConfig.for_webhook(hook.namespace, hook.name, hook.spec, nats_url=url)
         self.supervisor.apply(config, key)
         paused = " (paused: events are kept, nothing is sent)" if hook.spec.paused else ""

@@ -22,7 +22,8 @@ import yaml
 
 from hookline.api import API_VERSION, WEBHOOK_KIND, SpecError, WebhookSpec, parse_webhook_spec
 from hookline.sender.model.config import consumer_name
-from hookline.sender.model.signing import parse_secret
+from hookline.sender.model.credentials import Credentials
+from hookline.sender.model.signingkeys import parse_signing_key
 
 EXAMPLES = Path(__file__).with_name("examples")
 # The host name that stands for the demo receiver's HOST:PORT in a Webhook URL (dev mode only).
@@ -40,6 +41,8 @@ class DevWebhook:
     spec: WebhookSpec
     source: str
     signing_secret: str | None = None  # whsec_..., from the referenced Secret manifest
+    # Every signing key and secret header value from the Secret manifests (spec.tls needs the operator).
+    credentials: Credentials | None = None
 
     @property
     def key(self) -> str:
@@ -148,29 +151,57 @@ def load_manifests(directory: str | Path, *, receiver: str | None = None) -> Man
             spec = parse_webhook_spec(raw_spec)
         except SpecError as exc:
             raise ManifestError(f"{label}: {exc}") from None
-        secret = None
-        if spec.signing is not None:
-            if not spec.signing.refs():
-                raise ManifestError(f"{label}: spec.signing.generate needs the operator; name a secretRef")
-            ref = spec.signing.refs()[0]  # dev mode signs with the first key (HMAC) only
-            values = secrets.get((namespace, ref.name))
-            if values is None:
-                raise ManifestError(
-                    f"{label}: spec.signing.secretRef.name: no Secret {ref.name!r} in namespace {namespace} "
-                    f"among the manifests in {root}; add one with stringData.{ref.key}: whsec_..."
-                )
-            if ref.key not in values:
-                raise ManifestError(
-                    f"{label}: spec.signing.secretRef.key: Secret {ref.name!r} has no key {ref.key!r} "
-                    f"(it has: {', '.join(sorted(values)) or 'none'})"
-                )
-            secret = values[ref.key].strip()
+        secret, creds = _dev_credentials(label, namespace, spec, secrets, root)
+        webhooks.append(DevWebhook(namespace, name, spec, where, secret, creds))
+    return Manifests(webhooks, ignored)
+
+
+def _dev_credentials(
+    label: str,
+    namespace: str,
+    spec: WebhookSpec,
+    secrets: Mapping[tuple[str, str], Mapping[str, str]],
+    root: Any,
+) -> tuple[str | None, Credentials | None]:
+    """The first HMAC key's text (the demo receiver verifies with it) and all the Webhook's credentials."""
+
+    def value(field: str, ref_name: str, ref_key: str) -> str:
+        values = secrets.get((namespace, ref_name))
+        if values is None:
+            raise ManifestError(
+                f"{label}: {field}.name: no Secret {ref_name!r} in namespace {namespace} among the manifests "
+                f"in {root}; add one with stringData.{ref_key}"
+            )
+        if ref_key not in values:
+            raise ManifestError(
+                f"{label}: {field}.key: Secret {ref_name!r} has no key {ref_key!r} "
+                f"(it has: {', '.join(sorted(values)) or 'none'})"
+            )
+        return values[ref_key].strip()
+
+    keys, texts = [], []
+    if spec.signing is not None:
+        if not spec.signing.refs():
+            raise ManifestError(f"{label}: spec.signing.generate needs the operator; name a secretRef")
+        for index, ref in enumerate(spec.signing.refs()):
+            field = (
+                "spec.signing.secretRef" if spec.signing.secret_ref else f"spec.signing.secretRefs[{index}]"
+            )
+            text = value(field, ref.name, ref.key)
             try:
-                parse_secret(secret)
+                keys.append(parse_signing_key(text))
             except ValueError as exc:
                 raise ManifestError(f"{label}: Secret {ref.name!r} key {ref.key!r}: {exc}") from None
-        webhooks.append(DevWebhook(namespace, name, spec, where, secret))
-    return Manifests(webhooks, ignored)
+            texts.append(text)
+    headers = []
+    for index, header in enumerate(spec.secret_headers or ()):
+        ref = header.value_from.secret_key_ref
+        headers.append(
+            (header.name, value(f"spec.secretHeaders[{index}].valueFrom.secretKeyRef", ref.name, ref.key))
+        )
+    first_hmac = next((t for t, k in zip(texts, keys, strict=True) if k.algorithm == "hmac-sha256"), None)
+    creds = Credentials(tuple(keys), tuple(headers))
+    return first_hmac, (creds if creds else None)
 
 
 def secrets_by_path(webhooks: list[DevWebhook]) -> dict[str, list[str]]:

@@ -146,3 +146,32 @@ def test_status_signing_lists_key_ids_and_public_keys_only():
     assert [k["secret"] for k in part["keys"]] == ["s/k", "shop-signing/signing-key"]
     assert HMAC[6:] not in str(part)
     assert jwks([part]) == {"keys": [ed.jwk()]}
+
+
+def test_dev_mode_signs_with_every_key_and_sends_secret_headers_from_the_secret_manifests(tmp_path):
+    from hookline.manifests import load_manifests
+
+    (tmp_path / "hook.yaml").write_text(
+        """
+apiVersion: v1
+kind: Secret
+metadata: {name: keys, namespace: default}
+stringData:
+  old: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+  new: whsec_TkVXTkVXTkVXTkVXTkVXTkVXTkVXTkVXTkVX
+  token: Bearer t0k
+---
+apiVersion: hookline.io/v1alpha1
+kind: Webhook
+metadata: {name: shop, namespace: default}
+spec:
+  url: http://127.0.0.1:9/hook
+  events: [open]
+  signing: {secretRefs: [{name: keys, key: old}, {name: keys, key: new}]}
+  secretHeaders: [{name: Authorization, valueFrom: {secretKeyRef: {name: keys, key: token}}}]
+"""
+    )
+    (hook,) = load_manifests(tmp_path).webhooks
+    assert hook.signing_secret == HMAC
+    assert hook.credentials is not None and len(hook.credentials.keys) == 2
+    assert hook.credentials.headers == (("Authorization", "Bearer t0k"),)
