@@ -238,6 +238,9 @@ async def ensure_dead_letter_stream(
                 num_replicas=check_replicas(replicas),
             )
         )
+    if update_existing and info.config.discard != api.DiscardPolicy.NEW:
+        # Made by an older hookline (discard old): a limit set on it would drop stored dead letters.
+        info = await js.update_stream(info.config.evolve(discard=api.DiscardPolicy.NEW))
     if update_existing and await ensure_replicas(js, DEAD_LETTER_STREAM, replicas):
         return await js.stream_info(DEAD_LETTER_STREAM)
     return info

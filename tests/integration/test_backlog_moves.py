@@ -49,7 +49,7 @@ async def pending(js, consumer: str) -> int:
 async def test_moved_events_become_dead_letters_with_the_reason_and_leave_the_stream(nats_server, nats):
     _, js = nats
     consumer = await webhook_with_backlog(nats_server, js, 30)
-    result = await move_aside(js, consumer, NAMESPACE, NAME, limit=20, why="test limit", fetch_wait=0.2)
+    result = await move_aside(js, consumer, NAMESPACE, NAME, limit=20, why="test limit", fetch_wait=2.0)
     assert result.moved == 20 and result.refused is None
     assert await pending(js, consumer) == 10
     # Interest retention: an acked event leaves once the recovery stream's reader has it too.
@@ -89,3 +89,19 @@ async def test_a_consumer_stopped_by_a_410_is_moved_and_stays_stopped(nats_serve
     assert result.moved == 10
     info = await js.consumer_info(bus.STREAM, consumer)
     assert info.paused and bus.gone_of(info).gone  # paused again, its stop record kept
+
+
+async def test_ingest_moves_an_older_dead_letter_stream_to_discard_new(nats):
+    _, js = nats
+    config = api.StreamConfig(
+        name=DEAD_LETTER_STREAM,
+        subjects=["hookline.dead.>"],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        discard=api.DiscardPolicy.OLD,
+    )
+    await js.add_stream(config)
+    await ensure_dead_letter_stream(js)  # a sender only makes it when missing
+    assert (await js.stream_info(DEAD_LETTER_STREAM)).config.discard == api.DiscardPolicy.OLD
+    await ensure_dead_letter_stream(js, update_existing=True)  # ingest
+    assert (await js.stream_info(DEAD_LETTER_STREAM)).config.discard == api.DiscardPolicy.NEW
