@@ -82,8 +82,9 @@ def signatures_per_second(seconds: float) -> dict[str, float]:
     return out
 
 
-async def deliveries_per_second(events_per_run: int) -> dict[str, float]:
-    """One `hookline sender` process per scheme; deliveries/s at the receiver."""
+async def deliveries_per_second(events_per_run: int, rounds: int = 2) -> dict[str, float]:
+    """One `hookline sender` process per scheme and round, the schemes interleaved; the best round of
+    each (other load on a shared machine only ever slows a run down). Deliveries/s at the receiver."""
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="hookline-bench-signing-") as name:
         tmp = Path(name)
@@ -94,13 +95,14 @@ async def deliveries_per_second(events_per_run: int) -> dict[str, float]:
             with EmbeddedNats(tmp / "nats", log_file=tmp / "nats.log") as nats:
                 async with aiohttp.ClientSession() as http:
                     await wait_http(http, f"{base}/stats", receiver)
-                    for index, (label, (signing, keys)) in enumerate(SCHEMES.items()):
+                    runs = [(r, i, item) for r in range(rounds) for i, item in enumerate(SCHEMES.items())]
+                    for round_, index, (label, (signing, keys)) in runs:
                         files = []
                         for n, key in enumerate(keys):
                             path = tmp / f"key-{index}-{n}"
                             path.write_text(key)
                             files.append(str(path))
-                        tag = f"s{index}"
+                        tag = f"r{round_}s{index}"
                         cfg = parse_sender_config(
                             {
                                 "webhook": {"namespace": "bench", "name": f"signing-{tag}"},
@@ -135,20 +137,21 @@ async def deliveries_per_second(events_per_run: int) -> dict[str, float]:
                             stats = await wait_count(http, base, events_per_run, within=300, key="events")
                         finally:
                             stop(proc)
-                        out[label] = rate(stats)
+                        out[label] = max(out.get(label, 0.0), rate(stats))
         finally:
             stop(receiver)
     return out
 
 
-async def measure(events_per_run: int, seconds: float = 1.0) -> dict[str, Any]:
+async def measure(events_per_run: int, seconds: float = 1.0, rounds: int = 2) -> dict[str, Any]:
     print("signing: signatures/s per scheme ...", flush=True)
     result: dict[str, Any] = {
         "signatures_per_second": signatures_per_second(seconds),
         "events": events_per_run,
     }
     if events_per_run > 0:
-        result["deliveries_per_second"] = await deliveries_per_second(events_per_run)
+        result["deliveries_per_second"] = await deliveries_per_second(events_per_run, rounds)
+        result["rounds"] = rounds
     return result
 
 
@@ -167,7 +170,8 @@ def report_rows(result: dict[str, Any]) -> list[str]:
     none = delivered.get("none")
     for label, value in delivered.items():
         ratio = f" ({value / none:.2f} of unsigned)" if none and label != "none" else ""
-        where = f"one sender, {label}, {result['events']} events (bench/signing.py)"
+        runs = f"{result['events']} events, best of {result.get('rounds', 1)}"
+        where = f"one sender, {label}, {runs} (bench/signing.py)"
         rows.append(f"| deliveries/s, {where} | {value:.0f}{ratio} |")
     return rows
 
@@ -180,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         "--events", type=int, default=5000, help="deliveries per scheme; 0: signatures/s only"
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="per scheme for signatures/s")
+    parser.add_argument("--rounds", type=int, default=2, help="delivery rounds per scheme; the best is kept")
     args = parser.parse_args(argv)
-    result = asyncio.run(measure(args.events, args.seconds))
+    result = asyncio.run(measure(args.events, args.seconds, args.rounds))
     print(json.dumps(result, indent=2))
     print("\n".join(report_rows(result)))
     return 0
