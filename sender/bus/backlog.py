@@ -161,4 +161,19 @@ async def move_aside(
             await sub.unsubscribe()
         with contextlib.suppress(Exception):
             await js._nc.flush()  # the acks are out before the caller reads the consumer again
+    if moved == 0 and refused is None:
+        refused = await _nothing_handed_out(js, consumer)
     return MoveResult(moved, refused)
+
+
+async def _nothing_handed_out(js: JetStreamContext, consumer: str) -> str | None:
+    """Why a consumer with events waiting handed none out (said, not silent), or None if none wait."""
+    info = await js.consumer_info(STREAM, consumer)
+    waiting = int(info.num_pending or 0)
+    if waiting == 0:
+        return None
+    return (
+        f"the consumer {consumer} handed out none of its {waiting} waiting events (a sender took them "
+        f"first, or this NATS user may not pull: with nats.auth the operator's user needs "
+        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.* to move backlogs)"
+    )

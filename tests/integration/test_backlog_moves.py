@@ -9,11 +9,15 @@ import json
 
 from dataplane_helpers import sender_config
 from nats.js import api
+from natsauth_helpers import start_authed_nats
 
 from hookline.sender import bus
 from hookline.sender.bus.backlog import move_aside
+from hookline.sender.bus.connection import BusAuth
 from hookline.sender.bus.deadletter import count_dead_letters, iter_dead_letters
 from hookline.sender.bus.layout import DEAD_LETTER_STREAM, ensure_dead_letter_stream
+from hookline.sender.bus.natsperms import inbox_prefix
+from hookline.sender.cmd.ingest import ensure_bus_layout
 from hookline.sender.model.outcomes import DeadLetterReason, GoneState
 
 NAMESPACE, NAME = "team-a", "orders"
@@ -105,3 +109,42 @@ async def test_ingest_moves_an_older_dead_letter_stream_to_discard_new(nats):
     assert (await js.stream_info(DEAD_LETTER_STREAM)).config.discard == api.DiscardPolicy.OLD
     await ensure_dead_letter_stream(js, update_existing=True)  # ingest
     assert (await js.stream_info(DEAD_LETTER_STREAM)).config.discard == api.DiscardPolicy.NEW
+
+
+async def test_under_nats_auth_a_move_the_operator_may_not_pull_is_refused_and_said(tmp_path):
+    """With the chart's nats.auth, the operator's user is denied pulling from Webhook consumers
+    (sender/bus/natsperms.operator_permissions): the move keeps every event and says what it needs."""
+    server = start_authed_nats(tmp_path)
+    try:
+        auth = BusAuth(creds_file=str(server.creds["layout"]), inbox_prefix=inbox_prefix("layout"))
+        layout = await bus.connect(server.url, auth=auth)
+        await ensure_bus_layout(
+            layout.jetstream(),
+            retention=3600,
+            duplicate_window=60,
+            max_bytes=-1,
+            max_consumers=100,
+            replicas=1,
+        )
+        await layout.close()
+        auth = BusAuth(creds_file=str(server.creds["operator"]), inbox_prefix=inbox_prefix("operator"))
+        operator = await bus.connect(server.url, auth=auth)
+        js = operator.jetstream()
+        try:
+            consumer = await webhook_with_backlog(server, js, 0)
+            ingest = await bus.connect(
+                server.url,
+                auth=BusAuth(creds_file=str(server.creds["ingest"]), inbox_prefix=inbox_prefix("ingest")),
+            )
+            for i in range(5):
+                body = json.dumps({"id": f"a-{i}", "type": "click", "recipient": "a@example.com"}).encode()
+                await ingest.jetstream().publish("hookline.events.click.dba._", body)
+            await ingest.close()
+            result = await move_aside(js, consumer, NAMESPACE, NAME, limit=5, why="test", fetch_wait=0.5)
+            print(f"[backlog] under nats.auth: moved {result.moved}, refused: {result.refused}")
+            assert result.moved == 0 and f"$JS.API.CONSUMER.MSG.NEXT.{bus.STREAM}.*" in (result.refused or "")
+            assert await pending(js, consumer) == 5
+        finally:
+            await operator.close()
+    finally:
+        server.server.close()
