@@ -129,3 +129,30 @@ def test_a_domain_change_touches_the_webhooks_it_proves_or_now_covers_in_its_nam
     assert affected(webhooks, "shop", verified, None) == [("shop", "proven")]
     narrowed = DomainEntry("d", "shop.example", False, True)  # includeSubdomains dropped
     assert affected(webhooks, "shop", verified, narrowed) == [("shop", "proven")]
+
+
+def test_the_operator_reads_its_recheck_schedule_and_resolvers_from_the_chart_env():
+    from hookline.operator.settings import config_from_env
+
+    config = config_from_env(
+        {
+            "HOOKLINE_RECHECK_INTERVAL": "12h",
+            "HOOKLINE_RECHECK_GRACE_PERIOD": "3d",
+            "HOOKLINE_RECHECK_GRACE_RETRY": "30m",
+            "HOOKLINE_RECHECKS_PER_SECOND": "5",
+            "HOOKLINE_DNS_NAMESERVERS": "10.0.0.53, 10.0.0.54:5353",
+            "HOOKLINE_DNS_TIMEOUT_SECONDS": "2",
+        }
+    )
+    assert (config.recheck.interval, config.recheck.grace, config.recheck.grace_retry) == (
+        12 * HOUR,
+        3 * DAY,
+        1800,
+    )
+    assert config.recheck.checks_per_second == 5 and config.dns_timeout == 2
+    assert config.dns_nameservers == ("10.0.0.53", "10.0.0.54:5353")
+    assert config_from_env({}).recheck == RecheckSchedule() and config_from_env({}).dns_nameservers == ()
+    with pytest.raises(ValueError, match="HOOKLINE_RECHECK_INTERVAL='1 day'"):
+        config_from_env({"HOOKLINE_RECHECK_INTERVAL": "1 day"})
+    with pytest.raises(ValueError, match="is not an IP address"):
+        config_from_env({"HOOKLINE_DNS_NAMESERVERS": "dns.example"})
