@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from hookline.operator.adapters.consumers import Consumers
@@ -51,12 +53,12 @@ def pool_entry(
     )
     if key is None:
         raise ValueError(NO_POOL_KEY)
-    entry = PoolEntry(cfg, webhook_uid=uid)
+    entry = PoolEntry(cfg, webhook_uid=uid, issued_at=time.time())
     if not signing_key:  # no keys, secret headers or client certificate: nothing to seal
         return entry
     # Everything secret, sealed together (sender/model/credentials.py); bytes: one HMAC key, as before.
     raw = signing_key.to_bytes() if isinstance(signing_key, Credentials) else signing_key
-    return PoolEntry(cfg, key.seal(raw, entry.binding), uid)
+    return replace(entry, sealed_key=key.seal(raw, entry.binding))
 
 
 def entry_key(consumer: str) -> str:

@@ -191,12 +191,14 @@ class PoolKey:
 
 @dataclass(frozen=True)
 class PoolEntry:
-    """One pooled Webhook as its replica needs it: the sender config, the Webhook's uid and its sealed
-    signing key (sealed for `binding`)."""
+    """One pooled Webhook as its replica needs it: the sender config, the Webhook's uid, its sealed
+    signing key (sealed for `binding`) and when the operator issued it (a replica refuses an entry
+    older than the one it applied: an authentic entry replayed after a newer one, e.g. an old URL)."""
 
     config: SenderConfig
     sealed_key: str | None = None
     webhook_uid: str = ""
+    issued_at: float = 0.0
 
     @property
     def binding(self) -> str:
@@ -204,7 +206,11 @@ class PoolEntry:
         return seal_binding(ref.namespace, ref.name, self.webhook_uid, self.config.spec.url)
 
     def to_bytes(self) -> bytes:
-        doc: dict[str, Any] = {"config": self.config.to_document(), "webhookUid": self.webhook_uid}
+        doc: dict[str, Any] = {
+            "config": self.config.to_document(),
+            "webhookUid": self.webhook_uid,
+            "issuedAt": self.issued_at,
+        }
         if self.sealed_key is not None:
             doc["sealedKey"] = self.sealed_key
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
@@ -223,7 +229,13 @@ class PoolEntry:
             raise PoolError(str(exc)) from None
         sealed = doc.get("sealedKey")
         uid = doc.get("webhookUid")
-        return cls(config, sealed if isinstance(sealed, str) else None, uid if isinstance(uid, str) else "")
+        issued = doc.get("issuedAt")
+        return cls(
+            config,
+            sealed if isinstance(sealed, str) else None,
+            uid if isinstance(uid, str) else "",
+            float(issued) if isinstance(issued, int | float) and not isinstance(issued, bool) else 0.0,
+        )
 
 
 @dataclass(frozen=True)

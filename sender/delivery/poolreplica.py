@@ -42,6 +42,7 @@ class PoolReplica:
         self.key = key
         self.supervisor = supervisor
         self.unusable: dict[str, str] = {}  # entries that could not be used, and why
+        self.issued: dict[str, float] = {}  # the issue time of the newest entry applied, per consumer
         self.loaded = asyncio.Event()  # every entry there was at the start has been applied
         self.changed = asyncio.Event()
         supervisor.on_change = self.changed.set
@@ -76,6 +77,16 @@ class PoolReplica:
                 raise PoolError(f"pool entry {key}: its config is for consumer {entry.config.nats.consumer}")
             sealed = None if entry.sealed_key is None else self.key.open(entry.sealed_key, entry.binding)
             signing_key = None if sealed is None else Credentials.from_bytes(sealed)
+            if entry.issued_at < self.issued.get(consumer, 0.0):
+                # An authentic entry, but older than the one running: a replay. The running engine stays.
+                stale = (
+                    f"pool entry {key}: issued at {entry.issued_at:.3f}, before the entry applied "
+                    f"({self.issued[consumer]:.3f}): a replayed old entry, refused"
+                )
+                log.error("pool %s replica %d: %s", self.pool, self.replica, stale)
+                self.unusable[consumer] = stale
+                self.changed.set()
+                return
         except PoolError as exc:
             log.error("pool %s replica %d: %s", self.pool, self.replica, exc)
             self.unusable[consumer] = str(exc)
@@ -83,6 +94,7 @@ class PoolReplica:
             self.changed.set()
             return
         self.unusable.pop(consumer, None)
+        self.issued[consumer] = entry.issued_at
         config = entry.config.model_copy(update={"allow_networks": [], "allow_http": False})
         outcome = self.supervisor.apply(config, signing_key)
         if outcome != "unchanged":

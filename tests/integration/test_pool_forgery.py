@@ -275,3 +275,37 @@ async def test_the_operator_ignores_a_roster_not_written_with_the_pool_key(env):
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert [r.replica for r in seen] == [2]
+
+
+async def test_an_authentic_but_older_entry_replayed_is_refused_and_the_current_one_keeps_running(env):
+    """The operator changed X's URL; X's earlier entry (authentic, the old URL) is put back under its
+    key: the replica keeps the current engine, says so in its roster, and nothing goes to the old URL."""
+    nc, js, kv, directory, receiver = env["nc"], env["js"], env["kv"], env["directory"], env["receiver"]
+    url, key = nc.connected_url.geturl(), PoolKey(POOL_KEY)
+    await env["start"](True)
+    old = sender_config(url, f"{receiver.url}/old", name="moved", database="moved")
+    await env["consumers"].ensure(old)
+    consumer, at = old.nats.consumer, assignment_key(POOL, 0, old.nats.consumer)
+    await directory.place(consumer, pool_entry(old, None, key, uid="u").to_bytes(), POOL, 0, None)
+    await wait_roster(kv, lambda r: consumer in r.running, "the engine")
+    captured = (await kv.get(at)).value
+    new = sender_config(url, f"{receiver.url}/new", name="moved", database="moved")
+    await directory.place(consumer, pool_entry(new, None, key, uid="u").to_bytes(), POOL, 0, (POOL, 0))
+    # The replica swaps the engine in-process (the old one drains first): probe until /new answers.
+    for probe in range(100):
+        await bus.publish_events(nc, js, [open_event(f"probe-{probe}", "moved")])
+        await wait_until(lambda p=probe: f"probe-{p}" in receiver.delivered(), 30, f"probe {probe}")
+        if receiver.delivered()[f"probe-{probe}"].path == "/new":
+            break
+    else:
+        raise AssertionError("the new URL never took over")
+    before = len(receiver.requests)
+
+    await kv.put(at, captured)  # the replay
+    seen = await wait_roster(
+        kv, lambda r: "replayed old entry" in r.problems.get(consumer, ""), "the refusal"
+    )
+    assert consumer in seen.running
+    await bus.publish_events(nc, js, [open_event("second", "moved")])
+    await wait_until(lambda: "second" in receiver.delivered(), 30, "the second delivery")
+    assert [r.path for r in receiver.requests[before:]] == ["/new"]
