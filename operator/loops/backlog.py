@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[Move, MoveResult], Awaitable[None]]
 
+# API writes for moves are bounded: a Webhook is reported (Event, status.delivery.deadLetters) at most
+# once per interval (its moves are added up meanwhile), and at most this many Webhooks per tick.
+REPORT_INTERVAL_SECONDS = 300.0
+REPORTS_PER_TICK = 20
+
 
 class BacklogMover:
     """The loop's state between ticks: each consumer's ack-floor progress and the last full scan."""
@@ -62,6 +67,8 @@ class BacklogMover:
         self.progress: dict[str, Progress] = {}
         self.scanned_at = -math.inf
         self.moved: set[str] = set()
+        self.reported_at: dict[WebhookKey, float] = {}
+        self.unreported: dict[WebhookKey, int] = {}  # events moved since the Webhook was last reported
 
     async def tick(self, now: float | None = None) -> list[tuple[Move, MoveResult]]:
         """One tick: read, decide, move (bounded); what was moved, per Webhook."""
@@ -95,13 +102,27 @@ class BacklogMover:
                     result.moved,
                     move.why,
                 )
-            if result.moved and self.report is not None:
-                await self.report(move, result)
+            if result.moved:
+                self.unreported[move.webhook] = self.unreported.get(move.webhook, 0) + result.moved
             if result.refused:
                 self.metrics.moves_refused.inc()
                 log.warning("%s/%s: backlog not moved aside: %s", namespace, name, result.refused)
                 break  # the dead letters have no room: the next tick looks again
+        await self._report_due(done, now)
         return done
+
+    async def _report_due(self, done: list[tuple[Move, MoveResult]], now: float) -> None:
+        """Report the Webhooks moved this tick that are due, with all they had moved since last time."""
+        self.reported_at = {k: t for k, t in self.reported_at.items() if now - t < REPORT_INTERVAL_SECONDS}
+        budget = REPORTS_PER_TICK
+        for move, _ in done:
+            count = self.unreported.get(move.webhook, 0)
+            if not count or move.webhook in self.reported_at or budget <= 0 or self.report is None:
+                continue
+            await self.report(move, MoveResult(count))
+            self.reported_at[move.webhook] = now
+            self.unreported.pop(move.webhook, None)
+            budget -= 1
 
 
 def runtime_reporter(rt: Runtime) -> Report:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from hookline.operator.loops.backlog import BacklogMover
+from hookline.operator.metrics import OperatorMetrics
 from hookline.operator.rules.backlog import (
     BacklogSettings,
     ConsumerState,
+    Move,
     Progress,
     StreamFill,
     decide,
@@ -15,6 +19,7 @@ from hookline.operator.rules.backlog import (
     webhook_of_consumer,
 )
 from hookline.operator.settings import backlog_from_env
+from hookline.sender.bus.backlog import MoveResult
 from hookline.sender.model.config import consumer_name
 
 MIB = 1024 * 1024
@@ -127,3 +132,35 @@ def test_settings_from_the_environment_name_the_variable_on_error():
         backlog_from_env({"HOOKLINE_BACKLOG_MAX_PENDING": "-3"})
     with pytest.raises(ValueError, match="high-water"):
         backlog_from_env({"HOOKLINE_BACKLOG_HIGH_WATER_PERCENT": "150"})
+
+
+class FakeBus:
+    """The backlog loop's NATS side, answering from memory: one stopped Webhook, always over the mark."""
+
+    def __init__(self) -> None:
+        self.moves: list[Move] = []
+
+    async def fill(self) -> StreamFill:
+        return StreamFill(90 * MIB, 100 * MIB)
+
+    async def states(self, known, stopped) -> list[ConsumerState]:
+        return [state("a", 100, floor=len(self.moves), stopped="Paused")]
+
+    async def move(self, move: Move) -> MoveResult:
+        self.moves.append(move)
+        return MoveResult(move.count)
+
+
+async def test_the_loop_reports_a_webhook_at_most_every_interval_with_the_moves_added_up():
+    reports: list[tuple[Move, MoveResult]] = []
+
+    async def report(move: Move, result: MoveResult) -> None:
+        reports.append((move, result))
+
+    bus = FakeBus()
+    mover = BacklogMover(bus, SETTINGS, OperatorMetrics(CollectorRegistry()), dict, report)  # type: ignore[arg-type]
+    for second in (0.0, 10.0, 20.0, 400.0):
+        await mover.tick(now=second)
+    assert len(bus.moves) == 4
+    assert [r.moved for _, r in reports] == [100, 300]  # at 0, then 400 with the two in between
+    assert mover.metrics.moved_aside.labels("a", "hook")._value.get() == 400
