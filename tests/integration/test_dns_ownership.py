@@ -80,3 +80,17 @@ def test_nameserver_addresses_are_checked():
         parse_nameserver("dns.example")
     with pytest.raises(ValueError, match="port must be"):
         parse_nameserver("127.0.0.1:0")
+
+
+async def test_a_large_answer_truncated_over_udp_is_read_over_tcp():
+    server = LoopbackDNS(udp_limit=512).start()
+    try:
+        server.zone[RECORD] = [f"other-verification-{i}-" + "x" * 180 for i in range(12)] + [TOKEN]
+        result = await check_dns(resolver(server), HOST, TOKEN)
+        assert result.reason == "RecordMatched"
+        assert server.transports == ["udp", "tcp"]  # truncated, then asked again over TCP
+        server.zone[RECORD] = server.zone[RECORD][:-1]
+        mismatch = await check_dns(resolver(server), HOST, TOKEN)
+        assert mismatch.reason == "RecordMismatch" and len(mismatch.records_found) == 10  # at most 10 shown
+    finally:
+        server.stop()

@@ -12,9 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnslib import QTYPE, RCODE, RR, TXT
+from dnslib import QTYPE, RCODE, RR, TXT, DNSRecord
 from dnslib.dns import DNSError
-from dnslib.server import DNSServer
+from dnslib.server import DNSHandler, DNSServer
 
 from hookline.sender.bus.natsserver import free_port
 
@@ -24,7 +24,9 @@ class LoopbackDNS:
     zone: dict[str, list[str]] = field(default_factory=dict)
     silent: set[str] = field(default_factory=set)
     queries: list[tuple[str, str]] = field(default_factory=list)
+    transports: list[str] = field(default_factory=list)  # "udp" or "tcp", one per question
     port: int = 0
+    udp_limit: int = 0  # answers over UDP larger than this are truncated (TC): the resolver asks over TCP
     _servers: list[DNSServer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -39,6 +41,7 @@ class LoopbackDNS:
             self.zone.clear()
             self.silent.clear()
             self.queries.clear()
+            self.transports.clear()
 
     def queries_for(self, name: str) -> int:
         with self._lock:
@@ -50,6 +53,7 @@ class LoopbackDNS:
         name = str(question.qname).rstrip(".").lower()
         with self._lock:
             self.queries.append((name, QTYPE[question.qtype]))
+            self.transports.append(handler.protocol)
             records = self.zone.get(name)
             silent = name in self.silent
         if silent:
@@ -65,8 +69,11 @@ class LoopbackDNS:
 
     def start(self) -> LoopbackDNS:
         self.port = free_port()
+        handler = type("LimitedHandler", (_TruncatingHandler,), {"limit": self.udp_limit})
         for tcp in (False, True):
-            server = DNSServer(self, port=self.port, address="127.0.0.1", tcp=tcp, logger=_Quiet())
+            server = DNSServer(
+                self, port=self.port, address="127.0.0.1", tcp=tcp, logger=_Quiet(), handler=handler
+            )
             server.start_thread()
             self._servers.append(server)
         return self
@@ -80,6 +87,21 @@ class LoopbackDNS:
             stopper.join()
             server.server.server_close()
         self._servers.clear()
+
+
+class _TruncatingHandler(DNSHandler):  # type: ignore[misc]
+    """An answer over UDP larger than ``limit`` goes out as the question with the TC bit and no records,
+    as a real server truncates (dnslib's own truncation drops the question, which resolvers refuse)."""
+
+    limit = 0
+
+    def get_reply(self, data: bytes) -> bytes:
+        rdata: bytes = super().get_reply(data)
+        if self.protocol == "udp" and self.limit and len(rdata) > self.limit:
+            truncated = DNSRecord.parse(data).reply()
+            truncated.header.tc = 1
+            return truncated.pack()  # type: ignore[no-any-return]
+        return rdata
 
 
 class _Quiet:
