@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -59,6 +60,7 @@ class MessageFeed:
         self._last_seen = time.monotonic()
         self._reconnects = 0
         self._hold_until = 0.0  # after an error reply, wait a moment before asking again
+        self._first = True
         self._wake = asyncio.Event()
         self._sub: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -166,9 +168,13 @@ class MessageFeed:
                 continue
             if time.monotonic() < self._hold_until:
                 continue
+            # The first request of a feed expires at a spread time: many feeds started together
+            # (a pool replica's engines) then renew their idle requests at spread times too.
+            expires = self._expires * (random.uniform(0.05, 1.0) if self._first else 1.0)
+            self._first = False
             request = {
                 "batch": credit,
-                "expires": int(self._expires * 1e9),
+                "expires": int(max(expires, 2 * self._heartbeat + 1) * 1e9),
                 "idle_heartbeat": int(self._heartbeat * 1e9),
             }
             try:

@@ -89,7 +89,8 @@ def sender_permissions(who: SenderIdentity) -> Permissions:
         f"$JS.API.STREAM.MSG.GET.{FAILED_ATTEMPTS_STREAM}",
         f"$JS.API.STREAM.PURGE.{FAILED_ATTEMPTS_STREAM}",
     )
-    return Permissions(pub=pub, sub=(f"{who.inbox}.>",))
+    # Its consumer's JetStream advisories: the watch learns of a deletion, recreation or resume from them.
+    return Permissions(pub=pub, sub=(f"{who.inbox}.>", f"$JS.EVENT.ADVISORY.CONSUMER.*.{stream}.{consumer}"))
 
 
 def ingest_permissions() -> Permissions:
@@ -152,7 +153,8 @@ def pool_permissions(pool: str) -> Permissions:
             f"$JS.API.STREAM.MSG.GET.{FAILED_ATTEMPTS_STREAM}",
             f"$JS.API.STREAM.PURGE.{FAILED_ATTEMPTS_STREAM}",
         ),
-        sub=(f"{inbox_prefix('pool.' + pool)}.>",),  # "*": any pool's replica
+        # "*": any pool's replica; the advisories of its Webhooks' consumers (the engines' watch).
+        sub=(f"{inbox_prefix('pool.' + pool)}.>", f"$JS.EVENT.ADVISORY.CONSUMER.*.{stream}.*"),
     )
 
 

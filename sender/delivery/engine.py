@@ -172,6 +172,8 @@ class Engine:
             interval=settings.watch_interval_seconds,
             label=self.label,
             tidy=None if self.assembler is None else self.assembler.tidy,
+            idle_interval=settings.watch_idle_interval_seconds,
+            nc=nc,
         )
         self.feed: bus.MessageFeed | None = None
         self.running = False
@@ -192,7 +194,11 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         feed = self.feed = bus.MessageFeed(
-            self.nc, self.consumer, self.feed_capacity, on_error=self.watch.pull_error
+            self.nc,
+            self.consumer,
+            self.feed_capacity,
+            expires=self.settings.pull_expires_seconds,
+            on_error=self.watch.pull_error,
         )
         await self.reporter.restore()
         await self.watch.look()  # a Webhook stopped by a 410 before this start stays stopped
@@ -246,6 +252,7 @@ class Engine:
         self, msgs: Sequence[Msg], delivering: Awaitable[None], feed: bus.MessageFeed, what: str
     ) -> None:
         """Never let one event or batch kill a worker: on an unexpected error JetStream redelivers it."""
+        self.watch.stir()
         try:
             await delivering
         except Exception:

@@ -34,6 +34,14 @@ class EngineSettings:
     # The consumer is looked at this often (pending events, a stop or resume made elsewhere, a lost
     # consumer); a pull answered "409 Consumer Deleted" or a stop of this engine looks at once.
     watch_interval_seconds: float = 5.0
+    # A look that finds the consumer idle and healthy makes the next one this far away (jittered down to
+    # 0.8 of it, the first after a start spread over all of it); its advisories, an event or a reconnect
+    # bring the watch back at once (watch.py).
+    watch_idle_interval_seconds: float = 600.0
+    # A pull request lives this long (heartbeats every 5 s tell a lost one): a quiet engine asks again
+    # this often, its one NATS request besides the idle watch's (the first after a start expires
+    # earlier, spread, so 10,000 engines started together do not ask together ever after).
+    pull_expires_seconds: float = 600.0
     # False for a sender with least-privilege NATS credentials (natsperms.sender_permissions): it waits
     # for the operator to make its consumer, neither makes nor remakes it, pays no recovery debt, and
     # keeps a 410 stop in its health report instead of the consumer's metadata.

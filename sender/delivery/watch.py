@@ -13,6 +13,13 @@ it reads the consumer's state and acts on what changed.
   counted in `hookline_events_lost_total` and the health report (status.delivery.eventsLost, the
   Delivering condition EventsLost).
 - Each time, the delivery health is reported when it changed.
+
+Quiet Webhooks cost the bus almost nothing (issue 22): a look that finds the consumer healthy, nothing
+pending and no event since the last look makes the next one `idle_interval` away (jittered). What
+would change that is pushed instead: JetStream's advisories for this consumer (DELETED, CREATED,
+PAUSE: a deletion, a recreation, a stop recorded or resumed elsewhere) wake the watch at once and
+keep it at `interval` for a few looks; the first event after a quiet spell (`stir`), a pull answered
+503/409 and a reconnect to NATS (advisories sent meanwhile were missed) bring it back to `interval`.
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -35,7 +46,19 @@ from hookline.sender.observe.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConsumerWatch"]
+__all__ = ["ADVISORY_KINDS", "ConsumerWatch", "advisory_subjects"]
+
+# The consumer's JetStream advisories that change what the watch would read (not MSG_NAKED and the
+# like: those come with every retry). A consumer update has none; a stop or resume also pauses or
+# resumes the consumer (bus/stoprecord.py), which has.
+ADVISORY_KINDS = ("DELETED", "CREATED", "PAUSE")
+# Looks at the short interval after an advisory or a reconnect: a resume unpauses before it drops the
+# stop record, so the look the advisory wakes may still read the record.
+ALERT_LOOKS = 3
+
+
+def advisory_subjects(consumer: str, stream: str = bus.STREAM) -> list[str]:
+    return [f"$JS.EVENT.ADVISORY.CONSUMER.{kind}.{stream}.{consumer}" for kind in ADVISORY_KINDS]
 
 
 class ConsumerWatch:
@@ -54,8 +77,11 @@ class ConsumerWatch:
         interval: float,
         label: str,
         tidy: Callable[[], Awaitable[None]] | None = None,
+        idle_interval: float | None = None,
+        nc: NATS | None = None,
     ) -> None:
         self.js = js
+        self.nc = nc  # None: no advisories, and the watch never rests (tests of the watch alone)
         self.consumer = consumer
         self.metrics = metrics
         self.gone = gone
@@ -63,6 +89,7 @@ class ConsumerWatch:
         self.dead_letters = dead_letters
         self.consumer_spec = consumer_spec  # None: a lost consumer is reported, not recreated
         self.interval = interval
+        self.idle_interval = max(interval, idle_interval or interval)
         self.label = label
         self.tidy = tidy  # the batch assembler's chores, done each time the watch looks
         self.lost = False
@@ -71,10 +98,63 @@ class ConsumerWatch:
         self.created: object = None  # the consumer's creation time last seen: a change means made again
         self.owed = True  # look for a recovery debt (at start, and whenever the consumer was made again)
         self.now_please = asyncio.Event()
+        self.quiet = False  # the last look found nothing to watch closely: the next is idle_wait away
+        self.idle_wait = self.idle_interval
+        self.stirred = False  # an event came since the last look
+        self.rested = False  # had a quiet look since it started
+        self.alert = 0  # looks left at the short interval after an advisory or a reconnect
+        self.looks = 0  # consumer-info requests made (for tests and the bench)
+        self._reconnects = 0
+        self._subs: list[Subscription] = []
 
     def wake(self) -> None:
         """Look at once instead of at the next interval."""
         self.now_please.set()
+
+    def stir(self) -> None:
+        """An event arrived (called per event or batch; cheap): back to the short interval."""
+        self.stirred = True
+        self.quiet = False
+
+    async def _advised(self, msg: Msg) -> None:
+        log.info("%s: consumer advisory %s", self.label, msg.subject.split(".")[4])
+        self._alerted()
+
+    def _alerted(self) -> None:
+        self.alert = ALERT_LOOKS
+        self.quiet = False
+        self.wake()
+
+    async def listen(self) -> None:
+        """Subscribe to the consumer's advisories (a sender's NATS permissions allow exactly these)."""
+        if self.nc is None or self._subs:
+            return
+        self._reconnects = self.nc.stats["reconnects"]
+        try:
+            for subject in advisory_subjects(self.consumer):
+                self._subs.append(await self.nc.subscribe(subject, cb=self._advised))
+        except Exception as exc:  # NATS away: the watch polls at its short interval meanwhile
+            log.info("%s: consumer advisories not subscribed (%s)", self.label, exc)
+            self.idle_interval = self.interval
+
+    async def unlisten(self) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _reconnected(self) -> bool:
+        """Advisories sent while the connection was down were missed: look soon, and closely."""
+        if self.nc is None or (count := self.nc.stats["reconnects"]) == self._reconnects:
+            return False
+        self._reconnects = count
+        self.alert = ALERT_LOOKS
+        return True
+
+    def _due_after(self) -> float:
+        if self.quiet and not self.alert and self._subs:
+            return self.idle_wait
+        return self.interval
 
     def pull_error(self, status: str, description: str) -> None:
         """The feed's pull errors: a deleted consumer is looked at at once. nats-server 2.15 answers a
@@ -83,17 +163,36 @@ class ConsumerWatch:
             self.wake()
 
     async def run(self) -> None:
-        while True:
+        await self.listen()
+        try:
+            while True:
+                await self._pause()
+                self.now_please.clear()
+                if self.alert:
+                    self.alert -= 1
+                await self.look()
+        finally:
+            await self.unlisten()
+
+    async def _pause(self) -> None:
+        """Until the next look is due, woken, or a reconnect; ticks at `interval` (no request) so that
+        a `stir` ends a long idle wait within one short interval."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while (left := started + self._due_after() - loop.time()) > 0:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout(min(left, self.interval)):
                     await self.now_please.wait()
-            self.now_please.clear()
-            await self.look()
+            if self.now_please.is_set() or self._reconnected():
+                return
 
     async def look(self) -> None:
         """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive)."""
         if self.tidy is not None:
             await self.tidy()
+        resting = self.quiet and not self.stirred  # nothing happened since the last (quiet) look
+        self.quiet, stirred, self.stirred = False, self.stirred, False
+        self.looks += 1
         try:
             info = await self.js.consumer_info(bus.STREAM, self.consumer)
         except NotFoundError:
@@ -115,7 +214,15 @@ class ConsumerWatch:
         self.reporter.tally.observe_pending(time.time(), pending)
         await self._record_floor(info)
         await self.gone.follow(bus.gone_of(info))
-        await self._report(time.time())
+        await self._report(time.time(), recount=not resting)
+        # Rest while nothing can change unannounced: a stop is fine once recorded on the consumer (its
+        # resume unpauses it: an advisory); a stop only this engine knows of is retried closely.
+        stopped_unrecorded = self.gone.state.gone and not self.gone.recorded
+        if not (stirred or self.stirred or pending or self.owed or stopped_unrecorded):
+            # Jittered; the first rest after a start over all of it: 10,000 engines started together
+            # look at spread times ever after.
+            self.idle_wait = self.idle_interval * random.uniform(0.8 if self.rested else 0.05, 1.0)
+            self.quiet = self.rested = True
 
     async def _missing(self) -> None:
         """The consumer was deleted outside hookline: report it, and recreate it from the last floor."""
@@ -179,8 +286,9 @@ class ConsumerWatch:
             return
         self.floor_recorded = self.floor
 
-    async def _report(self, now: float) -> None:
+    async def _report(self, now: float, *, recount: bool = True) -> None:
         if not self.reporter.enabled:
             return
-        await self.dead_letters.recount(now)
+        if recount:  # a resting Webhook's count moves only with events (a redrive brings them)
+            await self.dead_letters.recount(now)
         await self.reporter.report(now, consumer_missing=self.lost, gone=self.gone.state)
