@@ -149,6 +149,7 @@ class TenancyMemory:
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     compiled: dict[str, str] | None = None  # what the grants ConfigMap holds, as last written
     counted: dict[str, tuple[int, int]] = field(default_factory=dict)  # each policy's status, as written
+    published: dict[str, Any] = field(default_factory=dict)  # pool grant records (g.<ns>), as written
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from hookline.api import API_VERSION
 from hookline.api.policy import GRANT_ANNOTATION, POLICY_PLURAL, grant_record
@@ -18,6 +19,8 @@ from hookline.operator.adapters import kubeapi
 from hookline.operator.handlers.grants import NAMESPACES, WEBHOOKS, grant_of, policies, webhooks_in
 from hookline.operator.rules import tenancy
 from hookline.operator.runtime import Runtime
+from hookline.sender.bus.poolgrants import GrantRecord, publish_grant
+from hookline.sender.bus.poolproto import pool_bucket
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ async def apply_grants(rt: Runtime) -> None:
     if WEBHOOKS not in indexes or NAMESPACES not in indexes:
         return
     webhook_index = indexes[WEBHOOKS]
+    await _publish_pool_grants(rt)  # before any engine is placed again under a changed grant
     for namespace in list(webhook_index):
         grant = grant_of(rt, namespace)
         by_age = webhooks_in(rt, namespace)
@@ -65,6 +69,32 @@ async def _bump(rt: Runtime, namespace: str, name: str, standing: str) -> None:
     except kubeapi.APIError as exc:
         log.warning("%s/%s: grant change not signalled: %s; trying again", namespace, name, exc)
         rt.tenancy.dirty.set()
+
+
+async def _publish_pool_grants(rt: Runtime) -> None:
+    """One authenticated record per namespace whose grant adds egress (``g.<namespace>`` in
+    HOOKLINE_POOLS): pool replicas take egress from it, never from an entry (bus/poolgrants.py)."""
+    if rt.pool_key is None:
+        return
+    want: dict[str, GrantRecord] = {}
+    for namespace in list(rt.tenancy.indexes[WEBHOOKS]):
+        grant = grant_of(rt, namespace)
+        if grant.allow_networks or grant.allow_http:
+            want[namespace] = GrantRecord(namespace, grant.allow_networks, grant.allow_http)
+    changed = {ns: r for ns, r in want.items() if rt.tenancy.published.get(ns) != r}
+    gone = [ns for ns in rt.tenancy.published if ns not in want]
+    if not changed and not gone:
+        return
+
+    async def write(js: Any) -> None:
+        kv = await pool_bucket(js)
+        for namespace, record in changed.items():
+            await publish_grant(kv, rt.pool_key, namespace, record)
+        for namespace in gone:
+            await publish_grant(kv, rt.pool_key, namespace, None)
+
+    await rt.consumers.call("writing the pools' grant records", write)
+    rt.tenancy.published = dict(want)
 
 
 async def _compile(rt: Runtime) -> None:

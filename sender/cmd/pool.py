@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import socket
 
@@ -16,9 +17,11 @@ from prometheus_client import CollectorRegistry
 from hookline.sender import bus
 from hookline.sender.bus.connection import DEFAULT_NATS_URL
 from hookline.sender.bus.natsperms import inbox_prefix
+from hookline.sender.bus.poolgrants import GrantTable
 from hookline.sender.bus.poolproto import (
     PoolError,
     PoolKey,
+    assignment_key,
     check_pool_name,
     pool_bucket,
     replica_from_hostname,
@@ -57,10 +60,13 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     host, port = parse_listen(args.listen, 8081)
     policy = EgressPolicy.from_cli(list(args.allow_network), args.allow_http)
 
+    grants = GrantTable(key, policy)
+
     def policy_for(cfg: SenderConfig) -> EgressPolicy:
-        """This replica's own flags: an entry's allowNetworks/allowHttp never widen them (an entry is
-        data in NATS; the replica drops those fields before they get here)."""
-        return policy
+        """This replica's own flags plus the authenticated grant record of the Webhook's namespace
+        (bus/poolgrants.py): an entry's allowNetworks/allowHttp never widen them (an entry is data in
+        NATS; the replica drops those fields before they get here)."""
+        return grants.policy(cfg.webhook.namespace)
 
     registry = CollectorRegistry()
     closed = asyncio.Event()
@@ -86,7 +92,19 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         app = web.Application()
         add_health_routes(app, registry, member.readiness, liveness=lambda: _closed(nc))
         runner = await start_site(app, host, port)
-        tasks = [
+
+        async def regrant(namespace: str) -> None:
+            """A namespace's egress changed: its engines start again under the new policy."""
+            for consumer in sorted(supervisor.consumers()):
+                if consumer.startswith(f"hookline_{namespace}_"):
+                    entry = await kv.get(assignment_key(pool, replica, consumer))
+                    supervisor.remove(consumer)
+                    member.apply(entry.key, entry.value)
+
+        tasks = [asyncio.create_task(grants.follow(kv, regrant), name="follow grant records")]
+        with contextlib.suppress(TimeoutError):  # an unreadable record must not hold the Webhooks
+            await asyncio.wait_for(grants.loaded.wait(), 10)
+        tasks += [
             asyncio.create_task(member.follow(kv), name="follow assignments"),
             asyncio.create_task(member.report(kv), name="write roster"),
         ]

@@ -25,8 +25,11 @@ from operator_helpers import (
 from test_pool_flow import POOL_KEY, Replicas, statefulset, webhook
 
 from hookline.sender import bus
+from hookline.sender.bus.poolgrants import GrantTable, grant_key
+from hookline.sender.bus.poolproto import PoolKey, pool_bucket
 from hookline.sender.model.config import consumer_name
 from hookline.sender.model.events import parse_event
+from hookline.sender.transport.egress import EgressPolicy
 
 POLICIES = "/apis/hookline.io/v1alpha1/webhookpolicies"
 
@@ -50,7 +53,11 @@ def grant(*databases: str) -> dict[str, Any]:
         "apiVersion": "hookline.io/v1alpha1",
         "kind": "WebhookPolicy",
         "metadata": {"name": "shop-data"},
-        "spec": {"namespaces": [NS], "databases": [{"name": d, "collections": ["*"]} for d in databases]},
+        "spec": {
+            "namespaces": [NS],
+            "databases": [{"name": d, "collections": ["*"]} for d in databases],
+            "egress": {"allowNetworks": ["10.9.0.0/16"]},
+        },
     }
 
 
@@ -87,6 +94,21 @@ async def test_a_revoked_grant_stops_deliveries_and_a_new_one_resumes_them_losin
         lambda: (cluster.get(CONFIGMAPS, "grants") or {}).get("data"), "grants compiled"
     )
     assert compiled["shop.scopes"] == ";newsletter/*/*;" and compiled["shop.policies"] == "shop-data"
+
+    # The pool replicas' egress for shop: a record signed with the pool key (bus/poolgrants.py).
+    nc = await bus.connect(nats_server.url)
+    try:
+        kv = await pool_bucket(nc.jetstream())
+        table = GrantTable(PoolKey(POOL_KEY), EgressPolicy())
+        for _ in range(100):
+            with contextlib.suppress(Exception):
+                entry = await kv.get(grant_key(NS))
+                table.apply(entry.key, entry.value)
+                break
+            await asyncio.sleep(0.1)
+        assert table.policy(NS).address_problem("10.9.1.1") is None
+    finally:
+        await nc.close()
 
     # Inside it: verified and running in the pool.
     await create_webhook(
