@@ -48,6 +48,12 @@ async def gather_credentials(rt: Runtime, facts: Facts, body: kopf.Body) -> Gath
         creds, digest = await read_credentials(rt.api, facts.namespace, facts.name, spec)
     except LookupError as exc:
         problem = str(exc)
+    except kubeapi.APIError as exc:  # 403 and the like: say so in status; 5xx: Kopf retries
+        if (getattr(exc, "status", None) or 500) >= 500:
+            raise
+        problem = (
+            f"the Secrets spec.signing, spec.secretHeaders or spec.tls name cannot be read or created: {exc}"
+        )
     rt.credentials.watch(facts.namespace, facts.name, spec)
     status = signing_status(facts.name, spec, creds, problem)
     if status:
