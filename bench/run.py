@@ -15,6 +15,8 @@
 7. Sender pools (bench/pool.py, short variant): `hookline pool` RSS with 1, 100 and 1,000 quiet
    Webhooks and MiB per Webhook; deliveries/s of one pool replica over 100 Webhooks against one
    dedicated sender.
+8. Quiet Webhooks (bench/quiet_cost.py): NATS requests/s of one pool replica serving 1,000 Webhooks
+   that get no events (nats-server /varz in_msgs over a window), beside the figure before issue 22.
 8. NATS auth on vs off (bench/nats_auth_cost.py): connect latency, a sender's first delivery and
    its deliveries/s.
 
@@ -378,6 +380,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["nats_auth"] = await nats_auth(args)
             if args.pool_events > 0:
                 results["pool"] = await sender_pool(args)
+            if args.quiet_webhooks > 0:
+                results["quiet"] = await quiet_webhooks(args)
             if args.signing_events >= 0:
                 results["signing"] = await signing_cost(args)
         finally:
@@ -481,6 +485,27 @@ async def sender_pool(args: argparse.Namespace) -> dict:
     return result
 
 
+async def quiet_webhooks(args: argparse.Namespace) -> dict:
+    """NATS requests/s of N quiet pooled Webhooks, from bench/quiet_cost.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from quiet_cost import quiet_cost
+
+    print(f"NATS requests/s of {args.quiet_webhooks} quiet pooled Webhooks ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hookline-quiet-") as tmp:
+        result = await quiet_cost(Path(tmp), args.quiet_webhooks, 15.0, args.quiet_seconds)
+    print(f"  {result['requests_per_s']} requests/s", flush=True)
+    return result
+
+
+def quiet_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    from quiet_cost import report_rows
+
+    # Before issue 22: a look every 5 s and a pull request every 30 s per engine (2026-12-04, 1,000).
+    return report_rows(result, previous="266.7/s, CONSUMER.INFO 200, CONSUMER.MSG 33.3")
+
+
 async def signing_cost(args: argparse.Namespace) -> dict:
     """Signatures/s and deliveries/s per signing scheme, from bench/signing.py."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -554,6 +579,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             *nats_consumer_rows(r.get("nats_consumers")),
             *nats_auth_rows(r.get("nats_auth")),
             *pool_rows(r.get("pool")),
+            *quiet_rows(r.get("quiet")),
             *signing_rows(r.get("signing")),
             "| sender peak RSS during the delivery run (VmHWM) | "
             + (f"{r['sender_peak_rss_mib']:.0f} MiB |" if r.get("sender_peak_rss_mib") else "n/a |"),
@@ -726,6 +752,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=5000,
         help="deliveries per signing scheme (bench/signing.py); 0: signatures/s only; -1 skips",
     )
+    parser.add_argument(
+        "--quiet-webhooks",
+        type=int,
+        default=1000,
+        help="quiet pooled Webhooks whose NATS requests/s are counted (bench/quiet_cost.py; 0 skips)",
+    )
+    parser.add_argument("--quiet-seconds", type=float, default=60.0, help="their counting window")
     parser.add_argument("--report", default=str(ROOT / "bench" / "report.md"))
     return parser.parse_args(argv)
 
