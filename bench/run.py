@@ -15,7 +15,7 @@
 7. Sender pools (bench/pool.py, short variant): `hookline pool` RSS with 1, 100 and 1,000 quiet
    Webhooks and MiB per Webhook; deliveries/s of one pool replica over 100 Webhooks against one
    dedicated sender.
-8. Quiet Webhooks (bench/quiet_cost.py): NATS requests/s of one pool replica serving 1,000 Webhooks
+9. Quiet Webhooks (bench/quiet_cost.py): NATS requests/s of one pool replica serving 1,000 Webhooks
    that get no events (nats-server /varz in_msgs over a window), beside the figure before issue 22.
 8. NATS auth on vs off (bench/nats_auth_cost.py): connect latency, a sender's first delivery and
    its deliveries/s.
