@@ -31,7 +31,7 @@ from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.leases import LeaseAPI
 from hookline.operator.adapters.natsauth import minter_of
 from hookline.operator.handlers import credentials, grants, ownership, webhooks, webhooktests
-from hookline.operator.handlers.jwks import keys_app
+from hookline.operator.handlers.jwks import keys_app, keys_tls_context
 from hookline.operator.loops import backlog, expiry, health, natsauth, poolsync, recheck, resumes
 from hookline.operator.loops import grants as grants_loop
 from hookline.operator.loops.leader import LeaderElector
@@ -185,6 +185,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JWKS of the Webhooks' public signing keys (/.well-known/jwks.json, /v1/keys/NS/NAME); 0: off",
     )
     parser.add_argument(
+        "--keys-tls-cert",
+        metavar="PEM",
+        help="serve the JWKS over HTTPS with this certificate; env HOOKLINE_KEYS_TLS_CERT",
+    )
+    parser.add_argument(
+        "--keys-tls-key", metavar="PEM", help="the key of --keys-tls-cert; env HOOKLINE_KEYS_TLS_KEY"
+    )
+    parser.add_argument(
         "--nats-replicas",
         type=int,
         help="replicas of each Webhook's JetStream consumer: 1 on a single server, 3 on a cluster "
@@ -333,7 +341,10 @@ async def operate(
     if runtime_hook is not None:
         runtime_hook(runtime)
     endpoint = f"http://0.0.0.0:{config.health_port}/healthz" if liveness and config.health_port else None
-    keys = await start_site(keys_app(runtime), "0.0.0.0", config.keys_port) if config.keys_port else None
+    keys = None
+    if config.keys_port:
+        tls = keys_tls_context(config.keys_tls_cert, config.keys_tls_key)
+        keys = await start_site(keys_app(runtime), "0.0.0.0", config.keys_port, ssl_context=tls)
     try:
         await kopf.operator(
             registry=registry,
@@ -368,6 +379,7 @@ def run(args: argparse.Namespace) -> int:
             health_port=args.health_port or None,
             metrics_port=args.metrics_port or None,
             keys_port=args.keys_port or None,
+            keys_tls=(args.keys_tls_cert, args.keys_tls_key) if args.keys_tls_cert else None,
             nats_replicas=None if args.nats_replicas is None else parse_replicas(str(args.nats_replicas)),
             leader_election=args.leader_election,
             log_format=log_format,
@@ -376,6 +388,7 @@ def run(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, dns_nameservers=dns_nameservers_from(args.dns_nameserver))
         if config.pool_key_file:
             PoolKey.from_file(config.pool_key_file)  # unreadable: say so now, not at the first Webhook
+        keys_tls_context(config.keys_tls_cert, config.keys_tls_key)  # the same: a bad certificate now
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -143,8 +143,11 @@ class OperatorConfig:
     peering: str | None = None  # None: standalone
     health_port: int | None = 8080
     metrics_port: int | None = 9090
-    # The JWKS endpoint of the Webhooks' public signing keys (handlers/jwks.py); None: off.
+    # The JWKS endpoint of the Webhooks' public signing keys (handlers/jwks.py); None: off. With a
+    # certificate and key (PEM files, e.g. a mounted kubernetes.io/tls Secret) it serves HTTPS.
     keys_port: int | None = None
+    keys_tls_cert: str | None = None
+    keys_tls_key: str | None = None
     # Whole seconds: Kopf sends it as the watch's timeoutSeconds, which the API server parses as an
     # integer ("300.0" is refused with 400 and no watch ever starts).
     watch_server_timeout: int = 300
@@ -194,6 +197,7 @@ def config_from_env(
     health_port: int | None = 8080,
     metrics_port: int | None = 9090,
     keys_port: int | None = None,
+    keys_tls: tuple[str, str] | None = None,
     nats_replicas: int | None = None,
     leader_election: bool | None = None,
     log_format: str | None = None,
@@ -215,6 +219,8 @@ def config_from_env(
         health_port=health_port,
         metrics_port=metrics_port,
         keys_port=keys_port,
+        keys_tls_cert=keys_tls[0] if keys_tls else env.get("HOOKLINE_KEYS_TLS_CERT", "").strip() or None,
+        keys_tls_key=keys_tls[1] if keys_tls else env.get("HOOKLINE_KEYS_TLS_KEY", "").strip() or None,
         sender_service_account=env.get("HOOKLINE_SENDER_SERVICE_ACCOUNT", "").strip() or None,
         delivery_status_interval=_positive(
             env, "HOOKLINE_DELIVERY_STATUS_INTERVAL_SECONDS", 30.0, "a number of seconds"

@@ -8,6 +8,8 @@ only: an HMAC key is a shared secret and is never listed. No new RBAC: status is
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
 from hookline.operator.rules.signingstatus import jwks
@@ -32,3 +34,17 @@ def keys_app(rt: Runtime) -> web.Application:
     app.router.add_get("/v1/keys/{namespace}/{name}", one)
     app.router.add_get("/.well-known/jwks.json", every)
     return app
+
+
+def keys_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """HTTPS for the endpoint when a certificate is given (customers fetch keys from outside)."""
+    if not cert:
+        return None
+    if not key:
+        raise ValueError("--keys-tls-cert needs --keys-tls-key (HOOKLINE_KEYS_TLS_KEY)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"the JWKS endpoint's certificate {cert} and key {key} do not load: {exc}") from None
+    return context

@@ -19,12 +19,14 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import kmock
 import pytest
+import trustme
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from operator_helpers import (
@@ -177,7 +179,14 @@ async def test_rotation_secret_watch_generated_key_jwks_and_a_secret_header_that
     await cluster.call("POST", api_path(SECRETS), secret_body("hook-keys", {"a": OLD}))
     await cluster.call("POST", api_path(SECRETS), secret_body("receiver-token", {"token": TOKEN}))
     keys_port = free_port()
-    await start_operator(pool_key_file=str(pool_key_file), keys_port=keys_port)
+    ca = trustme.CA()  # the JWKS endpoint serves HTTPS with a certificate of its own
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "keys.crt", tmp_path / "keys.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    await start_operator(
+        pool_key_file=str(pool_key_file), keys_port=keys_port, keys_tls_cert=str(cert), keys_tls_key=str(key)
+    )
     header = [
         {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "receiver-token", "key": "token"}}}
     ]
@@ -209,13 +218,15 @@ async def test_rotation_secret_watch_generated_key_jwks_and_a_secret_header_that
     assert ed_key["algorithm"] == "ed25519" and ed_key["publicKey"]
 
     # The public key, fetched as a customer would: the JWKS endpoint, one Webhook's and everyone's.
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{keys_port}/v1/keys/{NS}/rotating") as response:
+    trust = ssl.create_default_context()
+    ca.configure_trust(trust)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as http:
+        async with http.get(f"https://127.0.0.1:{keys_port}/v1/keys/{NS}/rotating") as response:
             assert response.status == 200 and response.content_type == "application/jwk-set+json"
             (jwk,) = (await response.json(content_type=None))["keys"]
-        async with http.get(f"http://127.0.0.1:{keys_port}/.well-known/jwks.json") as response:
+        async with http.get(f"https://127.0.0.1:{keys_port}/.well-known/jwks.json") as response:
             assert jwk in (await response.json(content_type=None))["keys"]
-        async with http.get(f"http://127.0.0.1:{keys_port}/v1/keys/{NS}/dedicated") as response:
+        async with http.get(f"https://127.0.0.1:{keys_port}/v1/keys/{NS}/dedicated") as response:
             assert response.status == 404  # HMAC only: nothing public
     assert (jwk["kty"], jwk["crv"], jwk["kid"]) == ("OKP", "Ed25519", ed_key["keyId"])
     public = Ed25519PublicKey.from_public_bytes(
