@@ -14,6 +14,7 @@ missing grant), the same rule the chart's ValidatingAdmissionPolicy applies at `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -177,6 +178,10 @@ class Grant:
 
     def digest(self) -> str:
         """A short digest of everything the operator derives from the grant (a change reconciles)."""
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:  # once per grant: the grants loop asks for every Webhook of a namespace
         doc = {
             "p": list(self.policies),
             "s": sorted(self.scopes),

@@ -84,14 +84,9 @@ def verdict_for(
         return None
     remember(rt, kwargs)
     key = (namespace, name)
-    found = tenancy.verdict(
-        spec,
-        namespace,
-        name,
-        grant_of(rt, namespace),
-        webhooks_in(rt, namespace),
-        floor_http=rt.config.egress.allow_http,
-    )
+    grant = grant_of(rt, namespace)
+    by_age = webhooks_in(rt, namespace) if grant.max_webhooks is not None else []  # sorted only if needed
+    found = tenancy.verdict(spec, namespace, name, grant, by_age, floor_http=rt.config.egress.allow_http)
     if key not in rt.tenancy.digests:
         rt.tenancy.dirty.set()  # a new Webhook: the policies' counts change
     rt.tenancy.digests[key] = found.digest

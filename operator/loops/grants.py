@@ -47,12 +47,14 @@ async def apply_grants(rt: Runtime) -> None:
     for namespace in list(webhook_index):
         grant = grant_of(rt, namespace)
         by_age = webhooks_in(rt, namespace)
+        ranked = by_age if grant.max_webhooks is not None else []  # as verdict_for ranks them
+        await asyncio.sleep(0)  # thousands of namespaces: let the handlers run in between
         for name in by_age:
             key = (namespace, name)
             known = rt.tenancy.digests.get(key)
             if known is None:
                 continue  # not reconciled yet: its reconcile reads the grant as it is now
-            standing = tenancy.standing(grant, by_age, name)
+            standing = tenancy.standing(grant, ranked, name)
             if standing != known:
                 await _bump(rt, namespace, name, standing)
     if rt.config.grants_configmap:
@@ -104,6 +106,7 @@ async def _compile(rt: Runtime) -> None:
     named = {ns for _, spec in policies(rt) for ns in spec.namespaces}
     for ns in sorted(set(rt.tenancy.indexes[NAMESPACES]) | set(rt.tenancy.indexes[WEBHOOKS]) | named):
         data.update(grant_record(ns, grant_of(rt, ns)))
+        await asyncio.sleep(0)
     if data == rt.tenancy.compiled:
         return
     url = kubeapi.configmaps(namespace, name)
