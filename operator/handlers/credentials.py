@@ -63,6 +63,15 @@ async def gather_credentials(rt: Runtime, facts: Facts, body: kopf.Body) -> Gath
     return Gathered(creds, digest, problem, status)
 
 
+async def show_credentials(rt: Runtime, facts: Facts, body: kopf.Body, patch: kopf.Patch) -> Gathered:
+    """``gather_credentials``, and status.signing written when it changed."""
+    creds = await gather_credentials(rt, facts, body)
+    shown = {k: v for k, v in creds.status.items() if v is not None}
+    if shown != dict(facts.status.get("signing") or {}):
+        patch.status["signing"] = creds.status or None
+    return creds
+
+
 async def secret_changed(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
     """A Secret changed: each Webhook that reads it gets its reconcile again (through an annotation
     that the reconcile is registered for), which re-reads the Secrets: a pooled Webhook gets a new

@@ -41,7 +41,7 @@ from hookline.operator.adapters.natsauth import ensure_sender_secret, revoke_sen
 from hookline.operator.adapters.pools import pool_entry
 from hookline.operator.adapters.proofs import check_webhook
 from hookline.operator.handlers import grants
-from hookline.operator.handlers.credentials import gather_credentials, ownership_client
+from hookline.operator.handlers.credentials import Gathered, ownership_client, show_credentials
 from hookline.operator.handlers.events import post, write_conditions
 from hookline.operator.handlers.ownership import DOMAIN_INDEX, domains_in, webhook_proof_seen
 from hookline.operator.rules import desired, reconcile, verification
@@ -110,6 +110,8 @@ async def _reconcile(
     _write(body, status, patch, intake.write, facts.generation)
     _raise(intake.retry)
     assert facts.spec is not None  # an invalid spec ended the pass above
+    # Keys first, verified or not: a receiver can fetch the public key before its first delivery.
+    creds = await show_credentials(rt, facts, body, patch)
     if intake.hold is not None:
         await _hold(rt, facts, intake.hold)
         _write(body, status, patch, intake.hold.write, facts.generation)
@@ -134,7 +136,7 @@ async def _reconcile(
         _write(body, status, patch, checked.write, facts.generation)
         _raise(checked.retry)
     # 3. The sender of a verified Webhook.
-    engine = await _gather_engine(rt, facts, body, patch)
+    engine = await _gather_engine(rt, facts, creds)
     plan = reconcile.sender_plan(
         facts,
         engine,
@@ -200,17 +202,13 @@ def _granted(rt: Runtime, facts: Facts, indexes: Mapping[str, Any]) -> Facts:
     return replace(facts, grant=verdict.grant, stopped=verdict.problem)
 
 
-async def _gather_engine(rt: Runtime, facts: Facts, body: kopf.Body, patch: kopf.Patch) -> EngineFacts:
+async def _gather_engine(rt: Runtime, facts: Facts, creds: Gathered) -> EngineFacts:
     """Make the consumer; for a pooled Webhook read its signing key, seal its entry and find its
     replica. The first thing that fails ends the gathering: the plan holds the sender back."""
     assert facts.spec is not None
     key = (facts.namespace, facts.name)
     cfg = desired.sender_config(facts.namespace, facts.name, facts.spec, rt.config, facts.grant)
     place = placement(facts.spec, rt.config)
-    creds = await gather_credentials(rt, facts, body)  # generate, read, status.signing
-    shown = {k: v for k, v in creds.status.items() if v is not None}
-    if shown != dict(facts.status.get("signing") or {}):
-        patch.status["signing"] = creds.status or None
     engine = EngineFacts(cfg, place, place=_pool_place(rt, key, facts.status), secrets_digest=creds.digest)
     try:
         await rt.consumers.ensure(cfg)

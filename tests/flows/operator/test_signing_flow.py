@@ -203,6 +203,12 @@ async def test_rotation_secret_watch_generated_key_jwks_and_a_secret_header_that
     await create_webhook(
         cluster, "dedicated", url=site.url("/hooks/dedicated.php"), **{**common, "database": "other"}
     )
+    # The keys (and the generated one's public key) are shown before the URL is verified, so the
+    # receiver can be given them before its first delivery.
+    await wait_for(
+        lambda: len(signing_of(cluster, "rotating").get("keys") or []) == 2, "keys before verification"
+    )
+    assert condition(cluster.get(WEBHOOKS, "rotating"), "Verified").get("status") != "True"
     for name in ("rotating", "dedicated"):
         token = await wait_for(lambda n=name: token_of(cluster, n), f"{name}'s token")
         site.files[f"/hooks/hookline-{token}.txt"] = token
