@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from operator_helpers import (
     CONFIGMAPS,
+    DEPLOYMENTS,
     NS,
     STATEFULSETS,
+    WEBHOOKS,
     api_path,
     condition,
     create_webhook,
@@ -192,3 +194,38 @@ async def test_a_revoked_grant_stops_deliveries_and_a_new_one_resumes_them_losin
     ids = delivered(site)
     print(f"tenancy: {len(published)} published, {len(set(ids))} delivered, {len(ids) - len(set(ids))} twice")
     assert set(ids) == set(published)
+
+
+async def test_max_webhooks_stops_the_newest_and_a_deletion_lets_it_start(cluster, site, start_operator):
+    limited = grant("newsletter")
+    limited["spec"]["maxWebhooks"] = 1
+    await cluster.call("POST", POLICIES, limited)
+    await start_operator(tenancy_enforce=True)
+    for name in ("first", "second"):
+        await create_webhook(
+            cluster, name, url=site.url(f"/hooks/{name}.php"), events=["open"], database="newsletter"
+        )
+        token = await wait_for(lambda n=name: token_of(cluster, n), f"{name}'s token")
+        site.files[f"/hooks/hookline-{token}.txt"] = token
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "first-sender"), "first's sender Deployment")
+    await wait_for(lambda: reason(cluster, "second") == "ScopeNotAllowed", "second: over the limit")
+    message = condition(webhook(cluster, "second"), "Ready")["message"]
+    assert "may have 1 Webhooks" in message and "maxWebhooks" in message, message
+    assert cluster.get(DEPLOYMENTS, "second-sender") is None
+
+    # A dedicated sender outside its grant is scaled to 0, its Deployment kept for when it comes back.
+    await cluster.call(
+        "PATCH", f"{POLICIES}/shop-data", {"spec": {"databases": [{"name": "x", "collections": ["*"]}]}}
+    )
+    await wait_for(lambda: reason(cluster, "first") == "ScopeNotAllowed", "first: not granted")
+    await wait_for(
+        lambda: (cluster.get(DEPLOYMENTS, "first-sender") or {}).get("spec", {}).get("replicas") == 0,
+        "first's sender scaled to 0",
+    )
+    await cluster.call("PATCH", f"{POLICIES}/shop-data", {"spec": limited["spec"]})
+    await wait_for(
+        lambda: (cluster.get(DEPLOYMENTS, "first-sender") or {}).get("spec", {}).get("replicas") == 1,
+        "first's sender back to 1 replica",
+    )
+    await cluster.call("DELETE", api_path(WEBHOOKS, name="first"))
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "second-sender"), "second starts once first is gone")
