@@ -11,11 +11,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 from dataplane_helpers import Receiver, sender_config, wait_until
+from natsauth_helpers import Client, start_authed_nats
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
+from hookline.sender.bus.connection import BusAuth
+from hookline.sender.bus.natsperms import inbox_prefix
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.delivery.settings import EngineSettings
+from hookline.sender.delivery.watch import advisory_subjects
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.outcomes import GoneState
 from hookline.sender.observe.metrics import SenderMetrics
@@ -86,3 +90,44 @@ async def test_a_quiet_engine_stops_polling_and_still_notices_deletion_stop_resu
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_least_privilege_sender_hears_only_its_own_consumers_advisories(tmp_path):
+    """The sender's NATS user may subscribe to its consumer's advisories (the watch rests on them), and
+    to no other consumer's."""
+    server = start_authed_nats(tmp_path)
+    try:
+        admin = await bus.connect(
+            server.url,
+            auth=BusAuth(creds_file=str(server.creds["operator"]), inbox_prefix=inbox_prefix("operator")),
+        )
+        js = admin.jetstream()
+        await js.add_stream(name=bus.STREAM, subjects=["hookline.events.>"])
+        for name in ("orders", "billing"):
+            await bus.ensure_consumer(
+                js, sender_config(server.url, "http://127.0.0.1:9/", namespace="team-a", name=name)
+            )
+        who, creds = server.sender_creds("team-a", "orders")
+        other, _ = server.sender_creds("team-a", "billing")
+        client = await Client().connect(server.url, creds, who.consumer)
+        heard: list[str] = []
+
+        async def hear(msg) -> None:
+            heard.append(msg.subject)
+
+        try:
+            for subject in advisory_subjects(who.consumer):
+                await client.nc.subscribe(subject, cb=hear)
+            await client.nc.flush()
+            await client.refused(
+                "another consumer's advisories",
+                lambda: client.nc.subscribe(advisory_subjects(other.consumer)[0]),
+            )
+            assert await js.delete_consumer(bus.STREAM, who.consumer)
+            await wait_until(lambda: bool(heard), within=NOTICED_WITHIN, what="the DELETED advisory")
+            assert heard == [f"$JS.EVENT.ADVISORY.CONSUMER.DELETED.{bus.STREAM}.{who.consumer}"]
+        finally:
+            await client.close()
+            await admin.close()
+    finally:
+        server.server.close()
