@@ -176,3 +176,31 @@ def test_the_admission_record_holds_the_union_as_tokens():
         "shop.rate": "5",
     }
     assert grant_record("shop", NO_GRANT) == {}
+
+
+def test_the_kind_examples_policy_is_admitted_and_grants_its_webhook():
+    import yaml
+    from kubeschema import admit, load_crd
+
+    from hookline.manifests import EXAMPLES
+
+    doc = yaml.safe_load((EXAMPLES / "kind" / "policy.yaml").read_text())
+    stored, errors = admit(load_crd("webhookpolicies.hookline.io"), doc)
+    assert errors == []
+    (webhook_doc,) = [d for d in yaml.safe_load_all((EXAMPLES / "kind" / "webhook.yaml").read_text()) if d]
+    grant = effective_grant("shop", {}, [("shop", parse_policy_spec(stored["spec"]))])
+    spec = parse_webhook_spec(webhook_doc["spec"])
+    assert scope_problem(spec, grant, "shop", floor_http=True) is None
+
+
+def test_a_policy_selecting_no_namespace_is_refused_by_the_crd():
+    from kubeschema import admit, load_crd
+
+    doc = {
+        "apiVersion": "hookline.io/v1alpha1",
+        "kind": "WebhookPolicy",
+        "metadata": {"name": "nobody"},
+        "spec": {"databases": [NEWSLETTER_ALL]},
+    }
+    _, errors = admit(load_crd("webhookpolicies.hookline.io"), doc)
+    assert any("spec.namespaces" in str(e) for e in errors), errors
