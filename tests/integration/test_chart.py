@@ -577,6 +577,22 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
     assert operator("defaults")["spec"]["template"]["spec"]["serviceAccountName"] == subject["name"]
 
 
+def test_the_operator_enforces_grants_by_default_and_compiles_them_for_the_admission_policy():
+    variables = {k: v for k, v in env(operator("defaults")).items() if isinstance(v, str)}
+    config = config_from_env(variables)
+    assert config.tenancy_enforce and config.grants_configmap == "hookline/hk-hookline-grants"
+    (binding,) = objects("defaults", "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["paramRef"] == {
+        "name": "hk-hookline-grants",
+        "namespace": NAMESPACE,
+        "parameterNotFoundAction": "Deny",
+    }
+    assert one("defaults", "ConfigMap", "hk-hookline-grants")["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep"
+    }
+    assert config_from_env({"HOOKLINE_TENANCY_ENFORCE": "false"}).tenancy_enforce is False
+
+
 def test_tenants_get_aggregated_roles_without_any_grant():
     roles = {r["metadata"]["name"]: r for r in objects("defaults", "ClusterRole")}
     edit, view = roles["hookline-edit"], roles["hookline-view"]

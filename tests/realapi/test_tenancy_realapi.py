@@ -15,7 +15,7 @@ import ssl
 import uuid
 
 import pytest
-from operator_helpers import WEBHOOKS, api_path
+from operator_helpers import WEBHOOKS, api_path, condition
 from realapi_helpers import KubeClient, apply_server_side, eventually, kubectl
 from strict_api import render_chart
 
@@ -189,6 +189,17 @@ async def test_tenants_are_held_to_their_grants_by_the_api_server(
                 assert status == 403 and answer["reason"] == "Forbidden", (method, path, answer)
             status, _ = await a.request("GET", api_path(WEBHOOKS, namespace))
             assert status == 200  # its own, it may read
+
+        # The admin withdraws team A's grant: the operator stops its Webhook (Ready says why).
+        databases = [{"name": "other", "collections": ["*"]}]
+        await admin.call("PATCH", f"{POLICIES}/team-a", {"spec": {"databases": databases}})
+
+        async def stopped():
+            found = condition(await admin.get(WEBHOOKS, "news", namespace) or {}, "Ready")
+            return found if found.get("reason") == "ScopeNotAllowed" else None
+
+        ready = await eventually(stopped, "news: Ready=False ScopeNotAllowed")
+        assert ready["message"].startswith("spec.database: 'newsletter' is not granted"), ready
     finally:
         for doc in docs:
             if doc["kind"].startswith("ValidatingAdmissionPolicy"):
