@@ -36,7 +36,12 @@ NO_POOL_KEY = "pool entries need the pool key: set the chart's senderPools (HOOK
 
 
 def pool_entry(
-    cfg: SenderConfig, signing_key: Credentials | bytes | None, key: PoolKey | None, *, uid: str = ""
+    cfg: SenderConfig,
+    signing_key: Credentials | bytes | None,
+    key: PoolKey | None,
+    *,
+    uid: str = "",
+    generation: int = 0,
 ) -> PoolEntry:
     """The pool entry of a Webhook (uid: its metadata.uid): its config without a secret file or egress
     (the replica's own settings decide that), and its key sealed for its identity and URL."""
@@ -53,7 +58,7 @@ def pool_entry(
     )
     if key is None:
         raise ValueError(NO_POOL_KEY)
-    entry = PoolEntry(cfg, webhook_uid=uid, issued_at=time.time())
+    entry = PoolEntry(cfg, webhook_uid=uid, issued_at=time.time(), generation=generation)
     if not signing_key:  # no keys, secret headers or client certificate: nothing to seal
         return entry
     # Everything secret, sealed together (sender/model/credentials.py); bytes: one HMAC key, as before.

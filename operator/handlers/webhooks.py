@@ -222,7 +222,7 @@ async def _gather_engine(rt: Runtime, facts: Facts, creds: Gathered) -> EngineFa
             raise LookupError(creds.problem)
         secret = creds.credentials
         uid = str((facts.owner.get("metadata") or {}).get("uid") or "")
-        entry = pool_entry(cfg, secret, rt.pool_key, uid=uid).to_bytes()
+        entry = pool_entry(cfg, secret, rt.pool_key, uid=uid, generation=facts.generation or 0).to_bytes()
     except (LookupError, ValueError) as exc:
         problem = BusProblem(
             f"{exc}; the pool engine starts once it can be read",

@@ -190,15 +190,39 @@ class PoolKey:
 
 
 @dataclass(frozen=True)
+class Freshness:
+    """How new an entry is: its Webhook's uid and generation, and when the operator issued it."""
+
+    uid: str
+    generation: int
+    issued_at: float
+
+    def older_than(self, applied: Freshness) -> bool:
+        """Of the same Webhook (uid), a lower generation, or the same one issued earlier (a rotated
+        Secret: same generation, issued again); of an earlier Webhook of that name, issued earlier.
+        The generation comes first, so a clock behind on a new operator leader never holds back a
+        spec change."""
+        if self.uid == applied.uid and self.generation != applied.generation:
+            return self.generation < applied.generation
+        return self.issued_at < applied.issued_at
+
+
+@dataclass(frozen=True)
 class PoolEntry:
     """One pooled Webhook as its replica needs it: the sender config, the Webhook's uid, its sealed
-    signing key (sealed for `binding`) and when the operator issued it (a replica refuses an entry
-    older than the one it applied: an authentic entry replayed after a newer one, e.g. an old URL)."""
+    signing key (sealed for `binding`), and how new it is: the Webhook's metadata.generation and when
+    the operator issued it (a replica refuses an entry older than the one it applied, `older_than`:
+    an authentic entry replayed after a newer one, e.g. with an old URL)."""
 
     config: SenderConfig
     sealed_key: str | None = None
     webhook_uid: str = ""
     issued_at: float = 0.0
+    generation: int = 0
+
+    @property
+    def freshness(self) -> Freshness:
+        return Freshness(self.webhook_uid, self.generation, self.issued_at)
 
     @property
     def binding(self) -> str:
@@ -210,6 +234,7 @@ class PoolEntry:
             "config": self.config.to_document(),
             "webhookUid": self.webhook_uid,
             "issuedAt": self.issued_at,
+            "generation": self.generation,
         }
         if self.sealed_key is not None:
             doc["sealedKey"] = self.sealed_key
@@ -229,12 +254,13 @@ class PoolEntry:
             raise PoolError(str(exc)) from None
         sealed = doc.get("sealedKey")
         uid = doc.get("webhookUid")
-        issued = doc.get("issuedAt")
+        issued, generation = doc.get("issuedAt"), doc.get("generation")
         return cls(
             config,
             sealed if isinstance(sealed, str) else None,
             uid if isinstance(uid, str) else "",
             float(issued) if isinstance(issued, int | float) and not isinstance(issued, bool) else 0.0,
+            generation if isinstance(generation, int) and not isinstance(generation, bool) else 0,
         )
 
 

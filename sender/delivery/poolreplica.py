@@ -17,6 +17,7 @@ from typing import Any
 from hookline.sender import bus
 from hookline.sender.bus.poolproto import (
     ROSTER_INTERVAL,
+    Freshness,
     PoolEntry,
     PoolError,
     PoolKey,
@@ -42,7 +43,7 @@ class PoolReplica:
         self.key = key
         self.supervisor = supervisor
         self.unusable: dict[str, str] = {}  # entries that could not be used, and why
-        self.issued: dict[str, float] = {}  # the issue time of the newest entry applied, per consumer
+        self.applied: dict[str, Freshness] = {}  # how new the entry applied is, per consumer (replays)
         self.loaded = asyncio.Event()  # every entry there was at the start has been applied
         self.changed = asyncio.Event()
         supervisor.on_change = self.changed.set
@@ -77,11 +78,13 @@ class PoolReplica:
                 raise PoolError(f"pool entry {key}: its config is for consumer {entry.config.nats.consumer}")
             sealed = None if entry.sealed_key is None else self.key.open(entry.sealed_key, entry.binding)
             signing_key = None if sealed is None else Credentials.from_bytes(sealed)
-            if entry.issued_at < self.issued.get(consumer, 0.0):
+            newest = self.applied.get(consumer)
+            if newest is not None and entry.freshness.older_than(newest):
                 # An authentic entry, but older than the one running: a replay. The running engine stays.
                 stale = (
-                    f"pool entry {key}: issued at {entry.issued_at:.3f}, before the entry applied "
-                    f"({self.issued[consumer]:.3f}): a replayed old entry, refused"
+                    f"pool entry {key}: generation {entry.generation} issued at {entry.issued_at:.3f}, "
+                    f"older than the entry applied (generation {newest.generation} issued at "
+                    f"{newest.issued_at:.3f}): a replayed old entry, refused"
                 )
                 log.error("pool %s replica %d: %s", self.pool, self.replica, stale)
                 self.unusable[consumer] = stale
@@ -94,7 +97,7 @@ class PoolReplica:
             self.changed.set()
             return
         self.unusable.pop(consumer, None)
-        self.issued[consumer] = entry.issued_at
+        self.applied[consumer] = entry.freshness
         config = entry.config.model_copy(update={"allow_networks": [], "allow_http": False})
         outcome = self.supervisor.apply(config, signing_key)
         if outcome != "unchanged":
