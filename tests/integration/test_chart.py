@@ -137,6 +137,7 @@ SCENARIOS: dict[str, list[str]] = {
     "crds-off": ["--set", "crds.install=false"],
     "existing-token": ["--set", "ingest.auth.existingSecret=producer-token"],
     "auth-off": ["--set", "ingest.auth.enabled=false"],
+    "watch-namespaces": ["--set-json", 'operator.watchNamespaces=["shop","crm"]'],
     "ingest-producers-tls": [
         "--set",
         "ingest.auth.tokensSecret=producer-tokens",
@@ -531,6 +532,56 @@ def test_no_role_grants_a_wildcard(scenario):
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
                 assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
+
+
+def rule_set(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_watched_namespaces_get_roles_and_the_cluster_role_keeps_only_cluster_scoped_reads():
+    (cluster,) = [
+        r for r in objects("defaults", "ClusterRole") if r["metadata"]["name"] == "hk-hookline-operator"
+    ]
+    (scoped,) = [
+        r
+        for r in objects("watch-namespaces", "ClusterRole")
+        if r["metadata"]["name"] == "hk-hookline-operator"
+    ]
+    cluster_scoped = {"customresourcedefinitions", "namespaces", "webhookpolicies", "webhookpolicies/status"}
+    assert {resource for _, resource, _ in rule_set(scoped)} == cluster_scoped
+    roles = {
+        r["metadata"]["namespace"]: r
+        for r in objects("watch-namespaces", "Role")
+        if r["metadata"]["name"] == "hk-hookline-operator"
+    }
+    assert set(roles) == {"shop", "crm", NAMESPACE}  # and the release namespace: pools, Lease, own Secrets
+    for namespace, role in roles.items():
+        # together they grant exactly what the ClusterRole grants in the default mode, namespace by namespace
+        assert rule_set(role) | rule_set(scoped) == rule_set(cluster), namespace
+        (binding,) = [
+            b
+            for b in objects("watch-namespaces", "RoleBinding")
+            if b["metadata"]["name"] == "hk-hookline-operator" and b["metadata"]["namespace"] == namespace
+        ]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "hk-hookline-operator",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "hk-hookline-operator", "namespace": NAMESPACE}
+        ]
+    args = container(operator("watch-namespaces"))["args"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--namespace"] == ["shop", "crm", NAMESPACE]
+    assert build_parser("operator").parse_args(args).namespace == ["shop", "crm", NAMESPACE]
+    assert "--namespace" not in container(operator("defaults"))["args"]
+    assert not [r for r in objects("defaults", "Role") if r["metadata"]["name"] == "hk-hookline-operator"]
 
 
 def test_operator_cluster_role_grants_exactly_what_the_operator_needs():
