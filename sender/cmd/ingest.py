@@ -26,8 +26,14 @@ from hookline.sender.bus.attemptlog import ensure_attempt_store
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.bus.natsperms import inbox_prefix
-from hookline.sender.cmd.ingestauth import add_producer_arguments, producer_auth_of, tls_context_of
+from hookline.sender.cmd.ingestauth import (
+    add_producer_arguments,
+    follow_token_files,
+    producer_auth_of,
+    tls_context_of,
+)
 from hookline.sender.cmd.natsurl import add_nats_auth_arguments, nats_auth_of
+from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
 from hookline.sender.observe.health import parse_listen, run_service, wait_first
@@ -271,9 +277,15 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             ", ".join(p.name for p in ingest.auth.producers) or "anyone (auth off)",
             ingest.max_event_bytes,
         )
+
+        def swap(fresh: ProducerAuth) -> None:
+            ingest.auth = fresh
+
+        reload = asyncio.create_task(follow_token_files(args, lambda: ingest.auth, swap, log))
         try:
             await wait_first(stop, closed)
         finally:
+            reload.cancel()
             await runner.cleanup()
     finally:
         workers.shutdown(wait=False, cancel_futures=True)

@@ -6,12 +6,14 @@ certificate. Kept apart from the command's stream flags (sender/cmd/ingest.py).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from hookline.durations import duration_arg
 from hookline.sender.ingest.producers import ProducerAuth, ProducerToken, TokensError, load_tokens_file
 
 TOKEN_ENV = "HOOKLINE_INGEST_TOKEN"
@@ -35,6 +37,14 @@ def add_producer_arguments(parser: argparse.ArgumentParser) -> None:
         "--insecure-no-auth",
         action="store_true",
         help="accept events from anyone: without a token ingest refuses to start unless this is given",
+    )
+    parser.add_argument(
+        "--tokens-reload",
+        type=duration_arg,
+        default=10.0,
+        metavar="DURATION",
+        help="read the token files again this often; a changed Secret takes effect without a restart "
+        "(default 10s)",
     )
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM chain)")
     parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
@@ -82,6 +92,37 @@ def producer_auth_of(
             f"{TOKEN_ENV}, or --insecure-no-auth to accept events from anyone"
         )
     return ProducerAuth(producers)
+
+
+def _identities(auth: ProducerAuth) -> set[tuple[str, bytes, frozenset[str]]]:
+    return {(p.name, p.digest, p.databases) for p in auth.producers}
+
+
+async def follow_token_files(
+    args: argparse.Namespace,
+    current: Callable[[], ProducerAuth],
+    swap: Callable[[ProducerAuth], None],
+    log: logging.Logger,
+) -> None:
+    """Read the token files again every --tokens-reload and swap in what changed (a rotated Secret:
+    the kubelet updates the mounted file). A file that no longer reads keeps the tokens in use and is
+    logged (once per problem); tokens are never logged, their names are."""
+    if getattr(args, "insecure_no_auth", False) or not (args.tokens_file or args.token_file):
+        return
+    reported = ""
+    while True:
+        await asyncio.sleep(args.tokens_reload)
+        try:
+            fresh = producer_auth_of(args, log)
+        except TokensError as exc:
+            if str(exc) != reported:
+                reported = str(exc)
+                log.error("ingest: the producer tokens were not reloaded: %s; the ones in use stay", exc)
+            continue
+        reported = ""
+        if _identities(fresh) != _identities(current()):
+            swap(fresh)
+            log.info("ingest: producer tokens reloaded: %s", ", ".join(p.name for p in fresh.producers))
 
 
 def tls_context_of(args: argparse.Namespace) -> ssl.SSLContext | None:

@@ -5,8 +5,11 @@ command refuses to start without tokens unless --insecure-no-auth (with a WARNIN
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import hashlib
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -21,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.bus.natsserver import free_port
+from hookline.sender.cmd.ingestauth import follow_token_files, producer_auth_of
 from hookline.sender.ingest.producers import ProducerAuth, TokensError, load_tokens_file
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.observe.health import bound_port
@@ -202,3 +206,60 @@ async def test_the_command_serves_tls_with_producer_tokens_and_warns_when_open(
     assert "https; producers: crm, shop, admin, reports" in tls_log
     assert all(token not in tls_log for token in (CRM, SHOP, ADMIN, REPORTS))
     assert "WARNING" in open_log and "authentication is OFF (--insecure-no-auth)" in open_log
+
+
+async def test_a_rotated_tokens_secret_takes_effect_without_a_restart(nats_server, tmp_path):
+    path = tmp_path / "tokens.yaml"
+
+    def write(token: str) -> None:
+        path.write_text(json.dumps({"tokens": [{"name": "crm", "token": token, "databases": ["crm"]}]}))
+
+    write(CRM)
+    port = free_port()
+    proc = _ingest(nats_server.url, port, "--tokens-file", str(path), "--tokens-reload", "1s")
+    rotated = "crm-token-rotated-0123456789"
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_until_ready(http, f"http://127.0.0.1:{port}/readyz", proc)
+
+            async def status(token: str, event_id: str) -> int:
+                headers = {"Authorization": f"Bearer {token}"}
+                url = f"http://127.0.0.1:{port}/v1/events"
+                async with http.post(url, json=event("crm", event_id), headers=headers) as response:
+                    return response.status
+
+            assert await status(CRM, "before") == 202
+            write(rotated)
+            for attempt in range(100):
+                if await status(rotated, f"after-{attempt}") == 202:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the rotated token was never accepted")
+            assert await status(CRM, "old") == 401
+    finally:
+        proc.terminate()
+    log = proc.communicate(timeout=30)[0].decode()
+    assert "producer tokens reloaded: crm" in log
+    assert CRM not in log and rotated not in log
+
+
+async def test_a_tokens_file_that_no_longer_reads_keeps_the_tokens_in_use(tmp_path, caplog):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(json.dumps({"tokens": [{"name": "crm", "token": CRM, "databases": ["crm"]}]}))
+    args = argparse.Namespace(
+        tokens_file=str(path), token_file=None, insecure_no_auth=False, tokens_reload=0.05
+    )
+    log = logging.getLogger("test.ingest.reload")
+    holder = [producer_auth_of(args, log, env={})]
+    follow = asyncio.create_task(follow_token_files(args, lambda: holder[0], holder.append, log))
+    try:
+        path.write_text("tokens: [")
+        for _ in range(200):
+            if "were not reloaded" in caplog.text:
+                break
+            await asyncio.sleep(0.02)
+        assert "were not reloaded" in caplog.text and "the ones in use stay" in caplog.text
+        assert len(holder) == 1 and holder[0].identify(f"Bearer {CRM}").name == "crm"
+    finally:
+        follow.cancel()
