@@ -7,7 +7,12 @@ makes it; `consumers` durable consumers with hookline-shaped filters; `total` ev
 one consumer's filter (or spread over all of them); then pulled and acked, and the server's CPU time
 over the ack phase divided by the events. Loopback only.
 
-    .venv/bin/python bench/nats_ack_cost.py [--events 20000]
+Two variants say where the growth comes from (issue 22): the stream with limits retention instead of
+interest (no interest check of every consumer on each ack), and the spread events published in
+blocks (each consumer's events contiguous) instead of interleaved (each consumer's next event lies
+past the other 99 consumers' events).
+
+    .venv/bin/python bench/nats_ack_cost.py [--events 20000] [--variants]
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(consumers: int, spread: bool, total: int) -> dict[str, Any]:
+async def measure(
+    consumers: int, spread: bool, total: int, *, limits: bool = False, blocked: bool = False
+) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="hookline-bench-ack-") as tmp,
         EmbeddedNats(Path(tmp) / "n") as nats,
@@ -43,7 +50,12 @@ async def measure(consumers: int, spread: bool, total: int) -> dict[str, Any]:
         assert nats.proc is not None
         nc = await bus.connect(nats.url)
         js = nc.jetstream()
-        await bus.ensure_stream(js)
+        if limits:  # the variant: nothing is removed on ack, so no consumer's interest is checked
+            await js.add_stream(
+                name=bus.STREAM, subjects=["hookline.events.>"], retention=api.RetentionPolicy.LIMITS
+            )
+        else:
+            await bus.ensure_stream(js)
         subs = []
         for i in range(consumers):
             config = api.ConsumerConfig(
@@ -57,7 +69,10 @@ async def measure(consumers: int, spread: bool, total: int) -> dict[str, Any]:
         targets = consumers if spread else 1
         payload = b"x" * 300
         for start in range(0, total, 500):
-            subjects = [f"hookline.events.open.db{(start + j) % targets}._" for j in range(500)]
+            if blocked:  # each consumer's events contiguous in the stream
+                subjects = [f"hookline.events.open.db{(start + j) * targets // total}._" for j in range(500)]
+            else:
+                subjects = [f"hookline.events.open.db{(start + j) % targets}._" for j in range(500)]
             await asyncio.gather(*(js.publish(subject, payload) for subject in subjects))
 
         async def drain(sub: Any, count: int) -> None:
@@ -80,16 +95,29 @@ async def measure(consumers: int, spread: bool, total: int) -> dict[str, Any]:
     }
 
 
-async def main(total: int) -> None:
+async def main(total: int, variants: bool) -> None:
     print("| consumers on the stream | events go to | acks/s | nats-server CPU per ack |")
     print("|---|---|---|---|")
-    for consumers, spread in ((1, False), (100, False), (100, True)):
-        row = await measure(consumers, spread, total)
-        where = f"all {consumers}" if spread else "one of them"
+    runs: list[tuple[int, bool, dict[str, bool], str]] = [
+        (1, False, {}, ""),
+        (100, False, {}, ""),
+        (100, True, {}, ""),
+    ]
+    if variants:
+        runs += [
+            (1, False, {"limits": True}, ", limits retention"),
+            (100, False, {"limits": True}, ", limits retention"),
+            (100, True, {"blocked": True}, ", published in blocks"),
+        ]
+    for consumers, spread, how, note in runs:
+        row = await measure(consumers, spread, total, **how)
+        where = (f"all {consumers}" if spread else "one of them") + note
         print(f"| {consumers} | {where} | {row['acks_per_second']} | {row['server_cpu_ms_per_ack']} ms |")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    asyncio.run(main(parser.parse_args().events))
+    parser.add_argument("--variants", action="store_true", help="also limits retention, and blocks")
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.variants))
