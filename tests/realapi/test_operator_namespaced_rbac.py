@@ -138,12 +138,15 @@ async def test_watch_namespaces_gives_roles_there_and_nothing_namespaced_elsewhe
         finally:
             with contextlib.suppress(Exception):
                 await handle.stop()
-            for ns in (a, c):
+            # Nothing left for the next test's cluster-wide operator: the Webhooks and namespaces go.
+            for ns in (a, b, c, release):
                 with contextlib.suppress(AssertionError):
                     for webhook in (await admin.call("GET", api_path(WEBHOOKS, ns)))["items"]:
                         path = api_path(WEBHOOKS, ns, webhook["metadata"]["name"])
                         patch = {"metadata": {"finalizers": None}}
                         await admin.request("PATCH", path, patch, "application/merge-patch+json")
+                    await admin.request("DELETE", api_path(WEBHOOKS, ns))
+                    await admin.request("DELETE", f"/api/v1/namespaces/{ns}")
     assert not complaints.records, "the real API server refused the operator:\n" + "\n".join(
         complaints.lines()
     )
