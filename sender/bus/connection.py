@@ -128,7 +128,10 @@ async def connect(
     so that its pod is restarted, rather than answering "not connected" for good.
     """
 
+    problems: list[Exception] = []
+
     async def _log_error(exc: Exception) -> None:
+        problems.append(exc)
         log.warning("NATS connection problem: %s", exc)
 
     async def _notify() -> None:
@@ -140,21 +143,26 @@ async def connect(
             on_closed()
 
     options = auth.options()
+    # nats-py may wait for good after a failed TLS handshake (a wrong CA): bound the whole start.
+    bound = initial_attempts * (connect_timeout + 1.0) + connect_timeout
     try:
-        nc = await nats.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout,
-            max_reconnect_attempts=initial_attempts,
-            reconnect_time_wait=1,
-            allow_reconnect=True,
-            error_cb=_log_error,
-            disconnected_cb=_notify,
-            reconnected_cb=_notify,
-            closed_cb=_closed,
-            **options,  # type: ignore[arg-type]
-        )
+        async with asyncio.timeout(bound):
+            nc = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=initial_attempts,
+                reconnect_time_wait=1,
+                allow_reconnect=True,
+                error_cb=_log_error,
+                disconnected_cb=_notify,
+                reconnected_cb=_notify,
+                closed_cb=_closed,
+                **options,  # type: ignore[arg-type]
+            )
     except Exception as exc:  # nats raises a variety of errors (NoServersError, OSError, TimeoutError)
+        if isinstance(exc, TimeoutError) and problems:
+            exc = problems[-1]  # what went wrong, not that it took long (an SSL verify error, ...)
         raise BusUnavailable(
             f"cannot connect to NATS at {url}: {exc or type(exc).__name__}; "
             "check that nats-server runs and the URL is right"

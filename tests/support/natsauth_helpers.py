@@ -86,12 +86,14 @@ class AuthedNats:
         return (self.folder / "nats.log").read_text(errors="replace")
 
 
-def start_authed_nats(folder: Path, server_conf: str | None = None) -> AuthedNats:
+def start_authed_nats(folder: Path, server_conf: str | None = None, *, tls_block: str = "") -> AuthedNats:
     """The server as the chart runs it (`server_conf` None: the chart's rendered nats-server.conf and
     the auth Secret's files as the operator makes them); `server_conf`: a config of the caller's."""
     keys = AuthKeys.generate()
     if server_conf is None:  # the chart's own config and the Secret's files made by the operator's code
         config = chart_nats_config(folder)
+        if tls_block:
+            config.write_text(config.read_text() + tls_block)
         data = auth_secret_data(keys)
         (folder / "etc" / "nats-auth" / SERVER_CONFIG_FILE).write_text(data[SERVER_CONFIG_FILE])
     else:
