@@ -8,7 +8,10 @@ resolver as the chart renders it. The streams are made (the layout user), the We
 first delivery = the receiver's first request less the spawn time (process start, connect, consumer
 check, first pull); deliveries/s at the receiver. Connect latency: the median of 30 connect+close.
 
-    .venv/bin/python bench/nats_auth_cost.py [--events 5000]
+    .venv/bin/python bench/nats_auth_cost.py [--events 5000] [--revocations 10000]
+
+`--revocations N` adds the cost of N senders' users: .creds size, mint time, the account JWT carrying
+N revocations, one more revocation pushed and a connect with them present.
 
 `make bench` (bench/run.py) runs it with 5,000 events.
 """
@@ -45,7 +48,13 @@ from run import (  # noqa: E402
 
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.bus.connection import BusAuth  # noqa: E402
-from hookline.sender.bus.natsaccounts import SERVER_CONFIG_FILE, AuthKeys, resolver_block  # noqa: E402
+from hookline.sender.bus.natsaccounts import (  # noqa: E402
+    SERVER_CONFIG_FILE,
+    AuthKeys,
+    resolver_block,
+    revoke_users,
+)
+from hookline.sender.bus.natsjwt import new_key  # noqa: E402
 from hookline.sender.bus.natsperms import SenderIdentity, inbox_prefix  # noqa: E402
 from hookline.sender.bus.natsserver import EmbeddedNats, free_port  # noqa: E402
 from hookline.sender.cmd.ingest import ensure_bus_layout  # noqa: E402
@@ -156,6 +165,56 @@ async def measure(events: int = 5000) -> dict[str, Any]:
     return {"events": events, "off": off, "on": on}
 
 
+async def revocation_cost(count: int = 10_000) -> dict[str, Any]:
+    """The cost of `count` senders' users: .creds size, mint time, the account JWT with `count`
+    revocations (NATS's max payload is 1 MiB), one more revocation and a connect with them present."""
+    keys = AuthKeys.generate()
+    started = time.perf_counter()
+    for i in range(1000):
+        keys.sender_creds(
+            SenderIdentity("ns", f"w{i}", f"hookline_ns_w{i}"), f"uid{i}", expires_at=2_000_000_000
+        )
+    mint_ms = time.perf_counter() - started  # seconds for 1,000 = ms per user
+    who = SenderIdentity("team-a-production", "orders-webhook", "hookline_team-a-production_orders-webhook")
+    creds = keys.sender_creds(who, "uid", expires_at=2_000_000_000)
+    now = int(time.time())
+    revocations = {new_key("user").public: now for _ in range(count)}
+    account_jwt = keys.account_jwt(revocations, issued_at=now)
+    with tempfile.TemporaryDirectory(prefix="hookline-bench-revoke-") as name:
+        tmp = Path(name)
+        files = keys.secret_files()
+        (tmp / "nats-auth").mkdir()
+        (tmp / "nats-auth" / SERVER_CONFIG_FILE).write_text(files[SERVER_CONFIG_FILE])
+        (tmp / "nats").mkdir()
+        config = tmp / "nats" / "nats-server.conf"
+        config.write_text(f"include ../nats-auth/{SERVER_CONFIG_FILE}\n" + resolver_block(str(tmp / "jwt")))
+        (tmp / "system.creds").write_text(files["system.creds"])
+        (tmp / "sender.creds").write_text(creds)
+        server = EmbeddedNats(tmp / "store", config_file=config, log_file=tmp / "nats.log").start()
+        try:
+            system = BusAuth(creds_file=str(tmp / "system.creds"), inbox_prefix=inbox_prefix("system"))
+            nc = await bus.connect(server.url, auth=system)
+            await nc.request("$SYS.REQ.CLAIMS.UPDATE", account_jwt.encode(), timeout=10)
+            await asyncio.sleep(1.1)  # the next account JWT must be issued later
+            started = time.perf_counter()
+            await revoke_users(nc, keys, [new_key("user").public], within=10)
+            revoke_ms = (time.perf_counter() - started) * 1000
+            await nc.close()
+            connect = await connect_ms(
+                server.url, BusAuth(creds_file=str(tmp / "sender.creds"), inbox_prefix=who.inbox)
+            )
+        finally:
+            server.close()
+    return {
+        "count": count,
+        "creds_bytes": len(creds),
+        "mint_ms_per_user": round(mint_ms, 3),
+        "account_jwt_bytes": len(account_jwt),
+        "revoke_ms": round(revoke_ms, 1),
+        "connect_ms_with_revocations": connect,
+    }
+
+
 def report_rows(result: dict[str, Any]) -> list[str]:
     off, on = result["off"], result["on"]
     return [
@@ -173,10 +232,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--revocations", type=int, default=0, help="also: the cost of N senders' users")
     args = parser.parse_args()
     result = asyncio.run(measure(args.events))
     print(json.dumps(result, indent=2))
     print("\n".join(report_rows(result)))
+    if args.revocations:
+        print(json.dumps(asyncio.run(revocation_cost(args.revocations)), indent=2))
     return 0
 
 
