@@ -108,6 +108,7 @@ async def start_background(memo: Any, **_: Any) -> None:
         rt.background.append(asyncio.create_task(natsauth.load_auth_secret(rt), name="NATS accounts"))
     if rt.config.nats_auth.enabled:
         rt.background.append(asyncio.create_task(natsauth.renew_sender_users(rt), name="renew NATS users"))
+        rt.background.append(asyncio.create_task(natsauth.remake_lost_consumers(rt), name="remake consumers"))
     if rt.config.tenancy_enforce:
         rt.background.append(asyncio.create_task(grants_loop.follow_grants(rt), name="apply grants"))
     for job, name in (

@@ -6,18 +6,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
+from hookline.api import parse_webhook_spec
 from hookline.operator.adapters import kubeapi
+from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.natsauth import (
     ensure_sender_secret,
     minter_of,
     read_or_make_auth_secret,
     write_private,
 )
-from hookline.operator.rules import natscreds
+from hookline.operator.rules import desired, natscreds
 from hookline.operator.rules.natscreds import NatsAuthSettings
 from hookline.operator.runtime import Runtime
+from hookline.sender import bus
 from hookline.sender.bus.connection import BusAuth
+from hookline.sender.bus.replay import pay_debt
+from hookline.sender.model.config import SenderConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +90,45 @@ async def renew_due(rt: Runtime) -> int:
         if await ensure_sender_secret(rt.api, minter, webhook) != "unchanged":
             renewed += 1
     return renewed
+
+
+REMAKE_EVERY_SECONDS = 15.0
+
+
+async def remake_lost_consumers(rt: Runtime) -> None:
+    """With least-privileged senders (auth on) the operator does what they may not: make a consumer
+    deleted behind hookline's back again (from its recorded floor, bus.ensure_consumer) and put back
+    what it is owed from the recovery stream (bus/replay.py). The sender's health report says
+    `consumerMissing`; its next pull after this finds the consumer."""
+    while True:
+        await asyncio.sleep(REMAKE_EVERY_SECONDS)
+        if rt.nats_minter is None:
+            continue
+        for key, report in list(rt.delivery.reports.items()):
+            if not report.consumer_missing:
+                continue
+            try:
+                await remake(rt, *key)
+            except Exception as exc:  # the API or NATS away, a bad spec: next time
+                log.warning("consumer of %s/%s not made again yet: %s", key[0], key[1], exc)
+
+
+async def remake(rt: Runtime, namespace: str, name: str) -> bool:
+    webhook = await rt.api.get(kubeapi.webhook(namespace, name))
+    if webhook is None or webhook["metadata"].get("deletionTimestamp"):
+        return False
+    cfg = desired.sender_config(namespace, name, parse_webhook_spec(webhook.get("spec") or {}), rt.config)
+    await remake_consumer(rt.consumers, cfg)
+    log.warning("consumer of %s/%s was deleted outside hookline: made again by the operator", namespace, name)
+    return True
+
+
+async def remake_consumer(consumers: Consumers, cfg: SenderConfig) -> None:
+    """Make the consumer again from its recorded floor and pay what it is owed (the operator's user)."""
+    spec = bus.consumer_spec(cfg)
+
+    async def make_and_pay(js: Any) -> None:
+        await bus.ensure_consumer(js, spec)
+        await pay_debt(js, spec)
+
+    await consumers.call(f"making consumer {spec.name} again", make_and_pay, within=60)

@@ -17,6 +17,8 @@ from dataplane_helpers import Receiver, sender_config, wait_until, wait_until_re
 from nats.js import api
 from natsauth_helpers import AuthedNats, Client, start_authed_nats
 
+from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.loops.natsauth import remake_consumer
 from hookline.sender import bus
 from hookline.sender.bus.connection import BusAuth
 from hookline.sender.bus.natsaccounts import revoke_users
@@ -225,3 +227,23 @@ async def test_the_delivery_flow_runs_with_every_component_on_its_own_user(authe
                 proc.kill()
         await receiver.stop()
     assert sender.returncode == 0, (tmp_path / "sender.log").read_text()[-3000:]
+
+
+async def test_a_consumer_deleted_behind_hooklines_back_is_made_again_by_the_operators_user(
+    authed: AuthedNats,
+):
+    """The least-privileged sender may not make its consumer again: the operator does (its loop acts on
+    the sender's health report saying consumerMissing)."""
+    cfg = sender_config(authed.url, "http://127.0.0.1:9/", namespace="team-a", name="orders")
+    operator_auth = BusAuth(creds_file=str(authed.creds["operator"]))
+    admin = await bus.connect(authed.url, auth=operator_auth.with_inbox(inbox_prefix("operator")))
+    js = admin.jetstream()
+    await js.delete_consumer(bus.STREAM, cfg.nats.consumer)
+    consumers = Consumers(authed.url, auth=operator_auth)
+    try:
+        await remake_consumer(consumers, cfg)
+        info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
+        assert info.name == cfg.nats.consumer
+    finally:
+        await consumers.close()
+        await admin.close()
