@@ -15,11 +15,13 @@ import kopf
 from hookline.api.credentials import generated_secret_name
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.secrets import ensure_generated_key, read_credentials
+from hookline.operator.rules import tenancy
 from hookline.operator.rules.reconcile import Facts
 from hookline.operator.rules.signingstatus import signing_status
 from hookline.operator.runtime import Runtime, runtime_of
 from hookline.sender.model.credentials import Credentials
 from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
 from hookline.sender.transport.tlsmaterial import client_tls_context
 
 # "<Secret>@<resourceVersion>" that woke it; not under hookline.io/, where Kopf hides annotations from diffs
@@ -94,18 +96,20 @@ async def ownership_client(rt: Runtime, facts: Facts) -> AsyncIterator[SafeHTTPC
     presents its client certificate and trusts its CA bundle (a Secret it cannot read yet: the shared
     client, and the check says why the receiver refused)."""
     spec = facts.spec
-    if spec is None or spec.tls is None:
+    # The namespace's grant may add egress (tenancy): the check reaches what its sender may reach.
+    networks, allow_http = tenancy.egress_of(facts.grant, rt.http.policy)
+    policy = rt.http.policy if facts.grant is None else EgressPolicy(networks, allow_http)
+    context: Any = True
+    if spec is not None and spec.tls is not None:
+        try:
+            creds, _digest = await read_credentials(rt.api, facts.namespace, facts.name, spec)
+            context = client_tls_context(creds.tls if creds else None)
+        except (LookupError, ValueError):
+            context = True
+    if context is True and policy == rt.http.policy:
         yield rt.http
         return
-    try:
-        creds, _digest = await read_credentials(rt.api, facts.namespace, facts.name, spec)
-        context = client_tls_context(creds.tls if creds else None)
-    except (LookupError, ValueError):
-        yield rt.http
-        return
-    client = await SafeHTTPClient(
-        rt.http.policy, max_response_bytes=rt.http.max_response_bytes, ssl=context
-    ).start()
+    client = await SafeHTTPClient(policy, max_response_bytes=rt.http.max_response_bytes, ssl=context).start()
     try:
         yield client
     finally:

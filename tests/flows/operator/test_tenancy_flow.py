@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import yaml
 from operator_helpers import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -229,3 +230,25 @@ async def test_max_webhooks_stops_the_newest_and_a_deletion_lets_it_start(cluste
     )
     await cluster.call("DELETE", api_path(WEBHOOKS, name="first"))
     await wait_for(lambda: cluster.get(DEPLOYMENTS, "second-sender"), "second starts once first is gone")
+
+
+async def test_a_grants_egress_reaches_what_the_installation_floor_refuses(cluster, site, start_operator):
+    """The site is on loopback; the installation allows only http, not loopback: the namespace's grant
+    adds 127.0.0.0/8 for its Webhooks alone, for the ownership check and in the sender's config."""
+    loopback = grant("newsletter")
+    loopback["spec"]["egress"] = {"allowNetworks": ["127.0.0.0/8"]}
+    await cluster.call("POST", POLICIES, loopback)
+    await start_operator(tenancy_enforce=True, egress=EgressPolicy([], allow_http=True))
+    await create_webhook(
+        cluster, "news", url=site.url("/hooks/news.php"), events=["open"], database="newsletter"
+    )
+    token = await wait_for(lambda: token_of(cluster, "news"), "news's token")
+    site.files[f"/hooks/hookline-{token}.txt"] = token
+    await wait_for(
+        lambda: condition(webhook(cluster, "news"), "Verified").get("status") == "True", "Verified"
+    )
+    rendered = await wait_for(
+        lambda: (cluster.get(CONFIGMAPS, "news-sender") or {}).get("data"), "sender config"
+    )
+    config = yaml.safe_load(next(iter(rendered.values())))
+    assert config["allowNetworks"] == ["127.0.0.0/8"] and config["allowHttp"] is True
