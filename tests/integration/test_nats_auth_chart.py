@@ -109,7 +109,13 @@ def test_the_minted_credentials_carry_exactly_the_listed_permissions():
             "$JS.API.STREAM.PURGE.HOOKLINE_FAILED_ATTEMPTS",
         ]
     }
-    assert sender["sub"] == {"allow": ["_INBOX.hookline_team-a_orders.>"]}
+    # Its inbox, and its own consumer's advisories (deleted, created, paused: the watch wakes on them).
+    assert sender["sub"] == {
+        "allow": [
+            "_INBOX.hookline_team-a_orders.>",
+            "$JS.EVENT.ADVISORY.CONSUMER.*.HOOKLINE_EVENTS.hookline_team-a_orders",
+        ]
+    }
     forbidden = (
         "CONSUMER.CREATE",
         "CONSUMER.DURABLE",

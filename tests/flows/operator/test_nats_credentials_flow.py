@@ -89,7 +89,8 @@ async def test_the_operator_makes_the_accounts_mints_each_senders_user_and_revok
     claims = decode_jwt(jwt_of_creds(creds))
     who = SenderIdentity(NS, "tenant", consumer_name(NS, "tenant"))
     assert claims["nats"]["pub"]["allow"] == list(sender_permissions(who).pub)
-    assert claims["nats"]["sub"]["allow"] == [f"_INBOX.{who.consumer}.>"]
+    assert claims["nats"]["sub"]["allow"] == list(sender_permissions(who).sub)
+    assert claims["nats"]["sub"]["allow"][0] == f"_INBOX.{who.consumer}.>"
     assert secret["metadata"]["annotations"]["hookline.io/nats-user"] == claims["sub"]
 
     # The pod mounts it; the ConfigMap names the path, never the credentials.
