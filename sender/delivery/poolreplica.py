@@ -77,7 +77,10 @@ class PoolReplica:
             if consumer_name(ref.namespace, ref.name) != consumer or entry.config.nats.consumer != consumer:
                 raise PoolError(f"pool entry {key}: its config is for consumer {entry.config.nats.consumer}")
             sealed = None if entry.sealed_key is None else self.key.open(entry.sealed_key, entry.binding)
-            signing_key = None if sealed is None else Credentials.from_bytes(sealed)
+            try:  # keys, secret header values, spec.tls (sender/model/credentials.py)
+                signing_key = None if sealed is None else Credentials.from_bytes(sealed)
+            except ValueError as exc:
+                raise PoolError(f"pool entry {key}: {exc}") from None
             newest = self.applied.get(consumer)
             if newest is not None and entry.freshness.older_than(newest):
                 # An authentic entry, but older than the one running: a replay. The running engine stays.

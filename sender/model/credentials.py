@@ -68,13 +68,16 @@ class Credentials:
         """What ``to_bytes`` wrote; bytes without the mark are one HMAC key (a pool entry of before)."""
         if not raw.startswith(_MARK):
             return cls(keys=(SigningKey("hmac-sha256", raw),))
-        doc = json.loads(raw[len(_MARK) :])
-        keys = tuple(SigningKey(k["alg"], base64.b64decode(k["secret"])) for k in doc.get("keys", ()))
-        headers = tuple((str(name), str(value)) for name, value in doc.get("headers", ()))
-        tls = None
-        if "tls" in doc:
-            got = {name: base64.b64decode(value) for name, value in doc["tls"].items()}
-            tls = TLSMaterial(got.get("cert"), got.get("key"), got.get("ca"))
+        try:
+            doc = json.loads(raw[len(_MARK) :])
+            keys = tuple(SigningKey(k["alg"], base64.b64decode(k["secret"])) for k in doc.get("keys", ()))
+            headers = tuple((str(name), str(value)) for name, value in doc.get("headers", ()))
+            tls = None
+            if "tls" in doc:
+                got = {name: base64.b64decode(value) for name, value in doc["tls"].items()}
+                tls = TLSMaterial(got.get("cert"), got.get("key"), got.get("ca"))
+        except (ValueError, KeyError, TypeError, AttributeError):  # never the content in the message
+            raise ValueError("the sealed credentials are not in the format this version reads") from None
         return cls(keys, headers, tls)
 
 

@@ -175,3 +175,9 @@ spec:
     assert hook.signing_secret == HMAC
     assert hook.credentials is not None and len(hook.credentials.keys) == 2
     assert hook.credentials.headers == (("Authorization", "Bearer t0k"),)
+
+
+def test_malformed_sealed_credentials_are_refused_without_their_content():
+    with pytest.raises(ValueError, match="not in the format") as caught:
+        Credentials.from_bytes(b'HLC1{"keys": [{"alg": "ed25519"}], "headers": [["A", "secret-value"]]}')
+    assert "secret-value" not in str(caught.value)
