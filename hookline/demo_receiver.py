@@ -22,7 +22,13 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from hookline.sender.model.signing import SignatureError, parse_secret, verify
+from hookline.sender.model.signing import (
+    PUBLIC_PREFIX,
+    SignatureError,
+    parse_public_key,
+    parse_secret,
+    verify,
+)
 from hookline.sender.model.wire import decode_form
 from hookline.sender.observe.health import parse_listen, run_until_signal, start_site
 from hookline.sender.transport.client import SafeHTTPClient
@@ -227,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="check signatures on every path with the whsec_ key in FILE (repeatable)",
+        help="check signatures on every path with the whsec_ key or whpk_ public key in FILE (repeatable)",
     )
 
 
@@ -239,8 +245,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         by_path = secrets_by_path(load_manifests(manifests_dir).webhooks) if manifests_dir else {}
         secrets = [path.read_text(encoding="utf-8").strip() for path in args.secret_file]
-        for secret in secrets:
-            parse_secret(secret)
+        for secret in secrets:  # whsec_ (v1) or an ed25519 public key whpk_ (v1a, from `hookline keys`)
+            if secret.startswith(PUBLIC_PREFIX):
+                parse_public_key(secret)
+            else:
+                parse_secret(secret)
         host, port = parse_listen(args.listen, 8090)
     except (ManifestError, OSError, ValueError) as exc:
         print(f"demo receiver: {exc}", file=sys.stderr)

@@ -15,10 +15,14 @@ import hmac
 import time
 from collections.abc import Mapping, Sequence
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from hookline import USER_AGENT
 from hookline.headers import header_name_problem
 
 SECRET_PREFIX = "whsec_"
+PUBLIC_PREFIX = "whpk_"  # an ed25519 public key (v1a), as `hookline keys` prints it
 MIN_KEY_BYTES = 16
 DEFAULT_TOLERANCE_SECONDS = 300
 
@@ -47,6 +51,19 @@ def parse_secret(secret: str) -> bytes:
             f"{MIN_KEY_BYTES} random bytes, 32 recommended"
         )
     return key
+
+
+def _is_public(secret: str | bytes) -> bool:
+    return isinstance(secret, str) and secret.strip().startswith(PUBLIC_PREFIX)
+
+
+def parse_public_key(text: str) -> Ed25519PublicKey:
+    """The ed25519 public key of ``whpk_<base64>``."""
+    encoded = text.strip()[len(PUBLIC_PREFIX) :]
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (binascii.Error, ValueError):
+        raise ValueError("a whpk_ public key is 32 bytes in base64 after the prefix") from None
 
 
 # HMAC state after absorbing the key, per key: `copy()` of it skips the two key-pad hashes each call.
@@ -90,9 +107,13 @@ def verify(
     tolerance: float = DEFAULT_TOLERANCE_SECONDS,
     now: float | None = None,
 ) -> None:
-    """Raise SignatureError unless one ``v1`` signature matches one of the secrets within tolerance."""
+    """Raise SignatureError unless one ``v1`` signature matches one of the secrets within tolerance, or
+    one ``v1a`` signature one of the ed25519 public keys among them (``whpk_<base64>``)."""
     secrets = [secret] if isinstance(secret, (str, bytes)) else list(secret)
-    keys = [s if isinstance(s, bytes) else parse_secret(s) for s in secrets]
+    publics = [
+        parse_public_key(s) for s in secrets if isinstance(s, str) and s.strip().startswith(PUBLIC_PREFIX)
+    ]
+    keys = [s if isinstance(s, bytes) else parse_secret(s) for s in secrets if not _is_public(s)]
     msg_id = _header(headers, "webhook-id")
     raw_ts = _header(headers, "webhook-timestamp")
     raw_sig = _header(headers, "webhook-signature")
@@ -111,8 +132,19 @@ def verify(
         )
     offered = [part.partition(",") for part in raw_sig.split()]
     candidates = [sig.encode() for version, _, sig in offered if version == "v1" and sig]
+    asymmetric = [sig for version, _, sig in offered if version == "v1a" and sig]
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    for public in publics:
+        for sig in asymmetric:
+            try:
+                public.verify(base64.b64decode(sig), signed)
+                return
+            except (InvalidSignature, binascii.Error, ValueError):
+                continue
     if not candidates:
-        raise SignatureError("webhook-signature holds no v1 signature")
+        raise SignatureError(
+            "webhook-signature holds no v1 signature" + (" that a given key verifies" if publics else "")
+        )
     for key in keys:
         expected = sign(key, msg_id, timestamp, body)[3:].encode()
         if any(hmac.compare_digest(expected, c) for c in candidates):

@@ -181,3 +181,23 @@ def test_malformed_sealed_credentials_are_refused_without_their_content():
     with pytest.raises(ValueError, match="not in the format") as caught:
         Credentials.from_bytes(b'HLC1{"keys": [{"alg": "ed25519"}], "headers": [["A", "secret-value"]]}')
     assert "secret-value" not in str(caught.value)
+
+
+def test_hookline_verify_takes_an_ed25519_public_key_for_v1a_signatures():
+    from hookline.sender.model.signing import SignatureError, verify
+    from hookline.sender.model.signingkeys import sign_standard
+
+    ed = parse_signing_key(generate_key_text("ed25519"))
+    other = parse_signing_key(generate_key_text("ed25519"))
+    headers = {"webhook-id": "e1", "webhook-timestamp": "1700000000"}
+    headers["webhook-signature"] = sign_standard((ed,), "e1", 1_700_000_000, b"{}")
+    verify(str(public_key_text(ed)), headers, b"{}", now=1_700_000_000)
+    with pytest.raises(SignatureError):
+        verify(str(public_key_text(other)), headers, b"{}", now=1_700_000_000)
+    with pytest.raises(SignatureError):
+        verify(str(public_key_text(ed)), headers, b"{ }", now=1_700_000_000)
+    both = {
+        **headers,
+        "webhook-signature": sign_standard((parse_signing_key(HMAC), other), "e1", 1_700_000_000, b"{}"),
+    }
+    verify([HMAC, str(public_key_text(ed))], both, b"{}", now=1_700_000_000)  # the v1 matches
