@@ -11,8 +11,9 @@ runs its reconcile (main.py registers it), which stops or starts its sender.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import kopf
@@ -22,6 +23,8 @@ from hookline.api.policy import Grant, WebhookPolicySpec, parse_policy_spec
 from hookline.operator.rules import tenancy
 from hookline.operator.rules.tenancy import Verdict
 from hookline.operator.runtime import Runtime, runtime_of
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.egress import EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,25 @@ def verdict_for(
     else:
         rt.tenancy.stopped[key] = found.problem
     return found
+
+
+@contextlib.asynccontextmanager
+async def grant_client(rt: Runtime, namespace: str) -> AsyncIterator[SafeHTTPClient]:
+    """The outbound client for a namespace's WebhookTests: the shared one, or one that also reaches
+    what the namespace's grant adds to the installation's egress (as its senders do)."""
+    if not rt.config.tenancy_enforce:
+        yield rt.http
+        return
+    networks, allow_http = tenancy.egress_of(grant_of(rt, namespace), rt.http.policy)
+    policy = EgressPolicy(networks, allow_http)
+    if policy == rt.http.policy:
+        yield rt.http
+        return
+    client = await SafeHTTPClient(policy, max_response_bytes=rt.http.max_response_bytes).start()
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 async def grant_changed(memo: Any, **kwargs: Any) -> None:

@@ -17,6 +17,7 @@ import kopf
 from hookline.api import SpecError, parse_webhook_spec
 from hookline.operator.adapters import kubeapi
 from hookline.operator.adapters.secrets import signing_key
+from hookline.operator.handlers import grants
 from hookline.operator.rules.webhooktest import (
     FINISHED,
     TestOutcome,
@@ -50,13 +51,16 @@ async def webhook_test_created(
         return  # sent once, never again (a resume after a restart must not repeat it)
     rt = runtime_of(memo)
     too_large = size_problem(spec)  # before anything is built or fetched
+    stopped = rt.tenancy.stopped.get((meta["namespace"], str(spec.get("webhook", ""))))
     if too_large is not None:
         outcome = failed("TooLarge", too_large)
+    elif stopped is not None:  # outside its namespace's grant (tenancy): nothing goes out
+        outcome = failed("ScopeNotAllowed", f"the Webhook is stopped: {stopped}")
     else:
-        async with rt.shares.slot(meta["namespace"]):  # the namespace's share of the outbound client
-            outcome = await run_test(
-                rt.api, rt.http, meta["namespace"], dict(spec), max_timeout=rt.config.test_timeout
-            )
+        namespace = meta["namespace"]
+        # The namespace's share of the outbound client, reaching what its grant adds (tenancy).
+        async with rt.shares.slot(namespace), grants.grant_client(rt, namespace) as http:
+            outcome = await run_test(rt.api, http, namespace, dict(spec), max_timeout=rt.config.test_timeout)
     patch.status.update(outcome.status)
     if outcome.succeeded:
         kopf.info(body, reason="TestSucceeded", message=outcome.summary)

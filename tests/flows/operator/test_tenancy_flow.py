@@ -18,6 +18,7 @@ from operator_helpers import (
     DEPLOYMENTS,
     NS,
     STATEFULSETS,
+    TESTS,
     WEBHOOKS,
     api_path,
     condition,
@@ -252,3 +253,31 @@ async def test_a_grants_egress_reaches_what_the_installation_floor_refuses(clust
     )
     config = yaml.safe_load(next(iter(rendered.values())))
     assert config["allowNetworks"] == ["127.0.0.0/8"] and config["allowHttp"] is True
+    # A WebhookTest reaches the receiver through the grant's egress too ...
+    await send_test(cluster, "t1")
+    assert (await wait_for(lambda: phase_of(cluster, "t1"), "t1 finished")) == "Succeeded"
+    # ... and none goes out once the grant is withdrawn.
+    await cluster.call(
+        "PATCH", f"{POLICIES}/shop-data", {"spec": {"databases": [{"name": "x", "collections": ["*"]}]}}
+    )
+    await wait_for(lambda: reason(cluster, "news") == "ScopeNotAllowed", "news: not granted")
+    posts = len(site.posts())
+    await send_test(cluster, "t2")
+    assert (await wait_for(lambda: phase_of(cluster, "t2"), "t2 finished")) == "Failed"
+    assert (cluster.get(TESTS, "t2") or {})["status"]["reason"] == "ScopeNotAllowed"
+    assert len(site.posts()) == posts
+
+
+async def send_test(cluster, name: str) -> None:
+    body = {
+        "apiVersion": "hookline.io/v1alpha1",
+        "kind": "WebhookTest",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"webhook": "news", "event": "open", "data": {"recipient": "a@b.example", "ip": "192.0.2.1"}},
+    }
+    await cluster.call("POST", api_path(TESTS), body)
+
+
+def phase_of(cluster, name: str) -> str | None:
+    phase = ((cluster.get(TESTS, name) or {}).get("status") or {}).get("phase")
+    return phase if phase in ("Succeeded", "Failed") else None
