@@ -23,6 +23,7 @@ from operator_helpers import (
     api_path,
     condition,
     create_webhook,
+    make_available,
     token_of,
     wait_for,
 )
@@ -281,3 +282,26 @@ async def send_test(cluster, name: str) -> None:
 def phase_of(cluster, name: str) -> str | None:
     phase = ((cluster.get(TESTS, name) or {}).get("status") or {}).get("phase")
     return phase if phase in ("Succeeded", "Failed") else None
+
+
+async def test_an_operator_restart_never_stops_a_granted_webhook(cluster, site, start_operator):
+    """Kopf fills the grant indexes from full lists before any handler runs: the restarted operator's
+    first reconcile already sees the grant (no ScopeNotAllowed in between, no sender scaled to 0)."""
+    await cluster.call("POST", POLICIES, grant("newsletter"))
+    first = await start_operator(tenancy_enforce=True)
+    await create_webhook(
+        cluster, "news", url=site.url("/hooks/news.php"), events=["open"], database="newsletter"
+    )
+    token = await wait_for(lambda: token_of(cluster, "news"), "news's token")
+    site.files[f"/hooks/hookline-{token}.txt"] = token
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "news-sender"), "the sender Deployment")
+    await make_available(cluster, "news-sender", 1)
+    await wait_for(lambda: reason(cluster, "news") == "SenderAvailable", "news Ready")
+    await first.stop()
+    await start_operator(tenancy_enforce=True)
+    for _ in range(30):  # 1.5 s of the restarted operator's reconciles and grants loop
+        assert reason(cluster, "news") == "SenderAvailable"
+        assert cluster.get(DEPLOYMENTS, "news-sender")["spec"]["replicas"] == 1
+        await asyncio.sleep(0.05)
+    said = [e.get("message", "") for e in cluster.events_for("news")]
+    assert not [m for m in said if "not granted" in m or "WebhookPolicy" in m], said
