@@ -33,7 +33,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from hookline.sender import bus
 from hookline.sender.bus.natsserver import free_port
 from hookline.sender.cmd.sender import SenderRuntime
-from hookline.sender.delivery.supervisor import prepare_streams
+from hookline.sender.delivery.supervisor import Supervisor, prepare_streams
 from hookline.sender.model.credentials import Credentials, TLSMaterial
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.signingkeys import generate_key_text, parse_signing_key
@@ -303,3 +303,32 @@ def _failures(senders: Senders, webhook: str) -> float:
             if ours and sample.labels.get("outcome") != "success":
                 total += sample.value
     return total
+
+
+async def test_a_key_change_swaps_the_engine_without_losing_what_was_in_flight(nats, receiver):
+    """What a changed Secret does to a running engine (a pool replica's new entry): the old engine
+    finishes its requests and gives back what it holds, the new one signs with the new key; every
+    event arrives, each request verifies with the key of the engine that sent it."""
+    nc, js = nats
+    await prepare_streams(nc)
+    supervisor = Supervisor(
+        nc, EgressPolicy(["127.0.0.0/8"], allow_http=True), SenderMetrics(CollectorRegistry())
+    )
+    signing = {"signing": {"secretRef": {"name": "k", "key": "k"}}}
+    cfg = sender_config("unused", f"{receiver.url}/hooks/swap.php", name="swap", format="json", **signing)
+    receiver.delay = 0.3  # requests are in flight when the key changes
+    try:
+        supervisor.apply(cfg, keys(OLD))
+        await wait_until(lambda: supervisor.readiness() is None, what="engine running")
+        ids = [f"swap-{n}" for n in range(40)]
+        await bus.publish_events(nc, js, [event(i) for i in ids])
+        await wait_until(lambda: len(receiver.requests) >= 3, what="requests in flight")
+        assert supervisor.apply(cfg, keys(NEW)) == "updated"
+        await wait_until(
+            lambda: set(ids) <= set(receiver.delivered()), within=60, what="every event delivered"
+        )
+    finally:
+        await supervisor.close()
+    assert all(accepts(OLD, r) or accepts(NEW, r) for r in receiver.requests)
+    assert any(accepts(NEW, r) for r in receiver.requests) and any(accepts(OLD, r) for r in receiver.requests)
+    assert all(r.answered == 200 for r in receiver.requests)
