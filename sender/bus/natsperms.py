@@ -11,7 +11,7 @@ Every NATS subject hookline uses, and whose it is:
 - `hookline.dead.<ns>.<name>` (HOOKLINE_DEAD_LETTERS): dead letters (deadletter.py).
 - `hookline.failed.<consumer>.<seq>` (HOOKLINE_FAILED_ATTEMPTS): failed-attempt counts (failedattempts.py).
 - `$KV.hookline-consumer-floors.<consumer>` and `.recovery.<consumer>`: ack floor, recovery debt (floors.py).
-- `$KV.HOOKLINE_POOLS.<pool>.>`: pool entries and rosters (poolproto.py).
+- `$KV.HOOKLINE_POOLS.a.<pool>.<replica>.<consumer>` / `.r.<pool>.<replica>`: assignments, rosters.
 - `$SYS.REQ.CLAIMS.UPDATE` (system account): the account JWT with its revocations (the operator).
 What a least-privileged sender does NOT do (the operator does it): make streams or its consumer, make
 a lost consumer again and pay its recovery debt (replay.py reads the recovery stream: every tenant's
@@ -136,8 +136,12 @@ def pool_permissions(pool: str) -> Permissions:
             f"$JS.ACK.{stream}.>",
             f"$JS.API.CONSUMER.INFO.{stream}.*",
             "$JS.API.STREAM.INFO.*",
-            f"$KV.{POOL_BUCKET}.{pool}.>",
-            f"$JS.API.DIRECT.GET.KV_{POOL_BUCKET}.$KV.{POOL_BUCKET}.{pool}.>",
+            # Its pool's rosters (r.<pool>.<replica>) written, its assignments (a.<pool>.<replica>.>) read.
+            f"$KV.{POOL_BUCKET}.r.{pool}.*",
+            f"$JS.API.DIRECT.GET.KV_{POOL_BUCKET}.$KV.{POOL_BUCKET}.r.{pool}.*",
+            f"$JS.API.DIRECT.GET.KV_{POOL_BUCKET}.$KV.{POOL_BUCKET}.a.{pool}.>",
+            f"$JS.API.DIRECT.GET.KV_{POOL_BUCKET}.$KV.{POOL_BUCKET}.g.>",  # namespaces' egress grants, read
+            f"$JS.API.CONSUMER.INFO.KV_{POOL_BUCKET}.*",  # its watches' ordered consumers
             # Its watch of the bucket (an ordered consumer; the create subject need not name the filter).
             f"$JS.API.CONSUMER.CREATE.KV_{POOL_BUCKET}",
             f"$JS.API.CONSUMER.CREATE.KV_{POOL_BUCKET}.>",

@@ -26,6 +26,7 @@ from hookline.sender.bus.attemptlog import ensure_attempt_store
 from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.bus.natsperms import inbox_prefix
+from hookline.sender.bus.poolproto import pool_bucket
 from hookline.sender.cmd.ingestauth import (
     add_producer_arguments,
     follow_token_files,
@@ -102,6 +103,7 @@ async def ensure_bus_layout(
         await bus.ensure_floors_bucket(js, replicas)
         await ensure_failed_attempts_stream(js, retention, replicas=replicas, update_existing=True)
         await ensure_attempt_store(js, replicas)
+        await pool_bucket(js, replicas)  # pool replicas on their least-privileged user may not make it
     except APIError as exc:
         if isinstance(exc, ServiceUnavailableError):
             raise

@@ -4,6 +4,7 @@ operation of a tenant's sender, of ingest and of an anonymous client is refused 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,13 +19,16 @@ from nats.js import api
 from natsauth_helpers import AuthedNats, Client, start_authed_nats
 
 from hookline.operator.adapters.consumers import Consumers
+from hookline.operator.adapters.pools import PoolDirectory, pool_entry
 from hookline.operator.loops.natsauth import remake_consumer
 from hookline.sender import bus
 from hookline.sender.bus.connection import BusAuth
 from hookline.sender.bus.natsaccounts import revoke_users
 from hookline.sender.bus.natsperms import inbox_prefix
 from hookline.sender.bus.natsserver import free_port
+from hookline.sender.bus.poolproto import PoolKey
 from hookline.sender.cmd.ingest import ensure_bus_layout
+from hookline.sender.model.events import parse_event
 
 pytestmark = pytest.mark.slow
 
@@ -247,3 +251,54 @@ async def test_a_consumer_deleted_behind_hooklines_back_is_made_again_by_the_ope
     finally:
         await consumers.close()
         await admin.close()
+
+
+async def test_a_pool_replica_on_its_pool_user_delivers_and_touches_nothing_else(
+    authed: AuthedNats, tmp_path
+):
+    """`hookline pool` with the chart's pool.creds: it reads its assignments, writes its roster, runs the
+    engines and delivers, with no permission refused along the way."""
+    pool_key = "k" * 16 + "pool-key-for-tests-only-0123456789"
+    (tmp_path / "pool-key").write_text(pool_key + "\n")
+    receiver = await Receiver().start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+    port = free_port()
+    args = ["pool", "--pool", "default", "--replica", "0", "--nats-url", authed.url]
+    args += ["--pool-key-file", str(tmp_path / "pool-key"), "--listen", f"127.0.0.1:{port}"]
+    args += ["--allow-network", "127.0.0.0/8", "--allow-http", "--nats-creds", str(authed.creds["pool"])]
+    proc = spawn(args, tmp_path / "pool.log", env)
+    consumers = Consumers(authed.url, auth=BusAuth(creds_file=str(authed.creds["operator"])))
+    ingest = await bus.connect(
+        authed.url, auth=BusAuth(creds_file=str(authed.creds["ingest"]), inbox_prefix=inbox_prefix("ingest"))
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_until_ready(http, f"http://127.0.0.1:{port}/readyz", proc)
+        cfg = sender_config(authed.url, f"{receiver.url}/hook", namespace="team-c", name="pooled")
+        await consumers.ensure(cfg)
+        directory = PoolDirectory(consumers, PoolKey(pool_key))
+        await directory.place(
+            cfg.nats.consumer, pool_entry(cfg, None, PoolKey(pool_key)).to_bytes(), "default", 0, None
+        )
+        event = parse_event(
+            {"id": "pooled-1", "type": "open", "recipient": "a@shop.example", "ip": "192.0.2.1"}
+        )
+        # The consumer exists (interest retention keeps the event); the engine may start a little later.
+        for attempt in range(100):
+            if "pooled-1" in receiver.delivered():
+                break
+            if attempt % 20 == 0:
+                await bus.publish_events(ingest, ingest.jetstream(), [event])
+            await asyncio.sleep(0.1)
+        await wait_until(lambda: "pooled-1" in receiver.delivered(), 30, "the pooled delivery")
+        log = authed.log()
+        assert "Violation" not in log, [line for line in log.splitlines() if "Violation" in line]
+    finally:
+        await ingest.close()
+        await consumers.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await receiver.stop()

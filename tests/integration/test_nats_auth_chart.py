@@ -79,7 +79,8 @@ def test_the_minted_credentials_carry_exactly_the_listed_permissions():
         s for s in pool["pub"]["allow"] if s.startswith("hookline.events") or ".DELETE.HOOKLINE_EVENTS" in s
     ]
     assert not [s for s in pool["pub"]["allow"] if s.startswith("$JS.API.CONSUMER.CREATE.HOOKLINE_EVENTS")]
-    assert "$KV.HOOKLINE_POOLS.*.>" in pool["pub"]["allow"]
+    assert "$KV.HOOKLINE_POOLS.r.*.*" in pool["pub"]["allow"]  # rosters; assignments read only
+    assert not [s for s in pool["pub"]["allow"] if s.startswith("$KV.HOOKLINE_POOLS.a.")]
 
     system = permissions(data["system.creds"])
     assert all(s.startswith("$SYS.REQ.") for s in system["pub"]["allow"])
