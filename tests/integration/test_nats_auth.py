@@ -188,7 +188,9 @@ async def test_the_delivery_flow_runs_with_every_component_on_its_own_user(authe
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     _, creds = authed.sender_creds("team-a", "orders")
-    cfg = sender_config(authed.url, receiver.url, namespace="team-a", name="orders")
+    cfg = sender_config(
+        authed.url, receiver.url, namespace="team-a", name="orders", delivery={"maxAttempts": 1}
+    )
     doc = cfg.to_document()
     doc["nats"]["credsFile"] = str(creds)
     config = tmp_path / "sender.yaml"
@@ -212,12 +214,42 @@ async def test_the_delivery_flow_runs_with_every_component_on_its_own_user(authe
         async with aiohttp.ClientSession() as http:
             await wait_until_ready(http, f"http://127.0.0.1:{port}/readyz", ingest)
             await wait_until_ready(http, f"http://{cfg.listen}/readyz", sender)
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            # The first answered 500, maxAttempts 1: a dead letter (and a failed attempt); then a success.
+            receiver.status = 500
+            event = {"id": "auth-0", "type": "open", "recipient": "a@shop.example", "ip": "192.0.2.1"}
+            async with http.post(
+                f"http://127.0.0.1:{port}/v1/events", json=event, headers=headers
+            ) as response:
+                assert response.status == 202, await response.text()
+            await wait_until(lambda: "auth-0" in receiver.ids(), 30, "the failing attempt")
+            admin = await bus.connect(
+                authed.url,
+                auth=BusAuth(creds_file=str(authed.creds["operator"]), inbox_prefix=inbox_prefix("operator")),
+            )
+            js = admin.jetstream()
+            for _ in range(300):
+                if (await js.stream_info("HOOKLINE_DEAD_LETTERS")).state.messages:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await js.stream_info("HOOKLINE_DEAD_LETTERS")).state.messages == 1
+            receiver.status = 200
             event = {"id": "auth-1", "type": "open", "recipient": "a@shop.example", "ip": "192.0.2.1"}
             async with http.post(
-                f"http://127.0.0.1:{port}/v1/events", json=event, headers={"Authorization": f"Bearer {TOKEN}"}
+                f"http://127.0.0.1:{port}/v1/events", json=event, headers=headers
             ) as response:
                 assert response.status == 202, await response.text()
             await wait_until(lambda: "auth-1" in receiver.delivered(), 30, "the event delivered")
+            # Its health report, under its own key.
+            health = await js.key_value("HOOKLINE_HEALTH")
+            for _ in range(300):
+                try:
+                    await health.get("team-a.orders")
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+            assert (await health.get("team-a.orders")).value
+            await admin.close()
         assert receiver.delivered()["auth-1"].fields["id"] == "auth-1"
         log = authed.log()
         assert "Violation" not in log, [line for line in log.splitlines() if "Violation" in line]
