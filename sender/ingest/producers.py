@@ -77,6 +77,14 @@ class ProducerAuth:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise TokensError(f"producer names must be unique: {', '.join(twice)} given twice")
+        by_digest: dict[bytes, list[str]] = {}
+        for producer in producers:
+            by_digest.setdefault(producer.digest, []).append(producer.name)
+        shared = [names for names in by_digest.values() if len(names) > 1]
+        if shared:
+            raise TokensError(
+                f"producers {', '.join(shared[0])} have the same token: each producer needs its own"
+            )
         self.producers = tuple(producers)
         self.insecure = insecure
 

@@ -136,6 +136,8 @@ def test_the_tokens_file_names_what_is_wrong(tmp_path):
     assert "64 hex digits" in problem({"tokens": [{"name": "a", "sha256": "xyz", "databases": ["*"]}]})
     twice = {"name": "a", "token": CRM, "databases": ["*"]}
     assert "a given twice" in problem({"tokens": [twice, twice]})
+    same = {"name": "b", "token": CRM, "databases": ["*"]}
+    assert "producers a, b have the same token" in problem({"tokens": [twice, same]})
     assert "non-empty list" in problem({"tokens": []})
 
 
