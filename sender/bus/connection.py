@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import nats
 from nats.aio.client import Client as NATS
 
+from hookline.sender.bus.natsjwt import decode_jwt, jwt_of_creds
 from hookline.sender.model.config import DEFAULT_NATS_URL, NATS_URL_ENV
 
 __all__ = [
@@ -83,8 +84,9 @@ class BusAuth:
                     "check the Secret is mounted"
                 )
             out["user_credentials"] = self.creds_file
-        if self.inbox_prefix:
-            out["inbox_prefix"] = self.inbox_prefix
+        inbox = self.inbox_prefix or (inbox_of_creds(self.creds_file) if self.creds_file else None)
+        if inbox:
+            out["inbox_prefix"] = inbox
         if self.tls_ca_file:
             try:
                 out["tls"] = ssl.create_default_context(cafile=self.tls_ca_file)
@@ -96,6 +98,20 @@ class BusAuth:
 
 
 NO_AUTH = BusAuth()
+
+
+def inbox_of_creds(path: str) -> str | None:
+    """The reply prefix a user's JWT allows (`_INBOX.<identity>.>` in its subscribe permissions), so a
+    command given any hookline user's creds (`hookline redrive --nats-creds`) replies where it may."""
+    try:
+        claims = decode_jwt(jwt_of_creds(open(path, encoding="utf-8").read()))  # noqa: SIM115
+    except (OSError, ValueError):
+        return None
+    allowed = ((claims.get("nats") or {}).get("sub") or {}).get("allow") or []
+    for subject in allowed:
+        if subject.startswith("_INBOX.") and subject.endswith(".>") and "*" not in subject:
+            return subject[: -len(".>")]
+    return None
 
 
 class BusUnavailable(Exception):

@@ -334,3 +334,23 @@ async def test_a_pool_replica_on_its_pool_user_delivers_and_touches_nothing_else
         except subprocess.TimeoutExpired:
             proc.kill()
         await receiver.stop()
+
+
+async def test_the_attempts_and_redrive_commands_work_on_the_operators_creds(authed: AuthedNats):
+    """`hookline attempts` / `hookline redrive --nats-creds operator.creds`: their replies come on the
+    inbox the user's JWT allows (read from the creds file), nothing refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+    for command in (["attempts", "orders"], ["redrive", "orders", "--dry-run"]):
+        args = [*command, "-n", "team-a", "--nats-only", "--nats-url", authed.url]
+        args += ["--nats-creds", str(authed.creds["operator"])]
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("hookline")),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert "team-a/orders" in out.decode()
+    assert "Violation" not in authed.log()
