@@ -23,7 +23,8 @@ from hookline.operator.runtime import Runtime
 from hookline.sender import bus
 from hookline.sender.bus.connection import BusAuth
 from hookline.sender.bus.replay import pay_debt
-from hookline.sender.model.config import SenderConfig
+from hookline.sender.model.config import SenderConfig, consumer_name
+from hookline.sender.model.outcomes import GoneState
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,39 @@ async def remake_lost_consumers(rt: Runtime) -> None:
     deleted behind hookline's back again (from its recorded floor, bus.ensure_consumer) and put back
     what it is owed from the recovery stream (bus/replay.py). The sender's health report says
     `consumerMissing`; its next pull after this finds the consumer."""
+    mirrored: dict[tuple[str, str], float | None] = {}  # the 410 stops put on consumers, by since
     while True:
         await asyncio.sleep(REMAKE_EVERY_SECONDS)
         if rt.nats_minter is None:
             continue
         for key, report in list(rt.delivery.reports.items()):
+            state = report.gone_state()
+            if not state.gone:
+                mirrored.pop(key, None)
+            elif mirrored.get(key, -1.0) != state.since:  # once per stop: a resume must not be undone
+                try:
+                    await mirror_gone(rt.consumers, consumer_name(*key), state)
+                    mirrored[key] = state.since
+                except Exception as exc:  # NATS away, consumer missing: next time
+                    log.warning("410 stop of %s/%s not recorded on its consumer yet: %s", key[0], key[1], exc)
             if not report.consumer_missing:
                 continue
             try:
                 await remake(rt, *key)
             except Exception as exc:  # the API or NATS away, a bad spec: next time
                 log.warning("consumer of %s/%s not made again yet: %s", key[0], key[1], exc)
+
+
+async def mirror_gone(consumers: Consumers, consumer: str, state: GoneState) -> None:
+    """Record a least-privileged sender's 410 / circuit-breaker stop (from its health report) on its
+    consumer and pause it, as the sender would with more rights: every replica stops, and
+    `hookline redrive --resume` (which clears it) reaches the sender."""
+
+    async def mark(js: Any) -> None:
+        if not (await bus.read_gone(js, consumer)).gone:
+            await bus.mark_gone(js, consumer, state)
+
+    await consumers.call(f"recording the stop on consumer {consumer}", mark)
 
 
 async def remake(rt: Runtime, namespace: str, name: str) -> bool:

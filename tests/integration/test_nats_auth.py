@@ -20,7 +20,7 @@ from natsauth_helpers import AuthedNats, Client, start_authed_nats
 
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.pools import PoolDirectory, pool_entry
-from hookline.operator.loops.natsauth import remake_consumer
+from hookline.operator.loops.natsauth import mirror_gone, remake_consumer
 from hookline.sender import bus
 from hookline.sender.bus.connection import BusAuth
 from hookline.sender.bus.natsaccounts import revoke_users
@@ -29,6 +29,7 @@ from hookline.sender.bus.natsserver import free_port
 from hookline.sender.bus.poolproto import PoolKey
 from hookline.sender.cmd.ingest import ensure_bus_layout
 from hookline.sender.model.events import parse_event
+from hookline.sender.model.outcomes import GoneState
 
 pytestmark = pytest.mark.slow
 
@@ -354,3 +355,19 @@ async def test_the_attempts_and_redrive_commands_work_on_the_operators_creds(aut
         assert proc.returncode == 0, err.decode()
         assert "team-a/orders" in out.decode()
     assert "Violation" not in authed.log()
+
+
+async def test_a_senders_410_stop_is_recorded_on_its_consumer_by_the_operators_user(authed: AuthedNats):
+    """A least-privileged sender may not update its consumer: its health report carries the stop and
+    the operator records it (once per stop, so that a resume is not undone)."""
+    cfg = sender_config(authed.url, "http://127.0.0.1:9/", namespace="team-a", name="orders")
+    consumers = Consumers(authed.url, auth=BusAuth(creds_file=str(authed.creds["operator"])))
+    state = GoneState(gone=True, since=1_700_000_000.0, event_id="e-410", url_sha256="ab" * 32)
+    try:
+        await mirror_gone(consumers, cfg.nats.consumer, state)
+        stored = await consumers.call("read", lambda js: bus.read_gone(js, cfg.nats.consumer))
+        assert stored.gone and stored.event_id == "e-410"
+        info = await consumers.call("info", lambda js: js.consumer_info(bus.STREAM, cfg.nats.consumer))
+        assert info.paused
+    finally:
+        await consumers.close()
