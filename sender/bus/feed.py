@@ -104,6 +104,11 @@ class MessageFeed:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
+    @property
+    def in_hand(self) -> int:
+        """Messages received and not yet released (acked or naked)."""
+        return self._in_hand
+
     def release(self, count: int = 1) -> None:
         """`count` messages taken from the queue are finished (acked or naked)."""
         self._in_hand -= count

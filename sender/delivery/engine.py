@@ -169,11 +169,11 @@ class Engine:
             reporter=self.reporter,
             dead_letters=self.dead_letters,
             consumer_spec=consumer_spec,
-            interval=settings.watch_interval_seconds,
+            settings=settings,
             label=self.label,
             tidy=None if self.assembler is None else self.assembler.tidy,
-            idle_interval=settings.watch_idle_interval_seconds,
             nc=nc,
+            holding=lambda: self.gate.paused or (self.feed is not None and self.feed.in_hand > 0),
         )
         self.feed: bus.MessageFeed | None = None
         self.running = False

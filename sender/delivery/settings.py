@@ -38,6 +38,8 @@ class EngineSettings:
     # 0.8 of it, the first after a start spread over all of it); its advisories, an event or a reconnect
     # bring the watch back at once (watch.py).
     watch_idle_interval_seconds: float = 600.0
+    # The same for a Webhook whose pending events only wait out their retry delays (watch.py).
+    watch_steady_interval_seconds: float = 60.0
     # A pull request lives this long (heartbeats every 5 s tell a lost one): a quiet engine asks again
     # this often, its one NATS request besides the idle watch's (the first after a start expires
     # earlier, spread, so 10,000 engines started together do not ask together ever after).

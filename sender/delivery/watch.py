@@ -20,6 +20,8 @@ would change that is pushed instead: JetStream's advisories for this consumer (D
 PAUSE: a deletion, a recreation, a stop recorded or resumed elsewhere) wake the watch at once and
 keep it at `interval` for a few looks; the first event after a quiet spell (`stir`), a pull answered
 503/409 and a reconnect to NATS (advisories sent meanwhile were missed) bring it back to `interval`.
+A Webhook whose events only wait out their retry delays (pending unchanged, none in this engine's
+hands, no Retry-After pause) rests `steady_interval`: the retries, when due, arrive as events.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from hookline.sender.bus.replay import pay_debt
 from hookline.sender.delivery.deadletters import DeadLetterPublisher
 from hookline.sender.delivery.gone import GoneSwitch
 from hookline.sender.delivery.reporting import AttemptReporter
+from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.observe.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
@@ -74,11 +77,11 @@ class ConsumerWatch:
         reporter: AttemptReporter,
         dead_letters: DeadLetterPublisher,
         consumer_spec: bus.ConsumerSpec | None,
-        interval: float,
+        settings: EngineSettings,
         label: str,
         tidy: Callable[[], Awaitable[None]] | None = None,
-        idle_interval: float | None = None,
         nc: NATS | None = None,
+        holding: Callable[[], bool] | None = None,
     ) -> None:
         self.js = js
         self.nc = nc  # None: no advisories, and the watch never rests (tests of the watch alone)
@@ -88,8 +91,11 @@ class ConsumerWatch:
         self.reporter = reporter
         self.dead_letters = dead_letters
         self.consumer_spec = consumer_spec  # None: a lost consumer is reported, not recreated
-        self.interval = interval
-        self.idle_interval = max(interval, idle_interval or interval)
+        self.interval = interval = settings.watch_interval_seconds
+        self.idle_interval = max(interval, settings.watch_idle_interval_seconds)
+        self.steady_interval = min(self.idle_interval, max(interval, settings.watch_steady_interval_seconds))
+        self.holding = holding  # True while the engine holds events (in hand, or a Retry-After pause)
+        self.last_pending = -1
         self.label = label
         self.tidy = tidy  # the batch assembler's chores, done each time the watch looks
         self.lost = False
@@ -218,11 +224,16 @@ class ConsumerWatch:
         # Rest while nothing can change unannounced: a stop is fine once recorded on the consumer (its
         # resume unpauses it: an advisory); a stop only this engine knows of is retried closely.
         stopped_unrecorded = self.gone.state.gone and not self.gone.recorded
-        if not (stirred or self.stirred or pending or self.owed or stopped_unrecorded):
+        calm = not (stirred or self.stirred or self.owed or stopped_unrecorded)
+        steady, self.last_pending = pending == self.last_pending, pending
+        if calm and not pending:
             # Jittered; the first rest after a start over all of it: 10,000 engines started together
             # look at spread times ever after.
             self.idle_wait = self.idle_interval * random.uniform(0.8 if self.rested else 0.05, 1.0)
             self.quiet = self.rested = True
+        elif calm and steady and not (self.holding is not None and self.holding()):
+            self.idle_wait = self.steady_interval * random.uniform(0.8, 1.0)
+            self.quiet = True
 
     async def _missing(self) -> None:
         """The consumer was deleted outside hookline: report it, and recreate it from the last floor."""

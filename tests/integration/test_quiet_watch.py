@@ -92,6 +92,31 @@ async def test_a_quiet_engine_stops_polling_and_still_notices_deletion_stop_resu
         await asyncio.wait_for(task, 30)
 
 
+@pytest.mark.slow
+async def test_events_waiting_out_their_retry_delay_let_the_watch_rest_at_the_steady_interval(nats, receiver):
+    nc, js = nats
+    receiver.status = 500
+    cfg = sender_config("unused", f"{receiver.url}/hooks/failing", name="failing", format="json")
+    metrics = SenderMetrics(CollectorRegistry())
+    runtime = await SenderRuntime.create(nc, cfg, EgressPolicy.for_dev(), metrics, None, settings=SETTINGS)
+    engine, stop = runtime.engine, asyncio.Event()
+    task = asyncio.get_running_loop().create_task(runtime.run(stop))
+    try:
+        await wait_until(lambda: engine.readiness() is None, what="a running engine")
+        await publish(js, "r1")
+        await wait_until(lambda: len(receiver.requests) == 1, within=NOTICED_WITHIN, what="a failed attempt")
+        # The event waits 5 s for its second attempt: pending 1, nothing in hand, so the watch rests.
+        await wait_until(
+            lambda: engine.watch.quiet and engine.watch.last_pending == 1, within=2, what="a steady rest"
+        )
+        assert engine.watch.idle_wait <= SETTINGS.watch_steady_interval_seconds
+        assert await looks_over(engine, 1.0) == 0
+        await wait_until(lambda: len(receiver.requests) == 2, within=10, what="the retry, on schedule")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 async def test_a_least_privilege_sender_hears_only_its_own_consumers_advisories(tmp_path):
     """The sender's NATS user may subscribe to its consumer's advisories (the watch rests on them), and
     to no other consumer's."""
