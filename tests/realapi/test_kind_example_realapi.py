@@ -23,7 +23,8 @@ def test_the_kind_example_is_accepted_as_the_walkthrough_applies_it(real_cluster
     config = real_cluster.kubeconfig
     # The CRDs are the session's (crds/); the walkthrough's helm install ships the same ones.
     # No operator runs here to compile the grants the admission policy reads (test_tenancy_realapi.py
-    # runs one): without it the policy would refuse every Webhook, so it is left out.
+    # runs one): without it the policy would refuse every Webhook, so it is left out, and so are the
+    # tenant ClusterRoles (test_chart_apply.py's release applies them under the same names).
     chart = render_chart(
         "-f",
         str(KIND / "values.yaml"),
@@ -31,6 +32,8 @@ def test_the_kind_example_is_accepted_as_the_walkthrough_applies_it(real_cluster
         "crds.install=false",
         "--set",
         "tenancy.admission=false",
+        "--set",
+        "tenancy.installRoles=false",  # cluster-wide names another release of the session owns
         release="kind",
         namespace="kind",
     )

@@ -202,7 +202,7 @@ async def test_tenants_are_held_to_their_grants_by_the_api_server(
         assert ready["message"].startswith("spec.database: 'newsletter' is not granted"), ready
     finally:
         for doc in docs:
-            if doc["kind"].startswith("ValidatingAdmissionPolicy"):
+            if doc["kind"].startswith("ValidatingAdmissionPolicy") or doc["kind"] == "ClusterRole":
                 kubectl(config, "delete", "--ignore-not-found", doc["kind"].lower(), doc["metadata"]["name"])
         for name in ("team-a", "team-b"):
             await admin.request("DELETE", f"{POLICIES}/{name}")
