@@ -24,7 +24,7 @@ from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from hookline.sender.bus.connection import BusUnavailable
 from hookline.sender.bus.layout import DEFAULT_RETENTION_SECONDS, STREAM
-from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_replicas
+from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_direct, ensure_replicas
 from hookline.sender.model.outcomes import AttemptKind, AttemptOutcome
 
 __all__ = [
@@ -111,6 +111,8 @@ def failed_attempts_stream_config(
         storage=api.StorageType.FILE,
         max_msgs_per_subject=1,  # the newest count of an event replaces the one before
         max_age=float(max_age_seconds),
+        # Direct gets name the record's subject: a sender's NATS user may read its own records only.
+        allow_direct=True,
         num_replicas=check_replicas(replicas),
     )
 
@@ -140,6 +142,8 @@ async def ensure_failed_attempts_stream(
         info = await js.update_stream(info.config.evolve(max_age=max_age))
     if await ensure_replicas(js, FAILED_ATTEMPTS_STREAM, replicas):
         info = await js.stream_info(FAILED_ATTEMPTS_STREAM)
+    if await ensure_direct(js, FAILED_ATTEMPTS_STREAM):
+        info = await js.stream_info(FAILED_ATTEMPTS_STREAM)
     return info
 
 
@@ -149,13 +153,23 @@ class FailedAttemptStore:
     def __init__(self, js: JetStreamContext, consumer: str) -> None:
         self.js = js
         self.consumer = consumer
+        self._direct: bool | None = None  # the stream answers direct gets (asked once)
+
+    async def _use_direct(self) -> bool:
+        if self._direct is None:
+            try:
+                info = await self.js.stream_info(FAILED_ATTEMPTS_STREAM)
+            except NotFoundError:
+                return False
+            self._direct = bool(info.config.allow_direct)
+        return self._direct
 
     async def read(self, sequence: int) -> FailedAttempts | None:
         """The event's record; None when it has none. BusUnavailable when NATS cannot say now: the
         caller must not guess (a guess too high dead-letters early, too low sends more than maxAttempts)."""
         subject = failed_attempts_subject(self.consumer, sequence)
         try:
-            raw = await self.js.get_last_msg(FAILED_ATTEMPTS_STREAM, subject)
+            raw = await self.js.get_last_msg(FAILED_ATTEMPTS_STREAM, subject, direct=await self._use_direct())
         except NotFoundError:  # no record, or no stream yet: nothing failed
             return None
         except (nats.errors.Error, TimeoutError) as exc:

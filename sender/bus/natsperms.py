@@ -84,9 +84,9 @@ def sender_permissions(who: SenderIdentity) -> Permissions:
         f"hookline.attempts.{health}",
         f"hookline.dead.{ns}.{name}",
         f"hookline.failed.{consumer}.*",
-        # The last failed-attempt record of an event (get_last_msg names the subject in its body: a
-        # residual, see docs/internals.md) and dropping it once the event settled.
-        f"$JS.API.STREAM.MSG.GET.{FAILED_ATTEMPTS_STREAM}",
+        # Its events' failed-attempt records (a direct get names the subject: its own only), and
+        # dropping one once the event settled (a purge names the subject in its body: see README).
+        f"$JS.API.DIRECT.GET.{FAILED_ATTEMPTS_STREAM}.hookline.failed.{consumer}.*",
         f"$JS.API.STREAM.PURGE.{FAILED_ATTEMPTS_STREAM}",
     )
     # Its consumer's JetStream advisories: the watch learns of a deletion, recreation or resume from them.
@@ -155,6 +155,7 @@ def pool_permissions(pool: str) -> Permissions:
             "hookline.dead.>",
             "hookline.failed.>",
             f"$JS.API.STREAM.MSG.GET.{FAILED_ATTEMPTS_STREAM}",
+            f"$JS.API.DIRECT.GET.{FAILED_ATTEMPTS_STREAM}.>",
             f"$JS.API.STREAM.PURGE.{FAILED_ATTEMPTS_STREAM}",
         ),
         # "*": any pool's replica; the advisories of its Webhooks' consumers (the engines' watch).

@@ -5,6 +5,7 @@ operation of a tenant's sender, of ingest and of an anonymous client is refused 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -144,6 +145,11 @@ async def test_a_senders_credentials_allow_nothing_but_its_own_webhook(authed: A
             "publish another Webhook's dead letter", lambda: nc.publish("hookline.dead.team-b.billing", b"{}")
         )
         await client.refused("redrive", lambda: nc.publish("hookline.redrive.team-b.billing", b"{}"))
+        other_record = json.dumps({"last_by_subj": f"hookline.failed.{other.consumer}.1"}).encode()
+        await client.refused(
+            "read another Webhook's failed attempts",
+            lambda: nc.request("$JS.API.STREAM.MSG.GET.HOOKLINE_FAILED_ATTEMPTS", other_record, timeout=0.5),
+        )
         await client.refused("subscribe to every event", lambda: nc.subscribe("hookline.events.>"))
         await client.refused("subscribe to another's inbox", lambda: nc.subscribe(f"{other.inbox}.>"))
         await client.refused("subscribe to the system account's subjects", lambda: nc.subscribe("$SYS.>"))
@@ -190,7 +196,7 @@ async def test_the_delivery_flow_runs_with_every_component_on_its_own_user(authe
     token_file.write_text(TOKEN)
     _, creds = authed.sender_creds("team-a", "orders")
     cfg = sender_config(
-        authed.url, receiver.url, namespace="team-a", name="orders", delivery={"maxAttempts": 1}
+        authed.url, receiver.url, namespace="team-a", name="orders", delivery={"maxAttempts": 2}
     )
     doc = cfg.to_document()
     doc["nats"]["credsFile"] = str(creds)
@@ -216,14 +222,15 @@ async def test_the_delivery_flow_runs_with_every_component_on_its_own_user(authe
             await wait_until_ready(http, f"http://127.0.0.1:{port}/readyz", ingest)
             await wait_until_ready(http, f"http://{cfg.listen}/readyz", sender)
             headers = {"Authorization": f"Bearer {TOKEN}"}
-            # The first answered 500, maxAttempts 1: a dead letter (and a failed attempt); then a success.
+            # The first answered 500 twice (maxAttempts 2, 5 s apart): its failed-attempt record written
+            # and read back (a direct get of its own subject), then a dead letter; then a success.
             receiver.status = 500
             event = {"id": "auth-0", "type": "open", "recipient": "a@shop.example", "ip": "192.0.2.1"}
             async with http.post(
                 f"http://127.0.0.1:{port}/v1/events", json=event, headers=headers
             ) as response:
                 assert response.status == 202, await response.text()
-            await wait_until(lambda: "auth-0" in receiver.ids(), 30, "the failing attempt")
+            await wait_until(lambda: receiver.ids().count("auth-0") == 2, 30, "both failing attempts")
             admin = await bus.connect(
                 authed.url,
                 auth=BusAuth(creds_file=str(authed.creds["operator"]), inbox_prefix=inbox_prefix("operator")),

@@ -106,7 +106,7 @@ def test_the_minted_credentials_carry_exactly_the_listed_permissions():
             "hookline.attempts.team-a.orders",
             "hookline.dead.team-a.orders",
             "hookline.failed.hookline_team-a_orders.*",
-            "$JS.API.STREAM.MSG.GET.HOOKLINE_FAILED_ATTEMPTS",
+            "$JS.API.DIRECT.GET.HOOKLINE_FAILED_ATTEMPTS.hookline.failed.hookline_team-a_orders.*",
             "$JS.API.STREAM.PURGE.HOOKLINE_FAILED_ATTEMPTS",
         ]
     }
