@@ -44,7 +44,11 @@ def test_defaults_render_nats_with_auth_and_each_component_with_its_own_user():
     (layout,) = ingest["initContainers"]
     assert "--layout-only" in layout["args"]
     assert layout["args"][layout["args"].index("--nats-creds") + 1] == f"{CREDS_DIR}/layout.creds"
-    assert creds_items(ingest) == ["ingest.creds", "layout.creds"]
+    assert creds_items(ingest) == ["ingest.creds"]  # the ingest container's only
+    (layout_volume,) = [v for v in ingest["volumes"] if v["name"] == "nats-layout-creds"]
+    assert [i["key"] for i in layout_volume["secret"]["items"]] == ["layout.creds"]
+    assert "nats-layout-creds" not in [m["name"] for m in ingest["containers"][0]["volumeMounts"]]
+    assert "nats-creds" not in [m["name"] for m in layout["volumeMounts"]]
 
     pool = one("StatefulSet", "hk-hookline-pool-default")["spec"]["template"]["spec"]
     assert creds_items(pool) == ["pool.creds"]

@@ -179,6 +179,26 @@ initContainers:
     volumeMounts:
       - name: tmp
         mountPath: /tmp
-      {{- include "hookline.natsClientMounts" . | nindent 6 }}
+      # Its own volume: the ingest container never sees the layout user's credentials.
+      - name: nats-layout-creds
+        mountPath: {{ include "hookline.natsCredsDir" . }}
+        readOnly: true
+      {{- if include "hookline.natsTls" . }}
+      - name: nats-ca
+        mountPath: {{ dir (include "hookline.natsCaFile" .) }}
+        readOnly: true
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hookline.natsLayoutVolume" -}}
+{{- if include "hookline.natsAuth" . }}
+- name: nats-layout-creds
+  secret:
+    secretName: {{ include "hookline.natsAuthSecret" . }}
+    defaultMode: 0440
+    items:
+      - key: layout.creds
+        path: layout.creds
 {{- end }}
 {{- end }}
