@@ -116,11 +116,12 @@ def layout_permissions() -> Permissions:
 
 
 def operator_permissions() -> Permissions:
-    """The control plane: streams, consumers, KV buckets, redrive; not the events' messages themselves
-    (no pull on a Webhook's consumer, no publish of events)."""
+    """The control plane: streams, consumers, KV buckets, redrive, and the backlog moves (it fetches a
+    stuck Webhook's oldest events through its consumer into dead letters: sender/bus/backlog.py). It
+    publishes no events. It can make consumers, so it could read events: it is trusted as the
+    issuer of every user is."""
     return Permissions(
         pub=("$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "hookline.redrive.>", "hookline.dead.>"),
-        pub_deny=("$JS.API.CONSUMER.MSG.NEXT.HOOKLINE_EVENTS.*",),
         sub=(f"{inbox_prefix('operator')}.>",),
     )
 

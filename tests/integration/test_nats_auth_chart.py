@@ -72,7 +72,7 @@ def test_the_minted_credentials_carry_exactly_the_listed_permissions():
 
     operator = permissions(data["operator.creds"])
     assert "hookline.events.>" not in operator["pub"]["allow"]
-    assert operator["pub"]["deny"] == ["$JS.API.CONSUMER.MSG.NEXT.HOOKLINE_EVENTS.*"]
+    assert not [s for s in operator["pub"]["allow"] if s.startswith("hookline.events")]
     assert operator["sub"] == {"allow": ["_INBOX.operator.>"]}
 
     layout = permissions(data["layout.creds"])
