@@ -132,6 +132,13 @@ async def test_the_operator_makes_the_accounts_mints_each_senders_user_and_revok
     info = await nc.jetstream().consumer_info("HOOKLINE_EVENTS", who.consumer)
     assert info.name == who.consumer
 
+    # The operator's own user did everything it does (consumers, health watch, buckets) unrefused.
+    log = (tmp_path / "nats.log").read_text()
+    refused = [
+        line for line in log.splitlines() if "Publish Violation" in line or "Subscription Violation" in line
+    ]
+    assert not refused, refused
+
     await cluster.call("DELETE", api_path(WEBHOOKS, name="tenant"))
     await wait_for(lambda: nc.is_closed, "the deleted Webhook's sender connection closed by the server")
     with pytest.raises(Exception, match=r"Authorization Violation|no servers"):
