@@ -71,6 +71,7 @@ async def test_tenants_are_held_to_their_grants_by_the_api_server(
     await admin.call("POST", "/api/v1/namespaces", {"metadata": {"name": other, "labels": {"team": "b"}}})
     for role in ("hookline-edit", "hookline-view"):  # another test's release may have made them
         kubectl(config, "delete", "--ignore-not-found", "clusterrole", role)
+    running = []
     try:
         applied = apply_server_side(config, docs, namespace=RELEASE_NS, field_manager="tenancy-test")
         (vap,) = [o for o in applied if o["kind"] == "ValidatingAdmissionPolicy"]
@@ -105,8 +106,12 @@ async def test_tenants_are_held_to_their_grants_by_the_api_server(
                 databases=[{"name": "crm", "collections": ["orders"]}],
             ),
         )
-        await start_operator(
-            tenancy_enforce=True, grants_configmap=f"{RELEASE_NS}/{grants['metadata']['name']}"
+        running.append(
+            await start_operator(  # only the tenants' namespaces: other tests' leftovers are not its
+                tenancy_enforce=True,
+                grants_configmap=f"{RELEASE_NS}/{grants['metadata']['name']}",
+                namespaces=(namespace, other),
+            )
         )
 
         async def compiled():
@@ -138,6 +143,14 @@ async def test_tenants_are_held_to_their_grants_by_the_api_server(
                 "POST", api_path(WEBHOOKS, other), webhook("orders", url, database="crm", collection="orders")
             )
             assert status == 201, answer  # granted by its namespace's label
+            for ns, name in ((namespace, "news"), (other, "orders")):  # their owners place the files
+
+                async def token(ns=ns, name=name):
+                    found = await admin.get(WEBHOOKS, name, ns) or {}
+                    return ((found.get("status") or {}).get("verification") or {}).get("content")
+
+                value = await eventually(token, f"{name}'s verification token")
+                site.files[f"/hooks/hookline-{value}.txt"] = value
 
             refusals = [
                 (
@@ -201,6 +214,8 @@ async def test_tenants_are_held_to_their_grants_by_the_api_server(
         ready = await eventually(stopped, "news: Ready=False ScopeNotAllowed")
         assert ready["message"].startswith("spec.database: 'newsletter' is not granted"), ready
     finally:
+        for operator in running:  # before the grants and namespace B go, so it writes nothing there
+            await operator.stop()
         for doc in docs:
             if doc["kind"].startswith("ValidatingAdmissionPolicy") or doc["kind"] == "ClusterRole":
                 kubectl(config, "delete", "--ignore-not-found", doc["kind"].lower(), doc["metadata"]["name"])
