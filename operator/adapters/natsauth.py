@@ -183,12 +183,19 @@ async def ensure_sender_secret(api: kubeapi.KubeAPI, minter: NatsMinter, owner: 
     return "updated"
 
 
-async def revoke_sender(minter: NatsMinter, owner: Any) -> None:
-    """Revoke a deleted Webhook's sender user; NATS away: a warning Event (the Secret still goes)."""
+async def revoke_sender(
+    minter: NatsMinter, owner: Any, *, retry: int = 0, attempts: int = 1, delay: float = 5.0
+) -> None:
+    """Revoke a deleted Webhook's sender user; NATS away: tried again (`attempts` in all, a Kopf retry
+    of the deletion handler), then a warning Event (the Secret still goes with the Webhook)."""
     meta = owner["metadata"]
     try:
         await minter.revoke(meta["namespace"], meta["name"], str(meta.get("uid") or ""))
     except Exception as exc:
+        if retry + 1 < attempts:
+            raise kopf.TemporaryError(
+                f"the sender's NATS user was not revoked yet: {exc}", delay=delay
+            ) from None
         kopf.warn(
             owner, reason="NatsUserNotRevoked", message=f"the sender's NATS user was not revoked: {exc}"
         )

@@ -483,6 +483,7 @@ async def webhook_deleted(
         return
     logger.info(f"consumer {name} {'removed' if removed else 'was already gone'}")
     if rt.nats_minter is not None:  # a copied creds file stops working now, not at garbage collection
-        await revoke_sender(rt.nats_minter, body)
+        attempts, delay = rt.config.consumer_delete_attempts, rt.config.consumer_delete_delay
+        await revoke_sender(rt.nats_minter, body, retry=retry, attempts=attempts, delay=delay)
     with contextlib.suppress(BusUnavailable):
         await rt.consumers.forget_health(meta["namespace"], meta["name"])
