@@ -226,7 +226,9 @@ class ConsumerWatch:
         stopped_unrecorded = self.gone.state.gone and not self.gone.recorded
         calm = not (stirred or self.stirred or self.owed or stopped_unrecorded)
         steady, self.last_pending = pending == self.last_pending, pending
-        if calm and not pending:
+        # A stopped Webhook rests at most `steady_interval`: a resume reaches it within that even where
+        # its NATS user may not hear advisories (credentials minted before they were allowed).
+        if calm and not pending and not self.gone.state.gone:
             # Jittered; the first rest after a start over all of it: 10,000 engines started together
             # look at spread times ever after.
             self.idle_wait = self.idle_interval * random.uniform(0.8 if self.rested else 0.05, 1.0)
