@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from hookline.api.base import CamelModel as CamelModel
+from hookline.api.base import ProofMethodSpec
 from hookline.api.base import SecretRef as SecretRef
 from hookline.api.base import StatusModel as StatusModel
 from hookline.api.credentials import ClientTLS, SecretHeader, Signing, SigningStatus, secret_header_problem
@@ -285,7 +286,7 @@ _SCOPE_NAME = re.compile(SCOPE_NAME_PATTERN)
 class VerificationSpec(CamelModel):
     """``spec.verification``: the proof (a file, or a DNS TXT record) and how often it is re-checked."""
 
-    method: Literal["File", "DNS"] = "File"
+    method: ProofMethodSpec = "File"
     recheck_interval: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None  # unset: the operator's
 
 

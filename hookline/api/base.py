@@ -6,9 +6,9 @@ can share them without importing each other in a circle.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -22,6 +22,19 @@ class CamelModel(BaseModel):
         frozen=True,
         str_strip_whitespace=False,
     )
+
+
+PROOF_METHOD_SPELLINGS = {"file": "File", "dns": "DNS"}
+
+
+def _proof_method(value: str) -> str:
+    """DESIGN.md names the methods `file` and `dns`; the CRDs' CamelCase `File`/`DNS` mean the same."""
+    return PROOF_METHOD_SPELLINGS.get(value, value)
+
+
+# ``spec.verification.method`` / a WebhookDomain's ``spec.method``: either spelling is admitted (the CRDs
+# list all four), and the model holds the CamelCase one, so code compares with "File" and "DNS" only.
+ProofMethodSpec = Annotated[Literal["File", "DNS", "file", "dns"], AfterValidator(_proof_method)]
 
 
 class SecretRef(CamelModel):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
@@ -28,6 +28,7 @@ from hookline.api import (
     StatusModel,
     field_errors,
 )
+from hookline.api.base import ProofMethodSpec
 from hookline.durations import DURATION_PATTERN
 
 DOMAIN_KIND = "WebhookDomain"
@@ -41,7 +42,7 @@ class WebhookDomainSpec(CamelModel):
     """``spec`` of a WebhookDomain, with the CRD's defaults."""
 
     domain: Annotated[str, Field(min_length=1, max_length=253)]
-    method: Literal["DNS", "File"] = "DNS"
+    method: ProofMethodSpec = "DNS"
     include_subdomains: StrictBool = False
     recheck_interval: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
 

@@ -33,14 +33,14 @@ async def verified(admin: KubeClient, resource: str, namespace: str, name: str) 
 @pytest.mark.slow
 async def test_a_domain_proof_by_dns_covers_its_namespace_only(admin, namespace, start_operator, dns):
     await start_operator(dns_nameservers=(dns.nameserver,), dns_timeout=2.0)
-    # The CRD's rule: a file at the web root does not prove the names below it.
+    # The CRD's rule: a file at the web root does not prove the names below it (either spelling).
     bad = {"apiVersion": "hookline.io/v1alpha1", "kind": "WebhookDomain", "metadata": {"name": "bad"},
-           "spec": {"domain": "shop.example", "method": "File", "includeSubdomains": True}}  # fmt: skip
+           "spec": {"domain": "shop.example", "method": "file", "includeSubdomains": True}}  # fmt: skip
     code, refusal = await admin.request("POST", api_path(DOMAINS, namespace), bad)
     assert code == 422 and "includeSubdomains needs method DNS" in str(refusal)
 
     await create(admin, DOMAINS, "WebhookDomain", namespace, "shop-example", domain="shop.example",
-                 includeSubdomains=True)  # fmt: skip
+                 method="dns", includeSubdomains=True)  # DESIGN.md's spelling  # fmt: skip
 
     async def domain_token() -> str | None:
         return ((await admin.get(DOMAINS, "shop-example", namespace) or {}).get("status") or {}).get("token")

@@ -35,6 +35,17 @@ def test_verification_defaults_to_the_file_and_takes_dns_and_a_recheck_interval(
     assert not errors and parse_webhook_spec(stored["spec"]).verification.recheck_interval == "12h"
 
 
+def test_the_lowercase_method_names_of_the_design_are_taken_as_the_same_methods():
+    stored, errors = admit(WEBHOOK_CRD, webhook(verification={"method": "dns"}))
+    assert not errors and parse_webhook_spec(stored["spec"]).verification.method == "DNS"
+    stored, errors = admit(DOMAIN_CRD, domain(domain="shop.example", method="dns", includeSubdomains=True))
+    assert not errors and parse_domain_spec(stored["spec"]).method == "DNS"
+    stored, errors = admit(DOMAIN_CRD, domain(domain="shop.example", method="file", includeSubdomains=True))
+    assert [where for where, _ in errors] == ["spec.includeSubdomains"], errors  # a file proves none below
+    with pytest.raises(SpecError, match="includeSubdomains"):
+        parse_domain_spec(domain(domain="shop.example", method="file", includeSubdomains=True)["spec"])
+
+
 @pytest.mark.parametrize(
     ("verification", "field"),
     [
