@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +47,7 @@ from operator_helpers import (  # noqa: E402
     stop_operator_process,
     write_kubeconfig,
 )
+from operator_realapi import RealApi, as_kubectl_applies  # noqa: E402
 from strict_api import StrictCluster  # noqa: E402
 
 from hookline.operator.loops.poolsync import POOL_LABEL, POOL_SELECTOR  # noqa: E402
@@ -74,7 +76,7 @@ class BenchCluster(StrictCluster):
         self.ready: set[str] = set()
         self.requests: dict[str, int] = {}  # by action (CREATE, UPDATE, ...), events included
 
-    def writes(self) -> int:
+    async def writes(self) -> int:
         return sum(n for action, n in self.requests.items() if action in ("CREATE", "UPDATE", "DELETE"))
 
     async def _handle(self, request: kmock.Request) -> web.StreamResponse:
@@ -165,20 +167,30 @@ async def bench(
     steady_seconds: float = 0.0,
     as_json: bool = False,
     pool_replicas: int = 0,
+    real_api: bool = False,
+    progress: Path | None = None,
 ) -> int:
     timeout = limit_seconds
     tmpdir = tempfile.TemporaryDirectory(prefix="hookline-bench-")
-    with tmpdir as tmp, EmbeddedNats(Path(tmp) / "nats") as nats:
-        async with BenchCluster() as cluster, kmock.Server(cluster):
-            declare_resources(cluster)
+    with tmpdir as tmp, EmbeddedNats(Path(tmp) / "nats") as nats, contextlib.ExitStack() as files:
+        async with contextlib.AsyncExitStack() as stack:
+            target: BenchCluster | RealApi
+            if real_api:
+                target = await stack.enter_async_context(RealApi(Path(tmp), NS))
+                kubeconfig = Path(tmp) / "operator.kubeconfig"
+            else:
+                target = await stack.enter_async_context(BenchCluster())
+                await stack.enter_async_context(kmock.Server(target))
+                declare_resources(target)
+                kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", target)
             runner, base, hits = await start_token_site()
-            kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", cluster)
             env = {
                 **os.environ,
                 "KUBECONFIG": str(kubeconfig),
                 "HOOKLINE_NATS_URL": nats.url,
                 "HOOKLINE_SENDER_IMAGE": "ghcr.io/hookline/hookline:bench",
             }
+            controller: asyncio.Task[None] | None = None
             if pool_replicas:
                 key_file = Path(tmp) / "pool-key"
                 key_file.write_text(POOL_KEY)
@@ -190,12 +202,20 @@ async def bench(
                     "metadata": {"name": "hookline-pool-default", "namespace": NS, "labels": labels},
                     "spec": {"replicas": pool_replicas, "selector": {"matchLabels": labels}},
                 }
-                await cluster.call("POST", api_path(STATEFULSETS, NS), statefulset)
+                if real_api:  # a real StatefulSet needs a pod template
+                    container = {"name": "pool", "image": "ghcr.io/hookline/hookline:bench"}
+                    template = {"metadata": {"labels": labels}, "spec": {"containers": [container]}}
+                    statefulset["spec"] |= {"serviceName": "hookline-pool-default", "template": template}
+                await target.call("POST", api_path(STATEFULSETS, NS), statefulset)
                 controller = asyncio.create_task(play_pool_replicas(nats.url, "default", pool_replicas))
-            else:
-                controller = asyncio.create_task(play_deployment_controller(cluster))
+            elif not real_api:
+                assert isinstance(target, BenchCluster)
+                controller = asyncio.create_task(play_deployment_controller(target))
+            if isinstance(target, RealApi):
+                target.start_playing(pool=bool(pool_replicas))
             operator, log = start_operator_process(env, Path(tmp) / "operator.log")
-            names = [f"wh-{i:04d}" for i in range(count)]
+            report = files.enter_context(progress.open("a")) if progress else None
+            names = [f"wh-{i:05d}" for i in range(count)]
             try:
                 started = time.perf_counter()
                 limit = asyncio.Semaphore(50)
@@ -208,12 +228,12 @@ async def bench(
                             "metadata": {"name": name, "namespace": NS},
                             "spec": {"url": f"{base}/hooks/{name}.php", "events": ["open", "click"]},
                         }
-                        await cluster.call("POST", api_path(WEBHOOKS, NS), body)
+                        await target.call("POST", api_path(WEBHOOKS, NS), as_kubectl_applies(body))
 
                 await asyncio.gather(*(create(n) for n in names))
                 created = time.perf_counter() - started
                 deadline = started + timeout
-                ready = 0
+                ready, said = 0, 0.0
                 while ready < count:
                     if operator.poll() is not None:
                         tail = (Path(tmp) / "operator.log").read_text(errors="replace").splitlines()[-30:]
@@ -224,29 +244,40 @@ async def bench(
                         print(f"timeout: {ready}/{count} Ready after {timeout:.0f} s", file=sys.stderr)
                         return 1
                     await asyncio.sleep(0.5)
-                    ready = len(cluster.ready)
+                    ready = len(target.ready)
+                    if report is not None and time.perf_counter() - said >= 30:
+                        said = time.perf_counter()
+                        report.write(
+                            f"{time.strftime('%H:%M:%S')} {ready}/{count} Ready after "
+                            f"{said - started:.0f} s; operator RSS {peak_rss_mib(operator.pid, 'VmRSS'):.0f} "
+                            f"MiB, peak {peak_rss_mib(operator.pid):.0f} MiB\n"
+                        )
+                        report.flush()
                 elapsed = time.perf_counter() - started
                 rss = peak_rss_mib(operator.pid)
                 cpu = cpu_seconds(operator.pid)
                 # Steady state: every Webhook Ready, nothing changing; what does the operator still
                 # write (status, events, Deployments) and how much memory does it keep?
-                writes_before, steady_started = cluster.writes(), time.perf_counter()
+                writes_before, steady_started = await target.writes(), time.perf_counter()
                 steady_rss = peak_rss_mib(operator.pid, "VmRSS")
                 if steady_seconds > 0:
                     await asyncio.sleep(steady_seconds)  # a measurement window, not a wait for a condition
                     steady_rss = peak_rss_mib(operator.pid, "VmRSS")
                 window = max(1e-9, time.perf_counter() - steady_started)
-                writes_per_minute = (cluster.writes() - writes_before) * 60 / window
+                writes_per_minute = (await target.writes() - writes_before) * 60 / window
                 final_peak = peak_rss_mib(operator.pid)
             finally:
-                controller.cancel()
+                if controller is not None:
+                    controller.cancel()
                 stop_operator_process(operator, log)
                 await runner.cleanup()
+            tier = "real kube-apiserver" if real_api else "emulator"
             if as_json:
                 print(
                     json.dumps(
                         {
                             "webhooks": count,
+                            "tier": tier,
                             "pool_replicas": pool_replicas,
                             "ready_seconds": round(elapsed, 1),
                             "peak_rss_mib": round(max(rss, final_peak), 1),
@@ -254,29 +285,41 @@ async def bench(
                             "steady_seconds": steady_seconds,
                             "api_writes_per_minute": round(writes_per_minute, 1),
                             "operator_cpu_seconds": round(cpu, 1),
-                            "api_requests_by_action": cluster.requests,
+                            "api_requests_by_action": getattr(target, "requests", {}),
                         }
                     )
                 )
             print(
-                f"webhooks: {count}" + (f" (in a pool of {pool_replicas} replicas)" if pool_replicas else "")
+                f"webhooks: {count} on the {tier}"
+                + (f" (in a pool of {pool_replicas} replicas)" if pool_replicas else "")
             )
             print(f"created in: {created:.1f} s")
             print(f"all Ready after: {elapsed:.1f} s (from the first create)")
             print(f"verification requests at the site: {hits[0]}")
-            print(f"operator peak RSS: {rss:.0f} MiB")
-            print(f"operator CPU time: {cpu:.1f} s (the rest of the wall time is the emulator's)")
+            print(f"operator peak RSS: {max(rss, final_peak):.0f} MiB")
+            print(f"operator CPU time: {cpu:.1f} s (the rest of the wall time is the API server's)")
             if steady_seconds > 0:
                 print(
                     f"steady state over {window:.0f} s: RSS {steady_rss:.0f} MiB, "
                     f"{writes_per_minute:.1f} API writes/min"
                 )
-            faults = cluster.operator_faults()
+            faults = (
+                target.operator_faults()
+                if isinstance(target, BenchCluster)
+                else operator_refusals(Path(tmp) / "operator.log")
+            )
             if faults:
                 print(f"the API refused or pruned the operator {len(faults)} times:", file=sys.stderr)
                 print("\n".join(faults[:20]), file=sys.stderr)
                 return 1
             return 0
+
+
+def operator_refusals(log_path: Path) -> list[str]:
+    """Lines of the operator's log that say the real API server refused it (as tests/realapi reads)."""
+    signs = ("inconsistencies", "Forbidden", " 403", " 422", "UnprocessableEntity")
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    return [line for line in lines if any(sign in line for sign in signs)]
 
 
 def main() -> int:
@@ -293,8 +336,24 @@ def main() -> int:
     parser.add_argument(
         "--pool-replicas", type=int, default=0, help="run the Webhooks in a sender pool of this many replicas"
     )
+    parser.add_argument(
+        "--real-api",
+        action="store_true",
+        help="a real kube-apiserver, etcd and kube-controller-manager (make k8s-assets), not the emulator",
+    )
+    parser.add_argument("--progress", type=Path, help="append the Ready count and RSS every 30 s here")
     args = parser.parse_args()
-    return asyncio.run(bench(args.webhooks, args.timeout, args.steady_seconds, args.json, args.pool_replicas))
+    return asyncio.run(
+        bench(
+            args.webhooks,
+            args.timeout,
+            args.steady_seconds,
+            args.json,
+            args.pool_replicas,
+            args.real_api,
+            args.progress,
+        )
+    )
 
 
 if __name__ == "__main__":
