@@ -11,6 +11,8 @@ consumer; nothing is lost, and duplicate deliveries are counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -91,10 +93,11 @@ class Mode(StrEnum):
 class Attempt:
     """One request as the receiver saw it; `status` None while it hangs."""
 
-    event_id: str
+    event_id: str  # the webhook-id header: the event's id, or a batch's id
     arrived: float  # time.monotonic() in the test process
     status: int | None = None
     answered: float | None = None
+    events: tuple[str, ...] = ()  # the ids of the events the request carried (one, or a batch's)
 
 
 @dataclass
@@ -138,8 +141,9 @@ class Receiver:
         self._queued.extend(modes)
 
     async def _handle(self, request: web.Request) -> web.Response:
-        await request.read()
-        attempt = Attempt(request.headers.get("webhook-id", ""), time.monotonic())
+        body = await request.read()
+        webhook_id = request.headers.get("webhook-id", "")
+        attempt = Attempt(webhook_id, time.monotonic(), events=carried_ids(webhook_id, body))
         self.attempts.append(attempt)
         mode = self._queued.popleft() if self._queued else self.mode
         if self.delay:
@@ -165,11 +169,18 @@ class Receiver:
 
     @property
     def delivered_ids(self) -> set[str]:
-        return {a.event_id for a in self.attempts if a.status is not None and 200 <= a.status < 300}
+        """Every event a 2xx answer took (a batch's events each)."""
+        return {e for a in self.attempts if a.status is not None and 200 <= a.status < 300 for e in a.events}
 
     @property
     def successes(self) -> int:
+        """Requests answered 2xx (a batch is one)."""
         return sum(1 for a in self.attempts if a.status is not None and 200 <= a.status < 300)
+
+    @property
+    def event_deliveries(self) -> int:
+        """Events taken with a 2xx answer, counting each time an event came again."""
+        return sum(len(a.events) for a in self.attempts if a.status is not None and 200 <= a.status < 300)
 
     @property
     def hanging(self) -> int:
@@ -177,6 +188,14 @@ class Receiver:
 
     def answered_with(self, status: int) -> list[Attempt]:
         return [a for a in self.attempts if a.status == status]
+
+
+def carried_ids(webhook_id: str, body: bytes) -> tuple[str, ...]:
+    """The events a request carried: a JSON batch body's ids, else the one event of webhook-id."""
+    if body.startswith(b"["):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            return tuple(str(item["id"]) for item in json.loads(body))
+    return (webhook_id,)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -431,6 +450,15 @@ class Harness:
         """Stop and start nats-server (same port and store) without blocking the receivers' loop."""
         await asyncio.to_thread(self.nats.restart, down_seconds)
 
+    async def kill_nats(self, down_seconds: float = 0.0) -> None:
+        """SIGKILL nats-server (no flush of its consumer state), then start it on the same port and store."""
+        proc, self.nats.proc = self.nats.proc, None
+        assert proc is not None
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+        await asyncio.sleep(down_seconds)
+        await asyncio.to_thread(self.nats.start)
+
     # --- traffic
 
     async def post(self, events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
@@ -487,7 +515,7 @@ class Harness:
             dead_lettered=len(dead),
             waiting=waiting,
             lost=max(0, len(accepted_ids - delivered - dead) - waiting),
-            duplicates=webhook.receiver.successes - len(webhook.receiver.delivered_ids),
+            duplicates=webhook.receiver.event_deliveries - len(webhook.receiver.delivered_ids),
             both=sorted(delivered & dead),
         )
 
