@@ -2,19 +2,17 @@
 
 The command: its flags (limits and timeouts become an `IngestSettings`; durations in the one grammar,
 `hookline/durations.py`), the bearer token, the streams' settings (ingest owns them:
-`ensure_bus_layout`), a worker process for large bodies, and the service until SIGTERM. The request
-handling is sender/ingest/service.py, the rules of a request sender/ingest/body.py.
+`ensure_bus_layout`), the heavy lane's worker process for large bodies (ingest/heavy.py), and the
+service until SIGTERM. The request handling is sender/ingest/service.py, the rules of a request
+sender/ingest/body.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, ServiceUnavailableError
@@ -34,6 +32,7 @@ from hookline.sender.cmd.ingestauth import (
     tls_context_of,
 )
 from hookline.sender.cmd.natsurl import add_nats_auth_arguments, nats_auth_of
+from hookline.sender.ingest.heavy import HeavyLane
 from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
@@ -63,12 +62,6 @@ def replicas_count(text: str) -> int:
     if value > bus.MAX_REPLICAS:
         raise argparse.ArgumentTypeError(f"{text!r}: NATS keeps at most {bus.MAX_REPLICAS} replicas")
     return value
-
-
-def lower_priority() -> None:
-    """In the worker: large bodies get the CPU the event loop (small requests, probes) leaves over."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
 
 
 async def ensure_bus_layout(
@@ -244,9 +237,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     tls = None if layout_only else tls_context_of(args)
     auth = nats_auth_of(args).with_inbox(inbox_prefix("layout" if layout_only else "ingest"))
     nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set, auth=auth)
-    workers = ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
-    )
+    settings = settings_from(args)
+    heavy = HeavyLane(slots=settings.max_heavy_waiting, timeout=settings.heavy_timeout_seconds)
     try:
         js = nc.jetstream()
         # With credentials (the chart's auth) the layout is the init step's (--layout-only): the
@@ -267,9 +259,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             log.info("ingest --layout-only: the streams and buckets are in place")
             return 0
         registry = CollectorRegistry()
-        ingest = Ingest(
-            nc, js, IngestMetrics(registry), auth=producers, settings=settings_from(args), workers=workers
-        )
+        await heavy.start()
+        ingest = Ingest(nc, js, IngestMetrics(registry), auth=producers, settings=settings, heavy=heavy)
         runner = await start_ingest_site(ingest, registry, host, port, ssl_context=tls)
         log.info(
             "ingest listening on %s:%d (%s; producers: %s; events up to %d bytes)",
@@ -290,7 +281,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             reload.cancel()
             await runner.cleanup()
     finally:
-        workers.shutdown(wait=False, cancel_futures=True)
+        await heavy.close()
         await bus.close_quietly(nc)
     if closed.is_set() and not stop.is_set():
         log.error("ingest: the NATS connection was closed for good; exiting so that the pod is restarted")

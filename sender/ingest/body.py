@@ -27,6 +27,7 @@ __all__ = [
     "Rejection",
     "check_content_encoding",
     "check_content_type",
+    "costs_the_worker",
     "decode_document",
     "inflate",
     "parse_events_body",
@@ -151,10 +152,17 @@ def prepare_body(
     raw: bytes, encoding: str, max_body_bytes: int, max_event_bytes: int, max_events: int
 ) -> list[Outgoing]:
     """Inflate, decode, validate and encode a request body (pure, CPU only): the events to publish,
-    or a Rejection. Large bodies run this in a worker process (see service.Ingest), small ones inline."""
+    or a Rejection. Heavy bodies (costs_the_worker) run this in a worker process (heavy.py), small
+    ones inline."""
     inflated = inflate(raw, encoding, max_body_bytes)
     batch = parse_events_body(inflated, max_events=max_events, max_event_bytes=max_event_bytes)
     return [Outgoing(event.id, subject_for(event), data, event.database) for event, data in batch]
+
+
+def costs_the_worker(encoding: str, size: int | None, heavy_body_bytes: int) -> bool:
+    """Whether a body is heavy (inflated and parsed in ingest's worker, service.py): compressed, or
+    larger than `heavy_body_bytes`. `size` None (not declared): known only once the body is read."""
+    return encoding != "identity" or (size is not None and size > heavy_body_bytes)
 
 
 def _size_message(event: Event, size: int, limit: int) -> str:

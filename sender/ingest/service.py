@@ -14,7 +14,8 @@ The limits are `IngestSettings` (settings.py): an encoded event must fit the bus
 dead letter (`bus.max_event_bytes` of the server's max_payload, read at connect), gzip/deflate bodies
 are inflated only after the request was authorised, a body must arrive within `body_timeout_seconds`,
 headers within `header_timeout_seconds`, and at most `max_connections` connections are open (more are
-answered 503 and closed).
+answered 503 and closed). Heavy bodies (compressed or large) are admitted behind a small budget and
+prepared in a worker process at idle priority (heavy.py), so hostile ones never slow the small ones.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import asyncio
 import logging
 import ssl
 import time
-from concurrent.futures import Executor
-from typing import Any
 
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -39,8 +38,10 @@ from hookline.sender.ingest.body import (
     Rejection,
     check_content_encoding,
     check_content_type,
+    costs_the_worker,
     prepare_body,
 )
+from hookline.sender.ingest.heavy import HeavyLane
 from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.schema import add_schema_route
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
@@ -54,20 +55,14 @@ __all__ = ["Ingest", "create_app", "read_limited", "start_ingest_site"]
 _PRODUCER = web.RequestKey("hookline_producer", str)  # the producer token name, for the metric
 
 
-def _prepare_in_worker(
-    raw: bytes, encoding: str, max_body_bytes: int, max_event_bytes: int, max_events: int
-) -> list[Outgoing] | tuple[int, str, list[dict[str, Any]], int]:
-    """`prepare_body` in a worker process: a Rejection travels back as a plain tuple."""
-    try:
-        return prepare_body(raw, encoding, max_body_bytes, max_event_bytes, max_events)
-    except Rejection as rejection:
-        return (rejection.status, rejection.message, rejection.errors, rejection.rejected_events)
+def _too_big(limit: int) -> Rejection:
+    return Rejection(413, f"body larger than {limit} bytes; send fewer events per request")
 
 
 async def read_limited(request: web.Request, limit: int, within: float) -> bytes:
     """The body, or 413 as soon as it is known to exceed `limit` bytes (without reading it all);
     408 when it does not arrive within `within` seconds."""
-    too_big = Rejection(413, f"body larger than {limit} bytes; send fewer events per request")
+    too_big = _too_big(limit)
     if request.content_length is not None and request.content_length > limit:
         raise too_big
     chunks: list[bytes] = []
@@ -96,13 +91,12 @@ class Ingest:
         token: bytes | None = None,
         auth: ProducerAuth | None = None,
         settings: IngestSettings = DEFAULT_INGEST_SETTINGS,
-        workers: Executor | None = None,
+        heavy: HeavyLane | None = None,
     ) -> None:
         """`auth`: the producer tokens (`token`: the one shared token of earlier versions; neither:
         no auth, which only the command's --insecure-no-auth and dev mode ask for)."""
         self.nc = nc
-        self.workers = workers  # large bodies are prepared there (None: inline)
-        self.heavy_waiting = 0
+        self.heavy = heavy  # heavy bodies are prepared there (None: on the event loop)
         self.js = js
         self.metrics = metrics
         self.auth = auth or (ProducerAuth.single(token) if token else ProducerAuth.open())
@@ -156,10 +150,8 @@ class Ingest:
             request[_PRODUCER] = producer.name
         check_content_type(request.content_type)
         encoding = check_content_encoding(request.headers.get("Content-Encoding"))
-        settings = self.settings
-        raw = await read_limited(request, settings.max_body_bytes, settings.body_timeout_seconds)
         try:
-            batch = await self._prepare(raw, encoding)
+            batch = await self._read_and_prepare(request, encoding)
             self.auth.check_databases(producer, batch)  # all or nothing, as a 400
         except Rejection as rejection:
             if rejection.status in (400, 403):
@@ -167,27 +159,24 @@ class Ingest:
             raise
         return await self._publish(batch), True
 
-    async def _prepare(self, raw: bytes, encoding: str) -> list[Outgoing]:
+    async def _read_and_prepare(self, request: web.Request, encoding: str) -> list[Outgoing]:
+        """The body's events. A body heavy by its headers is admitted before it is read, one found
+        heavy once read (no Content-Length) after; either is then prepared in the heavy lane."""
         settings = self.settings
         limits = (settings.max_body_bytes, self.max_event_bytes, settings.max_events_per_request)
-        if self.workers is None or (encoding == "identity" and len(raw) <= settings.heavy_body_bytes):
-            return prepare_body(raw, encoding, *limits)
-        if self.heavy_waiting >= settings.max_heavy_waiting:
-            raise Rejection(
-                503,
-                "ingest is busy with large requests; retry shortly (smaller batches are served right away)",
-                retry_after=1,
-            )
-        self.heavy_waiting += 1
-        try:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.workers, _prepare_in_worker, raw, encoding, *limits)
-        finally:
-            self.heavy_waiting -= 1
-        if isinstance(result, tuple):
-            status, message, errors, rejected = result
-            raise Rejection(status, message, errors, rejected_events=rejected)
-        return result
+        declared = request.content_length
+        if declared is not None and declared > settings.max_body_bytes:
+            raise _too_big(settings.max_body_bytes)
+        lane = self.heavy
+        if lane is not None and costs_the_worker(encoding, declared, settings.heavy_body_bytes):
+            async with lane.admission():
+                raw = await read_limited(request, settings.max_body_bytes, settings.body_timeout_seconds)
+                return await lane.prepare(raw, encoding, *limits)
+        raw = await read_limited(request, settings.max_body_bytes, settings.body_timeout_seconds)
+        if lane is not None and costs_the_worker(encoding, len(raw), settings.heavy_body_bytes):
+            async with lane.admission():
+                return await lane.prepare(raw, encoding, *limits)
+        return prepare_body(raw, encoding, *limits)
 
     async def _publish(self, batch: list[Outgoing]) -> web.Response:
         settings = self.settings

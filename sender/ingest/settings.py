@@ -24,11 +24,14 @@ class IngestSettings:
     # succeeds first; a producer is told to come back after `retry_after_seconds`.
     store_refusal_hold_seconds: float = 5.0
     retry_after_seconds: int = 2
-    # Bodies larger than this (or compressed) are inflated and parsed in a worker process when ingest
-    # has one, so a few costly requests never hold up the event loop that answers everyone else; at
-    # most `max_heavy_waiting` of them wait for it at once (more get 503 with Retry-After).
+    # Bodies larger than this (or compressed) are inflated and parsed in a worker process at idle CPU
+    # priority when ingest has one (heavy.py), so costly requests never hold up the event loop that
+    # answers everyone else; at most `max_heavy_waiting` of them are admitted at once, counted before
+    # their body is read (more get 503 with Retry-After), and each is answered within
+    # `heavy_timeout_seconds` (else the same 503).
     heavy_body_bytes: int = 64 * 1024
     max_heavy_waiting: int = 8
+    heavy_timeout_seconds: float = 10.0
 
 
 DEFAULT_INGEST_SETTINGS = IngestSettings()

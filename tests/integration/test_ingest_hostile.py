@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import multiprocessing
 import socket
 import time
 import zlib
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -478,33 +476,6 @@ async def test_a_trickling_body_gets_408(nats):
     finally:
         sock.close()
         await runner.cleanup()
-
-
-async def test_large_and_compressed_bodies_are_handled_in_the_worker_process(nats):
-    nc, js = nats
-    await add_witness(js)
-    registry = CollectorRegistry()
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as workers:
-        ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), workers=workers)
-        runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{bound_port(runner)}/v1/events"
-        try:
-            async with aiohttp.ClientSession() as http:
-                large = enc([_valid(id=f"w-{i}", useragent="w" * 200) for i in range(400)])
-                assert len(large) > 64 * 1024
-                for data, headers, expected in (
-                    (large, HEADERS, 202),
-                    (gzip.compress(enc(_valid(id="gz"))), {**HEADERS, "Content-Encoding": "gzip"}, 202),
-                    (_bomb(64 * 1024 * 1024), {**HEADERS, "Content-Encoding": "gzip"}, 413),
-                    (b"[" + b",".join([b"{}"] * 10_000) + b"]", HEADERS, 400),
-                ):
-                    async with http.post(url, data=data, headers=headers) as response:
-                        assert response.status == expected, await response.text()
-            assert (await js.stream_info(bus.STREAM)).state.messages == 401
-            rejected = registry.get_sample_value("hookline_ingest_events_total", {"outcome": "rejected"})
-            assert rejected == 10_000
-        finally:
-            await runner.cleanup()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""The heavy lane: what a costly request body costs is paid off ingest's event loop, behind a small budget.
+
+A body is heavy when it is compressed or larger than `heavy_body_bytes` (body.costs_the_worker). Small
+identity bodies, the common valid request, are decoded on the event loop right away and never wait
+behind a heavy one. A heavy body is admitted first (at most `max_heavy_waiting` at once, counted from
+before its body is read, so a refused one costs no read: 503 with Retry-After and the connection
+closed), then inflated and parsed in one worker process (heavyworker.py) that runs at idle CPU priority
+(SCHED_IDLE): decompression bombs and huge invalid batches get only the CPU the event loop leaves over.
+The worker talks over a socket pair the event loop reads and writes like any other (no executor threads
+in ingest's process), one body at a time. A heavy body not answered within `heavy_timeout_seconds`
+(waiting included) gets the same 503; a worker that took too long, died or was interrupted mid-body is
+killed and another started for the next body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import socket
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hookline.sender.ingest.body import Outgoing, Rejection
+from hookline.sender.ingest.heavyworker import FRAME_HEADER, READY
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BUSY_MESSAGE", "HeavyLane", "busy"]
+
+BUSY_MESSAGE = "ingest is busy with large requests; retry shortly (smaller batches are served right away)"
+
+
+def busy() -> Rejection:
+    return Rejection(503, BUSY_MESSAGE, retry_after=1)
+
+
+class HeavyLane:
+    """One worker process for heavy bodies and the admission budget in front of it."""
+
+    def __init__(self, *, slots: int, timeout: float) -> None:
+        self.slots = slots  # heavy requests admitted at once (reading, waiting or in the worker)
+        self.timeout = timeout
+        self.admitted = 0
+        self.worker_pid: int | None = None
+        self._lock = asyncio.Lock()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @contextlib.asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """A slot of the budget for one heavy request, or 503 (busy) when all are taken."""
+        if self.admitted >= self.slots:
+            raise busy()
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+    async def start(self) -> None:
+        """Start the worker now rather than at the first heavy body."""
+        if self._writer is None:
+            await self._spawn()
+
+    async def prepare(self, raw: bytes, encoding: str, *limits: int) -> list[Outgoing]:
+        """body.prepare_body in the worker: the events, or its Rejection; 503 (busy) past the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise busy() from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await self._exchange_or_again(raw, (encoding, *limits))
+        except TimeoutError:
+            log.warning("ingest: a heavy body took over %gs; its worker is replaced", self.timeout)
+            self._kill()
+            raise busy() from None
+        except BaseException:
+            self._kill()  # interrupted mid-body: the worker's next answer would be this body's
+            raise
+        finally:
+            self._lock.release()
+        if isinstance(result, tuple):
+            status, message, errors, rejected = result
+            raise Rejection(status, message, errors, rejected_events=rejected)
+        return result  # type: ignore[no-any-return]
+
+    async def _exchange_or_again(self, raw: bytes, request: tuple[Any, ...]) -> Any:
+        """A worker that died (between bodies or on this one) is replaced and the body tried once
+        more: preparing a body has no effects, so the second try is safe; a second death is a 500."""
+        try:
+            return await self._exchange(raw, request)
+        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            log.warning("ingest: the heavy-body worker failed (%r); starting another", exc)
+            self._kill()
+        try:
+            return await self._exchange(raw, request)
+        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            raise RuntimeError(f"the heavy-body worker failed twice on one body ({exc!r})") from exc
+
+    async def _exchange(self, raw: bytes, request: tuple[Any, ...]) -> Any:
+        if self._writer is None:
+            await self._spawn()
+        assert self._reader is not None and self._writer is not None
+        meta = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        self._writer.write(FRAME_HEADER.pack(len(meta)) + meta + FRAME_HEADER.pack(len(raw)))
+        self._writer.write(raw)
+        await self._writer.drain()
+        size = FRAME_HEADER.unpack(await self._reader.readexactly(FRAME_HEADER.size))[0]
+        return pickle.loads(await self._reader.readexactly(size))
+
+    async def _spawn(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hookline.sender.ingest.heavyworker",
+                stdin=theirs,
+                stdout=theirs,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.worker_pid = self._process.pid
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        if await self._reader.readexactly(len(READY)) != READY:
+            raise EOFError("the heavy-body worker did not start")
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+        if self._writer is not None:
+            self._writer.close()
+        self._process = self._reader = self._writer = None
+        self.worker_pid = None
+
+    async def close(self) -> None:
+        process = self._process
+        if self._writer is not None:
+            self._writer.close()  # the worker reads EOF and exits
+        self._process = self._reader = self._writer = None
+        if process is not None:
+            try:
+                await asyncio.wait_for(process.wait(), 2.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
