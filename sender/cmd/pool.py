@@ -137,4 +137,4 @@ def _closed(nc: bus.NATS) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     exit_codes = {PoolError: 2, bus.BusUnavailable: 2}
-    return run_service(lambda stop: serve(args, stop), exit_codes, log, args.log_format)
+    return run_service(lambda stop: serve(args, stop), exit_codes, log, args.log_format, fast_loop=True)

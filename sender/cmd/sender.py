@@ -146,5 +146,9 @@ def _closed_reason(nc: bus.NATS) -> str | None:
 def run(args: argparse.Namespace) -> int:
     exit_codes = {ConfigError: 2, StartupError: 2, bus.BusUnavailable: 2, ValueError: 2}
     return run_service(
-        lambda stop: serve(load_sender_config(args.config), args, stop), exit_codes, log, args.log_format
+        lambda stop: serve(load_sender_config(args.config), args, stop),
+        exit_codes,
+        log,
+        args.log_format,
+        fast_loop=True,
     )

@@ -20,7 +20,7 @@ import socket
 import ssl as ssl_module
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from aiohttp.abc import AbstractResolver
@@ -99,8 +99,7 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport's subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -314,7 +313,7 @@ class KeepAlivePool:
         last: OSError | None = None
         for address, target_port, family in targets:  # exactly the addresses the policy passed
             try:
-                _, conn = await self.loop.create_connection(
+                transport, conn = await self.loop.create_connection(
                     lambda: _Connection(self, origin),
                     address,
                     target_port,
@@ -325,6 +324,8 @@ class KeepAlivePool:
             except OSError as exc:
                 last = exc
                 continue
+            if conn.transport is None:  # uvloop calls connection_made on its next loop iteration
+                conn.connection_made(transport)
             return conn
         assert last is not None
         raise last

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from hookline import USER_AGENT
@@ -288,3 +289,56 @@ async def test_connection_closed_by_the_server_while_idle_is_replaced(raw_server
         await asyncio.sleep(0.2)
         assert (await client.post(url, data=b"{}")).body == b"ok"
     assert len(connections) == 2
+
+
+def test_the_same_exchanges_on_uvloop():
+    """`hookline sender` and `hookline pool` run on uvloop, whose transports are not asyncio.Transport
+    subclasses and whose connection_made runs only after create_connection has returned."""
+
+    async def scenario() -> None:
+        peers: list[object] = []
+
+        async def ok(request: web.Request) -> web.Response:
+            peers.append(request.transport.get_extra_info("peername"))
+            body = gzip.compress(await request.read())
+            return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+        app = web.Application()
+        app.router.add_post("/ok", ok)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.close()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            await asyncio.sleep(5)
+
+        rude = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+        try:
+            async with SafeHTTPClient(LOOPBACK, limit=2) as client:
+                bodies = [f'{{"n":{i}}}'.encode() for i in range(6)]
+                answers = await asyncio.gather(
+                    *(client.post(f"http://127.0.0.1:{port}/ok", data=body) for body in bodies)
+                )
+                assert [a.body for a in answers] == bodies
+                assert len(set(peers)) <= 2
+                with pytest.raises(ConnectionFailed) as info:
+                    await client.post(f"http://127.0.0.1:{rude.sockets[0].getsockname()[1]}/", data=b"{}")
+                assert info.value.reason == "server disconnected"
+                with pytest.raises(RequestTimeout):
+                    port_ = mute.sockets[0].getsockname()[1]
+                    await client.post(f"http://127.0.0.1:{port_}/", data=b"{}", timeout=0.3)
+        finally:
+            rude.close()
+            mute.close()
+            await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+        runner.run(scenario())

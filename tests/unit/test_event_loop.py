@@ -1,0 +1,34 @@
+"""Which event loop a service command runs on: uvloop for the delivery processes (sender, pool), the
+standard one for the rest and whenever HOOKLINE_EVENT_LOOP=asyncio says so."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvloop
+
+from hookline.sender.observe.health import LOOP_ENV, loop_factory, run_until_signal
+
+
+def test_delivery_processes_get_uvloop_and_others_the_standard_loop(monkeypatch):
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    assert loop_factory(True) is uvloop.new_event_loop
+    assert loop_factory(False) is None
+
+
+def test_the_standard_loop_can_be_asked_for(monkeypatch):
+    monkeypatch.setenv(LOOP_ENV, "asyncio")
+    assert loop_factory(True) is None
+
+
+def test_run_until_signal_runs_on_the_chosen_loop(monkeypatch):
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    seen: list[type] = []
+
+    async def main(stop: asyncio.Event) -> int:
+        seen.append(type(asyncio.get_running_loop()))
+        return 3
+
+    assert run_until_signal(main, fast_loop=True) == 3
+    assert run_until_signal(main) == 3
+    assert seen[0] is uvloop.Loop and not issubclass(seen[1], uvloop.Loop)
