@@ -218,6 +218,7 @@ class Engine:
             await stop.wait()
         finally:
             self.running = False
+            self.watch.halt()
             watcher.cancel()
             # Stop pulling first (a NAK before that would bring the event straight back to us); then
             # events received but not started, or waiting for their turn, go back for redelivery.

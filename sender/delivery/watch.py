@@ -110,6 +110,7 @@ class ConsumerWatch:
         self.rested = False  # had a quiet look since it started
         self.alert = 0  # looks left at the short interval after an advisory or a reconnect
         self.looks = 0  # consumer-info requests made (for tests and the bench)
+        self.halted = False  # halt(): the engine stops
         self._reconnects = 0
         self._subs: list[Subscription] = []
 
@@ -168,11 +169,20 @@ class ConsumerWatch:
         if status == "503" or (status == "409" and "deleted" in description.lower()):
             self.wake()
 
+    def halt(self) -> None:
+        """End `run` after the current pause or look. Cancelling alone is not enough on Python 3.11:
+        a NATS request (asyncio.wait_for inside nats-py) whose answer lands with the cancellation
+        swallows it, and the watch would look on forever while its engine waits for it to end."""
+        self.halted = True
+        self.wake()
+
     async def run(self) -> None:
         await self.listen()
         try:
-            while True:
+            while not self.halted:
                 await self._pause()
+                if self.halted:
+                    return
                 self.now_please.clear()
                 if self.alert:
                     self.alert -= 1
