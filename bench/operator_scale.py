@@ -154,6 +154,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def open_sockets(pid: int) -> int:
+    """The process's open sockets (its API server connections, mostly: each TLS one costs memory)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    count = 0
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
+
+
 def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -233,7 +246,7 @@ async def bench(
                 await asyncio.gather(*(create(n) for n in names))
                 created = time.perf_counter() - started
                 deadline = started + timeout
-                ready, said = 0, 0.0
+                ready, said, sockets = 0, 0.0, 0
                 while ready < count:
                     if operator.poll() is not None:
                         tail = (Path(tmp) / "operator.log").read_text(errors="replace").splitlines()[-30:]
@@ -245,12 +258,14 @@ async def bench(
                         return 1
                     await asyncio.sleep(0.5)
                     ready = len(target.ready)
+                    sockets = max(sockets, open_sockets(operator.pid))
                     if report is not None and time.perf_counter() - said >= 30:
                         said = time.perf_counter()
                         report.write(
                             f"{time.strftime('%H:%M:%S')} {ready}/{count} Ready after "
                             f"{said - started:.0f} s; operator RSS {peak_rss_mib(operator.pid, 'VmRSS'):.0f} "
-                            f"MiB, peak {peak_rss_mib(operator.pid):.0f} MiB\n"
+                            f"MiB, peak {peak_rss_mib(operator.pid):.0f} MiB; "
+                            f"sockets {open_sockets(operator.pid)}, peak {sockets}\n"
                         )
                         report.flush()
                 elapsed = time.perf_counter() - started
@@ -285,6 +300,7 @@ async def bench(
                             "steady_seconds": steady_seconds,
                             "api_writes_per_minute": round(writes_per_minute, 1),
                             "operator_cpu_seconds": round(cpu, 1),
+                            "operator_peak_sockets": sockets,
                             "api_requests_by_action": getattr(target, "requests", {}),
                         }
                     )
@@ -298,6 +314,7 @@ async def bench(
             print(f"verification requests at the site: {hits[0]}")
             print(f"operator peak RSS: {max(rss, final_peak):.0f} MiB")
             print(f"operator CPU time: {cpu:.1f} s (the rest of the wall time is the API server's)")
+            print(f"operator's open sockets at most: {sockets} (sampled every 0.5 s)")
             if steady_seconds > 0:
                 print(
                     f"steady state over {window:.0f} s: RSS {steady_rss:.0f} MiB, "

@@ -220,7 +220,9 @@ def build(
     quiet_verification_retries()
     register(registry, tenancy=config.tenancy_enforce)
     # In-cluster service account, else the kubeconfig (adapters/login.py; no kubernetes client library).
-    kopf.on.login(registry=registry)(login or operator_login.login)
+    # Kopf's client through a session with at most config.api_requests requests at once (watches aside).
+    bounded = operator_login.bounded(login or operator_login.login, config.api_requests)
+    kopf.on.login(registry=registry)(bounded)
     nats_auth = config.nats_auth
     runtime = Runtime(
         config=config,
