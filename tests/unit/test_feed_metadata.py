@@ -1,0 +1,27 @@
+"""The feed's own parse of a JetStream reply subject gives what nats-py's does (both forms)."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.msg import Msg
+
+from hookline.sender.bus.feed import reply_metadata
+
+V1 = "$JS.ACK.HOOKLINE_EVENTS.hookline-shop-orders.3.1234.987.1733300000123456789.41"
+V2 = "$JS.ACK._.ABCHASH.HOOKLINE_EVENTS.hookline-shop-orders.1.77.76.1733300000000000001.0.rnd"
+V2_DOMAIN = "$JS.ACK.hub.ABCHASH.HOOKLINE_EVENTS.c.2.5.4.1733300000999999999.12.rnd"
+
+
+@pytest.mark.parametrize("reply", [V1, V2, V2_DOMAIN])
+def test_reply_metadata_equals_nats_py(reply: str):
+    ours = reply_metadata(reply)
+    theirs = Msg.Metadata._from_reply(reply)
+    assert ours == theirs
+    assert ours.sequence.stream == theirs.sequence.stream and ours.num_delivered == theirs.num_delivered
+    assert ours.timestamp == theirs.timestamp and ours.domain == theirs.domain
+
+
+@pytest.mark.parametrize("reply", ["_INBOX.abc", "$JS.ACK.a.b.c", "$JS.ACK.S.C.x.1.1.1.1", ""])
+def test_reply_metadata_refuses_other_subjects(reply: str):
+    with pytest.raises((ValueError, IndexError)):
+        reply_metadata(reply)
