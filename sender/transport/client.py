@@ -234,13 +234,13 @@ class SafeHTTPClient:
         origin = (target.scheme, target.raw_host or "", target.port or 0)
         deadline = pool.loop.time() + seconds
         try:
-            request = request_head("POST", target, headers, len(payload)) + payload
+            head = request_head("POST", target, headers, len(payload))
             conn = pool.idle(origin)
             if conn is None:
                 async with asyncio.timeout_at(deadline):
                     conn = await pool.connect(target, origin)
             try:
-                status, resp_headers, body, truncated = await conn.exchange(request, deadline)
+                status, resp_headers, body, truncated = await conn.exchange(head, payload, deadline)
             finally:
                 pool.release(conn)
         except (TimeoutError, Disconnected, Malformed, OSError) as exc:

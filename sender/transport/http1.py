@@ -19,7 +19,7 @@ import re
 import socket
 import ssl as ssl_module
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import httptools
@@ -73,6 +73,49 @@ def request_head(method: str, url: URL, headers: Mapping[str, str] | None, lengt
     return "\r\n".join(parts).encode()
 
 
+class ResponseHeaders(Mapping[str, str]):
+    """A response's headers as read, decoded only when asked for: a delivery reads one (Retry-After),
+    and building the case-insensitive multidict of all of them cost more than the rest of the answer."""
+
+    __slots__ = ("_dict", "_pairs")
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self._pairs = pairs
+        self._dict: CIMultiDictProxy[str] | None = None
+
+    def _all(self) -> CIMultiDictProxy[str]:
+        if self._dict is None:
+            decoded = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._pairs]
+            self._dict = CIMultiDictProxy(CIMultiDict(decoded))
+        return self._dict
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The first value of `key` (case-insensitive), without decoding the others."""
+        wanted = key.lower().encode("latin-1")
+        for name, value in self._pairs:
+            if len(name) == len(wanted) and name.lower() == wanted:
+                return value.decode("utf-8", "surrogateescape")
+        return default
+
+    def getall(self, key: str) -> list[str]:
+        return self._all().getall(key)
+
+    def __getitem__(self, key: str) -> str:
+        return self._all()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return f"<ResponseHeaders {dict(self._all())!r}>"
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection carrying one exchange at a time."""
 
@@ -83,7 +126,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[tuple[int, CIMultiDictProxy[str], bytes, bool]] | None = None
+        self._waiter: asyncio.Future[tuple[int, ResponseHeaders, bytes, bool]] | None = None
         self.deadline = math.inf  # of the exchange in progress (loop time), watched by the pool
         self._reusable = False
         self._new_response()
@@ -170,16 +213,21 @@ class _Connection(asyncio.Protocol):
 
     # the exchange --------------------------------------------------------------------------------------
     def exchange(
-        self, request: bytes, deadline: float
-    ) -> asyncio.Future[tuple[int, CIMultiDictProxy[str], bytes, bool]]:
-        """Send `request`; the future gets (status, headers, capped body, truncated) or the failure."""
+        self, head: bytes, body: bytes, deadline: float
+    ) -> asyncio.Future[tuple[int, ResponseHeaders, bytes, bool]]:
+        """Send the request `head` and `body`; the future gets (status, headers, capped body, truncated)
+        or the failure."""
         self._new_response()
         self._reusable = False
         waiter = self._waiter = self.pool.loop.create_future()
         self.deadline = deadline
         self.pool.watch(self)
-        assert self.transport is not None
-        self.transport.write(request)
+        transport = self.transport
+        assert transport is not None
+        if body:
+            transport.writelines((head, body))  # one send, without copying the body into the head
+        else:
+            transport.write(head)
         return waiter
 
     def _finish(self, reusable: bool) -> None:
@@ -190,9 +238,8 @@ class _Connection(asyncio.Protocol):
         cap = self.pool.cap
         truncated = len(self._body) > cap
         self._reusable = reusable and not truncated and not self.closed
-        pairs = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
-        headers = CIMultiDictProxy(CIMultiDict(pairs))
-        waiter.set_result((self._parser.get_status_code(), headers, bytes(self._body[:cap]), truncated))
+        body = bytes(self._body[:cap]) if truncated else bytes(self._body)
+        waiter.set_result((self._parser.get_status_code(), ResponseHeaders(self._headers), body, truncated))
         if not self._reusable:
             self.abort()
 
@@ -381,4 +428,4 @@ class KeepAlivePool:
         self._waiters.clear()
 
 
-__all__ = ["DEADLINE_SWEEP_SECONDS", "KeepAlivePool", "request_head"]
+__all__ = ["DEADLINE_SWEEP_SECONDS", "KeepAlivePool", "ResponseHeaders", "request_head"]
