@@ -238,7 +238,11 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     auth = nats_auth_of(args).with_inbox(inbox_prefix("layout" if layout_only else "ingest"))
     nc = await bus.connect(args.nats_url, name="hookline-ingest", on_closed=closed.set, auth=auth)
     settings = settings_from(args)
-    heavy = HeavyLane(slots=settings.max_heavy_waiting, timeout=settings.heavy_timeout_seconds)
+    heavy = HeavyLane(
+        slots=settings.max_heavy_waiting,
+        timeout=settings.heavy_timeout_seconds,
+        body_bytes=settings.max_body_bytes,
+    )
     try:
         js = nc.jetstream()
         # With credentials (the chart's auth) the layout is the init step's (--layout-only): the

@@ -7,9 +7,9 @@ before its body is read, so a refused one costs no read: 503 with Retry-After an
 closed), then inflated and parsed in one worker process (heavyworker.py) that runs at idle CPU priority
 (SCHED_IDLE): decompression bombs and huge invalid batches get only the CPU the event loop leaves over.
 The worker talks over a socket pair the event loop reads and writes like any other (no executor threads
-in ingest's process), one body at a time. A heavy body not answered within `heavy_timeout_seconds`
-(waiting included) gets the same 503; a worker that took too long, died or was interrupted mid-body is
-killed and another started for the next body.
+in ingest's process), one body at a time, the body copied once into a shared memory buffer. A heavy
+body not answered within `heavy_timeout_seconds` (waiting included) gets the same 503; a worker that
+took too long, died or was interrupted mid-body is killed and another started for the next body.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
+import os
 import pickle
 import socket
 import sys
@@ -40,9 +42,11 @@ def busy() -> Rejection:
 class HeavyLane:
     """One worker process for heavy bodies and the admission budget in front of it."""
 
-    def __init__(self, *, slots: int, timeout: float) -> None:
+    def __init__(self, *, slots: int, timeout: float, body_bytes: int) -> None:
         self.slots = slots  # heavy requests admitted at once (reading, waiting or in the worker)
         self.timeout = timeout
+        self.body_bytes = body_bytes  # the largest body (the shared buffer's size)
+        self._shared: tuple[int, mmap.mmap] | None = None  # memfd and its mapping, kept across workers
         self.admitted = 0
         self.worker_pid: int | None = None
         self._lock = asyncio.Lock()
@@ -109,22 +113,37 @@ class HeavyLane:
         if self._writer is None:
             await self._spawn()
         assert self._reader is not None and self._writer is not None
-        meta = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-        self._writer.write(FRAME_HEADER.pack(len(meta)) + meta + FRAME_HEADER.pack(len(raw)))
-        self._writer.write(raw)
+        meta = pickle.dumps((len(raw), *request), protocol=pickle.HIGHEST_PROTOCOL)
+        if self._shared is not None and len(raw) <= self.body_bytes:
+            self._shared[1][: len(raw)] = raw  # the worker is idle (the lock): the buffer is ours
+            self._writer.write(FRAME_HEADER.pack(len(meta)) + meta)
+        else:
+            self._writer.write(FRAME_HEADER.pack(len(meta)) + meta + FRAME_HEADER.pack(len(raw)))
+            self._writer.write(raw)
         await self._writer.drain()
         size = FRAME_HEADER.unpack(await self._reader.readexactly(FRAME_HEADER.size))[0]
         return pickle.loads(await self._reader.readexactly(size))
 
+    def _shared_buffer(self) -> tuple[int, mmap.mmap] | None:
+        if self._shared is None and hasattr(os, "memfd_create") and self.body_bytes > 0:
+            fd = os.memfd_create("hookline-heavy-body")
+            os.ftruncate(fd, self.body_bytes)
+            self._shared = (fd, mmap.mmap(fd, self.body_bytes))
+        return self._shared
+
     async def _spawn(self) -> None:
+        shared = self._shared_buffer()
+        args = [] if shared is None else [str(shared[0]), str(self.body_bytes)]
         ours, theirs = socket.socketpair()
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "hookline.sender.ingest.heavyworker",
+                *args,
                 stdin=theirs,
                 stdout=theirs,
+                pass_fds=() if shared is None else (shared[0],),
             )
         except BaseException:
             ours.close()
@@ -147,6 +166,10 @@ class HeavyLane:
 
     async def close(self) -> None:
         process = self._process
+        if self._shared is not None:
+            self._shared[1].close()
+            os.close(self._shared[0])
+            self._shared = None
         if self._writer is not None:
             self._writer.close()  # the worker reads EOF and exits
         self._process = self._reader = self._writer = None

@@ -2,15 +2,18 @@
 validates one large or compressed request body at a time for ingest (heavy.py), at idle CPU priority.
 
 It reads requests from stdin and writes answers to stdout, both one end of a socket pair that ingest
-holds the other end of. Each frame is a 4-byte big-endian length and its bytes; a request is two frames
-(a pickle of the encoding and limits, then the body as received), an answer one pickle. No threads, no
-executor: ingest's event loop writes and reads the socket like any other. Only ingest talks to it (the
-pickles pass between two processes of the same program, never from the network).
+holds the other end of. Each frame is a 4-byte big-endian length and its bytes; a request is a pickle
+of the body's size, encoding and limits, the body itself waiting in a shared memory buffer (a memfd
+ingest passes as `argv[1]`, `argv[2]` bytes long: one copy instead of a megabyte pushed through a
+socket by the event loop), or in a second frame where there is none. An answer is one pickle. No
+threads, no executor: ingest's event loop writes and reads the socket like any other. Only ingest
+talks to it (the pickles pass between two processes of the same program, never from the network).
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import pickle
 import struct
@@ -61,17 +64,22 @@ def serve_one(raw: bytes, request: tuple[Any, ...]) -> Any:
         return (rejection.status, rejection.message, rejection.errors, rejection.rejected_events)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    shared = mmap.mmap(int(args[0]), int(args[1])) if args else None
     lower_priority()
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sink.write(READY)  # ingest waits for this: no body reaches the worker before its priority is low
     sink.flush()
     while True:
         request = _read_frame(source)
-        raw = None if request is None else _read_frame(source)
-        if request is None or raw is None:
+        if request is None:
             return 0  # ingest closed its end: done
-        answer = pickle.dumps(serve_one(raw, pickle.loads(request)), protocol=pickle.HIGHEST_PROTOCOL)
+        size, *rest = pickle.loads(request)
+        raw = shared[:size] if shared is not None else _read_frame(source)
+        if raw is None:
+            return 0
+        answer = pickle.dumps(serve_one(raw, tuple(rest)), protocol=pickle.HIGHEST_PROTOCOL)
         sink.write(FRAME_HEADER.pack(len(answer)) + answer)
         sink.flush()
 

@@ -72,11 +72,12 @@ async def serve(nats) -> AsyncIterator[Callable[..., Any]]:
     await add_witness(js)
     cleanups: list[Callable[[], Any]] = []
 
-    async def start(slots: int = 8, heavy_timeout: float = 10.0) -> Served:
+    async def start(slots: int = 8, heavy_timeout: float = 10.0, shared: bool = True) -> Served:
         registry = CollectorRegistry()
-        heavy = HeavyLane(slots=slots, timeout=heavy_timeout)
-        await heavy.start()
         settings = IngestSettings(max_heavy_waiting=slots, heavy_timeout_seconds=heavy_timeout)
+        # shared=False: no shared buffer (where memfd is missing), bodies go through the socket
+        heavy = HeavyLane(slots=slots, timeout=heavy_timeout, body_bytes=settings.max_body_bytes * shared)
+        await heavy.start()
         ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), settings=settings, heavy=heavy)
         runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
@@ -103,8 +104,9 @@ def head(content_length: int) -> bytes:
     ).encode()
 
 
-async def test_large_and_compressed_bodies_are_prepared_in_an_idle_priority_worker(serve):
-    served = await serve()
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-buffer", "socket"])
+async def test_large_and_compressed_bodies_are_prepared_in_an_idle_priority_worker(serve, shared):
+    served = await serve(shared=shared)
     worker = served.heavy.worker_pid
     assert worker is not None and worker != os.getpid()
     assert os.sched_getscheduler(worker) == os.SCHED_IDLE
