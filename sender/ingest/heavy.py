@@ -70,7 +70,7 @@ class HeavyLane:
         if self._writer is None:
             await self._spawn()
 
-    async def prepare(self, raw: bytes, encoding: str, *limits: int) -> list[Outgoing]:
+    async def prepare(self, raw: list[bytes], encoding: str, *limits: int) -> list[Outgoing]:
         """body.prepare_body in the worker: the events, or its Rejection; 503 (busy) past the timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
@@ -96,7 +96,7 @@ class HeavyLane:
             raise Rejection(status, message, errors, rejected_events=rejected)
         return result  # type: ignore[no-any-return]
 
-    async def _exchange_or_again(self, raw: bytes, request: tuple[Any, ...]) -> Any:
+    async def _exchange_or_again(self, raw: list[bytes], request: tuple[Any, ...]) -> Any:
         """A worker that died (between bodies or on this one) is replaced and the body tried once
         more: preparing a body has no effects, so the second try is safe; a second death is a 500."""
         try:
@@ -109,17 +109,21 @@ class HeavyLane:
         except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
             raise RuntimeError(f"the heavy-body worker failed twice on one body ({exc!r})") from exc
 
-    async def _exchange(self, raw: bytes, request: tuple[Any, ...]) -> Any:
+    async def _exchange(self, raw: list[bytes], request: tuple[Any, ...]) -> Any:
         if self._writer is None:
             await self._spawn()
         assert self._reader is not None and self._writer is not None
-        meta = pickle.dumps((len(raw), *request), protocol=pickle.HIGHEST_PROTOCOL)
-        if self._shared is not None and len(raw) <= self.body_bytes:
-            self._shared[1][: len(raw)] = raw  # the worker is idle (the lock): the buffer is ours
+        size = sum(len(chunk) for chunk in raw)
+        meta = pickle.dumps((size, *request), protocol=pickle.HIGHEST_PROTOCOL)
+        if self._shared is not None and size <= self.body_bytes:
+            buffer, offset = self._shared[1], 0
+            for chunk in raw:  # the worker is idle (the lock): the buffer is ours
+                buffer[offset : offset + len(chunk)] = chunk
+                offset += len(chunk)
             self._writer.write(FRAME_HEADER.pack(len(meta)) + meta)
         else:
-            self._writer.write(FRAME_HEADER.pack(len(meta)) + meta + FRAME_HEADER.pack(len(raw)))
-            self._writer.write(raw)
+            self._writer.write(FRAME_HEADER.pack(len(meta)) + meta + FRAME_HEADER.pack(size))
+            self._writer.writelines(raw)
         await self._writer.drain()
         size = FRAME_HEADER.unpack(await self._reader.readexactly(FRAME_HEADER.size))[0]
         return pickle.loads(await self._reader.readexactly(size))

@@ -62,6 +62,12 @@ def _too_big(limit: int) -> Rejection:
 async def read_limited(request: web.Request, limit: int, within: float) -> bytes:
     """The body, or 413 as soon as it is known to exceed `limit` bytes (without reading it all);
     408 when it does not arrive within `within` seconds."""
+    return b"".join(await read_chunks(request, limit, within))
+
+
+async def read_chunks(request: web.Request, limit: int, within: float) -> list[bytes]:
+    """read_limited's body as the chunks it arrived in (no copy: a heavy body goes to the worker's
+    buffer chunk by chunk)."""
     too_big = _too_big(limit)
     if request.content_length is not None and request.content_length > limit:
         raise too_big
@@ -69,14 +75,14 @@ async def read_limited(request: web.Request, limit: int, within: float) -> bytes
     size = 0
     try:
         async with asyncio.timeout(within):
-            async for chunk in request.content.iter_chunked(64 * 1024):
+            async for chunk in request.content.iter_any():
                 size += len(chunk)
                 if size > limit:
                     raise too_big
                 chunks.append(chunk)
     except TimeoutError:
         raise Rejection(408, f"the body did not arrive within {within:g}s") from None
-    return b"".join(chunks)
+    return chunks
 
 
 class Ingest:
@@ -170,12 +176,12 @@ class Ingest:
         lane = self.heavy
         if lane is not None and costs_the_worker(encoding, declared, settings.heavy_body_bytes):
             async with lane.admission():
-                raw = await read_limited(request, settings.max_body_bytes, settings.body_timeout_seconds)
-                return await lane.prepare(raw, encoding, *limits)
+                chunks = await read_chunks(request, settings.max_body_bytes, settings.body_timeout_seconds)
+                return await lane.prepare(chunks, encoding, *limits)
         raw = await read_limited(request, settings.max_body_bytes, settings.body_timeout_seconds)
         if lane is not None and costs_the_worker(encoding, len(raw), settings.heavy_body_bytes):
             async with lane.admission():
-                return await lane.prepare(raw, encoding, *limits)
+                return await lane.prepare([raw], encoding, *limits)
         return prepare_body(raw, encoding, *limits)
 
     async def _publish(self, batch: list[Outgoing]) -> web.Response:
