@@ -36,7 +36,7 @@ async def batched_webhook(harness: Harness):
 async def test_sender_sigkilled_mid_batch_loses_no_event(harness: Harness):
     receiver, webhook = await batched_webhook(harness)
     accepted = await harness.ingest_events(EVENTS)
-    await wait_until(lambda: receiver.successes >= 10, what="batches under way")
+    await wait_until(lambda: receiver.successes >= 10 * MAX_EVENTS, what="batches under way")
     webhook.sender.kill()
     in_flight = receiver.hanging  # requests the kill cut off (their batches come again)
     assert len(receiver.delivered_ids) < len(accepted), "the stream finished before the kill: no fault"
@@ -51,7 +51,7 @@ async def test_sender_sigkilled_mid_batch_loses_no_event(harness: Harness):
 async def test_nats_sigkilled_mid_batch_loses_no_event(harness: Harness):
     receiver, webhook = await batched_webhook(harness)
     accepted = await harness.ingest_events(EVENTS)
-    await wait_until(lambda: receiver.successes >= 10, what="batches under way")
+    await wait_until(lambda: receiver.successes >= 10 * MAX_EVENTS, what="batches under way")
     await harness.kill_nats(down_seconds=1.0)
     assert len(receiver.delivered_ids) < len(accepted), "the stream finished before the kill: no fault"
     # Acks lost with the server are redelivered after ack_wait (timeout + 30 s): allow for that.
