@@ -168,7 +168,7 @@ LOOP_ENV = "HOOKLINE_EVENT_LOOP"  # "asyncio" keeps the standard loop where uvlo
 
 
 def loop_factory(fast: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop for `fast` (the delivery processes, CPU-bound on small messages: ~10 % less CPU
+    """uvloop's loop for `fast` (the delivery processes, CPU-bound on small messages: 6-10 % less CPU
     per delivery, bench/profile_sender.py), unless HOOKLINE_EVENT_LOOP=asyncio or uvloop is missing."""
     if not fast or os.environ.get(LOOP_ENV, "").strip().lower() == "asyncio":
         return None
