@@ -7,12 +7,14 @@ The receiver is a real aiohttp server on 127.0.0.1 with a certificate from a thr
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 import trustme
+import uvloop
 from aiohttp import web
 
 from hookline.sender.bus.natsserver import free_port
@@ -114,3 +116,39 @@ async def test_certificate_for_another_host_is_refused(wrong_name_site, method):
             await client.request(method, f"{wrong_name_site.url}/hooks/copernica.php", data=b"{}")
     assert refused.value.reason == "tls error: certificate is not valid for this host name"
     assert wrong_name_site.bodies == []
+
+
+def test_the_same_on_uvloop():
+    """`hookline sender` and `hookline pool` run on uvloop: deliveries over TLS keep one verified
+    connection, and untrusted or misnamed certificates are refused with the same reasons."""
+
+    async def scenario() -> None:
+        site, runner = await _serve(trustme.CA(), ["127.0.0.1"])
+        wrong, wrong_runner = await _serve(trustme.CA(), ["shop.example.com"])
+        url = f"{site.url}/hooks/copernica.php"
+        try:
+            async with SafeHTTPClient(LOOPBACK_HTTPS_ONLY, ssl=site.client_context()) as client:
+                for n in range(3):
+                    response = await client.request("POST", url, data=f'{{"n": {n}}}'.encode())
+                    assert (response.status, response.body) == (200, b"thanks")
+            assert len(site.peers) == 1
+            refusals = {}
+            for name, target, context in (
+                ("untrusted", url, None),
+                ("misnamed", f"{wrong.url}/hooks/copernica.php", wrong.client_context()),
+            ):
+                options = {} if context is None else {"ssl": context}
+                async with SafeHTTPClient(LOOPBACK_HTTPS_ONLY, **options) as client:
+                    with pytest.raises(ConnectionFailed) as refused:
+                        await client.request("POST", target, data=b"{}")
+                refusals[name] = refused.value.reason
+            assert refusals == {
+                "untrusted": "tls error: certificate is not trusted (self-signed or unknown issuer)",
+                "misnamed": "tls error: certificate is not valid for this host name",
+            }
+        finally:
+            await runner.cleanup()
+            await wrong_runner.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        loop_runner.run(scenario())
