@@ -242,6 +242,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         slots=settings.max_heavy_waiting,
         timeout=settings.heavy_timeout_seconds,
         body_bytes=settings.max_body_bytes,
+        bytes_per_second=settings.heavy_bytes_per_second,
+        burst_bytes=settings.heavy_burst_bytes,
     )
     try:
         js = nc.jetstream()

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hookline.sender.ingest.body import Outgoing, Rejection
+from hookline.sender.ingest.budget import ByteBudget
 from hookline.sender.ingest.heavyworker import FRAME_HEADER, READY
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,24 @@ def busy() -> Rejection:
 class HeavyLane:
     """One worker process for heavy bodies and the admission budget in front of it."""
 
-    def __init__(self, *, slots: int, timeout: float, body_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        slots: int,
+        timeout: float,
+        body_bytes: int,
+        bytes_per_second: float | None = None,
+        burst_bytes: float | None = None,
+    ) -> None:
+        """`bytes_per_second` (None: no budget): heavy bodies' bytes read per second, `burst_bytes`
+        (default one second's worth) at once."""
         self.slots = slots  # heavy requests admitted at once (reading, waiting or in the worker)
         self.timeout = timeout
+        self.budget = (
+            None
+            if bytes_per_second is None
+            else ByteBudget(bytes_per_second, burst_bytes if burst_bytes is not None else bytes_per_second)
+        )
         self.body_bytes = body_bytes  # the largest body (the shared buffer's size)
         self._shared: tuple[int, mmap.mmap] | None = None  # memfd and its mapping, kept across workers
         self.admitted = 0
@@ -64,6 +80,18 @@ class HeavyLane:
             yield
         finally:
             self.admitted -= 1
+
+    async def pay(self, size: int) -> None:
+        """Wait until the byte budget covers `size` more bytes (before they are read, so a waiting
+        sender is held by TCP flow control at no cost); 503 (busy) when that is past the timeout."""
+        if self.budget is None or size <= 0:
+            return
+        wait = self.budget.take(size, asyncio.get_running_loop().time())
+        if wait > self.timeout:
+            self.budget.give_back(size)
+            raise busy()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def start(self) -> None:
         """Start the worker now rather than at the first heavy body."""

@@ -72,11 +72,18 @@ async def serve(nats) -> AsyncIterator[Callable[..., Any]]:
     await add_witness(js)
     cleanups: list[Callable[[], Any]] = []
 
-    async def start(slots: int = 8, heavy_timeout: float = 10.0, shared: bool = True) -> Served:
+    async def start(
+        slots: int = 8, heavy_timeout: float = 10.0, shared: bool = True, rate: float | None = None
+    ) -> Served:
         registry = CollectorRegistry()
         settings = IngestSettings(max_heavy_waiting=slots, heavy_timeout_seconds=heavy_timeout)
         # shared=False: no shared buffer (where memfd is missing), bodies go through the socket
-        heavy = HeavyLane(slots=slots, timeout=heavy_timeout, body_bytes=settings.max_body_bytes * shared)
+        heavy = HeavyLane(
+            slots=slots,
+            timeout=heavy_timeout,
+            body_bytes=settings.max_body_bytes * shared,
+            bytes_per_second=rate,
+        )
         await heavy.start()
         ingest = Ingest(nc, js, IngestMetrics(registry), token=TOKEN.encode(), settings=settings, heavy=heavy)
         runner = await start_ingest_site(ingest, registry, "127.0.0.1", 0)
@@ -97,11 +104,22 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def head(content_length: int) -> bytes:
+def head(content_length: int, encoding: str = "gzip") -> bytes:
     return (
         f"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {content_length}\r\n\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Encoding: {encoding}\r\n"
+        f"Content-Length: {content_length}\r\n\r\n"
     ).encode()
+
+
+async def answer_to_headers_alone(port: int, content_length: int, encoding: str = "gzip") -> bytes:
+    """The answer to a request whose body is never sent."""
+    sock = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port), 10)
+    try:
+        await asyncio.to_thread(sock.sendall, head(content_length, encoding))
+        return await asyncio.to_thread(sock.recv, 4096)
+    finally:
+        sock.close()
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-buffer", "socket"])
@@ -136,12 +154,7 @@ async def test_heavy_requests_past_the_budget_get_503_before_their_body_is_read_
         await asyncio.to_thread(holder.sendall, head(1000) + b"\x1f\x8b")
         await until(lambda: served.heavy.admitted == 1, "the trickling request was not admitted")
         # Another heavy one is refused from its headers alone: its body is never sent, yet it is answered.
-        extra = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", served.port), 10)
-        try:
-            await asyncio.to_thread(extra.sendall, head(1000))
-            answer = await asyncio.to_thread(extra.recv, 4096)
-        finally:
-            extra.close()
+        answer = await answer_to_headers_alone(served.port, 1000)
         assert answer.startswith(b"HTTP/1.1 503"), answer
         assert b"Retry-After: 1" in answer
         assert BUSY_MESSAGE.encode() in answer
@@ -188,3 +201,18 @@ def _zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_heavy_bodies_wait_for_the_byte_budget_and_past_the_timeout_get_503_unread(serve):
+    served = await serve(heavy_timeout=1.0, rate=100_000)  # 100 kB/s, 100 kB at once
+    large = enc([valid(id=f"b-{i}", useragent="b" * 200) for i in range(400)])
+    assert 150_000 < len(large) < 200_000
+    status, body, _ = await served.post(large, HEADERS)  # runs the budget ~50-100 kB into debt
+    assert status == 202, body
+    # 300 kB more would wait over 2 s, past the 1 s timeout: refused from its headers, never read.
+    answer = await answer_to_headers_alone(served.port, 300_000, "identity")
+    assert answer.startswith(b"HTTP/1.1 503") and BUSY_MESSAGE.encode() in answer, answer
+    # Small bodies do not touch the budget.
+    status, body, _ = await served.post(enc(valid(id="small")), HEADERS)
+    assert status == 202, body
+    assert served.heavy.admitted == 0
