@@ -159,6 +159,9 @@ class OperatorConfig:
     # (a restart among 10,000 Webhooks does not hold all of them, managedFields and all, at once).
     api_requests: int = 32
     list_chunk_size: int = 500
+    # Objects of one kind handled at once (Kopf's per-object workers); the others' events wait in
+    # their queues, slimmed (adapters/apisession.py), without a handler's state around them.
+    workers: int = 500
     sender_service_account: str | None = None
     # What every dedicated sender pod gets besides the Webhook's own settings (chart values sender.*).
     sender_pod: SenderPodTemplate = field(default_factory=SenderPodTemplate)
@@ -260,6 +263,7 @@ def config_from_env(
             _positive(env, "HOOKLINE_OUTBOUND_PER_NAMESPACE", 4, "a number of concurrent requests")
         ),
         api_requests=int(_positive(env, "HOOKLINE_API_REQUESTS", 32, "a number of concurrent requests")),
+        workers=int(_positive(env, "HOOKLINE_OPERATOR_WORKERS", 500, "a number of objects")),
     )
 
 
@@ -387,6 +391,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.networking.connect_timeout = config.connect_timeout
     settings.networking.request_timeout = config.request_timeout
     settings.watching.chunk_size = config.list_chunk_size
+    settings.queueing.worker_limit = config.workers
     # Kubernetes Events only for what a user acts on; debug chatter stays in the logs.
     settings.posting.level = logging.INFO
     return settings

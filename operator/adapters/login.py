@@ -6,23 +6,21 @@ the login again when the server answers 401, so a rotated token file is read aga
 (`hookline operator` on a laptop): Kopf's own kubeconfig login (token or client certificate of the
 current context; $KUBECONFIG or ~/.kube/config).
 
-`bounded` turns either into the aiohttp session Kopf then uses for everything: Kopf's own has no
-connection limit, so 1,000 Webhooks created at once opened 1,090 TLS connections to the API server
-(~0.3 MiB each: 500 MiB peak RSS on a real kube-apiserver). Requests other than watches take one of
-`requests` slots, held until the body is read, so the pool stays near that size.
+`bounded` turns either into the aiohttp session Kopf then uses for everything (adapters/apisession.py:
+bounded requests, slimmed objects).
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import kopf
+
+from hookline.operator.adapters.apisession import session_for
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -61,42 +59,6 @@ def login(*, settings: kopf.OperatorSettings, logger: Any, **kwargs: Any) -> kop
 
 
 LoginFn = Callable[..., Any]
-
-
-def request_slots(limit: int) -> aiohttp.ClientMiddlewareType:
-    """A client middleware: at most ``limit`` requests at once besides watches (long-lived, one per
-    watched resource and namespace: a limit on them could leave none for the requests)."""
-    slots = asyncio.Semaphore(limit)
-
-    async def bounded(
-        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-    ) -> aiohttp.ClientResponse:
-        if request.url.query.get("watch", "").lower() in ("true", "1"):
-            return await handler(request)
-        async with slots:
-            response = await handler(request)
-            await response.read()  # kept on the response; the connection goes back to the pool now
-            return response
-
-    return bounded
-
-
-def session_for(info: kopf.ConnectionInfo, requests: int) -> kopf.AiohttpSession:
-    """Kopf's session for ``info`` (TLS, headers, proxy as Kopf makes them) with ``request_slots``."""
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
-        headers=info.as_http_headers(),
-        proxy=info.proxy_url,
-        trust_env=info.trust_env,
-        middlewares=(request_slots(requests),),
-    )
-    return kopf.AiohttpSession(
-        server=info.server,
-        default_namespace=info.default_namespace,
-        priority=info.priority,
-        expiration=info.expiration,
-        aiohttp_session=session,
-    )
 
 
 Context = kopf.ConnectionInfo | kopf.AiohttpSession

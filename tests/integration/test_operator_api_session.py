@@ -1,14 +1,17 @@
-"""Kopf's API client as the operator logs in (adapters/login.py `bounded`): at most N requests at once
-besides watches, so a burst of new Webhooks does not open one TLS connection (~0.3 MiB) each."""
+"""Kopf's API client as the operator logs in (adapters/login.py `bounded`, adapters/apisession.py): at
+most N requests at once besides watches, so a burst of new Webhooks does not open one TLS connection
+(~0.3 MiB) each; watch events and lists without managedFields and kubectl's last-applied annotation."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import kopf
 from aiohttp import web
 from operator_helpers import serve_on_loopback
 
+from hookline.operator.adapters import apisession as login_session
 from hookline.operator.adapters import login
 
 
@@ -72,3 +75,55 @@ async def test_an_async_login_and_other_contexts_pass_through():
         return None
 
     assert await login.bounded(nothing, requests=1)() is None
+
+
+def an_object(name: str) -> dict:
+    meta = {
+        "name": name,
+        "managedFields": [{"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {}}}],
+        "annotations": {login_session.LAST_APPLIED: '{"spec":{}}', "hookline.io/resume-delivery": "1"},
+    }
+    return {"metadata": meta, "spec": {"url": "https://x.example/"}}
+
+
+async def test_watch_events_and_lists_arrive_without_managed_fields_and_last_applied():
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") == "true":
+            response = web.StreamResponse()
+            await response.prepare(request)
+            for n in range(3):  # one event split across writes, as a network would
+                line = json.dumps({"type": "ADDED", "object": an_object(f"w{n}")}).encode() + b"\n"
+                await response.write(line[:10])
+                await response.write(line[10:])
+            await response.write(b'{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}')
+            return response
+        if request.path.endswith("/one"):
+            return web.json_response(an_object("one"))
+        return web.json_response({"kind": "WebhookList", "items": [an_object("a"), an_object("b")]})
+
+    runner, base = await serve_on_loopback(handle)
+    context = login_session.session_for(kopf.ConnectionInfo(server=base), requests=4)
+    session = context.aiohttp_session
+    try:
+        async with session.get(f"{base}/objects", params={"watch": "true"}) as response:
+            chunks = [chunk async for chunk in response.content.iter_chunked(1024 * 1024)]
+        events = [json.loads(line) for line in b"".join(chunks).splitlines()]
+        assert [e["type"] for e in events] == ["ADDED", "ADDED", "ADDED", "BOOKMARK"]
+        for event in events[:3]:
+            meta = event["object"]["metadata"]
+            assert "managedFields" not in meta
+            assert meta["annotations"] == {"hookline.io/resume-delivery": "1"}
+            assert event["object"]["spec"] == {"url": "https://x.example/"}
+        async with session.get(f"{base}/objects") as response:
+            listed = await response.json()
+        assert [sorted(i["metadata"]) for i in listed["items"]] == [["annotations", "name"]] * 2
+        # A single object (what a PUT is built from) comes as the server sent it.
+        async with session.get(f"{base}/objects/one") as response:
+            one = await response.json()
+        assert (
+            "managedFields" in one["metadata"]
+            and login_session.LAST_APPLIED in one["metadata"]["annotations"]
+        )
+    finally:
+        await session.close()
+        await runner.cleanup()

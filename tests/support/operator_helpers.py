@@ -447,13 +447,15 @@ async def start_token_site() -> tuple[web.AppRunner, str, list[int]]:
 
 
 def start_operator_process(
-    env: Mapping[str, str], log_path: Path, *, health_port: int = 0, metrics_port: int = 0
+    env: Mapping[str, str], log_path: Path, *, health_port: int = 0, metrics_port: int = 0, keys_port: int = 0
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """`hookline operator` allowed to reach loopback over http; a port of 0 turns that server off."""
+    """`hookline operator` allowed to reach loopback over http; a port of 0 turns that server off (the
+    JWKS one too: its default, 8082 on every address, would collide between two runs)."""
     log = log_path.open("wb")
     env = {"HOOKLINE_TENANCY_ENFORCE": "false", **env}  # no WebhookPolicies in these tests
     command = [str(Path(sys.executable).parent / "hookline"), "operator", "--allow-network", "127.0.0.0/8"]
     command += ["--allow-http", "--health-port", str(health_port), "--metrics-port", str(metrics_port)]
+    command += ["--keys-port", str(keys_port)]
     return subprocess.Popen(command, env=dict(env), stdout=log, stderr=subprocess.STDOUT), log
 
 
