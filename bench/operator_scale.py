@@ -70,6 +70,9 @@ class BenchCluster(StrictCluster):
     """The test emulator, noting what the bench waits for as requests pass (no polling of objects:
     the emulator's lookups are linear in the number of objects, and polling would measure that)."""
 
+    def __init__(self) -> None:
+        super().__init__(managed_fields=True)  # objects as heavy as on a real API server
+
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.created_deployments: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()

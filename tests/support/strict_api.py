@@ -350,11 +350,16 @@ class StrictCluster(Cluster):
         crds: Path = CRDS,
         identities: dict[str, Identity] | None = None,
         watch_window: int = WATCH_WINDOW,
+        managed_fields: bool = False,
         **kwargs: Any,
     ) -> None:
         self.crds_dir = crds
         self.identities = identities if identities is not None else default_identities()
         self.watch_window = watch_window
+        # kube-apiserver's metadata.managedFields on every write (about half of a Webhook's or a
+        # Deployment's JSON there): on for bench/operator_scale.py, whose objects should weigh
+        # what they weigh on a real server.
+        self.managed_fields = managed_fields
         super().__init__(**kwargs)
 
     def __attrs_post_init__(self) -> None:
@@ -696,6 +701,8 @@ class StrictCluster(Cluster):
             if "status" in info.subresources:
                 obj.pop("status", None)
             self._admit(request, identity, query, resource, kind, obj, None)
+            if self.managed_fields:
+                meta["managedFields"] = [managed_entry(request, obj, None)]
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = _now()
             if resource in self.custom or "spec" in obj:
@@ -787,8 +794,20 @@ class StrictCluster(Cluster):
                 current, resource in self.custom
             ):
                 meta["generation"] = old_meta["generation"] + 1
+            if self.managed_fields:  # kept as they are unless this write changes something
+                meta["managedFields"] = copy.deepcopy(old_meta.get("managedFields") or [])
             if candidate == current:
                 return current  # nothing changed: no new resourceVersion, no event
+            if self.managed_fields:
+                written = body if verb == "patch" and isinstance(body, dict) else candidate
+                entry = managed_entry(request, {"apiVersion": candidate.get("apiVersion"), **written}, sub)
+                others = []
+                for e in meta["managedFields"]:
+                    if (e.get("manager"), e.get("subresource")) == (entry["manager"], sub):
+                        entry["fieldsV1"] = merge_patch(e.get("fieldsV1") or {}, entry["fieldsV1"])
+                    else:
+                        others.append(e)
+                meta["managedFields"] = [*others, entry]
             meta["resourceVersion"] = self._bump()
             key = self._key(resource, namespace, name)
             obj = self.objects[key]
@@ -880,6 +899,39 @@ class StrictCluster(Cluster):
 
 def default_identities() -> dict[str, Identity]:
     return {ADMIN_TOKEN: ADMIN, OPERATOR_TOKEN: chart_identity()}
+
+
+def fields_v1(value: Any) -> Any:
+    """A FieldsV1 set much as kube-apiserver writes it (``f:`` per key, ``i:`` per list item)."""
+    if isinstance(value, dict):
+        return {f"f:{key}": fields_v1(item) for key, item in value.items()}
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        return {".": {}, **{f"i:{n}": fields_v1(item) for n, item in enumerate(value)}}
+    return {}
+
+
+def managed_entry(request: kmock.Request, obj: dict[str, Any], subresource: str | None) -> dict[str, Any]:
+    """The managedFields entry of one write: its manager (the User-Agent's product, as the real
+    server names it), the fields it set (status only on the status subresource)."""
+    manager = (request.headers.get("User-Agent") or "unknown").split("/")[0].split(" ")[0]
+    meta = obj.get("metadata") or {}
+    if subresource == "status":
+        fields: dict[str, Any] = {"status": obj.get("status") or {}}
+    else:
+        kept = ("labels", "annotations", "finalizers", "ownerReferences")
+        fields = {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+        fields["metadata"] = {k: meta[k] for k in kept if k in meta}
+    entry = {
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": str(obj.get("apiVersion") or "v1"),
+        "time": _now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1(fields),
+    }
+    if subresource:
+        entry["subresource"] = subresource
+    return entry
 
 
 def _now() -> str:
