@@ -13,7 +13,14 @@ replicas, HOOKLINE_DEFAULT_SENDER_MODE=Pool): no Deployments; this script plays 
 side, writing each replica's roster for what the operator assigned to it (bench/pool.py measures the
 replicas themselves).
 
+With --real-api the same runs against a real kube-apiserver v1.36, etcd and kube-controller-manager
+(bench/operator_realapi.py; `make k8s-assets`). Either way the objects weigh what real ones do: the
+server (or the emulator, tests/support/strict_api.py managed_fields) writes managedFields, and each
+Webhook carries kubectl's last-applied annotation. --restart then starts a new operator among them all
+(it lists and resumes every Webhook) and reports its peak RSS too.
+
     .venv/bin/python bench/operator_scale.py [--webhooks 500] [--timeout 900] [--pool-replicas 4]
+        [--real-api] [--restart] [--progress FILE]
 """
 
 from __future__ import annotations
@@ -185,6 +192,7 @@ async def bench(
     pool_replicas: int = 0,
     real_api: bool = False,
     progress: Path | None = None,
+    restart: bool = False,
 ) -> int:
     timeout = limit_seconds
     tmpdir = tempfile.TemporaryDirectory(prefix="hookline-bench-")
@@ -284,6 +292,12 @@ async def bench(
                 window = max(1e-9, time.perf_counter() - steady_started)
                 writes_per_minute = (await target.writes() - writes_before) * 60 / window
                 final_peak = peak_rss_mib(operator.pid)
+                restarted: tuple[float, float] | None = None
+                if restart:
+                    # A new operator among all of them: it lists them (in pages) and resumes each.
+                    stop_operator_process(operator, log)
+                    operator, log = start_operator_process(env, Path(tmp) / "operator-restarted.log")
+                    restarted = await settle(operator.pid, deadline)
             finally:
                 if controller is not None:
                     controller.cancel()
@@ -304,6 +318,8 @@ async def bench(
                             "api_writes_per_minute": round(writes_per_minute, 1),
                             "operator_cpu_seconds": round(cpu, 1),
                             "operator_peak_sockets": sockets,
+                            "restart_peak_rss_mib": round(restarted[1], 1) if restarted else None,
+                            "restart_settled_seconds": round(restarted[0], 1) if restarted else None,
                             "api_requests_by_action": getattr(target, "requests", {}),
                         }
                     )
@@ -323,6 +339,11 @@ async def bench(
                     f"steady state over {window:.0f} s: RSS {steady_rss:.0f} MiB, "
                     f"{writes_per_minute:.1f} API writes/min"
                 )
+            if restarted:
+                print(
+                    f"a restarted operator among all {count}: peak RSS {restarted[1]:.0f} MiB, "
+                    f"quiet again after {restarted[0]:.0f} s"
+                )
             faults = (
                 target.operator_faults()
                 if isinstance(target, BenchCluster)
@@ -333,6 +354,21 @@ async def bench(
                 print("\n".join(faults[:20]), file=sys.stderr)
                 return 1
             return 0
+
+
+async def settle(pid: int, deadline: float, quiet: float = 10.0) -> tuple[float, float]:
+    """Wait until the process used under 5 % of a core over ``quiet`` seconds (a restarted operator
+    done resuming); (seconds it took, its peak RSS in MiB)."""
+    started = time.perf_counter()
+    await asyncio.sleep(quiet)  # at least one window: it starts by logging in and listing
+    before = cpu_seconds(pid)
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(quiet)
+        now = cpu_seconds(pid)
+        if now - before < 0.05 * quiet:
+            break
+        before = now
+    return time.perf_counter() - started, peak_rss_mib(pid)
 
 
 def operator_refusals(log_path: Path) -> list[str]:
@@ -362,6 +398,11 @@ def main() -> int:
         help="a real kube-apiserver, etcd and kube-controller-manager (make k8s-assets), not the emulator",
     )
     parser.add_argument("--progress", type=Path, help="append the Ready count and RSS every 30 s here")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="then stop the operator, start a new one among all the Webhooks and report its peak RSS",
+    )
     args = parser.parse_args()
     return asyncio.run(
         bench(
@@ -372,6 +413,7 @@ def main() -> int:
             args.pool_replicas,
             args.real_api,
             args.progress,
+            args.restart,
         )
     )
 
