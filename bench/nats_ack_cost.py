@@ -10,7 +10,8 @@ over the ack phase divided by the events. Loopback only.
 Two variants say where the growth comes from (issue 22): the stream with limits retention instead of
 interest (no interest check of every consumer on each ack), and the spread events published in
 blocks (each consumer's events contiguous) instead of interleaved (each consumer's next event lies
-past the other 99 consumers' events).
+past the other 99 consumers' events). A third measures the remedy that keeps interest retention: the
+100 consumers split over 10 interest streams (partitions), events still interleaved.
 
     .venv/bin/python bench/nats_ack_cost.py [--events 20000] [--variants]
 """
@@ -41,7 +42,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure(
-    consumers: int, spread: bool, total: int, *, limits: bool = False, blocked: bool = False
+    consumers: int,
+    spread: bool,
+    total: int,
+    *,
+    limits: bool = False,
+    blocked: bool = False,
+    partitions: int = 1,
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="hookline-bench-ack-") as tmp,
@@ -54,25 +61,38 @@ async def measure(
             await js.add_stream(
                 name=bus.STREAM, subjects=["hookline.events.>"], retention=api.RetentionPolicy.LIMITS
             )
+        elif partitions > 1:  # the variant: interest streams each holding 1/partitions of the consumers
+            for k in range(partitions):
+                await js.add_stream(
+                    name=f"{bus.STREAM}_P{k}",
+                    subjects=[f"p{k}.hookline.events.>"],
+                    retention=api.RetentionPolicy.INTEREST,
+                )
         else:
             await bus.ensure_stream(js)
+
+        def subject(i: int) -> str:  # consumer i's events (its partition's stream when partitioned)
+            prefix = f"p{i % partitions}." if partitions > 1 else ""
+            return f"{prefix}hookline.events.open.db{i}"
+
         subs = []
         for i in range(consumers):
+            stream = f"{bus.STREAM}_P{i % partitions}" if partitions > 1 else bus.STREAM
             config = api.ConsumerConfig(
                 durable_name=f"c{i}",
                 ack_policy=api.AckPolicy.EXPLICIT,
-                filter_subject=f"hookline.events.open.db{i}.>",
+                filter_subject=f"{subject(i)}.>",
                 max_ack_pending=10_000,
             )
-            await js.add_consumer(bus.STREAM, config)
-            subs.append(await js.pull_subscribe_bind(f"c{i}", bus.STREAM))
+            await js.add_consumer(stream, config)
+            subs.append(await js.pull_subscribe_bind(f"c{i}", stream))
         targets = consumers if spread else 1
         payload = b"x" * 300
         for start in range(0, total, 500):
             if blocked:  # each consumer's events contiguous in the stream
-                subjects = [f"hookline.events.open.db{(start + j) * targets // total}._" for j in range(500)]
+                subjects = [f"{subject((start + j) * targets // total)}._" for j in range(500)]
             else:
-                subjects = [f"hookline.events.open.db{(start + j) % targets}._" for j in range(500)]
+                subjects = [f"{subject((start + j) % targets)}._" for j in range(500)]
             await asyncio.gather(*(js.publish(subject, payload) for subject in subjects))
 
         async def drain(sub: Any, count: int) -> None:
@@ -108,6 +128,7 @@ async def main(total: int, variants: bool) -> None:
             (1, False, {"limits": True}, ", limits retention"),
             (100, False, {"limits": True}, ", limits retention"),
             (100, True, {"blocked": True}, ", published in blocks"),
+            (100, True, {"partitions": 10}, ", 10 interest streams of 10 consumers each"),
         ]
     for consumers, spread, how, note in runs:
         row = await measure(consumers, spread, total, **how)
@@ -118,6 +139,6 @@ async def main(total: int, variants: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--variants", action="store_true", help="also limits retention, and blocks")
+    parser.add_argument("--variants", action="store_true", help="limits, blocks, partitions")
     args = parser.parse_args()
     asyncio.run(main(args.events, args.variants))
