@@ -651,6 +651,9 @@ async def hostile(args: argparse.Namespace) -> dict:
         flush=True,
     )
     result = await measure_hostile(args.hostile_seconds)
+    from hostile_cost import measure as measure_cost
+
+    result["cpu_per_request"] = await measure_cost(100)
     print(
         f"  valid p99 {result['quiet']['valid_p99_ms']} -> {result['hostile']['valid_p99_ms']} ms "
         f"({result['ratio']}x, rounds {[w['ratio'] for w in result['rounds']]}), "
@@ -856,7 +859,24 @@ def hostile_rows(result: dict | None) -> list[str]:
         f"| the attack answered, per second (attacker at nice {result.get('attacker_nice', 15)}: on a CPU / "
         f"waiting for one, shares of its time) | {rates.get('bomb')} bombs, {rates.get('errors')} "
         f"100,000-event bodies ({cpu.get('cpu')} / {cpu.get('cpu_wait')}) |",
+        *hostile_cost_rows(result.get("cpu_per_request")),
     ]
+
+
+# bench/hostile_cost.py before issue 22 item 4: event loop + ingest's other threads (executor), ms.
+HOSTILE_COST_BEFORE = {"bomb": "0.67 + 0.45", "errors": "0.40 + 0.27", "valid": "0.77 + 0"}
+
+
+def hostile_cost_rows(cost: dict | None) -> list[str]:
+    if not cost:
+        return []
+    names = {"bomb": "gzip bomb", "errors": "100,000 `{}`", "valid": "valid batch of 10"}
+    cells = "; ".join(
+        f"{names[kind]} {c['event_loop_ms']} + {c['other_threads_ms']} (worker {c['worker_ms']}; before "
+        f"{HOSTILE_COST_BEFORE[kind]})"
+        for kind, c in cost.items()
+    )
+    return [f"| ingest CPU per request, event loop + other threads, ms (bench/hostile_cost.py) | {cells} |"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
