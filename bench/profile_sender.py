@@ -6,10 +6,12 @@ does), and waits until the receiver has them all. Reports microseconds of CPU pe
 sender, nats-server and the receiver (from /proc, between "sender ready" and "last request received"),
 the delivery rate at the receiver, and the TCP connections the sender opened. With `--py-spy` it also
 samples the sender (py-spy, in the venv, not a project dependency) and prints the functions with the
-most self and total time.
+most self and total time, and the samples split by what the sender is doing (`CATEGORIES`; on asyncio's
+loop: py-spy charges uvloop's C code to the last Python frame).
 
     .venv/bin/python bench/profile_sender.py --events 20000
     .venv/bin/python bench/profile_sender.py --events 20000 --py-spy /tmp/perf/sender.txt --top 30
+    HOOKLINE_EVENT_LOOP=asyncio .venv/bin/python bench/profile_sender.py --py-spy /tmp/perf/s.txt  # the split
     .venv/bin/python bench/profile_sender.py --events 20000 --cprofile /tmp/perf/sender.prof --top 40
 """
 
@@ -72,10 +74,39 @@ async def wait_until(check: object, what: str, within: float) -> None:
     raise RuntimeError(f"{what} not within {within:g}s")
 
 
+# Where a delivery's CPU goes, by what the sampled stack is doing (first matching rule wins; "idle"
+# looks only at the innermost frames). On uvloop py-spy sees no Python frame for the loop's own C code
+# and charges it to the last one: run with HOOKLINE_EVENT_LOOP=asyncio for this split.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("idle (waiting in the loop)", ("_get_loop", "EpollSelector.select")),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("NATS acks and NAKs", ("Msg.ack", "Msg.nak", "Client.publish", "Client._flusher", "_flush_pending")),
+    (
+        "NATS reads (parser, messages, feed)",
+        ("Client._read_loop", "Parser.parse", "_process_msg", "MessageFeed"),
+    ),
+    ("HTTP client (sender/transport, its socket I/O)", ("SafeHTTPClient", "http1.py", "_Connection")),
+    ("signing and headers (Delivery.build)", ("Delivery.build",)),
+    ("event decoding (Event.from_bytes)", ("Event.from_bytes",)),
+    ("engine bookkeeping (the rest of delivery/)", ("sender/delivery/", "deliveryhealth")),
+)
+
+
+def categorize(stack: list[str]) -> str:
+    idle_keys = CATEGORIES[0][1]
+    if any(k in frame for frame in stack[-3:] for k in idle_keys):
+        return CATEGORIES[0][0]
+    for name, keys in CATEGORIES[1:]:
+        if any(k in frame for frame in stack for k in keys):
+            return name
+    return "event loop and the rest"
+
+
 def summarize_py_spy(raw_file: Path, top: int) -> str:
     """Self and total samples per function from py-spy's collapsed-stack output."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
+    kinds: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in raw_file.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -83,6 +114,7 @@ def summarize_py_spy(raw_file: Path, top: int) -> str:
             continue
         count = int(count_text)
         samples += count
+        kinds[categorize(stack.split(";"))] += count
         frames = [f.split(" (", 1)[0] + " " + f.rsplit("/", 1)[-1].split(":")[0] for f in stack.split(";")]
         own[frames[-1]] += count
         for frame in set(frames):
@@ -91,6 +123,8 @@ def summarize_py_spy(raw_file: Path, top: int) -> str:
     lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in own.most_common(top)]
     lines.append("total time (including callees):")
     lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in total.most_common(top)]
+    lines.append("by what the sender is doing:")
+    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in kinds.most_common()]
     return "\n".join(lines)
 
 
