@@ -158,7 +158,12 @@ class HeavyLane:
 
     def _shared_buffer(self) -> tuple[int, mmap.mmap] | None:
         if self._shared is None and hasattr(os, "memfd_create") and self.body_bytes > 0:
-            fd = os.memfd_create("hookline-heavy-body")
+            try:
+                fd = os.memfd_create("hookline-heavy-body")
+            except OSError as exc:  # refused (a seccomp profile): bodies go through the socket
+                log.warning("ingest: no shared buffer for heavy bodies (%s); they go through the socket", exc)
+                self.body_bytes = 0
+                return None
             os.ftruncate(fd, self.body_bytes)
             self._shared = (fd, mmap.mmap(fd, self.body_bytes))
         return self._shared
