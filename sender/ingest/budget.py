@@ -1,7 +1,7 @@
 """The heavy lane's byte budget (pure, the clock passed in): a token bucket over the bytes of heavy
 bodies, so what hostile bodies cost ingest's event loop (reading them, handing them to the worker) is
 bounded per second however fast their senders are answered. A body larger than what is left runs the
-bucket into debt and waits until it is paid back; its sender's connection is not read meanwhile.
+bucket into debt and waits until it is paid back (heavy.py: read first, then waiting in its slot).
 """
 
 from __future__ import annotations

@@ -81,17 +81,25 @@ class HeavyLane:
         finally:
             self.admitted -= 1
 
-    async def pay(self, size: int) -> None:
-        """Wait until the byte budget covers `size` more bytes (before they are read, so a waiting
-        sender is held by TCP flow control at no cost); 503 (busy) when that is past the timeout."""
+    def reserve(self, size: int) -> float:
+        """Take `size` bytes from the byte budget before they are read: the loop time at which they
+        are covered, or 503 (busy, the body left unread) when that is past the timeout. The caller
+        reads the body, then waits until that time (`wait_until`) before the worker takes it: reading at
+        full speed costs the event loop least, and the slot held meanwhile keeps the pace."""
+        now = asyncio.get_running_loop().time()
         if self.budget is None or size <= 0:
-            return
-        wait = self.budget.take(size, asyncio.get_running_loop().time())
+            return now
+        wait = self.budget.take(size, now)
         if wait > self.timeout:
             self.budget.give_back(size)
             raise busy()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        return now + wait
+
+    @staticmethod
+    async def wait_until(when: float) -> None:
+        delay = when - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def start(self) -> None:
         """Start the worker now rather than at the first heavy body."""

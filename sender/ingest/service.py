@@ -166,9 +166,9 @@ class Ingest:
         return await self._publish(batch), True
 
     async def _read_and_prepare(self, request: web.Request, encoding: str) -> list[Outgoing]:
-        """The body's events. A body heavy by its headers is admitted (a slot, then its bytes from the
-        lane's budget) before it is read, one found heavy once read (no Content-Length) after; either
-        is then prepared in the heavy lane."""
+        """The body's events. A body heavy by its headers is admitted (a slot, and its bytes reserved
+        from the lane's budget) before it is read, one found heavy once read (no Content-Length)
+        after; either then waits for its bytes to be covered and is prepared in the heavy lane."""
         settings = self.settings
         limits = (settings.max_body_bytes, self.max_event_bytes, settings.max_events_per_request)
         declared = request.content_length
@@ -177,15 +177,16 @@ class Ingest:
         lane = self.heavy
         if lane is not None and costs_the_worker(encoding, declared, settings.heavy_body_bytes):
             async with lane.admission():
-                await lane.pay(declared or 0)
+                ready_at = lane.reserve(declared or 0)
                 chunks = await read_chunks(request, settings.max_body_bytes, settings.body_timeout_seconds)
                 if declared is None:
-                    await lane.pay(sum(len(chunk) for chunk in chunks))
+                    ready_at = max(ready_at, lane.reserve(sum(len(chunk) for chunk in chunks)))
+                await lane.wait_until(ready_at)
                 return await lane.prepare(chunks, encoding, *limits)
         raw = await read_limited(request, settings.max_body_bytes, settings.body_timeout_seconds)
         if lane is not None and costs_the_worker(encoding, len(raw), settings.heavy_body_bytes):
             async with lane.admission():
-                await lane.pay(len(raw))
+                await lane.wait_until(lane.reserve(len(raw)))
                 return await lane.prepare([raw], encoding, *limits)
         return prepare_body(raw, encoding, *limits)
 

@@ -33,7 +33,8 @@ class IngestSettings:
     max_heavy_waiting: int = 8
     heavy_timeout_seconds: float = 10.0
     # What heavy bodies may cost the event loop: their bytes read per second, and at once. A heavy
-    # body waits (unread) for its bytes; past heavy_timeout_seconds of waiting it gets the same 503.
+    # body waits in its slot for its bytes; one that would wait past heavy_timeout_seconds gets the
+    # same 503 before it is read.
     # 16 MiB/s is 16 full-size bodies (up to 160,000 events) per second.
     heavy_bytes_per_second: int = 16 * 1024 * 1024
     heavy_burst_bytes: int = 4 * 1024 * 1024
