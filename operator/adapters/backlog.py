@@ -6,7 +6,7 @@ over the operator's one NATS connection (Consumers), bounded in time like every 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from nats.js import JetStreamContext, api
 
@@ -64,12 +64,22 @@ class BacklogBus:
                 states.append(consumer_state(info, webhook, stopped))
         return states
 
-    async def move(self, move: Move, *, within: float = MOVE_TIMEOUT_SECONDS) -> MoveResult:
+    async def move(
+        self, move: Move, on_moved: Callable[[int], None], *, within: float = MOVE_TIMEOUT_SECONDS
+    ) -> MoveResult:
+        """`on_moved` counts each batch as it is acknowledged (a move cut short is counted too)."""
         namespace, name = move.webhook
 
         async def run(js: JetStreamContext) -> MoveResult:
             return await move_aside(
-                js, move.consumer, namespace, name, limit=move.count, why=move.why, resume=move.resume
+                js,
+                move.consumer,
+                namespace,
+                name,
+                limit=move.count,
+                why=move.why,
+                resume=move.resume,
+                on_moved=on_moved,
             )
 
         return await self.consumers.call(f"moving the backlog of {namespace}/{name}", run, within=within)

@@ -86,15 +86,22 @@ class BacklogMover:
         self.moved = set()
         done: list[tuple[Move, MoveResult]] = []
         for move in decide(fill, states, self.progress, now, settings):
+            namespace, name = move.webhook
+            counted = [0]
+
+            def count(events: int, webhook: WebhookKey = move.webhook, counted: list[int] = counted) -> None:
+                # Per acknowledged batch: what a timeout or a stop cuts short is counted all the same.
+                counted[0] += events
+                self.metrics.moved_aside.labels(*webhook).inc(events)
+                self.unreported[webhook] = self.unreported.get(webhook, 0) + events
+
             try:
-                result = await self.bus.move(move)
+                result = await self.bus.move(move, count)
             except ConsumerError as exc:
-                result = MoveResult(0, str(exc))
+                result = MoveResult(counted[0], str(exc))
             done.append((move, result))
             self.moved.add(move.consumer)  # its mark moves by our fetches and acks, not its sender's
-            namespace, name = move.webhook
             if result.moved:
-                self.metrics.moved_aside.labels(namespace, name).inc(result.moved)
                 log.warning(
                     "%s/%s: %d events moved to its dead letters (backlog_limit): %s",
                     namespace,
@@ -102,8 +109,6 @@ class BacklogMover:
                     result.moved,
                     move.why,
                 )
-            if result.moved:
-                self.unreported[move.webhook] = self.unreported.get(move.webhook, 0) + result.moved
             if result.refused:
                 self.metrics.moves_refused.inc()
                 log.warning("%s/%s: backlog not moved aside: %s", namespace, name, result.refused)

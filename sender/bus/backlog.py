@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,11 +118,13 @@ async def move_aside(
     resume: bool = False,
     max_payload: int | None = None,
     fetch_wait: float = FETCH_WAIT_SECONDS,
+    on_moved: Callable[[int], None] | None = None,
 ) -> MoveResult:
     """Move up to `limit` of the consumer's oldest undelivered events to the Webhook's dead letters.
 
     Bounded: at most `limit` events, fetched in batches of 256 and stored concurrently per batch.
-    Events in flight at a sender (delivered, not acknowledged) stay with it.
+    Events in flight at a sender (delivered, not acknowledged) stay with it. `on_moved` hears each
+    batch as soon as it is acknowledged, so a move cut short (a timeout, a cancel) is still counted.
     """
     refused = await dead_letter_room(js)
     if refused is not None:
@@ -136,7 +139,7 @@ async def move_aside(
                 msgs = await sub.fetch(min(FETCH_BATCH, limit - moved), timeout=fetch_wait)
             except nats.errors.TimeoutError:
                 break
-            now = time.time()
+            now, batch_moved = time.time(), 0
             records = [backlog_record(msg, namespace, name, why, now) for msg in msgs]
             stored = await asyncio.gather(
                 *(publish_dead_letter(js, record, max_payload=max_payload) for record in records),
@@ -151,6 +154,9 @@ async def move_aside(
                 else:
                     await msg.ack()
                     moved += 1
+                    batch_moved += 1
+            if on_moved is not None and batch_moved:
+                on_moved(batch_moved)
             if not msgs:
                 break
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -146,8 +148,9 @@ class FakeBus:
     async def states(self, known, stopped) -> list[ConsumerState]:
         return [state("a", 100, floor=len(self.moves), stopped="Paused")]
 
-    async def move(self, move: Move) -> MoveResult:
+    async def move(self, move: Move, on_moved: Callable[[int], None]) -> MoveResult:
         self.moves.append(move)
+        on_moved(move.count)
         return MoveResult(move.count)
 
 
