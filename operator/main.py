@@ -52,6 +52,7 @@ from hookline.sender.bus.poolproto import PoolKey
 from hookline.sender.observe.health import start_site
 from hookline.sender.observe.logs import add_log_format_argument, configure_logging
 from hookline.sender.transport.client import SafeHTTPClient
+from hookline.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -131,23 +132,6 @@ async def stop_background(memo: Any, **_: Any) -> None:
     # The NATS client's reader, flusher and ping tasks would otherwise outlive Kopf's root tasks, and
     # Kopf waits 5 s for such "hung" tasks before it returns (serve() closes the rest afterwards).
     await rt.consumers.close()
-
-
-async def cancel_until_done(tasks: list[asyncio.Task[None]], *, every: float = 0.5, rounds: int = 20) -> None:
-    """Cancel ``tasks`` and wait; cancel again those still running. On Python 3.11 asyncio.wait_for
-    (nats-py's watchers use it) loses a cancellation that arrives as its inner wait completes, and
-    such a task would run on, holding Kopf's shutdown (and the process) forever."""
-    for _ in range(rounds):
-        pending = [task for task in tasks if not task.done()]
-        if not pending:
-            break
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=every)
-    stuck = [task.get_name() for task in tasks if not task.done()]
-    if stuck:
-        log.warning("background tasks still running after %g s: %s", every * rounds, ", ".join(stuck))
-    await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

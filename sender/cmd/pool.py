@@ -35,6 +35,7 @@ from hookline.sender.observe.health import add_health_routes, parse_listen, run_
 from hookline.sender.observe.logs import add_log_format_argument
 from hookline.sender.observe.metrics import SenderMetrics
 from hookline.sender.transport.egress import EgressPolicy
+from hookline.tasks import cancel_until_done
 
 log = logging.getLogger("hookline.sender.cmd.pool")
 
@@ -116,9 +117,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             done.cancel()
             lost.cancel()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_until_done(tasks)  # KV watchers: a plain cancel can be lost on Python 3.11
             await supervisor.close()
             await member.say_stopped(kv)
             await runner.cleanup()

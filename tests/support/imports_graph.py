@@ -27,6 +27,7 @@ RANKS: dict[str, int] = {
     "hookline.api": 0,
     "hookline.durations": 0,
     "hookline.headers": 0,
+    "hookline.tasks": 0,
     "hookline": 0,  # the package itself: version and user agent
     "hookline.sender.model": 1,
     "hookline.sender.transport": 2,
