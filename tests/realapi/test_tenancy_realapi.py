@@ -137,6 +137,18 @@ async def test_tenants_are_held_to_their_grants_by_the_api_server(
                 )
                 return None if "no params found" in str(answer.get("message")) else (status, answer)
 
+            async def enforcing():
+                """The API server loads a new policy, its binding and params through its own informers:
+                until then it admits everything. A dry-run create outside the grant tells when it
+                refuses (it goes through admission and stores nothing)."""
+                status, answer = await a.request(
+                    "POST",
+                    api_path(WEBHOOKS, namespace) + "?dryRun=All",
+                    webhook("probe", url, database="crm"),
+                )
+                return status in (403, 422) and "is not granted" in str(answer.get("message"))
+
+            await eventually(enforcing, "the admission policy enforcing team-a's grant")
             status, answer = await eventually(created, "the admission policy's params cached")
             assert status == 201, answer.get("message")
             status, answer = await b.request(
