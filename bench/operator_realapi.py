@@ -19,18 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from controlplane import ControlPlane
 from kubecerts import kubeconfig
 from operator_helpers import DEPLOYMENTS, WEBHOOKS, api_path
-from realapi_helpers import apply_server_side, kubectl, operator_rbac, service_account_of
-from strict_api import render_chart
+from realapi_helpers import BUSY_STATUSES, MERGE, KubeClient, kubectl, start_cluster
 
-ROOT = Path(__file__).resolve().parent.parent
-CRDS = ROOT / "crds"
-MERGE = "application/merge-patch+json"
+from hookline.operator.adapters.apisession import LAST_APPLIED
+
 TOKEN_SECONDS = 24 * 3600  # a 10,000-Webhook run takes longer than an hour
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def as_kubectl_applies(body: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +45,8 @@ class RealApi:
         self.namespace = namespace
         self.plane = ControlPlane(workdir / "k8s")
         self.ready: set[str] = set()
-        self.session: aiohttp.ClientSession | None = None
+        self.client: KubeClient | None = None  # requests
+        self.session: aiohttp.ClientSession | None = None  # watches and /metrics: no total timeout
         self.tasks: list[asyncio.Task[None]] = []
         self.patching = asyncio.Semaphore(20)
         self.patches: set[asyncio.Task[None]] = set()
@@ -57,27 +54,17 @@ class RealApi:
     # -- starting and stopping
 
     def start(self) -> Path:
-        """Start the control plane, install CRDs and RBAC; return the operator's kubeconfig."""
+        """Start the control plane as tests/realapi does, and the bench's namespace; return the
+        operator's kubeconfig."""
         self.plane.workdir.mkdir(parents=True, exist_ok=True)
-        self.plane.start()
-        config = self.plane.admin_kubeconfig
-        crds = [doc for path in sorted(CRDS.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
-        apply_server_side(config, crds)
-        names = [f"crd/{crd['metadata']['name']}" for crd in crds]
-        kubectl(config, "wait", "--for=condition=Established", "--timeout=60s", *names)
-        self.plane.wait_cached([list_path(crd) for crd in crds])
-        self.plane.start_controllers()
-        rbac = operator_rbac(render_chart())
-        account_namespace, account = service_account_of(rbac)
-        kubectl(config, "create", "namespace", account_namespace)
-        kubectl(config, "create", "namespace", self.namespace)
-        apply_server_side(config, rbac)
-        token = self.plane.service_account_token(account_namespace, account, TOKEN_SECONDS)
+        cluster = start_cluster(self.plane, token_seconds=TOKEN_SECONDS)
+        kubectl(self.plane.admin_kubeconfig, "create", "namespace", self.namespace)
         target = self.workdir / "operator.kubeconfig"
-        return kubeconfig(target, self.plane.url, self.plane.certs.ca, token=token)
+        return kubeconfig(target, self.plane.url, self.plane.certs.ca, token=cluster.operator_token)
 
     async def __aenter__(self) -> RealApi:
         await asyncio.to_thread(self.start)
+        self.client = await KubeClient(self.plane.url, self.plane.admin_ssl()).__aenter__()
         connector = aiohttp.TCPConnector(ssl=self.plane.admin_ssl(), limit=64)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
         return self
@@ -86,6 +73,8 @@ class RealApi:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.__aexit__()
         if self.session is not None:
             await self.session.close()
         self.plane.stop()
@@ -93,19 +82,15 @@ class RealApi:
     # -- requests
 
     async def call(self, method: str, path: str, body: Any = None, *, tries: int = 20) -> Any:
-        """One admin request that must succeed; retried while the server is busy (429, 5xx)."""
-        assert self.session is not None
-        headers = {"Content-Type": MERGE if method == "PATCH" else "application/json"}
-        data = None if body is None else json.dumps(body)
+        """One admin request that must succeed; retried while the server is busy (BUSY_STATUSES)."""
+        assert self.client is not None
+        content_type = MERGE if method == "PATCH" else "application/json"
         for attempt in range(tries):
-            async with self.session.request(
-                method, f"{self.plane.url}{path}", data=data, headers=headers
-            ) as answer:
-                text = await answer.text()
-                if answer.status < 400:
-                    return json.loads(text) if text else {}
-                if answer.status not in (429, 500, 502, 503, 504) or attempt == tries - 1:
-                    raise RuntimeError(f"{method} {path} answered {answer.status}: {text[:500]}")
+            status, answer = await self.client.request(method, path, body, content_type)
+            if status < 400:
+                return answer
+            if status not in BUSY_STATUSES or attempt == tries - 1:
+                raise RuntimeError(f"{method} {path} answered {status}: {str(answer)[:500]}")
             await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -205,8 +190,3 @@ class RealApi:
         self.follow(WEBHOOKS, self.track_ready)
         if not pool:
             self.follow(DEPLOYMENTS, self.play_deployment_controller)
-
-
-def list_path(crd: dict[str, Any]) -> str:
-    spec = crd["spec"]
-    return f"/apis/{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"

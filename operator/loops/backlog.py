@@ -13,6 +13,7 @@ stay, hookline_backlog_moves_refused_total and a warning say so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -87,18 +88,11 @@ class BacklogMover:
         done: list[tuple[Move, MoveResult]] = []
         for move in decide(fill, states, self.progress, now, settings):
             namespace, name = move.webhook
-            counted = [0]
-
-            def count(events: int, webhook: WebhookKey = move.webhook, counted: list[int] = counted) -> None:
-                # Per acknowledged batch: what a timeout or a stop cuts short is counted all the same.
-                counted[0] += events
-                self.metrics.moved_aside.labels(*webhook).inc(events)
-                self.unreported[webhook] = self.unreported.get(webhook, 0) + events
-
+            before = self.unreported.get(move.webhook, 0)
             try:
-                result = await self.bus.move(move, count)
-            except ConsumerError as exc:
-                result = MoveResult(counted[0], str(exc))
+                result = await self.bus.move(move, functools.partial(self._count_moved, move.webhook))
+            except ConsumerError as exc:  # cut short: what its acknowledged batches moved is counted
+                result = MoveResult(self.unreported.get(move.webhook, 0) - before, str(exc))
             done.append((move, result))
             self.moved.add(move.consumer)  # its mark moves by our fetches and acks, not its sender's
             if result.moved:
@@ -115,6 +109,11 @@ class BacklogMover:
                 break  # the dead letters have no room: the next tick looks again
         await self._report_due(done, now)
         return done
+
+    def _count_moved(self, webhook: WebhookKey, events: int) -> None:
+        """Per acknowledged batch of a move: what a timeout or a stop cuts short is counted all the same."""
+        self.metrics.moved_aside.labels(*webhook).inc(events)
+        self.unreported[webhook] = self.unreported.get(webhook, 0) + events
 
     async def _report_due(self, done: list[tuple[Move, MoveResult]], now: float) -> None:
         """Report the Webhooks moved this tick that are due, with all they had moved since last time."""

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from controlplane import ControlPlane
 from kubeassets import HOW_TO_GET, available
 from operator_helpers import (
@@ -37,15 +36,10 @@ from realapi_helpers import (
     KubeClient,
     OperatorComplaints,
     RealCluster,
-    apply_server_side,
-    kubectl,
-    operator_rbac,
-    service_account_of,
+    start_cluster,
 )
-from strict_api import render_chart
 
 HERE = Path(__file__).resolve().parent
-CRDS = HERE.parent.parent / "crds"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,30 +61,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     """One control plane per run, with the CRDs and the operator's RBAC from the chart."""
     plane = ControlPlane(tmp_path_factory.mktemp("k8s"))
-    plane.start()
     try:
-        config = plane.admin_kubeconfig
-        crds = [doc for path in sorted(CRDS.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
-        apply_server_side(config, crds)
-        names = [f"crd/{crd['metadata']['name']}" for crd in crds]
-        kubectl(config, "wait", "--for=condition=Established", "--timeout=30s", *names)
-        plane.wait_cached([list_path(crd) for crd in crds])
-        # The garbage collector discovers resources when it starts: the CRDs are served by now.
-        plane.start_controllers()
-        rbac = operator_rbac(render_chart())
-        namespace, account = service_account_of(rbac)
-        kubectl(config, "create", "namespace", namespace)
-        apply_server_side(config, rbac)
-        token = plane.service_account_token(namespace, account)
-        yield RealCluster(plane, namespace, account, token)
+        yield start_cluster(plane)
     finally:
         plane.stop()
-
-
-def list_path(crd: dict[str, Any]) -> str:
-    """Where the API server lists a CRD's objects in all namespaces."""
-    spec = crd["spec"]
-    return f"/apis/{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import yaml
 from controlplane import ControlPlane
 from kubeassets import ROOT
 from operator_helpers import api_path
+from strict_api import render_chart
 
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 FIELD_MANAGER = "hookline-tests"
@@ -119,6 +120,36 @@ class RealCluster:
         return KubeClient(
             self.url, ssl.create_default_context(cafile=str(self.ca)), token=self.operator_token
         )
+
+
+CRDS = ROOT / "crds"
+
+
+def list_path(crd: dict[str, Any]) -> str:
+    """Where the API server lists a CRD's objects in all namespaces."""
+    spec = crd["spec"]
+    return f"/apis/{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"
+
+
+def start_cluster(plane: ControlPlane, token_seconds: int = 3600) -> RealCluster:
+    """Start ``plane`` as the real-API tier and the bench use it: the CRDs established and in the API
+    server's cache, then the controllers (the garbage collector discovers resources when it starts),
+    the chart's RBAC for the operator and a TokenRequest token of its ServiceAccount. The caller
+    stops the plane."""
+    plane.start()
+    config = plane.admin_kubeconfig
+    crds = [doc for path in sorted(CRDS.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
+    apply_server_side(config, crds)
+    names = [f"crd/{crd['metadata']['name']}" for crd in crds]
+    kubectl(config, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    plane.wait_cached([list_path(crd) for crd in crds])
+    plane.start_controllers()
+    rbac = operator_rbac(render_chart())
+    namespace, account = service_account_of(rbac)
+    kubectl(config, "create", "namespace", namespace)
+    apply_server_side(config, rbac)
+    token = plane.service_account_token(namespace, account, token_seconds)
+    return RealCluster(plane, namespace, account, token)
 
 
 class KubeClient:
