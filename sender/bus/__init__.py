@@ -12,7 +12,8 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   replay       paying a recreated consumer's debt from the recovery stream, counting what is lost
   stoprecord   the 410 Gone / circuit-breaker stop, kept on the consumer's metadata
   publish      publishing events, each settled by the server's answer
-  feed         MessageFeed, the continuous pull from one consumer
+  feed         MessageFeed, the continuous pull from one consumer; ack_all, a request's acks in one write;
+               stored_at, when the stream stored a message
   deadletter   dead letters: records, publish, read, redrive support
   failedattempts  each event's failed attempts as receivers answered them (imported by its own path)
   attemptlog   the attempt log stream and the health bucket (records: sender/model/deliveryhealth.py)
@@ -29,7 +30,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 
 from hookline.sender.bus.connection import BusUnavailable, StoreRefused, close_quietly, connect
-from hookline.sender.bus.feed import MessageFeed
+from hookline.sender.bus.feed import MessageFeed, ack_all, stored_at
 from hookline.sender.bus.floors import (
     FLOORS_BUCKET,
     RecoveryDebt,
@@ -104,6 +105,7 @@ __all__ = [
     "MessageFeed",
     "RecoveryDebt",
     "StoreRefused",
+    "ack_all",
     "ack_wait_seconds",
     "api",
     "check_replicas",
@@ -137,6 +139,7 @@ __all__ = [
     "read_gone",
     "record_floor",
     "redrive_subject",
+    "stored_at",
     "stream_changes",
     "stream_config",
 ]

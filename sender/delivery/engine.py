@@ -387,16 +387,13 @@ class Engine:
         outcome = retry.classify(status, error)
         msgs = [item.msg for item in items]
         if outcome.succeeded:  # at once: until the server has the ack, a crash forgets the 2xx
-            for msg in msgs:
-                await msg.ack()
+            await bus.ack_all(msgs)
             await asyncio.sleep(0)  # the client's flusher writes them now, before anything else of ours
         metrics = self.metrics
         metrics.attempts[outcome.kind].inc()
         metrics.request_events.observe(len(items))
         now = time.time()
-        carried = [
-            Carried(self.ledger.failed_before(msg) + 1, msg.metadata.timestamp.timestamp()) for msg in msgs
-        ]
+        carried = [Carried(self.ledger.failed_before(msg) + 1, bus.stored_at(msg)) for msg in msgs]
         attempt = max(c.attempt for c in carried)
         if not outcome.succeeded:  # counted in NATS before it is acted on: a crash after it still counts it
             await self.ledger.failed(msgs, outcome, now)
@@ -465,7 +462,6 @@ class Engine:
             msg, event = item.msg, item.event
             kind = decision.kind
             if kind is retry.DecisionKind.ACK:  # acked in _send, as soon as the 2xx was read
-                self.metrics.deliveries["delivered"].inc()
                 self.metrics.latency.observe(max(0.0, now - one.stored_at))
             elif kind is retry.DecisionKind.RETRY:
                 if batch_id is None:
@@ -483,6 +479,8 @@ class Engine:
                 assert decision.reason is not None
                 record = self.dead_letters.record(msg, event, outcome, decision.reason, now, one.attempt)
                 await self._store_dead_letter(msg, event, record)
+        if delivered := len(settlement.of(retry.DecisionKind.ACK)):  # counted once per request
+            self.metrics.deliveries["delivered"].inc(delivered)
         if outcome.succeeded:
             await self.ledger.settled([item.msg for item in items])
         if batch_id is not None and retried:

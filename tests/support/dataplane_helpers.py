@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import harness
 from aiohttp import web
 from nats.js import api
 
@@ -84,14 +85,11 @@ class Receiver:
         return {r.headers["webhook-id"]: r for r in self.requests if 200 <= r.answered < 300}
 
 
-async def wait_until(condition: Callable[[], bool], within: float = 60.0, what: str = "condition") -> None:
-    """Poll `condition` until true; generous default for a loaded 2-core CI machine."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {within:g}s")
-        await asyncio.sleep(0.02)
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], within: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll `condition` (plain or async) until true; generous default for a loaded 2-core CI machine."""
+    await harness.wait_until(condition, within=within, what=what, interval=0.02)
 
 
 async def wait_until_ready(
