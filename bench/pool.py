@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from run import (  # noqa: E402
+    BENCH_RATE_LIMIT,
     HOOKLINE,
     SECRET,
     rate,
@@ -67,7 +68,9 @@ from hookline.sender.model.signing import parse_secret  # noqa: E402
 
 POOL = "default"
 POOL_KEY = "bench-pool-key-not-a-secret-0123456789abcdef"
-CONCURRENCY = 32  # bench/run.py's sender row: maxInFlight 32, maxRequestsPerSecond 10000, json, signed
+CONCURRENCY = (
+    32  # bench/run.py's sender row: maxInFlight 32, maxRequestsPerSecond BENCH_RATE_LIMIT, json, signed
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUIET_URL = "http://127.0.0.1:9/quiet"  # never called: no event matches a quiet Webhook's database
 
@@ -115,7 +118,7 @@ def webhook_config(
         spec.update(
             format="json",
             signing={"secretRef": {"name": "s", "key": "secret"}},
-            delivery={"maxInFlight": max_in_flight, "maxRequestsPerSecond": 10000},
+            delivery={"maxInFlight": max_in_flight, "maxRequestsPerSecond": BENCH_RATE_LIMIT},
         )
         doc["signingSecretFile"] = str(secret_file)
     return parse_sender_config(doc)

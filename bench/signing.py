@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import HOOKLINE, rate, sample_event, spawn, stop, wait_count, wait_http  # noqa: E402
+from run import BENCH_RATE_LIMIT, HOOKLINE, rate, sample_event, spawn, stop, wait_count, wait_http  # noqa: E402
 
 from hookline.api import parse_webhook_spec  # noqa: E402
 from hookline.sender import bus  # noqa: E402
@@ -58,7 +58,7 @@ def spec_of(url: str, signing: dict[str, Any] | None) -> dict[str, Any]:
         "database": "newsletter",
         "format": "json",
         **({"signing": signing} if signing else {}),
-        "delivery": {"maxInFlight": 32, "maxRequestsPerSecond": 10000},
+        "delivery": {"maxInFlight": 32, "maxRequestsPerSecond": BENCH_RATE_LIMIT},
     }
 
 

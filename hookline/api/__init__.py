@@ -220,7 +220,7 @@ class Batch(CamelModel):
 class Delivery(CamelModel):
     timeout_seconds: Annotated[float, Field(ge=1, le=60)] = 10
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 10
-    max_requests_per_second: Annotated[float, Field(gt=0, le=10000)] = 50
+    max_requests_per_second: Annotated[float, Field(gt=0, le=100_000)] = 50
     max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 10
     batch: Batch | None = None
     # Circuit breaker: stop after only failures for this long (e.g. 5d, as Standard Webhooks

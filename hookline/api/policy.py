@@ -111,7 +111,7 @@ class WebhookPolicySpec(CamelModel):
     event_types: Annotated[list[EventType], Field(min_length=1)] | None = None
     max_webhooks: Annotated[int, Field(ge=0, le=100_000)] | None = None
     egress: EgressGrant | None = None
-    max_requests_per_second: Annotated[float, Field(gt=0, le=10000)] | None = None
+    max_requests_per_second: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
     def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
         """Whether this policy covers ``namespace`` (by name, or by its labels)."""

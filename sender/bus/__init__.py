@@ -12,8 +12,9 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   replay       paying a recreated consumer's debt from the recovery stream, counting what is lost
   stoprecord   the 410 Gone / circuit-breaker stop, kept on the consumer's metadata
   publish      publishing events, each settled by the server's answer
-  feed         MessageFeed, the continuous pull from one consumer; ack_all, a request's acks in one write;
-               stored_at, when the stream stored a message
+  feed         MessageFeed, the continuous pull from one consumer; stored_at, when the stream
+               stored a message
+  outbox       a connection's acks and attempt records, held a moment and written together
   deadletter   dead letters: records, publish, read, redrive support
   failedattempts  each event's failed attempts as receivers answered them (imported by its own path)
   attemptlog   the attempt log stream and the health bucket (records: sender/model/deliveryhealth.py)
@@ -30,7 +31,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 
 from hookline.sender.bus.connection import BusUnavailable, StoreRefused, close_quietly, connect
-from hookline.sender.bus.feed import MessageFeed, ack_all, stored_at
+from hookline.sender.bus.feed import MessageFeed, stored_at
 from hookline.sender.bus.floors import (
     FLOORS_BUCKET,
     RecoveryDebt,
@@ -70,6 +71,7 @@ from hookline.sender.bus.layout import (
     stream_changes,
     stream_config,
 )
+from hookline.sender.bus.outbox import Outbox, outbox_of
 from hookline.sender.bus.publish import MSG_ID_HEADER, max_event_bytes, publish_encoded, publish_events
 from hookline.sender.bus.recovery import (
     DEFAULT_RECOVERY_MAX_BYTES,
@@ -103,9 +105,9 @@ __all__ = [
     "BusUnavailable",
     "ConsumerSpec",
     "MessageFeed",
+    "Outbox",
     "RecoveryDebt",
     "StoreRefused",
-    "ack_all",
     "ack_wait_seconds",
     "api",
     "check_replicas",
@@ -131,6 +133,7 @@ __all__ = [
     "gone_of",
     "mark_gone",
     "max_event_bytes",
+    "outbox_of",
     "pending_of",
     "publish_encoded",
     "publish_events",

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from hookline.sender.bus.outbox import outbox_of
 from hookline.sender.bus.replicas import check_replicas, ensure_direct, ensure_replicas
 from hookline.sender.model.deliveryhealth import AttemptRecord, HealthReport
 from hookline.sender.model.subjects import encode_token
@@ -84,9 +85,9 @@ class AttemptLog:
             return None
 
     async def record(self, record: AttemptRecord) -> None:
-        """A core publish into the stream's subject: no round trip per attempt (a lost record is a
-        lost log line, never a lost event)."""
-        await self.nc.publish(self.subject, record.to_bytes())
+        """A core publish into the stream's subject, through the connection's outbox: no round trip
+        and no write of its own per attempt (a lost record is a lost log line, never a lost event)."""
+        await outbox_of(self.nc).publish(self.subject, record.to_bytes())
 
     async def report(self, report: HealthReport) -> None:
         if self._kv is None:

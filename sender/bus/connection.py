@@ -19,6 +19,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from hookline.sender.bus.natsjwt import decode_jwt, jwt_of_creds
+from hookline.sender.bus.outbox import outbox_of
 from hookline.sender.model.config import DEFAULT_NATS_URL, NATS_URL_ENV
 
 __all__ = [
@@ -193,6 +194,8 @@ async def close_quietly(nc: NATS, within: float = DRAIN_TIMEOUT_SECONDS) -> None
     if nc.is_closed:
         return
     if nc.is_connected:
+        with contextlib.suppress(Exception):  # acks and records held a moment (outbox.py) go first
+            await outbox_of(nc).flush()
         try:
             async with asyncio.timeout(within):
                 await nc.drain()

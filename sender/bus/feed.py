@@ -8,9 +8,8 @@ import datetime
 import json
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import nats
 from nats.aio.client import Client as NATS
@@ -23,8 +22,6 @@ from hookline.sender.bus.layout import STREAM
 log = logging.getLogger(__name__)
 
 _UTC = datetime.UTC
-# A JetStream ack subject as the server sends it (no spaces or line breaks: safe to write as it is).
-_PLAIN_ACK = re.compile(r"\$JS\.ACK\.[!-~]+")
 _new = object.__new__
 _set = object.__setattr__
 
@@ -107,43 +104,6 @@ def stored_at(msg: Msg) -> float:
     """When the stream stored `msg`, in Unix seconds."""
     meta = msg.metadata
     return meta.stored_at if isinstance(meta, ReplyMetadata) else meta.timestamp.timestamp()
-
-
-_ACK_SUFFIX = b" 0\r\n\r\n"
-
-
-def _one_write_possible(nc: NATS) -> bool:
-    """Whether nats-py still has what `ack_all` writes through (its pending buffer and flusher); a
-    version without them gets one `ack()` per message instead."""
-    return all(hasattr(nc, name) for name in ("_send_command", "_flush_pending", "_flush_queue", "stats"))
-
-
-async def ack_all(msgs: Sequence[Msg]) -> None:
-    """Acknowledge JetStream messages of one connection in one write: a request's events are acked
-    together after its 2xx, and one `ack()` each cost ~2 us of the sender's CPU per event in a
-    batch of 100 (subject checks and a command per message). The bytes are exactly what `ack()` sends
-    (an empty PUB to each reply subject); a reply that is not a plain JetStream ack subject, a
-    connection that is not connected (nats-py's own buffering rules apply then), or a nats-py without
-    the internals used here fall back to `ack()` per message. Raises what `ack()` raises when the
-    connection is closed."""
-    if not msgs:
-        return
-    nc = msgs[0]._client
-    plain = [m for m in msgs if m._client is nc and not m._ackd and _PLAIN_ACK.fullmatch(m.reply or "")]
-    if len(plain) < 2 or not nc.is_connected or not _one_write_possible(nc):
-        plain = []
-    if plain:
-        if nc.is_closed:
-            raise nats.errors.ConnectionClosedError
-        await nc._send_command(b"".join(b"PUB " + m.reply.encode() + _ACK_SUFFIX for m in plain))
-        nc.stats["out_msgs"] += len(plain)
-        for m in plain:
-            m._ackd = True
-        if nc._flush_queue is not None and nc._flush_queue.empty():
-            await nc._flush_pending()
-    for m in msgs:
-        if not m._ackd:
-            await m.ack()
 
 
 class MessageFeed:

@@ -6,7 +6,8 @@ Before each request a worker passes the Retry-After gate (a 429/503 pauses every
 slot of the token bucket (this replica's share of `maxRequestsPerSecond`). Only a 2xx, or a dead letter
 durably stored, acks; anything else leaves the event in JetStream, so a crash loses nothing. A 2xx is
 acknowledged before anything else is done with it: a crash can forget only a 2xx whose answer had not
-been read yet (the receiver then gets the event again, with the same id).
+been read yet, or whose ack still waited its millisecond in the connection's outbox (bus/outbox.py;
+the receiver then gets the event again, with the same id).
 
 An event's attempt number is 1 + the attempts receivers failed before (ledger.py, kept in NATS), never
 JetStream's delivery count: an event handed out again after a crash or a stop was not a failed attempt.
@@ -192,6 +193,10 @@ class Engine:
     def _wake_watch(self) -> None:
         self.watch.wake()
 
+    @property
+    def outbox(self) -> bus.Outbox:  # the connection's: the acks of all engines on it go out together
+        return bus.outbox_of(self.nc)
+
     async def run(self, stop: asyncio.Event) -> None:
         feed = self.feed = bus.MessageFeed(
             self.nc,
@@ -204,12 +209,9 @@ class Engine:
         await self.watch.look()  # a Webhook stopped by a 410 before this start stays stopped
         self.gone.attach(feed)
         await feed.start()
-        if self.assembler is None:
-            work = self._work_events
-            workers = [asyncio.create_task(work(feed), name=f"deliver {i}") for i in range(self.workers)]
-        else:
-            work = self._work_batches
-            workers = [asyncio.create_task(work(feed), name=f"deliver {i}") for i in range(self.workers)]
+        work = self._work_events if self.assembler is None else self._work_batches
+        workers = [asyncio.create_task(work(feed), name=f"deliver {i}") for i in range(self.workers)]
+        if self.assembler is not None:
             workers.append(asyncio.create_task(self.assembler.run(feed), name="assemble batches"))
         watcher = asyncio.create_task(self.watch.run(), name="watch consumer")
         self.running = True
@@ -234,6 +236,7 @@ class Engine:
             for _ in workers if self.assembler is None else (None,):
                 feed.queue.put_nowait(None)
             await asyncio.gather(*workers, watcher, return_exceptions=True)
+            await asyncio.gather(self.outbox.flush(), return_exceptions=True)  # the last acks, then close
 
     # --- the workers ---------------------------------------------------------------------------------
 
@@ -386,9 +389,8 @@ class Engine:
         status, retry_after, error, answer, took = await self._post(body, headers)
         outcome = retry.classify(status, error)
         msgs = [item.msg for item in items]
-        if outcome.succeeded:  # at once: until the server has the ack, a crash forgets the 2xx
-            await bus.ack_all(msgs)
-            await asyncio.sleep(0)  # the client's flusher writes them now, before anything else of ours
+        if outcome.succeeded:  # first: until the server has the ack (outbox.py), a crash forgets the 2xx
+            await self.outbox.ack(msgs)
         metrics = self.metrics
         metrics.attempts[outcome.kind].inc()
         metrics.request_events.observe(len(items))

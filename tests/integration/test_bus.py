@@ -150,21 +150,27 @@ async def pull_all(nc, consumer: str, expected: int, capacity: int = 10) -> list
     return got
 
 
-async def test_a_requests_events_acked_in_one_write_are_acked_on_the_server(nats):
+async def test_acks_held_in_the_outbox_are_written_together_and_acked_on_the_server(nats):
     nc, js = nats
     cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
     await bus.ensure_consumer(js, cfg)
     await bus.publish_events(nc, js, [event(id=f"bulk-{i}") for i in range(30)])
     feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=30)
     await feed.start()
+    outbox = bus.Outbox(nc, linger=3600)  # nothing goes out until flushed
     try:
         msgs = [await asyncio.wait_for(feed.queue.get(), 60) for _ in range(30)]
         await msgs[0].ack()  # acked on its own before: acked once, not again
-        await bus.ack_all(msgs)
+        await outbox.ack(msgs[:20])
+        await outbox.publish("hookline.test.record", b"a record")
+        await outbox.ack(msgs[20:])
+        assert all(m.is_acked for m in msgs) and outbox.held == 30  # 29 acks and the record
+        writes = nc.stats["out_msgs"]
+        await outbox.flush()
+        assert outbox.held == 0 and nc.stats["out_msgs"] == writes + 30
         feed.release(30)
     finally:
         await feed.stop()
-    assert all(m.is_acked for m in msgs)
 
     async def settled() -> bool:
         info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
@@ -173,6 +179,26 @@ async def test_a_requests_events_acked_in_one_write_are_acked_on_the_server(nats
     await wait_until(settled, what="every event acked on the server")
     info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
     assert (info.num_pending, info.num_redelivered) == (0, 0)
+
+
+async def test_the_outbox_writes_by_itself_within_its_linger(nats):
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    await bus.ensure_consumer(js, cfg)
+    await bus.publish_events(nc, js, [event(id="lingering")])
+    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=1)
+    await feed.start()
+    try:
+        msg = await asyncio.wait_for(feed.queue.get(), 60)
+        await bus.outbox_of(nc).ack([msg])
+        feed.release()
+    finally:
+        await feed.stop()
+
+    async def acked() -> bool:
+        return (await js.consumer_info(bus.STREAM, cfg.nats.consumer)).num_ack_pending == 0
+
+    await wait_until(acked, what="the held ack written without a flush")
 
 
 async def test_consumer_gets_only_in_scope_events_published_after_it_was_created(nats):

@@ -96,7 +96,7 @@ BAD_SPECS = [
         {"delivery": {"maxRequestsPerSecond": 0}}, "spec.delivery.maxRequestsPerSecond", "greater than 0"
     ),
     pytest.param(
-        {"delivery": {"maxRequestsPerSecond": 10001}}, "spec.delivery.maxRequestsPerSecond", "10000"
+        {"delivery": {"maxRequestsPerSecond": 100_001}}, "spec.delivery.maxRequestsPerSecond", "100000"
     ),
     pytest.param({"delivery": {"maxInFlight": 1001}}, "spec.delivery.maxInFlight", "1000"),
     pytest.param({"delivery": {"maxInFlight": 1.5}}, "spec.delivery.maxInFlight", "integer"),
