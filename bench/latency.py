@@ -26,7 +26,7 @@ class BatchReceiver(Receiver):
         body = await request.read()
         arrived = time.monotonic()
         for item in json.loads(body):
-            self.attempts.append(Attempt(item["id"], arrived, 200, arrived))
+            self.attempts.append(Attempt(item["id"], arrived, 200, arrived, (item["id"],)))
         return web.Response(status=200, text="ok")
 
 

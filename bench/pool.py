@@ -20,6 +20,7 @@
    (on a small machine the three share the cores, so their sum sets the rate).
 
     .venv/bin/python bench/pool.py [--counts 1 100 1000] [--events 20000] [--webhooks 100] [--rounds 2]
+        [--retention interest|limits]
 
 `make bench` (bench/run.py) runs a short variant (`run_pool_bench(short=True)`). Loopback only.
 """
@@ -307,6 +308,7 @@ async def pool_throughput(
     tag: str,
     *,
     max_in_flight: int = CONCURRENCY,
+    retention: str = bus.DEFAULT_STREAM_RETENTION,
 ) -> dict[str, Any]:
     """A backlog of `total` events over `webhooks` pooled Webhooks (entries stored before the replica
     starts, as after a pod restart), delivered by one fresh replica. Besides the rate over the whole
@@ -334,7 +336,7 @@ async def pool_throughput(
     consumers = Consumers(nats.url, timeout=30)
     directory = PoolDirectory(consumers, PoolKey(POOL_KEY))
     try:
-        await bus.ensure_stream(js)
+        await bus.ensure_stream(js, retention=retention)
         for cfg in cfgs:
             await consumers.ensure(cfg)
         events = []
@@ -414,9 +416,17 @@ def show(result: dict[str, Any]) -> str:
     return text
 
 
-async def throughput(tmp: Path, total: int, webhooks: int, rounds: int, control: bool) -> dict[str, Any]:
+async def throughput(
+    tmp: Path,
+    total: int,
+    webhooks: int,
+    rounds: int,
+    control: bool,
+    retention: str = bus.DEFAULT_STREAM_RETENTION,
+) -> dict[str, Any]:
     """Alternating rounds of the dedicated sender and the pool (and with `control` a pool serving
-    one Webhook: the pool runtime itself against the same runtime with many engines)."""
+    one Webhook: the pool runtime itself against the same runtime with many engines), on an events
+    stream with `retention` (ingest's `--stream-retention`)."""
     receiver_port = free_port()
     receiver = spawn([sys.executable, str(ROOT / "bench" / "receiver.py"), str(receiver_port)])
     http_base = f"http://127.0.0.1:{receiver_port}"
@@ -440,6 +450,7 @@ async def throughput(tmp: Path, total: int, webhooks: int, rounds: int, control:
                     CONCURRENCY,
                     "json",
                     f"pd{round_}",
+                    retention=retention,
                 )
                 dedicated.append(
                     {
@@ -454,13 +465,24 @@ async def throughput(tmp: Path, total: int, webhooks: int, rounds: int, control:
                     flush=True,
                 )
                 pooled.append(
-                    await pool_throughput(tmp, nats, http_base, receiver.pid, total, webhooks, f"pp{round_}")
+                    await pool_throughput(
+                        tmp,
+                        nats,
+                        http_base,
+                        receiver.pid,
+                        total,
+                        webhooks,
+                        f"pp{round_}",
+                        retention=retention,
+                    )
                 )
                 print(show(pooled[-1]), flush=True)
                 if control:
                     print(f"round {round_}/{rounds}: hookline pool, 1 Webhook ...", flush=True)
                     single.append(
-                        await pool_throughput(tmp, nats, http_base, receiver.pid, total, 1, f"p1r{round_}")
+                        await pool_throughput(
+                            tmp, nats, http_base, receiver.pid, total, 1, f"p1r{round_}", retention=retention
+                        )
                     )
                     print(show(single[-1]), flush=True)
     finally:
@@ -499,6 +521,7 @@ async def run_pool_bench(
     webhooks: int = 100,
     rounds: int | None = None,
     settle_seconds: float = 5.0,
+    retention: str = bus.DEFAULT_STREAM_RETENTION,
 ) -> dict[str, Any]:
     """Memory per pooled Webhook and pool vs dedicated throughput; `short` is `make bench`'s variant
     (no restart measurement, 5,000 events, one round)."""
@@ -510,7 +533,7 @@ async def run_pool_bench(
         print(f"hookline pool memory with {', '.join(map(str, counts))} quiet Webhooks ...", flush=True)
         mem = await memory(tmp, counts, settle_seconds, restart=not short)
         mem["tls_context"] = tls_context_cost()
-        tput = await throughput(tmp, events, webhooks, rounds, control=not short)
+        tput = await throughput(tmp, events, webhooks, rounds, control=not short, retention=retention)
     return {"memory": mem, "throughput": tput}
 
 
@@ -623,6 +646,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="alternating dedicated/pool rounds (2; --short 1)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of quiet before reading RSS")
     parser.add_argument("--short", action="store_true", help="make bench's variant")
+    parser.add_argument(
+        "--retention",
+        choices=sorted(bus.STREAM_RETENTIONS),
+        default=bus.DEFAULT_STREAM_RETENTION,
+        help="the events stream's retention (ingest --stream-retention)",
+    )
     args = parser.parse_args()
     result = asyncio.run(
         run_pool_bench(
@@ -632,6 +661,7 @@ def main() -> None:
             webhooks=args.webhooks,
             rounds=args.rounds,
             settle_seconds=args.settle,
+            retention=args.retention,
         )
     )
     print()

@@ -252,9 +252,11 @@ async def sender_throughput(
     record_attempts: bool = True,
     batch: dict | None = None,
     cpu: bool = False,
+    retention: str = bus.DEFAULT_STREAM_RETENTION,
 ) -> dict:
     """Deliveries of a backlog by one `hookline sender` process; with `cpu` also the CPU per event of
-    the sender and of nats-server from the first event the receiver got to the last."""
+    the sender and of nats-server from the first event the receiver got to the last. `retention`: the
+    events stream's (ingest's `--stream-retention`)."""
     config_path, listen, cfg = write_sender_config(
         tmp,
         nats.url,
@@ -267,7 +269,7 @@ async def sender_throughput(
     )
     nc = await bus.connect(nats.url)
     js = nc.jetstream()
-    await bus.ensure_stream(js)
+    await bus.ensure_stream(js, retention=retention)
     await bus.ensure_consumer(js, cfg)
     for start in range(0, len(events), 500):
         await bus.publish_events(nc, js, events[start : start + 500], ack_timeout=30)
