@@ -13,7 +13,7 @@ blocks (each consumer's events contiguous) instead of interleaved (each consumer
 past the other 99 consumers' events). A third measures the remedy that keeps interest retention: the
 100 consumers split over 10 interest streams (partitions), events still interleaved.
 
-    .venv/bin/python bench/nats_ack_cost.py [--events 20000] [--variants]
+    .venv/bin/python bench/nats_ack_cost.py [--events 20000] [--variants] [--consumers 1 1000 10000]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ async def measure(
     }
 
 
-async def main(total: int, variants: bool) -> None:
+async def main(total: int, variants: bool, counts: list[int] | None = None) -> None:
     print("| consumers on the stream | events go to | acks/s | nats-server CPU per ack |")
     print("|---|---|---|---|")
     runs: list[tuple[int, bool, dict[str, bool], str]] = [
@@ -123,6 +123,8 @@ async def main(total: int, variants: bool) -> None:
         (100, False, {}, ""),
         (100, True, {}, ""),
     ]
+    if counts:  # how the cost grows with the consumers on the stream, all events for one of them
+        runs = [(count, False, {}, "") for count in counts]
     if variants:
         runs += [
             (1, False, {"limits": True}, ", limits retention"),
@@ -140,5 +142,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--variants", action="store_true", help="limits, blocks, partitions")
+    parser.add_argument(
+        "--consumers", type=int, nargs="+", help="only these consumer counts, events for one (1 1000 10000)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.variants))
+    asyncio.run(main(args.events, args.variants, args.consumers))
