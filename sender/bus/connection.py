@@ -12,14 +12,15 @@ import contextlib
 import logging
 import os
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
 
 from hookline.sender.bus.natsjwt import decode_jwt, jwt_of_creds
-from hookline.sender.bus.outbox import outbox_of
 from hookline.sender.model.config import DEFAULT_NATS_URL, NATS_URL_ENV
 
 __all__ = [
@@ -194,8 +195,6 @@ async def close_quietly(nc: NATS, within: float = DRAIN_TIMEOUT_SECONDS) -> None
     if nc.is_closed:
         return
     if nc.is_connected:
-        with contextlib.suppress(Exception):  # acks and records held a moment (outbox.py) go first
-            await outbox_of(nc).flush()
         try:
             async with asyncio.timeout(within):
                 await nc.drain()
@@ -204,3 +203,21 @@ async def close_quietly(nc: NATS, within: float = DRAIN_TIMEOUT_SECONDS) -> None
             log.info("NATS drain did not finish (%s); closing", exc or type(exc).__name__)
     with contextlib.suppress(Exception):
         await nc.close()
+
+
+_Companion = TypeVar("_Companion")
+
+
+class PerConnection(Generic[_Companion]):
+    """One companion object per NATS connection (a publisher, an outbox), made on first use and gone
+    with the connection: `publisher_for = PerConnection(Publisher)`, then `publisher_for(nc)`."""
+
+    def __init__(self, make: Callable[[NATS], _Companion]) -> None:
+        self._make = make
+        self._of: weakref.WeakKeyDictionary[NATS, _Companion] = weakref.WeakKeyDictionary()
+
+    def __call__(self, nc: NATS) -> _Companion:
+        companion = self._of.get(nc)
+        if companion is None:
+            companion = self._of[nc] = self._make(nc)
+        return companion

@@ -10,9 +10,8 @@ JetStream API calls, publishes settled by the server) still goes out at once.
 
 The cost is that a 2xx's ack reaches the server up to one linger later. A crash in that moment leaves
 the event unacknowledged and JetStream hands it out again after ack_wait: the receiver gets it twice,
-with the same id, as it would after a crash just before the ack (at-least-once, README). A stop writes
-what is held (`flush`, called by the engine when it stops and by `close_quietly`) before the
-connection closes.
+with the same id, as it would after a crash just before the ack (at-least-once, README). An engine
+that stops writes what is held (`flush`) before its process closes the connection.
 """
 
 from __future__ import annotations
@@ -20,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import weakref
 from collections.abc import Sequence
 
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.protocol.command import pub_cmd
+
+from hookline.sender.bus.connection import PerConnection
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,5 @@ class Outbox:
             log.warning("NATS acks or records not written: %s", exc or type(exc).__name__)
 
 
-_OUTBOXES: weakref.WeakKeyDictionary[NATS, Outbox] = weakref.WeakKeyDictionary()
-
-
-def outbox_of(nc: NATS) -> Outbox:
-    """The one outbox of a connection (made on first use)."""
-    box = _OUTBOXES.get(nc)
-    if box is None:
-        box = _OUTBOXES[nc] = Outbox(nc)
-    return box
+# The one outbox of a connection (made on first use).
+outbox_of = PerConnection(Outbox)

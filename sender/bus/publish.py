@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from hookline.sender.bus.connection import BusUnavailable, StoreRefused
+from hookline.sender.bus.connection import BusUnavailable, PerConnection, StoreRefused
 from hookline.sender.bus.layout import STREAM
 from hookline.sender.model.events import Event
 from hookline.sender.model.subjects import subject_for
@@ -167,14 +166,8 @@ def fate_of(future: asyncio.Future[dict[str, object]] | None) -> tuple[Fate, Bus
     return Fate.UNKNOWN, BusUnavailable(f"publishing to NATS failed: {error or type(error).__name__}")
 
 
-_publishers: weakref.WeakKeyDictionary[NATS, Publisher] = weakref.WeakKeyDictionary()
-
-
-def publisher_for(nc: NATS) -> Publisher:
-    publisher = _publishers.get(nc)
-    if publisher is None:
-        publisher = _publishers[nc] = Publisher(nc)
-    return publisher
+# The one publisher of a connection (made on first use).
+publisher_for = PerConnection(Publisher)
 
 
 async def publish_events(
