@@ -735,8 +735,8 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             f"| deliveries/s, one `hookline sender` process ({args.format}, signed, maxInFlight "
             f"{args.concurrency}, {args.events} events) | {r['sender_rate']:.0f} |",
             *ceiling_rows(r),
-            f"| ratio sender / ceiling | {ratio:.2f} (before: 0.90 in a loaded make bench, 3,406 / 3,783; "
-            "0.72 on a quiet machine, 10,233 / 14,126) |",
+            f"| ratio sender / ceiling | {ratio:.2f} (before: 0.77 in make bench on 2026-12-04 14:28, "
+            "11,837 / 15,451; 0.72 on a quiet machine before issue 22's sender changes, 10,233 / 14,126) |",
             *wrk_rows(r),
             "| deliveries/s, the same with the attempt log and health reports off (`recordAttempts: false`) "
             f"| {r['unrecorded_rate']:.0f} (ratio {r['unrecorded_rate'] / r['raw_rate']:.2f}) |",
@@ -791,9 +791,9 @@ def wrk_rows(r: dict) -> list[str]:
         return [f"| wrk (C client) | n/a: {r.get('wrk_setup', '')} |"]
     return [
         "| wrk (C client, one thread), same receiver, body, headers, connections: requests/s "
-        f"| {r['wrk_rate']:.0f} (before: 10,643 in a loaded run; 20,730-20,978 on a quiet machine) |",
-        f"| ratio sender / wrk | {r['sender_rate'] / r['wrk_rate']:.2f} (before: ~0.58 in a loaded run; "
-        "0.49 on a quiet machine) |",
+        f"| {r['wrk_rate']:.0f} (before: 22,770 in make bench on 2026-12-04 14:28; 20,730-20,978 earlier) |",
+        f"| ratio sender / wrk | {r['sender_rate'] / r['wrk_rate']:.2f} (before: 0.52 on 2026-12-04 14:28; "
+        "0.49 on a quiet machine before issue 22's sender changes) |",
         "| ratio raw aiohttp client / wrk (the aiohttp client's own limit) "
         f"| {r['raw_rate'] / r['wrk_rate']:.2f} |",
     ]
@@ -822,8 +822,8 @@ def batch_rows(rows: list[dict], latency_result: dict | None, args: argparse.Nam
             )
     if base:
         out.append(
-            "| batched delivery before (maxEvents 1 / 10 / 100, events/s) | 3,306 / 9,396 / 12,155 (3.7x) "
-            "on 2026-12-03; 1,836 / 4,682 / 10,647 (5.8x) before |"
+            "| batched delivery before (maxEvents 1 / 10 / 100, events/s) | 11,906 / 40,708 / 51,060 (4.3x) "
+            "in make bench on 2026-12-04 14:28; 3,306 / 9,396 / 12,155 (3.7x) on 2026-12-03 |"
         )
     if latency_result:
         goal = args.batch_wait_ms + 20
@@ -880,7 +880,7 @@ def pool_rows(result: dict | None) -> list[str]:
 
 # Before issue 22 item 4 (make bench, 2026-12-04): one quiet and one attacked window, ingest's large
 # bodies in a nice-10 process pool.
-HOSTILE_BEFORE = "5.2 / 16.4 ms (3.2x); 5.0 / 31.9 ms (6.4x) and 12.4x in earlier runs"
+HOSTILE_BEFORE = "1.9 / 2.94 ms (1.4x) on 2026-12-04 14:28; 5.2 / 16.4 ms (3.2x) and 6.4x earlier"
 
 
 def hostile_rows(result: dict | None) -> list[str]:
