@@ -144,10 +144,9 @@ class Event:
         return int(self.payload["time"])
 
 
-# Built once: json.dumps/json.loads with arguments build a new encoder, and go through encoding
-# detection, on every call, which the sender pays per delivery.
+# Built once: json.dumps with arguments builds a new encoder on every call, which the sender pays per
+# delivery.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_JSON_DECODER = json.JSONDecoder()
 
 
 def compact_json(value: Any) -> bytes:
@@ -164,13 +163,7 @@ def _loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        pass
-    try:
-        text = data.decode() if isinstance(data, bytes) else data
-        value, end = _JSON_DECODER.raw_decode(text)
-    except ValueError:  # also UnicodeDecodeError: json.loads gives the usual answer or error
         return json.loads(data)
-    return value if end == len(text) else json.loads(data)
 
 
 def _first_per_field(errors: list[FieldError]) -> list[FieldError]:

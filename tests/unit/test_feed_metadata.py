@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nats.aio.msg import Msg
 
-from hookline.sender.bus.feed import reply_metadata, stored_at
+from hookline.sender.bus.feed import ReplyMetadata, stored_at
 
 V1 = "$JS.ACK.HOOKLINE_EVENTS.hookline-shop-orders.3.1234.987.1733300000123456789.41"
 V2 = "$JS.ACK._.ABCHASH.HOOKLINE_EVENTS.hookline-shop-orders.1.77.76.1733300000000000001.0.rnd"
@@ -14,7 +14,7 @@ V2_DOMAIN = "$JS.ACK.hub.ABCHASH.HOOKLINE_EVENTS.c.2.5.4.1733300000999999999.12.
 
 @pytest.mark.parametrize("reply", [V1, V2, V2_DOMAIN])
 def test_reply_metadata_equals_nats_py(reply: str):
-    ours = reply_metadata(reply)
+    ours = ReplyMetadata(reply)
     theirs = Msg.Metadata._from_reply(reply)
     for name in ("sequence", "num_pending", "num_delivered", "timestamp", "stream", "consumer", "domain"):
         assert getattr(ours, name) == getattr(theirs, name), name
@@ -23,7 +23,7 @@ def test_reply_metadata_equals_nats_py(reply: str):
 
 def test_a_message_from_the_feed_tells_when_it_was_stored():
     msg = Msg(_client=None, subject="hookline.events.open._._", reply=V1)  # type: ignore[arg-type]
-    msg._metadata = reply_metadata(V1)  # type: ignore[assignment]
+    msg._metadata = ReplyMetadata(V1)  # type: ignore[assignment]
     plain = Msg(_client=None, subject="hookline.events.open._._", reply=V1)  # type: ignore[arg-type]
     when = Msg.Metadata._from_reply(V1).timestamp.timestamp()
     assert stored_at(msg) == pytest.approx(when, abs=1e-6) and stored_at(plain) == when
@@ -32,4 +32,4 @@ def test_a_message_from_the_feed_tells_when_it_was_stored():
 @pytest.mark.parametrize("reply", ["_INBOX.abc", "$JS.ACK.a.b.c", "$JS.ACK.S.C.x.1.1.1.1", ""])
 def test_reply_metadata_refuses_other_subjects(reply: str):
     with pytest.raises((ValueError, IndexError)):
-        reply_metadata(reply)
+        ReplyMetadata(reply)
