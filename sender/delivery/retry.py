@@ -12,6 +12,7 @@ one request after its outcome is `settlement.settle` (one event or a batch alike
 from __future__ import annotations
 
 import email.utils
+import functools
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -171,6 +172,12 @@ def _describe_error(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+@functools.lru_cache(maxsize=100)
+def _success(status: int) -> AttemptOutcome:
+    """The outcome of a 2xx, made once per status (outcomes are frozen): every delivery has one."""
+    return AttemptOutcome(AttemptKind.SUCCESS, status=status, detail=f"HTTP {status}")
+
+
 def classify(status: int | None, error: BaseException | None = None) -> AttemptOutcome:
     """Classify an attempt from the response status, or from the exception when there was no response.
 
@@ -188,7 +195,7 @@ def classify(status: int | None, error: BaseException | None = None) -> AttemptO
     if status is None:
         raise ValueError("classify needs a status code or an error")
     if 200 <= status < 300:
-        return AttemptOutcome(AttemptKind.SUCCESS, status=status, detail=f"HTTP {status}")
+        return _success(status)
     if status == 410:
         return AttemptOutcome(
             AttemptKind.HTTP_ERROR,

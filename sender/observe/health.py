@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from hookline.sender.observe.logs import configure_logging
-from hookline.sender.observe.metrics import CONTENT_TYPE_LATEST, render
+from hookline.sender.observe.metrics import CONTENT_TYPE_LATEST, render, use_loop_values
 
 Readiness = Callable[[], str | None]
 """Returns None when ready, else a short reason shown in the /readyz body."""
@@ -209,6 +209,7 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]], *, fast_lo
         return int(await main(stop))
 
     if fast_loop:
+        use_loop_values()  # the delivery processes update their metrics from the loop's thread only
         settle_garbage_collector()
     with asyncio.Runner(loop_factory=loop_factory(fast_loop)) as loop_runner:
         return loop_runner.run(runner())
