@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import json
@@ -108,6 +109,32 @@ def stored_at(msg: Msg) -> float:
     return meta.stored_at if isinstance(meta, ReplyMetadata) else meta.timestamp.timestamp()
 
 
+class ArrivalQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """The feed's queue (first in, first out) that also knows since when each message waits in it, so
+    that messages read ahead of the workers can be reported in progress before JetStream's ack_wait.
+    asyncio.Queue's storage hooks (`_init`, `_put`, `_get`) are the ones its own variants override."""
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: collections.deque[list] = collections.deque()  # [since, message or None]
+
+    def _put(self, item: Msg | None) -> None:
+        self._queue.append([time.monotonic(), item])
+
+    def _get(self) -> Msg | None:
+        return self._queue.popleft()[1]
+
+    def waiting(self, longer_than: float) -> list[Msg]:
+        """Messages waiting longer than `longer_than` seconds (since they came or were last returned
+        here); their clocks restart now."""
+        now = time.monotonic()
+        due = []
+        for entry in self._queue:
+            if entry[1] is not None and now - entry[0] > longer_than:
+                entry[0] = now
+                due.append(entry[1])
+        return due
+
+
 class MessageFeed:
     """A continuous pull from one durable consumer: messages are handed over as they arrive.
 
@@ -129,13 +156,14 @@ class MessageFeed:
         expires: float = 30.0,
         heartbeat: float = 5.0,
         on_error: Callable[[str, str], None] | None = None,
+        keep_after: float = 10.0,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.nc = nc
         self.consumer = consumer
         self.capacity = capacity
-        self.queue: asyncio.Queue[Msg | None] = asyncio.Queue()  # None: a stop marker for workers
+        self.queue: asyncio.Queue[Msg | None] = ArrivalQueue()  # None: a stop marker for workers
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._expires = expires
         self._heartbeat = heartbeat
@@ -152,6 +180,7 @@ class MessageFeed:
         self._sub: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
         self._on_error = on_error  # (status, description) of an error reply, e.g. 409 Consumer Deleted
+        self._keep_after = keep_after  # seconds a message waits in the queue before it is reported
         self.last_error: str | None = None
 
     async def start(self) -> None:
@@ -190,6 +219,17 @@ class MessageFeed:
             log.info("consumer %s: inbox not drained (%s)", self.consumer, exc or type(exc).__name__)
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+    async def keep_waiting(self) -> int:
+        """Tell JetStream that messages waiting in the queue for a worker longer than `keep_after`
+        seconds (a third of ack_wait for an engine) are in progress: a slow receiver or a Retry-After
+        pause does not get them handed out again. Returns how many."""
+        queue = self.queue
+        waiting = queue.waiting(self._keep_after) if isinstance(queue, ArrivalQueue) else []
+        for msg in waiting:
+            with contextlib.suppress(Exception):  # not kept: JetStream hands it out again, nothing lost
+                await msg.in_progress()
+        return len(waiting)
 
     @property
     def in_hand(self) -> int:

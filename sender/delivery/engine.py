@@ -1,13 +1,13 @@
 """The delivery loop of one Webhook: take events from its consumer, POST each (or each batch), then do
 what `settlement.settle` says: ack, retry later, dead-letter, or stop the Webhook.
 
-Workers (this replica's share of `maxInFlight`) share one SafeHTTPClient (one keep-alive session).
-Before each request a worker passes the Retry-After gate (a 429/503 pauses every worker) and takes a
-slot of the token bucket (this replica's share of `maxRequestsPerSecond`). Only a 2xx, or a dead letter
-durably stored, acks; anything else leaves the event in JetStream, so a crash loses nothing. A 2xx is
-acknowledged before anything else is done with it: a crash can forget only a 2xx whose answer had not
-been read yet, or whose ack still waited its millisecond in the connection's outbox (bus/outbox.py;
-the receiver then gets the event again, with the same id).
+Workers (this replica's share of `maxInFlight`; the feed reads ahead: ratelimit.feed_capacity) share
+one SafeHTTPClient. Before each request a worker passes the Retry-After gate (a 429/503 pauses every
+worker) and takes a slot of the token bucket (this replica's share of `maxRequestsPerSecond`). Only a
+2xx, or a dead letter durably stored, acks; anything else leaves the event in JetStream, so a crash
+loses nothing. A 2xx is acknowledged before anything else is done with it: a crash can forget only a
+2xx whose answer had not been read yet, or whose ack still waited its millisecond in the connection's
+outbox (bus/outbox.py; the receiver then gets the event again, with the same id).
 
 An event's attempt number is 1 + the attempts receivers failed before (ledger.py, kept in NATS), never
 JetStream's delivery count: an event handed out again after a crash or a stop was not a failed attempt.
@@ -16,12 +16,10 @@ Without `spec.delivery.batch` each event is a request of its own; with it the ba
 (batching.py) groups them and each request carries a batch. Either way one path sends a request:
 render, sign, send, classify the outcome, record the attempt, settle (a pure decision, settlement.py)
 and execute the settlement, with one Retry-After gate pass and one token per request.
-
 The engine's collaborators, each in its own module: the dead letters (deadletters.py: published with
 retries, counted), the 410 / circuit-breaker stop (gone.py), the attempt log and health reports
 (reporting.py), and the consumer watch (watch.py: pending events, a lost consumer, a stop or resume
 made elsewhere). Its timings are `EngineSettings` (settings.py).
-
 On stop the engine takes no new events, lets requests in progress finish (each is bounded by the
 Webhook's timeout), and NAKs what it had received but not started (also events waiting out a
 Retry-After or a rate-limit slot), so another replica or the next start delivers them right away.
@@ -52,6 +50,7 @@ from hookline.sender.delivery.ledger import AttemptLedger
 from hookline.sender.delivery.ratelimit import (
     BackoffGate,
     TokenBucket,
+    feed_capacity,
     per_replica_in_flight,
     per_replica_rate,
 )
@@ -147,9 +146,9 @@ class Engine:
             on_change=self._wake_watch,
             record_on_consumer=settings.manage_consumer,
         )
-        # Messages in hand: one per worker, or with batches every worker's batch and one being assembled.
+        # Messages in hand: workers' and read ahead, or with batches every worker's and one being assembled.
         self.assembler: BatchAssembler | None = None
-        self.feed_capacity = self.workers
+        self.feed_capacity = feed_capacity(self.workers, rate=rate, within=self.ack_wait / 2)
         if limits.batch is not None:
             self.feed_capacity = min((self.workers + 1) * limits.batch.max_events, settings.batch_feed_limit)
             self.assembler = BatchAssembler(
@@ -172,7 +171,6 @@ class Engine:
             consumer_spec=consumer_spec,
             settings=settings,
             label=self.label,
-            tidy=None if self.assembler is None else self.assembler.tidy,
             nc=nc,
             holding=lambda: self.gate.paused or (self.feed is not None and self.feed.in_hand > 0),
         )
@@ -203,12 +201,14 @@ class Engine:
             self.consumer,
             self.feed_capacity,
             expires=self.settings.pull_expires_seconds,
+            keep_after=self.ack_wait / 3,
             on_error=self.watch.pull_error,
         )
         await self.reporter.restore()
         await self.watch.look()  # a Webhook stopped by a 410 before this start stays stopped
         self.gone.attach(feed)
         await feed.start()
+        self.watch.tidy = self.assembler.tidy if self.assembler else feed.keep_waiting  # at each look
         work = self._work_events if self.assembler is None else self._work_batches
         workers = [asyncio.create_task(work(feed), name=f"deliver {i}") for i in range(self.workers)]
         if self.assembler is not None:

@@ -79,7 +79,7 @@ class ConsumerWatch:
         consumer_spec: bus.ConsumerSpec | None,
         settings: EngineSettings,
         label: str,
-        tidy: Callable[[], Awaitable[None]] | None = None,
+        tidy: Callable[[], Awaitable[object]] | None = None,
         nc: NATS | None = None,
         holding: Callable[[], bool] | None = None,
     ) -> None:
@@ -97,7 +97,7 @@ class ConsumerWatch:
         self.holding = holding  # True while the engine holds events (in hand, or a Retry-After pause)
         self.last_pending = -1
         self.label = label
-        self.tidy = tidy  # the batch assembler's chores, done each time the watch looks
+        self.tidy = tidy  # chores done each time the watch looks (batches, events read ahead)
         self.lost = False
         self.floor = 0  # the consumer's last ack floor seen (stream sequence)
         self.floor_recorded = -1

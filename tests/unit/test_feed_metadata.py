@@ -1,10 +1,12 @@
-"""The feed's own parse of a JetStream reply subject gives what nats-py's does (both forms)."""
+"""The feed's own parse of a JetStream reply subject gives what nats-py's does (both forms), and its queue
+knows which messages wait long."""
 
 from __future__ import annotations
 
 import pytest
 from nats.aio.msg import Msg
 
+from hookline.sender.bus import feed as feed_module
 from hookline.sender.bus.feed import ReplyMetadata, stored_at
 
 V1 = "$JS.ACK.HOOKLINE_EVENTS.hookline-shop-orders.3.1234.987.1733300000123456789.41"
@@ -33,3 +35,21 @@ def test_a_message_from_the_feed_tells_when_it_was_stored():
 def test_reply_metadata_refuses_other_subjects(reply: str):
     with pytest.raises((ValueError, IndexError)):
         ReplyMetadata(reply)
+
+
+def test_the_feed_queue_says_which_messages_wait_long_and_restarts_their_clocks(monkeypatch):
+    """Events read ahead are reported in progress once per `keep_after`, not at every look."""
+    now = [100.0]
+    monkeypatch.setattr(feed_module.time, "monotonic", lambda: now[0])
+    queue = feed_module.ArrivalQueue()
+    first, second = object(), object()
+    queue.put_nowait(first)
+    now[0] += 5.0
+    queue.put_nowait(second)
+    queue.put_nowait(None)  # a stop marker is never reported
+    assert queue.waiting(4.0) == [first]
+    assert queue.waiting(4.0) == []  # just reported
+    now[0] += 4.5
+    assert queue.waiting(4.0) == [first, second]
+    assert queue.get_nowait() is first and queue.get_nowait() is second  # still first in, first out
+    assert queue.get_nowait() is None and queue.empty()

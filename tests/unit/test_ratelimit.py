@@ -10,8 +10,10 @@ from collections.abc import Awaitable
 import pytest
 
 from hookline.sender.delivery.ratelimit import (
+    READ_AHEAD,
     BackoffGate,
     TokenBucket,
+    feed_capacity,
     per_replica_in_flight,
     per_replica_rate,
 )
@@ -162,6 +164,16 @@ def test_a_slow_rate_holds_no_more_events_than_it_can_send_before_redelivery():
     assert per_replica_in_flight(50, 1, rate=1.0, within=20.0) == 20
     assert per_replica_in_flight(50, 1, rate=0.01, within=20.0) == 1
     assert per_replica_in_flight(10, 2, rate=500.0, within=20.0) == 5  # fast enough: the share
+
+
+def test_a_feed_reads_ahead_of_few_workers_as_far_as_the_rate_allows():
+    # maxInFlight 1 held one message: a pull request per delivery. Now READ_AHEAD messages...
+    assert feed_capacity(1) == READ_AHEAD == 32
+    assert feed_capacity(100) == 100  # ...and many workers hold one each, as before
+    # ...but no more than the rate limit sends before JetStream would redeliver the last one.
+    assert feed_capacity(1, rate=0.5, within=20.0) == 10
+    assert feed_capacity(4, rate=0.01, within=20.0) == 4  # never fewer than the workers
+    assert feed_capacity(1, rate=10_000.0, within=20.0) == READ_AHEAD
 
 
 async def test_backoff_gate_pauses_every_worker_until_the_deadline():
