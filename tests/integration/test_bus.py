@@ -8,6 +8,7 @@ import pytest
 from dataplane_helpers import add_witness, sender_config, wait_until
 
 from hookline.sender import bus
+from hookline.sender.bus.feed import _HandOff
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.outcomes import GoneState
 
@@ -148,6 +149,26 @@ async def pull_all(nc, consumer: str, expected: int, capacity: int = 10) -> list
     finally:
         await feed.stop()
     return got
+
+
+async def test_the_feed_takes_messages_straight_from_the_reader_and_gives_back_the_unstarted(nats):
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    await bus.ensure_consumer(js, cfg)
+    await bus.publish_events(nc, js, [event(id=f"handed-{i}") for i in range(5)])
+    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=5)
+    await feed.start()
+    # nats-py still has the subscription queue the feed replaces (one task and queue less per message);
+    # a nats-py without it would fall back to its callback, slower but the same.
+    assert isinstance(feed._sub._pending_queue, _HandOff)
+    await wait_until(lambda: feed.queue.qsize() == 5, what="five messages on the feed's queue")
+    assert feed.in_hand == 5 and feed._sub.pending_msgs == 0
+    unstarted = await feed.stop()
+    assert [m.headers[bus.MSG_ID_HEADER] for m in unstarted] == [f"handed-{i}" for i in range(5)]
+    for msg in unstarted:
+        await msg.nak()
+    again = await pull_all(nc, cfg.nats.consumer, 5)  # handed back: delivered again, none lost
+    assert sorted(m.headers[bus.MSG_ID_HEADER] for m in again) == [f"handed-{i}" for i in range(5)]
 
 
 async def test_acks_held_in_the_outbox_are_written_together_and_acked_on_the_server(nats):
