@@ -109,7 +109,7 @@ def stored_at(msg: Msg) -> float:
     return meta.stored_at if isinstance(meta, ReplyMetadata) else meta.timestamp.timestamp()
 
 
-class ArrivalQueue(asyncio.Queue):  # type: ignore[type-arg]
+class ArrivalQueue(asyncio.Queue["Msg | None"]):
     """The feed's queue (first in, first out) that also knows since when each message waits in it, so
     that messages read ahead of the workers can be reported in progress before JetStream's ack_wait.
     asyncio.Queue's storage hooks (`_init`, `_put`, `_get`) are the ones its own variants override."""
@@ -135,19 +135,23 @@ class ArrivalQueue(asyncio.Queue):  # type: ignore[type-arg]
         return due
 
 
-class _HandOff(asyncio.Queue):  # type: ignore[type-arg]
+class _HandOff(asyncio.Queue[Msg]):
     """Put in place of the inbox subscription's pending queue in nats-py, so that its reader hands each
     message straight to the feed, instead of queueing it for a callback task that would then put it on
     the feed's queue: one task step, one coroutine and one queue less per message (issue 22, the
     per-message cost of a batched sender). It stays empty, so nats-py's drain finds nothing pending;
-    any other Queue method nats-py calls on it works as on an empty queue."""
+    any other Queue method nats-py calls on it works as on an empty queue. It never raises: this runs in
+    nats-py's reader, whose loop ends on an unexpected error (the connection would stop reading)."""
 
     def __init__(self, arrived: Callable[[Msg], None]) -> None:
         super().__init__()
         self._arrived = arrived
 
     def put_nowait(self, item: Msg) -> None:
-        self._arrived(item)
+        try:
+            self._arrived(item)
+        except Exception:  # as nats-py does for a callback that raises: logged, the reader goes on
+            log.exception("a message for a pull inbox could not be taken (%s)", item.subject)
 
 
 class MessageFeed:
@@ -178,7 +182,7 @@ class MessageFeed:
         self.nc = nc
         self.consumer = consumer
         self.capacity = capacity
-        self.queue: asyncio.Queue[Msg | None] = ArrivalQueue()  # None: a stop marker for workers
+        self.queue = ArrivalQueue()  # None: a stop marker for workers
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._expires = expires
         self._heartbeat = heartbeat
@@ -242,8 +246,7 @@ class MessageFeed:
         """Tell JetStream that messages waiting in the queue for a worker longer than `keep_after`
         seconds (a third of ack_wait for an engine) are in progress: a slow receiver or a Retry-After
         pause does not get them handed out again. Returns how many."""
-        queue = self.queue
-        waiting = queue.waiting(self._keep_after) if isinstance(queue, ArrivalQueue) else []
+        waiting = self.queue.waiting(self._keep_after)
         for msg in waiting:
             with contextlib.suppress(Exception):  # not kept: JetStream hands it out again, nothing lost
                 await msg.in_progress()

@@ -171,6 +171,29 @@ async def test_the_feed_takes_messages_straight_from_the_reader_and_gives_back_t
     assert sorted(m.headers[bus.MSG_ID_HEADER] for m in again) == [f"handed-{i}" for i in range(5)]
 
 
+async def test_a_malformed_reply_on_the_inbox_does_not_stop_the_connection_reading(nats, nats_server, caplog):
+    """The feed takes messages inside nats-py's reader; an error there would end the reader's loop."""
+    nc, js = nats
+    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
+    await bus.ensure_consumer(js, cfg)
+    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=5)
+    await feed.start()
+    try:
+        other = await bus.connect(nats_server.url)
+        bad = {"Status": "408", "Nats-Pending-Messages": "not-a-number"}
+        await other.publish(feed._inbox, b"", headers=bad)
+        await other.flush()
+        await other.close()
+        await wait_until(lambda: "could not be taken" in caplog.text, what="the malformed reply logged")
+        await bus.publish_events(nc, js, [event(id="after-garbage")])
+        msg = await asyncio.wait_for(feed.queue.get(), 60)
+        assert msg is not None and msg.headers[bus.MSG_ID_HEADER] == "after-garbage"
+        await msg.ack()
+        feed.release()
+    finally:
+        await feed.stop()
+
+
 async def test_acks_held_in_the_outbox_are_written_together_and_acked_on_the_server(nats):
     nc, js = nats
     cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
