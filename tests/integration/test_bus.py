@@ -9,6 +9,7 @@ from dataplane_helpers import add_witness, sender_config, wait_until
 
 from hookline.sender import bus
 from hookline.sender.bus.feed import _HandOff
+from hookline.sender.model.config import SenderConfig
 from hookline.sender.model.events import parse_event
 from hookline.sender.model.outcomes import GoneState
 
@@ -151,13 +152,22 @@ async def pull_all(nc, consumer: str, expected: int, capacity: int = 10) -> list
     return got
 
 
-async def test_the_feed_takes_messages_straight_from_the_reader_and_gives_back_the_unstarted(nats):
-    nc, js = nats
+async def started_feed(
+    nc, js, ids: list[str], capacity: int, **options
+) -> tuple[SenderConfig, bus.MessageFeed]:
+    """A Webhook's consumer, events with these ids published to it, and a started feed on it."""
     cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
     await bus.ensure_consumer(js, cfg)
-    await bus.publish_events(nc, js, [event(id=f"handed-{i}") for i in range(5)])
-    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=5)
+    if ids:
+        await bus.publish_events(nc, js, [event(id=i) for i in ids])
+    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity, **options)
     await feed.start()
+    return cfg, feed
+
+
+async def test_the_feed_takes_messages_straight_from_the_reader_and_gives_back_the_unstarted(nats):
+    nc, js = nats
+    cfg, feed = await started_feed(nc, js, [f"handed-{i}" for i in range(5)], 5)
     # nats-py still has the subscription queue the feed replaces (one task and queue less per message);
     # a nats-py without it would fall back to its callback, slower but the same.
     assert isinstance(feed._sub._pending_queue, _HandOff)
@@ -174,10 +184,7 @@ async def test_the_feed_takes_messages_straight_from_the_reader_and_gives_back_t
 async def test_a_malformed_reply_on_the_inbox_does_not_stop_the_connection_reading(nats, nats_server, caplog):
     """The feed takes messages inside nats-py's reader; an error there would end the reader's loop."""
     nc, js = nats
-    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
-    await bus.ensure_consumer(js, cfg)
-    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=5)
-    await feed.start()
+    _, feed = await started_feed(nc, js, [], 5)
     try:
         other = await bus.connect(nats_server.url)
         bad = {"Status": "408", "Nats-Pending-Messages": "not-a-number"}
@@ -196,11 +203,7 @@ async def test_a_malformed_reply_on_the_inbox_does_not_stop_the_connection_readi
 
 async def test_acks_held_in_the_outbox_are_written_together_and_acked_on_the_server(nats):
     nc, js = nats
-    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
-    await bus.ensure_consumer(js, cfg)
-    await bus.publish_events(nc, js, [event(id=f"bulk-{i}") for i in range(30)])
-    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=30)
-    await feed.start()
+    cfg, feed = await started_feed(nc, js, [f"bulk-{i}" for i in range(30)], 30)
     outbox = bus.Outbox(nc, linger=3600)  # nothing goes out until flushed
     try:
         msgs = [await asyncio.wait_for(feed.queue.get(), 60) for _ in range(30)]
@@ -227,11 +230,7 @@ async def test_acks_held_in_the_outbox_are_written_together_and_acked_on_the_ser
 
 async def test_the_outbox_writes_by_itself_within_its_linger(nats):
     nc, js = nats
-    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
-    await bus.ensure_consumer(js, cfg)
-    await bus.publish_events(nc, js, [event(id="lingering")])
-    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=1)
-    await feed.start()
+    cfg, feed = await started_feed(nc, js, ["lingering"], 1)
     try:
         msg = await asyncio.wait_for(feed.queue.get(), 60)
         await bus.outbox_of(nc).ack([msg])
@@ -267,10 +266,7 @@ async def test_consumer_gets_only_in_scope_events_published_after_it_was_created
 
 async def test_feed_hands_over_a_single_event_without_waiting_for_a_full_batch(nats):
     nc, js = nats
-    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
-    await bus.ensure_consumer(js, cfg)
-    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=50, expires=120)
-    await feed.start()
+    _, feed = await started_feed(nc, js, [], 50, expires=120)
     try:
         await asyncio.sleep(0)  # let the first pull request go out
         await bus.publish_events(nc, js, [event(id="lonely")])
@@ -285,10 +281,7 @@ async def test_feed_hands_over_a_single_event_without_waiting_for_a_full_batch(n
 
 async def test_feed_keeps_delivering_after_nats_restarts(nats, nats_server):
     nc, js = nats
-    cfg = sender_config("nats://unused", "http://127.0.0.1:1/")
-    await bus.ensure_consumer(js, cfg)
-    feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=5, heartbeat=1)
-    await feed.start()
+    _, feed = await started_feed(nc, js, [], 5, heartbeat=1)
     try:
         nats_server.restart()
         await wait_until(lambda: nc.is_connected and nc.stats["reconnects"] >= 1, what="reconnect")
