@@ -32,7 +32,9 @@ class EngineSettings:
     # Failed-attempt counts an engine remembers (ledger.py); an event it forgot is read from NATS.
     failed_attempts_remembered: int = 10_000
     # The consumer is looked at this often (pending events, a stop or resume made elsewhere, a lost
-    # consumer); a pull answered "409 Consumer Deleted" or a stop of this engine looks at once.
+    # consumer); a pull answered "409 Consumer Deleted" or a stop of this engine looks at once. Each look
+    # also reports events read ahead that waited over a third of ack_wait (>= 10 s) in progress, so
+    # this must stay well below that.
     watch_interval_seconds: float = 5.0
     # A look that finds the consumer idle and healthy makes the next one this far away (jittered down to
     # 0.8 of it, the first after a start spread over all of it); its advisories, an event or a reconnect
