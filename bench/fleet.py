@@ -175,13 +175,15 @@ async def one_mode(
     }
 
 
-async def main(total: int, webhooks: int, rounds: int) -> None:
+async def run_fleet(total: int, webhooks: int, rounds: int) -> dict[str, Any]:
+    """The best round of each mode, and the pool's rate over the fleet's."""
     with tempfile.TemporaryDirectory(prefix="hookline-bench-fleet-") as name:
         tmp = Path(name)
         port = free_port()
         receiver = spawn([sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)])
         http_base = f"http://127.0.0.1:{port}"
         best: dict[str, dict[str, Any]] = {}
+        rates: dict[str, list[int]] = {"pool": [], "dedicated": []}
         try:
             async with aiohttp.ClientSession() as http:
                 await wait_http(http, f"{http_base}/stats", receiver)
@@ -197,16 +199,32 @@ async def main(total: int, webhooks: int, rounds: int) -> None:
                         )
                         cpu = row["cpu_ms_per_delivery"]
                         print(f"  {row['rate']:.0f} deliveries/s; CPU ms per delivery {cpu}", flush=True)
+                        rates[mode].append(round(row["rate"]))
                         if mode not in best or row["rate"] > best[mode]["rate"]:
                             best[mode] = row
         finally:
             stop(receiver)
-    pool, dedicated = best["pool"], best["dedicated"]
-    ratio = pool["rate"] / dedicated["rate"]
-    print(f"\n{webhooks} Webhooks, {total} events: one pool replica {pool['rate']:.0f}/s, ", end="")
-    print(f"{webhooks} dedicated senders {dedicated['rate']:.0f}/s (pool / fleet {ratio:.2f})")
-    print(f"CPU ms per delivery: pool {pool['cpu_ms_per_delivery']},", end=" ")
-    print(f"fleet {dedicated['cpu_ms_per_delivery']}")
+    return {
+        "events": total,
+        "webhooks": webhooks,
+        "pool": best["pool"],
+        "dedicated": best["dedicated"],
+        "rates": rates,
+        "ratio": round(best["pool"]["rate"] / best["dedicated"]["rate"], 2),
+    }
+
+
+def report_rows(result: dict[str, Any]) -> list[str]:
+    """`make bench`'s row (bench/run.py)."""
+    pool, fleet = result["pool"], result["dedicated"]
+    n = result["webhooks"]
+    return [
+        f"| deliveries/s of {n} Webhooks: one `hookline pool` replica / {n} dedicated `hookline sender`s "
+        f"(bench/fleet.py; {result['events']} events published once all run) | {pool['rate']:.0f} / "
+        f"{fleet['rate']:.0f} (pool {result['ratio']:.2f}x the fleet; CPU ms per delivery, deliverers / "
+        f"nats-server / receiver: {' / '.join(str(v) for v in pool['cpu_ms_per_delivery'].values())} against "
+        f"{' / '.join(str(v) for v in fleet['cpu_ms_per_delivery'].values())}) |"
+    ]
 
 
 if __name__ == "__main__":
@@ -217,4 +235,4 @@ if __name__ == "__main__":
     parser.add_argument("--webhooks", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.webhooks, args.rounds))
+    print("\n".join(report_rows(asyncio.run(run_fleet(args.events, args.webhooks, args.rounds)))))

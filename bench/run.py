@@ -16,7 +16,7 @@
    500 events/s with maxEvents 100 against maxWaitMilliseconds + 20 ms (bench/latency.py).
 7. Sender pools (bench/pool.py, short variant): `hookline pool` RSS with 1, 100 and 1,000 quiet
    Webhooks and MiB per Webhook; deliveries/s of one pool replica over 100 Webhooks against one
-   dedicated sender.
+   dedicated sender, and against the 100 dedicated senders it replaces (bench/fleet.py, one round).
 9. Quiet Webhooks (bench/quiet_cost.py): NATS requests/s of one pool replica serving 1,000 Webhooks
    that get no events (nats-server /varz in_msgs over a window), beside the figure before issue 22.
 8. NATS auth on vs off (bench/nats_auth_cost.py): connect latency, a sender's first delivery and
@@ -493,6 +493,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["nats_auth"] = await nats_auth(args)
             if args.pool_events > 0:
                 results["pool"] = await sender_pool(args)
+            if args.fleet_events > 0:
+                results["fleet"] = await pool_against_fleet(args)
             if args.quiet_webhooks > 0:
                 results["quiet"] = await quiet_webhooks(args)
             if args.signing_events >= 0:
@@ -609,6 +611,27 @@ async def sender_pool(args: argparse.Namespace) -> dict:
     tput = result["throughput"]
     print(f"  pool {tput['pool_rate']}/s vs dedicated {tput['dedicated_rate']}/s", flush=True)
     return result
+
+
+async def pool_against_fleet(args: argparse.Namespace) -> dict:
+    """100 Webhooks on one pool replica against 100 dedicated senders, from bench/fleet.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fleet import run_fleet
+
+    result = await run_fleet(args.fleet_events, 100, 1)
+    print(
+        f"  pool {result['pool']['rate']:.0f}/s vs 100 senders {result['dedicated']['rate']:.0f}/s",
+        flush=True,
+    )
+    return result
+
+
+def fleet_rows(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    from fleet import report_rows
+
+    return report_rows(result)
 
 
 async def operator_memory(args: argparse.Namespace) -> dict | None:
@@ -750,6 +773,7 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             *nats_consumer_rows(r.get("nats_consumers")),
             *nats_auth_rows(r.get("nats_auth")),
             *pool_rows(r.get("pool")),
+            *fleet_rows(r.get("fleet")),
             *quiet_rows(r.get("quiet")),
             *signing_rows(r.get("signing")),
             *operator_rows(r.get("operator")),
@@ -1004,6 +1028,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="quiet pooled Webhooks whose NATS requests/s are counted (bench/quiet_cost.py; 0 skips)",
     )
     parser.add_argument("--quiet-seconds", type=float, default=60.0, help="their counting window")
+    parser.add_argument(
+        "--fleet-events",
+        type=int,
+        default=20000,
+        help="events for 100 Webhooks on one pool replica, then on 100 senders (bench/fleet.py; 0 skips)",
+    )
     parser.add_argument(
         "--operator-webhooks",
         type=int,
