@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import sys
 import tempfile
 import time
@@ -52,9 +53,28 @@ from hookline.sender.model.events import parse_event  # noqa: E402
 from hookline.sender.model.signing import parse_secret  # noqa: E402
 
 
+def listen_ports(count: int, low: int = 20000, high: int = 32767) -> list[int]:
+    """Free ports below the kernel's ephemeral range (32768-60999 here): a port picked by binding port 0
+    is an ephemeral one, which a sender's own outgoing connections (to NATS, to the receiver) may take
+    before the sender listens on it: one of 100 senders once exited with its port in use."""
+    found: list[int] = []
+    with contextlib.ExitStack() as held:
+        for port in range(low, high):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise RuntimeError(f"fewer than {count} free ports in {low}-{high}")
+
+
 def configs(tmp: Path, nats_url: str, http_base: str, webhooks: int, tag: str) -> list[SenderConfig]:
     secret_file = tmp / "secret"
     secret_file.write_text(SECRET)
+    ports = listen_ports(webhooks)
     return [
         webhook_config(
             nats_url,
@@ -63,7 +83,7 @@ def configs(tmp: Path, nats_url: str, http_base: str, webhooks: int, tag: str) -
             f"{tag}-{i}",
             signed=True,
             secret_file=secret_file,
-        ).model_copy(update={"listen": f"127.0.0.1:{free_port()}"})
+        ).model_copy(update={"listen": f"127.0.0.1:{ports[i]}"})
         for i in range(webhooks)
     ]
 
