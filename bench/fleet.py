@@ -38,7 +38,7 @@ from pool import (  # noqa: E402
     POOL_KEY,
     Replica,
     cpu_seconds,
-    read_roster,
+    wait_running,
     webhook_config,
 )
 from run import HOOKLINE, SECRET, rate, receiver_stats, sample_event, spawn, stop, wait_http  # noqa: E402
@@ -101,14 +101,9 @@ async def start_pool(tmp: Path, nats_url: str, cfgs: list[SenderConfig], tag: st
     nc = await bus.connect(nats_url)
     kv = await pool_bucket(nc.jetstream(timeout=30))
     want = {cfg.nats.consumer for cfg in cfgs}
-    deadline = time.monotonic() + 300
-    while True:
-        roster = await read_roster(kv)
-        if roster is not None and roster.at >= replica.started and want <= set(roster.running):
-            break
-        if time.monotonic() > deadline or replica.proc.poll() is not None:
-            raise RuntimeError("the pool replica did not run every engine")
-        await asyncio.sleep(0.2)
+    took, running = await wait_running(kv, replica, want, 300, since=replica.started)
+    if took is None:
+        raise RuntimeError(f"the pool replica ran {running} of {len(want)} engines within 300 s")
     await nc.close()
 
     async def cleanup() -> None:
