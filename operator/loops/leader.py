@@ -30,6 +30,8 @@ from hookline.operator.settings import LeaderElection
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+# Writes of a release on a fresh record when the one before met a Conflict (see `release`).
+RELEASE_TRIES = 3
 
 
 class LeaderElector:
@@ -116,20 +118,30 @@ class LeaderElector:
             return reason
 
     async def release(self) -> None:
-        """Give the Lease up (a clean stop), so a standby takes it without waiting for it to expire."""
+        """Give the Lease up (a clean stop), so a standby takes it without waiting for it to expire.
+
+        A renewal cut short by the stop may have been written without this replica reading the answer:
+        its record is then stale and the release a Conflict. The Lease is read again and, while this
+        replica still holds it, released on the fresh record (a few tries)."""
         if not self.leading.is_set() or self._record is None:
             return
         self.leading.clear()
         e = self.election
+        record: LeaseRecord | None = self._record
         try:
-            written = await self.api.replace(
-                e.namespace, e.name, released_body(e.namespace, e.name, self._record, micro_time())
-            )
+            for _ in range(RELEASE_TRIES):
+                assert record is not None
+                body = released_body(e.namespace, e.name, record, micro_time())
+                if await self.api.replace(e.namespace, e.name, body) is not None:
+                    log.info("leader election: %s released Lease %s/%s", e.identity, e.namespace, e.name)
+                    return
+                record = record_of(await self.api.get(e.namespace, e.name))
+                if record is None or record.holder != e.identity:
+                    return  # no longer this replica's: nothing to give up
         except LeaseError as exc:
             log.warning("leader election: the Lease was not released: %s; it expires by itself", exc)
             return
-        if written is not None:
-            log.info("leader election: %s released Lease %s/%s", e.identity, e.namespace, e.name)
+        log.warning("leader election: the Lease kept changing and was not released; it expires by itself")
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

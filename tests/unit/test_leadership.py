@@ -146,6 +146,28 @@ async def test_a_released_lease_is_taken_at_once():
     assert await b._try() is True
 
 
+async def test_a_release_after_a_renewal_whose_answer_was_lost_still_gives_the_lease_up():
+    """A stop cancels a renewal after the API server wrote it: the leader's record is one version behind."""
+    leases, clock = Leases(), Clock()
+    a, b = elector(leases, "a", clock), elector(leases, "b", clock)
+    assert await a.acquire(asyncio.Event()) is True
+    stored = record_of(leases.items["op"])
+    await leases.replace("ns", "op", lease_body("ns", "op", "a", TIMING, stored, "T9"))  # a's answer lost
+    await a.release()
+    assert leases.holder() == ""
+    assert await b._try() is True  # at once, not after the lease duration
+
+
+async def test_a_release_leaves_a_lease_another_replica_holds():
+    leases, clock = Leases(), Clock()
+    a = elector(leases, "a", clock)
+    assert await a.acquire(asyncio.Event()) is True
+    stored = record_of(leases.items["op"])
+    await leases.replace("ns", "op", lease_body("ns", "op", "b", TIMING, stored, "T9"))  # b took it
+    await a.release()
+    assert leases.holder() == "b"
+
+
 async def test_two_standbys_racing_for_an_expired_lease_get_one_leader():
     leases, clock = Leases(), Clock()
     a, b, c = (elector(leases, name, clock) for name in "abc")
