@@ -22,7 +22,6 @@ import contextlib
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from pool import (  # noqa: E402
     wait_running,
     webhook_config,
 )
-from run import HOOKLINE, SECRET, rate, receiver_stats, sample_event, spawn, stop, wait_http  # noqa: E402
+from run import HOOKLINE, SECRET, rate, sample_event, spawn, stop, wait_count, wait_http  # noqa: E402
 
 from hookline.operator.adapters.consumers import Consumers  # noqa: E402
 from hookline.operator.adapters.pools import PoolDirectory, pool_entry  # noqa: E402
@@ -171,11 +170,7 @@ async def one_mode(
             mark = {what: sum(cpu_seconds(pid) for pid in group) for what, group in pids.items()}
             for start in range(0, total, 500):
                 await bus.publish_events(nc, js, events[start : start + 500], ack_timeout=30)
-            deadline = time.monotonic() + 300
-            while (stats := await receiver_stats(http, http_base))["count"] < total:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"receiver got {stats['count']} of {total} within 300s")
-                await asyncio.sleep(0.2)
+            stats = await wait_count(http, http_base, total, within=300)
             used = {what: sum(cpu_seconds(pid) for pid in group) - mark[what] for what, group in pids.items()}
         finally:
             await cleanup()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -28,31 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from pool import cpu_seconds, webhook_config  # noqa: E402
 from run import sample_event  # noqa: E402
 
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.bus.natsserver import EmbeddedNats  # noqa: E402
-from hookline.sender.model.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
 from hookline.sender.model.events import Event, parse_event  # noqa: E402
-
-
-def reader_config(nats_url: str) -> SenderConfig:
-    """A Webhook for the bench's click events (its consumer is all that is used here)."""
-    return parse_sender_config(
-        {
-            "webhook": {"namespace": "bench", "name": "grouped"},
-            "spec": {"url": "http://127.0.0.1:9/unused", "events": ["click"]},
-            "nats": {"url": nats_url, "consumer": consumer_name("bench", "grouped")},
-            "listen": "127.0.0.1:8081",
-            "allowNetworks": ["127.0.0.0/8"],
-            "allowHttp": True,
-        }
-    )
-
-
-def server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(total: int, group: int) -> dict[str, Any]:
@@ -65,7 +45,8 @@ async def measure(total: int, group: int) -> dict[str, Any]:
         nc = await bus.connect(nats.url)
         js = nc.jetstream(timeout=30)
         await bus.ensure_stream(js)
-        cfg = reader_config(nats.url)
+        # The bench's click events go to the database "newsletter"; this Webhook's consumer reads them.
+        cfg = webhook_config(nats.url, "http://127.0.0.1:9/unused", "grouped", "newsletter", signed=False)
         await bus.ensure_consumer(js, cfg)
         subject = events[0].subject
         for start in range(0, total, group * 50):
@@ -77,7 +58,7 @@ async def measure(total: int, group: int) -> dict[str, Any]:
         messages = -(-total // group)
         feed = bus.MessageFeed(nc, cfg.nats.consumer, 1000)
         outbox = bus.outbox_of(nc)
-        cpu, server, started = time.process_time(), server_cpu(nats.proc.pid), time.perf_counter()
+        cpu, server, started = time.process_time(), cpu_seconds(nats.proc.pid), time.perf_counter()
         await feed.start()
         decoded = 0
         for _ in range(messages):
@@ -94,7 +75,7 @@ async def measure(total: int, group: int) -> dict[str, Any]:
         await feed.stop()
         info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
         await nc.close()
-        server_used = server_cpu(nats.proc.pid) - server
+        server_used = cpu_seconds(nats.proc.pid) - server
     assert decoded == total
     return {
         "group": group,

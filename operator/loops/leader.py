@@ -127,17 +127,17 @@ class LeaderElector:
             return
         self.leading.clear()
         e = self.election
-        record: LeaseRecord | None = self._record
+        record = self._record
         try:
             for _ in range(RELEASE_TRIES):
-                assert record is not None
                 body = released_body(e.namespace, e.name, record, micro_time())
                 if await self.api.replace(e.namespace, e.name, body) is not None:
                     log.info("leader election: %s released Lease %s/%s", e.identity, e.namespace, e.name)
                     return
-                record = record_of(await self.api.get(e.namespace, e.name))
-                if record is None or record.holder != e.identity:
+                fresh = record_of(await self.api.get(e.namespace, e.name))
+                if fresh is None or fresh.holder != e.identity:
                     return  # no longer this replica's: nothing to give up
+                record = fresh
         except LeaseError as exc:
             log.warning("leader election: the Lease was not released: %s; it expires by itself", exc)
             return

@@ -39,7 +39,7 @@ async def publish(js, count: int) -> list[str]:
     return ids
 
 
-async def run_sender(nc, receiver: Receiver, stop: asyncio.Event, **delivery) -> SenderRuntime:
+async def run_sender(nc, receiver: Receiver, **delivery) -> SenderRuntime:
     cfg = sender_config(
         "unused", f"{receiver.url}/hook", name="ahead", delivery={"maxInFlight": 1, **delivery}
     )
@@ -58,7 +58,7 @@ async def run_sender(nc, receiver: Receiver, stop: asyncio.Event, **delivery) ->
 async def test_one_worker_asks_nats_for_messages_once_per_half_read_ahead(nats, nats_server, receiver):
     nc, js = nats
     stop = asyncio.Event()
-    runtime = await run_sender(nc, receiver, stop)
+    runtime = await run_sender(nc, receiver)
     ids = await publish(js, 128)
     spy = await bus.connect(nats_server.url)  # sees every pull request the engine makes
     pulls: list[bytes] = []
@@ -93,7 +93,7 @@ async def test_events_waiting_for_the_one_worker_are_not_handed_out_again(nats, 
     nc, js = nats
     receiver.delay = 0.5
     stop = asyncio.Event()
-    runtime = await run_sender(nc, receiver, stop, timeoutSeconds=1)
+    runtime = await run_sender(nc, receiver, timeoutSeconds=1)
     ids = await publish(js, 14)
     task = asyncio.get_running_loop().create_task(runtime.run(stop))
     try:
