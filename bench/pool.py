@@ -423,6 +423,7 @@ async def throughput(
     rounds: int,
     control: bool,
     retention: str = bus.DEFAULT_STREAM_RETENTION,
+    max_in_flight: int = CONCURRENCY,
 ) -> dict[str, Any]:
     """Alternating rounds of the dedicated sender and the pool (and with `control` a pool serving
     one Webhook: the pool runtime itself against the same runtime with many engines), on an events
@@ -474,6 +475,7 @@ async def throughput(
                         webhooks,
                         f"pp{round_}",
                         retention=retention,
+                        max_in_flight=max_in_flight,
                     )
                 )
                 print(show(pooled[-1]), flush=True)
@@ -493,7 +495,7 @@ async def throughput(
     return {
         "events": total,
         "webhooks": webhooks,
-        "max_in_flight": CONCURRENCY,
+        "max_in_flight": max_in_flight,
         "dedicated_rate": round(best_dedicated["rate"]),
         "pool_rate": round(best_pool["rate"]),
         "pool_steady_rate": round(best_pool["steady_rate"]) if best_pool.get("steady_rate") else None,
@@ -522,6 +524,7 @@ async def run_pool_bench(
     rounds: int | None = None,
     settle_seconds: float = 5.0,
     retention: str = bus.DEFAULT_STREAM_RETENTION,
+    max_in_flight: int = CONCURRENCY,
 ) -> dict[str, Any]:
     """Memory per pooled Webhook and pool vs dedicated throughput; `short` is `make bench`'s variant
     (no restart measurement, 5,000 events, one round)."""
@@ -533,7 +536,9 @@ async def run_pool_bench(
         print(f"hookline pool memory with {', '.join(map(str, counts))} quiet Webhooks ...", flush=True)
         mem = await memory(tmp, counts, settle_seconds, restart=not short)
         mem["tls_context"] = tls_context_cost()
-        tput = await throughput(tmp, events, webhooks, rounds, control=not short, retention=retention)
+        tput = await throughput(
+            tmp, events, webhooks, rounds, control=not short, retention=retention, max_in_flight=max_in_flight
+        )
     return {"memory": mem, "throughput": tput}
 
 
@@ -655,6 +660,12 @@ def main() -> None:
         default=bus.DEFAULT_STREAM_RETENTION,
         help="the events stream's retention (ingest --stream-retention)",
     )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=CONCURRENCY,
+        help="maxInFlight of each pooled Webhook (the dedicated sender keeps 32)",
+    )
     args = parser.parse_args()
     result = asyncio.run(
         run_pool_bench(
@@ -665,6 +676,7 @@ def main() -> None:
             rounds=args.rounds,
             settle_seconds=args.settle,
             retention=args.retention,
+            max_in_flight=args.max_in_flight,
         )
     )
     print()
