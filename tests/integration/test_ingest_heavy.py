@@ -177,7 +177,7 @@ async def test_a_stuck_worker_is_answered_503_within_the_timeout_and_replaced(se
     status, body, headers = await served.post(gzip.compress(enc(valid(id="stuck"))), GZIP)
     assert (status, body["error"], headers["Retry-After"]) == (503, BUSY_MESSAGE, "1")
     assert time.monotonic() - started < 5
-    await until(lambda: not os.path.exists(f"/proc/{stuck}") or _zombie(stuck), "the stuck worker lives")
+    await until(lambda: _dead(stuck), "the stuck worker lives")
     status, body, _ = await served.post(gzip.compress(enc(valid(id="stuck"))), GZIP)
     assert status == 202, body
     assert served.heavy.worker_pid not in (None, stuck)
@@ -188,18 +188,19 @@ async def test_a_dead_worker_is_replaced_and_the_body_still_answered(serve):
     dead = served.heavy.worker_pid
     assert dead is not None
     os.kill(dead, signal.SIGKILL)
-    await until(lambda: not os.path.exists(f"/proc/{dead}") or _zombie(dead), "the worker did not die")
+    await until(lambda: _dead(dead), "the worker did not die")
     status, body, _ = await served.post(gzip.compress(enc(valid(id="after-death"))), GZIP)
     assert status == 202, body
     assert served.heavy.worker_pid not in (None, dead)
     assert (await served.js.stream_info(bus.STREAM)).state.messages == 1
 
 
-def _zombie(pid: int) -> bool:
+def _dead(pid: int) -> bool:
+    """True once the process is reaped or a zombie; it may vanish between any two reads of /proc."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except OSError:  # FileNotFoundError at open, ProcessLookupError (ESRCH) at read once it is reaped
         return True
 
 
