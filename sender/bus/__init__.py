@@ -14,6 +14,8 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   publish      publishing events, each settled by the server's answer
   feed         MessageFeed, the continuous pull from one consumer; stored_at, when the stream
                stored a message
+  bundles      the events of a bundle (several events in one message) handed out one by one, and
+               the bundle's message settled once they all are; event_key names an event either way
   outbox       a connection's acks and attempt records, held a moment and written together
   deadletter   dead letters: records, publish, read, redrive support
   failedattempts  each event's failed attempts as receivers answered them (imported by its own path)
@@ -30,6 +32,7 @@ from __future__ import annotations
 from nats.aio.client import Client as NATS
 from nats.js import api
 
+from hookline.sender.bus.bundles import BundleBook, BundleMember, event_key
 from hookline.sender.bus.connection import BusUnavailable, StoreRefused, close_quietly, connect
 from hookline.sender.bus.feed import MessageFeed, stored_at
 from hookline.sender.bus.floors import (
@@ -102,6 +105,8 @@ __all__ = [
     "SERVER_DEFAULT_MAX_CONSUMERS",
     "STREAM",
     "STREAM_RETENTIONS",
+    "BundleBook",
+    "BundleMember",
     "BusUnavailable",
     "ConsumerSpec",
     "MessageFeed",
@@ -126,6 +131,7 @@ __all__ = [
     "ensure_recovery_stream",
     "ensure_replicas",
     "ensure_stream",
+    "event_key",
     "filters_of",
     "floor_of",
     "forget_floor",

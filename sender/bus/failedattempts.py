@@ -42,9 +42,13 @@ FAILED_ATTEMPTS_PREFIX = "hookline.failed"
 MAX_DETAIL_CHARS = 300
 
 
-def failed_attempts_subject(consumer: str, sequence: int) -> str:
-    """The record's subject: the Webhook's consumer (a durable name: no dot) and the event's sequence."""
-    return f"{FAILED_ATTEMPTS_PREFIX}.{consumer}.{int(sequence)}"
+def failed_attempts_subject(consumer: str, key: int | str) -> str:
+    """The record's subject: the Webhook's consumer (a durable name: no dot) and the event's key (its
+    stream sequence, or `<sequence>-<index>` for an event of a bundle, bus/bundles.py)."""
+    token = str(int(key)) if isinstance(key, int) else key
+    if not token or not all(c.isdigit() or c.isalpha() or c == "-" for c in token):
+        raise ValueError(f"not an event key: {key!r}")
+    return f"{FAILED_ATTEMPTS_PREFIX}.{consumer}.{token}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +152,7 @@ async def ensure_failed_attempts_stream(
 
 
 class FailedAttemptStore:
-    """The failed-attempt records of one Webhook's consumer, by the events' stream sequences."""
+    """The failed-attempt records of one Webhook's consumer, by the events' keys (bundles.event_key)."""
 
     def __init__(self, js: JetStreamContext, consumer: str) -> None:
         self.js = js
@@ -164,10 +168,21 @@ class FailedAttemptStore:
             self._direct = bool(info.config.allow_direct)
         return self._direct
 
-    async def read(self, sequence: int) -> FailedAttempts | None:
+    async def read(self, key: int | str) -> FailedAttempts | None:
         """The event's record; None when it has none. BusUnavailable when NATS cannot say now: the
         caller must not guess (a guess too high dead-letters early, too low sends more than maxAttempts)."""
-        subject = failed_attempts_subject(self.consumer, sequence)
+        raw = await self.read_raw(key)
+        if raw is None:
+            return None
+        try:
+            return FailedAttempts.from_bytes(raw)
+        except ValueError as exc:
+            log.warning("%s: %s; counted as none", failed_attempts_subject(self.consumer, key), exc)
+            return None
+
+    async def read_raw(self, key: int | str) -> bytes | None:
+        """The bytes stored under `key` (a record, or a bundle's progress); None when there are none."""
+        subject = failed_attempts_subject(self.consumer, key)
         try:
             raw = await self.js.get_last_msg(FAILED_ATTEMPTS_STREAM, subject, direct=await self._use_direct())
         except NotFoundError:  # no record, or no stream yet: nothing failed
@@ -175,26 +190,25 @@ class FailedAttemptStore:
         except (nats.errors.Error, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
             raise BusUnavailable(f"failed attempts of {subject} not readable: {why}") from exc
-        try:
-            return FailedAttempts.from_bytes(raw.data or b"")
-        except ValueError as exc:
-            log.warning("%s: %s; counted as none", subject, exc)
-            return None
+        return raw.data or b""
 
-    async def write(self, sequence: int, record: FailedAttempts) -> None:
+    async def write(self, key: int | str, record: FailedAttempts) -> None:
         """Store the record (confirmed by the server); the stream is made when it is missing."""
-        subject = failed_attempts_subject(self.consumer, sequence)
+        await self.write_raw(key, record.to_bytes())
+
+    async def write_raw(self, key: int | str, data: bytes) -> None:
+        subject = failed_attempts_subject(self.consumer, key)
         try:
-            await self.js.publish(subject, record.to_bytes(), stream=FAILED_ATTEMPTS_STREAM)
+            await self.js.publish(subject, data, stream=FAILED_ATTEMPTS_STREAM)
         except NoStreamResponseError:
             await ensure_failed_attempts_stream(self.js)
-            await self.js.publish(subject, record.to_bytes(), stream=FAILED_ATTEMPTS_STREAM)
+            await self.js.publish(subject, data, stream=FAILED_ATTEMPTS_STREAM)
 
-    async def forget(self, sequence: int) -> None:
+    async def forget(self, key: int | str) -> None:
         """Purge the event's record (no delete marker is left behind)."""
         try:
             await self.js.purge_stream(
-                FAILED_ATTEMPTS_STREAM, subject=failed_attempts_subject(self.consumer, sequence)
+                FAILED_ATTEMPTS_STREAM, subject=failed_attempts_subject(self.consumer, key)
             )
         except NotFoundError:
             return

@@ -17,8 +17,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from hookline.sender.bus.connection import DRAIN_TIMEOUT_SECONDS
+from hookline.sender.bus.bundles import BundleBook, BundleMember
+from hookline.sender.bus.connection import DRAIN_TIMEOUT_SECONDS, BusUnavailable
 from hookline.sender.bus.layout import STREAM
+from hookline.sender.model.bundles import BUNDLE_HEADER, BundleError, bundle_size
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,8 @@ class MessageFeed:
         heartbeat: float = 5.0,
         on_error: Callable[[str, str], None] | None = None,
         keep_after: float = 10.0,
+        bundles: BundleBook | None = None,
+        retry_later: float = 5.0,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -187,7 +191,8 @@ class MessageFeed:
         self._expires = expires
         self._heartbeat = heartbeat
         self._threshold = max(1, capacity // 2)
-        self._requested = 0  # asked for, not yet received
+        self._requested = 0  # messages asked for, not yet received
+        self._per_message = 1.0  # events per message lately (bundles carry several), to size requests
         self._in_hand = 0  # received, not yet released
         self._paused = False
         self._stopping = False
@@ -200,6 +205,9 @@ class MessageFeed:
         self._pump: asyncio.Task[None] | None = None
         self._on_error = on_error  # (status, description) of an error reply, e.g. 409 Consumer Deleted
         self._keep_after = keep_after  # seconds a message waits in the queue before it is reported
+        self._bundles = bundles or BundleBook(nc, None, label=consumer)
+        self._retry_later = retry_later  # NAK delay of a bundle whose progress NATS cannot tell now
+        self._unpacking: set[asyncio.Task[None]] = set()  # bundles delivered again, their progress read
         self.last_error: str | None = None
 
     async def start(self) -> None:
@@ -223,6 +231,9 @@ class MessageFeed:
         if self._sub is not None:
             await self._drain_subscription(self._sub)
             self._sub = None
+        for task in list(self._unpacking):
+            task.cancel()
+        await asyncio.gather(*self._unpacking, return_exceptions=True)
         left = []
         while not self.queue.empty():
             msg = self.queue.get_nowait()
@@ -268,7 +279,8 @@ class MessageFeed:
         self._wake.set()
 
     def _credit(self) -> int:
-        return self.capacity - self._requested - self._in_hand
+        """Events that may still be asked for (in hand and asked for count against the capacity)."""
+        return self.capacity - int(self._requested * self._per_message) - self._in_hand
 
     def _forget_requests(self, why: str) -> None:
         if self._requested:
@@ -287,10 +299,15 @@ class MessageFeed:
         status = headers.get("Status") if headers else None
         if not status:
             self._requested = max(0, self._requested - 1)
-            self._in_hand += 1
             with contextlib.suppress(ValueError):
                 # what nats-py would parse on first use, in its own form
                 msg._metadata = ReplyMetadata(msg.reply)  # type: ignore[assignment]
+            if headers and BUNDLE_HEADER in headers:
+                self._take_bundle(msg, headers)
+                return
+            self._in_hand += 1
+            if self._per_message != 1.0:
+                self._per_message = 0.9 * self._per_message + 0.1
             self.queue.put_nowait(msg)
             return
         if status == "100":  # idle heartbeat
@@ -310,6 +327,50 @@ class MessageFeed:
             self._on_error(status, description)
         self._hold_until = time.monotonic() + 1.0
         self._forget_requests(self.last_error)
+
+    def _take_bundle(self, msg: Msg, headers: dict[str, str]) -> None:
+        """Each event of a bundle goes on the queue as a member (counted in hand on its own); a bundle
+        delivered again first has its progress read (bundles.BundleBook.again)."""
+        try:
+            size = bundle_size(headers) or 1
+            self._per_message = 0.9 * self._per_message + 0.1 * size
+            if msg.metadata.num_delivered > 1:
+                self._in_hand += size
+                task = asyncio.create_task(self._take_again(msg, size), name=f"bundle {self.consumer}")
+                self._unpacking.add(task)
+                task.add_done_callback(self._unpacking.discard)
+                return
+            members = self._bundles.first(msg, size)
+        except BundleError as exc:  # not something ingest wrote: nothing can ever deliver it
+            log.error("consumer %s: dropping a malformed bundle on %s: %s", self.consumer, msg.subject, exc)
+            dropping = asyncio.create_task(msg.term())
+            self._unpacking.add(dropping)
+            dropping.add_done_callback(self._unpacking.discard)
+            return
+        self._in_hand += size
+        self._queue_members(members, size)
+
+    async def _take_again(self, msg: Msg, size: int) -> None:
+        try:
+            members = await self._bundles.again(msg, size)
+        except asyncio.CancelledError:  # the feed stops: the whole message goes back at once
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            self.release(size)
+            raise
+        except (BusUnavailable, BundleError) as exc:
+            log.warning("consumer %s: bundle at %s handed back (%s)", self.consumer, msg.subject, exc)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self._retry_later)
+            self.release(size)
+            return
+        self._queue_members(members, size)
+
+    def _queue_members(self, members: list[BundleMember], size: int) -> None:
+        for member in members:
+            self.queue.put_nowait(member)  # type: ignore[arg-type]
+        if len(members) < size:  # done before, or not due yet: settled without a worker
+            self.release(size - len(members))
 
     async def _run_pump(self) -> None:
         """Send pull requests whenever there is credit; watch reconnects and heartbeats."""
@@ -333,8 +394,9 @@ class MessageFeed:
             # (a pool replica's engines) then renew their idle requests at spread times too.
             expires = self._expires * (random.uniform(0.05, 1.0) if self._first else 1.0)
             self._first = False
+            batch = max(1, int(credit / self._per_message))
             request = {
-                "batch": credit,
+                "batch": batch,
                 "expires": int(max(expires, 2 * self._heartbeat + 1) * 1e9),
                 "idle_heartbeat": int(self._heartbeat * 1e9),
             }
@@ -343,7 +405,7 @@ class MessageFeed:
             except nats.errors.Error as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 continue
-            self._requested += credit
+            self._requested += batch
             self._last_seen = time.monotonic()
 
     def _check_liveness(self) -> None:

@@ -74,6 +74,9 @@ class Outbox:
         if nc.is_closed:
             raise nats.errors.ConnectionClosedError
         for msg in msgs:
+            if type(msg) is not Msg:  # an event of a bundle (bundles.py): its bundle acks once all are
+                await msg.ack()
+                continue
             if msg._ackd:
                 continue
             if self._direct or msg._client is not nc or not _PLAIN_ACK.fullmatch(msg.reply or ""):

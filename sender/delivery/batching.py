@@ -46,7 +46,7 @@ class Item:
 class Group:
     """The retried events of a failed batch (stream sequences, in the batch's order)."""
 
-    members: tuple[int, ...]
+    members: tuple[int | str, ...]
     expires: float  # loop time after which members that never came back are forgotten
 
 
@@ -80,7 +80,7 @@ class BatchAssembler:
         self.label = label
         self.ready: asyncio.Queue[list[Item] | None] = asyncio.Queue()  # assembled batches
         self.assembling: list[Item] = []  # the batch being filled
-        self.regroup: dict[int, Group] = {}  # stream sequence -> the failed batch it belongs to
+        self.regroup: dict[int | str, Group] = {}  # event key -> the failed batch it belongs to
 
     async def run(self, feed: bus.MessageFeed) -> None:
         """Assemble until the feed's queue yields None; then everything held goes back to the stream."""
@@ -95,7 +95,7 @@ class BatchAssembler:
         self.assembling = items
         size = 0  # bytes of the parts in `items`
         deadline = math.inf
-        held: dict[Group, tuple[dict[int, tuple[Msg, Event]], float]] = {}
+        held: dict[Group, tuple[dict[int | str, tuple[Msg, Event]], float]] = {}
 
         def hand_over() -> None:
             nonlocal items, size, deadline
@@ -146,7 +146,7 @@ class BatchAssembler:
                     feed.release()
                     event = None
                 if event is not None:
-                    sequence = msg.metadata.sequence.stream
+                    sequence = bus.event_key(msg)
                     group = self.regroup.get(sequence)
                     if group is not None:
                         members, until = held.get(group) or ({}, loop.time() + regroup_wait)
@@ -174,7 +174,7 @@ class BatchAssembler:
                     if now >= until:  # some never came back (another replica took them): send the rest
                         hand_over_group(group)
 
-    def remember_group(self, sequences: list[int], delay: float) -> None:
+    def remember_group(self, sequences: list[int | str], delay: float) -> None:
         """The retried events of a failed batch come back as one batch (see `run`)."""
         loop_time = asyncio.get_running_loop().time()
         expires = loop_time + delay + self.ack_wait + self.settings.regroup_wait_seconds

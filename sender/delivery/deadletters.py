@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from hookline.sender.bus.bundles import event_key
 from hookline.sender.bus.deadletter import DeadLetter, count_dead_letters, publish_dead_letter
 from hookline.sender.bus.failedattempts import FailedAttempts
 from hookline.sender.delivery.settings import EngineSettings
@@ -57,7 +58,7 @@ class DeadLetterPublisher:
         self.name = name
         self.max_attempts = max_attempts
         self.label = label
-        self.unstored: dict[int, tuple[DeadLetter, int]] = {}  # sequence -> (record, tries so far)
+        self.unstored: dict[int | str, tuple[DeadLetter, int]] = {}  # event key -> (record, tries so far)
         self.counted_at = -math.inf
 
     def record(
@@ -88,7 +89,7 @@ class DeadLetterPublisher:
         """The dead letter (and its tries so far) still to be stored for this message, if that is all
         that is left of it: one NATS refused before, or one whose last failed attempt (`failed`, the
         recorded count) was made before a restart. None: the message is to be delivered."""
-        pending = self.unstored.get(msg.metadata.sequence.stream)
+        pending = self.unstored.get(event_key(msg))
         if pending is None and failed is not None and failed.count >= self.max_attempts:
             reason = DeadLetterReason.MAX_ATTEMPTS
             record = self.record(msg, event, failed.last_outcome, reason, failed.at, failed.count)
@@ -98,7 +99,7 @@ class DeadLetterPublisher:
     async def store(self, msg: Msg, event: Event, record: DeadLetter, tries: int = 0) -> bool:
         """Publish the dead letter, then ack (True); if NATS does not store it, keep the event (not
         POSTed again) and answer False."""
-        sequence = msg.metadata.sequence.stream
+        sequence = event_key(msg)
         settings = self.settings
         try:
             await publish_dead_letter(self.js, record, max_payload=self.nc.max_payload)

@@ -13,13 +13,12 @@ An event's attempt number is 1 + the attempts receivers failed before (ledger.py
 JetStream's delivery count: an event handed out again after a crash or a stop was not a failed attempt.
 
 Without `spec.delivery.batch` each event is a request of its own; with it the batch assembler
-(batching.py) groups them and each request carries a batch. Either way one path sends a request:
-render, sign, send, classify the outcome, record the attempt, settle (a pure decision, settlement.py)
-and execute the settlement, with one Retry-After gate pass and one token per request.
-The engine's collaborators, each in its own module: the dead letters (deadletters.py: published with
-retries, counted), the 410 / circuit-breaker stop (gone.py), the attempt log and health reports
-(reporting.py), and the consumer watch (watch.py: pending events, a lost consumer, a stop or resume
-made elsewhere). Its timings are `EngineSettings` (settings.py).
+(batching.py) groups them and each request carries a batch. Either way one path sends a request and
+executes its settlement (a pure decision, settlement.py), with one gate pass and one token per request.
+An event of a bundle (several in one stored message) is a member that settles in its bundle (bus/bundles.py).
+Collaborators, each in its own module: dead letters (deadletters.py), the 410 / circuit-breaker stop
+(gone.py), attempt log and health reports (reporting.py), the consumer watch (watch.py: pending
+events, a lost consumer, a stop or resume made elsewhere); timings are `EngineSettings` (settings.py).
 On stop the engine takes no new events, lets requests in progress finish (each is bounded by the
 Webhook's timeout), and NAKs what it had received but not started (also events waiting out a
 Retry-After or a rate-limit slot), so another replica or the next start delivers them right away.
@@ -203,6 +202,7 @@ class Engine:
             expires=self.settings.pull_expires_seconds,
             keep_after=self.ack_wait / 3,
             on_error=self.watch.pull_error,
+            bundles=bus.BundleBook(self.nc, self.ledger.store, label=self.label),
         )
         await self.reporter.restore()
         await self.watch.look()  # a Webhook stopped by a 410 before this start stays stopped
@@ -459,7 +459,7 @@ class Engine:
             )
         if settlement.stop_cause is not None:
             await self.gone.trip(settlement.stop_cause, items[0].event.id, now)
-        retried: list[int] = []
+        retried: list[int | str] = []
         for item, one, decision in zip(items, carried, settlement.decisions, strict=True):
             msg, event = item.msg, item.event
             kind = decision.kind
@@ -476,7 +476,7 @@ class Engine:
                         decision.delay,
                     )
                 await msg.nak(delay=decision.delay)
-                retried.append(msg.metadata.sequence.stream)
+                retried.append(bus.event_key(msg))
             else:
                 assert decision.reason is not None
                 record = self.dead_letters.record(msg, event, outcome, decision.reason, now, one.attempt)

@@ -31,6 +31,7 @@ from typing import Final, Literal
 
 from nats.aio.msg import Msg
 
+from hookline.sender.bus.bundles import BundleMember, event_key
 from hookline.sender.bus.failedattempts import FailedAttempts, FailedAttemptStore
 from hookline.sender.model.outcomes import AttemptOutcome
 
@@ -67,19 +68,18 @@ def recall(held: Held | None, num_delivered: int) -> FailedAttempts | Literal[_A
 
 
 class AttemptLedger:
-    """One engine's failed-attempt counts, by stream sequence; `store` None keeps them in memory only."""
+    """One engine's failed-attempt counts, by event (bus.event_key); `store` None: in memory only."""
 
     def __init__(self, store: FailedAttemptStore | None, *, label: str, limit: int) -> None:
         self.store = store
         self.label = label
         self.limit = limit  # events remembered at most (the oldest are read again when they return)
-        self.held: dict[int, Held] = {}
+        self.held: dict[int | str, Held] = {}
 
-    async def arrived(self, msg: Msg) -> FailedAttempts | None:
+    async def arrived(self, msg: Msg | BundleMember) -> FailedAttempts | None:
         """The failed attempts of an event the bus just handed out (None: none). Raises BusUnavailable
         when they cannot be known now: the caller hands the event back unsent."""
-        meta = msg.metadata
-        sequence, delivered = meta.sequence.stream, meta.num_delivered
+        sequence, delivered = event_key(msg), msg.metadata.num_delivered
         recalled = recall(self.held.get(sequence), delivered)
         if recalled is ASK_STORE:
             known = None if self.store is None else await self.store.read(sequence)
@@ -91,21 +91,20 @@ class AttemptLedger:
             self._remember(sequence, Held(known, delivered))
         return known
 
-    def failed_before(self, msg: Msg) -> int:
+    def failed_before(self, msg: Msg | BundleMember) -> int:
         """How many attempts of this event (as the engine holds it now) failed before this one."""
-        held = self.held.get(msg.metadata.sequence.stream)
+        held = self.held.get(event_key(msg))
         return 0 if held is None else held.record.count
 
-    async def failed(self, msgs: Sequence[Msg], outcome: AttemptOutcome, at: float) -> None:
+    async def failed(self, msgs: Sequence[Msg | BundleMember], outcome: AttemptOutcome, at: float) -> None:
         """One more failed attempt for each message, written before the caller retries or dead-letters
         them (all at once: one round trip for a batch)."""
         writes = []
         for msg in msgs:
-            meta = msg.metadata
-            sequence = meta.sequence.stream
+            sequence = event_key(msg)
             held = self.held.get(sequence)
             record = FailedAttempts.first(outcome, at) if held is None else held.record.after(outcome, at)
-            self._remember(sequence, Held(record, meta.num_delivered))
+            self._remember(sequence, Held(record, msg.metadata.num_delivered))
             if self.store is not None:
                 writes.append(self.store.write(sequence, record))
         if not writes:
@@ -121,11 +120,11 @@ class AttemptLedger:
                 refused[0],
             )
 
-    async def settled(self, msgs: Sequence[Msg]) -> None:
+    async def settled(self, msgs: Sequence[Msg | BundleMember]) -> None:
         """The events were delivered or dead-lettered: purge the records of those that had one."""
         purges = []
         for msg in msgs:
-            sequence = msg.metadata.sequence.stream
+            sequence = event_key(msg)
             if self.held.pop(sequence, None) is not None and self.store is not None:
                 purges.append(self.store.forget(sequence))
         if purges:
@@ -134,7 +133,7 @@ class AttemptLedger:
                 if isinstance(result, BaseException):
                     log.debug("%s: failed-attempt record not purged: %s", self.label, result)
 
-    def _remember(self, sequence: int, held: Held) -> None:
+    def _remember(self, sequence: int | str, held: Held) -> None:
         self.held.pop(sequence, None)  # to the end: the oldest come first
         self.held[sequence] = held
         while len(self.held) > self.limit:

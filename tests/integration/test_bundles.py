@@ -1,0 +1,189 @@
+"""Bundles (several events in one stored message, model/bundles.py) through a real sender engine, a
+real nats-server and a real receiver: each event is delivered once, the message is acked once all
+of its events are settled, an event that fails comes back alone (the delivered ones are not sent
+again, in this engine or in the next), and a dead letter names the event and its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from nats.js.errors import NotFoundError
+from dataplane_helpers import SECRET, Received, Receiver, sender_config, wait_until
+from prometheus_client import CollectorRegistry
+
+from hookline.sender import bus
+from hookline.sender.bus.bundles import progress_key
+from hookline.sender.bus.deadletter import iter_dead_letters
+from hookline.sender.bus.failedattempts import FAILED_ATTEMPTS_STREAM, FailedAttemptStore
+from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.delivery.settings import EngineSettings
+from hookline.sender.model.bundles import pack
+from hookline.sender.model.events import parse_event
+from hookline.sender.model.signing import parse_secret
+from hookline.sender.observe.metrics import SenderMetrics
+from hookline.sender.transport.egress import EgressPolicy
+
+
+class PickyReceiver(Receiver):
+    """Fails the events named in `failing` (500) as long as they are named there."""
+
+    failing: set[str]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        status = 500 if request.headers["webhook-id"] in self.failing else 200
+        self.requests.append(Received(request.path, dict(request.headers), body, status))
+        return web.Response(status=status)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[PickyReceiver]:
+    r = PickyReceiver()
+    r.failing = set()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+def opens(prefix: str, count: int) -> list:
+    return [
+        parse_event({"id": f"{prefix}{i}", "type": "open", "recipient": "a@b.example", "ip": "192.0.2.1"})
+        for i in range(count)
+    ]
+
+
+async def publish_bundle(js, events: list) -> None:
+    payload, headers = pack([e.to_bytes() for e in events])
+    await js.publish(events[0].subject, payload, headers={**headers, bus.MSG_ID_HEADER: f"b:{events[0].id}"})
+
+
+async def start(nc, receiver: Receiver, **delivery) -> tuple[SenderRuntime, asyncio.Event, asyncio.Task]:
+    cfg = sender_config(
+        "unused",
+        f"{receiver.url}/hook",
+        name="bundled",
+        format="json",
+        delivery={"maxInFlight": 4, **delivery},
+    )
+    runtime = await SenderRuntime.create(
+        nc,
+        cfg,
+        EgressPolicy.for_dev(),
+        SenderMetrics(CollectorRegistry()),
+        parse_secret(SECRET),
+        settings=EngineSettings(watch_interval_seconds=0.2),
+    )
+    await bus.ensure_consumer(nc.jetstream(), cfg)
+    stop = asyncio.Event()
+    return runtime, stop, asyncio.get_running_loop().create_task(runtime.run(stop))
+
+
+async def settled(js, runtime: SenderRuntime, messages: int = 1) -> bool:
+    """Every one of `messages` published messages handed out and acked."""
+    info = await js.consumer_info(bus.STREAM, runtime.cfg.nats.consumer)
+    return info.ack_floor.stream_seq >= messages and info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_each_event_of_a_bundle_is_delivered_once_and_the_message_acked_once(nats, receiver):
+    nc, js = nats
+    runtime, stop, task = await start(nc, receiver)
+    bundles = [opens(f"b{n}-", 10) for n in range(3)]
+    for events in bundles:
+        await publish_bundle(js, events)
+    single = opens("single-", 1)[0]  # a stream holds both forms
+    await js.publish(single.subject, single.to_bytes(), headers={bus.MSG_ID_HEADER: single.id})
+    try:
+        await wait_until(lambda: len(receiver.delivered()) == 31, what="every event delivered")
+        await wait_until(lambda: settled(js, runtime, 4), what="every message acked")
+    finally:
+        stop.set()
+        await task
+    expected = sorted([e.id for events in bundles for e in events] + [single.id])
+    assert sorted(receiver.ids()) == expected  # each once
+
+
+async def test_a_failed_event_of_a_bundle_comes_back_alone(nats, receiver):
+    nc, js = nats
+    events = opens("r", 5)
+    receiver.failing = {"r2"}
+    runtime, stop, task = await start(nc, receiver)
+    await publish_bundle(js, events)
+    try:
+        await wait_until(lambda: len(receiver.delivered()) == 4, what="the other four delivered")
+        receiver.failing.clear()  # the retry (after the schedule's 5 s) succeeds
+        await wait_until(lambda: "r2" in receiver.delivered(), what="the failed event delivered on its retry")
+        await wait_until(lambda: settled(js, runtime), what="the bundle acked")
+    finally:
+        stop.set()
+        await task
+    assert sorted(receiver.ids()) == ["r0", "r1", "r2", "r2", "r3", "r4"]  # only r2 came back
+    consumer = runtime.cfg.nats.consumer
+    with pytest.raises(NotFoundError):  # no progress record is left behind
+        await js.get_last_msg(FAILED_ATTEMPTS_STREAM, f"hookline.failed.{consumer}.{progress_key(1)}")
+
+
+async def test_another_engine_skips_what_the_first_delivered(nats, receiver):
+    """The first engine stops while one event waits for its retry: the next one reads the bundle's
+    progress from NATS and sends that event only."""
+    nc, js = nats
+    events = opens("h", 6)
+    receiver.failing = {"h4"}
+    runtime, stop, task = await start(nc, receiver)
+    await publish_bundle(js, events)
+    try:
+        await wait_until(lambda: len(receiver.delivered()) == 5, what="five delivered")
+        store = FailedAttemptStore(js, runtime.cfg.nats.consumer)
+        await wait_until(lambda: _has(store, progress_key(1)), what="the bundle's progress stored")
+    finally:
+        stop.set()
+        await task
+    receiver.failing.clear()
+    runtime, stop, task = await start(nc, receiver)  # memory starts empty
+    try:
+        await wait_until(lambda: "h4" in receiver.delivered(), what="the failed event delivered")
+        await wait_until(lambda: settled(js, runtime), what="the bundle acked")
+    finally:
+        stop.set()
+        await task
+    assert sorted(receiver.ids()) == ["h0", "h1", "h2", "h3", "h4", "h4", "h5"]
+
+
+async def _has(store: FailedAttemptStore, key: str) -> bool:
+    return await store.read_raw(key) is not None
+
+
+async def test_a_dead_letter_from_a_bundle_names_its_event_and_reason(nats, receiver):
+    nc, js = nats
+    await bus.ensure_dead_letter_stream(js)
+    events = opens("d", 4)
+    receiver.failing = {"d1"}
+    runtime, stop, task = await start(nc, receiver, maxAttempts=1)
+    await publish_bundle(js, events)
+    try:
+        await wait_until(lambda: len(receiver.delivered()) == 3, what="three delivered")
+        await wait_until(lambda: settled(js, runtime), what="the bundle acked")
+    finally:
+        stop.set()
+        await task
+    letters = [s.record async for s in iter_dead_letters(js, "default", "bundled")]
+    assert [(d.event_id, str(d.reason), d.attempts) for d in letters] == [("d1", "max_attempts", 1)]
+    assert sorted(receiver.ids()) == ["d0", "d1", "d2", "d3"]
+
+
+async def test_a_batched_webhook_batches_the_events_of_bundles(nats, receiver):
+    nc, js = nats
+    runtime, stop, task = await start(nc, receiver, batch={"maxEvents": 50, "maxWaitMilliseconds": 20})
+    for n in range(4):
+        await publish_bundle(js, opens(f"x{n}-", 25))
+    try:
+        await wait_until(lambda: settled(js, runtime, 4), what="every bundle acked")
+    finally:
+        stop.set()
+        await task
+    carried = [e["id"] for r in receiver.requests for e in json.loads(r.body)]
+    assert sorted(carried) == sorted(f"x{n}-{i}" for n in range(4) for i in range(25))
+    assert len(receiver.requests) < 100 / 10  # batched, not one request per event
