@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from nats.js.errors import NotFoundError
 from dataplane_helpers import SECRET, Received, Receiver, sender_config, wait_until
+from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
