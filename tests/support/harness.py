@@ -33,10 +33,12 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookline.sender.bus import STREAM, pending_of
+from hookline.sender.bus import MSG_ID_HEADER, STREAM, pending_of
 from hookline.sender.bus.deadletter import DeadLetter, iter_dead_letters
 from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate
+from hookline.sender.model.bundles import pack
 from hookline.sender.model.config import consumer_name, parse_sender_config
+from hookline.sender.model.events import parse_event
 from hookline.sender.observe.health import bound_port, start_site
 
 LOOPBACK = "127.0.0.1"
@@ -470,6 +472,21 @@ class Harness:
             assert status == 202, f"ingest answered {status}: {body}"
             accepted.extend(body["accepted"])
         return accepted
+
+    async def publish_bundles(self, count: int, prefix: str = "evt", *, size: int = 50) -> list[str]:
+        """Store `count` click events as bundles of `size` (several events per message, as an ingest
+        that bundles would), each bundle confirmed by JetStream; the ids, in order."""
+        events = [parse_event(click(f"{prefix}-{i:05d}")) for i in range(count)]
+
+        async def publish(js: Any) -> None:
+            for start in range(0, count, size):
+                part = events[start : start + size]
+                payload, headers = pack([event.to_bytes() for event in part])
+                headers[MSG_ID_HEADER] = f"bundle:{part[0].id}:{len(part)}"
+                await js.publish(part[0].subject, payload, headers=headers)
+
+        await self._js_call(publish)
+        return [event.id for event in events]
 
     # --- inspection (a fresh connection each time: the tests restart nats-server)
 
