@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from hookline.sender import bus  # noqa: E402
 from hookline.sender.bus.natsserver import EmbeddedNats, free_port, terminate  # noqa: E402
+from hookline.sender.model.bundles import pack  # noqa: E402
 from hookline.sender.model.config import SenderConfig, consumer_name, parse_sender_config  # noqa: E402
 from hookline.sender.model.events import Event, parse_event  # noqa: E402
 from hookline.sender.model.signing import parse_secret, request_headers  # noqa: E402
@@ -253,6 +254,7 @@ async def sender_throughput(
     batch: dict | None = None,
     cpu: bool = False,
     retention: str = bus.DEFAULT_STREAM_RETENTION,
+    bundle: int = 1,
 ) -> dict:
     """Deliveries of a backlog by one `hookline sender` process; with `cpu` also the CPU per event of
     the sender and of nats-server from the first event the receiver got to the last. `retention`: the
@@ -271,8 +273,15 @@ async def sender_throughput(
     js = nc.jetstream()
     await bus.ensure_stream(js, retention=retention)
     await bus.ensure_consumer(js, cfg)
-    for start in range(0, len(events), 500):
-        await bus.publish_events(nc, js, events[start : start + 500], ack_timeout=30)
+    if bundle > 1:  # stored as an ingest that bundles would: `bundle` events per message
+        for start in range(0, len(events), bundle):
+            part = events[start : start + bundle]
+            payload, headers = pack([event.to_bytes() for event in part])
+            headers[bus.MSG_ID_HEADER] = f"bundle:{part[0].id}:{len(part)}"
+            await js.publish(part[0].subject, payload, headers=headers)
+    else:
+        for start in range(0, len(events), 500):
+            await bus.publish_events(nc, js, events[start : start + 500], ack_timeout=30)
     await nc.close()
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{http_base}/reset") as response:
@@ -511,10 +520,13 @@ async def batched(
 ) -> list[dict]:
     """Events/s and requests/s at the receiver for each maxEvents (1: no batch), same receiver."""
     rows = []
-    for size in args.batch_sizes:
+    for size, bundle in [
+        (size, bundle) for bundle in sorted({1, args.bundle_size}) for size in args.batch_sizes
+    ]:
         batch = None if size == 1 else {"maxEvents": size, "maxWaitMilliseconds": args.batch_wait_ms}
-        print(f"batched delivery: maxEvents {size}, {args.batch_events} events ...", flush=True)
-        events = [parse_event(sample_event(i, f"b{size}")) for i in range(args.batch_events)]
+        stored = f", stored in bundles of {bundle}" if bundle > 1 else ""
+        print(f"batched delivery: maxEvents {size}, {args.batch_events} events{stored} ...", flush=True)
+        events = [parse_event(sample_event(i, f"b{size}-{bundle}")) for i in range(args.batch_events)]
         sent = await sender_throughput(
             tmp,
             nats,
@@ -523,12 +535,14 @@ async def batched(
             events,
             args.concurrency,
             "json",
-            f"b{size}",
+            f"b{size}-{bundle}",
             batch=batch,
             cpu=True,
+            bundle=bundle,
         )
         row = {
             "max_events": size,
+            "bundle": bundle,
             "events_per_second": event_rate(sent),
             "requests_per_second": rate(sent),
             "requests": sent["count"],
@@ -826,11 +840,13 @@ def wrk_rows(r: dict) -> list[str]:
 
 def batch_rows(rows: list[dict], latency_result: dict | None, args: argparse.Namespace) -> list[str]:
     out = []
-    base = next((r["events_per_second"] for r in rows if r["max_events"] == 1), None)
+    base = next((r["events_per_second"] for r in rows if r["max_events"] == 1 and r["bundle"] == 1), None)
     for row in rows:
         size = row["max_events"]
-        label = "1 (no batch)" if size == 1 else str(size)
-        gain = f" ({row['events_per_second'] / base:.1f}x)" if base and size != 1 else ""
+        label = ("1 (no batch)" if size == 1 else str(size)) + (
+            f", stored in bundles of {row['bundle']}" if row["bundle"] > 1 else ""
+        )
+        gain = f" ({row['events_per_second'] / base:.1f}x)" if base and row is not rows[0] else ""
         out.append(
             f"| batched delivery, maxEvents {label}: events/s, one sender (json, signed, maxInFlight "
             f"{args.concurrency}, {args.batch_events} events) | {row['events_per_second']:.0f}{gain} |"
@@ -993,6 +1009,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batch-wait-ms", type=int, default=50, help="maxWaitMilliseconds of the batched runs"
+    )
+    parser.add_argument(
+        "--bundle-size",
+        type=int,
+        default=100,
+        help="the batched runs again, events stored in bundles of this many (1: not; default %(default)s)",
     )
     parser.add_argument(
         "--nats-consumers",
