@@ -33,6 +33,7 @@ from hookline.sender.bus.deadletter import DeadLetter, publish_dead_letter
 from hookline.sender.bus.layout import DEAD_LETTER_STREAM, STREAM, ensure_dead_letter_stream
 from hookline.sender.bus.publish import MSG_ID_HEADER
 from hookline.sender.bus.stoprecord import PAUSED_FOREVER
+from hookline.sender.model.bundles import BundleError, bundle_size, unpack
 from hookline.sender.model.outcomes import DeadLetterReason
 
 # The server answers a consumer list in pages of this many.
@@ -81,18 +82,33 @@ async def dead_letter_room(js: JetStreamContext) -> str | None:
     return None
 
 
-def backlog_record(msg: Msg, namespace: str, name: str, why: str, now: float) -> DeadLetter:
-    """The dead letter of an event moved aside: no attempt was made for it; `why` says which limit."""
-    meta = msg.metadata
+def backlog_records(msg: Msg, namespace: str, name: str, why: str, now: float) -> list[DeadLetter]:
+    """The dead letters of the events of a message moved aside (one, or each event of a bundle)."""
     try:
-        event: Any = json.loads(msg.data)
+        size = bundle_size(msg.headers)
+        if size is not None:
+            return [backlog_record(msg, namespace, name, why, now, data) for data in unpack(msg.data, size)]
+    except BundleError:
+        pass  # kept whole, as a message this hookline cannot read back
+    return [backlog_record(msg, namespace, name, why, now, msg.data)]
+
+
+def backlog_record(
+    msg: Msg, namespace: str, name: str, why: str, now: float, data: bytes | None = None
+) -> DeadLetter:
+    """The dead letter of an event moved aside (`data`: its bytes, by default the message's): no
+    attempt was made for it; `why` says which limit."""
+    meta = msg.metadata
+    data = msg.data if data is None else data
+    try:
+        event: Any = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         event = None
     if not isinstance(event, dict) or not isinstance(event.get("id"), str):
         # Not an event this hookline can read back: keep what identifies it (redrive skips nothing
         # readable, and this record says which message it was).
         msg_id = (msg.headers or {}).get(MSG_ID_HEADER) or f"seq-{meta.sequence.stream}"
-        event = {"id": str(msg_id), "unreadable": msg.data[:256].decode("utf-8", "replace")}
+        event = {"id": str(msg_id), "unreadable": data[:256].decode("utf-8", "replace")}
     return DeadLetter(
         namespace=namespace,
         name=name,
@@ -140,21 +156,23 @@ async def move_aside(
             except nats.errors.TimeoutError:
                 break
             now, batch_moved = time.time(), 0
-            records = [backlog_record(msg, namespace, name, why, now) for msg in msgs]
-            stored = await asyncio.gather(
-                *(publish_dead_letter(js, record, max_payload=max_payload) for record in records),
-                return_exceptions=True,
+            records = [backlog_records(msg, namespace, name, why, now) for msg in msgs]
+            stored = iter(
+                await asyncio.gather(
+                    *(publish_dead_letter(js, r, max_payload=max_payload) for rs in records for r in rs),
+                    return_exceptions=True,
+                )
             )
-            for msg, answer in zip(msgs, stored, strict=True):
-                if isinstance(answer, BaseException):
-                    refused = (
-                        refused or f"NATS did not store a dead letter: {answer or type(answer).__name__}"
-                    )
+            for msg, of_msg in zip(msgs, records, strict=True):
+                answers = [next(stored) for _ in of_msg]
+                error = next((a for a in answers if isinstance(a, BaseException)), None)
+                if error is not None:  # stored again on the next move: a dead letter's id de-duplicates
+                    refused = refused or f"NATS did not store a dead letter: {error or type(error).__name__}"
                     await msg.nak()
                 else:
                     await msg.ack()
-                    moved += 1
-                    batch_moved += 1
+                    moved += len(of_msg)
+                    batch_moved += len(of_msg)
             if on_moved is not None and batch_moved:
                 on_moved(batch_moved)
             if not msgs:

@@ -24,6 +24,7 @@ from hookline.sender.bus.floors import RecoveryDebt, forget_debt, read_debt, wri
 from hookline.sender.bus.layout import REDRIVE_STREAM_SUBJECT, STREAM, ConsumerSpec
 from hookline.sender.bus.publish import MSG_ID_HEADER
 from hookline.sender.bus.recovery import RECOVERY_STREAM, covers_from
+from hookline.sender.model.bundles import BUNDLE_HEADER
 from hookline.sender.model.outcomes import LossReason
 
 log = logging.getLogger(__name__)
@@ -200,14 +201,15 @@ async def _put_back(
                 msgs = await sub.fetch(min(REPLAY_CHUNK, remaining), timeout=FETCH_TIMEOUT_SECONDS)
             except TimeoutError:
                 break
-            wanted: list[tuple[int, bytes]] = []
+            wanted: list[tuple[int, bytes, dict[str, str]]] = []
             for msg in msgs:
                 seq = int(msg.metadata.sequence.stream)
                 remaining = int(msg.metadata.num_pending or 0)
                 if seq > end:
                     remaining = 0
                     break
-                wanted.append((seq, msg.data))
+                bundled = (msg.headers or {}).get(BUNDLE_HEADER)  # a bundle stays one (model/bundles.py)
+                wanted.append((seq, msg.data, {BUNDLE_HEADER: bundled} if bundled else {}))
             await asyncio.gather(
                 *(
                     js.publish(
@@ -215,9 +217,9 @@ async def _put_back(
                         data,
                         stream=STREAM,
                         timeout=PUBLISH_TIMEOUT_SECONDS,
-                        headers={MSG_ID_HEADER: f"~recover.{spec.name}.{last}.{seq}"},
+                        headers={MSG_ID_HEADER: f"~recover.{spec.name}.{last}.{seq}", **more},
                     )
-                    for seq, data in wanted
+                    for seq, data, more in wanted
                 )
             )
             if wanted:

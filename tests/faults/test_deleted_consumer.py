@@ -52,16 +52,21 @@ async def stream_end(harness: Harness, stream: str = STREAM) -> tuple[int, int]:
     return await harness._js_call(read)
 
 
-async def flow_with_a_deletion(harness: Harness, slow: Webhook) -> list[str]:
+async def flow_with_a_deletion(harness: Harness, slow: Webhook, *, bundle: int = 0) -> list[str]:
     """Events keep coming (100 every 50 ms, faster than the slow receiver takes them); the slow
-    Webhook's consumer is deleted part-way, with a backlog only it still wanted."""
+    Webhook's consumer is deleted part-way, with a backlog only it still wanted. `bundle`: stored
+    that many to a message (model/bundles.py) instead of through ingest."""
     accepted: list[str] = []
     for batch in range(BATCHES):
         if batch == DELETE_AFTER:
             await wait_until(lambda: slow.receiver.successes > 100, what="deliveries under way")
-            assert await harness.waiting(slow) > 100, "no backlog when the consumer was deleted"
+            messages = 100 // bundle if bundle else 100  # the consumer counts messages
+            assert await harness.waiting(slow) > messages, "no backlog when the consumer was deleted"
             await delete_consumer(harness, slow)
-        accepted += await harness.ingest_events(100, prefix=f"b{batch:02d}")
+        if bundle:
+            accepted += await harness.publish_bundles(100, prefix=f"b{batch:02d}", size=bundle)
+        else:
+            accepted += await harness.ingest_events(100, prefix=f"b{batch:02d}")
         await asyncio.sleep(0.05)
     return accepted
 
@@ -77,6 +82,18 @@ async def test_a_consumer_deleted_while_its_receiver_is_slow_loses_nothing(harne
     recovered = await slow.sender.metric(harness.http, "hookline_events_recovered_total")
     assert recovered > 0, "the events only the deleted consumer wanted came from the recovery stream"
     print(f"[fault] put back from {RECOVERY_STREAM}: {recovered:.0f}")
+    assert await slow.sender.metric(harness.http, "hookline_events_lost_total") == 0
+
+
+async def test_a_consumer_deleted_with_bundles_in_its_backlog_gets_them_back_whole(harness: Harness):
+    """The recovery stream's copies keep a bundle's header: put back, each event is delivered."""
+    receiver = await harness.receiver("slow", delay=0.01)
+    slow = await harness.webhook("slow", receiver, maxInFlight=4)
+    accepted = await flow_with_a_deletion(harness, slow, bundle=25)
+    accounting = await harness.settled(slow, accepted)
+    report("consumer deleted with bundles in its backlog", accounting)
+    assert accounting.lost == 0 and accounting.delivered == len(accepted) == BATCHES * 100
+    assert await slow.sender.metric(harness.http, "hookline_events_recovered_total") > 0
     assert await slow.sender.metric(harness.http, "hookline_events_lost_total") == 0
 
 

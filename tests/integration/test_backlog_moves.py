@@ -18,6 +18,7 @@ from hookline.sender.bus.deadletter import count_dead_letters, iter_dead_letters
 from hookline.sender.bus.layout import DEAD_LETTER_STREAM, ensure_dead_letter_stream
 from hookline.sender.bus.natsperms import inbox_prefix
 from hookline.sender.cmd.ingest import ensure_bus_layout
+from hookline.sender.model.bundles import pack
 from hookline.sender.model.outcomes import DeadLetterReason, GoneState
 
 NAMESPACE, NAME = "team-a", "orders"
@@ -150,3 +151,23 @@ async def test_under_nats_auth_the_operators_user_moves_a_backlog(tmp_path):
             await operator.close()
     finally:
         server.server.close()
+
+
+async def test_a_bundle_moved_aside_becomes_one_dead_letter_per_event(nats_server, nats):
+    """Events stored several to a message (model/bundles.py) are moved, and counted, one by one."""
+    _, js = nats
+    consumer = await webhook_with_backlog(nats_server, js, 0)
+    events = [
+        json.dumps(
+            {"id": f"b-{i}", "type": "click", "recipient": "a@example.com", "database": "dba"}
+        ).encode()
+        for i in range(5)
+    ]
+    payload, headers = pack(events)
+    await js.publish("hookline.events.click.dba._", payload, headers=headers, stream=bus.STREAM)
+    result = await move_aside(js, consumer, NAMESPACE, NAME, limit=20, why="test limit", fetch_wait=2.0)
+    assert result.moved == 5 and result.refused is None
+    await wait_for(lambda: pending(js, consumer), 0)
+    records = [s.record async for s in iter_dead_letters(js, NAMESPACE, NAME)]
+    assert [r.event_id for r in records] == [f"b-{i}" for i in range(5)]
+    assert {r.reason for r in records} == {DeadLetterReason.BACKLOG_LIMIT}
