@@ -94,8 +94,19 @@ def sender_permissions(who: SenderIdentity) -> Permissions:
 
 
 def ingest_permissions() -> Permissions:
-    """Publish events, and hear JetStream's publish acks on its own inbox; nothing else."""
-    return Permissions(pub=(EVENTS_SUBJECTS,), sub=(f"{inbox_prefix('ingest')}.>",))
+    """Publish events, and hear JetStream's publish acks on its own inbox; with bundles (ingest
+    --bundle-events) also reserve event ids and keep bundles in HOOKLINE_EVENT_IDS (bus/reservations.py):
+    write and read those subjects, and purge a refused bundle's record. Nothing else."""
+    return Permissions(
+        pub=(
+            EVENTS_SUBJECTS,
+            "hookline.ids.*",
+            "hookline.bundled.*",
+            "$JS.API.DIRECT.GET.HOOKLINE_EVENT_IDS.>",
+            "$JS.API.STREAM.PURGE.HOOKLINE_EVENT_IDS",
+        ),
+        sub=(f"{inbox_prefix('ingest')}.>",),
+    )
 
 
 def layout_permissions() -> Permissions:

@@ -100,7 +100,9 @@ class Publisher:
                 await self.nc.subscribe(f"{prefix}.*", cb=self._on_reply)
                 self._prefix = prefix
 
-    async def publish(self, subject: str, data: bytes, msg_id: str) -> asyncio.Future[dict[str, object]]:
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[dict[str, object]]:
         if not self._prefix:
             await self.start()
         self._next += 1
@@ -110,7 +112,10 @@ class Publisher:
         future.add_done_callback(lambda _: self._futures.pop(token, None))
         try:
             await self.nc.publish(
-                subject, data, reply=f"{self._prefix}.{token}", headers={MSG_ID_HEADER: msg_id}
+                subject,
+                data,
+                reply=f"{self._prefix}.{token}",
+                headers={MSG_ID_HEADER: msg_id, **headers} if headers else {MSG_ID_HEADER: msg_id},
             )
         except BaseException:
             future.cancel()
@@ -203,9 +208,14 @@ async def publish_encoded(
 
 
 async def publish_reporting(
-    nc: NATS, items: Sequence[tuple[str, str, bytes]], *, ack_timeout: float = 5.0
+    nc: NATS,
+    items: Sequence[tuple[str, str, bytes]],
+    *,
+    ack_timeout: float = 5.0,
+    headers: Sequence[dict[str, str] | None] | None = None,
 ) -> PublishReport:
     """Publish encoded events, (subject, event id, bytes) each, and say what became of every one.
+    `headers`: more headers per item (a bundle's, ingest/bundled.py), beside its Nats-Msg-Id.
 
     Never raises BusUnavailable: it waits (at most `ack_timeout` in all) for the server's answer to
     every event it handed to the connection, so that a refusal of one event (a stream filling up
@@ -231,7 +241,7 @@ async def publish_reporting(
                     problem = BusUnavailable("not connected to NATS")
                     break
                 interrupted = index
-                futures[index] = await publisher.publish(subject, data, msg_id)
+                futures[index] = await publisher.publish(subject, data, msg_id, headers and headers[index])
                 interrupted = None
             waiting = [future for future in futures if future is not None]
             if waiting:

@@ -25,6 +25,7 @@ from hookline.sender.bus.connection import DEFAULT_NATS_URL, NATS_URL_ENV
 from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.bus.natsperms import inbox_prefix
 from hookline.sender.bus.poolproto import pool_bucket
+from hookline.sender.bus.reservations import ensure_ids_stream
 from hookline.sender.cmd.ingestauth import (
     add_producer_arguments,
     follow_token_files,
@@ -36,6 +37,7 @@ from hookline.sender.ingest.heavy import HeavyLane
 from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.service import Ingest, start_ingest_site
 from hookline.sender.ingest.settings import DEFAULT_INGEST_SETTINGS, IngestSettings
+from hookline.sender.model.bundles import MAX_BUNDLE_EVENTS
 from hookline.sender.observe.health import parse_listen, run_service, wait_first
 from hookline.sender.observe.logs import add_log_format_argument
 from hookline.sender.observe.metrics import IngestMetrics
@@ -61,6 +63,13 @@ def replicas_count(text: str) -> int:
     value = positive_int(text)
     if value > bus.MAX_REPLICAS:
         raise argparse.ArgumentTypeError(f"{text!r}: NATS keeps at most {bus.MAX_REPLICAS} replicas")
+    return value
+
+
+def bundle_events_arg(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BUNDLE_EVENTS:
+        raise argparse.ArgumentTypeError(f"{text!r}: a bundle holds at most {MAX_BUNDLE_EVENTS} events")
     return value
 
 
@@ -95,6 +104,7 @@ async def ensure_bus_layout(
         await bus.ensure_dead_letter_stream(js, replicas=replicas, update_existing=True)
         await bus.ensure_floors_bucket(js, replicas)
         await ensure_failed_attempts_stream(js, retention, replicas=replicas, update_existing=True)
+        await ensure_ids_stream(js, duplicate_window, replicas)
         await ensure_attempt_store(js, replicas)
         await pool_bucket(js, replicas)  # pool replicas on their least-privileged user may not make it
     except APIError as exc:
@@ -209,6 +219,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {format_duration(bus.DEFAULT_DUPLICATE_WINDOW_SECONDS)})",
     )
     parser.add_argument(
+        "--bundle-events",
+        type=bundle_events_arg,
+        default=defaults.bundle_events,
+        help="store the events of one request and subject together, up to this many per NATS message: "
+        "every Webhook's sender then pulls and acks one message per bundle; each event keeps its id "
+        f"for de-duplication and its own dead letter (1 to {MAX_BUNDLE_EVENTS}; default %(default)s: "
+        "each event its own message)",
+    )
+    parser.add_argument(
         "--publish-timeout",
         type=duration_arg,
         default=defaults.publish_timeout_seconds,
@@ -225,6 +244,7 @@ def settings_from(args: argparse.Namespace) -> IngestSettings:
         body_timeout_seconds=args.body_timeout,
         header_timeout_seconds=args.header_timeout,
         max_connections=args.max_connections,
+        bundle_events=args.bundle_events,
     )
 
 

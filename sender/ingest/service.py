@@ -41,6 +41,7 @@ from hookline.sender.ingest.body import (
     costs_the_worker,
     prepare_body,
 )
+from hookline.sender.ingest.bundled import publish_bundled
 from hookline.sender.ingest.heavy import HeavyLane
 from hookline.sender.ingest.producers import ProducerAuth
 from hookline.sender.ingest.schema import add_schema_route
@@ -194,11 +195,20 @@ class Ingest:
         settings = self.settings
         started = time.perf_counter()
         try:
-            report = await publish_reporting(
-                self.nc,
-                [(o.subject, o.id, o.data) for o in batch],
-                ack_timeout=settings.publish_timeout_seconds,
-            )
+            if settings.bundle_events > 1:
+                report = await publish_bundled(
+                    self.nc,
+                    self.js,
+                    batch,
+                    max_events=settings.bundle_events,
+                    ack_timeout=settings.publish_timeout_seconds,
+                )
+            else:
+                report = await publish_reporting(
+                    self.nc,
+                    [(o.subject, o.id, o.data) for o in batch],
+                    ack_timeout=settings.publish_timeout_seconds,
+                )
         except Exception:
             log.exception("ingest: unexpected error while publishing; answering 500")
             raise Rejection(

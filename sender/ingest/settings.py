@@ -38,6 +38,9 @@ class IngestSettings:
     # 16 MiB/s is 16 full-size bodies (up to 160,000 events) per second.
     heavy_bytes_per_second: int = 16 * 1024 * 1024
     heavy_burst_bytes: int = 4 * 1024 * 1024
+    # --bundle-events: events of one request and subject stored together, up to this many per message
+    # (bundled.py; 1: each event its own message)
+    bundle_events: int = 1
 
 
 DEFAULT_INGEST_SETTINGS = IngestSettings()

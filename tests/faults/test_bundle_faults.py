@@ -49,3 +49,20 @@ async def test_nats_sigkilled_mid_bundle_loses_no_event(harness: Harness):
     report("nats-server SIGKILLed mid-bundle", accounting)
     assert accounting.delivered == EVENTS and accounting.dead_lettered == 0
     assert accounting.duplicates <= 2 * HELD_EVENTS
+
+
+async def test_ingest_bundling_then_the_sender_sigkilled_loses_no_event(tmp_path, nats_server):
+    """End to end: `hookline ingest --bundle-events 50` stores each request of 100 events as two
+    bundles; the sender dies mid-way; every accepted event is delivered."""
+    async with Harness(tmp_path, nats_server, ingest_args=["--bundle-events", str(BUNDLE)]) as harness:
+        receiver, webhook = await bundled_webhook(harness)
+        accepted = await harness.ingest_events(EVENTS)
+        assert await harness.stored_messages() <= EVENTS // BUNDLE, "ingest did not store bundles"
+        await wait_until(lambda: receiver.successes >= 3 * BUNDLE, what="bundles under way")
+        webhook.sender.kill()
+        assert len(receiver.delivered_ids) < len(accepted), "the stream finished before the kill: no fault"
+        await harness.restart_sender(webhook.sender)
+        accounting = await harness.settled(webhook, accepted)
+        report("ingest --bundle-events, sender SIGKILLed", accounting)
+        assert accounting.delivered == EVENTS and accounting.dead_lettered == 0
+        assert accounting.duplicates <= HELD_EVENTS

@@ -490,6 +490,14 @@ class Harness:
 
     # --- inspection (a fresh connection each time: the tests restart nats-server)
 
+    async def stored_messages(self) -> int:
+        """Messages the events stream holds (the last sequence: acked ones may be gone already)."""
+
+        async def read(js: Any) -> int:
+            return int((await js.stream_info(STREAM)).state.last_seq or 0)
+
+        return await self._js_call(read)
+
     async def _js_call(self, call: Callable[[Any], Awaitable[Any]]) -> Any:
         nc = await nats.connect(
             self.nats.url, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1

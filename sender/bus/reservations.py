@@ -1,0 +1,180 @@
+"""Event ids reserved for the duplicate window, so that an ingest storing bundles (several events in one
+message, model/bundles.py) keeps the promise "the same event id twice within the window is one
+event": JetStream de-duplicates messages by `Nats-Msg-Id`, and a bundle's id is not its events' ids.
+
+Stream `HOOKLINE_EVENT_IDS` (limits retention, one message per subject, kept for the events stream's
+duplicate window):
+
+- `hookline.ids.<sha256 of the event id>`: the reservation, written only if the subject is empty
+  (`Nats-Expected-Last-Subject-Sequence: 0`); its body names the holder: `plain` (the event was
+  published as a message of its own, under its id) or the id of the bundle it went into;
+- `hookline.bundled.<bundle id>`: the bundle's message as it was (or is about to be) published,
+  written before the bundle, removed when the bundle was refused for certain.
+
+A request that finds one of its ids reserved settles it by publishing what the holder published
+again under the holder's message id: JetStream then says "duplicate" (it was stored) or stores it now
+(it was not: its publish had ended unknown). A reservation whose bundle left no record was never
+published, and is taken over. See ingest/bundled.py for the whole sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+
+import nats.errors
+from nats.js import JetStreamContext, api
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+
+from hookline.sender.bus.connection import BusUnavailable
+from hookline.sender.bus.layout import DEFAULT_DUPLICATE_WINDOW_SECONDS
+from hookline.sender.bus.publish import MSG_ID_HEADER
+from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas
+from hookline.sender.model.bundles import BUNDLE_HEADER
+
+__all__ = [
+    "IDS_STREAM",
+    "PLAIN",
+    "IdReservations",
+    "KeptBundle",
+    "Reservation",
+    "ensure_ids_stream",
+]
+
+IDS_STREAM = "HOOKLINE_EVENT_IDS"
+IDS_PREFIX = "hookline.ids"
+BUNDLED_PREFIX = "hookline.bundled"
+PLAIN = "plain"  # the holder of an event published as a message of its own
+SUBJECT_HEADER = "Hookline-Subject"
+_WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code for a failed Nats-Expected-Last-Subject-Sequence
+
+
+def id_subject(event_id: str) -> str:
+    """The reservation's subject: event ids are free text, a subject token is not."""
+    return f"{IDS_PREFIX}.{hashlib.sha256(event_id.encode()).hexdigest()[:40]}"
+
+
+def ids_stream_config(
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS, replicas: int = DEFAULT_REPLICAS
+) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=IDS_STREAM,
+        subjects=[f"{IDS_PREFIX}.*", f"{BUNDLED_PREFIX}.*"],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_msgs_per_subject=1,
+        max_age=float(duplicate_window),
+        duplicate_window=float(duplicate_window),
+        allow_direct=True,
+        num_replicas=check_replicas(replicas),
+    )
+
+
+async def ensure_ids_stream(
+    js: JetStreamContext, duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS, replicas: int = 1
+) -> api.StreamInfo:
+    """The stream, made when absent, its window brought to the events stream's."""
+    try:
+        info = await js.stream_info(IDS_STREAM)
+    except NotFoundError:
+        return await js.add_stream(ids_stream_config(duplicate_window, replicas))
+    if info.config.max_age != float(duplicate_window):
+        info = await js.update_stream(
+            info.config.evolve(max_age=float(duplicate_window), duplicate_window=float(duplicate_window))
+        )
+    return info
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An id's reservation: `ours`, or held by `holder` (PLAIN or a bundle id) at `sequence`."""
+
+    ours: bool
+    holder: str = ""
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeptBundle:
+    """A bundle's message as it was published: its subject, payload and event count."""
+
+    subject: str
+    payload: bytes
+    count: int
+
+
+OURS = Reservation(True)
+
+
+class IdReservations:
+    """The reservations and kept bundles; every call raises BusUnavailable when NATS cannot say."""
+
+    def __init__(self, js: JetStreamContext, timeout: float = 5.0) -> None:
+        self.js = js
+        self.timeout = timeout
+
+    async def reserve(self, event_id: str, holder: str, after: int = 0) -> Reservation:
+        """Reserve `event_id` for `holder` if nobody holds it (`after`: take over the stale
+        reservation at that sequence). The message id makes a repeat of this very write harmless."""
+        subject = id_subject(event_id)
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(after), MSG_ID_HEADER: f"{holder}:{subject}"}
+        try:
+            await self.js.publish(
+                subject, holder.encode(), stream=IDS_STREAM, timeout=self.timeout, headers=headers
+            )
+            return OURS
+        except APIError as exc:
+            if exc.err_code != _WRONG_LAST_SEQUENCE:
+                raise BusUnavailable(f"event id not reserved: {exc.description or exc}") from exc
+        except (nats.errors.Error, TimeoutError, NoStreamResponseError) as exc:
+            raise BusUnavailable(f"event id not reserved: {exc or type(exc).__name__}") from exc
+        held = await self._last(subject)
+        if held is None:  # expired in between: held by nobody (the caller takes it over from 0)
+            return Reservation(False, "", 0)
+        holder_now = (held.data or b"").decode("utf-8", "replace")
+        return OURS if holder_now == holder else Reservation(False, holder_now, int(held.seq or 0))
+
+    async def keep_bundle(self, bundle_id: str, kept: KeptBundle) -> None:
+        headers = {
+            SUBJECT_HEADER: kept.subject,
+            BUNDLE_HEADER: str(kept.count),
+            MSG_ID_HEADER: f"keep:{bundle_id}",
+        }
+        try:
+            await self.js.publish(
+                f"{BUNDLED_PREFIX}.{bundle_id}",
+                kept.payload,
+                stream=IDS_STREAM,
+                timeout=self.timeout,
+                headers=headers,
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusUnavailable(f"bundle not kept: {exc or type(exc).__name__}") from exc
+
+    async def kept_bundle(self, bundle_id: str) -> KeptBundle | None:
+        """The bundle as it was published; None when none was kept (or it expired, or was refused)."""
+        held = await self._last(f"{BUNDLED_PREFIX}.{bundle_id}")
+        if held is None:
+            return None
+        headers = held.headers or {}
+        try:
+            return KeptBundle(headers[SUBJECT_HEADER], held.data or b"", int(headers[BUNDLE_HEADER]))
+        except (KeyError, ValueError):
+            return None
+
+    async def drop_bundle(self, bundle_id: str) -> None:
+        try:
+            await self.js.purge_stream(IDS_STREAM, subject=f"{BUNDLED_PREFIX}.{bundle_id}")
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusUnavailable(f"bundle record not dropped: {exc or type(exc).__name__}") from exc
+
+    async def _last(self, subject: str):  # noqa: ANN202 - nats-py's RawStreamMsg
+        try:
+            return await asyncio.wait_for(
+                self.js.get_last_msg(IDS_STREAM, subject, direct=True), self.timeout
+            )
+        except NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusUnavailable(f"event id reservation not readable: {exc or type(exc).__name__}") from exc
