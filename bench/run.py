@@ -330,15 +330,19 @@ def cpu_since(mark: tuple[int, dict], pids: dict[str, int], stats: dict) -> dict
     return {what: round((process_cpu(pid) - before[what]) * 1e6 / count, 1) for what, pid in pids.items()}
 
 
-async def ingest_throughput(tmp: Path, nats: EmbeddedNats, total: int, batch: int, clients: int) -> dict:
+async def ingest_throughput(
+    tmp: Path, nats: EmbeddedNats, total: int, batch: int, clients: int, bundle: int = 1
+) -> dict:
+    """Events/s `hookline ingest` takes (`bundle` > 1: with --bundle-events)."""
     port = free_port()
     env = {**os.environ, "HOOKLINE_NATS_URL": nats.url}
     env.pop("HOOKLINE_INGEST_TOKEN", None)
-    proc = spawn(
-        [*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}", "--insecure-no-auth"], tmp / "ingest.log", env
-    )
+    command = [*HOOKLINE, "ingest", "--listen", f"127.0.0.1:{port}", "--insecure-no-auth"]
+    proc = spawn([*command, "--bundle-events", str(bundle)], tmp / f"ingest-{bundle}.log", env)
     bodies = [
-        json.dumps([sample_event(i, f"ingest-{start}") for i in range(start, start + batch)]).encode()
+        json.dumps(
+            [sample_event(i, f"ingest-{bundle}-{start}") for i in range(start, start + batch)]
+        ).encode()
         for start in range(0, total, batch)
     ]
     url = f"http://127.0.0.1:{port}/v1/events"
@@ -487,6 +491,16 @@ async def measure(args: argparse.Namespace) -> dict:
                 results["ingest_rate"] = ingest["rate"]
                 results["ingest_refused"] = ingest["refused"]
                 print(f"  {ingest['rate']:.0f} events/s", flush=True)
+                if args.bundle_size > 1:
+                    bundled = await ingest_throughput(
+                        tmp, nats, args.ingest_events, args.batch, args.ingest_clients, args.bundle_size
+                    )
+                    results["ingest_bundled_rate"] = bundled["rate"]
+                    results["ingest_refused"] += bundled["refused"]
+                    print(
+                        f"  with --bundle-events {args.bundle_size}: {bundled['rate']:.0f} events/s",
+                        flush=True,
+                    )
             if args.latency_seconds > 0:
                 results["latency"] = await latency(args)
                 results["batch_latency"] = await latency(
@@ -780,6 +794,14 @@ def render_report(args: argparse.Namespace, r: dict) -> str:
             f"| {r['unrecorded_rate']:.0f} (ratio {r['unrecorded_rate'] / r['raw_rate']:.2f}) |",
             f"| ingest events/s (`hookline ingest`, batches of {args.batch}, {args.ingest_clients} clients) "
             f"| {r['ingest_rate']:.0f} |",
+            *(
+                [
+                    f"| ingest events/s, the same with `--bundle-events {args.bundle_size}` (ids reserved, "
+                    f"one message per bundle) | {r['ingest_bundled_rate']:.0f} |"
+                ]
+                if r.get("ingest_bundled_rate")
+                else []
+            ),
             *latency_rows(r.get("latency")),
             *batch_rows(r.get("batches") or [], r.get("batch_latency"), args),
             *ratelimit_rows(r.get("ratelimit")),

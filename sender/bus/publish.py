@@ -89,6 +89,7 @@ class Publisher:
         self.nc = nc
         self._prefix = ""
         self._futures: dict[str, asyncio.Future[dict[str, object]]] = {}
+        self._streams: dict[str, str] = {}  # the stream a publish goes to, when not the events stream
         self._next = 0
         self._ready = asyncio.Lock()
 
@@ -101,7 +102,12 @@ class Publisher:
                 self._prefix = prefix
 
     async def publish(
-        self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        data: bytes,
+        msg_id: str,
+        headers: dict[str, str] | None = None,
+        stream: str = STREAM,
     ) -> asyncio.Future[dict[str, object]]:
         if not self._prefix:
             await self.start()
@@ -109,7 +115,9 @@ class Publisher:
         token = str(self._next)
         future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
-        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        if stream != STREAM:
+            self._streams[token] = stream
+        future.add_done_callback(lambda _: (self._futures.pop(token, None), self._streams.pop(token, None)))
         try:
             await self.nc.publish(
                 subject,
@@ -123,20 +131,26 @@ class Publisher:
         return future
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.get(msg.subject.rpartition(".")[2])
+        token = msg.subject.rpartition(".")[2]
+        future = self._futures.get(token)
         if future is None or future.done():
             return
-        future_result = publish_reply(msg.data, msg.headers.get("Status") if msg.headers else None)
+        status = msg.headers.get("Status") if msg.headers else None
+        future_result = publish_reply(msg.data, status, self._streams.get(token, STREAM))
         if isinstance(future_result, BusUnavailable):
             future.set_exception(future_result)
         else:
             future.set_result(future_result)
 
 
-def publish_reply(data: bytes, status: str | None) -> dict[str, object] | BusUnavailable:
-    """What the server's answer to a publish says (pure): the ack, or the error to raise."""
+def publish_reply(
+    data: bytes, status: str | None, stream: str = STREAM
+) -> dict[str, object] | BusUnavailable:
+    """What the server's answer to a publish into `stream` says (pure): the ack, or the error to raise."""
     if status == "503":
-        return NotStored("no JetStream stream answered (is JetStream enabled and the stream there?)")
+        return NotStored(
+            f"no JetStream stream answered (is JetStream enabled and the stream {stream} there?)"
+        )
     try:
         reply = json.loads(data)
     except ValueError:
@@ -150,8 +164,8 @@ def publish_reply(data: bytes, status: str | None) -> dict[str, object] | BusUna
             f"JetStream refused the events: {error.get('description') or error}",
             code if isinstance(code, int) else None,
         )
-    if reply.get("stream") != STREAM:
-        return NotStored(f"events were stored in stream {reply.get('stream')!r}, expected {STREAM}")
+    if reply.get("stream") != stream:
+        return NotStored(f"events were stored in stream {reply.get('stream')!r}, expected {stream}")
     return reply
 
 

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from hookline.sender.bus.connection import BusUnavailable
+from hookline.sender.bus.connection import BusUnavailable, StoreRefused
 from hookline.sender.bus.layout import DEFAULT_DUPLICATE_WINDOW_SECONDS
-from hookline.sender.bus.publish import MSG_ID_HEADER
+from hookline.sender.bus.publish import MSG_ID_HEADER, publisher_for
 from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas
 from hookline.sender.model.bundles import BUNDLE_HEADER
 
@@ -129,6 +131,62 @@ class IdReservations:
                 raise BusUnavailable(f"event id not reserved: {exc.description or exc}") from exc
         except (nats.errors.Error, TimeoutError, NoStreamResponseError) as exc:
             raise BusUnavailable(f"event id not reserved: {exc or type(exc).__name__}") from exc
+        return await self._holder(subject, holder)
+
+    async def reserve_all(
+        self, nc: NATS, wanted: Sequence[tuple[str, str]]
+    ) -> list[Reservation | BusUnavailable]:
+        """`reserve` for many (event id, holder) pairs at once, through the connection's publisher (one
+        write each, answers awaited together): what each reservation is, or why it is unknown."""
+        publisher = publisher_for(nc)
+        await publisher.start()
+        futures: list[asyncio.Future[dict[str, object]] | BusUnavailable] = []
+        for event_id, holder in wanted:
+            subject = id_subject(event_id)
+            try:
+                futures.append(
+                    await publisher.publish(
+                        subject,
+                        holder.encode(),
+                        f"{holder}:{subject}",
+                        {"Nats-Expected-Last-Subject-Sequence": "0"},
+                        stream=IDS_STREAM,
+                    )
+                )
+            except nats.errors.Error as exc:
+                futures.append(BusUnavailable(f"event id not reserved: {exc or type(exc).__name__}"))
+        waiting = [f for f in futures if isinstance(f, asyncio.Future)]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.timeout)
+        return list(
+            await asyncio.gather(
+                *(
+                    self._answer(f, event_id, holder)
+                    for f, (event_id, holder) in zip(futures, wanted, strict=True)
+                )
+            )
+        )
+
+    async def _answer(
+        self, future: asyncio.Future[dict[str, object]] | BusUnavailable, event_id: str, holder: str
+    ) -> Reservation | BusUnavailable:
+        if isinstance(future, BusUnavailable):
+            return future
+        if not future.done():
+            future.cancel()
+            return BusUnavailable(f"NATS did not confirm the event id's reservation within {self.timeout:g}s")
+        error = future.exception()
+        if error is None:
+            return OURS
+        if not isinstance(error, StoreRefused) or error.err_code != _WRONG_LAST_SEQUENCE:
+            return error if isinstance(error, BusUnavailable) else BusUnavailable(str(error))
+        try:
+            return await self._holder(id_subject(event_id), holder)
+        except BusUnavailable as exc:
+            return exc
+
+    async def _holder(self, subject: str, holder: str) -> Reservation:
+        """Who holds a reservation found taken (this `holder` itself: a repeat of its own write)."""
         held = await self._last(subject)
         if held is None:  # expired in between: held by nobody (the caller takes it over from 0)
             return Reservation(False, "", 0)

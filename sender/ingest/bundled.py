@@ -78,9 +78,8 @@ class _Publication:
         for group in groups:
             self.holders[group] = PLAIN if group.plain else secrets.token_hex(12)
         pairs = [(group, index) for group in groups for index in group.members]
-        answers = await asyncio.gather(
-            *(self.ids.reserve(self.batch[index].id, self.holders[group]) for group, index in pairs),
-            return_exceptions=True,
+        answers = await self.ids.reserve_all(
+            self.nc, [(self.batch[index].id, self.holders[group]) for group, index in pairs]
         )
         await asyncio.gather(
             *(

@@ -169,5 +169,5 @@ async def test_without_the_reservation_stream_nothing_is_stored_and_the_answer_s
     finally:
         await runner.cleanup()
     assert status == 503
-    assert body["notAccepted"] == ["n1", "n2"] and "event id not reserved" in body["error"]
+    assert body["notAccepted"] == ["n1", "n2"] and "HOOKLINE_EVENT_IDS" in body["error"]
     assert (await js.stream_info(bus.STREAM)).state.messages == 0
