@@ -49,6 +49,7 @@ from run import (  # noqa: E402
     BENCH_RATE_LIMIT,
     HOOKLINE,
     SECRET,
+    publish_backlog,
     rate,
     receiver_stats,
     sample_event,
@@ -309,6 +310,7 @@ async def pool_throughput(
     *,
     max_in_flight: int = CONCURRENCY,
     retention: str = bus.DEFAULT_STREAM_RETENTION,
+    bundle: int = 1,
 ) -> dict[str, Any]:
     """A backlog of `total` events over `webhooks` pooled Webhooks (entries stored before the replica
     starts, as after a pod restart), delivered by one fresh replica. Besides the rate over the whole
@@ -344,8 +346,7 @@ async def pool_throughput(
             raw = sample_event(i, tag)
             raw["database"] = f"{tag}-{i % webhooks}"
             events.append(parse_event(raw))
-        for start in range(0, total, 500):
-            await bus.publish_events(nc, js, events[start : start + 500], ack_timeout=30)
+        await publish_backlog(nc, js, events, bundle)
         for cfg in cfgs:
             entry = pool_entry(cfg, signing, key).to_bytes()
             await directory.place(cfg.nats.consumer, entry, POOL, 0, None)
@@ -424,6 +425,7 @@ async def throughput(
     control: bool,
     retention: str = bus.DEFAULT_STREAM_RETENTION,
     max_in_flight: int = CONCURRENCY,
+    bundle: int = 1,
 ) -> dict[str, Any]:
     """Alternating rounds of the dedicated sender and the pool (and with `control` a pool serving
     one Webhook: the pool runtime itself against the same runtime with many engines), on an events
@@ -452,6 +454,7 @@ async def throughput(
                     "json",
                     f"pd{round_}",
                     retention=retention,
+                    bundle=bundle,
                 )
                 dedicated.append(
                     {
@@ -476,6 +479,7 @@ async def throughput(
                         f"pp{round_}",
                         retention=retention,
                         max_in_flight=max_in_flight,
+                        bundle=bundle,
                     )
                 )
                 print(show(pooled[-1]), flush=True)
@@ -496,6 +500,7 @@ async def throughput(
         "events": total,
         "webhooks": webhooks,
         "max_in_flight": max_in_flight,
+        "bundle": bundle,
         "dedicated_rate": round(best_dedicated["rate"]),
         "pool_rate": round(best_pool["rate"]),
         "pool_steady_rate": round(best_pool["steady_rate"]) if best_pool.get("steady_rate") else None,
@@ -525,6 +530,7 @@ async def run_pool_bench(
     settle_seconds: float = 5.0,
     retention: str = bus.DEFAULT_STREAM_RETENTION,
     max_in_flight: int = CONCURRENCY,
+    bundle: int = 1,
 ) -> dict[str, Any]:
     """Memory per pooled Webhook and pool vs dedicated throughput; `short` is `make bench`'s variant
     (no restart measurement, 5,000 events, one round)."""
@@ -537,7 +543,14 @@ async def run_pool_bench(
         mem = await memory(tmp, counts, settle_seconds, restart=not short)
         mem["tls_context"] = tls_context_cost()
         tput = await throughput(
-            tmp, events, webhooks, rounds, control=not short, retention=retention, max_in_flight=max_in_flight
+            tmp,
+            events,
+            webhooks,
+            rounds,
+            control=not short,
+            retention=retention,
+            max_in_flight=max_in_flight,
+            bundle=bundle,
         )
     return {"memory": mem, "throughput": tput}
 
@@ -666,6 +679,12 @@ def main() -> None:
         default=CONCURRENCY,
         help="maxInFlight of each pooled Webhook (the dedicated sender keeps 32)",
     )
+    parser.add_argument(
+        "--bundle-size",
+        type=int,
+        default=1,
+        help="events stored per message, as ingest --bundle-events stores them (default 1: each its own)",
+    )
     args = parser.parse_args()
     result = asyncio.run(
         run_pool_bench(
@@ -677,6 +696,7 @@ def main() -> None:
             settle_seconds=args.settle,
             retention=args.retention,
             max_in_flight=args.max_in_flight,
+            bundle=args.bundle_size,
         )
     )
     print()

@@ -16,6 +16,8 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
                stored a message
   bundles      the events of a bundle (several events in one message) handed out one by one, and
                the bundle's message settled once they all are; event_key names an event either way
+  reservations event ids reserved for the duplicate window, and bundles kept, for an ingest that
+               bundles (imported by its own path)
   outbox       a connection's acks and attempt records, held a moment and written together
   deadletter   dead letters: records, publish, read, redrive support
   failedattempts  each event's failed attempts as receivers answered them (imported by its own path)

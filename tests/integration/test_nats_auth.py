@@ -179,6 +179,12 @@ async def test_ingest_credentials_publish_events_and_nothing_else(authed: Authed
         )
         await client.refused("redrive", lambda: nc.publish("hookline.redrive.team-a.orders", b"{}"))
         await client.refused("subscribe to the events", lambda: nc.subscribe("hookline.events.>"))
+        # What bundling lets it do touches the reservations' stream only.
+        await client.refused(
+            "read an event by direct get",
+            lambda: nc.request(f"$JS.API.DIRECT.GET.{bus.STREAM}", b'{"seq": 1}', timeout=0.5),
+        )
+        await client.refused("purge the events", lambda: js.purge_stream(bus.STREAM))
     finally:
         await client.close()
 
@@ -212,6 +218,8 @@ async def test_the_delivery_flow_runs_with_every_component_on_its_own_user(authe
             authed.url,
             "--token-file",
             str(token_file),
+            "--bundle-events",  # ids reserved and bundles kept on ingest's own user too
+            "10",
         ],
         tmp_path / "ingest.log",
         {**env, "HOOKLINE_NATS_CREDS": str(authed.creds["ingest"])},
@@ -248,6 +256,16 @@ async def test_the_delivery_flow_runs_with_every_component_on_its_own_user(authe
             ) as response:
                 assert response.status == 202, await response.text()
             await wait_until(lambda: "auth-1" in receiver.delivered(), 30, "the event delivered")
+            bundle = [{**event, "id": f"auth-b{i}"} for i in range(3)]  # stored as one bundle
+            async with http.post(
+                f"http://127.0.0.1:{port}/v1/events", json=bundle, headers=headers
+            ) as response:
+                assert response.status == 202, await response.text()
+            await wait_until(
+                lambda: {"auth-b0", "auth-b1", "auth-b2"} <= set(receiver.delivered()),
+                30,
+                "the bundle delivered",
+            )
             # Its health report, under its own key.
             health = await js.key_value("HOOKLINE_HEALTH")
             for _ in range(300):

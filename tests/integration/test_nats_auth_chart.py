@@ -66,7 +66,15 @@ def test_the_minted_credentials_carry_exactly_the_listed_permissions():
     keys = AuthKeys.generate()
     data = auth_secret_data(keys)
     ingest = permissions(data["ingest.creds"])
-    assert ingest["pub"] == {"allow": ["hookline.events.>"]}
+    assert ingest["pub"] == {
+        "allow": [
+            "hookline.events.>",
+            "hookline.ids.*",
+            "hookline.bundled.*",
+            "$JS.API.DIRECT.GET.HOOKLINE_EVENT_IDS.>",
+            "$JS.API.STREAM.PURGE.HOOKLINE_EVENT_IDS",
+        ]
+    }
     assert ingest["sub"] == {"allow": ["_INBOX.ingest.>"]}
     assert "resp" not in ingest
 
