@@ -487,7 +487,15 @@ async def throughput(
                     print(f"round {round_}/{rounds}: hookline pool, 1 Webhook ...", flush=True)
                     single.append(
                         await pool_throughput(
-                            tmp, nats, http_base, receiver.pid, total, 1, f"p1r{round_}", retention=retention
+                            tmp,
+                            nats,
+                            http_base,
+                            receiver.pid,
+                            total,
+                            1,
+                            f"p1r{round_}",
+                            retention=retention,
+                            bundle=bundle,
                         )
                     )
                     print(show(single[-1]), flush=True)

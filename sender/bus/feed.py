@@ -193,6 +193,7 @@ class MessageFeed:
         self._threshold = max(1, capacity // 2)
         self._requested = 0  # messages asked for, not yet received
         self._per_message = 1.0  # events per message lately (bundles carry several), to size requests
+        self._event_bytes = 1024.0  # bytes per event lately: a request's max_bytes (see _run_pump)
         self._in_hand = 0  # received, not yet released
         self._paused = False
         self._stopping = False
@@ -306,6 +307,7 @@ class MessageFeed:
                 self._take_bundle(msg, headers)
                 return
             self._in_hand += 1
+            self._event_bytes = 0.9 * self._event_bytes + 0.1 * len(msg.data)
             if self._per_message != 1.0:
                 self._per_message = 0.9 * self._per_message + 0.1
             self.queue.put_nowait(msg)
@@ -334,6 +336,7 @@ class MessageFeed:
         try:
             size = bundle_size(headers) or 1
             self._per_message = 0.9 * self._per_message + 0.1 * size
+            self._event_bytes = 0.9 * self._event_bytes + 0.1 * len(msg.data) / size
             if msg.metadata.num_delivered > 1:
                 self._in_hand += size
                 task = asyncio.create_task(self._take_again(msg, size), name=f"bundle {self.consumer}")
@@ -397,6 +400,10 @@ class MessageFeed:
             batch = max(1, int(credit / self._per_message))
             request = {
                 "batch": batch,
+                # Bytes too: a first request, before bundles were seen, would otherwise ask for `credit`
+                # whole bundles, more than nats-server lets a client fall behind by (it disconnects it as
+                # a slow consumer); at least one message of the largest size always fits.
+                "max_bytes": max(self.nc.max_payload, int(credit * self._event_bytes * 1.5)),
                 "expires": int(max(expires, 2 * self._heartbeat + 1) * 1e9),
                 "idle_heartbeat": int(self._heartbeat * 1e9),
             }

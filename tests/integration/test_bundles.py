@@ -19,6 +19,7 @@ from hookline.sender import bus
 from hookline.sender.bus.bundles import progress_key
 from hookline.sender.bus.deadletter import iter_dead_letters
 from hookline.sender.bus.failedattempts import FAILED_ATTEMPTS_STREAM, FailedAttemptStore
+from hookline.sender.bus.natsserver import EmbeddedNats
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.bundles import pack
@@ -187,3 +188,38 @@ async def test_a_batched_webhook_batches_the_events_of_bundles(nats, receiver):
     carried = [e["id"] for r in receiver.requests for e in json.loads(r.body)]
     assert sorted(carried) == sorted(f"x{n}-{i}" for n in range(4) for i in range(25))
     assert len(receiver.requests) < 100 / 10  # batched, not one request per event
+
+
+async def test_a_backlog_of_bundles_larger_than_nats_buffers_for_a_client_is_read_without_a_disconnect(
+    tmp_path, receiver
+):
+    """nats-server disconnects a client it has more than `max_pending` bytes queued for (a slow
+    consumer). A pull asking for as many messages as the engine has room for events would fetch that
+    many whole bundles: the feed bounds each pull in bytes too."""
+    config = tmp_path / "nats.conf"
+    config.write_text("max_pending: 1MB\nmax_payload: 256KB\n")
+    with EmbeddedNats(tmp_path / "store", config_file=config, log_file=tmp_path / "nats.log") as server:
+        nc = await bus.connect(server.url)
+        js = nc.jetstream()
+        await bus.ensure_stream(js)
+        runtime, stop, task = await start(nc, receiver, batch={"maxEvents": 100, "maxWaitMilliseconds": 20})
+        try:
+            stop.set()  # the backlog must be stored before the engine's first pull
+            await task
+            padding = "p" * 600
+            for n in range(200):  # 200 bundles of 100 events of ~700 bytes: ~14 MB
+                await publish_bundle(
+                    js, [parse_event({**e.payload, "tags": [padding]}) for e in opens(f"m{n}-", 100)]
+                )
+            runtime, stop, task = await start(
+                nc, receiver, batch={"maxEvents": 100, "maxWaitMilliseconds": 20}
+            )
+            await wait_until(lambda: settled(js, runtime, 200), what="every bundle acked")
+        finally:
+            stop.set()
+            await task
+        assert nc.stats["reconnects"] == 0, "the sender was disconnected"
+        await nc.close()
+    assert "Slow Consumer" not in (tmp_path / "nats.log").read_text()
+    carried = [e["id"] for r in receiver.requests for e in json.loads(r.body)]
+    assert len(carried) == len(set(carried)) == 20_000
