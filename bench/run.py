@@ -649,6 +649,16 @@ async def sender_pool(args: argparse.Namespace) -> dict:
     result = await run_pool_bench(True, events=args.pool_events)
     tput = result["throughput"]
     print(f"  pool {tput['pool_rate']}/s vs dedicated {tput['dedicated_rate']}/s", flush=True)
+    if args.bundle_size > 1:
+        from pool import throughput as pool_throughput
+
+        print(f"pool vs dedicated, events stored in bundles of {args.bundle_size} ...", flush=True)
+        with tempfile.TemporaryDirectory(prefix="hookline-bench-pool-bundles-") as tmp:
+            bundled = await pool_throughput(
+                Path(tmp), args.pool_events, 100, 1, control=False, bundle=args.bundle_size
+            )
+        result["bundled_throughput"] = bundled
+        print(f"  pool {bundled['pool_rate']}/s vs dedicated {bundled['dedicated_rate']}/s", flush=True)
     return result
 
 
@@ -968,7 +978,17 @@ def pool_rows(result: dict | None) -> list[str]:
     sys.path.insert(0, str(ROOT / "bench"))
     from pool import report_rows
 
-    return report_rows(result)
+    rows = report_rows(result)
+    bundled = result.get("bundled_throughput")
+    if bundled:
+        nats_ms = (bundled.get("pool_cpu_ms_per_delivery") or {}).get("nats")
+        rows.append(
+            f"| pool replica over 100 Webhooks vs one dedicated sender, events stored in bundles of "
+            f"{bundled['bundle']} (maxInFlight {bundled['max_in_flight']}, {bundled['events']:,} events; "
+            f"target >= 0.9) | {bundled['pool_rate']} vs {bundled['dedicated_rate']} "
+            f"({bundled['ratio']:.2f}); nats-server {nats_ms} ms per pooled delivery |"
+        )
+    return rows
 
 
 # Before issue 22 item 4 (make bench, 2026-12-04): one quiet and one attacked window, ingest's large
