@@ -26,17 +26,23 @@ async def bundled_webhook(harness: Harness):
     return receiver, webhook
 
 
-async def test_sender_sigkilled_mid_bundle_loses_no_event(harness: Harness):
-    receiver, webhook = await bundled_webhook(harness)
-    accepted = await harness.publish_bundles(EVENTS, size=BUNDLE)
+async def sender_killed_mid_way(harness: Harness, receiver, webhook, accepted: list[str], what: str) -> None:
+    """SIGKILL the sender once bundles are under way, start it again: every event delivered once,
+    but for the events of the bundles it held."""
     await wait_until(lambda: receiver.successes >= 3 * BUNDLE, what="bundles under way")
     webhook.sender.kill()
     assert len(receiver.delivered_ids) < len(accepted), "the stream finished before the kill: no fault"
     await harness.restart_sender(webhook.sender)
     accounting = await harness.settled(webhook, accepted)
-    report("sender SIGKILLed mid-bundle", accounting)
+    report(what, accounting)
     assert accounting.delivered == EVENTS and accounting.dead_lettered == 0
     assert accounting.duplicates <= HELD_EVENTS
+
+
+async def test_sender_sigkilled_mid_bundle_loses_no_event(harness: Harness):
+    receiver, webhook = await bundled_webhook(harness)
+    accepted = await harness.publish_bundles(EVENTS, size=BUNDLE)
+    await sender_killed_mid_way(harness, receiver, webhook, accepted, "sender SIGKILLed mid-bundle")
 
 
 async def test_nats_sigkilled_mid_bundle_loses_no_event(harness: Harness):
@@ -58,11 +64,6 @@ async def test_ingest_bundling_then_the_sender_sigkilled_loses_no_event(tmp_path
         receiver, webhook = await bundled_webhook(harness)
         accepted = await harness.ingest_events(EVENTS)
         assert await harness.stored_messages() <= EVENTS // BUNDLE, "ingest did not store bundles"
-        await wait_until(lambda: receiver.successes >= 3 * BUNDLE, what="bundles under way")
-        webhook.sender.kill()
-        assert len(receiver.delivered_ids) < len(accepted), "the stream finished before the kill: no fault"
-        await harness.restart_sender(webhook.sender)
-        accounting = await harness.settled(webhook, accepted)
-        report("ingest --bundle-events, sender SIGKILLed", accounting)
-        assert accounting.delivered == EVENTS and accounting.dead_lettered == 0
-        assert accounting.duplicates <= HELD_EVENTS
+        await sender_killed_mid_way(
+            harness, receiver, webhook, accepted, "ingest --bundle-events, sender SIGKILLed"
+        )

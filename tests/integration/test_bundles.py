@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from dataplane_helpers import SECRET, Received, Receiver, sender_config, wait_until
+from dataplane_helpers import Received, Receiver, sender_config, sender_runtime, wait_until
 from nats.js.errors import NotFoundError
-from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.bus.bundles import progress_key
@@ -21,12 +20,8 @@ from hookline.sender.bus.deadletter import iter_dead_letters
 from hookline.sender.bus.failedattempts import FAILED_ATTEMPTS_STREAM, FailedAttemptStore
 from hookline.sender.bus.natsserver import EmbeddedNats
 from hookline.sender.cmd.sender import SenderRuntime
-from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.bundles import pack
 from hookline.sender.model.events import parse_event
-from hookline.sender.model.signing import parse_secret
-from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.egress import EgressPolicy
 
 
 class PickyReceiver(Receiver):
@@ -70,15 +65,7 @@ async def start(nc, receiver: Receiver, **delivery) -> tuple[SenderRuntime, asyn
         format="json",
         delivery={"maxInFlight": 4, **delivery},
     )
-    runtime = await SenderRuntime.create(
-        nc,
-        cfg,
-        EgressPolicy.for_dev(),
-        SenderMetrics(CollectorRegistry()),
-        parse_secret(SECRET),
-        settings=EngineSettings(watch_interval_seconds=0.2),
-    )
-    await bus.ensure_consumer(nc.jetstream(), cfg)
+    runtime = await sender_runtime(nc, cfg)
     stop = asyncio.Event()
     return runtime, stop, asyncio.get_running_loop().create_task(runtime.run(stop))
 

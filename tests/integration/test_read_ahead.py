@@ -9,18 +9,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from dataplane_helpers import SECRET, Receiver, sender_config, wait_until
-from prometheus_client import CollectorRegistry
+from dataplane_helpers import Receiver, sender_config, sender_runtime, wait_until
 
 from hookline.sender import bus
 from hookline.sender.bus import layout
 from hookline.sender.cmd.sender import SenderRuntime
 from hookline.sender.delivery.ratelimit import READ_AHEAD
-from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.events import parse_event
-from hookline.sender.model.signing import parse_secret
-from hookline.sender.observe.metrics import SenderMetrics
-from hookline.sender.transport.egress import EgressPolicy
 
 
 @pytest.fixture
@@ -43,15 +38,7 @@ async def run_sender(nc, receiver: Receiver, **delivery) -> SenderRuntime:
     cfg = sender_config(
         "unused", f"{receiver.url}/hook", name="ahead", delivery={"maxInFlight": 1, **delivery}
     )
-    runtime = await SenderRuntime.create(
-        nc,
-        cfg,
-        EgressPolicy.for_dev(),
-        SenderMetrics(CollectorRegistry()),
-        parse_secret(SECRET),
-        settings=EngineSettings(watch_interval_seconds=0.2),
-    )
-    await bus.ensure_consumer(nc.jetstream(), cfg)
+    runtime = await sender_runtime(nc, cfg)
     return runtime
 
 

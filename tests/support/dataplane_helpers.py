@@ -12,12 +12,18 @@ import aiohttp
 import harness
 from aiohttp import web
 from nats.js import api
+from prometheus_client import CollectorRegistry
 
 from hookline.sender import bus
 from hookline.sender.bus.natsserver import free_port
+from hookline.sender.cmd.sender import SenderRuntime
+from hookline.sender.delivery.settings import EngineSettings
 from hookline.sender.model.config import SenderConfig, consumer_name, parse_sender_config
+from hookline.sender.model.signing import parse_secret
 from hookline.sender.model.wire import decode_form
 from hookline.sender.observe.health import bound_port, start_site
+from hookline.sender.observe.metrics import SenderMetrics
+from hookline.sender.transport.egress import EgressPolicy
 
 
 async def add_witness(js: Any, name: str = "witness") -> None:
@@ -139,3 +145,17 @@ def sender_config(
         doc["signingSecretFile"] = secret_file
         doc["spec"]["signing"] = {"secretRef": {"name": "hook-secret", "key": "secret"}}
     return parse_sender_config(doc)
+
+
+async def sender_runtime(nc: Any, cfg: SenderConfig, *, watch_interval: float = 0.2) -> SenderRuntime:
+    """An in-process sender for `cfg` on `nc` (dev egress: loopback allowed), its consumer in place."""
+    runtime = await SenderRuntime.create(
+        nc,
+        cfg,
+        EgressPolicy.for_dev(),
+        SenderMetrics(CollectorRegistry()),
+        parse_secret(SECRET),
+        settings=EngineSettings(watch_interval_seconds=watch_interval),
+    )
+    await bus.ensure_consumer(nc.jetstream(), cfg)
+    return runtime
