@@ -105,10 +105,12 @@ class Publisher:
         self,
         subject: str,
         data: bytes,
-        msg_id: str,
+        msg_id: str | None,
         headers: dict[str, str] | None = None,
         stream: str = STREAM,
     ) -> asyncio.Future[dict[str, object]]:
+        """Hand one publish to the connection; the future settles with the server's answer. `msg_id`
+        None: no Nats-Msg-Id (nothing for the stream's duplicate window to remember)."""
         if not self._prefix:
             await self.start()
         self._next += 1
@@ -123,7 +125,7 @@ class Publisher:
                 subject,
                 data,
                 reply=f"{self._prefix}.{token}",
-                headers={MSG_ID_HEADER: msg_id, **headers} if headers else {MSG_ID_HEADER: msg_id},
+                headers=_headers(msg_id, headers),
             )
         except BaseException:
             future.cancel()
@@ -141,6 +143,12 @@ class Publisher:
             future.set_exception(future_result)
         else:
             future.set_result(future_result)
+
+
+def _headers(msg_id: str | None, more: dict[str, str] | None) -> dict[str, str] | None:
+    if msg_id is None:
+        return more
+    return {MSG_ID_HEADER: msg_id, **more} if more else {MSG_ID_HEADER: msg_id}
 
 
 def publish_reply(

@@ -31,7 +31,7 @@ from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from hookline.sender.bus.connection import BusUnavailable, StoreRefused
 from hookline.sender.bus.layout import DEFAULT_DUPLICATE_WINDOW_SECONDS
-from hookline.sender.bus.publish import MSG_ID_HEADER, publisher_for
+from hookline.sender.bus.publish import publisher_for
 from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas
 from hookline.sender.model.bundles import BUNDLE_HEADER
 
@@ -118,9 +118,10 @@ class IdReservations:
 
     async def reserve(self, event_id: str, holder: str, after: int = 0) -> Reservation:
         """Reserve `event_id` for `holder` if nobody holds it (`after`: take over the stale
-        reservation at that sequence). The message id makes a repeat of this very write harmless."""
+        reservation at that sequence). No message id: nats-server would remember each for the window
+        (~100 bytes of its memory per event); a repeat of this very write finds its own holder."""
         subject = id_subject(event_id)
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(after), MSG_ID_HEADER: f"{holder}:{subject}"}
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(after)}
         try:
             await self.js.publish(
                 subject, holder.encode(), stream=IDS_STREAM, timeout=self.timeout, headers=headers
@@ -148,7 +149,7 @@ class IdReservations:
                     await publisher.publish(
                         subject,
                         holder.encode(),
-                        f"{holder}:{subject}",
+                        None,  # no message id: a repeat of this write finds its own holder (`_holder`)
                         {"Nats-Expected-Last-Subject-Sequence": "0"},
                         stream=IDS_STREAM,
                     )
@@ -197,7 +198,6 @@ class IdReservations:
         headers = {
             SUBJECT_HEADER: kept.subject,
             BUNDLE_HEADER: str(kept.count),
-            MSG_ID_HEADER: f"keep:{bundle_id}",
         }
         try:
             await self.js.publish(
