@@ -32,7 +32,7 @@ from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 from hookline.sender.bus.connection import BusUnavailable, StoreRefused
 from hookline.sender.bus.layout import DEFAULT_DUPLICATE_WINDOW_SECONDS
 from hookline.sender.bus.publish import publisher_for
-from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas
+from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_replicas
 from hookline.sender.model.bundles import BUNDLE_HEADER
 
 __all__ = [
@@ -76,7 +76,8 @@ def ids_stream_config(
 async def ensure_ids_stream(
     js: JetStreamContext, duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_SECONDS, replicas: int = 1
 ) -> api.StreamInfo:
-    """The stream, made when absent, its window brought to the events stream's."""
+    """The stream, made when absent, its window brought to the events stream's and its replicas to
+    ingest's `--nats-replicas` (as the other streams are)."""
     try:
         info = await js.stream_info(IDS_STREAM)
     except NotFoundError:
@@ -85,6 +86,8 @@ async def ensure_ids_stream(
         info = await js.update_stream(
             info.config.evolve(max_age=float(duplicate_window), duplicate_window=float(duplicate_window))
         )
+    if await ensure_replicas(js, IDS_STREAM, replicas):
+        info = await js.stream_info(IDS_STREAM)
     return info
 
 

@@ -22,6 +22,7 @@ from nats.js import api
 from hookline.sender import bus
 from hookline.sender.bus import attemptlog
 from hookline.sender.bus.natsserver import EmbeddedNats, NatsCluster
+from hookline.sender.bus.reservations import IDS_STREAM, ensure_ids_stream
 
 
 async def r3_stream_accepted(cluster: NatsCluster) -> bool:
@@ -125,6 +126,7 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
         js = nc.jetstream()
         await js.add_stream(bus.stream_config().evolve(max_consumers=None, num_replicas=1))
         await attemptlog.health_bucket(js)
+        await ensure_ids_stream(js)  # the event-id reservations (bundles), made at one replica too
         await nc.close()
         async with Harness(tmp_path, cast(EmbeddedNats, cluster)) as harness:
 
@@ -143,6 +145,7 @@ async def test_r3_stream_keeps_every_accepted_event_when_its_leader_is_sigkilled
                 bus.DEAD_LETTER_STREAM,
                 attemptlog.ATTEMPTS_STREAM,
                 f"KV_{attemptlog.HEALTH_BUCKET}",
+                IDS_STREAM,
             ):
                 assert (await info(lambda js, n=name: js.stream_info(n))).config.num_replicas == 3, name
 
