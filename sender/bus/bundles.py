@@ -49,10 +49,6 @@ class BundleMember:
         self.key = f"{bundle.sequence}-{index}"
 
     @property
-    def msg(self) -> Msg:
-        return self.bundle.msg
-
-    @property
     def subject(self) -> str:
         return self.bundle.msg.subject
 

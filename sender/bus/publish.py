@@ -117,9 +117,10 @@ class Publisher:
         token = str(self._next)
         future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
-        if stream != STREAM:
+        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        if stream != STREAM:  # only then a second entry to drop (the events' publishes stay as they were)
             self._streams[token] = stream
-        future.add_done_callback(lambda _: (self._futures.pop(token, None), self._streams.pop(token, None)))
+            future.add_done_callback(lambda _: self._streams.pop(token, None))
         try:
             await self.nc.publish(
                 subject,
