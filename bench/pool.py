@@ -129,7 +129,7 @@ def webhook_config(
 class Replica:
     """One `hookline pool` replica as a process, and reads of its roster."""
 
-    def __init__(self, tmp: Path, nats_url: str, tag: str) -> None:
+    def __init__(self, tmp: Path, nats_url: str, tag: str, extra: tuple[str, ...] = ()) -> None:
         key_file = tmp / "pool-key"
         key_file.write_text(POOL_KEY + "\n")
         self.listen = f"127.0.0.1:{free_port()}"
@@ -151,6 +151,7 @@ class Replica:
                 "--allow-network",
                 "127.0.0.0/8",
                 "--allow-http",
+                *extra,
             ],
             tmp / f"pool-{tag}.log",
         )
@@ -311,6 +312,7 @@ async def pool_throughput(
     max_in_flight: int = CONCURRENCY,
     retention: str = bus.DEFAULT_STREAM_RETENTION,
     bundle: int = 1,
+    pool_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """A backlog of `total` events over `webhooks` pooled Webhooks (entries stored before the replica
     starts, as after a pod restart), delivered by one fresh replica. Besides the rate over the whole
@@ -355,7 +357,7 @@ async def pool_throughput(
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{http_base}/reset") as response:
                 await response.read()
-            replica = Replica(tmp, nats.url, f"throughput-{tag}")
+            replica = Replica(tmp, nats.url, f"throughput-{tag}", pool_args)
             pids["pool"] = replica.pid
             # When the roster first listed every engine: (perf_counter, receiver count, CPU seconds)
             all_running: tuple[float, int, dict[str, float]] | None = None
@@ -426,6 +428,7 @@ async def throughput(
     retention: str = bus.DEFAULT_STREAM_RETENTION,
     max_in_flight: int = CONCURRENCY,
     bundle: int = 1,
+    pool_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Alternating rounds of the dedicated sender and the pool (and with `control` a pool serving
     one Webhook: the pool runtime itself against the same runtime with many engines), on an events
@@ -480,6 +483,7 @@ async def throughput(
                         retention=retention,
                         max_in_flight=max_in_flight,
                         bundle=bundle,
+                        pool_args=pool_args,
                     )
                 )
                 print(show(pooled[-1]), flush=True)
@@ -496,6 +500,7 @@ async def throughput(
                             f"p1r{round_}",
                             retention=retention,
                             bundle=bundle,
+                            pool_args=pool_args,
                         )
                     )
                     print(show(single[-1]), flush=True)
@@ -539,6 +544,7 @@ async def run_pool_bench(
     retention: str = bus.DEFAULT_STREAM_RETENTION,
     max_in_flight: int = CONCURRENCY,
     bundle: int = 1,
+    pool_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Memory per pooled Webhook and pool vs dedicated throughput; `short` is `make bench`'s variant
     (no restart measurement, 5,000 events, one round)."""
@@ -559,6 +565,7 @@ async def run_pool_bench(
             retention=retention,
             max_in_flight=max_in_flight,
             bundle=bundle,
+            pool_args=pool_args,
         )
     return {"memory": mem, "throughput": tput}
 
@@ -693,7 +700,13 @@ def main() -> None:
         default=1,
         help="events stored per message, as ingest --bundle-events stores them (default 1: each its own)",
     )
+    parser.add_argument(
+        "--max-in-flight-per-origin",
+        type=int,
+        help="the replica's --max-in-flight-per-origin (default: hookline pool's own)",
+    )
     args = parser.parse_args()
+    per_origin = args.max_in_flight_per_origin
     result = asyncio.run(
         run_pool_bench(
             args.short,
@@ -705,6 +718,7 @@ def main() -> None:
             retention=args.retention,
             max_in_flight=args.max_in_flight,
             bundle=args.bundle_size,
+            pool_args=("--max-in-flight-per-origin", str(per_origin)) if per_origin else (),
         )
     )
     print()

@@ -26,6 +26,7 @@ from hookline.sender.bus.failedattempts import ensure_failed_attempts_stream
 from hookline.sender.bus.natsperms import inbox_prefix
 from hookline.sender.bus.poolproto import pool_bucket
 from hookline.sender.bus.reservations import ensure_ids_stream
+from hookline.sender.cmd.argtypes import positive_int
 from hookline.sender.cmd.ingestauth import (
     add_producer_arguments,
     follow_token_files,
@@ -47,16 +48,6 @@ log = logging.getLogger(__name__)
 STREAM_RETENTION_ENV = "HOOKLINE_STREAM_RETENTION"
 MAX_CONSUMERS_ENV = "HOOKLINE_STREAM_MAX_CONSUMERS"
 REPLICAS_ENV = "HOOKLINE_NATS_REPLICAS"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def replicas_count(text: str) -> int:

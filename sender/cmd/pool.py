@@ -26,6 +26,7 @@ from hookline.sender.bus.poolproto import (
     pool_bucket,
     replica_from_hostname,
 )
+from hookline.sender.cmd.argtypes import positive_int
 from hookline.sender.cmd.natsurl import add_nats_auth_arguments, nats_auth_of
 from hookline.sender.delivery.poolreplica import PoolReplica
 from hookline.sender.delivery.settings import EngineSettings
@@ -38,6 +39,10 @@ from hookline.sender.transport.egress import EgressPolicy
 from hookline.tasks import cancel_until_done
 
 log = logging.getLogger("hookline.sender.cmd.pool")
+
+# A dedicated sender's default maxInFlight is far below this; 100 Webhooks of a replica to one server
+# at 32 each would hold 3,200 connections to it (bench/pool.py: the receiver's cost per request grows).
+DEFAULT_MAX_IN_FLIGHT_PER_ORIGIN = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_nats_auth_arguments(parser)
     parser.add_argument("--pool-key-file", required=True, metavar="FILE", help="the mounted pool key")
     parser.add_argument("--listen", default="0.0.0.0:8081", help="HOST:PORT for /metrics, /healthz, /readyz")
+    parser.add_argument(
+        "--max-in-flight-per-origin",
+        type=positive_int,
+        default=DEFAULT_MAX_IN_FLIGHT_PER_ORIGIN,
+        metavar="N",
+        help="requests in flight to one receiver (scheme, host, port) from all of this replica's Webhooks "
+        f"together, on top of each one's maxInFlight (default {DEFAULT_MAX_IN_FLIGHT_PER_ORIGIN})",
+    )
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
@@ -83,6 +96,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         SenderMetrics(registry),
         policy_for=policy_for,
         settings=EngineSettings(manage_consumer=not least_privilege),
+        max_in_flight_per_origin=args.max_in_flight_per_origin,
     )
     member = PoolReplica(nc, pool, replica, key, supervisor)
     tasks: list[asyncio.Task[None]] = []

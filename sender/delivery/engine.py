@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Sequence
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from yarl import URL
 
 from hookline.api import WebhookSpec
 from hookline.sender import bus
@@ -63,6 +64,7 @@ from hookline.sender.model.outcomes import AttemptOutcome
 from hookline.sender.model.request import Delivery
 from hookline.sender.observe.metrics import WebhookMetrics
 from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.sharing import OriginGate, origin_of
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class Engine:
         consumer_spec: bus.ConsumerSpec | None = None,
         attempt_log: AttemptLog | None = None,
         settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
+        origin_gate: OriginGate | None = None,
     ) -> None:
         self.nc = nc
         self.consumer = consumer
@@ -111,6 +114,10 @@ class Engine:
         )
         self.bucket = TokenBucket(rate)
         self.gate = BackoffGate()
+        # Shared with the host's other engines: requests in flight to this Webhook's receiver (origin).
+        self.origin_gate = origin_gate
+        self.origin = origin_of(URL(self.delivery.url))
+        self._origin_waiters: set[asyncio.Future[None]] = set()
         # Every failed attempt and a sample of successes go to the attempt log; the watch reports.
         self.reporter = AttemptReporter(
             attempt_log, namespace, self.name, url=self.delivery.url, label=self.label
@@ -226,6 +233,9 @@ class Engine:
             # events received but not started, or waiting for their turn, go back for redelivery.
             unstarted = await feed.stop()
             self.stopping.set()
+            for waiter in self._origin_waiters:  # workers in line for the receiver hand theirs back
+                if not waiter.done():
+                    waiter.set_exception(_Stopped())
             for msg in unstarted:
                 with contextlib.suppress(Exception):
                     await msg.nak()
@@ -381,6 +391,42 @@ class Engine:
         """One request for `items` (one event, or a batch): render and sign, send, classify, record the
         attempt, settle, and execute the settlement."""
         events = [item.event for item in items]
+        if not await self._origin_turn(items):
+            return
+        try:
+            await self._send_now(items, events, batched=batched)
+        finally:
+            if self.origin_gate is not None:
+                self.origin_gate.leave(self.origin)
+
+    async def _origin_turn(self, items: Sequence[Item]) -> bool:
+        """Wait for a place among the host's requests to this receiver (before signing: the signature's
+        timestamp is the send's), the events kept in progress through a long wait. False: the engine
+        stopped meanwhile, and they were handed back."""
+        gate = self.origin_gate
+        if gate is None or gate.try_enter(self.origin):
+            return True
+        msgs = [item.msg for item in items]
+        waiter = gate.queue(self.origin)  # a future, no task: thousands of workers of a replica wait here
+        self._origin_waiters.add(waiter)
+        keep = _KeepInProgress(msgs, self.ack_wait / 2)
+        try:
+            await waiter
+            return True
+        except _Stopped:
+            gate.withdraw(self.origin, waiter)
+        except BaseException:
+            gate.withdraw(self.origin, waiter)
+            raise
+        finally:
+            keep.cancel()
+            self._origin_waiters.discard(waiter)
+        for msg in msgs:  # as at any other wait: the next engine takes them right away
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        return False
+
+    async def _send_now(self, items: Sequence[Item], events: list[Event], *, batched: bool) -> None:
         batch_id: str | None = None
         if batched:
             batch_id, body, headers = self.delivery.build_batch(events, time.time(), [i.part for i in items])
@@ -498,3 +544,31 @@ class Engine:
                 delay,
             )
             self.assembler.remember_group(retried, delay)
+
+
+class _Stopped(Exception):
+    """The engine stopped while a worker waited at the origin gate."""
+
+
+class _KeepInProgress:
+    """While a worker waits at the origin gate: every `every` seconds its events are reported in
+    progress, so JetStream does not hand them out again (a timer, no task until it fires)."""
+
+    def __init__(self, msgs: Sequence[Msg], every: float) -> None:
+        self.msgs = msgs
+        self.every = every
+        self.loop = asyncio.get_running_loop()
+        self.sending: asyncio.Task[None] | None = None
+        self.timer = self.loop.call_later(every, self._fire)
+
+    def _fire(self) -> None:
+        self.sending = self.loop.create_task(self._send())
+        self.timer = self.loop.call_later(self.every, self._fire)
+
+    async def _send(self) -> None:
+        for msg in self.msgs:
+            with contextlib.suppress(Exception):  # not kept: JetStream hands it out again, nothing lost
+                await msg.in_progress()
+
+    def cancel(self) -> None:
+        self.timer.cancel()

@@ -28,6 +28,7 @@ from hookline.sender.model.credentials import Credentials, as_credentials
 from hookline.sender.observe.metrics import SenderMetrics
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.egress import EgressPolicy
+from hookline.sender.transport.sharing import EgressSharing
 from hookline.sender.transport.tlsmaterial import client_tls_context
 
 log = logging.getLogger("hookline.sender.delivery.supervisor")
@@ -57,6 +58,7 @@ async def start_engine(
     *,
     label: str = "",
     settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
+    sharing: EgressSharing | None = None,
 ) -> tuple[Engine, SafeHTTPClient]:
     """One Webhook's engine and its own HTTP client (sized to its maxInFlight), its consumer made or
     brought up to date first. The shared streams are the host's to make (`prepare_streams`)."""
@@ -68,7 +70,10 @@ async def start_engine(
     spec = cfg.spec
     creds = as_credentials(signing_key)
     tls = client_tls_context(creds.tls if creds else None)  # spec.tls: client certificate, extra CAs
-    client = await SafeHTTPClient(policy, limit=spec.delivery.max_in_flight, ssl=tls).start()
+    client = SafeHTTPClient(
+        policy, limit=spec.delivery.max_in_flight, ssl=tls, sharing=sharing, share_key=cfg.webhook.namespace
+    )
+    await client.start()
     attempt_log = None
     if cfg.record_attempts:
         attempt_log = AttemptLog(nc, js, cfg.webhook.namespace, cfg.webhook.name)
@@ -88,6 +93,7 @@ async def start_engine(
         consumer_spec=bus.consumer_spec(cfg) if settings.manage_consumer else None,
         attempt_log=attempt_log,
         settings=settings,
+        origin_gate=sharing.gate if sharing is not None else None,
     )
     return engine, client
 
@@ -129,8 +135,12 @@ class Supervisor:
         on_change: Callable[[], None] | None = None,
         policy_for: Callable[[SenderConfig], EgressPolicy] | None = None,
         settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
+        max_in_flight_per_origin: int | None = None,
     ) -> None:
         self.nc = nc
+        # POSTs in flight to one origin from all engines together, over keep-alive connections shared
+        # within a namespace (None: each engine's maxInFlight and connections only).
+        self.sharing = EgressSharing(max_in_flight_per_origin) if max_in_flight_per_origin else None
         self.policy = policy
         # The egress policy of one Webhook's engine (a pool replica adds what the operator allows).
         self.policy_for = policy_for or (lambda _cfg: policy)
@@ -236,7 +246,13 @@ class Supervisor:
         try:
             policy = self.policy_for(cfg)
             engine, client = await start_engine(
-                self.nc, cfg, policy, self.metrics, wanted.signing_key, settings=self.settings
+                self.nc,
+                cfg,
+                policy,
+                self.metrics,
+                wanted.signing_key,
+                settings=self.settings,
+                sharing=self.sharing,
             )
         except Exception as exc:
             slot.problem = f"the engine did not start: {exc or type(exc).__name__}"

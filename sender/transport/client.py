@@ -16,7 +16,7 @@ import functools
 import math
 import ssl as ssl_module
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -31,6 +31,7 @@ from hookline.sender.transport.egress import EgressPolicy
 from hookline.sender.transport.errors import Disconnected, Malformed, RedirectRefused, no_response
 from hookline.sender.transport.http1 import KeepAlivePool, request_head
 from hookline.sender.transport.resolver import PolicyResolver
+from hookline.sender.transport.sharing import SHARED_POOL_LIMIT, EgressSharing, origin_of
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 DEFAULT_CONNECTION_LIMIT = 100
@@ -87,6 +88,8 @@ class SafeHTTPClient:
         resolver: AbstractResolver | None = None,
         ssl: ssl_module.SSLContext | bool = True,
         keepalive_timeout: float = 30.0,
+        sharing: EgressSharing | None = None,
+        share_key: Hashable = None,
     ) -> None:
         if max_response_bytes < 0:
             raise ValueError("max_response_bytes must be >= 0")
@@ -98,6 +101,12 @@ class SafeHTTPClient:
         self._inner_resolver = resolver
         self._ssl = ssl
         self._keepalive_timeout = keepalive_timeout
+        # The process's keep-alive pools, one per `share_key` and what else a connection depends on.
+        self._sharing = sharing
+        self._shared_as: Hashable = None
+        if sharing is not None and share_key is not None and isinstance(ssl, bool) and resolver is None:
+            self._shared_as = (share_key, policy.allow_networks, policy.allow_http, ssl)
+            self._shared_as += (max_response_bytes, keepalive_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._pool: KeepAlivePool | None = None
         self._checked: dict[str, URL] = {}
@@ -106,13 +115,15 @@ class SafeHTTPClient:
     async def start(self) -> Self:
         if self._session is None:
             resolver = PolicyResolver(self.policy, self._inner_resolver or aiohttp.DefaultResolver())
-            self._pool = KeepAlivePool(
-                resolver,
-                _tls_context(self._ssl),
-                self._limit,
-                self._keepalive_timeout,
-                self.max_response_bytes,
-            )
+
+            def keepalive_pool(limit: int) -> KeepAlivePool:
+                tls = _tls_context(self._ssl)
+                return KeepAlivePool(resolver, tls, limit, self._keepalive_timeout, self.max_response_bytes)
+
+            if self._sharing is not None and self._shared_as is not None:
+                self._pool = self._sharing.pool(self._shared_as, lambda: keepalive_pool(SHARED_POOL_LIMIT))
+            else:
+                self._pool = keepalive_pool(self._limit)
             connector = aiohttp.TCPConnector(
                 limit=self._limit,
                 limit_per_host=0,
@@ -133,7 +144,10 @@ class SafeHTTPClient:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close()
+            if self._sharing is not None and self._shared_as is not None:
+                self._sharing.release(self._shared_as)  # the last of its clients closes it
+            else:
+                pool.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -231,7 +245,7 @@ class SafeHTTPClient:
         assert pool is not None
         started = time.perf_counter()
         payload = data.encode() if isinstance(data, str) else data or b""
-        origin = (target.scheme, target.raw_host or "", target.port or 0)
+        origin = origin_of(target)
         deadline = pool.loop.time() + seconds
         try:
             head = request_head("POST", target, headers, len(payload))

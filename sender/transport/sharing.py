@@ -1,0 +1,143 @@
+"""What the engines of one process share on the way out: a cap on requests in flight per origin, and
+keep-alive connections.
+
+Each Webhook's engine has its own client, sized to its own `maxInFlight`. In a pool replica many
+Webhooks often point at one customer server (a Webhook per database, all to the same endpoint): 100 of
+them at maxInFlight 32 would hold 3,200 connections to it, each opened for a few requests, a load no
+one asked for that costs the receiver and the replica more per request than the requests themselves
+(bench/pool.py). So a process has one `EgressSharing`:
+
+- its gate lets at most `limit` requests to one origin (scheme, host, port) be in flight; the others
+  wait their turn in order of arrival (engines wait before they sign a request and keep its events
+  in progress meanwhile, engine.py), so a busy origin slows its Webhooks down but does not time
+  them out;
+- clients that may use each other's connections get one keep-alive pool: the same share key (the
+  host passes the Webhook's namespace, so no connection carries two tenants' requests), the same
+  egress policy (it checked the connection's addresses), the process's default TLS context (a Webhook
+  with its own client certificate or CAs keeps its own connections) and the same body cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Callable, Hashable
+
+from yarl import URL
+
+from hookline.sender.transport.http1 import KeepAlivePool
+
+Origin = tuple[str, str, int]  # scheme, host, port
+# A shared pool's connections are bounded per origin by the gate and per Webhook by its engine's
+# workers; this only keeps the count finite.
+SHARED_POOL_LIMIT = 65536
+
+
+def origin_of(url: URL) -> Origin:
+    return (url.scheme, url.raw_host or "", url.port or 0)
+
+
+class _Lane:
+    __slots__ = ("busy", "waiters")
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+
+class OriginGate:
+    """At most `limit` requests in flight per origin; `enter` waits in line, `leave` lets the next in."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the in-flight limit per origin must be >= 1, got {limit}")
+        self.limit = limit
+        self._lanes: dict[Origin, _Lane] = {}
+
+    def in_flight(self, origin: Origin) -> int:
+        lane = self._lanes.get(origin)
+        return lane.busy if lane is not None else 0
+
+    def waiting(self, origin: Origin) -> int:
+        lane = self._lanes.get(origin)
+        return sum(1 for w in lane.waiters if not w.done()) if lane is not None else 0
+
+    def try_enter(self, origin: Origin) -> bool:
+        """A place now, if there is one and no one waits for it (no task, no await)."""
+        lane = self._lanes.get(origin)
+        if lane is None:
+            lane = self._lanes[origin] = _Lane()
+        if lane.busy < self.limit and not lane.waiters:
+            lane.busy += 1
+            return True
+        return False
+
+    def queue(self, origin: Origin) -> asyncio.Future[None]:
+        """A place in line (after `try_enter` said no): the future resolves when the place is handed
+        over. One given up on must be `withdraw`n."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._lanes[origin].waiters.append(waiter)
+        return waiter
+
+    def withdraw(self, origin: Origin, waiter: asyncio.Future[None]) -> None:
+        """Out of line: a place already handed over goes to the next in line."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self.leave(origin)
+            return
+        waiter.cancel()
+        lane = self._lanes.get(origin)
+        if lane is not None:
+            with contextlib.suppress(ValueError):  # `leave` may have passed over it already
+                lane.waiters.remove(waiter)
+            self._forget_if_idle(origin, lane)
+
+    async def enter(self, origin: Origin) -> None:
+        if self.try_enter(origin):
+            return
+        waiter = self.queue(origin)
+        try:
+            await waiter  # `leave` hands its place over: busy stays counted for this request
+        except BaseException:
+            self.withdraw(origin, waiter)
+            raise
+
+    def leave(self, origin: Origin) -> None:
+        lane = self._lanes[origin]
+        while lane.waiters:
+            waiter = lane.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        lane.busy -= 1
+        self._forget_if_idle(origin, lane)
+
+    def _forget_if_idle(self, origin: Origin, lane: _Lane) -> None:
+        if lane.busy == 0 and not lane.waiters and self._lanes.get(origin) is lane:
+            del self._lanes[origin]  # a replica reaches thousands of origins over its life
+
+
+class EgressSharing:
+    """One per process: the origin gate and the keep-alive pools its clients share (counted, closed
+    with their last client)."""
+
+    def __init__(self, max_in_flight_per_origin: int) -> None:
+        self.gate = OriginGate(max_in_flight_per_origin)
+        self._pools: dict[Hashable, tuple[KeepAlivePool, int]] = {}
+
+    def pool(self, key: Hashable, make: Callable[[], KeepAlivePool]) -> KeepAlivePool:
+        held = self._pools.get(key)
+        pool = held[0] if held is not None else make()
+        self._pools[key] = (pool, (held[1] if held is not None else 0) + 1)
+        return pool
+
+    def release(self, key: Hashable) -> None:
+        pool, users = self._pools[key]
+        if users > 1:
+            self._pools[key] = (pool, users - 1)
+        else:
+            del self._pools[key]
+            pool.close()
+
+    def pools(self) -> int:
+        return len(self._pools)
