@@ -16,7 +16,8 @@ Without `spec.delivery.batch` each event is a request of its own; with it the ba
 (batching.py) groups them and each request carries a batch. Either way one path sends a request and
 executes its settlement (a pure decision, settlement.py), with one gate pass and one token per request.
 An event of a bundle (several in one stored message) is a member that settles in its bundle (bus/bundles.py).
-Collaborators, each in its own module: dead letters (deadletters.py), the 410 / circuit-breaker stop
+Collaborators, each in its own module: the POST and, in a pool, a place among the host's requests to
+the same receiver (outbound.py), dead letters (deadletters.py), the 410 / circuit-breaker stop
 (gone.py), attempt log and health reports (reporting.py), the consumer watch (watch.py: pending
 events, a lost consumer, a stop or resume made elsewhere); timings are `EngineSettings` (settings.py).
 On stop the engine takes no new events, lets requests in progress finish (each is bounded by the
@@ -35,7 +36,6 @@ from collections.abc import Awaitable, Sequence
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from yarl import URL
 
 from hookline.api import WebhookSpec
 from hookline.sender import bus
@@ -47,6 +47,7 @@ from hookline.sender.delivery.batching import BatchAssembler, Item
 from hookline.sender.delivery.deadletters import DeadLetterPublisher
 from hookline.sender.delivery.gone import GoneSwitch
 from hookline.sender.delivery.ledger import AttemptLedger
+from hookline.sender.delivery.outbound import Outbound
 from hookline.sender.delivery.ratelimit import (
     BackoffGate,
     TokenBucket,
@@ -64,7 +65,7 @@ from hookline.sender.model.outcomes import AttemptOutcome
 from hookline.sender.model.request import Delivery
 from hookline.sender.observe.metrics import WebhookMetrics
 from hookline.sender.transport.client import SafeHTTPClient
-from hookline.sender.transport.sharing import OriginGate, origin_of
+from hookline.sender.transport.sharing import OriginGate
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,10 @@ class Engine:
         )
         self.bucket = TokenBucket(rate)
         self.gate = BackoffGate()
-        # Shared with the host's other engines: requests in flight to this Webhook's receiver (origin).
-        self.origin_gate = origin_gate
-        self.origin = origin_of(URL(self.delivery.url))
-        self._origin_waiters: set[asyncio.Future[None]] = set()
+        # Requests to this Webhook's receiver; in flight capped with the host's other engines' (a pool).
+        self.outbound = Outbound(
+            client, self.delivery.url, self.delivery.timeout, metrics, origin_gate, self.ack_wait / 2
+        )
         # Every failed attempt and a sample of successes go to the attempt log; the watch reports.
         self.reporter = AttemptReporter(
             attempt_log, namespace, self.name, url=self.delivery.url, label=self.label
@@ -233,9 +234,7 @@ class Engine:
             # events received but not started, or waiting for their turn, go back for redelivery.
             unstarted = await feed.stop()
             self.stopping.set()
-            for waiter in self._origin_waiters:  # workers in line for the receiver hand theirs back
-                if not waiter.done():
-                    waiter.set_exception(_Stopped())
+            self.outbound.stop()  # workers in line for the receiver hand their events back
             for msg in unstarted:
                 with contextlib.suppress(Exception):
                     await msg.nak()
@@ -391,40 +390,12 @@ class Engine:
         """One request for `items` (one event, or a batch): render and sign, send, classify, record the
         attempt, settle, and execute the settlement."""
         events = [item.event for item in items]
-        if not await self._origin_turn(items):
+        if not await self.outbound.take([item.msg for item in items]):
             return
         try:
             await self._send_now(items, events, batched=batched)
         finally:
-            if self.origin_gate is not None:
-                self.origin_gate.leave(self.origin)
-
-    async def _origin_turn(self, items: Sequence[Item]) -> bool:
-        """Wait for a place among the host's requests to this receiver (before signing: the signature's
-        timestamp is the send's), the events kept in progress through a long wait. False: the engine
-        stopped meanwhile, and they were handed back."""
-        gate = self.origin_gate
-        if gate is None or gate.try_enter(self.origin):
-            return True
-        msgs = [item.msg for item in items]
-        waiter = gate.queue(self.origin)  # a future, no task: thousands of workers of a replica wait here
-        self._origin_waiters.add(waiter)
-        keep = _KeepInProgress(msgs, self.ack_wait / 2)
-        try:
-            await waiter
-            return True
-        except _Stopped:
-            gate.withdraw(self.origin, waiter)
-        except BaseException:
-            gate.withdraw(self.origin, waiter)
-            raise
-        finally:
-            keep.cancel()
-            self._origin_waiters.discard(waiter)
-        for msg in msgs:  # as at any other wait: the next engine takes them right away
-            with contextlib.suppress(Exception):
-                await msg.nak()
-        return False
+            self.outbound.give_back()
 
     async def _send_now(self, items: Sequence[Item], events: list[Event], *, batched: bool) -> None:
         batch_id: str | None = None
@@ -432,7 +403,7 @@ class Engine:
             batch_id, body, headers = self.delivery.build_batch(events, time.time(), [i.part for i in items])
         else:
             body, headers = self.delivery.build(events[0], time.time())
-        status, retry_after, error, answer, took = await self._post(body, headers)
+        status, retry_after, error, answer, took = await self.outbound.post(body, headers)
         outcome = retry.classify(status, error)
         msgs = [item.msg for item in items]
         if outcome.succeeded:  # first: until the server has the ack (outbox.py), a crash forgets the 2xx
@@ -456,37 +427,6 @@ class Engine:
             disable_after_seconds=self.spec.delivery.disable_after_seconds,
         )
         await self._settle(items, carried, outcome, settlement, now, batch_id)
-
-    async def _post(
-        self, body: bytes, headers: dict[str, str]
-    ) -> tuple[int | None, str | None, BaseException | None, bytes, float]:
-        """One request: (status, Retry-After, error, answer, seconds); never raises for the request."""
-        metrics = self.metrics
-        metrics.in_flight.inc()
-        started = time.perf_counter()
-        status: int | None = None
-        retry_after: str | None = None
-        error: BaseException | None = None
-        answer = b""
-        try:
-            response = await self.client.request(
-                "POST",
-                self.delivery.url,
-                data=body,
-                headers=headers,
-                timeout=self.delivery.timeout,
-                follow_redirects=False,
-            )
-            status = response.status
-            retry_after = response.headers.get("Retry-After")
-            answer = response.body
-        except Exception as exc:  # classified by the caller; the client raises many kinds
-            error = exc
-        finally:
-            metrics.in_flight.dec()
-        took = time.perf_counter() - started
-        metrics.duration.observe(took)
-        return status, retry_after, error, answer, took
 
     async def _settle(
         self,
@@ -544,31 +484,3 @@ class Engine:
                 delay,
             )
             self.assembler.remember_group(retried, delay)
-
-
-class _Stopped(Exception):
-    """The engine stopped while a worker waited at the origin gate."""
-
-
-class _KeepInProgress:
-    """While a worker waits at the origin gate: every `every` seconds its events are reported in
-    progress, so JetStream does not hand them out again (a timer, no task until it fires)."""
-
-    def __init__(self, msgs: Sequence[Msg], every: float) -> None:
-        self.msgs = msgs
-        self.every = every
-        self.loop = asyncio.get_running_loop()
-        self.sending: asyncio.Task[None] | None = None
-        self.timer = self.loop.call_later(every, self._fire)
-
-    def _fire(self) -> None:
-        self.sending = self.loop.create_task(self._send())
-        self.timer = self.loop.call_later(self.every, self._fire)
-
-    async def _send(self) -> None:
-        for msg in self.msgs:
-            with contextlib.suppress(Exception):  # not kept: JetStream hands it out again, nothing lost
-                await msg.in_progress()
-
-    def cancel(self) -> None:
-        self.timer.cancel()

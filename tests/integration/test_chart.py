@@ -31,6 +31,7 @@ from hookline.operator.settings import config_from_env
 from hookline.sender.bus.natsaccounts import AuthKeys
 from hookline.sender.bus.natsserver import find_nats_server, free_port
 from hookline.sender.bus.poolproto import MIN_POOL_KEY_CHARS, PoolKey, replica_from_hostname
+from hookline.sender.cmd.pool import DEFAULT_MAX_IN_FLIGHT_PER_ORIGIN
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".tools" / "bin" / "helm"
@@ -180,6 +181,7 @@ SCENARIOS: dict[str, list[str]] = {
         "--set-json",
         'senderPools=[{"name":"default","replicas":3},'
         '{"name":"bulk","replicas":0,"extraArgs":["--allow-network","192.168.0.0/16"],"nodeSelector":{"pool":"bulk"},'
+        '"maxInFlightPerOrigin":16,'
         '"podAnnotations":{"team":"mail"},"resources":{"requests":{"cpu":"1","memory":"1Gi"},'
         '"limits":{"memory":"2Gi"}}}]',
         "--set",
@@ -502,6 +504,7 @@ def test_chart_installs_on_oldest_supported_kubernetes():
         (["--set", "senderPools[0].name=" + "p" * 41], "/senderPools/0/name"),
         (["--set", "senderPools[0].name=-bulk"], "/senderPools/0/name"),
         (["--set", "senderPools[0].replicas=-1"], "/senderPools/0/replicas"),
+        (["--set", "senderPools[0].maxInFlightPerOrigin=0"], "/senderPools/0/maxInFlightPerOrigin"),
         (["--set", "senderPools[0].replica=3"], "replica"),
         (["--set", "operator.defaultSenderMode=pool"], "/operator/defaultSenderMode"),
         (["--set", "operator.defaultSenderPool=Default"], "/operator/defaultSenderPool"),
@@ -1244,6 +1247,13 @@ def test_pool_replicas_get_the_egress_settings_as_flags():
     assert default.allow_network == ["10.0.0.0/8", "fd00::/8"] and default.allow_http is True
     # extraArgs come last, after the chart's own flags.
     assert pool_args(pool("two-pools", "bulk")).allow_network == ["10.0.0.0/8", "fd00::/8", "192.168.0.0/16"]
+
+
+def test_a_pool_caps_requests_per_receiver_at_its_value_or_the_replicas_default():
+    for scenario in ("defaults", "two-pools"):
+        unset = pool_args(pool(scenario, "default"))
+        assert unset.max_in_flight_per_origin == DEFAULT_MAX_IN_FLIGHT_PER_ORIGIN
+    assert pool_args(pool("two-pools", "bulk")).max_in_flight_per_origin == 16
 
 
 def test_pool_pods_have_no_kubernetes_access_and_are_hardened():

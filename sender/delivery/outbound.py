@@ -1,0 +1,135 @@
+"""An engine's way out to its receiver: its place in the host's line for that origin, and the POST.
+
+A pool replica's engines share a cap on requests in flight per origin. A worker waits for its place
+before it signs a request (the signature's timestamp is the send's); through a long wait its events
+are reported in progress, so JetStream does not hand them out again; when the engine stops, every
+worker in line leaves it and hands its events back. Thousands of workers of a replica may wait at
+once, so a wait is one future and a timer, no task. The POST itself never raises: its outcome is
+classified by the caller (retry.classify).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+from nats.aio.msg import Msg
+from yarl import URL
+
+from hookline.sender.observe.metrics import WebhookMetrics
+from hookline.sender.transport.client import SafeHTTPClient
+from hookline.sender.transport.sharing import OriginGate, origin_of
+
+PostResult = tuple[int | None, str | None, BaseException | None, bytes, float]
+
+
+class _Stopped(Exception):
+    """The engine stopped while a worker waited in line."""
+
+
+class _KeepInProgress:
+    """Every `every` seconds, the waiting events are reported in progress (a timer; a task only when
+    it fires)."""
+
+    def __init__(self, msgs: Sequence[Msg], every: float) -> None:
+        self.msgs = msgs
+        self.every = every
+        self.loop = asyncio.get_running_loop()
+        self.sending: asyncio.Task[None] | None = None
+        self.timer = self.loop.call_later(every, self._fire)
+
+    def _fire(self) -> None:
+        self.sending = self.loop.create_task(self._send())
+        self.timer = self.loop.call_later(self.every, self._fire)
+
+    async def _send(self) -> None:
+        for msg in self.msgs:
+            with contextlib.suppress(Exception):  # not kept: JetStream hands it out again, nothing lost
+                await msg.in_progress()
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+class Outbound:
+    """One engine's requests: through the shared gate (none: every turn is immediate), then POSTed."""
+
+    def __init__(
+        self,
+        client: SafeHTTPClient,
+        url: str,
+        timeout: float,
+        metrics: WebhookMetrics,
+        gate: OriginGate | None,
+        keep_every: float,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.timeout = timeout
+        self.metrics = metrics
+        self.gate = gate
+        self.origin = origin_of(URL(url))
+        self.keep_every = keep_every  # half of ack_wait
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    async def take(self, msgs: Sequence[Msg]) -> bool:
+        """A place for one request: True once it is this worker's (then `give_back` after the request);
+        False when the engine stopped meanwhile: the events were handed back (NAK), as at any other
+        wait, so the next engine takes them right away."""
+        gate = self.gate
+        if gate is None or gate.try_enter(self.origin):
+            return True
+        waiter = gate.queue(self.origin)
+        self._waiters.add(waiter)
+        keep = _KeepInProgress(msgs, self.keep_every)
+        try:
+            await waiter
+            return True
+        except _Stopped:
+            gate.withdraw(self.origin, waiter)
+        except BaseException:
+            gate.withdraw(self.origin, waiter)  # a place handed over meanwhile goes to the next in line
+            raise
+        finally:
+            keep.cancel()
+            self._waiters.discard(waiter)
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        return False
+
+    def give_back(self) -> None:
+        if self.gate is not None:
+            self.gate.leave(self.origin)
+
+    def stop(self) -> None:
+        """Every worker in line leaves it (its `take` returns False)."""
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(_Stopped())
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> PostResult:
+        """One request: (status, Retry-After, error, answer, seconds); never raises for the request."""
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        started = time.perf_counter()
+        status: int | None = None
+        retry_after: str | None = None
+        error: BaseException | None = None
+        answer = b""
+        try:
+            response = await self.client.request(
+                "POST", self.url, data=body, headers=headers, timeout=self.timeout, follow_redirects=False
+            )
+            status = response.status
+            retry_after = response.headers.get("Retry-After")
+            answer = response.body
+        except Exception as exc:  # classified by the caller; the client raises many kinds
+            error = exc
+        finally:
+            metrics.in_flight.dec()
+        took = time.perf_counter() - started
+        metrics.duration.observe(took)
+        return status, retry_after, error, answer, took
