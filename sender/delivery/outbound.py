@@ -84,6 +84,7 @@ class Outbound:
         waiter = gate.queue(self.origin)
         self._waiters.add(waiter)
         keep = _KeepInProgress(msgs, self.keep_every)
+        self.metrics.waiting_for_receiver.inc()
         try:
             await waiter
             return True
@@ -93,6 +94,7 @@ class Outbound:
             gate.withdraw(self.origin, waiter)  # a place handed over meanwhile goes to the next in line
             raise
         finally:
+            self.metrics.waiting_for_receiver.dec()
             keep.cancel()
             self._waiters.discard(waiter)
         for msg in msgs:

@@ -95,6 +95,7 @@ class WebhookMetrics:
     duration: Histogram
     pending: Gauge
     in_flight: Gauge
+    waiting_for_receiver: Gauge
     gone: Gauge
     latency: Histogram
     consumer_lost: Gauge
@@ -138,6 +139,13 @@ class SenderMetrics:
         )
         self.in_flight = Gauge(
             "hookline_in_flight_requests", "Delivery requests in progress", labels, registry=registry
+        )
+        self.waiting_for_receiver = Gauge(
+            "hookline_requests_waiting_for_receiver",
+            "Delivery requests waiting for a place under the pool replica's cap of requests in flight "
+            "to one receiver (--max-in-flight-per-origin)",
+            labels,
+            registry=registry,
         )
         self.dead_letters = Counter(
             "hookline_dead_letters",
@@ -210,6 +218,7 @@ class SenderMetrics:
             duration=self.duration.labels(*ids),
             pending=self.pending.labels(*ids),
             in_flight=self.in_flight.labels(*ids),
+            waiting_for_receiver=self.waiting_for_receiver.labels(*ids),
             gone=self.gone.labels(*ids),
             latency=self.latency.labels(*ids),
             consumer_lost=self.consumer_lost.labels(*ids),
@@ -238,6 +247,7 @@ class SenderMetrics:
             self.duration,
             self.pending,
             self.in_flight,
+            self.waiting_for_receiver,
             self.gone,
             self.latency,
             self.consumer_lost,

@@ -77,9 +77,18 @@ class HeldMessage:
         self.in_progress_calls += 1
 
 
+REGISTRY = CollectorRegistry()
+METRICS = SenderMetrics(REGISTRY)
+
+
 def outbound(client: SafeHTTPClient, url: str, sharing: EgressSharing, keep_every: float = 30.0) -> Outbound:
-    metrics = SenderMetrics(CollectorRegistry()).bind("team", url.rsplit("/", 1)[-1], "")
+    metrics = METRICS.bind("team", url.removeprefix("http://"), "")
     return Outbound(client, url, 10.0, metrics, sharing.gate, keep_every)
+
+
+def waiting_for_receiver(url: str) -> float | None:
+    labels = {"namespace": "team", "webhook": url.removeprefix("http://"), "database": ""}
+    return REGISTRY.get_sample_value("hookline_requests_waiting_for_receiver", labels)
 
 
 async def deliver(out: Outbound, requests: int, workers: int) -> int:
@@ -150,9 +159,11 @@ async def test_a_worker_in_line_keeps_its_event_in_progress_and_hands_it_back_on
         await asyncio.sleep(0.3)
         assert not turn.done()
         assert waiting.in_progress_calls >= 2  # JetStream is told, so it does not hand the event out again
+        assert waiting_for_receiver(second.url) == 1  # what an SRE sees on /metrics
         second.stop()  # the engine stops: the worker leaves the line
         assert await turn is False
         assert waiting.naks == 1  # handed back for the next engine
+        assert waiting_for_receiver(second.url) == 0
         first.give_back()
         assert sharing.gate.in_flight(first.origin) == 0 and sharing.gate.waiting(first.origin) == 0
         assert await second.take([HeldMessage()])  # the place is free again, not lost to the stop
