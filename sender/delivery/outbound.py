@@ -4,8 +4,8 @@ A pool replica's engines share a cap on requests in flight per origin. A worker 
 before it signs a request (the signature's timestamp is the send's); through a long wait its events
 are reported in progress, so JetStream does not hand them out again; when the engine stops, every
 worker in line leaves it and hands its events back. Thousands of workers of a replica may wait at
-once, so a wait is one future and a timer, no task. The POST itself never raises: its outcome is
-classified by the caller (retry.classify).
+once, so a wait is one future (one timer per engine sweeps the line), no task. The POST itself never
+raises: its outcome is classified by the caller (retry.classify).
 """
 
 from __future__ import annotations
@@ -29,30 +29,6 @@ class _Stopped(Exception):
     """The engine stopped while a worker waited in line."""
 
 
-class _KeepInProgress:
-    """Every `every` seconds, the waiting events are reported in progress (a timer; a task only when
-    it fires)."""
-
-    def __init__(self, msgs: Sequence[Msg], every: float) -> None:
-        self.msgs = msgs
-        self.every = every
-        self.loop = asyncio.get_running_loop()
-        self.sending: asyncio.Task[None] | None = None
-        self.timer = self.loop.call_later(every, self._fire)
-
-    def _fire(self) -> None:
-        self.sending = self.loop.create_task(self._send())
-        self.timer = self.loop.call_later(self.every, self._fire)
-
-    async def _send(self) -> None:
-        for msg in self.msgs:
-            with contextlib.suppress(Exception):  # not kept: JetStream hands it out again, nothing lost
-                await msg.in_progress()
-
-    def cancel(self) -> None:
-        self.timer.cancel()
-
-
 class Outbound:
     """One engine's requests: through the shared gate (none: every turn is immediate), then POSTed."""
 
@@ -72,7 +48,10 @@ class Outbound:
         self.gate = gate
         self.origin = origin_of(URL(url))
         self.keep_every = keep_every  # half of ack_wait
-        self._waiters: set[asyncio.Future[None]] = set()
+        # Workers in line: their events, and when JetStream last heard of them; one sweep for all.
+        self._waiting: dict[asyncio.Future[None], tuple[Sequence[Msg], float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._reporting: set[asyncio.Task[None]] = set()
 
     async def take(self, msgs: Sequence[Msg]) -> bool:
         """A place for one request: True once it is this worker's (then `give_back` after the request);
@@ -82,8 +61,10 @@ class Outbound:
         if gate is None or gate.try_enter(self.origin):
             return True
         waiter = gate.queue(self.origin)
-        self._waiters.add(waiter)
-        keep = _KeepInProgress(msgs, self.keep_every)
+        loop = asyncio.get_running_loop()
+        self._waiting[waiter] = (msgs, loop.time())
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.keep_every / 2, self._sweep)
         self.metrics.waiting_for_receiver.inc()
         try:
             await waiter
@@ -95,8 +76,7 @@ class Outbound:
             raise
         finally:
             self.metrics.waiting_for_receiver.dec()
-            keep.cancel()
-            self._waiters.discard(waiter)
+            del self._waiting[waiter]
         for msg in msgs:
             with contextlib.suppress(Exception):
                 await msg.nak()
@@ -108,9 +88,27 @@ class Outbound:
 
     def stop(self) -> None:
         """Every worker in line leaves it (its `take` returns False)."""
-        for waiter in self._waiters:
+        for waiter in self._waiting:
             if not waiter.done():
                 waiter.set_exception(_Stopped())
+
+    def _sweep(self) -> None:
+        """Events in line for `keep_every` since JetStream last heard of them are reported in progress
+        (so within 1.5 x keep_every, inside ack_wait); again while workers wait."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._sweeper = None
+        due: list[Msg] = []
+        for waiter, (msgs, since) in self._waiting.items():
+            if now - since >= self.keep_every:
+                due.extend(msgs)
+                self._waiting[waiter] = (msgs, now)
+        if due:
+            task = loop.create_task(_report_in_progress(due))
+            self._reporting.add(task)
+            task.add_done_callback(self._reporting.discard)
+        if self._waiting:
+            self._sweeper = loop.call_later(self.keep_every / 2, self._sweep)
 
     async def post(self, body: bytes, headers: dict[str, str]) -> PostResult:
         """One request: (status, Retry-After, error, answer, seconds); never raises for the request."""
@@ -135,3 +133,9 @@ class Outbound:
         took = time.perf_counter() - started
         metrics.duration.observe(took)
         return status, retry_after, error, answer, took
+
+
+async def _report_in_progress(msgs: Sequence[Msg]) -> None:
+    for msg in msgs:
+        with contextlib.suppress(Exception):  # not kept: JetStream hands it out again, nothing lost
+            await msg.in_progress()
