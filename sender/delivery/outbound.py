@@ -58,9 +58,9 @@ class Outbound:
         False when the engine stopped meanwhile: the events were handed back (NAK), as at any other
         wait, so the next engine takes them right away."""
         gate = self.gate
-        if gate is None or gate.try_enter(self.origin):
+        if gate is None or gate.try_enter(self.origin, self):
             return True
-        waiter = gate.queue(self.origin)
+        waiter = gate.queue(self.origin, self)
         loop = asyncio.get_running_loop()
         self._waiting[waiter] = (msgs, loop.time())
         if self._sweeper is None:
@@ -70,9 +70,9 @@ class Outbound:
             await waiter
             return True
         except _Stopped:
-            gate.withdraw(self.origin, waiter)
+            gate.withdraw(self.origin, self, waiter)
         except BaseException:
-            gate.withdraw(self.origin, waiter)  # a place handed over meanwhile goes to the next in line
+            gate.withdraw(self.origin, self, waiter)  # a place handed over meanwhile goes to the next in line
             raise
         finally:
             self.metrics.waiting_for_receiver.dec()
@@ -84,7 +84,7 @@ class Outbound:
 
     def give_back(self) -> None:
         if self.gate is not None:
-            self.gate.leave(self.origin)
+            self.gate.leave(self.origin, self)
 
     def stop(self) -> None:
         """Every worker in line leaves it (its `take` returns False)."""

@@ -8,9 +8,10 @@ one asked for that costs the receiver and the replica more per request than the 
 (bench/pool.py). So a process has one `EgressSharing`:
 
 - its gate lets at most `limit` requests to one origin (scheme, host, port) be in flight; the others
-  wait their turn in order of arrival (engines wait before they sign a request and keep its events
-  in progress meanwhile, engine.py), so a busy origin slows its Webhooks down but does not time
-  them out;
+  wait their turn, engines in turn and each engine's workers in order of arrival (engines wait before
+  they sign a request and keep its events in progress meanwhile, engine.py), so a busy origin slows
+  its Webhooks down but does not time them out, and one whose receiver hangs cannot keep the others
+  of that origin out;
 - clients that may use each other's connections get one keep-alive pool: the same share key (the
   host passes the Webhook's namespace, so no connection carries two tenants' requests), the same
   egress policy (it checked the connection's addresses), the process's default TLS context (a Webhook
@@ -39,15 +40,21 @@ def origin_of(url: URL) -> Origin:
 
 
 class _Lane:
-    __slots__ = ("busy", "waiters")
+    """One origin: places taken, and who waits, per owner (an engine), owners in turn."""
+
+    __slots__ = ("busy", "held", "waiting")
 
     def __init__(self) -> None:
         self.busy = 0
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.held: dict[Hashable, int] = {}
+        # Owners with waiters, in the order they get the next place (a dict keeps insertion order).
+        self.waiting: dict[Hashable, collections.deque[asyncio.Future[None]]] = {}
 
 
 class OriginGate:
-    """At most `limit` requests in flight per origin; `enter` waits in line, `leave` lets the next in."""
+    """At most `limit` requests in flight per origin. A freed place goes to the owners (engines) that
+    wait in turn, one place each, then each owner's workers in order of arrival: a Webhook whose
+    receiver hangs can hold every place only while nobody else waits for that origin."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -55,65 +62,87 @@ class OriginGate:
         self.limit = limit
         self._lanes: dict[Origin, _Lane] = {}
 
-    def in_flight(self, origin: Origin) -> int:
+    def in_flight(self, origin: Origin, owner: Hashable = None) -> int:
         lane = self._lanes.get(origin)
-        return lane.busy if lane is not None else 0
+        if lane is None:
+            return 0
+        return lane.busy if owner is None else lane.held.get(owner, 0)
 
     def waiting(self, origin: Origin) -> int:
         lane = self._lanes.get(origin)
-        return sum(1 for w in lane.waiters if not w.done()) if lane is not None else 0
+        if lane is None:
+            return 0
+        return sum(1 for line in lane.waiting.values() for w in line if not w.done())
 
-    def try_enter(self, origin: Origin) -> bool:
+    def try_enter(self, origin: Origin, owner: Hashable) -> bool:
         """A place now, if there is one and no one waits for it (no task, no await)."""
         lane = self._lanes.get(origin)
         if lane is None:
             lane = self._lanes[origin] = _Lane()
-        if lane.busy < self.limit and not lane.waiters:
+        if lane.busy < self.limit and not lane.waiting:
             lane.busy += 1
+            lane.held[owner] = lane.held.get(owner, 0) + 1
             return True
         return False
 
-    def queue(self, origin: Origin) -> asyncio.Future[None]:
+    def queue(self, origin: Origin, owner: Hashable) -> asyncio.Future[None]:
         """A place in line (after `try_enter` said no): the future resolves when the place is handed
         over. One given up on must be `withdraw`n."""
         waiter = asyncio.get_running_loop().create_future()
-        self._lanes[origin].waiters.append(waiter)
+        line = self._lanes[origin].waiting.setdefault(owner, collections.deque())
+        line.append(waiter)
         return waiter
 
-    def withdraw(self, origin: Origin, waiter: asyncio.Future[None]) -> None:
+    def withdraw(self, origin: Origin, owner: Hashable, waiter: asyncio.Future[None]) -> None:
         """Out of line: a place already handed over goes to the next in line."""
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-            self.leave(origin)
+            self.leave(origin, owner)
             return
         waiter.cancel()
         lane = self._lanes.get(origin)
-        if lane is not None:
-            with contextlib.suppress(ValueError):  # `leave` may have passed over it already
-                lane.waiters.remove(waiter)
-            self._forget_if_idle(origin, lane)
-
-    async def enter(self, origin: Origin) -> None:
-        if self.try_enter(origin):
+        if lane is None:
             return
-        waiter = self.queue(origin)
+        line = lane.waiting.get(owner)
+        if line is not None:
+            with contextlib.suppress(ValueError):  # `leave` may have passed over it already
+                line.remove(waiter)
+            if not line:
+                del lane.waiting[owner]
+        self._forget_if_idle(origin, lane)
+
+    async def enter(self, origin: Origin, owner: Hashable) -> None:
+        if self.try_enter(origin, owner):
+            return
+        waiter = self.queue(origin, owner)
         try:
             await waiter  # `leave` hands its place over: busy stays counted for this request
         except BaseException:
-            self.withdraw(origin, waiter)
+            self.withdraw(origin, owner, waiter)
             raise
 
-    def leave(self, origin: Origin) -> None:
+    def leave(self, origin: Origin, owner: Hashable) -> None:
         lane = self._lanes[origin]
-        while lane.waiters:
-            waiter = lane.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        left = lane.held[owner] - 1
+        if left:
+            lane.held[owner] = left
+        else:
+            del lane.held[owner]
+        while lane.waiting:
+            next_owner = next(iter(lane.waiting))
+            line = lane.waiting.pop(next_owner)
+            while line:
+                waiter = line.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    lane.held[next_owner] = lane.held.get(next_owner, 0) + 1
+                    if line:
+                        lane.waiting[next_owner] = line  # to the back: the other owners go first
+                    return
         lane.busy -= 1
         self._forget_if_idle(origin, lane)
 
     def _forget_if_idle(self, origin: Origin, lane: _Lane) -> None:
-        if lane.busy == 0 and not lane.waiters and self._lanes.get(origin) is lane:
+        if lane.busy == 0 and not lane.waiting and self._lanes.get(origin) is lane:
             del self._lanes[origin]  # a replica reaches thousands of origins over its life
 
 

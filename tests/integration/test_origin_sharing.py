@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from dataplane_helpers import wait_until
 from prometheus_client import CollectorRegistry
 
 from hookline.sender.delivery.outbound import Outbound
@@ -34,18 +35,24 @@ class Receiver:
     most_held: int = 0
     ports_by_path: dict[str, set[int]] = field(default_factory=dict)
     answered: int = 0
+    started: dict[str, int] = field(default_factory=dict)  # requests that reached the handler, by path
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
+    released = asyncio.Event()
 
     async def hook(request: web.Request) -> web.Response:
         await request.read()
         rec.held += 1
         rec.most_held = max(rec.most_held, rec.held)
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        rec.ports_by_path.setdefault(request.path.split("/")[1], set()).add(peer[1] if peer else -1)
+        path = request.path.split("/")[1]
+        rec.ports_by_path.setdefault(path, set()).add(peer[1] if peer else -1)
+        rec.started[path] = rec.started.get(path, 0) + 1
+        if path == "stuck":  # a receiver script that hangs (until the test ends)
+            await released.wait()
         await asyncio.sleep(HOLD_SECONDS)
         rec.held -= 1
         rec.answered += 1
@@ -60,6 +67,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     host, port = runner.addresses[0][:2]
     rec.url = f"http://{host}:{port}"
     yield rec
+    released.set()
     await runner.cleanup()
 
 
@@ -81,9 +89,11 @@ REGISTRY = CollectorRegistry()
 METRICS = SenderMetrics(REGISTRY)
 
 
-def outbound(client: SafeHTTPClient, url: str, sharing: EgressSharing, keep_every: float = 30.0) -> Outbound:
+def outbound(
+    client: SafeHTTPClient, url: str, sharing: EgressSharing, keep_every: float = 30.0, timeout: float = 10.0
+) -> Outbound:
     metrics = METRICS.bind("team", url.removeprefix("http://"), "")
-    return Outbound(client, url, 10.0, metrics, sharing.gate, keep_every)
+    return Outbound(client, url, timeout, metrics, sharing.gate, keep_every)
 
 
 def waiting_for_receiver(url: str) -> float | None:
@@ -168,3 +178,29 @@ async def test_a_worker_in_line_keeps_its_event_in_progress_and_hands_it_back_on
         assert sharing.gate.in_flight(first.origin) == 0 and sharing.gate.waiting(first.origin) == 0
         assert await second.take([HeldMessage()])  # the place is free again, not lost to the stop
         second.give_back()
+
+
+async def test_a_webhook_whose_receiver_hangs_does_not_keep_the_others_of_its_origin_out(receiver):
+    """One script of a customer's server hangs; its Webhook (64 workers, 0.3 s timeout) holds every
+    place. As its requests time out the places go to the waiting Webhooks in turn, not to its 60 other
+    workers that asked first: the healthy Webhook of the same server is served between them."""
+    sharing = EgressSharing(4)
+    async with SafeHTTPClient(LOOPBACK, sharing=sharing, share_key="team") as client:
+        stuck = outbound(client, f"{receiver.url}/stuck/hook", sharing, timeout=0.3)
+        healthy = outbound(client, f"{receiver.url}/healthy/hook", sharing)
+        hanging = asyncio.ensure_future(deliver(stuck, 10_000, 64))
+        try:
+            # It holds the 4 places, 60 workers in line.
+            await wait_until(
+                lambda: sharing.gate.waiting(stuck.origin) == 60, what="the stuck Webhook in line"
+            )
+            served = await asyncio.wait_for(deliver(healthy, 6, 2), 60)  # first come, first served: never
+            stuck_started = receiver.started["stuck"]
+        finally:
+            hanging.cancel()
+            await asyncio.gather(hanging, return_exceptions=True)
+    assert served == 6
+    # First come, first served would have started all 60 waiting stuck requests before the first
+    # healthy one; in turn, the hanging Webhook got about one place per healthy request.
+    assert stuck_started <= 4 + 2 * 6, stuck_started
+    assert sharing.gate.in_flight(stuck.origin) == 0 and sharing.gate.waiting(stuck.origin) == 0

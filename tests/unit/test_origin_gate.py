@@ -1,5 +1,6 @@
-"""OriginGate (transport/sharing.py): places per origin, handed over in order of arrival, and never
-lost when a waiter gives up, even one handed a place it had not taken yet."""
+"""OriginGate (transport/sharing.py): places per origin; a freed place goes to the waiting engines in
+turn and within an engine in order of arrival; a place is never lost when a waiter gives up, even one
+handed a place it had not taken yet."""
 
 from __future__ import annotations
 
@@ -13,53 +14,81 @@ SHOP = ("https", "shop.example", 443)
 OTHER = ("https", "other.example", 443)
 
 
-async def test_places_are_per_origin_and_handed_over_in_order_of_arrival():
+async def test_places_are_per_origin_and_an_engines_workers_get_them_in_order_of_arrival():
     gate = OriginGate(2)
-    assert gate.try_enter(SHOP) and gate.try_enter(SHOP)
-    assert not gate.try_enter(SHOP)
-    assert gate.try_enter(OTHER)  # another receiver has its own places
+    assert gate.try_enter(SHOP, "a") and gate.try_enter(SHOP, "a")
+    assert not gate.try_enter(SHOP, "a")
+    assert gate.try_enter(OTHER, "a")  # another receiver has its own places
     order: list[int] = []
 
     async def wait(n: int) -> None:
-        await gate.enter(SHOP)
+        await gate.enter(SHOP, "a")
         order.append(n)
 
     waiters = [asyncio.create_task(wait(n)) for n in range(3)]
     await asyncio.sleep(0)
     assert gate.waiting(SHOP) == 3 and order == []
     for _ in range(3):
-        gate.leave(SHOP)
+        gate.leave(SHOP, "a")
         await asyncio.sleep(0)
     await asyncio.gather(*waiters)
     assert order == [0, 1, 2]
     assert gate.in_flight(SHOP) == 2  # the places moved on, their count did not change
-    assert not gate.try_enter(SHOP)  # and nobody jumped the line
+    assert not gate.try_enter(SHOP, "b")  # and nobody jumps the line
+
+
+async def test_freed_places_go_to_the_waiting_engines_in_turn():
+    """Engine `stuck` holds every place (its receiver hangs) and has more workers waiting; as its
+    requests time out, the places go to `a`, `b` and `stuck` in turn, not back to `stuck` alone."""
+    gate = OriginGate(3)
+    for _ in range(3):
+        assert gate.try_enter(SHOP, "stuck")
+    got: list[str] = []
+
+    async def wait(owner: str) -> None:
+        await gate.enter(SHOP, owner)
+        got.append(owner)
+
+    tasks = [asyncio.create_task(wait(owner)) for owner in ["stuck"] * 5 + ["a"] * 2 + ["b"] * 2]
+    await asyncio.sleep(0)
+    for _ in range(3):
+        gate.leave(SHOP, "stuck")
+        await asyncio.sleep(0)
+    assert sorted(got) == ["a", "b", "stuck"]  # one place each
+    assert gate.in_flight(SHOP, "stuck") == 1 and gate.in_flight(SHOP, "a") == 1
+    for owner in ("a", "b", "stuck"):
+        gate.leave(SHOP, owner)
+        await asyncio.sleep(0)
+    assert sorted(got[3:]) == ["a", "b", "stuck"]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_waiter_cancelled_as_it_is_handed_a_place_passes_it_on():
     gate = OriginGate(1)
-    assert gate.try_enter(SHOP)
-    first = asyncio.create_task(gate.enter(SHOP))
-    second = asyncio.create_task(gate.enter(SHOP))
+    assert gate.try_enter(SHOP, "a")
+    first = asyncio.create_task(gate.enter(SHOP, "b"))
+    second = asyncio.create_task(gate.enter(SHOP, "c"))
     await asyncio.sleep(0)
-    gate.leave(SHOP)  # hands the place to `first`...
+    gate.leave(SHOP, "a")  # hands the place to `first`...
     first.cancel()  # ...which is cancelled before it runs
     with pytest.raises(asyncio.CancelledError):
         await first
     await asyncio.wait_for(second, 1)  # the place went on to the next in line
-    assert gate.in_flight(SHOP) == 1
-    gate.leave(SHOP)
+    assert gate.in_flight(SHOP) == 1 and gate.in_flight(SHOP, "c") == 1 and gate.in_flight(SHOP, "b") == 0
+    gate.leave(SHOP, "c")
     assert gate.in_flight(SHOP) == 0 and gate.waiting(SHOP) == 0
 
 
 async def test_a_withdrawn_waiter_leaves_no_place_behind():
     gate = OriginGate(1)
-    assert gate.try_enter(SHOP)
-    waiter = gate.queue(SHOP)
-    gate.withdraw(SHOP, waiter)
-    gate.leave(SHOP)
+    assert gate.try_enter(SHOP, "a")
+    waiter = gate.queue(SHOP, "b")
+    gate.withdraw(SHOP, "b", waiter)
+    gate.leave(SHOP, "a")
     assert gate.in_flight(SHOP) == 0 and gate.waiting(SHOP) == 0
-    assert gate.try_enter(SHOP)
+    assert gate.try_enter(SHOP, "b")
 
 
 def test_a_limit_below_one_is_refused_naming_it():
