@@ -98,7 +98,6 @@ class Engine:
         self.nc = nc
         self.consumer = consumer
         self.spec = spec
-        self.client = client
         self.metrics = metrics
         self.settings = settings
         self.name = name or consumer

@@ -69,11 +69,10 @@ class Outbound:
         try:
             await waiter
             return True
-        except _Stopped:
-            gate.withdraw(self.origin, self, waiter)
-        except BaseException:
+        except BaseException as exc:
             gate.withdraw(self.origin, self, waiter)  # a place handed over meanwhile goes to the next in line
-            raise
+            if not isinstance(exc, _Stopped):
+                raise
         finally:
             self.metrics.waiting_for_receiver.dec()
             del self._waiting[waiter]

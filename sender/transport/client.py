@@ -103,10 +103,14 @@ class SafeHTTPClient:
         self._keepalive_timeout = keepalive_timeout
         # The process's keep-alive pools, one per `share_key` and what else a connection depends on.
         self._sharing = sharing
-        self._shared_as: Hashable = None
-        if sharing is not None and share_key is not None and isinstance(ssl, bool) and resolver is None:
-            self._shared_as = (share_key, policy.allow_networks, policy.allow_http, ssl)
-            self._shared_as += (max_response_bytes, keepalive_timeout)
+        shareable = (
+            sharing is not None and share_key is not None and isinstance(ssl, bool) and resolver is None
+        )
+        self._shared_as: Hashable = (
+            (share_key, policy.allow_networks, policy.allow_http, ssl, max_response_bytes, keepalive_timeout)
+            if shareable
+            else None
+        )
         self._session: aiohttp.ClientSession | None = None
         self._pool: KeepAlivePool | None = None
         self._checked: dict[str, URL] = {}
@@ -120,7 +124,8 @@ class SafeHTTPClient:
                 tls = _tls_context(self._ssl)
                 return KeepAlivePool(resolver, tls, limit, self._keepalive_timeout, self.max_response_bytes)
 
-            if self._sharing is not None and self._shared_as is not None:
+            if self._shared_as is not None:
+                assert self._sharing is not None
                 self._pool = self._sharing.pool(self._shared_as, lambda: keepalive_pool(SHARED_POOL_LIMIT))
             else:
                 self._pool = keepalive_pool(self._limit)
@@ -144,7 +149,8 @@ class SafeHTTPClient:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            if self._sharing is not None and self._shared_as is not None:
+            if self._shared_as is not None:
+                assert self._sharing is not None
                 self._sharing.release(self._shared_as)  # the last of its clients closes it
             else:
                 pool.close()

@@ -166,9 +166,10 @@ async def test_a_worker_in_line_keeps_its_event_in_progress_and_hands_it_back_on
         assert await first.take([HeldMessage()])  # the one place, held (a request in flight)
         waiting = HeldMessage()
         turn = asyncio.ensure_future(second.take([waiting]))
-        await asyncio.sleep(0.3)
+        # JetStream is told, so it does not hand the event out again (a sweep every 0.025 s).
+        await wait_until(lambda: waiting.in_progress_calls >= 2, within=10, what="two progress reports")
         assert not turn.done()
-        assert waiting.in_progress_calls >= 2  # JetStream is told, so it does not hand the event out again
+        assert waiting.in_progress_calls >= 2
         assert waiting_for_receiver(second.url) == 1  # what an SRE sees on /metrics
         second.stop()  # the engine stops: the worker leaves the line
         assert await turn is False
