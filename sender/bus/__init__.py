@@ -13,7 +13,9 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   stoprecord   the 410 Gone / circuit-breaker stop, kept on the consumer's metadata
   publish      publishing events, each settled by the server's answer
   feed         MessageFeed, the continuous pull from one consumer; stored_at, when the stream
-               stored a message
+               stored a message (or a bundle's member)
+  replymeta    what a message's reply subject says (sequences, delivery count, stored time), read
+               without nats-py's costs
   bundles      the events of a bundle (several events in one message) handed out one by one, and
                the bundle's message settled once they all are; event_key names an event either way
   reservations event ids reserved for the duplicate window, and bundles kept, for an ingest that

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 
 from hookline.sender.bus.failedattempts import FailedAttemptStore
 from hookline.sender.bus.outbox import outbox_of
+from hookline.sender.bus.replymeta import message_stored_at
 from hookline.sender.model.bundles import BundleProgress, unpack, verdict
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,14 @@ def event_key(msg: Msg | BundleMember) -> int | str:
 class Bundle:
     """The settlement state of one delivery of a bundle's message."""
 
-    __slots__ = ("book", "done", "due", "finished", "msg", "sequence", "size", "touched")
+    __slots__ = ("book", "done", "due", "finished", "msg", "sequence", "size", "stored_at", "touched")
 
     def __init__(self, book: BundleBook, msg: Msg, size: int, done: frozenset[int] = frozenset()) -> None:
         self.book = book
         self.msg = msg
         self.size = size
         self.sequence: int = msg.metadata.sequence.stream
+        self.stored_at = message_stored_at(msg)  # read once for all members (bus.stored_at)
         self.done = set(done)
         self.due: dict[int, float] = {}
         self.finished = False

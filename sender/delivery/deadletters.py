@@ -89,6 +89,8 @@ class DeadLetterPublisher:
         """The dead letter (and its tries so far) still to be stored for this message, if that is all
         that is left of it: one NATS refused before, or one whose last failed attempt (`failed`, the
         recorded count) was made before a restart. None: the message is to be delivered."""
+        if failed is None and not self.unstored:  # the common case
+            return None
         pending = self.unstored.get(event_key(msg))
         if pending is None and failed is not None and failed.count >= self.max_attempts:
             reason = DeadLetterReason.MAX_ATTEMPTS

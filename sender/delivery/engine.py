@@ -63,7 +63,7 @@ from hookline.sender.model.credentials import Credentials
 from hookline.sender.model.events import Event, EventError
 from hookline.sender.model.outcomes import AttemptOutcome
 from hookline.sender.model.request import Delivery
-from hookline.sender.observe.metrics import WebhookMetrics
+from hookline.sender.observe.metrics import WebhookMetrics, observe_ages
 from hookline.sender.transport.client import SafeHTTPClient
 from hookline.sender.transport.sharing import OriginGate
 
@@ -445,11 +445,12 @@ class Engine:
         if settlement.stop_cause is not None:
             await self.gone.trip(settlement.stop_cause, items[0].event.id, now)
         retried: list[int | str] = []
+        delivered: list[float] = []  # when the stream stored each event acked (in _send, on the 2xx)
         for item, one, decision in zip(items, carried, settlement.decisions, strict=True):
             msg, event = item.msg, item.event
             kind = decision.kind
-            if kind is retry.DecisionKind.ACK:  # acked in _send, as soon as the 2xx was read
-                self.metrics.latency.observe(max(0.0, now - one.stored_at))
+            if kind is retry.DecisionKind.ACK:
+                delivered.append(one.stored_at)
             elif kind is retry.DecisionKind.RETRY:
                 if batch_id is None:
                     log.info(
@@ -466,8 +467,9 @@ class Engine:
                 assert decision.reason is not None
                 record = self.dead_letters.record(msg, event, outcome, decision.reason, now, one.attempt)
                 await self._store_dead_letter(msg, event, record)
-        if delivered := len(settlement.of(retry.DecisionKind.ACK)):  # counted once per request
-            self.metrics.deliveries["delivered"].inc(delivered)
+        if delivered:  # counted once per request
+            self.metrics.deliveries["delivered"].inc(len(delivered))
+            observe_ages(self.metrics.latency, now, delivered)
         if outcome.succeeded:
             await self.ledger.settled([item.msg for item in items])
         if batch_id is not None and retried:

@@ -79,7 +79,10 @@ class AttemptLedger:
     async def arrived(self, msg: Msg | BundleMember) -> FailedAttempts | None:
         """The failed attempts of an event the bus just handed out (None: none). Raises BusUnavailable
         when they cannot be known now: the caller hands the event back unsent."""
-        sequence, delivered = event_key(msg), msg.metadata.num_delivered
+        delivered = msg.metadata.num_delivered
+        if delivered <= 1 and not self.held:  # the common case, without the event's key: none failed
+            return None
+        sequence = event_key(msg)
         recalled = recall(self.held.get(sequence), delivered)
         if recalled is ASK_STORE:
             known = None if self.store is None else await self.store.read(sequence)
@@ -93,6 +96,8 @@ class AttemptLedger:
 
     def failed_before(self, msg: Msg | BundleMember) -> int:
         """How many attempts of this event (as the engine holds it now) failed before this one."""
+        if not self.held:
+            return 0
         held = self.held.get(event_key(msg))
         return 0 if held is None else held.record.count
 
@@ -122,6 +127,8 @@ class AttemptLedger:
 
     async def settled(self, msgs: Sequence[Msg | BundleMember]) -> None:
         """The events were delivered or dead-lettered: purge the records of those that had one."""
+        if not self.held:
+            return
         purges = []
         for msg in msgs:
             sequence = event_key(msg)

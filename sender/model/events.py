@@ -25,7 +25,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,14 +126,16 @@ class Event:
             errors.append(FieldError("type", f"unknown event type {event_type!r}"))
         if errors:
             raise EventError(errors)
-        return cls(
-            event_id,
-            event_type,
-            _ref_str(payload.get("database")),
-            _ref_str(payload.get("collection")),
-            payload,
-            data if isinstance(data, bytes) else None,
-        )
+        database, collection = payload.get("database"), payload.get("collection")
+        event = _new_event(cls)  # what __init__ does, a third faster (_EVENT_SLOTS): paid per event
+        set_id, set_type, set_database, set_collection, set_payload, set_raw = _EVENT_SLOTS
+        set_id(event, event_id)
+        set_type(event, event_type)
+        set_database(event, None if database is None else str(database))
+        set_collection(event, None if collection is None else str(collection))
+        set_payload(event, payload)
+        set_raw(event, data if isinstance(data, bytes) else None)
+        return event
 
     @property
     def subject(self) -> str:
@@ -143,6 +145,12 @@ class Event:
     def time(self) -> int:
         return int(self.payload["time"])
 
+
+# The slots of Event's fields, in order, written straight: a frozen dataclass's __init__ writes each
+# through object.__setattr__, which was a third of `Event.from_bytes`, paid by every sender per event.
+# tests/unit/test_events.py holds an event read this way equal to one built by __init__.
+_new_event = object.__new__
+_EVENT_SLOTS = tuple(Event.__dict__[f.name].__set__ for f in fields(Event))
 
 # Built once: json.dumps with arguments builds a new encoder on every call, which the sender pays per
 # delivery.

@@ -9,6 +9,8 @@ can filter by database.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +74,29 @@ class LoopValue:
 
     def get_exemplar(self) -> Any:
         return self._exemplar
+
+
+def observe_repeated(histogram: Histogram, amount: float, count: int) -> None:
+    """`histogram.observe(amount)` done `count` times, in one step. Written to prometheus_client's
+    Histogram storage (`_sum`, `_buckets`, `_upper_bounds`) as its own `observe` writes it;
+    tests/unit/test_metrics_values.py holds the result equal to `count` observations."""
+    if count == 1:
+        histogram.observe(amount)
+        return
+    histogram._raise_if_not_observable()  # type: ignore[attr-defined]
+    histogram._sum.inc(amount * count)  # type: ignore[attr-defined]
+    for index, bound in enumerate(histogram._upper_bounds):  # type: ignore[attr-defined]
+        if amount <= bound:
+            histogram._buckets[index].inc(count)  # type: ignore[attr-defined]
+            break
+
+
+def observe_ages(histogram: Histogram, now: float, since: Sequence[float]) -> None:
+    """Observe `now - t` (at least 0) for each `t` of `since`, equal neighbours in one step: the events
+    of a bundle share their stored time, and a batch of them made one observation each (~3 % of a
+    batched sender's CPU, bench/profile_sender.py)."""
+    for at, same in itertools.groupby(since):
+        observe_repeated(histogram, max(0.0, now - at), sum(1 for _ in same))
 
 
 def use_loop_values() -> None:

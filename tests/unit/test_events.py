@@ -3,6 +3,7 @@ NATS-safe subjects, and the bus encoding."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime
@@ -222,7 +223,16 @@ def test_bus_round_trip_keeps_everything(event_type):
     assert b'": ' not in data and b', "' not in data  # compact separators
     again = Event.from_bytes(data)
     assert again == event
+    assert (again.id, again.type, again.database, again.collection) == (
+        event.id,
+        event.type,
+        event.database,
+        event.collection,
+    )
+    assert again.raw == data  # sent as it is by a JSON delivery
     assert subject_for(again) == subject_for(event)
+    with pytest.raises(dataclasses.FrozenInstanceError):  # read off the bus, still immutable
+        again.id = "changed"  # type: ignore[misc]
 
 
 def test_bus_encoding_keeps_unicode():

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, values
 
-from hookline.sender.observe.metrics import LoopValue, SenderMetrics, render, use_loop_values
+from hookline.sender.observe.metrics import (
+    LoopValue,
+    SenderMetrics,
+    observe_ages,
+    render,
+    use_loop_values,
+)
 
 
 def exercise(registry: CollectorRegistry) -> bytes:
@@ -38,3 +44,23 @@ def test_loop_values_render_the_same_metrics(monkeypatch: pytest.MonkeyPatch) ->
     unlocked = exercise(CollectorRegistry())
     assert without_created(unlocked) == without_created(locked)
     assert b"hookline_delivery_attempts_total{" in unlocked  # the families exist, with their samples
+
+
+@pytest.mark.parametrize("value_class", [values.MutexValue, LoopValue])
+def test_ages_observed_in_runs_read_as_one_observation_each(
+    monkeypatch: pytest.MonkeyPatch, value_class: type
+) -> None:
+    """A batch's events that share a stored time (a bundle's) are observed in one step; the latency
+    histogram a scraper reads is the one of one observation per event: buckets, sum and count."""
+    monkeypatch.setattr(values, "ValueClass", value_class)
+    now = 1000.0
+    stored = [990.0] * 100 + [999.95] * 3 + [1000.5] + [400.0] * 2 + [990.0]  # 1000.5: ahead -> 0
+    one_by_one, in_runs = CollectorRegistry(), CollectorRegistry()
+    single = SenderMetrics(one_by_one).bind("shop", "orders", "")
+    for at in stored:
+        single.latency.observe(max(0.0, now - at))
+    observe_ages(SenderMetrics(in_runs).bind("shop", "orders", "").latency, now, stored)
+    expected = without_created(render(one_by_one))
+    assert without_created(render(in_runs)) == expected
+    counts = [line for line in expected if line.startswith(b"hookline_end_to_end_latency_seconds_count")]
+    assert counts and counts[0].endswith(b" 107.0")
