@@ -41,13 +41,17 @@ class BundleMember:
     """One event of a bundle, as the engine sees a message: its own `data`, the bundle's subject and
     reply metadata, and ack/NAK/term/in-progress that settle it within the bundle."""
 
-    __slots__ = ("bundle", "data", "index", "key")
+    __slots__ = ("bundle", "data", "index")
 
     def __init__(self, bundle: Bundle, index: int, data: bytes) -> None:
         self.bundle = bundle
         self.index = index
         self.data = data
-        self.key = f"{bundle.sequence}-{index}"
+
+    @property
+    def key(self) -> str:
+        """`<sequence>-<index>`; made when asked for: a delivery that nothing failed never asks."""
+        return f"{self.bundle.sequence}-{self.index}"
 
     @property
     def subject(self) -> str:

@@ -37,11 +37,12 @@ from hookline.sender.model.outcomes import (
 __all__ = ["Carried", "Settlement", "settle"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Carried:
     """One event a request carried: its attempt number (1-based: 1 + the attempts receivers failed
     before, ledger.py; never JetStream's delivery count) and when it entered the stream (Unix
-    seconds; the age bound counts from there)."""
+    seconds; the age bound counts from there). Not frozen: one is made per event a request carried,
+    and a frozen dataclass's __init__ costs twice as much."""
 
     attempt: int
     stored_at: float
