@@ -361,6 +361,7 @@ async def pool_throughput(
             pids["pool"] = replica.pid
             # When the roster first listed every engine: (perf_counter, receiver count, CPU seconds)
             all_running: tuple[float, int, dict[str, float]] | None = None
+            ramp: float | None = None  # seconds from the replica's start to every engine running
             try:
                 deadline = time.monotonic() + 300
                 while True:
@@ -377,6 +378,7 @@ async def pool_throughput(
                         if fresh and want <= set(roster.running):
                             cpu = {what: cpu_seconds(pid) for what, pid in pids.items()}
                             all_running = (time.perf_counter(), stats["count"], cpu)
+                            ramp = time.time() - replica.started
                     await asyncio.sleep(0.1)
                 cpu_end = {what: cpu_seconds(pid) for what, pid in pids.items()}
                 metrics = await replica.metrics(http)
@@ -401,6 +403,8 @@ async def pool_throughput(
         at, count, cpu = all_running
         steady = stats["count"] - count
         result["steady_rate"] = steady / (stats["last"] - at)
+        result["ramp_seconds"] = ramp
+        result["delivered_in_ramp"] = count
         result["steady_requests"] = steady
         result["cpu_ms_per_delivery"] = {
             what: round((cpu_end[what] - cpu[what]) * 1000 / steady, 3) for what in pids

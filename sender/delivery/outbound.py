@@ -52,6 +52,7 @@ class Outbound:
         self._waiting: dict[asyncio.Future[None], tuple[Sequence[Msg], float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._reporting: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def take(self, msgs: Sequence[Msg]) -> bool:
         """A place for one request: True once it is this worker's (then `give_back` after the request);
@@ -60,8 +61,10 @@ class Outbound:
         gate = self.gate
         if gate is None or gate.try_enter(self.origin, self):
             return True
-        waiter = gate.queue(self.origin, self)
-        loop = asyncio.get_running_loop()
+        # The engine's loop, asked for once: asyncio.get_running_loop() makes a system call (getpid)
+        # on every call, and in a busy pool most requests wait here.
+        loop = self._loop or self._bind_loop()
+        waiter = gate.queue(self.origin, self, loop)
         self._waiting[waiter] = (msgs, loop.time())
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.keep_every / 2, self._sweep)
@@ -80,6 +83,10 @@ class Outbound:
             with contextlib.suppress(Exception):
                 await msg.nak()
         return False
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def give_back(self) -> None:
         if self.gate is not None:

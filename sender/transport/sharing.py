@@ -85,10 +85,10 @@ class OriginGate:
             return True
         return False
 
-    def queue(self, origin: Origin, owner: Hashable) -> asyncio.Future[None]:
-        """A place in line (after `try_enter` said no): the future resolves when the place is handed
-        over. One given up on must be `withdraw`n."""
-        waiter = asyncio.get_running_loop().create_future()
+    def queue(self, origin: Origin, owner: Hashable, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A place in line (after `try_enter` said no): the future (of the caller's `loop`) resolves
+        when the place is handed over. One given up on must be `withdraw`n."""
+        waiter = loop.create_future()
         line = self._lanes[origin].waiting.setdefault(owner, collections.deque())
         line.append(waiter)
         return waiter
@@ -113,7 +113,7 @@ class OriginGate:
     async def enter(self, origin: Origin, owner: Hashable) -> None:
         if self.try_enter(origin, owner):
             return
-        waiter = self.queue(origin, owner)
+        waiter = self.queue(origin, owner, asyncio.get_running_loop())
         try:
             await waiter  # `leave` hands its place over: busy stays counted for this request
         except BaseException:

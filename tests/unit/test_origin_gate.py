@@ -84,7 +84,7 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_place_passes_it_on():
 async def test_a_withdrawn_waiter_leaves_no_place_behind():
     gate = OriginGate(1)
     assert gate.try_enter(SHOP, "a")
-    waiter = gate.queue(SHOP, "b")
+    waiter = gate.queue(SHOP, "b", asyncio.get_running_loop())
     gate.withdraw(SHOP, "b", waiter)
     gate.leave(SHOP, "a")
     assert gate.in_flight(SHOP) == 0 and gate.waiting(SHOP) == 0
