@@ -543,44 +543,53 @@ async def measure(args: argparse.Namespace) -> dict:
 async def batched(
     args: argparse.Namespace, tmp: Path, nats: EmbeddedNats, http_base: str, hook_url: str
 ) -> list[dict]:
-    """Events/s and requests/s at the receiver for each maxEvents (1: no batch), same receiver."""
-    rows = []
-    for size, bundle in [
-        (size, bundle) for bundle in sorted({1, args.bundle_size}) for size in args.batch_sizes
-    ]:
-        batch = None if size == 1 else {"maxEvents": size, "maxWaitMilliseconds": args.batch_wait_ms}
-        stored = f", stored in bundles of {bundle}" if bundle > 1 else ""
-        print(f"batched delivery: maxEvents {size}, {args.batch_events} events{stored} ...", flush=True)
-        events = [parse_event(sample_event(i, f"b{size}-{bundle}")) for i in range(args.batch_events)]
-        sent = await sender_throughput(
-            tmp,
-            nats,
-            http_base,
-            hook_url,
-            events,
-            args.concurrency,
-            "json",
-            f"b{size}-{bundle}",
-            batch=batch,
-            cpu=True,
-            bundle=bundle,
-        )
-        row = {
-            "max_events": size,
-            "bundle": bundle,
-            "events_per_second": event_rate(sent),
-            "requests_per_second": rate(sent),
-            "requests": sent["count"],
-            "failed_attempts": sent["failed_attempts"],
-            "cpu_us_per_event": sent.get("cpu_us_per_event"),
-        }
-        rows.append(row)
-        print(
-            f"  {row['events_per_second']:.0f} events/s, {row['requests_per_second']:.0f} requests/s, "
-            f"CPU us per event {row['cpu_us_per_event']}",
-            flush=True,
-        )
-    return rows
+    """Events/s and requests/s at the receiver for each maxEvents (1: no batch), same receiver. With
+    `--batch-rounds` above 1 every setting runs again in each round (alternating) and the best of each
+    is kept, as for the other rows: other load on a shared machine only ever slows a run down."""
+    settings = [(size, bundle) for bundle in sorted({1, args.bundle_size}) for size in args.batch_sizes]
+    best: dict[tuple[int, int], dict] = {}
+    for round_ in range(1, args.batch_rounds + 1):
+        for size, bundle in settings:
+            batch = None if size == 1 else {"maxEvents": size, "maxWaitMilliseconds": args.batch_wait_ms}
+            stored = f", stored in bundles of {bundle}" if bundle > 1 else ""
+            print(
+                f"batched delivery (round {round_}/{args.batch_rounds}): maxEvents {size}, "
+                f"{args.batch_events} events{stored} ...",
+                flush=True,
+            )
+            tag = f"b{size}-{bundle}-r{round_}"
+            events = [parse_event(sample_event(i, tag)) for i in range(args.batch_events)]
+            sent = await sender_throughput(
+                tmp,
+                nats,
+                http_base,
+                hook_url,
+                events,
+                args.concurrency,
+                "json",
+                tag,
+                batch=batch,
+                cpu=True,
+                bundle=bundle,
+            )
+            row = {
+                "max_events": size,
+                "bundle": bundle,
+                "events_per_second": event_rate(sent),
+                "requests_per_second": rate(sent),
+                "requests": sent["count"],
+                "failed_attempts": sent["failed_attempts"],
+                "cpu_us_per_event": sent.get("cpu_us_per_event"),
+            }
+            print(
+                f"  {row['events_per_second']:.0f} events/s, {row['requests_per_second']:.0f} requests/s, "
+                f"CPU us per event {row['cpu_us_per_event']}",
+                flush=True,
+            )
+            kept = best.get((size, bundle))
+            if kept is None or row["events_per_second"] > kept["events_per_second"]:
+                best[(size, bundle)] = row
+    return [best[setting] for setting in settings]
 
 
 async def latency(args: argparse.Namespace, delivery_batch: dict | None = None) -> dict | None:
@@ -655,7 +664,7 @@ async def sender_pool(args: argparse.Namespace) -> dict:
         print(f"pool vs dedicated, events stored in bundles of {args.bundle_size} ...", flush=True)
         with tempfile.TemporaryDirectory(prefix="hookline-bench-pool-bundles-") as tmp:
             bundled = await pool_throughput(
-                Path(tmp), args.pool_events, 100, 1, control=False, bundle=args.bundle_size
+                Path(tmp), args.pool_events, 100, args.pool_rounds, control=False, bundle=args.bundle_size
             )
         result["bundled_throughput"] = bundled
         print(f"  pool {bundled['pool_rate']}/s vs dedicated {bundled['dedicated_rate']}/s", flush=True)
@@ -911,7 +920,8 @@ def batch_rows(rows: list[dict], latency_result: dict | None, args: argparse.Nam
         gain = f" ({row['events_per_second'] / base:.1f}x)" if base and row is not rows[0] else ""
         out.append(
             f"| batched delivery, maxEvents {label}: events/s, one sender (json, signed, maxInFlight "
-            f"{args.concurrency}, {args.batch_events} events) | {row['events_per_second']:.0f}{gain} |"
+            f"{args.concurrency}, {args.batch_events} events, best of {args.batch_rounds}) "
+            f"| {row['events_per_second']:.0f}{gain} |"
         )
         out.append(
             f"| batched delivery, maxEvents {label}: requests/s the receiver saw "
@@ -984,8 +994,9 @@ def pool_rows(result: dict | None) -> list[str]:
         nats_ms = (bundled.get("pool_cpu_ms_per_delivery") or {}).get("nats")
         rows.append(
             f"| pool replica over 100 Webhooks vs one dedicated sender, events stored in bundles of "
-            f"{bundled['bundle']} (maxInFlight {bundled['max_in_flight']}, {bundled['events']:,} events; "
-            f"target >= 0.9) | {bundled['pool_rate']} vs {bundled['dedicated_rate']} "
+            f"{bundled['bundle']} (maxInFlight {bundled['max_in_flight']}, {bundled['events']:,} events, "
+            f"best of {len(bundled.get('pool_rates') or [0])}; target >= 0.9) "
+            f"| {bundled['pool_rate']} vs {bundled['dedicated_rate']} "
             f"({bundled['ratio']:.2f}); nats-server {nats_ms} ms per pooled delivery |"
         )
     return rows
@@ -1080,6 +1091,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="maxEvents of the batched runs, 1 meaning no batch (default 1,10,100)",
     )
     parser.add_argument(
+        "--batch-rounds",
+        type=int,
+        default=2,
+        help="rounds of the batched runs, alternating settings, the best of each kept (default %(default)s)",
+    )
+    parser.add_argument(
         "--batch-wait-ms", type=int, default=50, help="maxWaitMilliseconds of the batched runs"
     )
     parser.add_argument(
@@ -1108,6 +1125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="events of the sender-pool throughput runs (spread over 100 Webhooks: fewer than ~200 each "
         "measure connection set-up more than delivery), after its 1/100/1,000-Webhook memory run "
         "(0 skips; bench/pool.py runs the full variant)",
+    )
+    parser.add_argument(
+        "--pool-rounds",
+        type=int,
+        default=2,
+        help="alternating dedicated/pool rounds of the bundled pool run, the best of each kept "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--signing-events",

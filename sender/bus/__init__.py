@@ -6,6 +6,7 @@ as `bus.X` (`bus.connect`, `bus.STREAM`, `bus.ensure_consumer`, ...).
   replicas     how many copies of a stream or bucket: the bound, and moving an existing one
   layout       the events and dead-letter streams, the per-Webhook consumer (spec, config,
                ensure_consumer, delete_consumer, whether it needs an update)
+  buckets      key-value bucket handles, opened once per connection and dropped when a use fails
   floors       the consumers' ack floors (key-value bucket), from which a lost consumer is recreated,
                and what a recreated consumer is still owed (RecoveryDebt)
   recovery     the recovery stream: a bounded mirror of the events stream (interest retention)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from hookline.sender.bus.buckets import using as using_bucket
 from hookline.sender.bus.outbox import outbox_of
 from hookline.sender.bus.replicas import check_replicas, ensure_direct, ensure_replicas
 from hookline.sender.model.deliveryhealth import AttemptRecord, HealthReport
@@ -61,7 +63,6 @@ class AttemptLog:
         self.js = js
         self.subject = attempts_subject(namespace, name)
         self.key = health_key(namespace, name)
-        self._kv: Any = None
 
     async def ensure(
         self,
@@ -69,14 +70,17 @@ class AttemptLog:
         max_bytes: int = DEFAULT_ATTEMPTS_MAX_BYTES,
     ) -> None:
         """Create the stream and the bucket when absent (the operator's settings win when present)."""
-        self._kv = await ensure_attempt_log(self.js, max_age_seconds, max_bytes)
+        await ensure_attempt_log(self.js, max_age_seconds, max_bytes)
+
+    def _bucket(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The health bucket for one use, its handle kept per connection (buckets.py)."""
+        return using_bucket(self.js, HEALTH_BUCKET, lambda: health_bucket(self.js))
 
     async def previous(self) -> HealthReport | None:
         """The last report of this Webhook (an earlier sender process, another replica)."""
-        if self._kv is None:
-            self._kv = await health_bucket(self.js)
         try:
-            entry = await self._kv.get(self.key)
+            async with self._bucket() as kv:
+                entry = await kv.get(self.key)
         except Exception:  # no report yet (KeyNotFoundError), or NATS away: start afresh
             return None
         try:
@@ -90,9 +94,8 @@ class AttemptLog:
         await outbox_of(self.nc).publish(self.subject, record.to_bytes())
 
     async def report(self, report: HealthReport) -> None:
-        if self._kv is None:
-            self._kv = await health_bucket(self.js)
-        await self._kv.put(self.key, report.to_bytes())
+        async with self._bucket() as kv:
+            await kv.put(self.key, report.to_bytes())
 
 
 async def ensure_attempt_log(

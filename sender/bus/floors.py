@@ -12,6 +12,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from hookline.sender.bus.buckets import using as using_bucket
 from hookline.sender.bus.connection import BusUnavailable
 from hookline.sender.bus.replicas import DEFAULT_REPLICAS, check_replicas, ensure_direct, ensure_replicas
 
@@ -25,7 +26,15 @@ def floor_of(info: api.ConsumerInfo) -> int:
     return int(floor.stream_seq or 0) if floor is not None else 0
 
 
-async def _floors(js: JetStreamContext, *, create: bool, replicas: int = DEFAULT_REPLICAS) -> KeyValue | None:
+def _floors(js: JetStreamContext, *, create: bool) -> contextlib.AbstractAsyncContextManager[KeyValue | None]:
+    """The floors bucket for one use, its handle kept per connection (buckets.py); None: no bucket
+    (only without `create`)."""
+    return using_bucket(js, FLOORS_BUCKET, lambda: _open_floors(js, create=create))
+
+
+async def _open_floors(
+    js: JetStreamContext, *, create: bool, replicas: int = DEFAULT_REPLICAS
+) -> KeyValue | None:
     try:
         return await js.key_value(FLOORS_BUCKET)
     except BucketNotFoundError:
@@ -44,16 +53,16 @@ async def _floors(js: JetStreamContext, *, create: bool, replicas: int = DEFAULT
 
 async def ensure_floors_bucket(js: JetStreamContext, replicas: int = DEFAULT_REPLICAS) -> None:
     """Create the floors bucket with `replicas`, or move an existing one to them (ingest, at start)."""
-    await _floors(js, create=True, replicas=replicas)
+    await _open_floors(js, create=True, replicas=replicas)
     await ensure_replicas(js, f"KV_{FLOORS_BUCKET}", replicas)
     await ensure_direct(js, f"KV_{FLOORS_BUCKET}")
 
 
 async def record_floor(js: JetStreamContext, consumer: str, floor: int) -> None:
     """Remember how far a consumer got, so that a lost consumer can be recreated from there."""
-    kv = await _floors(js, create=True)
-    assert kv is not None
-    await kv.put(consumer, str(int(floor)).encode())
+    async with _floors(js, create=True) as kv:
+        assert kv is not None
+        await kv.put(consumer, str(int(floor)).encode())
 
 
 async def read_floor(js: JetStreamContext, consumer: str) -> int | None:
@@ -64,10 +73,10 @@ async def read_floor(js: JetStreamContext, consumer: str) -> int | None:
     for it, so the caller must try again later rather than guess.
     """
     try:
-        kv = await _floors(js, create=False)
-        if kv is None:
-            return None
-        entry = await kv.get(consumer)
+        async with _floors(js, create=False) as kv:
+            if kv is None:
+                return None
+            entry = await kv.get(consumer)
     except KeyNotFoundError:
         return None
     except (nats.errors.Error, TimeoutError) as exc:
@@ -82,10 +91,10 @@ async def read_floor(js: JetStreamContext, consumer: str) -> int | None:
 
 
 async def forget_floor(js: JetStreamContext, consumer: str) -> None:
-    kv = await _floors(js, create=False)
-    if kv is not None:
-        with contextlib.suppress(KeyNotFoundError):
-            await kv.purge(consumer)
+    async with _floors(js, create=False) as kv:
+        if kv is not None:
+            with contextlib.suppress(KeyNotFoundError):
+                await kv.purge(consumer)
 
 
 # A lost consumer recreated under interest retention owes its Webhook the events between its last
@@ -128,10 +137,10 @@ async def read_debt(js: JetStreamContext, consumer: str) -> RecoveryDebt | None:
     """What a recreated consumer is still owed; None when nothing (raises BusUnavailable when NATS
     cannot say: a debt taken for paid would be a silent loss)."""
     try:
-        kv = await _floors(js, create=False)
-        if kv is None:
-            return None
-        entry = await kv.get(DEBT_PREFIX + consumer)
+        async with _floors(js, create=False) as kv:
+            if kv is None:
+                return None
+            entry = await kv.get(DEBT_PREFIX + consumer)
     except KeyNotFoundError:
         return None
     except (nats.errors.Error, TimeoutError) as exc:
@@ -142,13 +151,13 @@ async def read_debt(js: JetStreamContext, consumer: str) -> RecoveryDebt | None:
 
 
 async def write_debt(js: JetStreamContext, consumer: str, debt: RecoveryDebt) -> None:
-    kv = await _floors(js, create=True)
-    assert kv is not None
-    await kv.put(DEBT_PREFIX + consumer, debt.to_bytes())
+    async with _floors(js, create=True) as kv:
+        assert kv is not None
+        await kv.put(DEBT_PREFIX + consumer, debt.to_bytes())
 
 
 async def forget_debt(js: JetStreamContext, consumer: str) -> None:
-    kv = await _floors(js, create=False)
-    if kv is not None:
-        with contextlib.suppress(KeyNotFoundError):
-            await kv.purge(DEBT_PREFIX + consumer)
+    async with _floors(js, create=False) as kv:
+        if kv is not None:
+            with contextlib.suppress(KeyNotFoundError):
+                await kv.purge(DEBT_PREFIX + consumer)

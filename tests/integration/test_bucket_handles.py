@@ -1,0 +1,78 @@
+"""Key-value bucket handles opened once per connection (sender/bus/buckets.py), on a real nats-server:
+an engine recording floors and health reports asks for each bucket's info once, and a bucket deleted
+under a kept handle costs one failed write, after which the bucket is made again and holds the next
+one."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookline.sender import bus
+from hookline.sender.bus.attemptlog import HEALTH_BUCKET, AttemptLog
+from hookline.sender.bus.floors import FLOORS_BUCKET, read_floor, record_floor
+from hookline.sender.model.deliveryhealth import HealthReport
+
+
+def report(name: str, pending: int) -> HealthReport:
+    return HealthReport("shop", name, 1.0, 0, 0, 60, pending, None, 0)
+
+
+async def watch_bucket_lookups(nc: bus.NATS) -> list[str]:
+    """The subjects of STREAM.INFO requests (opening a bucket is one), as the server receives them."""
+    seen: list[str] = []
+
+    async def note(msg) -> None:  # noqa: ANN001
+        seen.append(msg.subject)
+
+    await nc.subscribe("$JS.API.STREAM.INFO.*", cb=note)
+    await nc.flush()
+    return seen
+
+
+async def test_floors_of_many_consumers_open_the_bucket_once(nats, nats_server) -> None:
+    nc, js = nats
+    observer = await bus.connect(nats_server.url)
+    try:
+        lookups = await watch_bucket_lookups(observer)
+        for i in range(20):  # as 20 engines on one connection, each with its own context
+            await record_floor(nc.jetstream(), f"consumer-{i}", 100 + i)
+        assert [await read_floor(nc.jetstream(), f"consumer-{i}") for i in (0, 19)] == [100, 119]
+        assert await read_floor(js, "never-recorded") is None  # a key not found keeps the handle
+        await record_floor(js, "consumer-0", 200)
+        await observer.flush()
+        assert lookups == [f"$JS.API.STREAM.INFO.KV_{FLOORS_BUCKET}"]
+    finally:
+        await observer.close()
+
+
+async def test_a_deleted_floors_bucket_is_made_again_after_one_failed_write(nats) -> None:
+    nc, js = nats
+    await record_floor(js, "shop", 10)
+    await js.delete_key_value(FLOORS_BUCKET)
+    with pytest.raises(Exception):  # noqa: B017, PT011  (nats-py's error for a missing stream varies)
+        await record_floor(js, "shop", 11)  # the kept handle points at nothing: it is dropped
+    await record_floor(js, "shop", 12)
+    assert await read_floor(js, "shop") == 12
+    assert (await js.stream_info(f"KV_{FLOORS_BUCKET}")).config.max_msgs_per_subject == 1
+
+
+async def test_health_reports_of_many_webhooks_share_one_handle_and_survive_a_deleted_bucket(
+    nats, nats_server
+) -> None:
+    nc, js = nats
+    observer = await bus.connect(nats_server.url)
+    try:
+        lookups = await watch_bucket_lookups(observer)
+        logs = [AttemptLog(nc, nc.jetstream(), "shop", f"orders-{i}") for i in range(10)]
+        for i, log in enumerate(logs):
+            assert await log.previous() is None  # none yet
+            await log.report(report(f"orders-{i}", i + 1))
+        assert (await logs[3].previous()).pending == 4
+        await observer.flush()
+        assert lookups == [f"$JS.API.STREAM.INFO.KV_{HEALTH_BUCKET}"]
+    finally:
+        await observer.close()
+    await js.delete_key_value(HEALTH_BUCKET)
+    assert await logs[0].previous() is None  # the read fails: a fresh start, and the handle is dropped
+    await logs[0].report(report("orders-0", 7))  # opens (makes) the bucket again
+    assert (await logs[0].previous()).pending == 7
