@@ -53,6 +53,11 @@ class Outbound:
         self._sweeper: asyncio.TimerHandle | None = None
         self._reporting: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.posting = 0  # requests on their way
+        # Both gauges read when scraped, not counted up and down per request (two metric updates
+        # fewer per request; in a pool most requests wait in line, which made two more).
+        metrics.in_flight.set_function(lambda: self.posting)
+        metrics.waiting_for_receiver.set_function(lambda: len(self._waiting))
 
     async def take(self, msgs: Sequence[Msg]) -> bool:
         """A place for one request: True once it is this worker's (then `give_back` after the request);
@@ -68,7 +73,6 @@ class Outbound:
         self._waiting[waiter] = (msgs, loop.time())
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.keep_every / 2, self._sweep)
-        self.metrics.waiting_for_receiver.inc()
         try:
             await waiter
             return True
@@ -77,7 +81,6 @@ class Outbound:
             if not isinstance(exc, _Stopped):
                 raise
         finally:
-            self.metrics.waiting_for_receiver.dec()
             del self._waiting[waiter]
         for msg in msgs:
             with contextlib.suppress(Exception):
@@ -118,8 +121,7 @@ class Outbound:
 
     async def post(self, body: bytes, headers: dict[str, str]) -> PostResult:
         """One request: (status, Retry-After, error, answer, seconds); never raises for the request."""
-        metrics = self.metrics
-        metrics.in_flight.inc()
+        self.posting += 1
         started = time.perf_counter()
         status: int | None = None
         retry_after: str | None = None
@@ -135,9 +137,9 @@ class Outbound:
         except Exception as exc:  # classified by the caller; the client raises many kinds
             error = exc
         finally:
-            metrics.in_flight.dec()
+            self.posting -= 1
         took = time.perf_counter() - started
-        metrics.duration.observe(took)
+        self.metrics.duration.observe(took)
         return status, retry_after, error, answer, took
 
 
