@@ -6,6 +6,7 @@ one."""
 from __future__ import annotations
 
 import pytest
+from nats.aio.msg import Msg
 
 from hookline.sender import bus
 from hookline.sender.bus.attemptlog import HEALTH_BUCKET, AttemptLog
@@ -21,7 +22,7 @@ async def watch_bucket_lookups(nc: bus.NATS) -> list[str]:
     """The subjects of STREAM.INFO requests (opening a bucket is one), as the server receives them."""
     seen: list[str] = []
 
-    async def note(msg) -> None:  # noqa: ANN001
+    async def note(msg: Msg) -> None:
         seen.append(msg.subject)
 
     await nc.subscribe("$JS.API.STREAM.INFO.*", cb=note)
@@ -46,10 +47,10 @@ async def test_floors_of_many_consumers_open_the_bucket_once(nats, nats_server) 
 
 
 async def test_a_deleted_floors_bucket_is_made_again_after_one_failed_write(nats) -> None:
-    nc, js = nats
+    _, js = nats
     await record_floor(js, "shop", 10)
     await js.delete_key_value(FLOORS_BUCKET)
-    with pytest.raises(Exception):  # noqa: B017, PT011  (nats-py's error for a missing stream varies)
+    with pytest.raises(Exception):  # noqa: B017  (nats-py's error for a missing stream varies)
         await record_floor(js, "shop", 11)  # the kept handle points at nothing: it is dropped
     await record_floor(js, "shop", 12)
     assert await read_floor(js, "shop") == 12
