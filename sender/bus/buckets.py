@@ -15,54 +15,46 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
-__all__ = ["Opener", "forget", "open_bucket", "using"]
+__all__ = ["Opener", "using"]
 
 # Opens the bucket (making it when that is the caller's wish); None: it does not exist.
 Opener = Callable[[], Awaitable[Any]]
 
-_HANDLES: weakref.WeakKeyDictionary[NATS | JetStreamContext, dict[str, Any]] = weakref.WeakKeyDictionary()
+# Per connection (a context without one, a test's stand-in, keeps its own), by bucket and by how the
+# context asks (API prefix, timeout): a handle sends its requests through the context that opened it.
+_Key = tuple[str, str, float]  # bucket, API prefix, timeout
+_HANDLES: weakref.WeakKeyDictionary[Any, dict[_Key, Any]] = weakref.WeakKeyDictionary()
 
 
-def _handles(js: JetStreamContext) -> dict[str, Any]:
-    # By the connection every context of it shares (a context without one keeps its own).
+def _slot(
+    js: JetStreamContext, name: str
+) -> tuple[dict[tuple[str, str, float], Any], tuple[str, str, float]]:
     owner = getattr(js, "_nc", js)
     held = _HANDLES.get(owner)
     if held is None:
         held = _HANDLES[owner] = {}
-    return held
-
-
-async def open_bucket(js: JetStreamContext, name: str, opener: Opener) -> Any:
-    """The handle of bucket `name` on `js`'s connection, opened with `opener` the first time (and
-    after `forget`); None (not kept) when the opener found no bucket."""
-    held = _handles(js)
-    kv = held.get(name)
-    if kv is None:
-        kv = await opener()
-        if kv is not None:
-            held[name] = kv
-    return kv
-
-
-def forget(js: JetStreamContext, name: str) -> None:
-    """Drop the handle: the next `open_bucket` opens the bucket again."""
-    _handles(js).pop(name, None)
+    return held, (name, getattr(js, "_prefix", ""), getattr(js, "_timeout", 0.0))
 
 
 @contextlib.asynccontextmanager
 async def using(js: JetStreamContext, name: str, opener: Opener) -> AsyncIterator[Any]:
-    """The bucket's handle for one use (None: no bucket); if the use fails, the handle is dropped (the
-    bucket may have been deleted: the next use opens, or makes, it again) and the error goes on to
-    the caller. A key not found is an answer, not a failure."""
-    kv = await open_bucket(js, name, opener)
+    """The handle of bucket `name` for one use, opened with `opener` the first time on `js`'s
+    connection (None, not kept: no bucket). If the use fails the handle is dropped (the bucket may
+    have been deleted: the next use opens, or makes, it again) and the error goes on to the caller.
+    A key not found is an answer, not a failure."""
+    held, key = _slot(js, name)
+    kv = held.get(key)
+    if kv is None:
+        kv = await opener()
+        if kv is not None:
+            held[key] = kv
     try:
         yield kv
     except KeyNotFoundError:
         raise
     except BaseException:
-        forget(js, name)
+        held.pop(key, None)
         raise

@@ -146,10 +146,11 @@ class BatchAssembler:
                     feed.release()
                     event = None
                 if event is not None:
-                    # (the event's key only when a failed batch waits to be regrouped)
-                    group = self.regroup.get(bus.event_key(msg)) if self.regroup else None
-                    if group is not None:
+                    group = None
+                    if self.regroup:  # the event's key only when a failed batch waits to be regrouped
                         sequence = bus.event_key(msg)
+                        group = self.regroup.get(sequence)
+                    if group is not None:
                         members, until = held.get(group) or ({}, loop.time() + regroup_wait)
                         members[sequence] = (msg, event)
                         held[group] = (members, until)

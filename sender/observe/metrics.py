@@ -79,7 +79,7 @@ class LoopValue:
 def observe_repeated(histogram: Histogram, amount: float, count: int) -> None:
     """`histogram.observe(amount)` done `count` times, in one step. Written to prometheus_client's
     Histogram storage (`_sum`, `_buckets`, `_upper_bounds`) as its own `observe` writes it;
-    tests/unit/test_metrics_values.py holds the result equal to `count` observations."""
+    tests/unit/test_loop_values.py holds the result equal to `count` observations."""
     if count == 1:
         histogram.observe(amount)
         return
