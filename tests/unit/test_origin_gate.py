@@ -1,6 +1,6 @@
 """OriginGate (transport/sharing.py): places per origin; a freed place goes to the waiting engines in
-turn and within an engine in order of arrival; a place is never lost when a waiter gives up, even one
-handed a place it had not taken yet."""
+turn (a few consecutive places each) and within an engine in order of arrival; a place is never lost
+when a waiter gives up, even one handed a place it had not taken yet."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from hookline.sender.transport.sharing import OriginGate
+from hookline.sender.transport.sharing import OriginGate, places_per_turn
 
 SHOP = ("https", "shop.example", 443)
 OTHER = ("https", "other.example", 443)
@@ -91,6 +91,44 @@ async def test_a_withdrawn_waiter_leaves_no_place_behind():
     assert gate.try_enter(SHOP, "b")
 
 
-def test_a_limit_below_one_is_refused_naming_it():
+async def test_an_engine_gets_up_to_a_turn_of_places_in_a_row_then_the_next_engine():
+    """Turns of 2: `a` and `b` each have 3 workers waiting; freed places go a, a, b, b, a, b. An
+    engine whose line empties ends its turn early, and one that comes back waits behind the others."""
+    gate = OriginGate(6, turn=2)
+    for _ in range(6):
+        assert gate.try_enter(SHOP, "busy")
+    got: list[str] = []
+
+    async def wait(owner: str) -> None:
+        await gate.enter(SHOP, owner)
+        got.append(owner)
+
+    tasks = [asyncio.create_task(wait(owner)) for owner in ["a"] * 3 + ["b"] * 3]
+    await asyncio.sleep(0)
+    for _ in range(6):
+        gate.leave(SHOP, "busy")
+        await asyncio.sleep(0)
+    assert got == ["a", "a", "b", "b", "a", "b"]
+    await asyncio.gather(*tasks)
+    # `c` waits with one worker, then `a` with two: `c`'s turn ends with its line, `a` takes its two.
+    tasks = [asyncio.create_task(wait(owner)) for owner in ["c", "a", "a"]]
+    await asyncio.sleep(0)
+    got.clear()
+    for _ in range(3):
+        gate.leave(SHOP, "b")
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert got == ["c", "a", "a"]
+    assert gate.in_flight(SHOP) == 6 and gate.in_flight(SHOP, "a") == 5 and gate.waiting(SHOP) == 0
+
+
+def test_a_turn_is_a_quarter_of_the_places_and_at_least_one():
+    assert [places_per_turn(limit) for limit in (1, 3, 4, 64, 100)] == [1, 1, 1, 16, 25]
+    assert OriginGate(64).turn == 16 and OriginGate(64, turn=1).turn == 1
+
+
+def test_a_limit_or_turn_below_one_is_refused_naming_it():
     with pytest.raises(ValueError, match="in-flight limit per origin must be >= 1, got 0"):
         OriginGate(0)
+    with pytest.raises(ValueError, match="places per turn must be >= 1, got 0"):
+        OriginGate(4, turn=0)
