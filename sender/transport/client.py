@@ -121,7 +121,9 @@ class SafeHTTPClient:
             resolver = PolicyResolver(self.policy, self._inner_resolver or aiohttp.DefaultResolver())
 
             def keepalive_pool(limit: int) -> KeepAlivePool:
-                tls = _tls_context(self._ssl)
+                # The TLS context when a connection needs one: loading the CA store is ~20 ms of CPU,
+                # paid inside a pool replica's start by the first engine, even one that posts over http.
+                tls = functools.partial(_tls_context, self._ssl)
                 return KeepAlivePool(resolver, tls, limit, self._keepalive_timeout, self.max_response_bytes)
 
             if self._shared_as is not None:

@@ -19,7 +19,7 @@ import re
 import socket
 import ssl as ssl_module
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 import httptools
@@ -269,7 +269,7 @@ class KeepAlivePool:
     def __init__(
         self,
         resolver: AbstractResolver,
-        ssl_context: ssl_module.SSLContext,
+        tls_context: Callable[[], ssl_module.SSLContext],
         limit: int,
         keepalive_timeout: float,
         cap: int,
@@ -277,7 +277,7 @@ class KeepAlivePool:
         self.loop = asyncio.get_running_loop()
         self.cap = cap
         self._resolver = resolver
-        self._ssl = ssl_context
+        self._tls_context = tls_context  # asked for at the first https connection, not before
         self._limit = limit
         self._keepalive = keepalive_timeout
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
@@ -356,7 +356,7 @@ class KeepAlivePool:
             except OSError as exc:
                 raise connection_failed(host, "dns lookup failed") from exc
             targets = [(r["host"], r["port"], r["family"]) for r in results]
-        tls = self._ssl if origin[0] == "https" else None
+        tls = self._tls_context() if origin[0] == "https" else None
         last: OSError | None = None
         for address, target_port, family in targets:  # exactly the addresses the policy passed
             try:

@@ -5,10 +5,13 @@ one."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from nats.aio.msg import Msg
 
 from hookline.sender import bus
+from hookline.sender.bus import buckets
 from hookline.sender.bus.attemptlog import HEALTH_BUCKET, AttemptLog
 from hookline.sender.bus.floors import FLOORS_BUCKET, read_floor, record_floor
 from hookline.sender.model.deliveryhealth import HealthReport
@@ -77,3 +80,45 @@ async def test_health_reports_of_many_webhooks_share_one_handle_and_survive_a_de
     assert await logs[0].previous() is None  # the read fails: a fresh start, and the handle is dropped
     await logs[0].report(report("orders-0", 7))  # opens (makes) the bucket again
     assert (await logs[0].previous()).pending == 7
+
+
+async def test_engines_starting_together_wait_for_one_lookup(nats, nats_server) -> None:
+    """100 engines of a replica start at once: those that ask while the bucket is being opened wait
+    for that open instead of each making its own request."""
+    nc, _ = nats
+    observer = await bus.connect(nats_server.url)
+    try:
+        lookups = await watch_bucket_lookups(observer)
+        await asyncio.gather(*(record_floor(nc.jetstream(), f"consumer-{i}", i) for i in range(20)))
+        assert await read_floor(nc.jetstream(), "consumer-7") == 7
+        await observer.flush()
+        assert lookups == [f"$JS.API.STREAM.INFO.KV_{FLOORS_BUCKET}"]
+    finally:
+        await observer.close()
+
+
+async def test_an_open_that_fails_fails_every_waiter_and_the_next_use_opens_again() -> None:
+    """A stand-in context: the first open raises; the callers that waited for it all see the error,
+    none keeps a handle, and the next use opens the bucket again."""
+    js = type("StandIn", (), {})()
+    opens: list[int] = []
+    gate = asyncio.Event()
+
+    async def opener() -> str:
+        opens.append(1)
+        await gate.wait()
+        if len(opens) == 1:
+            raise ConnectionError("nats: timeout")
+        return "handle"
+
+    async def use() -> str:
+        async with buckets.using(js, "KV_X", opener) as kv:  # type: ignore[arg-type]
+            return kv
+
+    waiting = [asyncio.create_task(use()) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert len(opens) == 1 and all(isinstance(o, ConnectionError) for o in outcomes)
+    assert await use() == "handle" and await use() == "handle"
+    assert len(opens) == 2

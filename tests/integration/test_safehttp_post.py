@@ -151,6 +151,19 @@ async def test_sequential_posts_share_one_connection_and_send_the_body_and_heade
     assert sent["Host"] == site.url.removeprefix("http://")
 
 
+async def test_posts_over_http_never_load_a_tls_context(site, monkeypatch):
+    """Loading the CA store is ~20 ms of CPU, which a pool replica's first engine paid while every
+    other engine waited to start, for receivers that speak plain http."""
+    from hookline.sender.transport import client as client_module
+
+    asked: list[object] = []
+    load = client_module._tls_context
+    monkeypatch.setattr(client_module, "_tls_context", lambda ssl: asked.append(ssl) or load(ssl))
+    async with SafeHTTPClient(LOOPBACK) as client:
+        assert (await client.post(f"{site.url}/ok", data=b"{}")).status == 200
+    assert asked == [] and len(site.bodies) == 1
+
+
 async def test_chunked_answer_is_read_whole(site):
     async with SafeHTTPClient(LOOPBACK) as client:
         response = await client.post(f"{site.url}/chunked", data=b"{}")
