@@ -94,8 +94,12 @@ class Engine:
         attempt_log: AttemptLog | None = None,
         settings: EngineSettings = DEFAULT_ENGINE_SETTINGS,
         origin_gate: OriginGate | None = None,
+        consumer_info: bus.api.ConsumerInfo | None = None,
     ) -> None:
         self.nc = nc
+        # What the host learnt of the consumer just before (start_engine): the first look's answer,
+        # one request fewer per start (a replica starting 100 engines asked nats-server 100 times).
+        self._consumer_at_start = consumer_info
         self.consumer = consumer
         self.spec = spec
         self.metrics = metrics
@@ -212,7 +216,9 @@ class Engine:
             bundles=bus.BundleBook(self.nc, self.ledger.store, label=self.label),
         )
         await self.reporter.restore()
-        await self.watch.look()  # a Webhook stopped by a 410 before this start stays stopped
+        # A Webhook stopped by a 410 before this start stays stopped.
+        info, self._consumer_at_start = self._consumer_at_start, None
+        await self.watch.look(info)
         self.gone.attach(feed)
         await feed.start()
         self.watch.tidy = self.assembler.tidy if self.assembler else feed.keep_waiting  # at each look

@@ -64,9 +64,9 @@ async def start_engine(
     brought up to date first. The shared streams are the host's to make (`prepare_streams`)."""
     js = nc.jetstream()
     if settings.manage_consumer:
-        await bus.ensure_consumer(js, cfg)
+        info = await bus.ensure_consumer(js, cfg)
     else:  # the operator makes it; not there yet: the supervisor tries again
-        await js.consumer_info(cfg.nats.stream, cfg.nats.consumer)
+        info = await js.consumer_info(cfg.nats.stream, cfg.nats.consumer)
     spec = cfg.spec
     creds = as_credentials(signing_key)
     tls = client_tls_context(creds.tls if creds else None)  # spec.tls: client certificate, extra CAs
@@ -94,6 +94,7 @@ async def start_engine(
         attempt_log=attempt_log,
         settings=settings,
         origin_gate=sharing.gate if sharing is not None else None,
+        consumer_info=info,
     )
     return engine, client
 

@@ -202,15 +202,17 @@ class ConsumerWatch:
             if self.now_please.is_set() or self._reconnected():
                 return
 
-    async def look(self) -> None:
-        """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive)."""
+    async def look(self, info: bus.api.ConsumerInfo | None = None) -> None:
+        """Report pending events; follow a 410 stop or resume made elsewhere (another replica, redrive).
+        `info`: the consumer's state as just read by the caller, instead of asking for it again."""
         if self.tidy is not None:
             await self.tidy()
         resting = self.quiet and not self.stirred  # nothing happened since the last (quiet) look
         self.quiet, stirred, self.stirred = False, self.stirred, False
         self.looks += 1
         try:
-            info = await self.js.consumer_info(bus.STREAM, self.consumer)
+            if info is None:
+                info = await self.js.consumer_info(bus.STREAM, self.consumer)
         except NotFoundError:
             await self._missing()
             await self._report(time.time())
