@@ -112,6 +112,10 @@ class MessageFeed:
         self._threshold = max(1, capacity // 2)
         self._requested = 0  # messages asked for, not yet received
         self._per_message = 1.0  # events per message lately (bundles carry several), to size requests
+        # Until a message came, it is not known how many events one carries: a request asks for one.
+        # Asking for `capacity` messages of bundles fetched every bundle a consumer had (a pool
+        # replica's 100 engines starting together waited 0.3 s for one another's backlogs).
+        self._sized = False
         self._event_bytes = 1024.0  # bytes per event lately: a request's max_bytes (see _run_pump)
         self._in_hand = 0  # received, not yet released
         self._paused = False
@@ -219,6 +223,9 @@ class MessageFeed:
         status = headers.get("Status") if headers else None
         if not status:
             self._requested = max(0, self._requested - 1)
+            if not self._sized:
+                self._sized = True
+                self._wake.set()  # the rest of the capacity, now sized by this message
             with contextlib.suppress(ValueError):
                 # what nats-py would parse on first use, in its own form
                 msg._metadata = ReplyMetadata(msg.reply)  # type: ignore[assignment]
@@ -312,11 +319,13 @@ class MessageFeed:
                 continue
             if time.monotonic() < self._hold_until:
                 continue
+            if not self._sized and self._requested:
+                continue  # the one message asked for is awaited
             # The first request of a feed expires at a spread time: many feeds started together
             # (a pool replica's engines) then renew their idle requests at spread times too.
             expires = self._expires * (random.uniform(0.05, 1.0) if self._first else 1.0)
             self._first = False
-            batch = max(1, int(credit / self._per_message))
+            batch = max(1, int(credit / self._per_message)) if self._sized else 1
             request = {
                 "batch": batch,
                 # Bytes too: a first request, before bundles were seen, would otherwise ask for `credit`

@@ -14,6 +14,24 @@ SHOP = ("https", "shop.example", 443)
 OTHER = ("https", "other.example", 443)
 
 
+def full_gate(limit: int, holder: str, **options: int) -> OriginGate:
+    """A gate whose places `holder` holds, every one."""
+    gate = OriginGate(limit, **options)
+    for _ in range(limit):
+        assert gate.try_enter(SHOP, holder)
+    return gate
+
+
+def line_up(gate: OriginGate, owners: list[str], got: list[str]) -> list[asyncio.Task[None]]:
+    """One waiting worker per entry of `owners`, each noting its owner in `got` once let in."""
+
+    async def wait(owner: str) -> None:
+        await gate.enter(SHOP, owner)
+        got.append(owner)
+
+    return [asyncio.create_task(wait(owner)) for owner in owners]
+
+
 async def test_places_are_per_origin_and_an_engines_workers_get_them_in_order_of_arrival():
     gate = OriginGate(2)
     assert gate.try_enter(SHOP, "a") and gate.try_enter(SHOP, "a")
@@ -40,16 +58,9 @@ async def test_places_are_per_origin_and_an_engines_workers_get_them_in_order_of
 async def test_freed_places_go_to_the_waiting_engines_in_turn():
     """Engine `stuck` holds every place (its receiver hangs) and has more workers waiting; as its
     requests time out, the places go to `a`, `b` and `stuck` in turn, not back to `stuck` alone."""
-    gate = OriginGate(3)
-    for _ in range(3):
-        assert gate.try_enter(SHOP, "stuck")
+    gate = full_gate(3, "stuck")
     got: list[str] = []
-
-    async def wait(owner: str) -> None:
-        await gate.enter(SHOP, owner)
-        got.append(owner)
-
-    tasks = [asyncio.create_task(wait(owner)) for owner in ["stuck"] * 5 + ["a"] * 2 + ["b"] * 2]
+    tasks = line_up(gate, ["stuck"] * 5 + ["a"] * 2 + ["b"] * 2, got)
     await asyncio.sleep(0)
     for _ in range(3):
         gate.leave(SHOP, "stuck")
@@ -94,16 +105,9 @@ async def test_a_withdrawn_waiter_leaves_no_place_behind():
 async def test_an_engine_gets_up_to_a_turn_of_places_in_a_row_then_the_next_engine():
     """Turns of 2: `a` and `b` each have 3 workers waiting; freed places go a, a, b, b, a, b. An
     engine whose line empties ends its turn early, and one that comes back waits behind the others."""
-    gate = OriginGate(6, turn=2)
-    for _ in range(6):
-        assert gate.try_enter(SHOP, "busy")
+    gate = full_gate(6, "busy", turn=2)
     got: list[str] = []
-
-    async def wait(owner: str) -> None:
-        await gate.enter(SHOP, owner)
-        got.append(owner)
-
-    tasks = [asyncio.create_task(wait(owner)) for owner in ["a"] * 3 + ["b"] * 3]
+    tasks = line_up(gate, ["a"] * 3 + ["b"] * 3, got)
     await asyncio.sleep(0)
     for _ in range(6):
         gate.leave(SHOP, "busy")
@@ -111,7 +115,7 @@ async def test_an_engine_gets_up_to_a_turn_of_places_in_a_row_then_the_next_engi
     assert got == ["a", "a", "b", "b", "a", "b"]
     await asyncio.gather(*tasks)
     # `c` waits with one worker, then `a` with two: `c`'s turn ends with its line, `a` takes its two.
-    tasks = [asyncio.create_task(wait(owner)) for owner in ["c", "a", "a"]]
+    tasks = line_up(gate, ["c", "a", "a"], got)
     await asyncio.sleep(0)
     got.clear()
     for _ in range(3):
