@@ -203,8 +203,11 @@ class MessageFeed:
         self._wake.set()
 
     def _credit(self) -> int:
-        """Events that may still be asked for (in hand and asked for count against the capacity)."""
-        return self.capacity - int(self._requested * self._per_message) - self._in_hand
+        """Events that may still be asked for (in hand and asked for count against the capacity). The
+        capacity stretches by one message's events: with bundles larger than the capacity the next
+        one is asked for while one is still in hand, so the workers do not wait for a pull each time."""
+        room = self.capacity + int(self._per_message) - 1
+        return room - int(self._requested * self._per_message) - self._in_hand
 
     def _forget_requests(self, why: str) -> None:
         if self._requested:
@@ -223,14 +226,15 @@ class MessageFeed:
         status = headers.get("Status") if headers else None
         if not status:
             self._requested = max(0, self._requested - 1)
-            if not self._sized:
+            first = not self._sized
+            if first:
                 self._sized = True
                 self._wake.set()  # the rest of the capacity, now sized by this message
             with contextlib.suppress(ValueError):
                 # what nats-py would parse on first use, in its own form
                 msg._metadata = ReplyMetadata(msg.reply)  # type: ignore[assignment]
             if headers and BUNDLE_HEADER in headers:
-                self._take_bundle(msg, headers)
+                self._take_bundle(msg, headers, first)
                 return
             self._in_hand += 1
             self._event_bytes = 0.9 * self._event_bytes + 0.1 * len(msg.data)
@@ -256,13 +260,17 @@ class MessageFeed:
         self._hold_until = time.monotonic() + 1.0
         self._forget_requests(self.last_error)
 
-    def _take_bundle(self, msg: Msg, headers: dict[str, str]) -> None:
+    def _take_bundle(self, msg: Msg, headers: dict[str, str], first: bool = False) -> None:
         """Each event of a bundle goes on the queue as a member (counted in hand on its own); a bundle
-        delivered again first has its progress read (bundles.BundleBook.again)."""
+        delivered again first has its progress read (bundles.BundleBook.again). The feed's first
+        message sizes its requests outright, later ones move the running averages."""
         try:
             size = bundle_size(headers) or 1
-            self._per_message = 0.9 * self._per_message + 0.1 * size
-            self._event_bytes = 0.9 * self._event_bytes + 0.1 * len(msg.data) / size
+            if first:
+                self._per_message, self._event_bytes = float(size), len(msg.data) / size
+            else:
+                self._per_message = 0.9 * self._per_message + 0.1 * size
+                self._event_bytes = 0.9 * self._event_bytes + 0.1 * len(msg.data) / size
             if msg.metadata.num_delivered > 1:
                 self._in_hand += size
                 task = asyncio.create_task(self._take_again(msg, size), name=f"bundle {self.consumer}")

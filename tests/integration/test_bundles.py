@@ -223,7 +223,8 @@ async def test_a_backlog_of_bundles_larger_than_nats_buffers_for_a_client_is_rea
 
 async def test_a_starting_feed_takes_one_bundle_not_the_whole_backlog(nats):
     """A feed has room for `capacity` events but cannot know how many a message carries before one
-    came: it asks for one message first. Asking for `capacity` messages fetched up to a megabyte of
+    came: it asks for one message first, then for one more bundle to have in reserve (its room
+    stretches by one message's events). Asking for `capacity` messages fetched up to a megabyte of
     bundles per Webhook at once (a pool replica restarting with 1,000 Webhooks' backlogs, ~1 GiB)."""
     nc, js = nats
     cfg = sender_config("nats://unused", "http://127.0.0.1:1/", name="sized-feed")
@@ -233,9 +234,9 @@ async def test_a_starting_feed_takes_one_bundle_not_the_whole_backlog(nats):
     feed = bus.MessageFeed(nc, cfg.nats.consumer, capacity=32)
     await feed.start()
     try:
-        await wait_until(lambda: feed.queue.qsize() == 100, what="the first bundle's events queued")
+        await wait_until(lambda: feed.queue.qsize() == 200, what="two bundles' events queued")
         info = await js.consumer_info(bus.STREAM, cfg.nats.consumer)
-        # One bundle handed out (100 events in hand, more than the capacity: no further request).
-        assert (info.num_ack_pending, info.num_pending, feed.in_hand) == (1, 19, 100)
+        # Two bundles handed out (200 events in hand, past capacity and reserve: no further request).
+        assert (info.num_ack_pending, info.num_pending, feed.in_hand) == (2, 18, 200)
     finally:
         await feed.stop()
