@@ -56,8 +56,8 @@ class _Lane:
 
 def places_per_turn(limit: int) -> int:
     """A quarter of an origin's places: enough consecutive requests of one engine to keep its state
-    in the CPU's caches (bench/pool.py: a replica of 100 busy Webhooks spent 0.060-0.073 ms per
-    delivery handing places over one at a time, 0.053-0.056 in turns of 32, as with one Webhook), few
+    in the CPU's caches (bench/pool.py: a replica of 100 busy Webhooks spent 0.070-0.076 ms per
+    delivery handing places over one at a time, 0.052-0.057 in turns of 16, as with one Webhook), few
     enough that a Webhook whose receiver hangs takes no more than a quarter of the places per turn."""
     return max(1, limit // 4)
 
