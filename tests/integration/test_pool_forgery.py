@@ -45,7 +45,8 @@ class Replica:
         self.port = free_port()
         key_file = tmp_path / "pool-key"
         key_file.write_text(POOL_KEY)
-        self.log = (tmp_path / "pool.log").open("wb")
+        self.log_path = tmp_path / "pool.log"
+        self.log = self.log_path.open("wb")
         flags = ["--allow-network", "127.0.0.0/8", "--allow-http"] if loopback else []
         self.proc = subprocess.Popen(
             [
@@ -66,6 +67,11 @@ class Replica:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+    def log_tail(self) -> str:
+        """The replica's last log lines, for an error that says why something did not happen."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "hookline pool log (last 60 lines):\n" + "\n".join(lines[-60:])
 
 
 @pytest.fixture
@@ -282,7 +288,7 @@ async def test_an_authentic_but_older_entry_replayed_is_refused_and_the_current_
     key: the replica keeps the current engine, says so in its roster, and nothing goes to the old URL."""
     nc, js, kv, directory, receiver = env["nc"], env["js"], env["kv"], env["directory"], env["receiver"]
     url, key = nc.connected_url.geturl(), PoolKey(POOL_KEY)
-    await env["start"](True)
+    replica = await env["start"](True)
     old = sender_config(url, f"{receiver.url}/old", name="moved", database="moved")
     await env["consumers"].ensure(old)
     consumer, at = old.nats.consumer, assignment_key(POOL, 0, old.nats.consumer)
@@ -294,7 +300,9 @@ async def test_an_authentic_but_older_entry_replayed_is_refused_and_the_current_
     # The replica swaps the engine in-process (the old one drains first): probe until /new answers.
     for probe in range(100):
         await bus.publish_events(nc, js, [open_event(f"probe-{probe}", "moved")])
-        await wait_until(lambda p=probe: f"probe-{p}" in receiver.delivered(), 30, f"probe {probe}")
+        await wait_until(
+            lambda p=probe: f"probe-{p}" in receiver.delivered(), 30, f"probe {probe}", replica.log_tail
+        )
         if receiver.delivered()[f"probe-{probe}"].path == "/new":
             break
     else:
