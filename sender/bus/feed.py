@@ -266,11 +266,9 @@ class MessageFeed:
         message sizes its requests outright, later ones move the running averages."""
         try:
             size = bundle_size(headers) or 1
-            if first:
-                self._per_message, self._event_bytes = float(size), len(msg.data) / size
-            else:
-                self._per_message = 0.9 * self._per_message + 0.1 * size
-                self._event_bytes = 0.9 * self._event_bytes + 0.1 * len(msg.data) / size
+            weight = 1.0 if first else 0.1  # a first message replaces the starting guesses
+            self._per_message += weight * (size - self._per_message)
+            self._event_bytes += weight * (len(msg.data) / size - self._event_bytes)
             if msg.metadata.num_delivered > 1:
                 self._in_hand += size
                 task = asyncio.create_task(self._take_again(msg, size), name=f"bundle {self.consumer}")
