@@ -433,10 +433,12 @@ async def throughput(
     max_in_flight: int = CONCURRENCY,
     bundle: int = 1,
     pool_args: tuple[str, ...] = (),
+    nats_store: Path | None = None,
 ) -> dict[str, Any]:
     """Alternating rounds of the dedicated sender and the pool (and with `control` a pool serving
     one Webhook: the pool runtime itself against the same runtime with many engines), on an events
-    stream with `retention` (ingest's `--stream-retention`)."""
+    stream with `retention` (ingest's `--stream-retention`). `nats_store`: the folder nats-server keeps
+    its store in (default `tmp`; /dev/shm shows what its consumer-state files cost, see the README)."""
     receiver_port = free_port()
     receiver = spawn([sys.executable, str(ROOT / "bench" / "receiver.py"), str(receiver_port)])
     http_base = f"http://127.0.0.1:{receiver_port}"
@@ -446,7 +448,10 @@ async def throughput(
     try:
         async with aiohttp.ClientSession() as http:
             await wait_http(http, f"{http_base}/stats", receiver)
-        with EmbeddedNats(tmp / "nats-throughput", log_file=tmp / "nats-throughput.log") as nats:
+        with (
+            tempfile.TemporaryDirectory(prefix="hookline-bench-nats-", dir=nats_store or tmp) as store,
+            EmbeddedNats(Path(store), log_file=tmp / "nats-throughput.log") as nats,
+        ):
             for round_ in range(1, rounds + 1):
                 # Alternate and keep the best of each: other load on a shared machine only slows a run.
                 print(f"round {round_}/{rounds}: dedicated hookline sender, {total} events ...", flush=True)
@@ -462,10 +467,12 @@ async def throughput(
                     f"pd{round_}",
                     retention=retention,
                     bundle=bundle,
+                    cpu=True,
                 )
                 dedicated.append(
                     {
                         "rate": rate(sent),
+                        "cpu_us_per_event": sent.get("cpu_us_per_event"),
                         "failed_attempts": sent["failed_attempts"],
                         "peak_rss_mib": sent["peak_rss_mib"],
                     }
@@ -519,6 +526,8 @@ async def throughput(
         "max_in_flight": max_in_flight,
         "bundle": bundle,
         "dedicated_rate": round(best_dedicated["rate"]),
+        "dedicated_cpu_us_per_event": best_dedicated.get("cpu_us_per_event"),
+        "nats_store": str(nats_store) if nats_store else None,
         "pool_rate": round(best_pool["rate"]),
         "pool_steady_rate": round(best_pool["steady_rate"]) if best_pool.get("steady_rate") else None,
         "pool_cpu_ms_per_delivery": best_pool.get("cpu_ms_per_delivery"),
@@ -549,6 +558,7 @@ async def run_pool_bench(
     max_in_flight: int = CONCURRENCY,
     bundle: int = 1,
     pool_args: tuple[str, ...] = (),
+    nats_store: Path | None = None,
 ) -> dict[str, Any]:
     """Memory per pooled Webhook and pool vs dedicated throughput; `short` is `make bench`'s variant
     (no restart measurement, 5,000 events, one round)."""
@@ -570,6 +580,7 @@ async def run_pool_bench(
             max_in_flight=max_in_flight,
             bundle=bundle,
             pool_args=pool_args,
+            nats_store=nats_store,
         )
     return {"memory": mem, "throughput": tput}
 
@@ -709,6 +720,12 @@ def main() -> None:
         type=int,
         help="the replica's --max-in-flight-per-origin (default: hookline pool's own)",
     )
+    parser.add_argument(
+        "--nats-store",
+        type=Path,
+        help="a folder for the throughput runs' nats-server store (default: a temporary one; /dev/shm "
+        "takes the cost of its consumer-state files on disk out of the comparison)",
+    )
     args = parser.parse_args()
     per_origin = args.max_in_flight_per_origin
     result = asyncio.run(
@@ -723,6 +740,7 @@ def main() -> None:
             max_in_flight=args.max_in_flight,
             bundle=args.bundle_size,
             pool_args=("--max-in-flight-per-origin", str(per_origin)) if per_origin else (),
+            nats_store=args.nats_store,
         )
     )
     print()

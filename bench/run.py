@@ -650,6 +650,10 @@ def nats_auth_rows(result: dict | None) -> list[str]:
     return report_rows(result)
 
 
+# A memory-backed folder for a nats-server store (the bundled pool comparison runs once more there).
+MEMORY_FOLDER: Path | None = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+
+
 async def sender_pool(args: argparse.Namespace) -> dict:
     """Memory per pooled Webhook and pool vs dedicated deliveries/s, from bench/pool.py."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -668,6 +672,23 @@ async def sender_pool(args: argparse.Namespace) -> dict:
             )
         result["bundled_throughput"] = bundled
         print(f"  pool {bundled['pool_rate']}/s vs dedicated {bundled['dedicated_rate']}/s", flush=True)
+        if MEMORY_FOLDER is not None:
+            # The same, nats-server's store in memory: what its consumer-state files on disk cost a
+            # pool (each busy consumer's file rewritten up to 10 times a second; README "Sender pools").
+            print(f"the same, nats-server's store in {MEMORY_FOLDER} ...", flush=True)
+            with tempfile.TemporaryDirectory(prefix="hookline-bench-pool-memstore-") as tmp:
+                in_memory = await pool_throughput(
+                    Path(tmp),
+                    args.pool_events,
+                    100,
+                    args.pool_rounds,
+                    control=False,
+                    bundle=args.bundle_size,
+                    nats_store=MEMORY_FOLDER,
+                )
+            result["bundled_memory_store_throughput"] = in_memory
+            rates = f"pool {in_memory['pool_rate']}/s vs dedicated {in_memory['dedicated_rate']}/s"
+            print(f"  {rates}", flush=True)
     return result
 
 
@@ -991,15 +1012,29 @@ def pool_rows(result: dict | None) -> list[str]:
     rows = report_rows(result)
     bundled = result.get("bundled_throughput")
     if bundled:
-        nats_ms = (bundled.get("pool_cpu_ms_per_delivery") or {}).get("nats")
         rows.append(
             f"| pool replica over 100 Webhooks vs one dedicated sender, events stored in bundles of "
             f"{bundled['bundle']} (maxInFlight {bundled['max_in_flight']}, {bundled['events']:,} events, "
             f"best of {len(bundled.get('pool_rates') or [0])}; target >= 0.9) "
-            f"| {bundled['pool_rate']} vs {bundled['dedicated_rate']} "
-            f"({bundled['ratio']:.2f}); nats-server {nats_ms} ms per pooled delivery |"
+            f"| {bundled['pool_rate']} vs {bundled['dedicated_rate']} ({bundled['ratio']:.2f}); "
+            f"{nats_share(bundled)} |"
+        )
+    in_memory = result.get("bundled_memory_store_throughput")
+    if in_memory:
+        rows.append(
+            f"| the same, nats-server's store in {MEMORY_FOLDER} (its consumer-state files off the disk) "
+            f"| {in_memory['pool_rate']} vs {in_memory['dedicated_rate']} ({in_memory['ratio']:.2f}); "
+            f"{nats_share(in_memory)} |"
         )
     return rows
+
+
+def nats_share(tput: dict) -> str:
+    """nats-server's CPU per delivery, pooled against dedicated, in one pool comparison."""
+    pooled = (tput.get("pool_cpu_ms_per_delivery") or {}).get("nats")
+    dedicated_us = (tput.get("dedicated_cpu_us_per_event") or {}).get("nats")
+    dedicated = "n/a" if dedicated_us is None else f"{dedicated_us / 1000:.4f}"
+    return f"nats-server {pooled} ms per pooled delivery, {dedicated} per dedicated one"
 
 
 # Before issue 22 item 4 (make bench, 2026-12-04): one quiet and one attacked window, ingest's large
