@@ -30,7 +30,7 @@ from hookline.sender.model.wire import batch_size
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Admit", "BatchAssembler", "Group", "Item"]
+__all__ = ["Admit", "AdmitAtOnce", "BatchAssembler", "Group", "Item"]
 
 
 @dataclass(slots=True)
@@ -53,6 +53,8 @@ class Group:
 # The event of a message for a batch, or None when the engine dealt with it (undecodable, or only its
 # dead letter left to store) and released it.
 Admit = Callable[[Msg, bus.MessageFeed], Awaitable[Event | None]]
+# The event of a message when it can be had without waiting for anything (None: ask `Admit`).
+AdmitAtOnce = Callable[[Msg], Event | None]
 
 
 class BatchAssembler:
@@ -68,6 +70,7 @@ class BatchAssembler:
         workers: int,
         ack_wait: float,
         admit: Admit,
+        admit_at_once: AdmitAtOnce | None = None,
         label: str,
     ) -> None:
         self.batch = batch
@@ -77,6 +80,7 @@ class BatchAssembler:
         self.workers = workers
         self.ack_wait = ack_wait
         self.admit = admit
+        self.admit_at_once = admit_at_once or (lambda _msg: None)
         self.label = label
         self.ready: asyncio.Queue[list[Item] | None] = asyncio.Queue()  # assembled batches
         self.assembling: list[Item] = []  # the batch being filled
@@ -138,7 +142,9 @@ class BatchAssembler:
                 return
             if msg is not False:
                 try:
-                    event = await self.admit(msg, feed)
+                    event = self.admit_at_once(msg)
+                    if event is None:
+                        event = await self.admit(msg, feed)
                 except Exception:  # never let one message stop the assembler
                     log.exception("%s: unexpected error taking an event; it will be retried", self.label)
                     with contextlib.suppress(Exception):

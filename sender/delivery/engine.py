@@ -169,6 +169,7 @@ class Engine:
                 workers=self.workers,
                 ack_wait=self.ack_wait,
                 admit=self._admit,
+                admit_at_once=self._admit_at_once,
                 label=self.label,
             )
         self.watch = ConsumerWatch(
@@ -289,11 +290,13 @@ class Engine:
             log.error("%s: dropping undecodable message on %s: %s", self.label, msg.subject, exc)
             await msg.term()
             return
-        try:
-            failed = await self.ledger.arrived(msg)
-        except bus.BusUnavailable as exc:
-            await self._hand_back_uncounted(msg, exc)
-            return
+        failed = None
+        if not self.ledger.nothing_failed(msg):  # the common case skips the coroutine
+            try:
+                failed = await self.ledger.arrived(msg)
+            except bus.BusUnavailable as exc:
+                await self._hand_back_uncounted(msg, exc)
+                return
         items = (Item(msg, event),)
         if not await self._clear_to_send(items):
             return
@@ -318,6 +321,18 @@ class Engine:
     async def _deliver_batch(self, items: Sequence[Item]) -> None:
         if await self._clear_to_send(items):
             await self._send(items, batched=True)
+
+    def _admit_at_once(self, msg: Msg) -> Event | None:
+        """For the assembler, the common case without a coroutine per event: the event of a message
+        handed out for the first time, with nothing failed and no dead letter waiting. None: `_admit`
+        decides (and deals with what is wrong)."""
+        if not self.ledger.nothing_failed(msg):
+            return None
+        try:
+            event = Event.from_bytes(msg.data)
+        except EventError:
+            return None
+        return event if self.dead_letters.left(msg, event, None) is None else None
 
     async def _admit(self, msg: Msg, feed: bus.MessageFeed) -> Event | None:
         """For the assembler: the event of a message, or None when it was dealt with here (undecodable,

@@ -79,9 +79,9 @@ class AttemptLedger:
     async def arrived(self, msg: Msg | BundleMember) -> FailedAttempts | None:
         """The failed attempts of an event the bus just handed out (None: none). Raises BusUnavailable
         when they cannot be known now: the caller hands the event back unsent."""
-        delivered = msg.metadata.num_delivered
-        if delivered <= 1 and not self.held:  # the common case, without the event's key: none failed
+        if self.nothing_failed(msg):
             return None
+        delivered = msg.metadata.num_delivered
         sequence = event_key(msg)
         recalled = recall(self.held.get(sequence), delivered)
         if recalled is ASK_STORE:
@@ -93,6 +93,11 @@ class AttemptLedger:
         else:
             self._remember(sequence, Held(known, delivered))
         return known
+
+    def nothing_failed(self, msg: Msg | BundleMember) -> bool:
+        """True when `arrived` answers None without asking: the event is handed out for the first time
+        and no failure is held (the common case; callers on the hot path skip the coroutine)."""
+        return msg.metadata.num_delivered <= 1 and not self.held
 
     def failed_before(self, msg: Msg | BundleMember) -> int:
         """How many attempts of this event (as the engine holds it now) failed before this one."""

@@ -300,9 +300,17 @@ async def test_an_authentic_but_older_entry_replayed_is_refused_and_the_current_
     # The replica swaps the engine in-process (the old one drains first): probe until /new answers.
     for probe in range(100):
         await bus.publish_events(nc, js, [open_event(f"probe-{probe}", "moved")])
-        await wait_until(
-            lambda p=probe: f"probe-{p}" in receiver.delivered(), 30, f"probe {probe}", replica.log_tail
-        )
+        try:
+            await wait_until(
+                lambda p=probe: f"probe-{p}" in receiver.delivered(), 30, f"probe {probe}", replica.log_tail
+            )
+        except AssertionError as exc:  # where the event is: never handed out, or out and unacked
+            state = await js.consumer_info(bus.STREAM, consumer)
+            raise AssertionError(
+                f"{exc}\nconsumer {consumer}: pending {state.num_pending}, ack pending "
+                f"{state.num_ack_pending}, redelivered {state.num_redelivered}, "
+                f"waiting pulls {state.num_waiting}"
+            ) from None
         if receiver.delivered()[f"probe-{probe}"].path == "/new":
             break
     else:

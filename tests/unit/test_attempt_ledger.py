@@ -128,6 +128,20 @@ async def test_the_common_path_costs_nothing_in_nats():
     assert store.reads == store.writes == store.purges == []
 
 
+async def test_the_hot_path_skips_the_ledger_only_where_it_would_answer_none_unasked():
+    """`nothing_failed` lets the engine skip `arrived` (a coroutine per event): only for a first
+    delivery while no failure is held; a redelivery, or any event while one is held, goes through it."""
+    store = FakeStore({9: FailedAttempts.first(HTTP_500, 10.0)})
+    book = ledger(store)
+    first = FakeMsg(1)
+    assert book.nothing_failed(first)  # type: ignore[arg-type]
+    assert await book.arrived(first) is None and store.reads == []  # type: ignore[arg-type]
+    back = FakeMsg(9, num_delivered=2)  # handed out before, by another process: only the store knows
+    assert not book.nothing_failed(back)  # type: ignore[arg-type]
+    assert (await book.arrived(back)).count == 1 and store.reads == [9]  # type: ignore[arg-type,union-attr]
+    assert not book.nothing_failed(FakeMsg(2))  # type: ignore[arg-type]  # a failure is held: look first
+
+
 async def test_a_failure_is_written_and_its_retry_needs_no_read():
     store = FakeStore()
     book = ledger(store)
