@@ -153,7 +153,7 @@ class Engine:
             name=self.name,
             namespace=namespace,
             disable_after=limits.disable_after,
-            on_change=self._wake_watch,
+            on_change=lambda: self.watch.wake(),
             record_on_consumer=settings.manage_consumer,
         )
         # Messages in hand: workers' and read ahead, or with batches every worker's and one being assembled.
@@ -198,9 +198,6 @@ class Engine:
         if self.watch.lost:
             return f"consumer {self.consumer} is missing; recreating it"
         return None
-
-    def _wake_watch(self) -> None:
-        self.watch.wake()
 
     @property
     def outbox(self) -> bus.Outbox:  # the connection's: the acks of all engines on it go out together
@@ -290,13 +287,11 @@ class Engine:
             log.error("%s: dropping undecodable message on %s: %s", self.label, msg.subject, exc)
             await msg.term()
             return
-        failed = None
-        if not self.ledger.nothing_failed(msg):  # the common case skips the coroutine
-            try:
-                failed = await self.ledger.arrived(msg)
-            except bus.BusUnavailable as exc:
-                await self._hand_back_uncounted(msg, exc)
-                return
+        try:
+            failed = await self.ledger.arrived(msg)
+        except bus.BusUnavailable as exc:
+            await self._hand_back_uncounted(msg, exc)
+            return
         items = (Item(msg, event),)
         if not await self._clear_to_send(items):
             return
@@ -323,16 +318,13 @@ class Engine:
             await self._send(items, batched=True)
 
     def _admit_at_once(self, msg: Msg) -> Event | None:
-        """For the assembler, the common case without a coroutine per event: the event of a message
-        handed out for the first time, with nothing failed and no dead letter waiting. None: `_admit`
-        decides (and deals with what is wrong)."""
-        if not self.ledger.nothing_failed(msg):
-            return None
-        try:
-            event = Event.from_bytes(msg.data)
-        except EventError:
-            return None
-        return event if self.dead_letters.left(msg, event, None) is None else None
+        """`_admit`'s common case without a coroutine per event: a first delivery, nothing failed, no
+        dead letter waiting. None: `_admit` decides (and deals with what is wrong)."""
+        if self.ledger.nothing_failed(msg):
+            with contextlib.suppress(EventError):
+                event = Event.from_bytes(msg.data)
+                return event if self.dead_letters.left(msg, event, None) is None else None
+        return None
 
     async def _admit(self, msg: Msg, feed: bus.MessageFeed) -> Event | None:
         """For the assembler: the event of a message, or None when it was dealt with here (undecodable,
