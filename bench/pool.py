@@ -93,6 +93,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def file_system(path: Path) -> str:
+    """The file system `path` is on, from /proc/mounts, and for ext4 whether it has a journal: without
+    one, nats-server's consumer-state rewrites cost several times as much (README "Sender pools")."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    resolved = str(path.resolve()).rstrip("/") + "/"
+    holding = [m for m in mounts if resolved.startswith(m[1].rstrip("/") + "/")]
+    device, _, kind = max(holding, key=lambda m: len(m[1]), default=["?", "/", "unknown"])[:3]
+    journal = Path("/sys/fs/ext4") / Path(device).name / "journal_task"
+    if kind == "ext4" and journal.exists() and journal.read_text().strip() == "<none>":
+        return "ext4 without a journal"
+    return kind
+
+
 # --- Webhooks -------------------------------------------------------------------------------------------
 
 
@@ -452,6 +465,7 @@ async def throughput(
             tempfile.TemporaryDirectory(prefix="hookline-bench-nats-", dir=nats_store or tmp) as store,
             EmbeddedNats(Path(store), log_file=tmp / "nats-throughput.log") as nats,
         ):
+            store_kind = file_system(Path(store))
             for round_ in range(1, rounds + 1):
                 # Alternate and keep the best of each: other load on a shared machine only slows a run.
                 print(f"round {round_}/{rounds}: dedicated hookline sender, {total} events ...", flush=True)
@@ -527,7 +541,7 @@ async def throughput(
         "bundle": bundle,
         "dedicated_rate": round(best_dedicated["rate"]),
         "dedicated_cpu_us_per_event": best_dedicated.get("cpu_us_per_event"),
-        "nats_store": str(nats_store) if nats_store else None,
+        "nats_store_kind": store_kind,
         "pool_rate": round(best_pool["rate"]),
         "pool_steady_rate": round(best_pool["steady_rate"]) if best_pool.get("steady_rate") else None,
         "pool_cpu_ms_per_delivery": best_pool.get("cpu_ms_per_delivery"),

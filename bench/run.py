@@ -665,30 +665,27 @@ async def sender_pool(args: argparse.Namespace) -> dict:
     if args.bundle_size > 1:
         from pool import throughput as pool_throughput
 
-        print(f"pool vs dedicated, events stored in bundles of {args.bundle_size} ...", flush=True)
-        with tempfile.TemporaryDirectory(prefix="hookline-bench-pool-bundles-") as tmp:
-            bundled = await pool_throughput(
-                Path(tmp), args.pool_events, 100, args.pool_rounds, control=False, bundle=args.bundle_size
-            )
-        result["bundled_throughput"] = bundled
-        print(f"  pool {bundled['pool_rate']}/s vs dedicated {bundled['dedicated_rate']}/s", flush=True)
+        # Twice: nats-server's store on the disk, then in memory, where its consumer-state files (each
+        # busy consumer's rewritten up to 10 times a second) cost what a journaled file system's do
+        # (README "Sender pools").
+        stores: list[tuple[str, Path | None]] = [("bundled_throughput", None)]
         if MEMORY_FOLDER is not None:
-            # The same, nats-server's store in memory: what its consumer-state files on disk cost a
-            # pool (each busy consumer's file rewritten up to 10 times a second; README "Sender pools").
-            print(f"the same, nats-server's store in {MEMORY_FOLDER} ...", flush=True)
-            with tempfile.TemporaryDirectory(prefix="hookline-bench-pool-memstore-") as tmp:
-                in_memory = await pool_throughput(
+            stores.append(("bundled_memory_store_throughput", MEMORY_FOLDER))
+        for key, store in stores:
+            where = f"bundles of {args.bundle_size}, nats-server's store in {store or 'a temporary folder'}"
+            print(f"pool vs dedicated, events stored in {where} ...", flush=True)
+            with tempfile.TemporaryDirectory(prefix="hookline-bench-pool-bundles-") as tmp:
+                compared = await pool_throughput(
                     Path(tmp),
                     args.pool_events,
                     100,
                     args.pool_rounds,
                     control=False,
                     bundle=args.bundle_size,
-                    nats_store=MEMORY_FOLDER,
+                    nats_store=store,
                 )
-            result["bundled_memory_store_throughput"] = in_memory
-            rates = f"pool {in_memory['pool_rate']}/s vs dedicated {in_memory['dedicated_rate']}/s"
-            print(f"  {rates}", flush=True)
+            result[key] = compared
+            print(f"  pool {compared['pool_rate']}/s vs dedicated {compared['dedicated_rate']}/s", flush=True)
     return result
 
 
@@ -1010,34 +1007,37 @@ def pool_rows(result: dict | None) -> list[str]:
     from pool import report_rows
 
     rows = report_rows(result)
-    bundled = result.get("bundled_throughput")
-    if bundled:
-        rows.append(
-            f"| pool replica over 100 Webhooks vs one dedicated sender, events stored in bundles of "
-            f"{bundled['bundle']} (maxInFlight {bundled['max_in_flight']}, {bundled['events']:,} events, "
-            f"best of {len(bundled.get('pool_rates') or [0])}; nats-server's store on this machine's "
-            "disk, ext4 without a journal: each new inode is checked against the recently deleted ones, "
-            'and every consumer-state rewrite makes one; README "Sender pools") '
-            f"| {bundled['pool_rate']} vs {bundled['dedicated_rate']} ({bundled['ratio']:.2f}); "
-            f"{nats_share(bundled)} |"
-        )
-    in_memory = result.get("bundled_memory_store_throughput")
-    if in_memory:
-        rows.append(
-            f"| the same, nats-server's store in {MEMORY_FOLDER} (its consumer-state files cost it what "
-            "they cost on a journaled ext4, measured; target >= 0.9) "
-            f"| {in_memory['pool_rate']} vs {in_memory['dedicated_rate']} ({in_memory['ratio']:.2f}); "
-            f"{nats_share(in_memory)} |"
-        )
+    for key in ("bundled_throughput", "bundled_memory_store_throughput"):
+        if compared := result.get(key):
+            rows.append(
+                f"| pool replica over 100 Webhooks vs one dedicated sender, events stored in bundles of "
+                f"{compared['bundle']} (maxInFlight {compared['max_in_flight']}, {compared['events']:,} "
+                f"events, best of {len(compared.get('pool_rates') or [0])}); nats-server's store: "
+                f"{compared['nats_store_kind']}{STORE_NOTES.get(compared['nats_store_kind'], '')} "
+                f"| {compared['pool_rate']} vs {compared['dedicated_rate']} ({compared['ratio']:.2f}); "
+                f"{nats_share(compared)} |"
+            )
     return rows
+
+
+# What the pool rows say of the file system nats-server's store was on (README "Sender pools").
+STORE_NOTES = {
+    "ext4 without a journal": " (each new inode is checked against the recently deleted ones, and every "
+    "consumer-state rewrite makes one: several times the cost of a journaled ext4)",
+    "tmpfs": " (consumer-state rewrites cost what they cost on a journaled ext4, measured; target >= 0.9)",
+}
 
 
 def nats_share(tput: dict) -> str:
     """nats-server's CPU per delivery, pooled against dedicated, in one pool comparison."""
     pooled = (tput.get("pool_cpu_ms_per_delivery") or {}).get("nats")
     dedicated_us = (tput.get("dedicated_cpu_us_per_event") or {}).get("nats")
-    dedicated = "n/a" if dedicated_us is None else f"{dedicated_us / 1000:.4f}"
-    return f"nats-server {pooled} ms per pooled delivery, {dedicated} per dedicated one"
+    dedicated = None if dedicated_us is None else dedicated_us / 1000
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return f"nats-server {ms(pooled)} ms per pooled delivery, {ms(dedicated)} per dedicated one"
 
 
 # Before issue 22 item 4 (make bench, 2026-12-04): one quiet and one attacked window, ingest's large

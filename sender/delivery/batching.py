@@ -70,7 +70,7 @@ class BatchAssembler:
         workers: int,
         ack_wait: float,
         admit: Admit,
-        admit_at_once: AdmitAtOnce | None = None,
+        admit_at_once: AdmitAtOnce,
         label: str,
     ) -> None:
         self.batch = batch
@@ -80,7 +80,7 @@ class BatchAssembler:
         self.workers = workers
         self.ack_wait = ack_wait
         self.admit = admit
-        self.admit_at_once = admit_at_once or (lambda _msg: None)
+        self.admit_at_once = admit_at_once
         self.label = label
         self.ready: asyncio.Queue[list[Item] | None] = asyncio.Queue()  # assembled batches
         self.assembling: list[Item] = []  # the batch being filled

@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from dataplane_helpers import SECRET, Receiver, sender_config, wait_until, wait_until_ready
+from harness import log_tail
 
 from hookline.operator.adapters.consumers import Consumers
 from hookline.operator.adapters.pools import PoolDirectory, pool_entry
@@ -69,9 +70,7 @@ class Replica:
         self.log.close()
 
     def log_tail(self) -> str:
-        """The replica's last log lines, for an error that says why something did not happen."""
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "hookline pool log (last 60 lines):\n" + "\n".join(lines[-60:])
+        return "hookline pool log (last 60 lines):\n" + log_tail(self.log_path, 60)
 
 
 @pytest.fixture
@@ -297,20 +296,19 @@ async def test_an_authentic_but_older_entry_replayed_is_refused_and_the_current_
     captured = (await kv.get(at)).value
     new = sender_config(url, f"{receiver.url}/new", name="moved", database="moved")
     await directory.place(consumer, pool_entry(new, None, key, uid="u").to_bytes(), POOL, 0, (POOL, 0))
+
+    async def held() -> str:
+        """Where an undelivered probe is (never handed out, or out and unacked), and the replica's log."""
+        state = await js.consumer_info(bus.STREAM, consumer)
+        return (
+            f"consumer {consumer}: pending {state.num_pending}, ack pending {state.num_ack_pending}, "
+            f"redelivered {state.num_redelivered}, waiting pulls {state.num_waiting}\n{replica.log_tail()}"
+        )
+
     # The replica swaps the engine in-process (the old one drains first): probe until /new answers.
     for probe in range(100):
         await bus.publish_events(nc, js, [open_event(f"probe-{probe}", "moved")])
-        try:
-            await wait_until(
-                lambda p=probe: f"probe-{p}" in receiver.delivered(), 30, f"probe {probe}", replica.log_tail
-            )
-        except AssertionError as exc:  # where the event is: never handed out, or out and unacked
-            state = await js.consumer_info(bus.STREAM, consumer)
-            raise AssertionError(
-                f"{exc}\nconsumer {consumer}: pending {state.num_pending}, ack pending "
-                f"{state.num_ack_pending}, redelivered {state.num_redelivered}, "
-                f"waiting pulls {state.num_waiting}"
-            ) from None
+        await wait_until(lambda p=probe: f"probe-{p}" in receiver.delivered(), 30, f"probe {probe}", held)
         if receiver.delivered()[f"probe-{probe}"].path == "/new":
             break
     else:

@@ -95,10 +95,10 @@ async def wait_until(
     condition: Callable[[], bool | Awaitable[bool]],
     within: float = 60.0,
     what: str = "condition",
-    diagnostics: Callable[[], str] | None = None,
+    diagnostics: Callable[[], str | Awaitable[str]] | None = None,
 ) -> None:
     """Poll `condition` (plain or async) until true; generous default for a loaded 2-core CI machine.
-    `diagnostics` adds what it returns (a process's log) to the error when time runs out."""
+    `diagnostics` (plain or async) adds what it returns (a process's log) to the error when time runs out."""
     await harness.wait_until(condition, within=within, what=what, interval=0.02, diagnostics=diagnostics)
 
 

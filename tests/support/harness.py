@@ -61,10 +61,12 @@ async def wait_until(
     *,
     within: float = WAIT_SECONDS,
     what: str = "condition",
-    diagnostics: Callable[[], str] | None = None,
+    diagnostics: Callable[[], str | Awaitable[str]] | None = None,
     interval: float = 0.05,
 ) -> None:
-    """Poll until `condition` holds; on timeout the error says what was awaited and shows process logs."""
+    """Poll until `condition` holds; on timeout the error says what was awaited and shows what
+    `diagnostics` (plain or async: process logs, a consumer's state) returns; a diagnostic that fails
+    says so in the error instead of replacing it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
@@ -74,9 +76,17 @@ async def wait_until(
         if result:
             return
         if loop.time() > deadline:
-            extra = f"\n{diagnostics()}" if diagnostics else ""
+            extra = f"\n{await _diagnose(diagnostics)}" if diagnostics else ""
             raise AssertionError(f"{what}: not reached within {within:g}s{extra}")
         await asyncio.sleep(interval)
+
+
+async def _diagnose(diagnostics: Callable[[], str | Awaitable[str]]) -> str:
+    try:
+        found = diagnostics()
+        return await found if isinstance(found, Awaitable) else found
+    except Exception as exc:  # the wait's own error matters more than what could not be shown
+        return f"(diagnostics failed: {exc!r})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -199,7 +209,8 @@ def carried_ids(webhook_id: str, body: bytes) -> tuple[str, ...]:
 # Processes
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last `lines` lines of a process's log, for an error that says why something did not happen."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -246,7 +257,7 @@ class Process:
         async def ready() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
-                raise AssertionError(f"{self.label} exited ({code}) before ready:\n{_tail(self.log_path)}")
+                raise AssertionError(f"{self.label} exited ({code}) before ready:\n{log_tail(self.log_path)}")
             try:
                 async with http.get(f"{self.base_url}/readyz") as response:
                     return response.status == 200
@@ -364,7 +375,7 @@ class Harness:
     def diagnostics(self) -> str:
         parts = []
         for process in self._processes():
-            parts.append(f"--- {process.label} log (tail):\n{_tail(process.log_path)}")
+            parts.append(f"--- {process.label} log (tail):\n{log_tail(process.log_path)}")
         for receiver in self.receivers:
             statuses: dict[str | None, int] = {}
             for a in receiver.attempts:
